@@ -1,0 +1,91 @@
+// The small, fixed set of operations LLM inference needs. A model is written once against this
+// interface; the CPU backend is the reference implementation and the CUDA backend the fast one.
+
+import type { HostTensor } from '../model/load/safetensors.js';
+
+/** An activation living on the backend (float32 on the CPU). Row-major, first dim = tokens. */
+export interface Tensor {
+  readonly shape: readonly number[];
+}
+
+/**
+ * A weight in one of the canonical formats. Quantized formats (fp8, int8, int4, nvfp4) join this
+ * union; `linear` dispatches on `format`.
+ */
+export interface Weight {
+  readonly format: string;
+  /** [rows, cols] for matrices (nn.Linear layout [out, in]); [n] for vectors. */
+  readonly shape: readonly number[];
+  /** Bytes this weight occupies on the backend, for memory reports. */
+  readonly bytes: number;
+}
+
+/** Layout of the paged KV cache: blocks of `blockSize` token slots, per layer a K and a V store. */
+export interface KvCacheSpec {
+  numLayers: number;
+  numBlocks: number;
+  blockSize: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+export interface KvCacheStorage {
+  readonly spec: KvCacheSpec;
+  readonly bytes: number;
+}
+
+/**
+ * Everything attention needs to know about one flattened step: each token's sequence, position and
+ * KV slot, and each sequence's block table. A token at position p attends to positions 0..p of its
+ * own sequence (all already written to the cache), or the last `window` of them.
+ */
+export interface AttentionBatch {
+  numTokens: number;
+  numSeqs: number;
+  /** Per token. */
+  positions: Int32Array;
+  seqIndex: Int32Array;
+  slots: Int32Array;
+  /** [numSeqs × maxBlocksPerSeq] physical block ids, -1 where unused. */
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  /** Take a float weight (F32/F16/BF16 on disk) into the backend's canonical dense format. */
+  loadDense(name: string, tensor: HostTensor): Weight;
+  /** Bring a backend weight back as float32 (tests, tied embeddings, quantizers). */
+  weightToHost(w: Weight): Float32Array;
+
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor;
+  toHost(t: Tensor): Float32Array;
+
+  /** Rows of `table` [vocab, hidden] for each id → [T, hidden]. */
+  embedding(table: Weight, ids: Int32Array): Tensor;
+  /** x · rsqrt(mean(x²) + eps) · weight, per row. */
+  rmsNorm(x: Tensor, weight: Weight, eps: number): Tensor;
+  /** residual += x (in place), then returns rmsNorm(residual). The pre-norm block's fused step. */
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor;
+  /** RMSNorm over each head's `headDim` slice, in place (Qwen3 q/k norm). */
+  headRmsNorm(x: Tensor, weight: Weight, headDim: number, eps: number): void;
+  /** y = x · Wᵀ (+ bias): [T, in] → [T, out]. */
+  linear(x: Tensor, w: Weight, bias?: Weight): Tensor;
+  /** Rotate-half RoPE in place on the first rotaryDim dims of every head; cos/sin are [T, rotaryDim/2]. */
+  rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void;
+  /** silu(gate) · up, elementwise. */
+  siluMul(gate: Tensor, up: Tensor): Tensor;
+  /** a += b, in place. */
+  addInPlace(a: Tensor, b: Tensor): void;
+  /** Rows `rows` of x → [rows.length, ...]. */
+  selectRows(x: Tensor, rows: Int32Array): Tensor;
+
+  allocKvCache(spec: KvCacheSpec): KvCacheStorage;
+  /** Store this step's k, v ([T, kvHeads·headDim]) at each token's slot. */
+  writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;
+  /** Causal attention of q ([T, heads·headDim]) over each token's own sequence in the cache. */
+  attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor;
+  /** Copy whole KV blocks (prefix sharing, forks). */
+  copyKvBlocks?(cache: KvCacheStorage, pairs: Array<[number, number]>): void;
+}

@@ -1,0 +1,253 @@
+// The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
+// sum could lose precision). Every faster backend is tested against it.
+
+import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, Tensor, Weight } from '../backend.js';
+import type { HostTensor } from '../../model/load/safetensors.js';
+import { toFloat32 } from '../../model/load/dtype.js';
+
+export class CpuTensor implements Tensor {
+  constructor(
+    readonly data: Float32Array,
+    readonly shape: readonly number[],
+  ) {}
+  get rows(): number {
+    return this.shape[0];
+  }
+  get cols(): number {
+    return this.data.length / this.shape[0];
+  }
+}
+
+export class CpuDenseWeight implements Weight {
+  readonly format = 'dense';
+  constructor(
+    readonly data: Float32Array,
+    readonly shape: readonly number[],
+    /** Bytes the checkpoint stored (what a GPU backend would hold), not our float32 copy. */
+    readonly bytes: number,
+  ) {}
+}
+
+class CpuKvCache implements KvCacheStorage {
+  readonly k: Float32Array[];
+  readonly v: Float32Array[];
+  readonly bytes: number;
+  constructor(readonly spec: KvCacheSpec) {
+    const perLayer = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
+    this.k = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
+    this.v = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
+    this.bytes = 2 * spec.numLayers * perLayer * 4;
+  }
+}
+
+const t = (x: Tensor) => x as CpuTensor;
+const w = (x: Weight) => x as CpuDenseWeight;
+
+export class CpuBackend implements Backend {
+  readonly name = 'cpu';
+
+  loadDense(name: string, tensor: HostTensor): Weight {
+    return new CpuDenseWeight(toFloat32(tensor, name), tensor.shape, tensor.bytes.byteLength);
+  }
+
+  weightToHost(weight: Weight): Float32Array {
+    return w(weight).data;
+  }
+
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor {
+    return new CpuTensor(data, shape);
+  }
+
+  toHost(x: Tensor): Float32Array {
+    return t(x).data;
+  }
+
+  embedding(table: Weight, ids: Int32Array): Tensor {
+    const tab = w(table);
+    const hidden = tab.shape[1];
+    const out = new Float32Array(ids.length * hidden);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id < 0 || id >= tab.shape[0]) throw new RangeError(`token id ${id} is outside the vocabulary (0..${tab.shape[0] - 1})`);
+      out.set(tab.data.subarray(id * hidden, (id + 1) * hidden), i * hidden);
+    }
+    return new CpuTensor(out, [ids.length, hidden]);
+  }
+
+  rmsNorm(x: Tensor, weight: Weight, eps: number): Tensor {
+    const src = t(x);
+    const out = new Float32Array(src.data.length);
+    normRows(src.data, out, w(weight).data, src.cols, eps);
+    return new CpuTensor(out, src.shape);
+  }
+
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor {
+    this.addInPlace(residual, x);
+    return this.rmsNorm(residual, weight, eps);
+  }
+
+  headRmsNorm(x: Tensor, weight: Weight, headDim: number, eps: number): void {
+    const d = t(x).data;
+    normRows(d, d, w(weight).data, headDim, eps);
+  }
+
+  linear(x: Tensor, weight: Weight, bias?: Weight): Tensor {
+    const src = t(x);
+    const W = w(weight);
+    const [outDim, inDim] = W.shape;
+    if (src.cols !== inDim) throw new Error(`linear: input has ${src.cols} columns, weight expects ${inDim}`);
+    const n = src.rows;
+    const out = new Float32Array(n * outDim);
+    const xs = src.data;
+    const ws = W.data;
+    const b = bias ? w(bias).data : undefined;
+    // Row of W outermost: each weight row is read once and reused for all tokens of the batch.
+    for (let o = 0; o < outDim; o++) {
+      const wOff = o * inDim;
+      for (let r = 0; r < n; r++) {
+        const xOff = r * inDim;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        let k = 0;
+        for (; k + 3 < inDim; k += 4) {
+          s0 += xs[xOff + k] * ws[wOff + k];
+          s1 += xs[xOff + k + 1] * ws[wOff + k + 1];
+          s2 += xs[xOff + k + 2] * ws[wOff + k + 2];
+          s3 += xs[xOff + k + 3] * ws[wOff + k + 3];
+        }
+        for (; k < inDim; k++) s0 += xs[xOff + k] * ws[wOff + k];
+        out[r * outDim + o] = s0 + s1 + s2 + s3 + (b ? b[o] : 0);
+      }
+    }
+    return new CpuTensor(out, [n, outDim]);
+  }
+
+  rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void {
+    const src = t(x);
+    const d = src.data;
+    const half = rotaryDim / 2;
+    const heads = src.cols / headDim;
+    for (let r = 0; r < src.rows; r++) {
+      for (let h = 0; h < heads; h++) {
+        const base = r * src.cols + h * headDim;
+        for (let i = 0; i < half; i++) {
+          const c = cos[r * half + i];
+          const s = sin[r * half + i];
+          const x1 = d[base + i];
+          const x2 = d[base + i + half];
+          d[base + i] = x1 * c - x2 * s;
+          d[base + i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  }
+
+  siluMul(gate: Tensor, up: Tensor): Tensor {
+    const g = t(gate).data;
+    const u = t(up).data;
+    const out = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) out[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+    return new CpuTensor(out, t(gate).shape);
+  }
+
+  addInPlace(a: Tensor, b: Tensor): void {
+    const x = t(a).data;
+    const y = t(b).data;
+    for (let i = 0; i < x.length; i++) x[i] += y[i];
+  }
+
+  selectRows(x: Tensor, rows: Int32Array): Tensor {
+    const src = t(x);
+    const cols = src.cols;
+    const out = new Float32Array(rows.length * cols);
+    for (let i = 0; i < rows.length; i++) out.set(src.data.subarray(rows[i] * cols, (rows[i] + 1) * cols), i * cols);
+    return new CpuTensor(out, [rows.length, ...src.shape.slice(1)]);
+  }
+
+  allocKvCache(spec: KvCacheSpec): KvCacheStorage {
+    return new CpuKvCache(spec);
+  }
+
+  writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void {
+    const c = cache as CpuKvCache;
+    const width = c.spec.numKvHeads * c.spec.headDim;
+    const ks = t(k).data;
+    const vs = t(v).data;
+    for (let i = 0; i < slots.length; i++) {
+      c.k[layer].set(ks.subarray(i * width, (i + 1) * width), slots[i] * width);
+      c.v[layer].set(vs.subarray(i * width, (i + 1) * width), slots[i] * width);
+    }
+  }
+
+  attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor {
+    const c = cache as CpuKvCache;
+    const { numKvHeads, headDim, blockSize } = c.spec;
+    const qs = t(q).data;
+    const numHeads = t(q).cols / headDim;
+    const group = numHeads / numKvHeads;
+    const kvWidth = numKvHeads * headDim;
+    const K = c.k[layer];
+    const V = c.v[layer];
+    const out = new Float32Array(qs.length);
+    const maxLen = batch.maxBlocksPerSeq * blockSize;
+    const scores = new Float64Array(maxLen);
+    const slotOf = new Int32Array(maxLen);
+    for (let tok = 0; tok < batch.numTokens; tok++) {
+      const pos = batch.positions[tok];
+      const seq = batch.seqIndex[tok];
+      const first = window > 0 ? Math.max(0, pos - window + 1) : 0;
+      const n = pos - first + 1;
+      for (let j = 0; j < n; j++) {
+        const p = first + j;
+        const block = batch.blockTables[seq * batch.maxBlocksPerSeq + Math.floor(p / blockSize)];
+        slotOf[j] = block * blockSize + (p % blockSize);
+      }
+      for (let h = 0; h < numHeads; h++) {
+        const qOff = tok * numHeads * headDim + h * headDim;
+        const kvh = Math.floor(h / group);
+        let max = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const kOff = slotOf[j] * kvWidth + kvh * headDim;
+          let s = 0;
+          for (let d = 0; d < headDim; d++) s += qs[qOff + d] * K[kOff + d];
+          s *= scale;
+          scores[j] = s;
+          if (s > max) max = s;
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          scores[j] = Math.exp(scores[j] - max);
+          sum += scores[j];
+        }
+        for (let d = 0; d < headDim; d++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += scores[j] * V[slotOf[j] * kvWidth + kvh * headDim + d];
+          out[qOff + d] = acc / sum;
+        }
+      }
+    }
+    return new CpuTensor(out, t(q).shape);
+  }
+
+  copyKvBlocks(cache: KvCacheStorage, pairs: Array<[number, number]>): void {
+    const c = cache as CpuKvCache;
+    const blockFloats = c.spec.blockSize * c.spec.numKvHeads * c.spec.headDim;
+    for (let l = 0; l < c.spec.numLayers; l++) {
+      for (const [src, dst] of pairs) {
+        c.k[l].copyWithin(dst * blockFloats, src * blockFloats, (src + 1) * blockFloats);
+        c.v[l].copyWithin(dst * blockFloats, src * blockFloats, (src + 1) * blockFloats);
+      }
+    }
+  }
+}
+
+/** RMSNorm over consecutive rows of length `width` (src and dst may alias). */
+function normRows(src: Float32Array, dst: Float32Array, weight: Float32Array, width: number, eps: number): void {
+  const rows = src.length / width;
+  for (let r = 0; r < rows; r++) {
+    const off = r * width;
+    let ss = 0;
+    for (let i = 0; i < width; i++) ss += src[off + i] * src[off + i];
+    const inv = Math.fround(1 / Math.sqrt(Math.fround(ss / width) + eps));
+    for (let i = 0; i < width; i++) dst[off + i] = Math.fround(src[off + i] * inv) * weight[i];
+  }
+}

@@ -1,0 +1,77 @@
+// CPU backend ops against direct, naive formulas (the HF fixtures check them composed; these pin
+// the parts fixtures cannot reach, like sliding-window attention).
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { Rng } from '../src/engine/rng.js';
+
+const be = new CpuBackend();
+const rng = new Rng(7);
+const rand = (n: number) => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
+
+describe('cpu backend', () => {
+  it('attention with GQA and a sliding window equals a naive softmax over the window', () => {
+    const heads = 4, kvHeads = 2, headDim = 8, blockSize = 4, len = 11, window = 5;
+    const cache = be.allocKvCache({ numLayers: 1, numBlocks: 8, blockSize, numKvHeads: kvHeads, headDim });
+    // Scatter the sequence over non-contiguous blocks to exercise the block table.
+    const blocks = [5, 2, 7];
+    const slots = Int32Array.from({ length: len }, (_, p) => blocks[Math.floor(p / blockSize)] * blockSize + (p % blockSize));
+    const k = rand(len * kvHeads * headDim);
+    const v = rand(len * kvHeads * headDim);
+    be.writeKv(cache, 0, be.fromHost(k, [len, kvHeads * headDim]), be.fromHost(v, [len, kvHeads * headDim]), slots);
+    const q = rand(len * heads * headDim);
+    const batch = { numTokens: len, numSeqs: 1, positions: Int32Array.from({ length: len }, (_, i) => i), seqIndex: new Int32Array(len), slots, blockTables: Int32Array.from(blocks), maxBlocksPerSeq: 3 };
+    const scale = 0.3;
+    for (const win of [0, window]) {
+      const out = be.toHost(be.attention(be.fromHost(q, [len, heads * headDim]), cache, 0, batch, scale, win));
+      for (let t = 0; t < len; t++) {
+        for (let h = 0; h < heads; h++) {
+          const kvh = Math.floor(h / 2);
+          const js = [];
+          for (let j = win ? Math.max(0, t - win + 1) : 0; j <= t; j++) js.push(j);
+          const s = js.map((j) => scale * Array.from({ length: headDim }, (_, d) => q[(t * heads + h) * headDim + d] * k[(j * kvHeads + kvh) * headDim + d]).reduce((a, b) => a + b));
+          const m = Math.max(...s);
+          const e = s.map((x) => Math.exp(x - m));
+          const z = e.reduce((a, b) => a + b);
+          for (let d = 0; d < headDim; d++) {
+            const want = js.reduce((acc, j, i) => acc + (e[i] / z) * v[(j * kvHeads + kvh) * headDim + d], 0);
+            assert.ok(Math.abs(out[(t * heads + h) * headDim + d] - want) < 1e-5, `window ${win} token ${t} head ${h} dim ${d}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('rope rotates pairs (i, i + rotaryDim/2) and leaves the rest of a partial-rotary head alone', () => {
+    const headDim = 8, rotaryDim = 4;
+    const x = rand(2 * headDim);
+    const orig = x.slice();
+    const cos = Float32Array.from([Math.cos(0.5), Math.cos(0.25)]);
+    const sin = Float32Array.from([Math.sin(0.5), Math.sin(0.25)]);
+    be.rope(be.fromHost(x, [1, 2 * headDim]), headDim, rotaryDim, cos, sin);
+    for (const h of [0, 1]) {
+      const b = h * headDim;
+      for (let i = 0; i < 2; i++) {
+        assert.ok(Math.abs(x[b + i] - (orig[b + i] * cos[i] - orig[b + i + 2] * sin[i])) < 1e-6);
+        assert.ok(Math.abs(x[b + i + 2] - (orig[b + i + 2] * cos[i] + orig[b + i] * sin[i])) < 1e-6);
+      }
+      for (let i = rotaryDim; i < headDim; i++) assert.equal(x[b + i], orig[b + i]);
+    }
+  });
+
+  it('linear with bias and rmsNorm match direct sums', () => {
+    const W = rand(3 * 5), x = rand(2 * 5), b = rand(3), g = rand(5);
+    const f32 = (a: Float32Array, shape: number[]) => be.loadDense('w', { dtype: 'F32', shape, bytes: new Uint8Array(a.slice().buffer) });
+    const y = be.toHost(be.linear(be.fromHost(x, [2, 5]), f32(W, [3, 5]), f32(b, [3])));
+    for (let r = 0; r < 2; r++) for (let o = 0; o < 3; o++) {
+      const want = b[o] + Array.from({ length: 5 }, (_, i) => x[r * 5 + i] * W[o * 5 + i]).reduce((p, q) => p + q);
+      assert.ok(Math.abs(y[r * 3 + o] - want) < 1e-6);
+    }
+    const n = be.toHost(be.rmsNorm(be.fromHost(x, [2, 5]), f32(g, [5]), 1e-6));
+    for (let r = 0; r < 2; r++) {
+      const ms = Array.from({ length: 5 }, (_, i) => x[r * 5 + i] ** 2).reduce((p, q) => p + q) / 5;
+      for (let i = 0; i < 5; i++) assert.ok(Math.abs(n[r * 5 + i] - (x[r * 5 + i] / Math.sqrt(ms + 1e-6)) * g[i]) < 1e-5);
+    }
+  });
+});
