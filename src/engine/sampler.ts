@@ -1,0 +1,450 @@
+// Turns one sequence's logits into its next token on the CPU, with vLLM's penalties, temperature,
+// min-p, top-k and top-p, and reports logprobs. The reference every GPU sampler is tested against.
+
+import { Rng, randomSeed } from './rng.js';
+import type { SamplingParams } from './sampling-params.js';
+
+/** Temperatures below this sample greedily, as vLLM's _SAMPLING_EPS: dividing by ~0 would overflow. */
+export const GREEDY_TEMPERATURE_EPS = 1e-5;
+
+/**
+ * Which tokens one sequence has seen: the prompt's distinct ids and how often each id occurs in the
+ * output. The engine keeps one per sequence and calls `addOutput` per generated token, so applying
+ * penalties costs O(distinct seen tokens) per step instead of recounting the whole history.
+ */
+export class TokenCounts {
+  // id -> outputCount * 2 + (in prompt ? 1 : 0): one map, one lookup per token, and a token that
+  // appears only in the prompt still counts as seen for the repetition penalty.
+  private readonly seen = new Map<number, number>();
+
+  constructor(promptIds: ArrayLike<number> = [], outputIds: ArrayLike<number> = []) {
+    this.addPrompt(promptIds);
+    for (let i = 0; i < outputIds.length; i++) this.addOutput(outputIds[i]);
+  }
+
+  /** Chunked prefill may hand the prompt over in pieces; order does not matter. */
+  addPrompt(ids: ArrayLike<number>): void {
+    for (let i = 0; i < ids.length; i++) {
+      const id = checkId(ids[i]);
+      this.seen.set(id, (this.seen.get(id) ?? 0) | 1);
+    }
+  }
+
+  addOutput(id: number): void {
+    checkId(id);
+    this.seen.set(id, (this.seen.get(id) ?? 0) + 2);
+  }
+
+  /** Undo `addOutput`, for speculative tokens the verifier rejected. */
+  removeOutput(id: number): void {
+    const packed = this.seen.get(id) ?? 0;
+    if (packed < 2) throw new RangeError(`TokenCounts.removeOutput: token ${id} is not in the output`);
+    if (packed === 2) this.seen.delete(id);
+    else this.seen.set(id, packed - 2);
+  }
+
+  outputCount(id: number): number {
+    return (this.seen.get(id) ?? 0) >>> 1;
+  }
+
+  inPrompt(id: number): boolean {
+    return ((this.seen.get(id) ?? 0) & 1) === 1;
+  }
+
+  /** Number of distinct ids seen in prompt or output: the cost of one `applyPenaltiesFromCounts`. */
+  get size(): number {
+    return this.seen.size;
+  }
+
+  /** Visits every id seen in the prompt or the output (output count 0 means prompt only). */
+  forEach(fn: (id: number, outputCount: number, inPrompt: boolean) => void): void {
+    for (const [id, packed] of this.seen) fn(id, packed >>> 1, (packed & 1) === 1);
+  }
+}
+
+function checkId(id: number): number {
+  if (!Number.isInteger(id) || id < 0) throw new RangeError(`token id must be a non-negative integer, got ${id}`);
+  return id;
+}
+
+/** Whether any of the three penalties would change a logit. */
+export function hasPenalties(p: SamplingParams): boolean {
+  return p.repetitionPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0;
+}
+
+/**
+ * vLLM's penalties, in place: for every token seen in the prompt or the output, the repetition
+ * penalty divides a positive logit and multiplies a non-positive one (so it always pushes the token
+ * down); then frequency_penalty × output count and presence_penalty × (output count > 0) are
+ * subtracted. Ids beyond the logits (a tokenizer larger than the lm_head) are ignored, as vLLM's
+ * bincount drops them.
+ */
+export function applyPenalties(logits: Float32Array, promptIds: ArrayLike<number>, outputIds: ArrayLike<number>, p: SamplingParams): void {
+  if (!hasPenalties(p)) return;
+  applyPenaltiesFromCounts(logits, new TokenCounts(promptIds, outputIds), p);
+}
+
+/** `applyPenalties` over counts the engine maintains incrementally: O(counts.size), not O(vocab). */
+export function applyPenaltiesFromCounts(logits: Float32Array, counts: TokenCounts, p: SamplingParams): void {
+  const rep = p.repetitionPenalty;
+  const freq = p.frequencyPenalty;
+  const presence = p.presencePenalty;
+  if (rep === 1 && freq === 0 && presence === 0) return;
+  const n = logits.length;
+  counts.forEach((id, outputCount) => {
+    if (id >= n) return;
+    let v = logits[id];
+    if (rep !== 1) v = v > 0 ? v / rep : v * rep;
+    if (outputCount > 0) {
+      v -= freq * outputCount;
+      v -= presence;
+    }
+    logits[id] = v;
+  });
+}
+
+/** Index of the largest logit; ties go to the lowest id, NaN never wins. -1 when none is > -inf. */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = -Infinity;
+  let bestId = -1;
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (v > best) {
+      best = v;
+      bestId = i;
+    }
+  }
+  return bestId;
+}
+
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+}
+
+export interface Logprobs {
+  /** The token asked about (usually the one just sampled). */
+  tokenId: number;
+  logprob: number;
+  /** 1-based; the number of tokens whose logprob is >= this token's, as vLLM counts it. */
+  rank: number;
+  /** The topN most likely tokens, most likely first, ties by lowest id. */
+  top: TokenLogprob[];
+}
+
+/**
+ * Log-softmax of the raw logits, before penalties and temperature: vLLM's default
+ * `logprobs_mode="raw_logprobs"`, and what OpenAI clients expect — the model's own belief, which
+ * does not change with the sampling knobs of the request. (The sampled token itself does depend
+ * on them, so its rank may be > 1 even when it was the only token left after top-k.)
+ */
+export function computeLogprobs(logits: Float32Array, topN: number, tokenId: number): Logprobs {
+  const n = logits.length;
+  if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= n) {
+    throw new RangeError(`logprobs: token id ${tokenId} is outside the vocabulary of ${n}`);
+  }
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  if (max === -Infinity) throw new RangeError(ALL_MASKED);
+  if (max === Infinity) {
+    // The +inf tokens share all the mass equally; everything else is impossible.
+    let infinite = 0;
+    for (let i = 0; i < n; i++) if (logits[i] === Infinity) infinite++;
+    const shared = -Math.log(infinite);
+    return finishLogprobs(logits, tokenId, topN, (id) => (logits[id] === Infinity ? shared : -Infinity));
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(logits[i] - max);
+    if (e > 0) sum += e; // NaN logits carry no mass
+  }
+  const logSumExp = max + Math.log(sum);
+  return finishLogprobs(logits, tokenId, topN, (id) => {
+    const v = logits[id];
+    return v === v ? v - logSumExp : -Infinity;
+  });
+}
+
+function finishLogprobs(logits: Float32Array, tokenId: number, topN: number, logprobOf: (id: number) => number): Logprobs {
+  const n = logits.length;
+  const k = Math.max(0, Math.min(Math.floor(topN), n));
+  const scratch = scratchFor(n);
+  selectTopK(logits, null, n, k, scratch.heap, scratch.ids);
+  const top: TokenLogprob[] = [];
+  for (let j = 0; j < k; j++) top.push({ id: scratch.ids[j], logprob: logprobOf(scratch.ids[j]) });
+  const chosen = logits[tokenId];
+  let rank = 0;
+  if (chosen === chosen) {
+    for (let i = 0; i < n; i++) if (logits[i] >= chosen) rank++;
+  } else {
+    rank = n; // a NaN logit is treated as the least likely token
+  }
+  return { tokenId, logprob: logprobOf(tokenId), rank, top };
+}
+
+const ALL_MASKED = 'sampler: every logit is -inf or NaN, so there is no token to choose (the model output or the logit masks are broken)';
+
+/**
+ * One sequence's sampler. Pipeline, in vLLM v1's order (vllm/v1/sample/sampler.py):
+ *   penalties → greedy argmax if temperature < 1e-5 → logits / temperature → softmax (f64)
+ *   → min-p → top-k → top-p → renormalise → inverse-CDF draw.
+ * vLLM v1 applies min-p (an argmax-invariant logits processor) *before* top-k/top-p; HF and vLLM v0
+ * apply it after. Only min-p combined with top-p tells them apart (top-p then sees the
+ * renormalised min-p survivors); we follow v1 because that is the server we are compatible with.
+ *
+ * The draw: u = rng.next() × total mass; the token is the lowest id x whose cumulative mass over
+ * ids ≤ x exceeds u. Walking in id order (not probability order) makes a draw a pure function of
+ * `probabilities()` and u, so other samplers can be checked against this one. A random-mode call
+ * consumes exactly one `rng.next()`, even when one token is left; greedy consumes none. That keeps
+ * the stream position a function of the step count alone.
+ */
+export class Sampler {
+  readonly params: SamplingParams;
+  readonly vocabSize: number;
+  /** The seed actually used: params.seed, or a random one that replays this generation if passed back. */
+  readonly seed: number;
+  readonly rng: Rng;
+  readonly greedy: boolean;
+  private readonly penalised: boolean;
+  private lastToken = -1;
+
+  constructor(params: SamplingParams, vocabSize: number) {
+    if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new RangeError(`Sampler: vocabSize must be a positive integer, got ${vocabSize}`);
+    this.params = params;
+    this.vocabSize = vocabSize;
+    this.seed = params.seed ?? randomSeed();
+    this.rng = new Rng(this.seed);
+    this.greedy = params.temperature < GREEDY_TEMPERATURE_EPS;
+    this.penalised = hasPenalties(params);
+  }
+
+  /** The next token. `logits` is not modified (penalties are applied to a copy). */
+  sample(logits: Float32Array, counts: TokenCounts): number {
+    const support = this.support(logits, counts);
+    const { ids, weights } = support;
+    let token: number;
+    if (this.greedy) {
+      token = ids[0];
+    } else {
+      const u = this.rng.next() * support.total;
+      token = ids[support.count - 1]; // reached only if rounding put u·total at the total itself
+      let acc = 0;
+      for (let j = 0; j < support.count; j++) {
+        acc += weights[ids[j]];
+        if (u < acc) {
+          token = ids[j];
+          break;
+        }
+      }
+    }
+    this.lastToken = token;
+    return token;
+  }
+
+  /**
+   * The distribution `sample` draws from, over the full vocabulary, zeros for filtered tokens
+   * (one-hot for greedy). Speculative decoding's verifier needs p(x) of the target from this.
+   */
+  probabilities(logits: Float32Array, counts: TokenCounts): Float32Array {
+    const { ids, weights, count, total } = this.support(logits, counts);
+    const out = new Float32Array(this.vocabSize);
+    for (let j = 0; j < count; j++) out[ids[j]] = weights[ids[j]] / total;
+    return out;
+  }
+
+  /** Raw-logit logprobs (see `computeLogprobs`) of `tokenId`, by default the token last sampled. */
+  logprobs(logits: Float32Array, topN: number, tokenId: number = this.lastToken): Logprobs {
+    if (tokenId < 0) throw new RangeError('Sampler.logprobs: no token sampled yet and no tokenId given');
+    this.checkLength(logits);
+    return computeLogprobs(logits, topN, tokenId);
+  }
+
+  private checkLength(logits: Float32Array): void {
+    if (logits.length !== this.vocabSize) {
+      throw new RangeError(`Sampler: expected ${this.vocabSize} logits, got ${logits.length}`);
+    }
+  }
+
+  /**
+   * The surviving tokens: ids[0..count) in ascending order, their unnormalised f64 weights in
+   * weights[id], and the weights' sum taken in that same order (so a cumulative walk ends exactly
+   * at `total`). Both arrays are the shared scratch: valid until the next call.
+   */
+  private support(logits: Float32Array, counts: TokenCounts): { ids: Int32Array; weights: Float64Array; count: number; total: number } {
+    this.checkLength(logits);
+    const n = this.vocabSize;
+    const p = this.params;
+    const scratch = scratchFor(n);
+    const { ids, weights, heap } = scratch;
+    let x = logits;
+    if (this.penalised && counts.size > 0) {
+      x = scratch.logits.subarray(0, n);
+      x.set(logits);
+      applyPenaltiesFromCounts(x, counts, p);
+    }
+
+    if (this.greedy) {
+      const id = argmax(x);
+      if (id < 0) throw new RangeError(ALL_MASKED);
+      ids[0] = id;
+      weights[id] = 1;
+      return { ids, weights, count: 1, total: 1 };
+    }
+
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) if (x[i] > max) max = x[i];
+    if (max === -Infinity) throw new RangeError(ALL_MASKED);
+
+    // Softmax numerators, shifted by the max so the top token weighs exactly 1; this makes min-p
+    // (drop p < min_p · p_max) a plain comparison against min_p. Zero-weight tokens (-inf, NaN or
+    // underflow) can never be drawn, so they leave the candidate list here.
+    let count = 0;
+    if (max === Infinity) {
+      for (let i = 0; i < n; i++) {
+        if (x[i] === Infinity) {
+          weights[i] = 1;
+          ids[count++] = i;
+        }
+      }
+    } else {
+      const t = p.temperature;
+      const minWeight = p.minP > 0 ? p.minP : Number.MIN_VALUE;
+      for (let i = 0; i < n; i++) {
+        const w = Math.exp((x[i] - max) / t);
+        if (w >= minWeight) {
+          weights[i] = w;
+          ids[count++] = i;
+        }
+      }
+    }
+
+    // Top-k: ties at the k-th place go to the lowest ids, so exactly k survive (torch.topk's tie
+    // order is unspecified). Selection orders by the logit, which is finer than the weight: two
+    // logits can round to the same exp().
+    let byProbability = false;
+    if (p.topK > 0 && p.topK < count) {
+      selectTopK(x, ids, count, p.topK, heap, ids);
+      count = p.topK;
+      byProbability = true;
+    }
+
+    if (p.topP < 1 && count > 1) {
+      let mass = 0;
+      for (let j = 0; j < count; j++) mass += weights[ids[j]];
+      if (!byProbability) count = nucleusByHeap(x, weights, ids, count, mass, p.topP, heap);
+      else count = nucleusPrefix(weights, ids, count, mass, p.topP);
+      byProbability = true;
+    }
+
+    if (byProbability) ids.subarray(0, count).sort();
+    let total = 0;
+    for (let j = 0; j < count; j++) total += weights[ids[j]];
+    return { ids, weights, count, total };
+  }
+}
+
+/** Top-p over candidates already sorted by probability: the shortest prefix with mass ≥ topP. */
+function nucleusPrefix(weights: Float64Array, ids: Int32Array, count: number, mass: number, topP: number): number {
+  let cum = 0;
+  for (let j = 0; j < count; j++) {
+    cum += weights[ids[j]] / mass;
+    if (cum >= topP) return j + 1;
+  }
+  return count;
+}
+
+/**
+ * Top-p over unsorted candidates without sorting them all: order them by a max-heap and pop until
+ * the kept mass reaches topP, writing the kept ids to ids[0..). Before that, any token whose
+ * weight is ≤ (1 - topP)·mass / count is dropped unseen: those tokens are the least likely ones and
+ * together weigh at most (1 - topP)·mass, so the nucleus cannot need any of them. On real LLM
+ * distributions that removes almost all of a 128k vocabulary's tail before the heap is built.
+ */
+function nucleusByHeap(x: Float32Array, weights: Float64Array, ids: Int32Array, count: number, mass: number, topP: number, heap: Int32Array): number {
+  const negligible = (((1 - topP) * mass) / count) * (1 - 1e-9); // margin against rounding in the sums
+  let size = 0;
+  for (let j = 0; j < count; j++) {
+    const id = ids[j];
+    if (weights[id] > negligible) heap[size++] = id;
+  }
+  const before = (a: number, b: number): boolean => isWorse(x, b, a);
+  for (let i = (size >> 1) - 1; i >= 0; i--) siftDown(heap, size, i, heap[i], before);
+  let kept = 0;
+  let cum = 0;
+  while (size > 0) {
+    const id = heap[0];
+    size--;
+    if (size > 0) siftDown(heap, size, 0, heap[size], before);
+    ids[kept++] = id;
+    cum += weights[id] / mass;
+    if (cum >= topP) break;
+  }
+  return kept;
+}
+
+/** a ranks below b: smaller logit, or an equal logit and a larger id. NaN ranks below everything. */
+function isWorse(x: Float32Array, a: number, b: number): boolean {
+  let ka = x[a];
+  let kb = x[b];
+  if (ka !== ka) ka = -Infinity;
+  if (kb !== kb) kb = -Infinity;
+  return ka < kb || (ka === kb && a > b);
+}
+
+/**
+ * The k best of candidates (ids[0..count), or 0..count-1 when ids is null) by logit, ties to the
+ * lowest id, written to out[0..k) best first. A size-k heap with the worst kept token on top:
+ * O(count · log k), and most tokens are rejected by one comparison with the top. `out` may alias
+ * `ids`: every candidate is read before the first write.
+ */
+function selectTopK(x: Float32Array, ids: Int32Array | null, count: number, k: number, heap: Int32Array, out: Int32Array): void {
+  if (k <= 0) return;
+  const before = (a: number, b: number): boolean => isWorse(x, a, b);
+  let size = 0;
+  for (let j = 0; j < count; j++) {
+    const id = ids === null ? j : ids[j];
+    if (size < k) {
+      let pos = size++;
+      while (pos > 0) {
+        const parent = (pos - 1) >> 1;
+        if (!before(id, heap[parent])) break;
+        heap[pos] = heap[parent];
+        pos = parent;
+      }
+      heap[pos] = id;
+    } else if (isWorse(x, heap[0], id)) {
+      siftDown(heap, size, 0, id, before);
+    }
+  }
+  for (let j = size - 1; j >= 0; j--) {
+    out[j] = heap[0];
+    if (j > 0) siftDown(heap, j, 0, heap[j], before);
+  }
+}
+
+/** Places `item` at `pos` of a binary heap of `size` and moves it down until `before` holds. */
+function siftDown(heap: Int32Array, size: number, pos: number, item: number, before: (a: number, b: number) => boolean): void {
+  for (;;) {
+    let child = 2 * pos + 1;
+    if (child >= size) break;
+    if (child + 1 < size && before(heap[child + 1], heap[child])) child++;
+    if (!before(heap[child], item)) break;
+    heap[pos] = heap[child];
+    pos = child;
+  }
+  heap[pos] = item;
+}
+
+// Vocab-sized scratch shared by every sampler: sampling is synchronous and JS single-threaded, so
+// one set serves all sequences instead of ~1.5 MB each at a 128k vocabulary.
+const scratch = { logits: new Float32Array(0), weights: new Float64Array(0), ids: new Int32Array(0), heap: new Int32Array(0) };
+
+function scratchFor(n: number): typeof scratch {
+  if (scratch.ids.length < n) {
+    scratch.logits = new Float32Array(n);
+    scratch.weights = new Float64Array(n);
+    scratch.ids = new Int32Array(n);
+    scratch.heap = new Int32Array(n);
+  }
+  return scratch;
+}
