@@ -72,6 +72,8 @@ export class LlamaModel {
     }
     be.addInPlace(residual, x);
     if (capture && opts.captureHiddenStates!.includes(c.numLayers)) capture.set(c.numLayers, be.toHost(residual).slice());
+    // A step of prefill chunks that all stop short of their prompt's end needs no logits.
+    if (batch.logitRows.length === 0) return { logits: new Float32Array(0), hiddenStates: capture };
     const last = be.selectRows(residual, batch.logitRows);
     const normed = be.rmsNorm(last, W.norm, c.rmsNormEps);
     const logits = be.toHost(be.linear(normed, W.lmHead));

@@ -14,7 +14,7 @@ export class CpuTensor implements Tensor {
     return this.shape[0];
   }
   get cols(): number {
-    return this.data.length / this.shape[0];
+    return this.shape.slice(1).reduce((a, b) => a * b, 1);
   }
 }
 

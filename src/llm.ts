@@ -1,0 +1,227 @@
+// The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
+// generate() and chat() stream chunks as async iterators.
+
+import type { Backend } from './backend/backend.js';
+import { CpuBackend } from './backend/cpu/cpu-backend.js';
+import { DEFAULT_BLOCK_SIZE, } from './engine/kv-cache.js';
+import { Engine, type FinishReason, type RequestOutput } from './engine/engine.js';
+import { DEFAULT_SAMPLING, resolveSamplingParams, type SamplingParams } from './engine/sampling-params.js';
+import { InvalidRequestError, TachyonError } from './errors.js';
+import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
+import { resolveModelDir } from './model/default-model.js';
+import { loadModel, type LoadedModel } from './model/load-model.js';
+
+export interface LoadOptions {
+  /** A Hugging Face model directory; the embedded default model when omitted. */
+  model?: string;
+  device?: 'auto' | 'cpu';
+  /** Longest prompt + output; defaults to the model's max_position_embeddings. */
+  maxModelLen?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  /** KV cache capacity in tokens. */
+  kvCacheTokens?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export type GenerateParams = Partial<SamplingParams>;
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export interface GenerateChunk {
+  /** New text (may be empty while a multi-byte character is incomplete). */
+  text: string;
+  tokenIds: number[];
+  finished: boolean;
+  finishReason?: FinishReason;
+  usage: Usage;
+}
+
+export interface Timings {
+  /** Request start to first output token. */
+  ttftMs: number;
+  totalMs: number;
+  /** Prompt tokens / time to first token. */
+  prefillTokensPerSecond: number;
+  /** Output tokens after the first / time after the first. */
+  decodeTokensPerSecond: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  usage: Usage;
+  timings: Timings;
+}
+
+interface Listener {
+  push(out: RequestOutput): void;
+}
+
+export class LLM {
+  private readonly listeners = new Map<string, Listener>();
+  private pumping = false;
+  private nextId = 0;
+  private closed = false;
+
+  private constructor(
+    readonly loaded: LoadedModel,
+    readonly engine: Engine,
+  ) {}
+
+  static async load(options: LoadOptions = {}): Promise<LLM> {
+    const backend: Backend = new CpuBackend();
+    const dir = resolveModelDir(options.model);
+    const loaded = loadModel(dir, backend, options.onProgress);
+    const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
+    if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
+    const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {
+      maxModelLen,
+      maxNumSeqs: options.maxNumSeqs ?? 64,
+      maxNumBatchedTokens: options.maxNumBatchedTokens ?? 2048,
+      kvCacheTokens: options.kvCacheTokens ?? Math.max(maxModelLen, 8192),
+      blockSize: DEFAULT_BLOCK_SIZE,
+    });
+    return new LLM(loaded, engine);
+  }
+
+  get tokenizer() {
+    return this.loaded.tokenizer;
+  }
+
+  get config() {
+    return this.loaded.config;
+  }
+
+  /** Request parameters over generation_config.json defaults over the library defaults. */
+  resolveParams(params: GenerateParams = {}): SamplingParams {
+    return resolveSamplingParams(params, { ...DEFAULT_SAMPLING, ...this.loaded.samplingDefaults });
+  }
+
+  /** Render messages with the model's chat template. */
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
+    if (!this.loaded.chatTemplate) throw new InvalidRequestError(`${this.loaded.dir} has no chat template (tokenizer_config.json chat_template or chat_template.jinja)`);
+    return renderChatTemplate(this.loaded.chatTemplate, {
+      messages,
+      addGenerationPrompt,
+      bosToken: this.tokenizer.bosTokenId === undefined ? undefined : this.tokenizer.idToToken(this.tokenizer.bosTokenId),
+      eosToken: this.tokenizer.eosTokenId === undefined ? undefined : this.tokenizer.idToToken(this.tokenizer.eosTokenId),
+    });
+  }
+
+  /** Stream a completion of `prompt` (text, or token ids as given). */
+  generate(prompt: string | number[], params: GenerateParams = {}, opts: { addSpecialTokens?: boolean; signal?: AbortSignal } = {}): AsyncIterable<GenerateChunk> {
+    const promptIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt, { addSpecialTokens: opts.addSpecialTokens ?? true }) : prompt;
+    return this.stream(promptIds, this.resolveParams(params), opts.signal);
+  }
+
+  /** Stream the assistant's reply to a conversation (chat template applied, no second BOS). */
+  chat(messages: ChatMessage[], params: GenerateParams = {}, opts: { signal?: AbortSignal } = {}): AsyncIterable<GenerateChunk> {
+    const text = this.applyChatTemplate(messages, true);
+    return this.generate(text, params, { addSpecialTokens: false, signal: opts.signal });
+  }
+
+  /** Run a generation to the end and return text, ids, usage and timings. */
+  async complete(prompt: string | number[], params: GenerateParams = {}, opts: { addSpecialTokens?: boolean } = {}): Promise<GenerationResult> {
+    return collect(this.generate(prompt, params, opts));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const id of this.listeners.keys()) this.engine.abort(id);
+  }
+
+  private stream(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncIterable<GenerateChunk> {
+    if (this.closed) throw new InvalidRequestError('this LLM has been closed');
+    const id = `req-${this.nextId++}`;
+    this.engine.addRequest(id, promptIds, params);
+    const queue: RequestOutput[] = [];
+    let wake: (() => void) | undefined;
+    this.listeners.set(id, {
+      push: (out) => {
+        queue.push(out);
+        wake?.();
+      },
+    });
+    const onAbort = () => this.engine.abort(id);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.pump();
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for (;;) {
+            while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+            const out = queue.shift()!;
+            if (out.error) throw out.error;
+            const usage = { promptTokens: out.promptTokens, completionTokens: out.outputTokens, totalTokens: out.promptTokens + out.outputTokens };
+            yield { text: out.text, tokenIds: out.newTokenIds, finished: out.finished, finishReason: out.finishReason, usage };
+            if (out.finished) return;
+          }
+        } finally {
+          // A consumer that stops early (break, error) cancels the request and frees its blocks.
+          self.engine.abort(id);
+          self.listeners.delete(id);
+          signal?.removeEventListener('abort', onAbort);
+        }
+      },
+    };
+  }
+
+  /** Step the engine while it has work, yielding to the event loop between steps. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    const loop = () => {
+      try {
+        if (!this.engine.hasWork()) {
+          this.pumping = false;
+          return;
+        }
+        for (const out of this.engine.step()) this.listeners.get(out.requestId)?.push(out);
+      } catch (err) {
+        // A failure inside a step fails every request in flight rather than hanging them.
+        const error = err instanceof TachyonError ? err : new TachyonError('internal', `engine step failed: ${(err as Error).message}`);
+        for (const [id, l] of this.listeners) {
+          l.push({ requestId: id, newTokenIds: [], text: '', finished: true, finishReason: 'error', error, promptTokens: 0, outputTokens: 0 });
+          this.engine.abort(id);
+        }
+      }
+      setImmediate(loop);
+    };
+    setImmediate(loop);
+  }
+}
+
+/** Drain a stream into one result, timing the first token and the decode rate. */
+export async function collect(stream: AsyncIterable<GenerateChunk>): Promise<GenerationResult> {
+  const t0 = performance.now();
+  let first = 0;
+  let text = '';
+  const tokenIds: number[] = [];
+  let last: GenerateChunk | undefined;
+  for await (const chunk of stream) {
+    if (chunk.tokenIds.length > 0 && first === 0) first = performance.now();
+    text += chunk.text;
+    tokenIds.push(...chunk.tokenIds);
+    last = chunk;
+  }
+  const end = performance.now();
+  return { text, tokenIds, finishReason: last?.finishReason ?? 'stop', usage: last!.usage, timings: timingsOf(t0, first || end, end, last!.usage) };
+}
+
+export function timingsOf(start: number, firstToken: number, end: number, usage: Usage): Timings {
+  const ttftMs = firstToken - start;
+  const decodeMs = end - firstToken;
+  return {
+    ttftMs,
+    totalMs: end - start,
+    prefillTokensPerSecond: ttftMs > 0 ? (usage.promptTokens / ttftMs) * 1000 : 0,
+    decodeTokensPerSecond: decodeMs > 0 && usage.completionTokens > 1 ? ((usage.completionTokens - 1) / decodeMs) * 1000 : 0,
+  };
+}
