@@ -10,6 +10,7 @@ import { InvalidRequestError, TachyonError } from './errors.js';
 import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
 import { resolveModelDir } from './model/default-model.js';
 import { loadModel, type LoadedModel } from './model/load-model.js';
+import { parseQuantizationMethod } from './quant/online.js';
 
 export interface LoadOptions {
   /** A Hugging Face model directory; the embedded default model when omitted. */
@@ -21,6 +22,8 @@ export interface LoadOptions {
   maxNumBatchedTokens?: number;
   /** KV cache capacity in tokens. */
   kvCacheTokens?: number;
+  /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
+  quantization?: string;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -77,7 +80,7 @@ export class LLM {
   static async load(options: LoadOptions = {}): Promise<LLM> {
     const backend: Backend = new CpuBackend();
     const dir = resolveModelDir(options.model);
-    const loaded = loadModel(dir, backend, options.onProgress);
+    const loaded = loadModel(dir, backend, { quantization: parseQuantizationMethod(options.quantization), onProgress: options.onProgress });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
     const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {

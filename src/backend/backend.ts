@@ -2,6 +2,7 @@
 // interface; the CPU backend is the reference implementation and the CUDA backend the fast one.
 
 import type { HostTensor } from '../model/load/safetensors.js';
+import type { QuantizedWeight } from '../quant/format.js';
 
 /** An activation living on the backend (float32 on the CPU). Row-major, first dim = tokens. */
 export interface Tensor {
@@ -56,6 +57,8 @@ export interface Backend {
 
   /** Take a float weight (F32/F16/BF16 on disk) into the backend's canonical dense format. */
   loadDense(name: string, tensor: HostTensor): Weight;
+  /** Take a weight already in a canonical quantized format (fp8, int8, int4, nvfp4). */
+  loadQuantized(name: string, weight: QuantizedWeight): Weight;
   /** Bring a backend weight back as float32 (tests, tied embeddings, quantizers). */
   weightToHost(w: Weight): Float32Array;
 

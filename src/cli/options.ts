@@ -26,7 +26,8 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--model <dir>', 'Hugging Face model directory (default: the embedded tachyon-tiny)')
     .option('--max-model-len <n>', 'longest prompt + output in tokens (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
-    .option('--device <device>', 'auto | cpu', 'auto');
+    .option('--device <device>', 'auto | cpu', 'auto')
+    .option('--quantization <method>', 'quantize weights at load: fp8 | w8a16 | w4a16 | nvfp4 (embeddings and lm_head stay as stored)');
 }
 
 export function addSamplingOptions(cmd: Command, defaultMaxTokens: number): Command {
@@ -48,6 +49,7 @@ export interface ModelFlags {
   model?: string;
   maxModelLen?: number;
   device: string;
+  quantization?: string;
 }
 
 export interface SamplingFlags {
@@ -68,7 +70,7 @@ export function loadOptionsFrom(flags: ModelFlags): LoadOptions {
   if (flags.device !== 'auto' && flags.device !== 'cpu') {
     throw new InvalidArgumentError(`--device '${flags.device}' is not available in this build; supported: auto, cpu`);
   }
-  return { model: flags.model, maxModelLen: flags.maxModelLen, device: flags.device };
+  return { model: flags.model, maxModelLen: flags.maxModelLen, device: flags.device, quantization: flags.quantization };
 }
 
 export function samplingFrom(flags: SamplingFlags): GenerateParams {

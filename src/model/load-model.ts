@@ -11,7 +11,7 @@ import { eosTokenIds, loadGenerationConfig } from './generation-config.js';
 import { LlamaModel } from './llama.js';
 import { SafetensorsCheckpoint } from './load/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
-import { loadModelWeights, weightBytesByFormat } from './weights.js';
+import { loadModelWeights, weightBytesByFormat, type LoadWeightsOptions } from './weights.js';
 
 export interface LoadedModel {
   dir: string;
@@ -23,10 +23,12 @@ export interface LoadedModel {
   samplingDefaults: Partial<SamplingParams>;
   eosTokenIds: number[];
   weightBytes: Record<string, number>;
+  /** The online quantization applied at load, if any. */
+  quantization?: string;
   loadMs: number;
 }
 
-export function loadModel(dir: string, backend: Backend, onProgress?: (done: number, total: number) => void): LoadedModel {
+export function loadModel(dir: string, backend: Backend, options: LoadWeightsOptions = {}): LoadedModel {
   const t0 = performance.now();
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ModelLoadError(`${dir}: model directory does not exist`);
   const config = loadModelConfig(dir);
@@ -34,7 +36,7 @@ export function loadModel(dir: string, backend: Backend, onProgress?: (done: num
   const generation = loadGenerationConfig(dir);
   const ckpt = SafetensorsCheckpoint.open(dir);
   try {
-    const weights = loadModelWeights(ckpt, config, backend, onProgress);
+    const weights = loadModelWeights(ckpt, config, backend, options);
     const model = new LlamaModel(config, weights, backend);
     return {
       dir,
@@ -45,6 +47,7 @@ export function loadModel(dir: string, backend: Backend, onProgress?: (done: num
       samplingDefaults: generation.sampling,
       eosTokenIds: eosTokenIds(config.eosTokenIds, generation.eosTokenIds, tokenizer.eosTokenId),
       weightBytes: weightBytesByFormat(weights, config.tieWordEmbeddings),
+      quantization: options.quantization,
       loadMs: performance.now() - t0,
     };
   } finally {

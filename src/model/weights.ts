@@ -5,6 +5,7 @@ import type { Backend, Weight } from '../backend/backend.js';
 import { ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './config.js';
 import type { SafetensorsCheckpoint } from './load/safetensors.js';
+import { quantizeWeight, type QuantizationMethod } from '../quant/online.js';
 
 export interface LayerWeights {
   inputNorm: Weight;
@@ -35,8 +36,15 @@ export interface ModelWeights {
   lmHead: Weight;
 }
 
-export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfig, backend: Backend, onProgress?: (done: number, total: number) => void): ModelWeights {
+export interface LoadWeightsOptions {
+  /** Quantize the decoder's linear layers at load (embeddings, lm_head and norms stay as stored). */
+  quantization?: QuantizationMethod;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfig, backend: Backend, options: LoadWeightsOptions = {}): ModelWeights {
   const { hiddenSize: h, headDim, numHeads, numKvHeads, intermediateSize: ff, vocabSize } = config;
+  const { quantization, onProgress } = options;
   const load = (name: string, shape: number[]): Weight => {
     if (!ckpt.has(name)) throw new ModelLoadError(`${ckpt.dir}: checkpoint is missing tensor '${name}' (${config.architecture} expects it)`);
     const info = ckpt.info(name);
@@ -44,6 +52,13 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
       throw new ModelLoadError(`${info.file}: tensor '${name}' has shape [${info.shape.join(', ')}], config.json implies [${shape.join(', ')}]`);
     }
     return backend.loadDense(name, ckpt.read(name));
+  };
+  // A decoder projection: quantized when asked, else as stored.
+  const linear = (name: string, shape: number[]): Weight => {
+    if (!quantization) return load(name, shape);
+    const dense = load(name, shape);
+    const q = quantizeWeight(quantization, backend.weightToHost(dense), shape[0], shape[1], name);
+    return backend.loadQuantized(name, q);
   };
   const total = config.numLayers + 2;
   const embedTokens = load('model.embed_tokens.weight', [vocabSize, h]);
@@ -55,10 +70,10 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
     const m = `${p}mlp.`;
     layers.push({
       inputNorm: load(`${p}input_layernorm.weight`, [h]),
-      q: load(`${a}q_proj.weight`, [numHeads * headDim, h]),
-      k: load(`${a}k_proj.weight`, [numKvHeads * headDim, h]),
-      v: load(`${a}v_proj.weight`, [numKvHeads * headDim, h]),
-      o: load(`${a}o_proj.weight`, [h, numHeads * headDim]),
+      q: linear(`${a}q_proj.weight`, [numHeads * headDim, h]),
+      k: linear(`${a}k_proj.weight`, [numKvHeads * headDim, h]),
+      v: linear(`${a}v_proj.weight`, [numKvHeads * headDim, h]),
+      o: linear(`${a}o_proj.weight`, [h, numHeads * headDim]),
       qBias: config.qkvBias ? load(`${a}q_proj.bias`, [numHeads * headDim]) : undefined,
       kBias: config.qkvBias ? load(`${a}k_proj.bias`, [numKvHeads * headDim]) : undefined,
       vBias: config.qkvBias ? load(`${a}v_proj.bias`, [numKvHeads * headDim]) : undefined,
@@ -66,9 +81,9 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
       qNorm: config.qkNorm ? load(`${a}q_norm.weight`, [headDim]) : undefined,
       kNorm: config.qkNorm ? load(`${a}k_norm.weight`, [headDim]) : undefined,
       postAttentionNorm: load(`${p}post_attention_layernorm.weight`, [h]),
-      gate: load(`${m}gate_proj.weight`, [ff, h]),
-      up: load(`${m}up_proj.weight`, [ff, h]),
-      down: load(`${m}down_proj.weight`, [h, ff]),
+      gate: linear(`${m}gate_proj.weight`, [ff, h]),
+      up: linear(`${m}up_proj.weight`, [ff, h]),
+      down: linear(`${m}down_proj.weight`, [h, ff]),
       gateBias: config.mlpBias ? load(`${m}gate_proj.bias`, [ff]) : undefined,
       upBias: config.mlpBias ? load(`${m}up_proj.bias`, [ff]) : undefined,
       downBias: config.mlpBias ? load(`${m}down_proj.bias`, [h]) : undefined,

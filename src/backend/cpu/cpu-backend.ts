@@ -4,6 +4,7 @@
 import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, Tensor, Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
+import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
 
 export class CpuTensor implements Tensor {
   constructor(
@@ -18,14 +19,27 @@ export class CpuTensor implements Tensor {
   }
 }
 
+/** A float weight, held as float32; `format` is the checkpoint's dtype (bf16, f16, f32). */
 export class CpuDenseWeight implements Weight {
-  readonly format = 'dense';
   constructor(
     readonly data: Float32Array,
     readonly shape: readonly number[],
     /** Bytes the checkpoint stored (what a GPU backend would hold), not our float32 copy. */
     readonly bytes: number,
+    readonly format: string = 'f32',
   ) {}
+}
+
+/** A weight kept in its packed quantized form; linear dequantizes a row at a time. */
+export class CpuQuantizedWeight implements Weight {
+  readonly format: string;
+  readonly shape: readonly number[];
+  readonly bytes: number;
+  constructor(readonly q: QuantizedWeight) {
+    this.format = q.format;
+    this.shape = [q.rows, q.cols];
+    this.bytes = q.bytes;
+  }
 }
 
 class CpuKvCache implements KvCacheStorage {
@@ -47,11 +61,15 @@ export class CpuBackend implements Backend {
   readonly name = 'cpu';
 
   loadDense(name: string, tensor: HostTensor): Weight {
-    return new CpuDenseWeight(toFloat32(tensor, name), tensor.shape, tensor.bytes.byteLength);
+    return new CpuDenseWeight(toFloat32(tensor, name), tensor.shape, tensor.bytes.byteLength, String(tensor.dtype).toLowerCase());
+  }
+
+  loadQuantized(_name: string, weight: QuantizedWeight): Weight {
+    return new CpuQuantizedWeight(weight);
   }
 
   weightToHost(weight: Weight): Float32Array {
-    return w(weight).data;
+    return weight instanceof CpuQuantizedWeight ? dequantize(weight.q) : w(weight).data;
   }
 
   fromHost(data: Float32Array, shape: readonly number[]): Tensor {
@@ -93,6 +111,7 @@ export class CpuBackend implements Backend {
 
   linear(x: Tensor, weight: Weight, bias?: Weight): Tensor {
     const src = t(x);
+    if (weight instanceof CpuQuantizedWeight) return this.linearPacked(src, weight, bias);
     const W = w(weight);
     const [outDim, inDim] = W.shape;
     if (src.cols !== inDim) throw new Error(`linear: input has ${src.cols} columns, weight expects ${inDim}`);
@@ -119,6 +138,17 @@ export class CpuBackend implements Backend {
       }
     }
     return new CpuTensor(out, [n, outDim]);
+  }
+
+  private linearPacked(src: CpuTensor, weight: CpuQuantizedWeight, bias?: Weight): Tensor {
+    const { rows: outDim, cols: inDim } = weight.q;
+    if (src.cols !== inDim) throw new Error(`linear: input has ${src.cols} columns, weight expects ${inDim}`);
+    const out = linearQuantized(src.data, src.rows, weight.q);
+    if (bias) {
+      const b = w(bias).data;
+      for (let r = 0; r < src.rows; r++) for (let o = 0; o < outDim; o++) out[r * outDim + o] += b[o];
+    }
+    return new CpuTensor(out, [src.rows, outDim]);
   }
 
   rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void {
