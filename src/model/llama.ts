@@ -13,7 +13,12 @@ export interface ForwardBatch extends AttentionBatch {
   logitRows: Int32Array;
 }
 
+/** The inputs of a layer's projections: q/k/v share one, gate/up share one. */
+export type LinearInputSite = 'qkv' | 'o' | 'gate_up' | 'down';
+
 export interface ForwardOptions {
+  /** Called with the input activations [numTokens × in] of each projection (GPTQ calibration). */
+  observeLinearInput?: (layer: number, site: LinearInputSite, x: Float32Array) => void;
   /** Return the hidden state entering these layers (HF output_hidden_states indices) for logitRows'
    *  tokens and all tokens; used by EAGLE-3. */
   captureHiddenStates?: number[];
@@ -52,6 +57,8 @@ export class LlamaModel {
       // HF's hidden_states[l]: the residual stream entering layer l.
       if (capture && opts.captureHiddenStates!.includes(l)) capture.set(l, be.toHost(residual).slice());
 
+      const observe = opts.observeLinearInput;
+      observe?.(l, 'qkv', be.toHost(x));
       const q = be.linear(x, L.q, L.qBias);
       const k = be.linear(x, L.k, L.kBias);
       const v = be.linear(x, L.v, L.vBias);
@@ -63,12 +70,16 @@ export class LlamaModel {
       be.rope(k, c.headDim, c.rope.rotaryDim, cos, sin);
       be.writeKv(kv, l, k, v, batch.slots);
       const attn = be.attention(q, kv, l, batch, this.attentionScale, c.slidingWindows[l]);
+      observe?.(l, 'o', be.toHost(attn));
       const o = be.linear(attn, L.o, L.oBias);
 
       const n = be.addRmsNorm(o, residual, L.postAttentionNorm, c.rmsNormEps);
+      observe?.(l, 'gate_up', be.toHost(n));
       const gate = be.linear(n, L.gate, L.gateBias);
       const up = be.linear(n, L.up, L.upBias);
-      x = be.linear(be.siluMul(gate, up), L.down, L.downBias);
+      const act = be.siluMul(gate, up);
+      observe?.(l, 'down', be.toHost(act));
+      x = be.linear(act, L.down, L.downBias);
     }
     be.addInPlace(residual, x);
     if (capture && opts.captureHiddenStates!.includes(c.numLayers)) capture.set(c.numLayers, be.toHost(residual).slice());
