@@ -1,0 +1,85 @@
+// The library API on the embedded default model: streaming, chat, stop strings, seeds, cancellation.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CapacityError, InvalidRequestError, LLM } from '../src/index.js';
+
+describe('LLM (library API)', () => {
+  let llm: LLM;
+  before(async () => {
+    llm = await LLM.load();
+  });
+  after(() => llm.close());
+
+  it('streams chunks whose text adds up to the whole completion', async () => {
+    let text = '';
+    const ids: number[] = [];
+    let last;
+    for await (const chunk of llm.generate('The robot', { maxTokens: 20, temperature: 0, ignoreEos: true })) {
+      text += chunk.text;
+      ids.push(...chunk.tokenIds);
+      last = chunk;
+    }
+    assert.equal(ids.length, 20);
+    assert.equal(last!.finishReason, 'length');
+    assert.equal(last!.usage.completionTokens, 20);
+    assert.equal(text, llm.tokenizer.decode(ids, { skipSpecialTokens: true }));
+    assert.ok(text.trim().length > 0);
+  });
+
+  it('the same seed reproduces a sampled completion; another seed differs', async () => {
+    const params = { maxTokens: 24, temperature: 1, topP: 0.95, ignoreEos: true };
+    const a = await llm.complete('Once upon a time', { ...params, seed: 11 });
+    const b = await llm.complete('Once upon a time', { ...params, seed: 11 });
+    const c = await llm.complete('Once upon a time', { ...params, seed: 12 });
+    assert.deepEqual(a.tokenIds, b.tokenIds);
+    assert.notDeepEqual(a.tokenIds, c.tokenIds);
+  });
+
+  it('a stop string ends the text before it, even when split across tokens', async () => {
+    const free = await llm.complete('The robot', { maxTokens: 30, temperature: 0, ignoreEos: true });
+    // Pick a stop string that straddles a token boundary of the free-running text.
+    const cut = Math.floor(free.text.length / 2);
+    const stop = free.text.slice(cut - 2, cut + 3);
+    const stopped = await llm.complete('The robot', { maxTokens: 30, temperature: 0, ignoreEos: true, stop: [stop] });
+    assert.equal(stopped.finishReason, 'stop');
+    assert.equal(stopped.text, free.text.slice(0, free.text.indexOf(stop)));
+  });
+
+  it('chat applies the chat template and answers', async () => {
+    const prompt = llm.applyChatTemplate([{ role: 'user', content: 'What is your battery level?' }]);
+    assert.ok(prompt.includes('What is your battery level?'));
+    const reply = await llm.complete(llm.tokenizer.encode(prompt, { addSpecialTokens: false }), { maxTokens: 40, temperature: 0 });
+    let streamed = '';
+    for await (const chunk of llm.chat([{ role: 'user', content: 'What is your battery level?' }], { maxTokens: 40, temperature: 0 })) streamed += chunk.text;
+    assert.equal(streamed, reply.text);
+    assert.ok(streamed.trim().length > 0);
+  });
+
+  it('breaking out of a stream cancels the request and frees its KV blocks', async () => {
+    const pool = llm.engine.pool;
+    let n = 0;
+    for await (const chunk of llm.generate('The robot', { maxTokens: 200, temperature: 0, ignoreEos: true })) {
+      if (chunk.tokenIds.length && ++n === 3) break;
+    }
+    // Let the engine loop observe the abort.
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(pool.numFree, pool.numBlocks);
+    assert.equal(llm.engine.hasWork(), false);
+  });
+
+  it('concurrent requests each get what they would get alone', async () => {
+    const prompts = ['The robot', 'Once upon a time', 'Check the sensors', 'The battery'];
+    const alone: Array<{ tokenIds: number[] }> = [];
+    for (const p of prompts) alone.push(await llm.complete(p, { maxTokens: 16, temperature: 0, ignoreEos: true }));
+    const together = await Promise.all(prompts.map((p) => llm.complete(p, { maxTokens: 16, temperature: 0, ignoreEos: true })));
+    together.forEach((r, i) => assert.deepEqual(r.tokenIds, alone[i].tokenIds));
+  });
+
+  it('bad parameters and over-long prompts are rejected with the parameter or the numbers named', async () => {
+    assert.throws(() => llm.generate('x', { temperature: -1 }), (e: unknown) => e instanceof InvalidRequestError && /temperature must be >= 0/.test(e.message));
+    assert.throws(() => llm.generate('x', { topP: 0 }), /top_p must be in \(0, 1\]/);
+    const long = Array(llm.engine.options.maxModelLen).fill(llm.tokenizer.encode('the', { addSpecialTokens: false })[0]);
+    assert.throws(() => llm.generate(long, { maxTokens: 1 }), (e: unknown) => e instanceof CapacityError && /maximum context length is \d+ tokens, but the prompt has \d+ tokens/.test(e.message));
+  });
+});
