@@ -74,4 +74,16 @@ describe('cpu backend', () => {
       for (let i = 0; i < 5; i++) assert.ok(Math.abs(n[r * 5 + i] - (x[r * 5 + i] / Math.sqrt(ms + 1e-6)) * g[i]) < 1e-5);
     }
   });
+
+  it('linear is batch-invariant: each row bitwise equal to computing it alone', () => {
+    for (const inDim of [7, 16]) {
+      const W = rand(5 * inDim), x = rand(7 * inDim);
+      const weight = be.loadDense('w', { dtype: 'F32', shape: [5, inDim], bytes: new Uint8Array(W.slice().buffer) });
+      const all = be.toHost(be.linear(be.fromHost(x, [7, inDim]), weight));
+      for (let r = 0; r < 7; r++) {
+        const one = be.toHost(be.linear(be.fromHost(x.slice(r * inDim, (r + 1) * inDim), [1, inDim]), weight));
+        assert.deepEqual(Array.from(all.subarray(r * 5, (r + 1) * 5)), Array.from(one), `row ${r}, in ${inDim}`);
+      }
+    }
+  });
 });
