@@ -3,8 +3,9 @@
 
 import type { Backend } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
-import { DEFAULT_BLOCK_SIZE, } from './engine/kv-cache.js';
-import { Engine, type FinishReason, type RequestOutput } from './engine/engine.js';
+import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
+import { Engine, type FinishReason, type RequestMetrics, type RequestOutput } from './engine/engine.js';
+import type { Logprobs } from './engine/sampler.js';
 import { DEFAULT_SAMPLING, resolveSamplingParams, type SamplingParams } from './engine/sampling-params.js';
 import { InvalidRequestError, TachyonError } from './errors.js';
 import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
@@ -22,6 +23,10 @@ export interface LoadOptions {
   maxNumBatchedTokens?: number;
   /** KV cache capacity in tokens. */
   kvCacheTokens?: number;
+  /** KV cache capacity in bytes (float32 K and V on the CPU); used when kvCacheTokens is not given. */
+  kvCacheMemoryBytes?: number;
+  /** Share KV blocks of common prefixes between requests (default true). */
+  enablePrefixCaching?: boolean;
   /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
   quantization?: string;
   onProgress?: (done: number, total: number) => void;
@@ -42,6 +47,20 @@ export interface GenerateChunk {
   finished: boolean;
   finishReason?: FinishReason;
   usage: Usage;
+  /** One per token in tokenIds, when logprobs were asked for. */
+  logprobs?: Logprobs[];
+  /** The request's timeline and counts, on the last chunk. */
+  metrics?: RequestMetrics;
+}
+
+export interface GenerateOptions {
+  /** Add BOS etc. when encoding a text prompt (default true). */
+  addSpecialTokens?: boolean;
+  signal?: AbortSignal;
+  /** Return each token's logprob and this many top alternatives. */
+  logprobs?: number;
+  /** When the request arrived (performance.now() ms), for queue-time and TTFT metrics. */
+  arrivalMs?: number;
 }
 
 export interface Timings {
@@ -87,8 +106,9 @@ export class LLM {
       maxModelLen,
       maxNumSeqs: options.maxNumSeqs ?? 64,
       maxNumBatchedTokens: options.maxNumBatchedTokens ?? 2048,
-      kvCacheTokens: options.kvCacheTokens ?? Math.max(maxModelLen, 8192),
+      kvCacheTokens: options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config) ?? Math.max(maxModelLen, 8192),
       blockSize: DEFAULT_BLOCK_SIZE,
+      enablePrefixCaching: options.enablePrefixCaching,
     });
     return new LLM(loaded, engine);
   }
@@ -118,9 +138,9 @@ export class LLM {
   }
 
   /** Stream a completion of `prompt` (text, or token ids as given). */
-  generate(prompt: string | number[], params: GenerateParams = {}, opts: { addSpecialTokens?: boolean; signal?: AbortSignal } = {}): AsyncIterable<GenerateChunk> {
+  generate(prompt: string | number[], params: GenerateParams = {}, opts: GenerateOptions = {}): AsyncIterable<GenerateChunk> {
     const promptIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt, { addSpecialTokens: opts.addSpecialTokens ?? true }) : prompt;
-    return this.stream(promptIds, this.resolveParams(params), opts.signal);
+    return this.stream(promptIds, this.resolveParams(params), opts);
   }
 
   /** Stream the assistant's reply to a conversation (chat template applied, no second BOS). */
@@ -139,10 +159,11 @@ export class LLM {
     for (const id of this.listeners.keys()) this.engine.abort(id);
   }
 
-  private stream(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncIterable<GenerateChunk> {
+  private stream(promptIds: number[], params: SamplingParams, opts: GenerateOptions): AsyncIterable<GenerateChunk> {
     if (this.closed) throw new InvalidRequestError('this LLM has been closed');
     const id = `req-${this.nextId++}`;
-    this.engine.addRequest(id, promptIds, params);
+    const signal = opts.signal;
+    this.engine.addRequest(id, promptIds, params, { logprobs: opts.logprobs, arrivalMs: opts.arrivalMs });
     const queue: RequestOutput[] = [];
     let wake: (() => void) | undefined;
     this.listeners.set(id, {
@@ -163,7 +184,7 @@ export class LLM {
             const out = queue.shift()!;
             if (out.error) throw out.error;
             const usage = { promptTokens: out.promptTokens, completionTokens: out.outputTokens, totalTokens: out.promptTokens + out.outputTokens };
-            yield { text: out.text, tokenIds: out.newTokenIds, finished: out.finished, finishReason: out.finishReason, usage };
+            yield { text: out.text, tokenIds: out.newTokenIds, finished: out.finished, finishReason: out.finishReason, usage, logprobs: out.logprobs, metrics: out.metrics };
             if (out.finished) return;
           }
         } finally {
@@ -199,6 +220,15 @@ export class LLM {
     };
     setImmediate(loop);
   }
+}
+
+/** KV cache tokens that fit in `bytes` of float32 K and V; undefined when no budget is given. */
+function kvCacheTokensFor(bytes: number | undefined, c: { numLayers: number; numKvHeads: number; headDim: number }): number | undefined {
+  if (bytes === undefined) return undefined;
+  const perToken = kvBytesPerToken(c);
+  const tokens = kvTokensForMemory(bytes, perToken, DEFAULT_BLOCK_SIZE);
+  if (tokens < DEFAULT_BLOCK_SIZE) throw new InvalidRequestError(`kv_cache_memory ${bytes} bytes holds no KV block: one block of ${DEFAULT_BLOCK_SIZE} tokens takes ${perToken * DEFAULT_BLOCK_SIZE} bytes`);
+  return tokens;
 }
 
 /** Drain a stream into one result, timing the first token and the decode rate. */

@@ -1,5 +1,6 @@
 // The engine's bookkeeping over a real (small, random) checkpoint: batching, chunked prefill, stop
-// conditions, aborts and KV-cache exhaustion, each checked against the same request run alone.
+// conditions, aborts, preemption on KV-cache exhaustion, prefix caching and logprobs, each checked
+// against the same request run alone.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -129,8 +130,8 @@ describe('engine', () => {
     assert.throws(() => engine.addRequest('a', prompts[3], greedy(10)), (e: unknown) => e instanceof CapacityError && /prompt \(37 tokens\) plus max_tokens \(10\) needs 12 KV cache blocks of 4 tokens, but the whole cache has 10/.test(e.message));
   });
 
-  it('when running sequences outgrow the cache together, the newest fails with a clear error and the others finish', () => {
-    // Each needs 10 of the 12 blocks alone; after both prefill (6 + 6 blocks) neither can grow.
+  it('when running sequences outgrow the cache together, the newest is preempted, recomputed later, and still matches running alone', () => {
+    // Each needs 10 of the 12 blocks alone; after both prefill (5 + 5 blocks) they cannot both grow to the end.
     const prompt = prompts[3].slice(0, 20);
     const expected = alone(prompt, 20);
     const engine = new Engine(model, undefined, [], options({ kvCacheTokens: 48 }));
@@ -138,9 +139,100 @@ describe('engine', () => {
     engine.addRequest('b', prompt, greedy(20));
     const res = drain(engine);
     assert.deepEqual(res.get('a')!.tokens, expected);
-    const b = res.get('b')!.outputs.at(-1)!;
-    assert.equal(b.finishReason, 'error');
-    assert.match(b.error!.message, /KV cache exhausted: 12 blocks of 4 tokens are all in use/);
+    assert.deepEqual(res.get('b')!.tokens, expected);
+    assert.equal(res.get('b')!.outputs.at(-1)!.finishReason, 'length');
+    assert.ok(res.get('b')!.outputs.at(-1)!.metrics!.numPreemptions >= 1, 'b was preempted');
+    assert.equal(res.get('a')!.outputs.at(-1)!.metrics!.numPreemptions, 0, 'the oldest request is never preempted');
+    assert.ok(engine.stats().numPreemptions >= 1);
     assert.equal(engine.pool.numFree, engine.pool.numBlocks);
+  });
+
+  it('many requests on a tiny KV budget all finish with their own greedy and seeded-sampled outputs', () => {
+    const params = (i: number) => (i % 2 === 0 ? greedy(16) : resolveSamplingParams({ temperature: 0.8, topP: 0.9, seed: 100 + i, maxTokens: 16 }));
+    const ps = Array.from({ length: 8 }, (_, i) => prompts[3].slice(i, i + 12 + i));
+    const soloOutputs = ps.map((p, i) => {
+      const e = new Engine(model, undefined, [], options());
+      e.addRequest('x', p, params(i));
+      return drain(e).get('x')!.tokens;
+    });
+    // 16 blocks of 4 tokens: two or three of these fit at a time.
+    const engine = new Engine(model, undefined, [], options({ kvCacheTokens: 64, maxNumBatchedTokens: 16 }));
+    ps.forEach((p, i) => engine.addRequest(`r${i}`, p, params(i)));
+    const res = drain(engine);
+    ps.forEach((_, i) => assert.deepEqual(res.get(`r${i}`)!.tokens, soloOutputs[i], `request ${i}`));
+    assert.ok(engine.stats().numPreemptions > 0, 'the budget forced preemptions');
+    assert.equal(engine.pool.numFree, engine.pool.numBlocks);
+  });
+
+  it('a second request with the same long prefix computes fewer tokens and gives identical output', () => {
+    const prefix = prompts[3]; // 37 tokens: 9 full blocks of 4
+    const second = [...prefix, 3, 4, 5];
+    const expected = alone(second, 8, { enablePrefixCaching: false });
+    let forwarded = 0;
+    const counting = Object.create(model) as typeof model;
+    counting.forward = (batch, kv, o) => {
+      forwarded += batch.numTokens;
+      return model.forward(batch, kv, o);
+    };
+    const engine = new Engine(counting, undefined, [], options());
+    engine.addRequest('first', prefix, greedy(4));
+    drain(engine);
+    const before = engine.stats();
+    forwarded = 0;
+    engine.addRequest('second', second, greedy(8));
+    const res = drain(engine);
+    assert.deepEqual(res.get('second')!.tokens, expected);
+    const after = engine.stats();
+    assert.equal(after.prefixCacheQueries - before.prefixCacheQueries, second.length);
+    assert.equal(after.prefixCacheHits - before.prefixCacheHits, 36, 'the 9 full prefix blocks were found');
+    assert.equal(res.get('second')!.outputs.at(-1)!.metrics!.cachedTokens, 36);
+    // 40 prompt tokens, 36 cached: 4 prefilled, then 7 decode steps.
+    assert.equal(forwarded, 4 + 7);
+    assert.equal(engine.pool.numFree, engine.pool.numBlocks, 'cached blocks count as free');
+  });
+
+  it('an identical prompt reuses every full block but always recomputes its last token', () => {
+    const prompt = prompts[3].slice(0, 32); // exactly 8 blocks of 4
+    const engine = new Engine(model, undefined, [], options());
+    engine.addRequest('a', prompt, greedy(6));
+    const a = drain(engine).get('a')!.tokens;
+    engine.addRequest('b', prompt, greedy(6));
+    const b = drain(engine).get('b')!;
+    assert.deepEqual(b.tokens, a);
+    assert.equal(b.outputs.at(-1)!.metrics!.cachedTokens, 28, 'the block of the last token is recomputed');
+  });
+
+  it('logprobs: the chosen token and its top alternatives, most likely first', () => {
+    const engine = new Engine(model, undefined, [], options());
+    engine.addRequest('lp', prompts[1], greedy(5), { logprobs: 3 });
+    engine.addRequest('none', prompts[1], greedy(5));
+    const res = drain(engine);
+    const lps = res.get('lp')!.outputs.flatMap((o) => o.logprobs ?? []);
+    assert.equal(lps.length, 5);
+    lps.forEach((lp, i) => {
+      assert.equal(lp.tokenId, res.get('lp')!.tokens[i]);
+      assert.equal(lp.top.length, 3);
+      assert.equal(lp.top[0].id, lp.tokenId, 'greedy picks the most likely token');
+      assert.equal(lp.logprob, lp.top[0].logprob);
+      assert.ok(lp.top[0].logprob >= lp.top[1].logprob && lp.top[1].logprob >= lp.top[2].logprob);
+      assert.ok(lp.logprob < 0);
+    });
+    assert.ok(res.get('none')!.outputs.every((o) => o.logprobs === undefined));
+  });
+
+  it('counts prompt and generation tokens and stamps each request with its timeline', () => {
+    const engine = new Engine(model, undefined, [], options({ enablePrefixCaching: false }));
+    engine.addRequest('a', prompts[1], greedy(6), { arrivalMs: performance.now() - 5 });
+    engine.addRequest('b', prompts[0], greedy(3));
+    const res = drain(engine);
+    const s = engine.stats();
+    assert.equal(s.promptTokens, prompts[1].length + prompts[0].length);
+    assert.equal(s.generationTokens, 9);
+    assert.equal(s.numRunning + s.numWaiting, 0);
+    assert.equal(s.kvCacheUsage, 0);
+    const m = res.get('a')!.outputs.at(-1)!.metrics!;
+    assert.ok(m.arrivalMs <= m.firstScheduledMs! && m.firstScheduledMs! <= m.firstTokenMs! && m.firstTokenMs! <= m.lastTokenMs! && m.lastTokenMs! <= m.finishedMs);
+    assert.ok(m.firstScheduledMs! - m.arrivalMs >= 5, 'the given arrival time is used');
+    assert.equal(m.outputTokens, 6);
   });
 });

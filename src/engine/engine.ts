@@ -1,5 +1,6 @@
-// The engine core: holds requests, and each step runs one flattened forward pass over every running
-// sequence (prefill chunks and decode tokens together), then samples and checks stop conditions.
+// The engine core: holds requests, and each step runs one flattened forward pass over what the
+// scheduler picked (prefill chunks and decode tokens together), then samples and checks stop
+// conditions. Counters and per-request timestamps are kept here for the server's metrics.
 
 import type { Backend, KvCacheStorage } from '../backend/backend.js';
 import { CapacityError, InvalidRequestError, TachyonError } from '../errors.js';
@@ -7,8 +8,10 @@ import type { LlamaModel, ForwardBatch } from '../model/llama.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { DEFAULT_BLOCK_SIZE, KvBlockPool, SequenceBlocks } from './kv-cache.js';
-import { Sampler, TokenCounts } from './sampler.js';
+import { PrefixCache } from './prefix-cache.js';
+import { Sampler, TokenCounts, type Logprobs } from './sampler.js';
 import type { SamplingParams } from './sampling-params.js';
+import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
 import { StopStringMatcher } from './stop-strings.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -23,6 +26,31 @@ export interface EngineOptions {
   /** KV cache size in tokens (rounded up to whole blocks). */
   kvCacheTokens: number;
   blockSize: number;
+  /** Share full KV blocks between requests with the same prefix (default true, as vLLM v1). */
+  enablePrefixCaching?: boolean;
+}
+
+/** Per-request options that are not sampling knobs. */
+export interface RequestOptions {
+  /** Return the chosen token's logprob and this many top alternatives with every token. */
+  logprobs?: number;
+  /** When the request arrived (performance.now() ms); defaults to when it is added. */
+  arrivalMs?: number;
+}
+
+/** A request's life in timestamps (performance.now() ms) and counts, sent with its last output. */
+export interface RequestMetrics {
+  arrivalMs: number;
+  /** First time it was given tokens to compute (queue time ends). */
+  firstScheduledMs?: number;
+  firstTokenMs?: number;
+  lastTokenMs?: number;
+  finishedMs: number;
+  promptTokens: number;
+  outputTokens: number;
+  /** Prompt tokens found in the prefix cache at first admission. */
+  cachedTokens: number;
+  numPreemptions: number;
 }
 
 export interface RequestOutput {
@@ -37,9 +65,38 @@ export interface RequestOutput {
   error?: TachyonError;
   promptTokens: number;
   outputTokens: number;
+  /** One entry per new token when the request asked for logprobs. */
+  logprobs?: Logprobs[];
+  /** On the last output only. */
+  metrics?: RequestMetrics;
 }
 
-class Request {
+/** Counters and gauges for /metrics; counters only grow. */
+export interface EngineStats {
+  numRunning: number;
+  numWaiting: number;
+  /** Fraction of KV blocks held by requests (0..1). */
+  kvCacheUsage: number;
+  numKvBlocks: number;
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  /** Prompt tokens of requests whose prefill completed. */
+  promptTokens: number;
+  generationTokens: number;
+  numPreemptions: number;
+  /** Speculative decoding counters (vLLM's spec_decode_*); all zero until a proposer runs. */
+  specDecode: SpecDecodeStats;
+}
+
+export interface SpecDecodeStats {
+  numDrafts: number;
+  numDraftTokens: number;
+  numAcceptedTokens: number;
+  /** Accepted draft tokens by position in the draft (0 = first drafted token). */
+  acceptedTokensPerPos: number[];
+}
+
+class Request implements SchedulableSequence {
   readonly outputIds: number[] = [];
   readonly counts: TokenCounts;
   readonly sampler: Sampler;
@@ -49,11 +106,18 @@ class Request {
   /** Tokens whose K/V are in the cache. */
   numComputed = 0;
   finished = false;
+  readonly arrivalMs: number;
+  firstScheduledMs?: number;
+  firstTokenMs?: number;
+  lastTokenMs?: number;
+  cachedTokens = 0;
+  numPreemptions = 0;
 
   constructor(
     readonly id: string,
     readonly promptIds: number[],
     readonly params: SamplingParams,
+    readonly opts: RequestOptions,
     readonly blocks: SequenceBlocks,
     tokenizer: Tokenizer | undefined,
     vocabSize: number,
@@ -62,6 +126,7 @@ class Request {
     this.sampler = new Sampler(params, vocabSize);
     if (tokenizer) this.detokenizer = new IncrementalDetokenizer(tokenizer, promptIds, params.skipSpecialTokens);
     this.stops = new StopStringMatcher(params.stop);
+    this.arrivalMs = opts.arrivalMs ?? performance.now();
   }
 
   get numTokens(): number {
@@ -71,16 +136,28 @@ class Request {
   tokenAt(i: number): number {
     return i < this.promptIds.length ? this.promptIds[i] : this.outputIds[i - this.promptIds.length];
   }
+
+  onScheduled(cachedTokens: number): void {
+    if (this.firstScheduledMs !== undefined) return;
+    this.firstScheduledMs = performance.now();
+    this.cachedTokens = cachedTokens;
+  }
+
+  onPreempted(): void {
+    this.numPreemptions++;
+  }
 }
 
 export class Engine {
   readonly pool: KvBlockPool;
   readonly kv: KvCacheStorage;
-  private readonly waiting: Request[] = [];
-  private readonly running: Request[] = [];
+  readonly prefixCache: PrefixCache;
+  private readonly scheduler: Scheduler<Request>;
   private readonly byId = new Map<string, Request>();
   private readonly pendingOutputs: RequestOutput[] = [];
   private readonly eos: Set<number>;
+  private promptTokensTotal = 0;
+  private generationTokensTotal = 0;
 
   constructor(
     readonly model: LlamaModel,
@@ -93,6 +170,8 @@ export class Engine {
     this.pool = new KvBlockPool(numBlocks, options.blockSize);
     this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize: options.blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
     this.eos = new Set(eosTokenIds);
+    this.prefixCache = new PrefixCache(options.enablePrefixCaching ?? true);
+    this.scheduler = new Scheduler(options, this.prefixCache);
   }
 
   get backend(): Backend {
@@ -100,7 +179,7 @@ export class Engine {
   }
 
   /** Queue a request; rejects prompts that can never fit, with the numbers. */
-  addRequest(id: string, promptIds: number[], params: SamplingParams): void {
+  addRequest(id: string, promptIds: number[], params: SamplingParams, opts: RequestOptions = {}): void {
     if (this.byId.has(id)) throw new InvalidRequestError(`request id '${id}' is already in use`);
     if (promptIds.length === 0) throw new InvalidRequestError('the prompt is empty: at least one token is needed');
     const vocab = this.model.config.vocabSize;
@@ -114,6 +193,7 @@ export class Engine {
       );
     }
     // A request that could not finish even with the whole cache to itself is refused now, not midway.
+    // Anything smaller always finishes: preemption frees the cache for the oldest request.
     const blocksNeeded = Math.ceil((promptIds.length + params.maxTokens) / this.options.blockSize);
     if (blocksNeeded > this.pool.numBlocks) {
       throw new CapacityError(
@@ -121,9 +201,12 @@ export class Engine {
           `but the whole cache has ${this.pool.numBlocks}; lower max_tokens or give the KV cache more memory`,
       );
     }
-    const req = new Request(id, promptIds, params, new SequenceBlocks(this.pool), this.tokenizer, vocab);
+    if (opts.logprobs !== undefined && !(Number.isInteger(opts.logprobs) && opts.logprobs >= 0)) {
+      throw new InvalidRequestError(`logprobs must be a non-negative integer, got ${opts.logprobs}`);
+    }
+    const req = new Request(id, promptIds, params, opts, new SequenceBlocks(this.pool), this.tokenizer, vocab);
     this.byId.set(id, req);
-    this.waiting.push(req);
+    this.scheduler.add(req);
   }
 
   /** Stop a request at once and free its KV blocks. */
@@ -133,59 +216,58 @@ export class Engine {
   }
 
   hasWork(): boolean {
-    return this.running.length > 0 || this.waiting.length > 0 || this.pendingOutputs.length > 0;
+    return this.scheduler.running.length > 0 || this.scheduler.waiting.length > 0 || this.pendingOutputs.length > 0;
   }
 
   get numRunning(): number {
-    return this.running.length;
+    return this.scheduler.running.length;
   }
 
   get numWaiting(): number {
-    return this.waiting.length;
+    return this.scheduler.waiting.length;
   }
 
-  /** One scheduling step: admit, run one forward over everything scheduled, sample, stop. */
+  stats(): EngineStats {
+    return {
+      numRunning: this.numRunning,
+      numWaiting: this.numWaiting,
+      kvCacheUsage: this.pool.usage,
+      numKvBlocks: this.pool.numBlocks,
+      prefixCacheQueries: this.prefixCache.stats.queries,
+      prefixCacheHits: this.prefixCache.stats.hits,
+      promptTokens: this.promptTokensTotal,
+      generationTokens: this.generationTokensTotal,
+      numPreemptions: this.scheduler.numPreemptions,
+      specDecode: { numDrafts: 0, numDraftTokens: 0, numAcceptedTokens: 0, acceptedTokensPerPos: [] },
+    };
+  }
+
+  /** One step: schedule, run one forward over everything scheduled, sample, stop. */
   step(): RequestOutput[] {
     const outputs = this.pendingOutputs.splice(0);
-    while (this.waiting.length > 0 && this.running.length < this.options.maxNumSeqs) this.running.push(this.waiting.shift()!);
-    if (this.running.length === 0) return outputs;
-
-    // First come, first served within the token budget; prompts beyond it continue next step.
-    let budget = this.options.maxNumBatchedTokens;
-    const scheduled: Array<{ req: Request; start: number; count: number }> = [];
-    for (const req of this.running) {
-      if (budget <= 0) break;
-      const count = Math.min(req.numTokens - req.numComputed, budget);
-      if (count <= 0) continue;
-      if (!req.blocks.tryReserve(req.numComputed + count)) continue;
-      scheduled.push({ req, start: req.numComputed, count });
-      budget -= count;
-    }
-    if (scheduled.length === 0) {
-      // Nothing fits: the newest request gives way so the others can finish (preemption comes with the scheduler).
-      const victim = this.running[this.running.length - 1];
-      const err = new CapacityError(`KV cache exhausted: ${this.pool.numBlocks} blocks of ${this.options.blockSize} tokens are all in use`);
-      this.finish(victim, 'error', '', err);
-      return outputs.concat(this.pendingOutputs.splice(0));
-    }
+    const scheduled = this.scheduler.schedule();
+    if (scheduled.length === 0) return outputs;
 
     const batch = this.buildBatch(scheduled);
     const { logits } = this.model.forward(batch, this.kv);
     const vocab = this.model.config.vocabSize;
     let row = 0;
-    for (const { req, count } of scheduled) {
+    for (const { seq: req, count } of scheduled) {
       req.numComputed += count;
+      this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
       if (req.numComputed < req.numTokens) continue; // still prefilling
-      const token = req.sampler.sample(logits.subarray(row * vocab, (row + 1) * vocab), req.counts);
+      const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
       row++;
-      outputs.push(this.acceptToken(req, token));
+      const token = req.sampler.sample(rowLogits, req.counts);
+      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(rowLogits, req.opts.logprobs, token)];
+      outputs.push(this.acceptToken(req, token, logprobs));
     }
     return outputs.concat(this.pendingOutputs.splice(0));
   }
 
-  private buildBatch(scheduled: Array<{ req: Request; start: number; count: number }>): ForwardBatch {
+  private buildBatch(scheduled: ScheduledChunk<Request>[]): ForwardBatch {
     const numTokens = scheduled.reduce((a, s) => a + s.count, 0);
-    const maxBlocksPerSeq = Math.max(...scheduled.map((s) => s.req.blocks.blocks.length));
+    const maxBlocksPerSeq = Math.max(...scheduled.map((s) => s.seq.blocks.blocks.length));
     const tokens = new Int32Array(numTokens);
     const positions = new Int32Array(numTokens);
     const seqIndex = new Int32Array(numTokens);
@@ -193,7 +275,7 @@ export class Engine {
     const blockTables = new Int32Array(scheduled.length * maxBlocksPerSeq).fill(-1);
     const logitRows: number[] = [];
     let i = 0;
-    scheduled.forEach(({ req, start, count }, s) => {
+    scheduled.forEach(({ seq: req, start, count }, s) => {
       blockTables.set(req.blocks.blocks, s * maxBlocksPerSeq);
       for (let p = start; p < start + count; p++, i++) {
         tokens[i] = req.tokenAt(p);
@@ -206,20 +288,26 @@ export class Engine {
     return { numTokens, numSeqs: scheduled.length, tokens, positions, seqIndex, slots, blockTables, maxBlocksPerSeq, logitRows: Int32Array.from(logitRows) };
   }
 
-  private acceptToken(req: Request, token: number): RequestOutput {
+  private acceptToken(req: Request, token: number, logprobs?: Logprobs[]): RequestOutput {
+    const now = performance.now();
+    if (req.firstTokenMs === undefined) {
+      req.firstTokenMs = now;
+      this.promptTokensTotal += req.promptIds.length;
+    }
+    req.lastTokenMs = now;
+    this.generationTokensTotal++;
     req.outputIds.push(token);
     req.counts.addOutput(token);
     const p = req.params;
     const isEos = !p.ignoreEos && this.eos.has(token);
     const isStopToken = p.stopTokenIds.includes(token);
     const { emit, stopped } = req.stops.push(req.detokenizer?.push(token) ?? '');
-    if (stopped) return this.finish(req, 'stop', emit, undefined, [token]);
-    if (isEos || isStopToken) return this.finish(req, 'stop', emit, undefined, [token]);
-    if (req.outputIds.length >= p.maxTokens || req.numTokens >= this.options.maxModelLen) return this.finish(req, 'length', emit, undefined, [token]);
-    return { requestId: req.id, newTokenIds: [token], text: emit, finished: false, promptTokens: req.promptIds.length, outputTokens: req.outputIds.length };
+    if (stopped || isEos || isStopToken) return this.finish(req, 'stop', emit, undefined, [token], logprobs);
+    if (req.outputIds.length >= p.maxTokens || req.numTokens >= this.options.maxModelLen) return this.finish(req, 'length', emit, undefined, [token], logprobs);
+    return { requestId: req.id, newTokenIds: [token], text: emit, finished: false, promptTokens: req.promptIds.length, outputTokens: req.outputIds.length, logprobs };
   }
 
-  private finish(req: Request, reason: FinishReason, text: string, error?: TachyonError, newTokenIds: number[] = []): RequestOutput {
+  private finish(req: Request, reason: FinishReason, text: string, error?: TachyonError, newTokenIds: number[] = [], logprobs?: Logprobs[]): RequestOutput {
     req.finished = true;
     // A stop string ends the text where it began; otherwise release what was held back.
     if (reason !== 'stop' || !req.stops.stopped) {
@@ -227,11 +315,30 @@ export class Engine {
     }
     req.blocks.releaseAll();
     this.byId.delete(req.id);
-    for (const list of [this.running, this.waiting]) {
-      const i = list.indexOf(req);
-      if (i >= 0) list.splice(i, 1);
-    }
-    const out: RequestOutput = { requestId: req.id, newTokenIds, text, finished: true, finishReason: reason, error, promptTokens: req.promptIds.length, outputTokens: req.outputIds.length };
+    this.scheduler.remove(req);
+    const metrics: RequestMetrics = {
+      arrivalMs: req.arrivalMs,
+      firstScheduledMs: req.firstScheduledMs,
+      firstTokenMs: req.firstTokenMs,
+      lastTokenMs: req.lastTokenMs,
+      finishedMs: performance.now(),
+      promptTokens: req.promptIds.length,
+      outputTokens: req.outputIds.length,
+      cachedTokens: req.cachedTokens,
+      numPreemptions: req.numPreemptions,
+    };
+    const out: RequestOutput = {
+      requestId: req.id,
+      newTokenIds,
+      text,
+      finished: true,
+      finishReason: reason,
+      error,
+      promptTokens: req.promptIds.length,
+      outputTokens: req.outputIds.length,
+      logprobs,
+      metrics,
+    };
     if (reason === 'abort' || reason === 'error') this.pendingOutputs.push(out);
     return out;
   }
