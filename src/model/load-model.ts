@@ -25,6 +25,8 @@ export interface LoadedModel {
   weightBytes: Record<string, number>;
   /** The online quantization applied at load, if any. */
   quantization?: string;
+  /** How a pre-quantized checkpoint stores its weights, if it is one (e.g. "compressed-tensors pack-quantized"). */
+  checkpointQuantization?: string;
   loadMs: number;
 }
 
@@ -48,6 +50,7 @@ export function loadModel(dir: string, backend: Backend, options: LoadWeightsOpt
       eosTokenIds: eosTokenIds(config.eosTokenIds, generation.eosTokenIds, tokenizer.eosTokenId),
       weightBytes: weightBytesByFormat(weights, config.tieWordEmbeddings),
       quantization: options.quantization,
+      checkpointQuantization: weights.checkpointQuantization,
       loadMs: performance.now() - t0,
     };
   } finally {

@@ -2,10 +2,11 @@
 // against config.json so a mismatched checkpoint fails at load with the tensor named.
 
 import type { Backend, Weight } from '../backend/backend.js';
-import { ModelLoadError } from '../errors.js';
+import { InvalidRequestError, ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './config.js';
 import type { SafetensorsCheckpoint } from './load/safetensors.js';
 import { quantizeWeight, type QuantizationMethod } from '../quant/online.js';
+import { storedWeightLoader } from '../quant/checkpoint/open.js';
 
 export interface LayerWeights {
   inputNorm: Weight;
@@ -34,6 +35,8 @@ export interface ModelWeights {
   norm: Weight;
   /** The embedding table itself when tie_word_embeddings is set. */
   lmHead: Weight;
+  /** How a pre-quantized checkpoint stored its weights (e.g. "GPTQ int4 (group 128, format gptq)"). */
+  checkpointQuantization?: string;
 }
 
 export interface LoadWeightsOptions {
@@ -53,15 +56,22 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
     }
     return backend.loadDense(name, ckpt.read(name));
   };
-  // A decoder projection: quantized when asked, else as stored.
+  // A pre-quantized checkpoint (compressed-tensors, GPTQ, AWQ, ModelOpt, FP8) gives its packed weights as stored.
+  const stored = storedWeightLoader(ckpt, config.raw, backend);
+  if (stored && quantization) {
+    throw new InvalidRequestError(`${ckpt.dir} is already quantized (${stored.quantization.description}); online quantization '${quantization}' applies to float checkpoints only`);
+  }
+  // A decoder projection: as a pre-quantized checkpoint stores it, quantized when asked, else as stored.
   const linear = (name: string, shape: number[]): Weight => {
+    const packed = stored?.load(name, shape);
+    if (packed) return packed;
     if (!quantization) return load(name, shape);
     const dense = load(name, shape);
     const q = quantizeWeight(quantization, backend.weightToHost(dense), shape[0], shape[1], name);
     return backend.loadQuantized(name, q);
   };
   const total = config.numLayers + 2;
-  const embedTokens = load('model.embed_tokens.weight', [vocabSize, h]);
+  const embedTokens = stored?.load('model.embed_tokens.weight', [vocabSize, h], 'Embedding') ?? load('model.embed_tokens.weight', [vocabSize, h]);
   onProgress?.(1, total);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
@@ -92,9 +102,9 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
   }
   const norm = load('model.norm.weight', [h]);
   // Some tied checkpoints still store lm_head.weight; the config decides which one is used.
-  const lmHead = config.tieWordEmbeddings ? embedTokens : load('lm_head.weight', [vocabSize, h]);
+  const lmHead = config.tieWordEmbeddings ? embedTokens : (stored?.load('lm_head.weight', [vocabSize, h]) ?? load('lm_head.weight', [vocabSize, h]));
   onProgress?.(total, total);
-  return { embedTokens, layers, norm, lmHead };
+  return { embedTokens, layers, norm, lmHead, checkpointQuantization: stored?.quantization.description };
 }
 
 /** Weight bytes by format, for memory reports (`generate --json`). */
