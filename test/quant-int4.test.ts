@@ -3,40 +3,17 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CpuBackend, CpuDenseWeight } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
+import { assertClose, denseLinear, randomWeightsFrom } from './support/quant-weights.js';
 import { dequantize, linearQuantized } from '../src/quant/format.js';
 import { createInt4Weight, dequantizeInt4, linearInt4, packInt4, quantizeInt4, unpackInt4, type Int4Weight } from '../src/quant/int4.js';
 
-const backend = new CpuBackend();
 const rng = new Rng(4);
-
-/** Random weights with row magnitudes spread over ~3 decades, and never an exact zero. */
-function randomWeights(rows: number, cols: number): Float32Array {
-  const w = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const rowScale = 10 ** (rng.next() * 3 - 2);
-    for (let i = 0; i < cols; i++) w[r * cols + i] = ((rng.next() * 2 - 1) || 0.5) * rowScale;
-  }
-  return w;
-}
+const randomWeights = (rows: number, cols: number) => randomWeightsFrom(rng, rows, cols);
 
 /** Like randomWeights but shifted, so asymmetric groups get min ≠ −max and non-trivial zero points. */
 function skewedWeights(rows: number, cols: number): Float32Array {
   return randomWeights(rows, cols).map((v, i) => v + (i % 3 === 0 ? 0.7 : 0.2) * Math.abs(v) + 0.001);
-}
-
-function denseLinear(x: Float32Array, nTokens: number, w: Float32Array, rows: number, cols: number): Float32Array {
-  return backend.toHost(backend.linear(backend.fromHost(x, [nTokens, cols]), new CpuDenseWeight(w, [rows, cols], w.byteLength)));
-}
-
-function assertClose(actual: Float32Array, expected: Float32Array, relative: number): void {
-  assert.equal(actual.length, expected.length);
-  const scale = expected.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  for (let i = 0; i < actual.length; i++) {
-    const tolerance = relative * Math.max(Math.abs(expected[i]), 0.01 * scale);
-    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance, `element ${i}: ${actual[i]} vs ${expected[i]}`);
-  }
 }
 
 const groupIndex = (w: Int4Weight, row: number, col: number) => row * w.numGroups + (w.gIdx ? w.gIdx[col] : Math.floor(col / w.groupSize));

@@ -3,8 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CpuBackend, CpuDenseWeight } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
+import { assertClose, denseLinear, randomWeightsFrom } from './support/quant-weights.js';
 import { E4M3_VALUES, encodeE4m3 } from '../src/quant/fp8-e4m3.js';
 import { dequantize, linearQuantized } from '../src/quant/format.js';
 import {
@@ -22,31 +22,8 @@ import {
   unpackE2m1,
 } from '../src/quant/nvfp4.js';
 
-const backend = new CpuBackend();
 const rng = new Rng(16);
-
-/** Random weights with row magnitudes spread over ~3 decades, and never an exact zero. */
-function randomWeights(rows: number, cols: number): Float32Array {
-  const w = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const rowScale = 10 ** (rng.next() * 3 - 2);
-    for (let i = 0; i < cols; i++) w[r * cols + i] = ((rng.next() * 2 - 1) || 0.5) * rowScale;
-  }
-  return w;
-}
-
-function denseLinear(x: Float32Array, nTokens: number, w: Float32Array, rows: number, cols: number): Float32Array {
-  return backend.toHost(backend.linear(backend.fromHost(x, [nTokens, cols]), new CpuDenseWeight(w, [rows, cols], w.byteLength)));
-}
-
-function assertClose(actual: Float32Array, expected: Float32Array, relative: number): void {
-  assert.equal(actual.length, expected.length);
-  const scale = expected.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  for (let i = 0; i < actual.length; i++) {
-    const tolerance = relative * Math.max(Math.abs(expected[i]), 0.01 * scale);
-    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance, `element ${i}: ${actual[i]} vs ${expected[i]}`);
-  }
-}
+const randomWeights = (rows: number, cols: number) => randomWeightsFrom(rng, rows, cols);
 
 describe('E2M1 codes', () => {
   it('the 16 codes are 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives (from the bit fields)', () => {
