@@ -1,0 +1,99 @@
+// Lossless verification of drafted tokens against the target's logits at the k+1 positions of one
+// verification window. Greedy: accept while the draft equals the target's argmax (after penalties).
+// Sampling: Leviathan/Chen rejection sampling against the target's FINAL distribution p (penalties,
+// temperature, min-p, top-k, top-p exactly as without speculation), so the output is distributed
+// exactly as if the target had sampled every token itself.
+
+import type { Sampler, TokenCounts } from '../sampler.js';
+import { drawFrom } from './proposer.js';
+
+export interface VerifyInput {
+  /** Drafted target-vocabulary ids x_1..x_k. */
+  drafts: readonly number[];
+  /** q_i each draft was drawn from (over the target vocabulary); absent = deterministic drafts (q one-hot). */
+  probs?: readonly Float32Array[];
+  /** [(k + 1) × vocab] target logits: row i scores the token after the newest token and x_1..x_i. */
+  logits: Float32Array;
+  /** The sequence's sampler: its params shape p, its stream draws the acceptance tests. */
+  sampler: Sampler;
+  /** The sequence's counts before this step (penalties); left exactly as given on return. */
+  counts: TokenCounts;
+  /** LOSSY synthetic mode only: accept this many drafts whatever p says. */
+  forcedAccept?: number;
+}
+
+export interface VerifyResult {
+  /** How many drafts were accepted (0..k). */
+  numAccepted: number;
+  /** The accepted drafts, then the target's correction (on rejection) or bonus token: numAccepted + 1 ids. */
+  tokens: number[];
+}
+
+export type VerifyFn = (input: VerifyInput) => VerifyResult;
+
+/**
+ * Verify one sequence's drafts. p at row i is computed with the counts of the tokens before it —
+ * the accepted drafts x_1..x_i are added to `counts` while verifying (and removed before returning),
+ * so presence/frequency/repetition penalties see the same history they would without speculation.
+ *
+ * Sampling, per draft i: accept with probability min(1, p_i(x_i) / q_i(x_i)) (one draw u ~ U[0,1)
+ * from the sequence's stream: accept iff u·q < p); on rejection emit a token drawn from the residual
+ * max(0, p_i − q_i) normalised, and stop; if all k are accepted, emit a bonus token drawn from p_{k+1}
+ * by the sampler itself. Proof of losslessness: P(emit y at i) = min(p,q)(y) + (1 − Σ min(p,q))·
+ * (p − q)⁺(y)/Σ(p − q)⁺ = p(y), since Σ(p − q)⁺ = 1 − Σ min(p, q).
+ */
+export function verifyDrafts(input: VerifyInput): VerifyResult {
+  const { drafts, probs, logits, sampler, counts } = input;
+  const k = drafts.length;
+  const vocab = sampler.vocabSize;
+  if (logits.length !== (k + 1) * vocab) throw new RangeError(`verifyDrafts: ${k} drafts need ${(k + 1) * vocab} logits (k+1 rows of ${vocab}), got ${logits.length}`);
+  if (probs && probs.length !== k) throw new RangeError(`verifyDrafts: ${k} drafts but ${probs.length} draft distributions`);
+  const row = (i: number) => logits.subarray(i * vocab, (i + 1) * vocab);
+  const added: number[] = [];
+  const accept = (x: number) => {
+    counts.addOutput(x);
+    added.push(x);
+  };
+  try {
+    if (input.forcedAccept !== undefined) {
+      const a = Math.max(0, Math.min(k, input.forcedAccept));
+      for (let i = 0; i < a; i++) accept(drafts[i]);
+      return { numAccepted: a, tokens: [...added, sampler.sample(row(a), counts)] };
+    }
+    for (let i = 0; i < k; i++) {
+      const x = drafts[i];
+      if (sampler.greedy) {
+        const t = sampler.sample(row(i), counts); // argmax after penalties; draws nothing
+        if (t !== x) return { numAccepted: i, tokens: [...added, t] };
+        accept(x);
+        continue;
+      }
+      const p = sampler.probabilities(row(i), counts);
+      const q = probs?.[i];
+      const qx = q ? q[x] : 1;
+      const u = sampler.rng.next();
+      if (qx > 0 && u * qx < p[x]) {
+        accept(x);
+        continue;
+      }
+      return { numAccepted: i, tokens: [...added, drawFrom(residual(p, q, x), sampler.rng.next())] };
+    }
+    return { numAccepted: k, tokens: [...added, sampler.sample(row(k), counts)] };
+  } finally {
+    for (let j = added.length - 1; j >= 0; j--) counts.removeOutput(added[j]);
+  }
+}
+
+/** max(0, p − q), with q one-hot at x when absent; p itself if rounding left no mass. */
+function residual(p: Float32Array, q: Float32Array | undefined, x: number): Float32Array {
+  const r = new Float32Array(p.length);
+  let total = 0;
+  for (let y = 0; y < p.length; y++) {
+    const v = p[y] - (q ? q[y] : y === x ? 1 : 0);
+    if (v > 0) {
+      r[y] = v;
+      total += v;
+    }
+  }
+  return total > 0 ? r : p;
+}
