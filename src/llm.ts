@@ -12,6 +12,8 @@ import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
 import { resolveModelDir } from './model/default-model.js';
 import { loadModel, type LoadedModel } from './model/load-model.js';
 import { parseQuantizationMethod } from './quant/online.js';
+import { parseSpeculativeConfig } from './engine/spec/config.js';
+import { loadProposer } from './engine/spec/load-proposer.js';
 
 export interface LoadOptions {
   /** A Hugging Face model directory; the embedded default model when omitted. */
@@ -29,6 +31,8 @@ export interface LoadOptions {
   enablePrefixCaching?: boolean;
   /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
   quantization?: string;
+  /** vLLM's --speculative-config: JSON text or an object ({method, model?, num_speculative_tokens, ...}). */
+  speculativeConfig?: string | Record<string, unknown>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -99,18 +103,36 @@ export class LLM {
   static async load(options: LoadOptions = {}): Promise<LLM> {
     const backend: Backend = new CpuBackend();
     const dir = resolveModelDir(options.model);
+    // Parse the speculative config before the (slow) weight load, so a typo fails at once.
+    const specConfig = options.speculativeConfig === undefined ? undefined : parseSpeculativeConfig(options.speculativeConfig);
     const loaded = loadModel(dir, backend, { quantization: parseQuantizationMethod(options.quantization), onProgress: options.onProgress });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
+    const kvCacheTokens = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config) ?? Math.max(maxModelLen, 8192);
+    const speculative = specConfig && {
+      proposer: loadProposer(specConfig, { model: loaded.model, dir }, { kvCacheTokens, blockSize: DEFAULT_BLOCK_SIZE }),
+      numSpeculativeTokens: specConfig.numSpeculativeTokens,
+    };
     const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {
       maxModelLen,
       maxNumSeqs: options.maxNumSeqs ?? 64,
       maxNumBatchedTokens: options.maxNumBatchedTokens ?? 2048,
-      kvCacheTokens: options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config) ?? Math.max(maxModelLen, 8192),
+      kvCacheTokens,
       blockSize: DEFAULT_BLOCK_SIZE,
       enablePrefixCaching: options.enablePrefixCaching,
+      speculative,
     });
-    return new LLM(loaded, engine);
+    const llm = new LLM(loaded, engine);
+    if (specConfig?.warning) llm.warnings.push(specConfig.warning);
+    return llm;
+  }
+
+  /** Things the user must be told (e.g. a lossy benchmarking mode is on); the CLI prints them. */
+  readonly warnings: string[] = [];
+
+  /** vLLM's speculative-decoding counters, or undefined when speculation is off. */
+  specDecodeStats() {
+    return this.engine.spec?.metrics.snapshot();
   }
 
   get tokenizer() {

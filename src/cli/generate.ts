@@ -2,7 +2,7 @@
 
 import { Command } from 'commander';
 import { LLM, timingsOf } from '../llm.js';
-import { addModelOptions, addSamplingOptions, loadOptionsFrom, samplingFrom, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
+import { addModelOptions, addSamplingOptions, loadOptionsFrom, samplingFrom, specDecodeLine, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt: string;
@@ -15,6 +15,7 @@ export function generateCommand(): Command {
   addSamplingOptions(cmd, 128);
   return cmd.action(async (flags: GenerateFlags) => {
     const llm = await LLM.load(loadOptionsFrom(flags));
+    for (const w of llm.warnings) process.stderr.write(`warning: ${w}\n`);
     try {
       const t0 = performance.now();
       let first = 0;
@@ -40,14 +41,29 @@ export function generateCommand(): Command {
           timings: { ttft_ms: timings.ttftMs, total_ms: timings.totalMs, prefill_tokens_per_s: timings.prefillTokensPerSecond, decode_tokens_per_s: timings.decodeTokensPerSecond },
           model: llm.loaded.dir,
           weight_bytes: llm.loaded.weightBytes,
+          ...(llm.specDecodeStats() && { spec_decode: specDecodeJson(llm.specDecodeStats()!) }),
         };
         process.stdout.write(JSON.stringify(out) + '\n');
       } else {
         process.stdout.write('\n');
         process.stderr.write(speedLine({ usage, timings }) + '\n');
+        const spec = specDecodeLine(llm.specDecodeStats());
+        if (spec) process.stderr.write(spec + '\n');
       }
     } finally {
       await llm.close();
     }
   });
+}
+
+/** vLLM's counter names and the two figures derived from them. */
+function specDecodeJson(s: { numDrafts: number; numDraftTokens: number; numAcceptedTokens: number; acceptedTokensPerPos: number[] }) {
+  return {
+    num_drafts: s.numDrafts,
+    num_draft_tokens: s.numDraftTokens,
+    num_accepted_tokens: s.numAcceptedTokens,
+    accepted_tokens_per_pos: s.acceptedTokensPerPos,
+    acceptance_rate: s.numDraftTokens > 0 ? s.numAcceptedTokens / s.numDraftTokens : null,
+    mean_acceptance_length: s.numDrafts > 0 ? 1 + s.numAcceptedTokens / s.numDrafts : null,
+  };
 }

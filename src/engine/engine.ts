@@ -12,6 +12,8 @@ import { PrefixCache } from './prefix-cache.js';
 import { Sampler, TokenCounts, type Logprobs } from './sampler.js';
 import type { SamplingParams } from './sampling-params.js';
 import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
+import type { Proposer } from './spec/proposer.js';
+import { SpeculativeDecoder, type SpecSequence, type SpecWindow } from './spec/speculative-step.js';
 import { StopStringMatcher } from './stop-strings.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -28,6 +30,8 @@ export interface EngineOptions {
   blockSize: number;
   /** Share full KV blocks between requests with the same prefix (default true, as vLLM v1). */
   enablePrefixCaching?: boolean;
+  /** Speculative decoding: every decode step verifies up to k drafts per sequence in the same pass. */
+  speculative?: { proposer: Proposer; numSpeculativeTokens: number };
 }
 
 /** Per-request options that are not sampling knobs. */
@@ -121,6 +125,8 @@ class Request implements SchedulableSequence {
     readonly blocks: SequenceBlocks,
     tokenizer: Tokenizer | undefined,
     vocabSize: number,
+    /** Called when the scheduler preempts this request (its KV, and any proposer state, is gone). */
+    private readonly onPreempt: () => void,
   ) {
     this.counts = new TokenCounts(promptIds);
     this.sampler = new Sampler(params, vocabSize);
@@ -145,7 +151,23 @@ class Request implements SchedulableSequence {
 
   onPreempted(): void {
     this.numPreemptions++;
+    this.onPreempt();
   }
+
+  /** Prompt + output as one list (what a proposer drafts from). */
+  allTokens(): number[] {
+    return this.promptIds.concat(this.outputIds);
+  }
+}
+
+/** Where a scheduled chunk's tokens sit in the step's batch, and its speculative window if any. */
+interface PlannedChunk {
+  chunk: ScheduledChunk<Request>;
+  /** Batch row of the chunk's first token. */
+  row: number;
+  /** Logits row of the chunk's first logits (window) or its only one (prefill end). */
+  logitRow: number;
+  window?: SpecWindow;
 }
 
 export class Engine {
@@ -170,9 +192,18 @@ export class Engine {
     this.pool = new KvBlockPool(numBlocks, options.blockSize);
     this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize: options.blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
     this.eos = new Set(eosTokenIds);
-    this.prefixCache = new PrefixCache(options.enablePrefixCaching ?? true);
+    if (options.speculative) {
+      this.spec = new SpeculativeDecoder({ model, kv: this.kv }, options.speculative.proposer, { numSpeculativeTokens: options.speculative.numSpeculativeTokens });
+    }
+    // A proposer that reads the target's hidden states (EAGLE-3) must see every position computed,
+    // which blocks taken from the prefix cache never are.
+    const prefixCaching = (options.enablePrefixCaching ?? true) && !(this.spec && this.spec.captureHiddenStates.length > 0);
+    this.prefixCache = new PrefixCache(prefixCaching);
     this.scheduler = new Scheduler(options, this.prefixCache);
   }
+
+  /** Present when speculative decoding is configured. */
+  readonly spec?: SpeculativeDecoder;
 
   get backend(): Backend {
     return this.model.backend;
@@ -204,7 +235,7 @@ export class Engine {
     if (opts.logprobs !== undefined && !(Number.isInteger(opts.logprobs) && opts.logprobs >= 0)) {
       throw new InvalidRequestError(`logprobs must be a non-negative integer, got ${opts.logprobs}`);
     }
-    const req = new Request(id, promptIds, params, opts, new SequenceBlocks(this.pool), this.tokenizer, vocab);
+    const req = new Request(id, promptIds, params, opts, new SequenceBlocks(this.pool), this.tokenizer, vocab, () => this.spec?.release(id));
     this.byId.set(id, req);
     this.scheduler.add(req);
   }
@@ -238,7 +269,7 @@ export class Engine {
       promptTokens: this.promptTokensTotal,
       generationTokens: this.generationTokensTotal,
       numPreemptions: this.scheduler.numPreemptions,
-      specDecode: { numDrafts: 0, numDraftTokens: 0, numAcceptedTokens: 0, acceptedTokensPerPos: [] },
+      specDecode: this.spec ? this.spec.metrics.snapshot() : { numDrafts: 0, numDraftTokens: 0, numAcceptedTokens: 0, acceptedTokensPerPos: [] },
     };
   }
 
@@ -248,25 +279,69 @@ export class Engine {
     const scheduled = this.scheduler.schedule();
     if (scheduled.length === 0) return outputs;
 
-    const batch = this.buildBatch(scheduled);
-    const { logits } = this.model.forward(batch, this.kv);
+    const windows = this.spec ? this.proposeWindows(scheduled) : new Map<Request, SpecWindow>();
+    const { batch, planned } = this.buildBatch(scheduled, windows);
+    const capture = this.spec?.captureHiddenStates ?? [];
+    const { logits, hiddenStates } = this.model.forward(batch, this.kv, capture.length > 0 ? { captureHiddenStates: [...capture] } : {});
     const vocab = this.model.config.vocabSize;
-    let row = 0;
-    for (const { seq: req, count } of scheduled) {
-      req.numComputed += count;
+    const rowLogits = (r: number, n = 1) => logits.subarray(r * vocab, (r + n) * vocab);
+
+    // Verify every window at once (the proposer learns all outcomes together).
+    const windowPlans = planned.filter((p) => p.window);
+    const verified = new Map<Request, ReturnType<SpeculativeDecoder['verify']>[number]>();
+    if (this.spec && windowPlans.length > 0) {
+      const results = this.spec.verify(
+        windowPlans.map((p) => p.window!),
+        windowPlans.map((p) => rowLogits(p.logitRow, p.window!.tokens.length)),
+        hiddenStates,
+        windowPlans.map((p) => p.row),
+      );
+      windowPlans.forEach((p, i) => verified.set(p.chunk.seq, results[i]));
+    }
+
+    for (const { chunk, row, logitRow, window } of planned) {
+      const req = chunk.seq;
+      const result = window && verified.get(req);
+      if (result) {
+        outputs.push(this.acceptVerified(req, result));
+        continue;
+      }
+      req.numComputed += chunk.count;
       this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
+      this.spec?.observePrefill(req.id, chunk.start, chunk.count, hiddenStates, row);
       if (req.numComputed < req.numTokens) continue; // still prefilling
-      const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
-      row++;
-      const token = req.sampler.sample(rowLogits, req.counts);
-      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(rowLogits, req.opts.logprobs, token)];
+      const last = rowLogits(logitRow);
+      const token = req.sampler.sample(last, req.counts);
+      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(last, req.opts.logprobs, token)];
       outputs.push(this.acceptToken(req, token, logprobs));
     }
     return outputs.concat(this.pendingOutputs.splice(0));
   }
 
-  private buildBatch(scheduled: ScheduledChunk<Request>[]): ForwardBatch {
-    const numTokens = scheduled.reduce((a, s) => a + s.count, 0);
+  /**
+   * Drafts for every scheduled decode (one new token to compute). A sequence drafts at most what
+   * its max_tokens and the context leave, and none at all when the KV cache cannot hold its window
+   * this step: speculation is an optimisation, never a reason to preempt.
+   */
+  private proposeWindows(scheduled: ScheduledChunk<Request>[]): Map<Request, SpecWindow> {
+    const spec = this.spec!;
+    const k = spec.numSpeculativeTokens;
+    const seqs: SpecSequence[] = [];
+    const reqs: Request[] = [];
+    for (const { seq: req, start, count } of scheduled) {
+      if (count !== 1 || start !== req.numTokens - 1 || req.outputIds.length === 0) continue;
+      let maxDraftTokens = Math.max(0, Math.min(k, req.params.maxTokens - req.outputIds.length - 1, this.options.maxModelLen - req.numTokens - 1));
+      if (maxDraftTokens > 0 && !req.blocks.tryReserve(req.numTokens + maxDraftTokens)) maxDraftTokens = 0;
+      seqs.push({ id: req.id, tokens: req.allTokens(), blocks: req.blocks, sampler: req.sampler, counts: req.counts, maxDraftTokens });
+      reqs.push(req);
+    }
+    const windows = seqs.length > 0 ? spec.propose(seqs) : [];
+    return new Map(windows.map((w, i) => [reqs[i], w]));
+  }
+
+  private buildBatch(scheduled: ScheduledChunk<Request>[], windows: Map<Request, SpecWindow>): { batch: ForwardBatch; planned: PlannedChunk[] } {
+    const lengthOf = (c: ScheduledChunk<Request>) => windows.get(c.seq)?.tokens.length ?? c.count;
+    const numTokens = scheduled.reduce((a, c) => a + lengthOf(c), 0);
     const maxBlocksPerSeq = Math.max(...scheduled.map((s) => s.seq.blocks.blocks.length));
     const tokens = new Int32Array(numTokens);
     const positions = new Int32Array(numTokens);
@@ -274,18 +349,49 @@ export class Engine {
     const slots = new Int32Array(numTokens);
     const blockTables = new Int32Array(scheduled.length * maxBlocksPerSeq).fill(-1);
     const logitRows: number[] = [];
+    const planned: PlannedChunk[] = [];
     let i = 0;
-    scheduled.forEach(({ seq: req, start, count }, s) => {
+    scheduled.forEach((chunk, s) => {
+      const { seq: req, start, count } = chunk;
+      const window = windows.get(req);
       blockTables.set(req.blocks.blocks, s * maxBlocksPerSeq);
-      for (let p = start; p < start + count; p++, i++) {
-        tokens[i] = req.tokenAt(p);
+      planned.push({ chunk, row: i, logitRow: logitRows.length, window });
+      const n = window ? window.tokens.length : count;
+      for (let j = 0; j < n; j++, i++) {
+        const p = start + j;
+        tokens[i] = window ? window.tokens[j] : req.tokenAt(p);
         positions[i] = p;
         seqIndex[i] = s;
         slots[i] = req.blocks.slot(p);
+        // A window needs the target's logits at every position; a prefill chunk only at the prompt's end.
+        if (window) logitRows.push(i);
       }
-      if (start + count === req.numTokens) logitRows.push(i - 1);
+      if (!window && start + count === req.numTokens) logitRows.push(i - 1);
     });
-    return { numTokens, numSeqs: scheduled.length, tokens, positions, seqIndex, slots, blockTables, maxBlocksPerSeq, logitRows: Int32Array.from(logitRows) };
+    const batch = { numTokens, numSeqs: scheduled.length, tokens, positions, seqIndex, slots, blockTables, maxBlocksPerSeq, logitRows: Int32Array.from(logitRows) };
+    return { batch, planned };
+  }
+
+  /** Take a verified window's tokens one by one (a stop can cut them short) as one output. */
+  private acceptVerified(req: Request, result: ReturnType<SpeculativeDecoder['verify']>[number]): RequestOutput {
+    // The target keeps K/V for the newest token and the accepted drafts; the rest is rolled back.
+    req.numComputed = result.keepKvTokens;
+    req.blocks.truncate(result.keepKvTokens);
+    const merged: RequestOutput = { requestId: req.id, newTokenIds: [], text: '', finished: false, promptTokens: req.promptIds.length, outputTokens: 0 };
+    for (let j = 0; j < result.tokens.length && !merged.finished; j++) {
+      const token = result.tokens[j];
+      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(result.tokenLogits[j], req.opts.logprobs, token)];
+      const out = this.acceptToken(req, token, logprobs);
+      merged.newTokenIds.push(...out.newTokenIds);
+      merged.text += out.text;
+      if (out.logprobs) (merged.logprobs ??= []).push(...out.logprobs);
+      merged.finished = out.finished;
+      merged.finishReason = out.finishReason;
+      merged.metrics = out.metrics;
+      merged.outputTokens = out.outputTokens;
+    }
+    if (!merged.finished) this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
+    return merged;
   }
 
   private acceptToken(req: Request, token: number, logprobs?: Logprobs[]): RequestOutput {
@@ -314,6 +420,7 @@ export class Engine {
       if (reason !== 'abort' && reason !== 'error') text += req.stops.push(req.detokenizer?.flush() ?? '').emit + req.stops.flush();
     }
     req.blocks.releaseAll();
+    this.spec?.release(req.id);
     this.byId.delete(req.id);
     this.scheduler.remove(req);
     const metrics: RequestMetrics = {

@@ -1,0 +1,114 @@
+// Speculative decoding inside the engine (continuous batching, paged KV, stops, preemption): the
+// output is the target's own, for every method, and the counters add up as vLLM counts them.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { InvalidRequestError, LLM } from '../src/index.js';
+
+const prompts = ['Once upon a time, there was', 'The robot checked its battery', 'How do I calibrate the lidar?', '7 plus 5 is'];
+const greedy = { temperature: 0, maxTokens: 32, ignoreEos: true };
+
+async function completeAll(llm: LLM, params: Record<string, unknown> = greedy) {
+  return Promise.all(prompts.map((p) => llm.complete(p, params)));
+}
+
+describe('speculative decoding in the engine', () => {
+  let plain: LLM;
+  let expected: Array<{ tokenIds: number[]; text: string }>;
+  before(async () => {
+    plain = await LLM.load();
+    expected = await completeAll(plain);
+  });
+  after(() => plain.close());
+
+  const configs = [
+    { method: 'draft_model', num_speculative_tokens: 1 },
+    { method: 'draft_model', num_speculative_tokens: 3 },
+    { method: 'eagle3', num_speculative_tokens: 2 },
+    { method: 'eagle3', num_speculative_tokens: 4 },
+    { method: 'ngram', num_speculative_tokens: 3, prompt_lookup_min: 1, prompt_lookup_max: 3 },
+  ];
+  for (const cfg of configs) {
+    it(`${cfg.method}, k=${cfg.num_speculative_tokens}: batched greedy output identical to the target alone`, async () => {
+      const llm = await LLM.load({ speculativeConfig: cfg });
+      try {
+        const got = await completeAll(llm);
+        got.forEach((r, i) => {
+          assert.deepEqual(r.tokenIds, expected[i].tokenIds, `prompt ${i}`);
+          assert.equal(r.text, expected[i].text);
+        });
+        const s = llm.specDecodeStats()!;
+        assert.ok(s.numDrafts > 0 && s.numDraftTokens >= s.numDrafts);
+        assert.ok(s.numDraftTokens <= s.numDrafts * cfg.num_speculative_tokens);
+        assert.equal(s.acceptedTokensPerPos.reduce((a, b) => a + b, 0), s.numAcceptedTokens);
+        if (cfg.method !== 'ngram') assert.ok(s.numAcceptedTokens / s.numDraftTokens > 0.4, `acceptance ${s.numAcceptedTokens}/${s.numDraftTokens}`);
+        // Every output token was generated exactly once: drafts accepted + one target token per window.
+        assert.equal(llm.engine.pool.numFree, llm.engine.pool.numBlocks);
+      } finally {
+        await llm.close();
+      }
+    });
+  }
+
+  it('stop strings, eos and max_tokens cut a verified window where they occur', async () => {
+    const llm = await LLM.load({ speculativeConfig: { method: 'eagle3', num_speculative_tokens: 4 } });
+    try {
+      const free = expected[0].text;
+      const stop = free.slice(20, 26);
+      for (const params of [{ ...greedy, stop: [stop] }, { ...greedy, maxTokens: 7 }, { temperature: 0, maxTokens: 64 }]) {
+        const want = await plain.complete(prompts[0], params);
+        const got = await llm.complete(prompts[0], params);
+        assert.deepEqual(got.tokenIds, want.tokenIds);
+        assert.equal(got.text, want.text);
+        assert.equal(got.finishReason, want.finishReason);
+      }
+    } finally {
+      await llm.close();
+    }
+  });
+
+  it('under KV pressure (preemption) the output is still the target alone', async () => {
+    const llm = await LLM.load({ speculativeConfig: { method: 'draft_model', num_speculative_tokens: 3 }, kvCacheTokens: 96 });
+    try {
+      const got = await completeAll(llm);
+      got.forEach((r, i) => assert.deepEqual(r.tokenIds, expected[i].tokenIds, `prompt ${i}`));
+    } finally {
+      await llm.close();
+    }
+  });
+
+  it('logprobs come from the target for every accepted token', async () => {
+    const llm = await LLM.load({ speculativeConfig: { method: 'draft_model', num_speculative_tokens: 3 } });
+    try {
+      const collect = async (m: LLM) => {
+        const lps = [];
+        for await (const c of m.generate(prompts[1], { ...greedy, maxTokens: 12 }, { logprobs: 2 })) lps.push(...(c.logprobs ?? []));
+        return lps;
+      };
+      const [a, b] = [await collect(llm), await collect(plain)];
+      assert.equal(a.length, 12);
+      a.forEach((lp, i) => {
+        assert.equal(lp.tokenId, b[i].tokenId);
+        assert.ok(Math.abs(lp.logprob - b[i].logprob) < 1e-4, `token ${i}: ${lp.logprob} vs ${b[i].logprob}`);
+      });
+    } finally {
+      await llm.close();
+    }
+  });
+
+  it('a bad --speculative-config is refused before the model loads, naming the key', async () => {
+    await assert.rejects(LLM.load({ speculativeConfig: '{"method":"medusa","num_speculative_tokens":2}' }), (e: unknown) => e instanceof InvalidRequestError && /medusa/.test(e.message));
+    await assert.rejects(LLM.load({ speculativeConfig: '{"method":"ngram","num_speculative_tokens":2,"draft_tp":1}' }), /draft_tp/);
+  });
+
+  it('the lossy synthetic mode says so', async () => {
+    const llm = await LLM.load({ speculativeConfig: { method: 'synthetic', num_speculative_tokens: 2, acceptance_rates: [0.8, 0.5], lossy: true } });
+    try {
+      assert.match(llm.warnings.join('\n'), /lossy/i);
+      await llm.complete(prompts[0], greedy);
+      assert.ok(llm.specDecodeStats()!.numAcceptedTokens > 0);
+    } finally {
+      await llm.close();
+    }
+  });
+});
