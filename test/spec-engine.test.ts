@@ -96,6 +96,25 @@ describe('speculative decoding in the engine', () => {
     }
   });
 
+  it('a W4A16 target with the bf16 EAGLE-3 head and draft model gives the W4A16 target\'s own output', async () => {
+    const quantized = await LLM.load({ quantization: 'w4a16' });
+    try {
+      const want = await completeAll(quantized);
+      for (const cfg of [{ method: 'eagle3', num_speculative_tokens: 3 }, { method: 'draft_model', num_speculative_tokens: 3 }]) {
+        const llm = await LLM.load({ quantization: 'w4a16', speculativeConfig: cfg });
+        try {
+          const got = await completeAll(llm);
+          got.forEach((r, i) => assert.deepEqual(r.tokenIds, want[i].tokenIds, `${cfg.method} prompt ${i}`));
+          assert.ok(llm.specDecodeStats()!.numAcceptedTokens > 0);
+        } finally {
+          await llm.close();
+        }
+      }
+    } finally {
+      await quantized.close();
+    }
+  });
+
   it('a bad --speculative-config is refused before the model loads, naming the key', async () => {
     await assert.rejects(LLM.load({ speculativeConfig: '{"method":"medusa","num_speculative_tokens":2}' }), (e: unknown) => e instanceof InvalidRequestError && /medusa/.test(e.message));
     await assert.rejects(LLM.load({ speculativeConfig: '{"method":"ngram","num_speculative_tokens":2,"draft_tp":1}' }), /draft_tp/);
