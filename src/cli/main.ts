@@ -5,8 +5,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TachyonError } from '../errors.js';
 import { packageRoot } from '../model/default-model.js';
+import { benchCommand } from './bench.js';
 import { chatCommand } from './chat.js';
+import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
+import { planCommand } from './plan.js';
+import { quantizeCommand } from './quantize.js';
+import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
 
 export async function main(argv: string[]): Promise<void> {
   const version = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')).version as string;
@@ -17,6 +23,12 @@ export async function main(argv: string[]): Promise<void> {
     .exitOverride();
   program.addCommand(generateCommand().exitOverride());
   program.addCommand(chatCommand().exitOverride());
+  program.addCommand(quantizeCommand().exitOverride());
+  program.addCommand(serveCommand().exitOverride());
+  program.addCommand(evalCommand().exitOverride());
+  program.addCommand(benchCommand().exitOverride());
+  program.addCommand(planCommand().exitOverride());
+  program.addCommand(reportCommand().exitOverride());
   try {
     await program.parseAsync(argv);
   } catch (err) {
