@@ -1,7 +1,6 @@
 // The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
 // generate() and chat() stream chunks as async iterators.
 
-import type { Backend } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
 import { Engine, type FinishReason, type RequestMetrics, type RequestOutput } from './engine/engine.js';
@@ -11,6 +10,7 @@ import { InvalidRequestError, TachyonError } from './errors.js';
 import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
 import { resolveModelDir } from './model/default-model.js';
 import { loadModel, type LoadedModel } from './model/load-model.js';
+import type { LoadWeightsOptions } from './model/weights.js';
 import { parseQuantizationMethod } from './quant/online.js';
 import { parseSpeculativeConfig } from './engine/spec/config.js';
 import { loadProposer } from './engine/spec/load-proposer.js';
@@ -18,7 +18,9 @@ import { loadProposer } from './engine/spec/load-proposer.js';
 export interface LoadOptions {
   /** A Hugging Face model directory; the embedded default model when omitted. */
   model?: string;
-  device?: 'auto' | 'cpu';
+  /** 'auto' (default): CUDA when libcuda, NVRTC and a GPU are present, else the CPU (with a warning saying why);
+   *  'cuda': fail clearly when CUDA is unavailable; 'cpu': the reference backend. */
+  device?: 'auto' | 'cpu' | 'cuda';
   /** Longest prompt + output; defaults to the model's max_position_embeddings. */
   maxModelLen?: number;
   maxNumSeqs?: number;
@@ -101,11 +103,10 @@ export class LLM {
   ) {}
 
   static async load(options: LoadOptions = {}): Promise<LLM> {
-    const backend: Backend = new CpuBackend();
     const dir = resolveModelDir(options.model);
     // Parse the speculative config before the (slow) weight load, so a typo fails at once.
     const specConfig = options.speculativeConfig === undefined ? undefined : parseSpeculativeConfig(options.speculativeConfig);
-    const loaded = loadModel(dir, backend, { quantization: parseQuantizationMethod(options.quantization), onProgress: options.onProgress });
+    const { loaded, deviceNote } = await loadOnDevice(options.device ?? 'auto', dir, { quantization: parseQuantizationMethod(options.quantization), onProgress: options.onProgress });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
     const kvCacheTokens = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config) ?? Math.max(maxModelLen, 8192);
@@ -123,6 +124,7 @@ export class LLM {
       speculative,
     });
     const llm = new LLM(loaded, engine);
+    if (deviceNote) llm.warnings.push(deviceNote);
     if (specConfig?.warning) llm.warnings.push(specConfig.warning);
     return llm;
   }
@@ -242,6 +244,38 @@ export class LLM {
     };
     setImmediate(loop);
   }
+}
+
+/**
+ * The model loaded on the backend `device` asks for. 'auto' takes CUDA when it opens (libcuda,
+ * a GPU, NVRTC) and supports the weights, else the CPU with a note saying why; 'cuda' fails instead.
+ * The CUDA module is imported only here, so a machine without it never loads its bindings.
+ */
+async function loadOnDevice(device: string, dir: string, opts: LoadWeightsOptions): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
+  if (device === 'cpu') return { loaded: loadModel(dir, new CpuBackend(), opts) };
+  if (device !== 'auto' && device !== 'cuda') throw new InvalidRequestError(`device '${device}' is not supported; supported: auto, cpu, cuda`);
+  let cuda: typeof import('./backend/cuda/cuda-backend.js') | undefined;
+  let reason: string;
+  try {
+    cuda = await import('./backend/cuda/cuda-backend.js');
+    const opened = cuda.openCudaBackend();
+    if ('backend' in opened) {
+      try {
+        return { loaded: loadModel(dir, opened.backend, opts) };
+      } catch (err) {
+        if (device === 'auto' && err instanceof cuda.CudaUnsupportedError) {
+          return { loaded: loadModel(dir, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU: ${err.message}` };
+        }
+        throw err;
+      }
+    }
+    reason = opened.reason;
+  } catch (err) {
+    if (cuda) throw err;
+    reason = `the CUDA bindings could not be loaded: ${(err as Error).message.split('\n')[0]}`;
+  }
+  if (device === 'cuda') throw new InvalidRequestError(`device cuda: CUDA is not available: ${reason}`);
+  return { loaded: loadModel(dir, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
 }
 
 /** KV cache tokens that fit in `bytes` of float32 K and V; undefined when no budget is given. */

@@ -26,7 +26,7 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--model <dir>', 'Hugging Face model directory (default: the embedded tachyon-tiny)')
     .option('--max-model-len <n>', 'longest prompt + output in tokens (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
-    .option('--device <device>', 'auto | cpu', 'auto')
+    .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--quantization <method>', 'quantize weights at load: fp8 | w8a16 | w4a16 | nvfp4 (embeddings and lm_head stay as stored)')
     .option('--speculative-config <json>', 'speculative decoding, vLLM\'s keys: {"method": "draft_model"|"eagle3"|"ngram", "num_speculative_tokens": k, "model": DIR, ...}');
 }
@@ -69,8 +69,8 @@ export interface SamplingFlags {
 }
 
 export function loadOptionsFrom(flags: ModelFlags): LoadOptions {
-  if (flags.device !== 'auto' && flags.device !== 'cpu') {
-    throw new InvalidArgumentError(`--device '${flags.device}' is not available in this build; supported: auto, cpu`);
+  if (flags.device !== 'auto' && flags.device !== 'cpu' && flags.device !== 'cuda') {
+    throw new InvalidArgumentError(`--device '${flags.device}' is not supported; supported: auto, cpu, cuda`);
   }
   return { model: flags.model, maxModelLen: flags.maxModelLen, device: flags.device, quantization: flags.quantization, speculativeConfig: flags.speculativeConfig };
 }

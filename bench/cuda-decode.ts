@@ -1,0 +1,303 @@
+// Decode speed of the CUDA backend: the default model (or --model) and, unless --no-dummy-8b, a
+// Llama-3.1-8B-shaped model with random bf16 weights generated on the GPU. Prints a table with the
+// memory roofline ratio (weight bytes a decode step must read / the measured device-to-device copy
+// bandwidth, over the measured step time) and saves JSON with the GPU. Measures; never passes or fails.
+//
+//   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b] [--output FILE]
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type { Weight } from '../src/backend/backend.js';
+import { CudaBackend, type GemvKernel } from '../src/backend/cuda/cuda-backend.js';
+import { LLM } from '../src/llm.js';
+import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
+import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
+import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { loadModel } from '../src/model/load-model.js';
+import type { LayerWeights, ModelWeights } from '../src/model/weights.js';
+import { machineInfo } from './machine.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    'prompt-len': { type: 'string', default: '128' },
+    'decode-len': { type: 'string', default: '64' },
+    batch: { type: 'string', default: '1,8' },
+    'no-dummy-8b': { type: 'boolean', default: false },
+    output: { type: 'string' },
+  },
+});
+const promptLen = Number(values['prompt-len']);
+const decodeLen = Number(values['decode-len']);
+const batches = values.batch!.split(',').map(Number);
+
+const backend = new CudaBackend();
+const t0 = performance.now();
+backend.warmUp();
+const warmUpMs = performance.now() - t0;
+const copyGBs = backend.measureCopyBandwidth();
+const gpu = backend.device;
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs, ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
+console.log(`kernels ready in ${warmUpMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'} ${s.ms.toFixed(0)} ms`).join(', ')}`);
+
+// ---- kernel microbenchmarks: launch cost, the linear kernels at Llama-3.1-8B shapes ----
+function medianOf(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+/**
+ * Device milliseconds per call of `fn`, from events around `reps` back-to-back calls; the median of
+ * 3 trials after a warm-up one, each in its own step so the outputs' buffers come from the pool.
+ */
+async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
+  const d = backend.driver;
+  const e0 = d.createEvent();
+  const e1 = d.createEvent();
+  const trials: number[] = [];
+  for (let trial = 0; trial < 4; trial++) {
+    await nextTurn();
+    setup();
+    d.recordEvent(e0);
+    for (let i = 0; i < reps; i++) fn(i);
+    d.recordEvent(e1);
+    if (trial > 0) trials.push(d.elapsedMs(e0, e1) / reps);
+    else d.synchronize();
+  }
+  return medianOf(trials);
+}
+
+const launchUs = (() => {
+  const a = backend.fromHost(new Float32Array(256).fill(1), [1, 256]);
+  const b = backend.fromHost(new Float32Array(256).fill(2), [1, 256]);
+  backend.addInPlace(a, b);
+  backend.synchronize();
+  const n = 5000;
+  const t = performance.now();
+  for (let i = 0; i < n; i++) backend.addInPlace(a, b);
+  backend.synchronize();
+  return ((performance.now() - t) * 1000) / n;
+})();
+console.log(`launch through koffi (add_inplace, 256 floats, host time incl. the wait): ${launchUs.toFixed(2)} µs each`);
+
+interface LinearRow {
+  shape: [number, number];
+  tokens: number;
+  kernel: string;
+  us: number;
+  weightGBs: number;
+  tflops: number;
+}
+const linearRows: LinearRow[] = [];
+await nextTurn();
+{
+  const shapes: Array<[number, number]> = [[4096, 4096], [1024, 4096], [14336, 4096], [4096, 14336], [128256, 4096]];
+  for (const [N, K] of shapes) {
+    const bytes = N * K * 2;
+    // Rotate over copies totalling ≥ 256 MB so the 50 MB L2 cannot hold them: stream from HBM, as decode does.
+    const copies = Math.max(1, Math.ceil(256e6 / bytes));
+    const ws = Array.from({ length: copies }, (_, i) => backend.randomBf16([N, K], 1000 + i, 0.05));
+    const variants: Array<[number, GemvKernel]> = [];
+    for (const T of [1, 8]) for (const k of ['row', 'split-k'] as const) variants.push([T, k]);
+    if (N === 4096 && K === 4096) variants.push([2, 'row'], [2, 'split-k'], [4, 'split-k'], [128, 'auto'], [1024, 'auto']);
+    for (const [T, kernel] of variants) {
+      const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.sin(i));
+      backend.gemvKernel = kernel;
+      const reps = T >= 128 ? 5 : 30;
+      let x = backend.fromHost(xHost, [T, K]);
+      // The input is sent again before each trial (activations live for one step).
+      const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => backend.linear(x, ws[i % copies]), reps);
+      linearRows.push({ shape: [N, K], tokens: T, kernel: T > 8 ? 'tiled' : kernel, us: ms * 1000, weightGBs: bytes / (ms / 1000) / 1e9, tflops: (2 * N * K * T) / (ms / 1000) / 1e12 });
+      await nextTurn();
+    }
+    backend.gemvKernel = 'auto';
+  }
+  console.log('');
+  console.log('| W [N, K] bf16 | tokens | kernel | µs | weight GB/s | of copy BW | TFLOP/s |');
+  console.log('|---|---:|---|---:|---:|---:|---:|');
+  for (const r of linearRows) {
+    console.log(`| ${r.shape.join('×')} | ${r.tokens} | ${r.kernel} | ${r.us.toFixed(1)} | ${r.weightGBs.toFixed(0)} | ${((100 * r.weightGBs) / copyGBs).toFixed(0)}% | ${r.tflops.toFixed(2)} |`);
+  }
+}
+
+interface Row {
+  model: string;
+  path: 'forward' | 'engine';
+  batch: number;
+  promptTokens: number;
+  decodeSteps: number;
+  prefillMs: number;
+  decodeStepMs: number;
+  decodeTokensPerSecond: number;
+  weightBytesPerStep: number;
+  rooflineStepMs: number;
+  rooflineRatio: number;
+}
+const rows: Row[] = [];
+
+/** Bytes a decode step must read: every weight except the embedding table (only its rows are read). */
+function weightBytesPerStep(w: ModelWeights): number {
+  const bytes = (x: Weight | undefined) => x?.bytes ?? 0;
+  let total = bytes(w.norm) + bytes(w.lmHead);
+  for (const l of w.layers) for (const x of Object.values(l)) total += bytes(x as Weight | undefined);
+  return total;
+}
+
+let seed = 12345;
+const randomIds = (n: number, vocab: number) => Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % vocab);
+
+/** Prefill `batch` random prompts in one step, then greedy decode steps over all of them; the model forward alone. */
+async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row> {
+  const c = model.config;
+  const blockSize = 16;
+  const blocksPerSeq = Math.ceil((promptLen + decodeLen + 1) / blockSize);
+  const kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+  const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
+  const slot = (s: number, p: number) => (s * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize);
+  const step = (tokens: number[][], start: number[]): number[] => {
+    const tok: number[] = [];
+    const pos: number[] = [];
+    const seq: number[] = [];
+    const logitRows: number[] = [];
+    tokens.forEach((ts, s) => {
+      ts.forEach((t, i) => {
+        tok.push(t);
+        pos.push(start[s] + i);
+        seq.push(s);
+      });
+      logitRows.push(tok.length - 1);
+    });
+    const b: ForwardBatch = {
+      numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
+      slots: Int32Array.from(pos, (p, i) => slot(seq[i], p)), blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(logitRows),
+    };
+    const { logits } = model.forward(b, kv);
+    return logitRows.map((_, r) => argmax(logits.subarray(r * c.vocabSize, (r + 1) * c.vocabSize)));
+  };
+  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, c.vocabSize));
+  const tp = performance.now();
+  let next = step(prompts, new Array(batch).fill(0));
+  const prefillMs = performance.now() - tp;
+  const times: number[] = [];
+  for (let i = 0; i < decodeLen; i++) {
+    // Yield between steps as the engine does: the last step's activations can then be collected and reused.
+    await nextTurn();
+    const ts = performance.now();
+    next = step(next.map((t) => [t]), new Array(batch).fill(promptLen + i));
+    times.push(performance.now() - ts);
+  }
+  times.sort((a, b) => a - b);
+  const stepMs = times[times.length >> 1];
+  return row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights));
+}
+
+function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number): Row {
+  const rooflineStepMs = (wBytes / (copyGBs * 1e9)) * 1000;
+  return {
+    model, path, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
+    decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineStepMs, rooflineRatio: rooflineStepMs / stepMs,
+  };
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+// ---- the default (or given) model: forward alone, then through the engine (scheduler, sampler) ----
+const dir = resolveModelDir(values.model);
+const loaded = loadModel(dir, backend);
+const modelName = dir.split('/').pop()!;
+for (const b of batches) rows.push(await timeForward(modelName, loaded.model, b));
+
+const llm = await LLM.load({ model: dir, device: 'cuda', maxModelLen: promptLen + decodeLen + 1 });
+for (const batch of batches) {
+  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, llm.config.vocabSize));
+  const params = { maxTokens: decodeLen, temperature: 0, ignoreEos: true };
+  const start = performance.now();
+  let firstAll = 0;
+  let firstCount = 0;
+  await Promise.all(
+    prompts.map(async (p) => {
+      let first = true;
+      for await (const chunk of llm.generate(p, params)) {
+        if (first && chunk.tokenIds.length > 0) {
+          first = false;
+          if (++firstCount === batch) firstAll = performance.now();
+        }
+      }
+    }),
+  );
+  const stepMs = (performance.now() - firstAll) / (decodeLen - 1);
+  rows.push(row(modelName, 'engine', batch, firstAll - start, stepMs, weightBytesPerStep(llm.loaded.model.weights)));
+}
+await llm.close();
+
+// ---- a Llama-3.1-8B-shaped model with random bf16 weights made on the GPU ----
+let dummy: { config: Record<string, unknown>; weightBytes: number } | undefined;
+if (!values['no-dummy-8b']) {
+  const raw = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 128256, hidden_size: 4096, intermediate_size: 14336,
+    num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 128, rms_norm_eps: 1e-5, rope_theta: 500000,
+    max_position_embeddings: 8192, tie_word_embeddings: false, torch_dtype: 'bfloat16',
+  };
+  const config = parseModelConfig(raw, 'llama-3.1-8b-shapes');
+  const needBytes = 8.1e9 * 2 + 2 ** 30;
+  const { freeBytes } = backend.driver.memInfo();
+  if (freeBytes < needBytes) {
+    console.log(`skipping the 8B-shaped model: ${(freeBytes / 1e9).toFixed(1)} GB free, it needs ${(needBytes / 1e9).toFixed(1)} GB`);
+  } else {
+    const weights = randomWeights(config);
+    const model = new LlamaModel(config, weights, backend);
+    backend.synchronize();
+    for (const b of batches) rows.push(await timeForward('llama-3.1-8b-shapes (random bf16)', model, b));
+    dummy = { config: raw, weightBytes: weightBytesPerStep(weights) };
+  }
+}
+
+function randomWeights(c: ModelConfig): ModelWeights {
+  let s = 1;
+  const { hiddenSize: h, intermediateSize: ff, numHeads, numKvHeads, headDim, vocabSize } = c;
+  const mat = (rows: number, cols: number) => backend.randomBf16([rows, cols], s++, 1 / Math.sqrt(cols));
+  const ones = () => backend.loadDense('norm', { dtype: 'F32', shape: [h], bytes: new Uint8Array(new Float32Array(h).fill(1).buffer) });
+  const layers: LayerWeights[] = Array.from({ length: c.numLayers }, () => ({
+    inputNorm: ones(), postAttentionNorm: ones(),
+    q: mat(numHeads * headDim, h), k: mat(numKvHeads * headDim, h), v: mat(numKvHeads * headDim, h), o: mat(h, numHeads * headDim),
+    gate: mat(ff, h), up: mat(ff, h), down: mat(h, ff),
+  }));
+  return { embedTokens: backend.randomBf16([vocabSize, h], s++, 1), layers, norm: ones(), lmHead: mat(vocabSize, h) };
+}
+
+// ---- report ----
+console.log('');
+console.log('| model | path | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+for (const r of rows) {
+  console.log(
+    `| ${r.model} | ${r.path} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
+  );
+}
+const machine = machineInfo();
+const outDir = join(packageRoot(), 'bench', 'results');
+const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(outDir, `cuda-decode-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+mkdirSync(join(file, '..'), { recursive: true });
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      bench: 'cuda-decode',
+      gpu: { ...gpu, copyGBs },
+      kernels: { warmUpMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
+      launchUs, linear: linearRows, pool: backend.pool.counters,
+      promptLen, decodeLen, dummy8b: dummy ?? null,
+      notes: 'decodeStepMs is the median forward step (forward path) or the mean decode step through LLM.generate (engine path); rooflineRatio = (weight bytes per step / copy bandwidth) / step time; activations and KV cache are float32',
+      machine, rows,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+console.log(`\nsaved ${file}`);

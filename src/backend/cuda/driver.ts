@@ -1,0 +1,314 @@
+// koffi bindings to the CUDA driver API (libcuda.so.1): device, primary context, plain device
+// allocations, copies, a stream, modules, kernel launches and events. Every result code is checked
+// and turned into a CudaError naming the call and the driver's own error name and text.
+
+import koffi from 'koffi';
+import { TachyonError } from '../../errors.js';
+
+type Fn = (...args: unknown[]) => unknown;
+/** An opaque driver handle (context, stream, module, function, event) as koffi returns it. */
+export type Handle = unknown;
+/** A device address. Kept as a JS number: device virtual addresses stay far below 2^53. */
+export type DevicePtr = number;
+
+/** A CUDA driver or NVRTC call failed; the message names the call and the error. */
+export class CudaError extends TachyonError {
+  constructor(
+    message: string,
+    readonly code?: number,
+  ) {
+    super('internal', message);
+    this.name = 'CudaError';
+  }
+}
+
+export const CUDA_ERROR_OUT_OF_MEMORY = 2;
+const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+const CU_DEVICE_ATTRIBUTE_INTEGRATED = 18;
+const CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+
+export interface DeviceInfo {
+  ordinal: number;
+  name: string;
+  /** Compute capability as major·10 + minor (90 for the H100, 87 for Orin, 110 for Thor). */
+  computeCapability: number;
+  multiprocessors: number;
+  l2Bytes: number;
+  totalMemoryBytes: number;
+  /** Integrated GPU sharing memory with the CPU (Jetson). */
+  integrated: boolean;
+  driverVersion: number;
+}
+
+/** The functions of libcuda we use, bound once per process. */
+class DriverApi {
+  readonly cuInit: Fn;
+  readonly cuDriverGetVersion: Fn;
+  readonly cuGetErrorName: Fn;
+  readonly cuGetErrorString: Fn;
+  readonly cuDeviceGetCount: Fn;
+  readonly cuDeviceGet: Fn;
+  readonly cuDeviceGetName: Fn;
+  readonly cuDeviceGetAttribute: Fn;
+  readonly cuDeviceTotalMem: Fn;
+  readonly cuDevicePrimaryCtxRetain: Fn;
+  readonly cuCtxSetCurrent: Fn;
+  readonly cuCtxSynchronize: Fn;
+  readonly cuMemAlloc: Fn;
+  readonly cuMemFree: Fn;
+  readonly cuMemGetInfo: Fn;
+  readonly cuMemcpyHtoD: Fn;
+  readonly cuMemcpyDtoH: Fn;
+  readonly cuMemcpyHtoDAsync: Fn;
+  readonly cuMemcpyDtoHAsync: Fn;
+  readonly cuMemcpyDtoDAsync: Fn;
+  readonly cuMemsetD32Async: Fn;
+  readonly cuStreamCreate: Fn;
+  readonly cuStreamSynchronize: Fn;
+  readonly cuModuleLoadData: Fn;
+  readonly cuModuleGetFunction: Fn;
+  readonly cuLaunchKernel: Fn;
+  readonly cuEventCreate: Fn;
+  readonly cuEventRecord: Fn;
+  readonly cuEventSynchronize: Fn;
+  readonly cuEventElapsedTime: Fn;
+
+  constructor(lib: ReturnType<typeof koffi.load>) {
+    const f = (sig: string) => lib.func(sig) as Fn;
+    this.cuInit = f('int cuInit(unsigned int flags)');
+    this.cuDriverGetVersion = f('int cuDriverGetVersion(_Out_ int *version)');
+    this.cuGetErrorName = f('int cuGetErrorName(int error, _Out_ const char **name)');
+    this.cuGetErrorString = f('int cuGetErrorString(int error, _Out_ const char **text)');
+    this.cuDeviceGetCount = f('int cuDeviceGetCount(_Out_ int *count)');
+    this.cuDeviceGet = f('int cuDeviceGet(_Out_ int *device, int ordinal)');
+    this.cuDeviceGetName = f('int cuDeviceGetName(_Out_ uint8_t *name, int len, int device)');
+    this.cuDeviceGetAttribute = f('int cuDeviceGetAttribute(_Out_ int *value, int attribute, int device)');
+    this.cuDeviceTotalMem = f('int cuDeviceTotalMem_v2(_Out_ size_t *bytes, int device)');
+    this.cuDevicePrimaryCtxRetain = f('int cuDevicePrimaryCtxRetain(_Out_ void **ctx, int device)');
+    this.cuCtxSetCurrent = f('int cuCtxSetCurrent(void *ctx)');
+    this.cuCtxSynchronize = f('int cuCtxSynchronize()');
+    this.cuMemAlloc = f('int cuMemAlloc_v2(_Out_ uint64_t *ptr, size_t bytes)');
+    this.cuMemFree = f('int cuMemFree_v2(uint64_t ptr)');
+    this.cuMemGetInfo = f('int cuMemGetInfo_v2(_Out_ size_t *free, _Out_ size_t *total)');
+    this.cuMemcpyHtoD = f('int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)');
+    this.cuMemcpyDtoH = f('int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)');
+    this.cuMemcpyHtoDAsync = f('int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)');
+    this.cuMemcpyDtoHAsync = f('int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)');
+    this.cuMemcpyDtoDAsync = f('int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)');
+    this.cuMemsetD32Async = f('int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t count, void *stream)');
+    this.cuStreamCreate = f('int cuStreamCreate(_Out_ void **stream, unsigned int flags)');
+    this.cuStreamSynchronize = f('int cuStreamSynchronize(void *stream)');
+    this.cuModuleLoadData = f('int cuModuleLoadData(_Out_ void **module, const void *image)');
+    this.cuModuleGetFunction = f('int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)');
+    this.cuLaunchKernel = f(
+      'int cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int sharedBytes, void *stream, void *params, void *extra)',
+    );
+    this.cuEventCreate = f('int cuEventCreate(_Out_ void **event, unsigned int flags)');
+    this.cuEventRecord = f('int cuEventRecord(void *event, void *stream)');
+    this.cuEventSynchronize = f('int cuEventSynchronize(void *event)');
+    this.cuEventElapsedTime = f('int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)');
+  }
+}
+
+let loaded: { api: DriverApi } | { error: string } | undefined;
+
+/** Bind libcuda once; undefined error means the library loaded. */
+function driverApi(): DriverApi {
+  if (!loaded) {
+    try {
+      loaded = { api: new DriverApi(koffi.load(process.env.TACHYON_LIBCUDA || 'libcuda.so.1')) };
+    } catch (err) {
+      loaded = { error: `the CUDA driver library (libcuda.so.1) could not be loaded (${(err as Error).message.split('\n')[0].replace(/^Failed to load shared library: /, '')})` };
+    }
+  }
+  if ('error' in loaded) throw new CudaError(loaded.error);
+  return loaded.api;
+}
+
+/** A kernel argument: 'p' device pointer (or 0 for null), 'i' int32, 'u' uint32, 'l' 64-bit integer, 'f' float32. */
+export type ArgKind = 'p' | 'i' | 'u' | 'l' | 'f';
+
+const MAX_KERNEL_ARGS = 32;
+
+/**
+ * One device, its primary context and one stream. All work is issued on that stream, so a buffer
+ * handed back to a pool can be reused by later work without waiting: the stream orders them.
+ */
+export class CudaDriver {
+  readonly api: DriverApi;
+  readonly device: DeviceInfo;
+  private readonly dev: number;
+  readonly stream: Handle;
+  /** Kernel arguments are written here; argPointers holds the address of each 8-byte slot. */
+  private readonly argStorage = Buffer.alloc(8 * MAX_KERNEL_ARGS);
+  private readonly argView = new DataView(this.argStorage.buffer, this.argStorage.byteOffset, this.argStorage.byteLength);
+  private readonly argPointers = Buffer.alloc(8 * MAX_KERNEL_ARGS);
+  /** Synchronize after every launch and name the kernel if it failed (tests; TACHYON_CUDA_SYNC=1). */
+  syncEveryLaunch = process.env.TACHYON_CUDA_SYNC === '1';
+
+  constructor(ordinal = 0) {
+    const api = (this.api = driverApi());
+    this.check(api.cuInit(0), 'cuInit');
+    const count = [0];
+    this.check(api.cuDeviceGetCount(count), 'cuDeviceGetCount');
+    if (count[0] === 0) throw new CudaError('the CUDA driver reports no GPU');
+    if (ordinal >= count[0]) throw new CudaError(`CUDA device ${ordinal} does not exist (${count[0]} present)`);
+    const dev = [0];
+    this.check(api.cuDeviceGet(dev, ordinal), 'cuDeviceGet');
+    this.dev = dev[0];
+    const nameBuf = Buffer.alloc(256);
+    this.check(api.cuDeviceGetName(nameBuf, 256, this.dev), 'cuDeviceGetName');
+    const total = [0];
+    this.check(api.cuDeviceTotalMem(total, this.dev), 'cuDeviceTotalMem');
+    const version = [0];
+    this.check(api.cuDriverGetVersion(version), 'cuDriverGetVersion');
+    this.device = {
+      ordinal,
+      name: nameBuf.toString('utf8').replace(/\0.*$/s, ''),
+      computeCapability: 10 * this.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) + this.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+      multiprocessors: this.attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+      l2Bytes: this.attribute(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE),
+      totalMemoryBytes: Number(total[0]),
+      integrated: this.attribute(CU_DEVICE_ATTRIBUTE_INTEGRATED) !== 0,
+      driverVersion: version[0],
+    };
+    const ctx: Handle[] = [null];
+    this.check(api.cuDevicePrimaryCtxRetain(ctx, this.dev), 'cuDevicePrimaryCtxRetain');
+    this.check(api.cuCtxSetCurrent(ctx[0]), 'cuCtxSetCurrent');
+    const stream: Handle[] = [null];
+    // Flags 0: the stream also orders against the legacy default stream used by synchronous copies.
+    this.check(api.cuStreamCreate(stream, 0), 'cuStreamCreate');
+    this.stream = stream[0];
+    const base = koffi.address(this.argStorage);
+    for (let i = 0; i < MAX_KERNEL_ARGS; i++) this.argPointers.writeBigUInt64LE(base + BigInt(8 * i), 8 * i);
+  }
+
+  private attribute(attr: number): number {
+    const v = [0];
+    this.check(this.api.cuDeviceGetAttribute(v, attr, this.dev), `cuDeviceGetAttribute(${attr})`);
+    return v[0];
+  }
+
+  /** Throw a CudaError naming `what` and the driver's error name and text, unless rc is CUDA_SUCCESS. */
+  check(rc: unknown, what: string): void {
+    if (rc === 0) return;
+    throw new CudaError(`${what} failed: ${describeCudaError(this.api, rc as number)}`, rc as number);
+  }
+
+  memAlloc(bytes: number): DevicePtr {
+    const p = [0];
+    this.check(this.api.cuMemAlloc(p, Math.max(bytes, 1)), `cuMemAlloc(${bytes} bytes)`);
+    return Number(p[0]);
+  }
+
+  /** Like memAlloc, but undefined when the device is out of memory. */
+  tryMemAlloc(bytes: number): DevicePtr | undefined {
+    const p = [0];
+    const rc = this.api.cuMemAlloc(p, Math.max(bytes, 1));
+    if (rc === CUDA_ERROR_OUT_OF_MEMORY) return undefined;
+    this.check(rc, `cuMemAlloc(${bytes} bytes)`);
+    return Number(p[0]);
+  }
+
+  memFree(ptr: DevicePtr): void {
+    this.check(this.api.cuMemFree(ptr), 'cuMemFree');
+  }
+
+  memInfo(): { freeBytes: number; totalBytes: number } {
+    const free = [0];
+    const total = [0];
+    this.check(this.api.cuMemGetInfo(free, total), 'cuMemGetInfo');
+    return { freeBytes: Number(free[0]), totalBytes: Number(total[0]) };
+  }
+
+  /** Host → device on the stream. Pageable sources are staged before this returns, so `src` may be reused. */
+  upload(dst: DevicePtr, src: ArrayBufferView, bytes = src.byteLength): void {
+    this.check(this.api.cuMemcpyHtoDAsync(dst, src, bytes, this.stream), `cuMemcpyHtoDAsync(${bytes} bytes)`);
+  }
+
+  /** Device → host after all work queued on the stream; returns when `dst` holds the data. */
+  download(dst: ArrayBufferView, src: DevicePtr, bytes = dst.byteLength): void {
+    this.check(this.api.cuMemcpyDtoHAsync(dst, src, bytes, this.stream), `cuMemcpyDtoHAsync(${bytes} bytes)`);
+    this.synchronize();
+  }
+
+  copyDeviceToDevice(dst: DevicePtr, src: DevicePtr, bytes: number): void {
+    this.check(this.api.cuMemcpyDtoDAsync(dst, src, bytes, this.stream), `cuMemcpyDtoDAsync(${bytes} bytes)`);
+  }
+
+  /** Fill `count` 32-bit words with `value` (e.g. a NaN pattern to poison outputs in tests). */
+  fill32(dst: DevicePtr, value: number, count: number): void {
+    this.check(this.api.cuMemsetD32Async(dst, value >>> 0, count, this.stream), 'cuMemsetD32Async');
+  }
+
+  synchronize(): void {
+    this.check(this.api.cuStreamSynchronize(this.stream), 'cuStreamSynchronize');
+  }
+
+  loadModule(image: Uint8Array, what: string): Handle {
+    const mod: Handle[] = [null];
+    this.check(this.api.cuModuleLoadData(mod, image), `cuModuleLoadData(${what})`);
+    return mod[0];
+  }
+
+  getFunction(module: Handle, name: string): Handle {
+    const fn: Handle[] = [null];
+    this.check(this.api.cuModuleGetFunction(fn, module, name), `cuModuleGetFunction(${name})`);
+    return fn[0];
+  }
+
+  /** Launch `fn` on the stream. `kinds` spells each argument's type (see ArgKind), one letter each. */
+  launch(fn: Handle, name: string, grid: [number, number, number], block: number, kinds: string, args: readonly number[], sharedBytes = 0): void {
+    if (kinds.length !== args.length || args.length > MAX_KERNEL_ARGS) throw new CudaError(`launch ${name}: ${args.length} arguments for signature '${kinds}'`);
+    const v = this.argView;
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      const off = 8 * i;
+      switch (kinds.charCodeAt(i)) {
+        case 105: // i
+          v.setInt32(off, a, true);
+          break;
+        case 117: // u
+          v.setUint32(off, a >>> 0, true);
+          break;
+        case 102: // f
+          v.setFloat32(off, a, true);
+          break;
+        default: // p, l: 64-bit, from a non-negative safe integer
+          v.setUint32(off, a % 4294967296, true);
+          v.setUint32(off + 4, Math.floor(a / 4294967296), true);
+      }
+    }
+    const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
+    this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
+    if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
+  }
+
+  createEvent(): Handle {
+    const e: Handle[] = [null];
+    this.check(this.api.cuEventCreate(e, 0), 'cuEventCreate');
+    return e[0];
+  }
+
+  recordEvent(e: Handle): void {
+    this.check(this.api.cuEventRecord(e, this.stream), 'cuEventRecord');
+  }
+
+  /** Milliseconds between two recorded events (waits for the second). */
+  elapsedMs(start: Handle, end: Handle): number {
+    this.check(this.api.cuEventSynchronize(end), 'cuEventSynchronize');
+    const ms = [0];
+    this.check(this.api.cuEventElapsedTime(ms, start, end), 'cuEventElapsedTime');
+    return ms[0];
+  }
+}
+
+export function describeCudaError(api: DriverApi, rc: number): string {
+  const name: unknown[] = [null];
+  const text: unknown[] = [null];
+  const okName = api.cuGetErrorName(rc, name) === 0 && typeof name[0] === 'string';
+  const okText = api.cuGetErrorString(rc, text) === 0 && typeof text[0] === 'string';
+  return okName ? `${name[0]} (${okText ? text[0] : `error ${rc}`})` : `CUDA error ${rc}`;
+}

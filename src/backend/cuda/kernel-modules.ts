@@ -1,0 +1,114 @@
+// The kernels: .cu files under src/backend/cuda/kernels/ (shipped with the package, read at run
+// time from the package root), compiled by NVRTC for the present GPU and cached on disk by a hash
+// of (all kernel sources, target, options, NVRTC version), so only the first run pays for NVRTC.
+
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../../model/default-model.js';
+import type { CudaDriver, Handle } from './driver.js';
+import type { Nvrtc } from './nvrtc.js';
+
+/** Where the .cu sources live: src/ ships in the package ("files"), and tsc does not copy .cu files into dist/. */
+export function kernelSourceDir(): string {
+  return join(packageRoot(), 'src', 'backend', 'cuda', 'kernels');
+}
+
+/** $TACHYON_CACHE/kernels, else $XDG_CACHE_HOME/tachyon/kernels, else ~/.cache/tachyon/kernels. */
+export function kernelCacheDir(): string {
+  const base = process.env.TACHYON_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'tachyon');
+  return join(base, 'kernels');
+}
+
+const COMPILE_OPTIONS = ['-std=c++17', '--fmad=true'];
+
+export interface ModuleStats {
+  file: string;
+  target: string;
+  fromCache: boolean;
+  ms: number;
+}
+
+export class KernelModules {
+  private readonly modules = new Map<string, Handle>();
+  private readonly functions = new Map<string, Handle>();
+  private readonly sources: Map<string, string>;
+  /** Hash of every file in the kernels folder: a header change recompiles every module. */
+  private readonly treeHash: string;
+  readonly stats: ModuleStats[] = [];
+
+  constructor(
+    private readonly driver: CudaDriver,
+    private readonly nvrtc: Nvrtc,
+    readonly sourceDir = kernelSourceDir(),
+    readonly cacheDir: string | undefined = kernelCacheDir(),
+  ) {
+    this.sources = new Map();
+    const h = createHash('sha256');
+    for (const name of readdirSync(sourceDir).sort()) {
+      if (!/\.(cu|cuh)$/.test(name)) continue;
+      const text = readFileSync(join(sourceDir, name), 'utf8');
+      this.sources.set(name, text);
+      h.update(name).update('\0').update(text).update('\0');
+    }
+    this.treeHash = h.digest('hex');
+  }
+
+  /** A kernel by module file (e.g. 'linear.cu') and extern "C" name, compiled and loaded on first use. */
+  fn(file: string, name: string): Handle {
+    const key = `${file}:${name}`;
+    let f = this.functions.get(key);
+    if (f === undefined) {
+      f = this.driver.getFunction(this.module(file), name);
+      this.functions.set(key, f);
+    }
+    return f;
+  }
+
+  module(file: string): Handle {
+    let m = this.modules.get(file);
+    if (m !== undefined) return m;
+    const source = this.sources.get(file);
+    if (source === undefined) throw new Error(`kernel source ${file} is missing from ${this.sourceDir}`);
+    const t0 = performance.now();
+    const cc = this.driver.device.computeCapability;
+    const target = this.nvrtc.targetFor(cc);
+    const options = [...COMPILE_OPTIONS, `--include-path=${this.sourceDir}`];
+    const key = createHash('sha256')
+      .update([this.treeHash, file, target.kind, target.arch, COMPILE_OPTIONS.join(' '), this.nvrtc.version].join('\n'))
+      .digest('hex')
+      .slice(0, 32);
+    const cached = this.cacheDir ? join(this.cacheDir, `${file.replace(/\W/g, '_')}-${target.arch}-${key}.${target.kind}`) : undefined;
+    let image: Uint8Array | undefined;
+    let fromCache = false;
+    if (cached) {
+      try {
+        image = readFileSync(cached);
+        fromCache = true;
+      } catch {
+        // not cached yet
+      }
+    }
+    if (!image) {
+      image = this.nvrtc.compile(source, file, cc, options).image;
+      if (cached) writeAtomically(cached, image);
+    }
+    m = this.driver.loadModule(image, `${file} for ${target.arch}`);
+    this.modules.set(file, m);
+    this.stats.push({ file, target: target.arch, fromCache, ms: performance.now() - t0 });
+    return m;
+  }
+}
+
+/** Write via a temporary file and rename, so a concurrent reader never sees half a CUBIN; an unwritable cache is skipped. */
+function writeAtomically(path: string, data: Uint8Array): void {
+  try {
+    mkdirSync(join(path, '..'), { recursive: true });
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+  } catch {
+    // A read-only home: compile again next time.
+  }
+}

@@ -1,0 +1,83 @@
+// Shared device helpers for tachyon's kernels: float conversions of the weight storage types and
+// warp/block reductions. Header-free on purpose, so NVRTC needs no CUDA include directory.
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// No <math.h> under NVRTC without include paths: spell -infinity by its bits.
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+__device__ __forceinline__ u16 f32_to_bf16(float x) {
+  // Round to nearest even, as torch does (the inputs here are finite).
+  u32 u = __float_as_uint(x);
+  return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Weight storage types: each loads one element, or 16 bytes at once (V elements), as float32.
+struct WBf16 {
+  typedef u16 T;
+  static const int V = 8;
+  static __device__ __forceinline__ float one(const T* p) { return bf16_to_f32(*p); }
+  static __device__ __forceinline__ void vec(const T* p, float* out) {
+    uint4 v = *reinterpret_cast<const uint4*>(p);
+    u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      out[2 * i] = __uint_as_float(w[i] << 16);
+      out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+};
+
+struct WF16 {
+  typedef u16 T;
+  static const int V = 8;
+  static __device__ __forceinline__ float one(const T* p) { return f16_to_f32(*p); }
+  static __device__ __forceinline__ void vec(const T* p, float* out) {
+    uint4 v = *reinterpret_cast<const uint4*>(p);
+    u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      out[2 * i] = f16_to_f32((u16)(w[i] & 0xffffu));
+      out[2 * i + 1] = f16_to_f32((u16)(w[i] >> 16));
+    }
+  }
+};
+
+struct WF32 {
+  typedef float T;
+  static const int V = 4;
+  static __device__ __forceinline__ float one(const T* p) { return *p; }
+  static __device__ __forceinline__ void vec(const T* p, float* out) {
+    float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+  }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float s = lane < warps ? partial[lane] : 0.f;
+  return warp_sum(s);
+}
