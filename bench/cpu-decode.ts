@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { LLM } from '../src/llm.js';
 import { packageRoot } from '../src/model/default-model.js';
+import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
 import { machineInfo, measureCopyBandwidth } from './machine.js';
 
 const { values } = parseArgs({
@@ -32,8 +33,7 @@ const f32WeightBytes = (weightBytes / storedBytesPerParam) * 4;
 const copyGBs = measureCopyBandwidth();
 
 // Random prompts of exact length from a fixed seed: tokens drawn from the vocabulary.
-let state = 12345;
-const randomIds = (n: number) => Array.from({ length: n }, () => (state = (state * 1103515245 + 12345) % 2 ** 31) % cfg.vocabSize);
+const randomIds = randomTokenIds();
 
 interface Row {
   batch: number;
@@ -47,25 +47,10 @@ interface Row {
 }
 const rows: Row[] = [];
 for (const batch of batches) {
-  const prompts = Array.from({ length: batch }, () => randomIds(promptLen));
-  const params = { maxTokens: decodeLen, temperature: 0, ignoreEos: true };
-  const t0 = performance.now();
-  let firstAll = 0;
-  let firstCount = 0;
-  await Promise.all(
-    prompts.map(async (p) => {
-      let first = true;
-      for await (const chunk of llm.generate(p, params)) {
-        if (first && chunk.tokenIds.length > 0) {
-          first = false;
-          if (++firstCount === batch) firstAll = performance.now();
-        }
-      }
-    }),
-  );
-  const end = performance.now();
-  const prefillS = (firstAll - t0) / 1000;
-  const decodeS = (end - firstAll) / 1000;
+  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, cfg.vocabSize));
+  const { prefillMs, decodeMs } = await timeBatchedGenerate(llm, prompts, decodeLen);
+  const prefillS = prefillMs / 1000;
+  const decodeS = decodeMs / 1000;
   const decodeTokens = batch * (decodeLen - 1);
   const stepMs = (decodeS * 1000) / (decodeLen - 1);
   // Each decode step must read every weight once, whatever the batch: that is the memory-bound floor.

@@ -17,6 +17,8 @@ import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
 import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { LayerWeights, ModelWeights } from '../src/model/weights.js';
+import { argmax } from '../src/eval/metrics.js';
+import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
 import { machineInfo } from './machine.js';
 
 const { values } = parseArgs({
@@ -144,8 +146,7 @@ function weightBytesPerStep(w: ModelWeights): number {
   return total;
 }
 
-let seed = 12345;
-const randomIds = (n: number, vocab: number) => Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % vocab);
+const randomIds = randomTokenIds();
 
 /** Prefill `batch` random prompts in one step, then greedy decode steps over all of them; the model forward alone. */
 async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row> {
@@ -200,12 +201,6 @@ function row(model: string, path: Row['path'], batch: number, prefillMs: number,
   };
 }
 
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
-}
-
 // ---- the default (or given) model: forward alone, then through the engine (scheduler, sampler) ----
 const dir = resolveModelDir(values.model);
 const loaded = loadModel(dir, backend);
@@ -215,23 +210,9 @@ for (const b of batches) rows.push(await timeForward(modelName, loaded.model, b)
 const llm = await LLM.load({ model: dir, device: 'cuda', maxModelLen: promptLen + decodeLen + 1 });
 for (const batch of batches) {
   const prompts = Array.from({ length: batch }, () => randomIds(promptLen, llm.config.vocabSize));
-  const params = { maxTokens: decodeLen, temperature: 0, ignoreEos: true };
-  const start = performance.now();
-  let firstAll = 0;
-  let firstCount = 0;
-  await Promise.all(
-    prompts.map(async (p) => {
-      let first = true;
-      for await (const chunk of llm.generate(p, params)) {
-        if (first && chunk.tokenIds.length > 0) {
-          first = false;
-          if (++firstCount === batch) firstAll = performance.now();
-        }
-      }
-    }),
-  );
-  const stepMs = (performance.now() - firstAll) / (decodeLen - 1);
-  rows.push(row(modelName, 'engine', batch, firstAll - start, stepMs, weightBytesPerStep(llm.loaded.model.weights)));
+  const { prefillMs, decodeMs } = await timeBatchedGenerate(llm, prompts, decodeLen);
+  const stepMs = decodeMs / (decodeLen - 1);
+  rows.push(row(modelName, 'engine', batch, prefillMs, stepMs, weightBytesPerStep(llm.loaded.model.weights)));
 }
 await llm.close();
 

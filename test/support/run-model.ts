@@ -86,8 +86,5 @@ export class ModelRunner {
   }
 }
 
-export function argmax(x: ArrayLike<number>, offset = 0, n = x.length - offset): number {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (x[offset + i] > x[offset + best]) best = i;
-  return best;
-}
+// The model tests pick greedy tokens with the same argmax eval uses (first on ties).
+export { argmax } from '../../src/eval/metrics.js';
