@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { before, describe, it } from 'node:test';
 import { DEFAULT_DATASET_OPTIONS, benchServe, type ServeBenchOptions } from '../src/bench/serve-benchmark.js';
+import { benchOptions } from './support/bench-options.js';
 import { flagsFromObject, parseServerConfigs, runSweep, serverConfigsFromFlags, splitCommandLine, startServer } from '../src/bench/sweep.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { fixturesDir } from './support/paths.js';
@@ -122,32 +123,7 @@ before(async () => {
 });
 
 function options(url: string, o: Partial<ServeBenchOptions> = {}): ServeBenchOptions {
-  return {
-    backend: 'openai',
-    compat: 'vllm-main',
-    baseUrl: url,
-    host: '127.0.0.1',
-    port: 8000,
-    tokenizer: tokenizerDir,
-    dataset: { ...DEFAULT_DATASET_OPTIONS, randomInputLen: 16, randomOutputLen: 5 },
-    numPrompts: 6,
-    requestRate: Infinity,
-    burstiness: 1,
-    seed: 0,
-    numWarmups: 0,
-    ignoreEos: false,
-    sampling: {},
-    headers: {},
-    metadata: {},
-    percentileMetrics: ['ttft', 'tpot', 'itl', 'e2el'],
-    percentiles: [50, 99],
-    goodput: {},
-    readyCheckTimeoutS: 0,
-    saveDetailed: true,
-    progress: false,
-    log: () => {},
-    ...o,
-  };
+  return benchOptions(url, { tokenizer: tokenizerDir, dataset: { ...DEFAULT_DATASET_OPTIONS, randomInputLen: 16, randomOutputLen: 5 }, ...o });
 }
 
 const within = (v: unknown, lo: number, hi: number, what: string) => {

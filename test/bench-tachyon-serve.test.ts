@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_DATASET_OPTIONS, benchServe, type ServeBenchOptions } from '../src/bench/serve-benchmark.js';
+import { benchOptions } from './support/bench-options.js';
 import { defaultServeCommand, startServer, type ManagedServer } from '../src/bench/sweep.js';
 import { embeddedModelDir, packageRoot } from '../src/model/default-model.js';
 
@@ -17,32 +18,14 @@ const bin = join(packageRoot(), 'bin', 'tachyon.js');
 const work = mkdtempSync(join(tmpdir(), 'tachyon-bench-serve-'));
 
 function options(baseUrl: string, o: Partial<ServeBenchOptions> = {}): ServeBenchOptions {
-  return {
-    backend: 'openai',
-    compat: 'vllm-main',
-    baseUrl,
-    host: '127.0.0.1',
-    port: 8000,
+  return benchOptions(baseUrl, {
     dataset: { ...DEFAULT_DATASET_OPTIONS, randomInputLen: 32, randomOutputLen: 12 },
     numPrompts: 8,
-    requestRate: Infinity,
-    burstiness: 1,
-    seed: 0,
     maxConcurrency: 4,
     numWarmups: 1,
-    ignoreEos: false,
     sampling: { temperature: 0 },
-    headers: {},
-    metadata: {},
-    percentileMetrics: ['ttft', 'tpot', 'itl', 'e2el'],
-    percentiles: [50, 99],
-    goodput: {},
-    readyCheckTimeoutS: 0,
-    saveDetailed: true,
-    progress: false,
-    log: () => {},
     ...o,
-  };
+  });
 }
 
 describe('bench serve against tachyon serve (tachyon-tiny)', { timeout: 240_000 }, () => {
