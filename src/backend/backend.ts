@@ -3,6 +3,7 @@
 
 import type { HostTensor } from '../model/load/safetensors.js';
 import type { QuantizedWeight } from '../quant/format.js';
+import type { QuantizationMethod } from '../quant/online.js';
 
 /** An activation living on the backend (float32 on the CPU). Row-major, first dim = tokens. */
 export interface Tensor {
@@ -52,6 +53,21 @@ export interface AttentionBatch {
   maxBlocksPerSeq: number;
 }
 
+/**
+ * A random weight at a real model's shape (`--load-format dummy`: speed and memory at scale with no
+ * download). `method` set: laid out exactly as `loadQuantized(quantizeWeight(method, …))` would be.
+ */
+export interface RandomWeightSpec {
+  /** [rows, cols] (nn.Linear [out, in]) or [n] for vectors. */
+  shape: readonly number[];
+  /** The checkpoint dtype a dense weight pretends to have. */
+  dtype: 'bf16' | 'f16' | 'f32';
+  method?: QuantizationMethod;
+  seed: number;
+  /** Values uniform in [-scale, scale) (dense) or the dequantised magnitude (quantized). */
+  scale: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -59,6 +75,11 @@ export interface Backend {
   loadDense(name: string, tensor: HostTensor): Weight;
   /** Take a weight already in a canonical quantized format (fp8, int8, int4, nvfp4). */
   loadQuantized(name: string, weight: QuantizedWeight): Weight;
+  /**
+   * Make a random weight directly on the backend (the CUDA backend fills device memory, so a 70B model
+   * needs no host copy). Absent: the loader builds it on the host and calls loadDense/loadQuantized.
+   */
+  randomWeight?(name: string, spec: RandomWeightSpec): Weight;
   /** Bring a backend weight back as float32 (tests, tied embeddings, quantizers). */
   weightToHost(w: Weight): Float32Array;
 

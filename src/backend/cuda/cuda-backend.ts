@@ -348,9 +348,18 @@ export class CudaBackend implements Backend {
         if (this.gemvKernel === 'row') this.launch('linear.cu', `gemv_vec_${W.dtype}`, [Math.ceil(N / GEMV_WARPS), 1, 1], GEMV_WARPS * 32, 'ppppiii', args);
         else this.launch('linear.cu', `gemv_splitk_${W.dtype}`, [Math.ceil(N / SPLITK_ROWS), 1, 1], 256, 'ppppiii', args);
       }
-    } else {
-      this.launch('linear.cu', `gemm_tiled_${W.dtype}`, [Math.ceil(N / TILE), Math.ceil(T / TILE), 1], 256, 'ppppiii', args);
+      return out;
     }
+    return this.matmul(src, W.ptr, W.dtype, N, K, b, out);
+  }
+
+  /**
+   * y[T, N] = x · Wᵀ (+ bias) for many tokens (prefill), W a dense [N, K] matrix on the device in
+   * `dtype`. Quantized weights come here after dequantising into a bf16 scratch matrix.
+   */
+  private matmul(x: CudaTensor, w: DevicePtr, dtype: DeviceDtype, N: number, K: number, bias: DevicePtr, out = this.tensor([x.rows, N])): CudaTensor {
+    const T = x.rows;
+    this.launch('linear.cu', `gemm_tiled_${dtype}`, [Math.ceil(N / TILE), Math.ceil(T / TILE), 1], 256, 'ppppiii', [w, x.ptr, bias, out.ptr, T, N, K]);
     return out;
   }
 
