@@ -16,11 +16,14 @@ export interface MachineInfo {
 }
 
 export function machineInfo(): MachineInfo {
-  let commit = 'unknown';
-  try {
-    commit = execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
-  } catch {
-    // not a git checkout
+  // The GPU machine gets a copy of the working tree without .git: the run passes the commit in.
+  let commit = process.env.TACHYON_COMMIT ?? 'unknown';
+  if (!process.env.TACHYON_COMMIT) {
+    try {
+      commit = execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    } catch {
+      // not a git checkout
+    }
   }
   return {
     hostname: hostname(),
