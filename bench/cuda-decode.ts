@@ -1,9 +1,10 @@
 // Decode speed of the CUDA backend: the default model (or --model) and, unless --no-dummy-8b, a
-// Llama-3.1-8B-shaped model with random bf16 weights generated on the GPU. Prints a table with the
+// Llama-3.1-8B-shaped model with random weights generated on the GPU in each --formats format. Prints a table with the
 // memory roofline ratio (weight bytes a decode step must read / the measured device-to-device copy
 // bandwidth, over the measured step time) and saves JSON with the GPU. Measures; never passes or fails.
 //
-//   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b] [--output FILE]
+//   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b]
+//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,11 +13,14 @@ import { parseArgs } from 'node:util';
 import type { Weight } from '../src/backend/backend.js';
 import { CudaBackend, type GemvKernel } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
-import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
+import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
 import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
 import { loadModel } from '../src/model/load-model.js';
-import type { LayerWeights, ModelWeights } from '../src/model/weights.js';
+import type { ModelWeights } from '../src/model/weights.js';
+import { loadDummyWeights } from '../src/model/load/dummy.js';
+import { findPreset } from '../src/plan/presets.js';
+import type { QuantizationMethod } from '../src/quant/online.js';
 import { argmax } from '../src/eval/metrics.js';
 import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
 import { machineInfo } from './machine.js';
@@ -28,6 +32,7 @@ const { values } = parseArgs({
     'decode-len': { type: 'string', default: '64' },
     batch: { type: 'string', default: '1,8' },
     'no-dummy-8b': { type: 'boolean', default: false },
+    formats: { type: 'string', default: 'bf16,fp8,w8a16,w4a16,nvfp4' },
     output: { type: 'string' },
   },
 });
@@ -216,39 +221,29 @@ for (const batch of batches) {
 }
 await llm.close();
 
-// ---- a Llama-3.1-8B-shaped model with random bf16 weights made on the GPU ----
-let dummy: { config: Record<string, unknown>; weightBytes: number } | undefined;
+// ---- a Llama-3.1-8B-shaped model with random weights made on the GPU, in each weight format ----
+let dummy: { config: Record<string, unknown>; formats: string[] } | undefined;
 if (!values['no-dummy-8b']) {
-  const raw = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 128256, hidden_size: 4096, intermediate_size: 14336,
-    num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 128, rms_norm_eps: 1e-5, rope_theta: 500000,
-    max_position_embeddings: 8192, tie_word_embeddings: false, torch_dtype: 'bfloat16',
-  };
-  const config = parseModelConfig(raw, 'llama-3.1-8b-shapes');
-  const needBytes = 8.1e9 * 2 + 2 ** 30;
-  const { freeBytes } = backend.driver.memInfo();
-  if (freeBytes < needBytes) {
-    console.log(`skipping the 8B-shaped model: ${(freeBytes / 1e9).toFixed(1)} GB free, it needs ${(needBytes / 1e9).toFixed(1)} GB`);
-  } else {
-    const weights = randomWeights(config);
+  const raw = findPreset('llama-3.1-8b')!;
+  const config = parseModelConfig(raw, 'llama-3.1-8b');
+  const formats = values.formats!.split(',');
+  for (const format of formats) {
+    // Give the last format's device memory back first (node --expose-gc; else the GC decides when).
+    (globalThis as { gc?: () => void }).gc?.();
+    await nextTurn();
+    const quantization = format === 'bf16' ? undefined : (format as QuantizationMethod);
+    const needBytes = (quantization ? 6e9 : 16.1e9) + 2 ** 30;
+    const { freeBytes } = backend.driver.memInfo();
+    if (freeBytes < needBytes) {
+      console.log(`skipping the 8B-shaped model in ${format}: ${(freeBytes / 1e9).toFixed(1)} GB free, it needs ${(needBytes / 1e9).toFixed(1)} GB`);
+      continue;
+    }
+    const weights = loadDummyWeights(config, backend, { quantization, seed: 1 });
     const model = new LlamaModel(config, weights, backend);
     backend.synchronize();
-    for (const b of batches) rows.push(await timeForward('llama-3.1-8b-shapes (random bf16)', model, b));
-    dummy = { config: raw, weightBytes: weightBytesPerStep(weights) };
+    for (const b of batches) rows.push(await timeForward(`llama-3.1-8b shapes, random ${format}`, model, b));
   }
-}
-
-function randomWeights(c: ModelConfig): ModelWeights {
-  let s = 1;
-  const { hiddenSize: h, intermediateSize: ff, numHeads, numKvHeads, headDim, vocabSize } = c;
-  const mat = (rows: number, cols: number) => backend.randomBf16([rows, cols], s++, 1 / Math.sqrt(cols));
-  const ones = () => backend.loadDense('norm', { dtype: 'F32', shape: [h], bytes: new Uint8Array(new Float32Array(h).fill(1).buffer) });
-  const layers: LayerWeights[] = Array.from({ length: c.numLayers }, () => ({
-    inputNorm: ones(), postAttentionNorm: ones(),
-    q: mat(numHeads * headDim, h), k: mat(numKvHeads * headDim, h), v: mat(numKvHeads * headDim, h), o: mat(h, numHeads * headDim),
-    gate: mat(ff, h), up: mat(ff, h), down: mat(h, ff),
-  }));
-  return { embedTokens: backend.randomBf16([vocabSize, h], s++, 1), layers, norm: ones(), lmHead: mat(vocabSize, h) };
+  dummy = { config: raw, formats };
 }
 
 // ---- report ----
