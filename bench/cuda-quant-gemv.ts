@@ -1,0 +1,159 @@
+// Speed of the quantized GEMVs (≤ 8 tokens: dequantise in registers, stream the packed weight once)
+// at Llama-3.1-8B's linear shapes, for bf16 and every --quantization method, at 1 and 8 tokens:
+// device µs per call (CUDA events), the weight bytes streamed per second, and that as a share of the
+// device-to-device copy bandwidth (the memory roofline). lm_head stays bf16 in real quantized
+// checkpoints, so it is measured in bf16 only. Each quantized case runs every GEMV kernel: v1, v2 as
+// chosen per call, and v2 forced to each other rows-a-block it has a kernel for. Prints a table and saves JSON with the machine and GPU.
+// Measures; never passes or fails.
+//
+//   node dist/bench/cuda-quant-gemv.js [--tokens 1,8] [--output FILE]
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type { Weight } from '../src/backend/backend.js';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { quantGemvV2, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
+import { packageRoot } from '../src/model/default-model.js';
+import type { QuantizationMethod } from '../src/quant/online.js';
+import { machineInfo } from './machine.js';
+
+const { values } = parseArgs({
+  options: {
+    tokens: { type: 'string', default: '1,8' },
+    output: { type: 'string' },
+  },
+});
+const tokenCounts = values.tokens!.split(',').map(Number);
+
+const backend = new CudaBackend();
+const t0 = performance.now();
+for (const f of ['linear.cu', 'quant-linear.cu']) backend.kernels.module(f);
+const compileMs = performance.now() - t0;
+const copyGBs = backend.measureCopyBandwidth();
+const gpu = backend.device;
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
+console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
+
+// The quantized GEMV kernels to compare (QuantizedWeights.kernel / .rows; the backend keeps them private).
+const quant = (backend as unknown as { quant: QuantizedWeights }).quant;
+function setVariant(v: string): void {
+  quant.kernel = v === 'v1' ? 'v1' : 'v2';
+  const m = /^v2 r(\d+)$/.exec(v);
+  quant.rows = m ? (Number(m[1]) as 4 | 8 | 16) : 'auto';
+}
+/** v1, v2 as chosen, and v2 at each rows a block that has a kernel for T tokens (other than the chosen). */
+function variantsOf(format: Format, N: number, T: number): string[] {
+  if (format === 'bf16') return ['split-K'];
+  const family = format === 'fp8' || format === 'w8a16' ? 'q8' : 'q4';
+  const chosen = quantGemvV2(family, N, T).rows;
+  const forced = [4, 8, 16].filter((r) => r !== chosen && (() => { try { quantGemvV2(family, N, T, r as 4 | 8 | 16); return true; } catch { return false; } })());
+  return ['v1', 'v2', ...forced.map((r) => `v2 r${r}`)];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+/**
+ * Device milliseconds per call of `fn`, from events around `reps` back-to-back calls: the median of
+ * 3 trials after a warm-up one, each in its own step so outputs come from the pool.
+ */
+async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
+  const d = backend.driver;
+  const e0 = d.createEvent();
+  const e1 = d.createEvent();
+  const trials: number[] = [];
+  for (let trial = 0; trial < 4; trial++) {
+    await nextTurn();
+    setup();
+    d.recordEvent(e0);
+    for (let i = 0; i < reps; i++) fn(i);
+    d.recordEvent(e1);
+    if (trial > 0) trials.push(d.elapsedMs(e0, e1) / reps);
+    else d.synchronize();
+  }
+  return median(trials);
+}
+
+type Format = 'bf16' | QuantizationMethod;
+interface Row {
+  shape: [number, number];
+  format: Format;
+  /** Quantized: 'v1', 'v2' (the default, rows chosen per call) or 'v2 rN' (N rows a block forced); bf16: 'split-K'. */
+  variant: string;
+  /** The weight's bytes as the backend reports them (the checkpoint's: codes + scales). */
+  weightBytes: number;
+  tokens: number;
+  us: number;
+  weightGBs: number;
+  ofCopy: number;
+}
+const rows: Row[] = [];
+const shapes: Array<[number, number, string]> = [
+  [4096, 4096, 'q, o'],
+  [6144, 4096, 'q+k+v fused width'],
+  [1024, 4096, 'k, v'],
+  [14336, 4096, 'gate, up'],
+  [4096, 14336, 'down'],
+  [128256, 4096, 'lm_head'],
+];
+const formats: Format[] = ['bf16', 'fp8', 'w8a16', 'w4a16', 'nvfp4'];
+let seed = 1000;
+for (const [N, K, role] of shapes) {
+  for (const format of formats) {
+    if (role === 'lm_head' && format !== 'bf16') continue;
+    (globalThis as { gc?: () => void }).gc?.(); // give the last shape's copies back (node --expose-gc)
+    await nextTurn();
+    const method = format === 'bf16' ? undefined : format;
+    const make = (): Weight => backend.randomWeight(`${role}.${format}`, { shape: [N, K], dtype: 'bf16', method, seed: seed++, scale: 1 / Math.sqrt(K) });
+    const first = make();
+    // Rotate over copies totalling ≥ 256 MB so the 50 MB L2 cannot hold them: stream from HBM, as decode does.
+    const copies = Math.max(1, Math.ceil(256e6 / first.bytes));
+    const ws = [first, ...Array.from({ length: copies - 1 }, make)];
+    for (const T of tokenCounts) {
+      for (const variant of variantsOf(format, N, T)) {
+        setVariant(variant);
+        const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.sin(i));
+        let x = backend.fromHost(xHost, [T, K]);
+        const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => backend.linear(x, ws[i % copies]), 30);
+        const weightGBs = first.bytes / (ms / 1000) / 1e9;
+        rows.push({ shape: [N, K], format, variant, weightBytes: first.bytes, tokens: T, us: ms * 1000, weightGBs, ofCopy: weightGBs / copyGBs });
+      }
+      setVariant('v2');
+    }
+  }
+}
+
+console.log('');
+console.log('| W [N, K] | format | kernel | MB | tokens | µs | weight GB/s | of copy BW |');
+console.log('|---|---|---|---:|---:|---:|---:|---:|');
+for (const r of rows) {
+  console.log(`| ${r.shape.join('×')} | ${r.format} | ${r.variant} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${r.weightGBs.toFixed(0)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
+}
+
+const machine = machineInfo();
+const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-quant-gemv-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+mkdirSync(join(file, '..'), { recursive: true });
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      bench: 'cuda-quant-gemv',
+      gpu: { ...gpu, copyGBs },
+      kernels: { compileMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
+      notes:
+        'variant: the quantized GEMV kernel (v1; v2 with rows per block chosen per call; v2 rN forced to N rows); ' +
+        'us: device time per linear call (events, median of 3 trials of 30 calls, rotating over weight copies totalling >= 256 MB); ' +
+        'weightGBs: the weight bytes the backend reports (codes + scales, as the checkpoint) over that time; ofCopy: that / the device-to-device copy bandwidth (read + write)',
+      machine,
+      rows,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+console.log(`\nsaved ${file}`);

@@ -1,0 +1,518 @@
+// Quantized weights on the CUDA device: upload (and re-layout) of src/quant's canonical formats, the
+// GEMV for ≤ 8 tokens that dequantises in registers, exact dequantisation (weightToHost, and a bf16
+// scratch matrix for prefill), and random weights made on the device. Kernels: kernels/quant-linear.cu.
+//
+// Device layouts (`bytes` always reports the canonical weight's, as the CPU backend does):
+//   fp8    codes as given, row-major [N, K] u8; rowScales float32 [N] (a per-tensor scale repeated).
+//   int8   codes as given, [N, K] s8; scales float32 [N].
+//   int4   'tiled' when K % 16 = 0 and the group size is a power of two ≥ 16 or the whole row (and an
+//          act-order g_idx, if any, has groups of exactly that size): rows padded to a multiple of
+//          256 columns, each tile of 256 columns reordered so that one 16-byte load holds the
+//          16-column blocks b and b + 8 of its tile (quant-linear.cu, tiled_word); with g_idx the
+//          columns are first sorted by group (perm) and x is gathered into that order per call.
+//          Otherwise 'canonical': src/quant's words as given, with g_idx, read by the exact kernel.
+//          scales float32 [N, G], zeros u8 [N, G] (absent: symmetric, zero point 8) as given.
+//   nvfp4  codes tiled as int4's (the nibble order of the two formats is the same); block scales as
+//          given, [N, K/16] E4M3 codes; the 256 multipliers float32(e4m3(code) · globalScale), made on
+//          the host exactly as the CPU makes them.
+
+import type { RandomWeightSpec, Weight } from '../backend.js';
+import { InvalidRequestError } from '../../errors.js';
+import type { Fp8Weight, Int4Weight, Int8Weight, Nvfp4Weight, QuantizedWeight } from '../../quant/format.js';
+import { E4M3_VALUES } from '../../quant/fp8-e4m3.js';
+import { int4WordsPerRow } from '../../quant/int4.js';
+import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
+import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
+import type { CudaDriver, DevicePtr } from './driver.js';
+import type { DevicePool } from './memory-pool.js';
+
+/** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
+export const TILE_COLS = 256;
+/** Tokens the quantized GEMV takes in one launch (the same kernel for 1..8, so results are batch-invariant). */
+export const QUANT_GEMV_MAX_T = 8;
+const QROWS = 4;
+const Q8_THREADS = 256;
+const Q4_THREADS = 128;
+const QV2_THREADS = 128;
+
+/** Which fast GEMV kernels run: 'v2' (rows and tokens per block chosen per call) or the first 'v1' (4 rows, room for 8 tokens). */
+export type QuantGemvKernel = 'v1' | 'v2';
+type GemvFamily = 'q8' | 'q4';
+/** Token bounds the v2 kernels are compiled for. */
+const V2_TMAX = [1, 2, 4, 8] as const;
+/** Rows per block of each v2 kernel made, by family and token bound (quant-linear.cu: QV2_Q8 / QV2_Q4). */
+const V2_ROWS: Record<GemvFamily, Record<number, readonly number[]>> = {
+  q8: { 1: [4, 8, 16], 2: [4, 8, 16], 4: [4, 8], 8: [4, 8] },
+  q4: { 1: [4, 8], 2: [4, 8], 4: [4, 8], 8: [4] },
+};
+/**
+ * The rows a v2 block takes unless N is small: the most that keep ≥ 3 blocks of 128 threads per SM
+ * (registers) — predicted, to be confirmed by bench/cuda-quant-gemv.ts.
+ */
+const V2_PREFERRED: Record<GemvFamily, Record<number, number>> = {
+  q8: { 1: 16, 2: 8, 4: 8, 8: 8 },
+  q4: { 1: 8, 2: 8, 4: 4, 8: 4 },
+};
+/** Fewer blocks than this (about 2 per SM of an H100) and the rows per block are halved. */
+const V2_MIN_BLOCKS = 256;
+
+/**
+ * The v2 kernel for T tokens of an N-row weight: the smallest token bound ≥ T, and the preferred rows
+ * (or `rows` when forced, if that kernel exists), halved while the grid would have fewer than
+ * V2_MIN_BLOCKS blocks. Every choice gives bitwise the same results (quant-linear.cu), so this only
+ * affects speed. Pure: tested without a GPU.
+ */
+export function quantGemvV2(family: GemvFamily, N: number, T: number, rows: 'auto' | 4 | 8 | 16 = 'auto'): { tmax: number; rows: number; suffix: string } {
+  const tmax = V2_TMAX.find((t) => t >= T);
+  if (tmax === undefined) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_GEMV_MAX_T}`);
+  const made = V2_ROWS[family][tmax];
+  let r: number;
+  if (rows !== 'auto') {
+    if (!made.includes(rows)) throw new RangeError(`quantized GEMV: no ${family} kernel for ${rows} rows and up to ${tmax} tokens (made: ${made.join(', ')})`);
+    r = rows;
+  } else {
+    r = V2_PREFERRED[family][tmax];
+    while (r > 4 && Math.ceil(N / r) < V2_MIN_BLOCKS) r /= 2;
+  }
+  return { tmax, rows: r, suffix: `_r${r}_t${tmax}` };
+}
+const EXACT_THREADS = 256;
+
+/** FP8 (E4M3) on the device: codes row-major [rows, cols], one byte each, unpadded; rowScales float32 [rows]. */
+export class CudaFp8Weight implements Weight {
+  readonly format = 'fp8';
+  readonly shape: readonly number[];
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly codes: DevicePtr,
+    readonly rowScales: DevicePtr,
+    readonly bytes: number,
+    /** Some code is NaN (0x7f/0xff): the fast GEMV would read it as ±480, so the exact kernel runs instead. */
+    readonly hasNanCodes: boolean,
+  ) {
+    this.shape = [rows, cols];
+  }
+}
+
+/** int8 (w8a16) on the device: codes [rows, cols] s8, scales float32 [rows]. */
+export class CudaInt8Weight implements Weight {
+  readonly format = 'int8';
+  readonly shape: readonly number[];
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly codes: DevicePtr,
+    readonly scales: DevicePtr,
+    readonly bytes: number,
+  ) {
+    this.shape = [rows, cols];
+  }
+}
+
+export interface Int4DeviceParts {
+  rows: number;
+  cols: number;
+  layout: 'tiled' | 'canonical';
+  packed: DevicePtr;
+  /** u32 words per row of `packed`: Kp/8 tiled, ceil(K/8) canonical. */
+  wordsPerRow: number;
+  groupSize: number;
+  numGroups: number;
+  /** Tiled: group of (sorted) column j = j >> groupShift (31 for one group per row). */
+  groupShift: number;
+  scales: DevicePtr;
+  /** u8 [rows, numGroups], or 0 for symmetric weights. */
+  zeros: DevicePtr;
+  /** Tiled act-order: int32 [cols], tiled column j holds original column perm[j]; else 0. */
+  perm: DevicePtr;
+  /** Canonical act-order: int32 [cols] group of each column; else 0. */
+  gIdx: DevicePtr;
+}
+
+/** int4 (w4a16) on the device; see the layouts at the top of this file. */
+export class CudaInt4Weight implements Weight {
+  readonly format = 'int4';
+  readonly shape: readonly number[];
+  constructor(
+    readonly d: Int4DeviceParts,
+    readonly bytes: number,
+  ) {
+    this.shape = [d.rows, d.cols];
+  }
+}
+
+/** NVFP4 on the device: tiled codes, E4M3 block scales [rows, cols/16], 256 float32 multipliers. */
+export class CudaNvfp4Weight implements Weight {
+  readonly format = 'nvfp4';
+  readonly shape: readonly number[];
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly packed: DevicePtr,
+    readonly wordsPerRow: number,
+    readonly blockScales: DevicePtr,
+    readonly multipliers: DevicePtr,
+    readonly globalScale: number,
+    readonly bytes: number,
+  ) {
+    this.shape = [rows, cols];
+  }
+}
+
+export type CudaQuantizedWeight = CudaFp8Weight | CudaInt8Weight | CudaInt4Weight | CudaNvfp4Weight;
+
+export function isCudaQuantized(w: Weight): w is CudaQuantizedWeight {
+  return w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaInt4Weight || w instanceof CudaNvfp4Weight;
+}
+
+/** How an int4 weight is laid out on the device (pure: tests check it without a GPU). */
+export type Int4Plan = { layout: 'tiled'; groupShift: number; perm?: Int32Array } | { layout: 'canonical'; reason: string };
+
+export function planInt4(q: Pick<Int4Weight, 'cols' | 'groupSize' | 'numGroups' | 'gIdx'>): Int4Plan {
+  const { cols: K, groupSize } = q;
+  if (K % 16 !== 0) return { layout: 'canonical', reason: `K = ${K} is not a multiple of 16` };
+  let groupShift: number;
+  if (groupSize === K) groupShift = 31;
+  else if (groupSize >= 16 && (groupSize & (groupSize - 1)) === 0) groupShift = Math.log2(groupSize);
+  else return { layout: 'canonical', reason: `group size ${groupSize} is not a power of two ≥ 16` };
+  if (!q.gIdx) return { layout: 'tiled', groupShift };
+  // Act-order: sort the columns by group (stable). The tiled kernel finds a column's group by
+  // shifting, so the sorted groups must be the plain ones (GPTQ's g_idx always gives that).
+  const perm = sortColumnsByGroup(q.gIdx, q.numGroups);
+  let identity = true;
+  for (let j = 0; j < K; j++) {
+    if (q.gIdx[perm[j]] !== j >> groupShift) return { layout: 'canonical', reason: 'g_idx groups are not all of the group size' };
+    if (perm[j] !== j) identity = false;
+  }
+  return identity ? { layout: 'tiled', groupShift } : { layout: 'tiled', groupShift, perm };
+}
+
+/** Columns in order of their group, stable within a group (a counting sort). */
+function sortColumnsByGroup(gIdx: Int32Array, numGroups: number): Int32Array {
+  const start = new Int32Array(numGroups + 1);
+  for (const g of gIdx) start[g + 1]++;
+  for (let g = 0; g < numGroups; g++) start[g + 1] += start[g];
+  const perm = new Int32Array(gIdx.length);
+  for (let i = 0; i < gIdx.length; i++) perm[start[gIdx[i]]++] = i;
+  return perm;
+}
+
+/** float32(e4m3(code) · globalScale) for every code, as src/quant/nvfp4.ts computes each block's multiplier. */
+export function nvfp4Multipliers(globalScale: number): Float32Array {
+  return Float32Array.from(E4M3_VALUES, (v) => v * globalScale);
+}
+
+/** The bytes src/quant's quantizeWeight(method, …) reports for a [rows, cols] weight (no g_idx). */
+export function quantizedBytes(method: QuantizationMethod, rows: number, cols: number): number {
+  switch (method) {
+    case 'fp8':
+    case 'w8a16':
+      return rows * cols + 4 * rows;
+    case 'w4a16':
+      return rows * int4WordsPerRow(cols) * 4 + rows * Math.ceil(cols / Math.min(DEFAULT_INT4_GROUP_SIZE, cols)) * 4;
+    case 'nvfp4':
+      return rows * (cols / 2) + rows * (cols / NVFP4_BLOCK_SIZE) + 4;
+  }
+}
+
+/** What the quantized-weight code needs from the backend that owns it. */
+export interface QuantDeviceContext {
+  readonly driver: CudaDriver;
+  readonly pool: DevicePool;
+  /** Long-lived device memory; hand it to `own` once its weight exists. */
+  alloc(bytes: number): DevicePtr;
+  /** Free `ptrs` when `owner` is garbage collected, and count `bytes` as weight memory. */
+  own(owner: object, ptrs: DevicePtr[], bytes: number): void;
+  /** Launch a kernel of quant-linear.cu. */
+  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
+  /** Blocks for a grid-stride loop over n elements. */
+  gridFor(n: number): [number, number, number];
+}
+
+const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+
+/** Quantized weights of one CudaBackend. */
+export class QuantizedWeights {
+  /**
+   * The bf16 matrix prefill multiplies: one per backend, as large as the largest quantized weight,
+   * made when that weight is loaded (so it is in the memory the KV cache sizing sees, not in a
+   * step's activations). Every prefill linear reuses it: each write is queued after the GEMM that
+   * read the previous contents, on the one stream.
+   */
+  private scratch: { holder: object; ptr: DevicePtr; bytes: number } | undefined;
+
+  /** The fast GEMV kernels: 'v2' (default) or 'v1', kept to compare against (bench/cuda-quant-gemv.ts). */
+  kernel: QuantGemvKernel = 'v2';
+  /** v2's rows per block: chosen per call ('auto'), or forced (tests, bench; the kernel must exist). */
+  rows: 'auto' | 4 | 8 | 16 = 'auto';
+
+  constructor(private readonly ctx: QuantDeviceContext) {}
+
+  // ---- loading ---------------------------------------------------------------------------------
+
+  load(name: string, q: QuantizedWeight): CudaQuantizedWeight {
+    const w = this.upload(name, q);
+    this.reserveScratch(w);
+    return w;
+  }
+
+  private reserveScratch(w: CudaQuantizedWeight): void {
+    const bytes = w.shape[0] * w.shape[1] * 2;
+    if (this.scratch && this.scratch.bytes >= bytes) return;
+    // A smaller one before it is freed when its holder is collected; not counted as weight bytes.
+    const ptr = this.ctx.alloc(bytes);
+    const holder = {};
+    this.ctx.own(holder, [ptr], 0);
+    this.scratch = { holder, ptr, bytes };
+  }
+
+  private upload(name: string, q: QuantizedWeight): CudaQuantizedWeight {
+    switch (q.format) {
+      case 'fp8':
+        return this.loadFp8(q);
+      case 'int8':
+        return this.loadInt8(q);
+      case 'int4':
+        return this.loadInt4(q);
+      case 'nvfp4':
+        return this.loadNvfp4(q);
+      default:
+        // Data built outside the type system (a reader's bug); format.ts names it the same way.
+        throw new TypeError(`'${name}': unknown quantized weight format '${(q as { format?: unknown }).format}'`);
+    }
+  }
+
+  /** Device memory holding `data`, to be owned by a weight. */
+  private put(data: ArrayBufferView): DevicePtr {
+    const ptr = this.ctx.alloc(data.byteLength);
+    this.ctx.driver.upload(ptr, data);
+    return ptr;
+  }
+
+  private loadFp8(q: Fp8Weight): CudaFp8Weight {
+    const rowScales = q.scales.length === q.rows ? q.scales : new Float32Array(q.rows).fill(q.scales[0]);
+    const codes = this.put(q.codes);
+    const scales = this.put(rowScales);
+    const w = new CudaFp8Weight(q.rows, q.cols, codes, scales, q.bytes, this.hasNanCodes(codes, q.codes.length));
+    this.ctx.own(w, [codes, scales], q.codes.byteLength + rowScales.byteLength);
+    return w;
+  }
+
+  /** Whether any of n E4M3 codes at `codes` is NaN (0x7f/0xff), checked on the device. */
+  private hasNanCodes(codes: DevicePtr, n: number): boolean {
+    const flag = this.ctx.pool.alloc(4, true);
+    try {
+      this.ctx.driver.fill32(flag.ptr, 0, 1);
+      this.ctx.launch('fp8_find_nan', this.ctx.gridFor(n / 4), 256, 'plp', [codes, n, flag.ptr]);
+      const found = new Uint32Array(1);
+      this.ctx.driver.download(found, flag.ptr);
+      return found[0] !== 0;
+    } finally {
+      this.ctx.pool.release(flag);
+    }
+  }
+
+  private loadInt8(q: Int8Weight): CudaInt8Weight {
+    const codes = this.put(q.codes);
+    const scales = this.put(q.scales);
+    const w = new CudaInt8Weight(q.rows, q.cols, codes, scales, q.bytes);
+    this.ctx.own(w, [codes, scales], q.codes.byteLength + q.scales.byteLength);
+    return w;
+  }
+
+  private loadInt4(q: Int4Weight): CudaInt4Weight {
+    const plan = planInt4(q);
+    const ptrs: DevicePtr[] = [];
+    const put = (data: ArrayBufferView) => {
+      const p = this.put(data);
+      ptrs.push(p);
+      return p;
+    };
+    const scales = put(q.scales);
+    const zeros = q.zeros ? put(q.zeros) : 0;
+    let parts: Int4DeviceParts;
+    if (plan.layout === 'tiled') {
+      const perm = plan.perm ? put(plan.perm) : 0;
+      const wordsPerRow = roundUp(q.cols, TILE_COLS) / 8;
+      const packed = this.ctx.alloc(q.rows * wordsPerRow * 4);
+      ptrs.push(packed);
+      this.tile(q.packed, q.rows, q.cols, perm, packed, wordsPerRow);
+      parts = { rows: q.rows, cols: q.cols, layout: 'tiled', packed, wordsPerRow, groupSize: q.groupSize, numGroups: q.numGroups, groupShift: plan.groupShift, scales, zeros, perm, gIdx: 0 };
+    } else {
+      const packed = put(q.packed);
+      const gIdx = q.gIdx ? put(q.gIdx) : 0;
+      parts = { rows: q.rows, cols: q.cols, layout: 'canonical', packed, wordsPerRow: int4WordsPerRow(q.cols), groupSize: q.groupSize, numGroups: q.numGroups, groupShift: 0, scales, zeros, perm: 0, gIdx };
+    }
+    const w = new CudaInt4Weight(parts, q.bytes);
+    const deviceBytes = q.scales.byteLength + (q.zeros?.byteLength ?? 0) + (plan.layout === 'tiled' ? q.rows * parts.wordsPerRow * 4 + (plan.perm?.byteLength ?? 0) : q.packed.byteLength + (q.gIdx?.byteLength ?? 0));
+    this.ctx.own(w, ptrs, deviceBytes);
+    return w;
+  }
+
+  /** Canonical 4-bit words (K/8 per row) → the tiled layout at `dst`, through a scratch copy on the device. */
+  private tile(words: ArrayBufferView, rows: number, K: number, perm: DevicePtr, dst: DevicePtr, dstWords: number): void {
+    const scratch = this.ctx.pool.alloc(words.byteLength, true);
+    try {
+      this.ctx.driver.upload(scratch.ptr, words);
+      this.ctx.launch('repack_4bit', this.ctx.gridFor(rows * dstWords), 256, 'pppiiii', [scratch.ptr, perm, dst, rows, K, K / 8, dstWords]);
+    } finally {
+      // Later work on the stream is ordered after the repack, so the buffer can be reused at once.
+      this.ctx.pool.release(scratch);
+    }
+  }
+
+  private loadNvfp4(q: Nvfp4Weight): CudaNvfp4Weight {
+    const wordsPerRow = roundUp(q.cols, TILE_COLS) / 8;
+    const packed = this.ctx.alloc(q.rows * wordsPerRow * 4);
+    const blockScales = this.put(q.blockScales);
+    const multipliers = this.put(nvfp4Multipliers(q.globalScale));
+    this.tile(q.packed, q.rows, q.cols, 0, packed, wordsPerRow);
+    const w = new CudaNvfp4Weight(q.rows, q.cols, packed, wordsPerRow, blockScales, multipliers, q.globalScale, q.bytes);
+    this.ctx.own(w, [packed, blockScales, multipliers], q.rows * wordsPerRow * 4 + q.blockScales.byteLength + 1024);
+    return w;
+  }
+
+  // ---- random weights (--load-format dummy) ------------------------------------------------------
+
+  /**
+   * A random [rows, cols] weight laid out exactly as `load(quantizeWeight(method, …))` would hold one:
+   * random valid codes, positive scales; dequantised magnitudes up to about `spec.scale`.
+   */
+  random(name: string, method: QuantizationMethod, spec: RandomWeightSpec): CudaQuantizedWeight {
+    const w = this.makeRandom(name, method, spec);
+    this.reserveScratch(w);
+    return w;
+  }
+
+  private makeRandom(name: string, method: QuantizationMethod, spec: RandomWeightSpec): CudaQuantizedWeight {
+    const [rows, cols] = spec.shape;
+    const seed = spec.seed >>> 0;
+    const { scale } = spec;
+    const bytes = quantizedBytes(method, rows, cols);
+    const n = rows * cols;
+    // Scales uniform in [scale/2, scale) / (the format's largest code), so values reach ~scale.
+    const scales = (count: number, maxCode: number, stream: number) => {
+      const p = this.ctx.alloc(count * 4);
+      this.ctx.launch('random_scales', this.ctx.gridFor(count), 256, 'pluff', [p, count, (seed ^ stream) >>> 0, (0.5 * scale) / maxCode, scale / maxCode]);
+      return p;
+    };
+    switch (method) {
+      case 'fp8': {
+        const codes = this.ctx.alloc(n);
+        this.ctx.launch('random_fp8_codes', this.ctx.gridFor(n), 256, 'plu', [codes, n, seed]);
+        const rowScales = scales(rows, 448, 0x5ca1e);
+        const w = new CudaFp8Weight(rows, cols, codes, rowScales, bytes, false);
+        this.ctx.own(w, [codes, rowScales], n + 4 * rows);
+        return w;
+      }
+      case 'w8a16': {
+        const codes = this.ctx.alloc(n);
+        this.ctx.launch('random_int8_codes', this.ctx.gridFor(n), 256, 'plu', [codes, n, seed]);
+        const s = scales(rows, 127, 0x5ca1e);
+        const w = new CudaInt8Weight(rows, cols, codes, s, bytes);
+        this.ctx.own(w, [codes, s], n + 4 * rows);
+        return w;
+      }
+      case 'w4a16': {
+        // quantizeWeight's w4a16: symmetric, group 128 (the whole row when shorter); codes 0..15 − 8.
+        const groupSize = Math.min(DEFAULT_INT4_GROUP_SIZE, cols);
+        const numGroups = Math.ceil(cols / groupSize);
+        const plan = planInt4({ cols, groupSize, numGroups, gIdx: undefined });
+        const tiled = plan.layout === 'tiled';
+        const wordsPerRow = tiled ? roundUp(cols, TILE_COLS) / 8 : int4WordsPerRow(cols);
+        const packed = this.ctx.alloc(rows * wordsPerRow * 4);
+        this.ctx.launch('random_4bit', this.ctx.gridFor(rows * wordsPerRow), 256, 'piiiiu', [packed, rows, wordsPerRow, cols, tiled ? 1 : 0, seed]);
+        const s = scales(rows * numGroups, 7.5, 0x5ca1e);
+        const parts: Int4DeviceParts = {
+          rows, cols, layout: tiled ? 'tiled' : 'canonical', packed, wordsPerRow, groupSize, numGroups,
+          groupShift: plan.layout === 'tiled' ? plan.groupShift : 0, scales: s, zeros: 0, perm: 0, gIdx: 0,
+        };
+        const w = new CudaInt4Weight(parts, bytes);
+        this.ctx.own(w, [packed, s], rows * wordsPerRow * 4 + rows * numGroups * 4);
+        return w;
+      }
+      case 'nvfp4': {
+        if (cols % NVFP4_BLOCK_SIZE !== 0) throw new InvalidRequestError(`nvfp4 needs input dims that are multiples of ${NVFP4_BLOCK_SIZE}; '${name}' has ${cols}`);
+        const wordsPerRow = roundUp(cols, TILE_COLS) / 8;
+        const packed = this.ctx.alloc(rows * wordsPerRow * 4);
+        this.ctx.launch('random_4bit', this.ctx.gridFor(rows * wordsPerRow), 256, 'piiiiu', [packed, rows, wordsPerRow, cols, 1, seed]);
+        const blocks = (rows * cols) / NVFP4_BLOCK_SIZE;
+        const blockScales = this.ctx.alloc(blocks);
+        this.ctx.launch('random_block_scales', this.ctx.gridFor(blocks), 256, 'plu', [blockScales, blocks, (seed ^ 0xb10c) >>> 0]);
+        // As ModelOpt's amax / (6 · 448) with amax = scale: the largest value, 6 · 448 · globalScale, is `scale`.
+        const globalScale = Math.fround(scale / (E2M1_MAX * 448));
+        const multipliers = this.put(nvfp4Multipliers(globalScale));
+        const w = new CudaNvfp4Weight(rows, cols, packed, wordsPerRow, blockScales, multipliers, globalScale, bytes);
+        this.ctx.own(w, [packed, blockScales, multipliers], rows * wordsPerRow * 4 + blocks + 1024);
+        return w;
+      }
+    }
+  }
+
+  // ---- compute -----------------------------------------------------------------------------------
+
+  /**
+   * y [T, N] = x [T, K] · Wᵀ (+ bias) for 1 ≤ T ≤ 8 (pointers: float32 x, y; bias float32 [N] or 0).
+   * Which kernel runs depends on the weight only, never on T, so a token's result does not depend on
+   * how many tokens share the step.
+   */
+  gemv(w: CudaQuantizedWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
+    if (T < 1 || T > QUANT_GEMV_MAX_T) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_GEMV_MAX_T}`);
+    const [N, K] = w.shape;
+    // The fast kernel's name, grid and block for a family (fp8/int8 or int4/nvfp4).
+    const fastKernel = (base: string, family: GemvFamily): [string, [number, number, number], number] => {
+      if (this.kernel === 'v1') return [`qgemv_${base}`, [Math.ceil(N / QROWS), 1, 1], family === 'q8' ? Q8_THREADS : Q4_THREADS];
+      const v = quantGemvV2(family, N, T, this.rows);
+      return [`qgemv2_${base}${v.suffix}`, [Math.ceil(N / v.rows), 1, 1], QV2_THREADS];
+    };
+    const exact: [number, number, number] = [Math.ceil(N / (EXACT_THREADS / 32)), 1, 1];
+    if (w instanceof CudaFp8Weight) {
+      if (K % 16 === 0 && !w.hasNanCodes) this.ctx.launch(...fastKernel('fp8', 'q8'), 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
+      else this.ctx.launch('qgemv_exact_fp8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
+    } else if (w instanceof CudaInt8Weight) {
+      if (K % 16 === 0) this.ctx.launch(...fastKernel('int8', 'q8'), 'pppppiii', [w.codes, w.scales, x, bias, y, T, N, K]);
+      else this.ctx.launch('qgemv_exact_int8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.scales, x, bias, y, T, N, K]);
+    } else if (w instanceof CudaInt4Weight) {
+      const d = w.d;
+      if (d.layout === 'tiled') {
+        let xs = x;
+        if (d.perm) {
+          // Act-order: x's columns into the weight's sorted order (a step's activations are small).
+          const sorted = this.ctx.pool.alloc(T * K * 4);
+          this.ctx.launch('gather_columns', [Math.ceil(K / 256), T, 1], 256, 'pppi', [x, d.perm, sorted.ptr, K]);
+          xs = sorted.ptr;
+        }
+        this.ctx.launch(...fastKernel('int4', 'q4'), 'pippiipppiii', [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, xs, bias, y, T, N, K]);
+      } else {
+        this.ctx.launch('qgemv_exact_int4', exact, EXACT_THREADS, 'pppppiiiipppiii', [d.packed, d.scales, d.zeros, d.gIdx, d.perm, d.wordsPerRow, d.numGroups, d.groupSize, 0, x, bias, y, T, N, K]);
+      }
+    } else {
+      this.ctx.launch(...fastKernel('nvfp4', 'q4'), 'pipppppiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.multipliers, x, bias, y, T, N, K]);
+    }
+  }
+
+  /** The weight as bf16 [N, K] (round to nearest even) in the prefill scratch matrix, for this GEMM only. */
+  bf16Copy(w: CudaQuantizedWeight): DevicePtr {
+    const s = this.scratch!; // made when the weight was loaded, at least this large
+    this.dequantize(w, s.ptr, 'bf16');
+    return s.ptr;
+  }
+
+  /**
+   * The weight's values into `out` [N, K] (original column order): float32, exactly src/quant's
+   * dequantize, or bf16 rounded to nearest even (the scratch matrix prefill multiplies).
+   */
+  dequantize(w: CudaQuantizedWeight, out: DevicePtr, dtype: 'f32' | 'bf16'): void {
+    const [N, K] = w.shape;
+    const bf16 = dtype === 'bf16' ? 1 : 0;
+    const grid: [number, number, number] = [Math.min(N, this.ctx.gridFor(N * K)[0]), 1, 1];
+    const threads = Math.min(256, roundUp(K, 32));
+    if (w instanceof CudaFp8Weight) this.ctx.launch('dequant_fp8', grid, threads, 'pppiii', [w.codes, w.rowScales, out, bf16, N, K]);
+    else if (w instanceof CudaInt8Weight) this.ctx.launch('dequant_int8', grid, threads, 'pppiii', [w.codes, w.scales, out, bf16, N, K]);
+    else if (w instanceof CudaInt4Weight) {
+      const d = w.d;
+      this.ctx.launch('dequant_int4', grid, threads, 'pppppiiiipiii', [d.packed, d.scales, d.zeros, d.gIdx, d.perm, d.wordsPerRow, d.numGroups, d.groupSize, d.layout === 'tiled' ? 1 : 0, out, bf16, N, K]);
+    } else this.ctx.launch('dequant_nvfp4', grid, threads, 'pppipiii', [w.packed, w.blockScales, w.multipliers, w.wordsPerRow, out, bf16, N, K]);
+  }
+}
