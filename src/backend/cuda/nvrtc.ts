@@ -62,7 +62,7 @@ export function* nvrtcCandidates(): Generator<string> {
   yield* fresh(fromPythonWheels());
 }
 
-function listDirs(dir: string, re: RegExp): string[] {
+export function listDirs(dir: string, re: RegExp): string[] {
   try {
     return readdirSync(dir)
       .filter((n) => re.test(n))

@@ -1,0 +1,333 @@
+// Time to first token of one long prompt on the CUDA backend, at Llama-3.1-8B shapes with random
+// weights made on the GPU (bf16, and fp8 where the backend can make fp8 weights), against the
+// cuBLAS-bound time: the sum, over every linear of the forward, of cuBLASLt's own GEMM time at the
+// same shape and precision. Also times each part alone (the linears as the forward runs them, and
+// attention) to say where the rest goes. Prints a table, saves JSON with the GPU. Measures; never
+// passes or fails.
+//
+//   node --expose-gc dist/bench/cuda-prefill.js [--prompt-len 2048] [--formats bf16,fp8] [--repeats 3] [--no-tiled] [--output FILE]
+//
+// The issue's goal: TTFT within 1.5× of the cuBLAS-bound time.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type { Backend, RandomWeightSpec, Weight } from '../src/backend/backend.js';
+import { CudaBackend, CudaDenseWeight, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
+import type { GemmOperand } from '../src/backend/cuda/cublaslt.js';
+import type { DevicePtr } from '../src/backend/cuda/driver.js';
+import { DEFAULT_ENGINE_OPTIONS, Engine } from '../src/engine/engine.js';
+import { resolveSamplingParams } from '../src/engine/sampling-params.js';
+import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
+import { packageRoot } from '../src/model/default-model.js';
+import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { loadDummyWeights } from '../src/model/load/dummy.js';
+import type { LayerWeights } from '../src/model/weights.js';
+import { findPreset } from '../src/plan/presets.js';
+import type { QuantizationMethod } from '../src/quant/online.js';
+import { randomTokenIds } from './engine-timing.js';
+import { machineInfo } from './machine.js';
+
+const { values } = parseArgs({
+  options: {
+    'prompt-len': { type: 'string', default: '2048' },
+    formats: { type: 'string', default: 'bf16,fp8' },
+    repeats: { type: 'string', default: '3' },
+    'no-tiled': { type: 'boolean', default: false },
+    output: { type: 'string' },
+  },
+});
+const L = Number(values['prompt-len']);
+const repeats = Number(values.repeats);
+
+const backend = new CudaBackend();
+backend.warmUp();
+const gpu = backend.device;
+const blas = backend.cublasLt();
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs, ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB)`);
+console.log(blas ? `cuBLASLt ${blas.lt.version} (${blas.lt.path})` : 'cuBLASLt not found: prefill runs on the tiled float32 kernel and there is no cuBLAS-bound time');
+
+const raw = findPreset('llama-3.1-8b')!;
+const config = parseModelConfig(raw, 'llama-3.1-8b');
+const randomIds = randomTokenIds(777);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+/** Device milliseconds per call of `fn`: events around `reps` calls, median of 5 trials after a warm-up, each trial in its own step. */
+async function deviceMs(setup: () => void, fn: () => void, reps: number): Promise<number> {
+  const d = backend.driver;
+  const e0 = d.createEvent();
+  const e1 = d.createEvent();
+  const trials: number[] = [];
+  for (let trial = 0; trial < 6; trial++) {
+    await nextTurn();
+    setup();
+    d.recordEvent(e0);
+    for (let i = 0; i < reps; i++) fn();
+    d.recordEvent(e1);
+    const ms = d.elapsedMs(e0, e1) / reps;
+    if (trial > 0) trials.push(ms);
+  }
+  return median(trials);
+}
+
+/** A float32 activation [rows, cols] of smooth pseudo-random values, made once on the host. */
+const hostActivations = new Map<string, Float32Array>();
+function activation(rows: number, cols: number): CudaTensor {
+  const key = `${rows}x${cols}`;
+  let h = hostActivations.get(key);
+  if (!h) {
+    h = new Float32Array(rows * cols);
+    let s = 12345;
+    for (let i = 0; i < h.length; i++) h[i] = ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 30 - 1) * 0.5;
+    hostActivations.set(key, h);
+  }
+  return backend.fromHost(h, [rows, cols]) as CudaTensor;
+}
+
+/** One sequence of `ids` from position 0, one step, logits for the last token. */
+function prefillBatch(ids: number[], blocks: number): ForwardBatch {
+  const n = ids.length;
+  return {
+    numTokens: n, numSeqs: 1, tokens: Int32Array.from(ids), positions: Int32Array.from({ length: n }, (_, i) => i), seqIndex: new Int32Array(n),
+    slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from({ length: blocks }, (_, i) => i), maxBlocksPerSeq: blocks, logitRows: Int32Array.of(n - 1),
+  };
+}
+
+type LinearName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+const LINEARS: LinearName[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+interface LinearTiming {
+  name: LinearName | 'lm_head';
+  N: number;
+  K: number;
+  tokens: number;
+  /** cuBLASLt's GEMM alone (operands already in the GEMM's type). */
+  gemmMs: number | null;
+  gemmTflops: number | null;
+  /** backend.linear as the forward calls it (activation conversion and FP8 scaling included). */
+  linearMs: number;
+}
+
+interface FormatResult {
+  format: string;
+  skipped?: string;
+  weightBytesOnDevice?: number;
+  /** The forward alone: one 2048-token step, logits of the last token copied to the host. */
+  forwardTtftMs?: number;
+  forwardTtftRunsMs?: number[];
+  /** Through the engine (scheduler, sampler), prompt submitted to first token. */
+  engineTtftMs?: number;
+  engineMaxNumBatchedTokens?: number;
+  /** The forward on the tiled float32 GEMM, for comparison (one run). */
+  tiledForwardMs?: number;
+  cublasBoundMs?: number | null;
+  linearsInForwardMs?: number;
+  attentionMs?: number;
+  restMs?: number;
+  linears?: LinearTiming[];
+  prefillPath?: { half: number; fp8: number };
+}
+
+/** The weights' own random generator where the backend has one; for bf16 without it, randomBf16 on the GPU. */
+function dummyTarget(quantization: QuantizationMethod | undefined): Backend | string {
+  if ((backend as Backend).randomWeight) return backend;
+  if (quantization) return `the CUDA backend has no randomWeight (made by the quantized-weights work); building ${quantization} weights at 8B shapes on the host is too slow`;
+  const randomWeight = (_name: string, spec: RandomWeightSpec): Weight => backend.randomBf16(spec.shape, spec.seed, spec.scale);
+  // Everything else goes to the backend itself (reads and writes alike).
+  return new Proxy(backend, { get: (t, key) => (key === 'randomWeight' ? randomWeight : Reflect.get(t, key)) }) as Backend;
+}
+
+/** cuBLASLt operand pointer and type of a layer weight, when it is a plain bf16 matrix or FP8 codes. */
+function gemmOperand(w: Weight): { ptr: DevicePtr; type: GemmOperand } | undefined {
+  if (w instanceof CudaDenseWeight && (w.dtype === 'bf16' || w.dtype === 'f16')) return { ptr: w.ptr, type: w.dtype };
+  const codes = (w as { codes?: unknown }).codes;
+  if (w.format === 'fp8' && typeof codes === 'number') return { ptr: codes, type: 'e4m3' };
+  return undefined;
+}
+
+async function timeTtft(model: LlamaModel, runs: number): Promise<number[]> {
+  const c = model.config;
+  const blocks = Math.ceil((L + 1) / 16);
+  const kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    await nextTurn();
+    const batch = prefillBatch(randomIds(L, c.vocabSize), blocks);
+    backend.synchronize();
+    const t0 = performance.now();
+    model.forward(batch, kv); // ends with the logits' copy to the host: the GPU is done
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+async function timeEngine(model: LlamaModel, runs: number): Promise<{ ms: number[]; maxNumBatchedTokens: number }> {
+  const options = { ...DEFAULT_ENGINE_OPTIONS(L + 16), kvCacheTokens: L + 64, enablePrefixCaching: false };
+  const engine = new Engine(model, undefined, [], options);
+  const params = resolveSamplingParams({ maxTokens: 1, temperature: 0, ignoreEos: true });
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    await nextTurn();
+    backend.synchronize();
+    const t0 = performance.now();
+    engine.addRequest(`r${i}`, randomIds(L, model.config.vocabSize), params);
+    let first = 0;
+    while (engine.hasWork()) {
+      const outs = engine.step();
+      if (!first && outs.some((o) => o.newTokenIds.length > 0)) first = performance.now();
+      await nextTurn(); // as LLM does between steps
+    }
+    ms.push(first - t0);
+  }
+  return { ms, maxNumBatchedTokens: options.maxNumBatchedTokens };
+}
+
+async function timeLinears(layer: LayerWeights, lmHead: Weight): Promise<LinearTiming[]> {
+  const out: LinearTiming[] = [];
+  const list: Array<[LinearTiming['name'], Weight, number]> = [...LINEARS.map((n) => [n, layer[n], L] as [LinearName, Weight, number]), ['lm_head', lmHead, 1]];
+  for (const [name, w, T] of list) {
+    const [N, K] = w.shape;
+    let x = activation(T, K);
+    const linearMs = await deviceMs(() => (x = activation(T, K)), () => backend.linear(x, w), T > 8 ? 5 : 20);
+    let gemmMs: number | null = null;
+    const op = gemmOperand(w);
+    if (blas && op) {
+      // B in the GEMM's type: random bf16/f16 values, or fixed finite e4m3 codes (1.25…1.625).
+      const bytes = T * K * (op.type === 'e4m3' ? 1 : 2);
+      const b = backend.driver.memAlloc(bytes);
+      const d = backend.driver.memAlloc(T * Math.ceil(N / 4) * 4 * 4);
+      if (op.type === 'e4m3') backend.driver.fill32(b, 0x3a3b3c3d, bytes / 4);
+      else backend.driver.copyDeviceToDevice(b, (backend.randomBf16([T, K], 99, 1) as CudaDenseWeight).ptr, bytes);
+      const shape = { type: op.type, m: N, n: T, k: K, ldd: op.type === 'e4m3' ? Math.ceil(N / 4) * 4 : N };
+      gemmMs = await deviceMs(() => undefined, () => blas.lt.matmul(shape, op.ptr, b, d), T > 8 ? 10 : 50);
+      backend.driver.synchronize();
+      backend.driver.memFree(b);
+      backend.driver.memFree(d);
+    }
+    out.push({ name, N, K, tokens: T, gemmMs, gemmTflops: gemmMs ? (2 * N * K * T) / (gemmMs / 1000) / 1e12 : null, linearMs });
+    await nextTurn();
+  }
+  return out;
+}
+
+/** One layer's attention over the whole causal prompt (the KV written first), device time. */
+async function timeAttention(c: ModelConfig): Promise<number> {
+  const blocks = Math.ceil(L / 16);
+  const kv = backend.allocKvCache({ numLayers: 1, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+  const batch = prefillBatch(Array.from({ length: L }, () => 0), blocks);
+  const width = c.numKvHeads * c.headDim;
+  backend.writeKv(kv, 0, activation(L, width), activation(L, width), batch.slots);
+  let q = activation(L, c.numHeads * c.headDim);
+  return deviceMs(() => (q = activation(L, c.numHeads * c.headDim)), () => backend.attention(q, kv, 0, batch, 1 / Math.sqrt(c.headDim), 0), 2);
+}
+
+const results: FormatResult[] = [];
+for (const format of values.formats!.split(',')) {
+  (globalThis as { gc?: () => void }).gc?.();
+  await nextTurn();
+  const quantization = format === 'bf16' ? undefined : (format as QuantizationMethod);
+  const target = dummyTarget(quantization);
+  if (typeof target === 'string') {
+    console.log(`skipping ${format}: ${target}`);
+    results.push({ format, skipped: target });
+    continue;
+  }
+  const needBytes = (quantization ? 9e9 : 16.1e9) + 4 * 2 ** 30;
+  const { freeBytes } = backend.driver.memInfo();
+  if (freeBytes < needBytes) {
+    const why = `${(freeBytes / 1e9).toFixed(1)} GB free, it needs ${(needBytes / 1e9).toFixed(1)} GB (run with node --expose-gc so the last format's weights are freed)`;
+    console.log(`skipping ${format}: ${why}`);
+    results.push({ format, skipped: why });
+    continue;
+  }
+  const bytesBefore = backend.weightBytesOnDevice;
+  const weights = loadDummyWeights(config, target, { quantization, seed: 1 });
+  const model = new LlamaModel(config, weights, backend);
+  backend.synchronize();
+  const r: FormatResult = { format, weightBytesOnDevice: backend.weightBytesOnDevice - bytesBefore };
+  console.log(`\n${format}: ${(r.weightBytesOnDevice! / 1e9).toFixed(2)} GB of weights; prompt of ${L} tokens`);
+
+  backend.prefillGemm = 'auto';
+  const path0 = blas ? { ...blas.counters } : { half: 0, fp8: 0 };
+  const runs = await timeTtft(model, 1 + repeats); // the first run plans cuBLASLt's GEMMs and compiles kernels
+  r.forwardTtftRunsMs = runs.slice(1);
+  r.forwardTtftMs = median(r.forwardTtftRunsMs);
+  r.prefillPath = blas ? { half: blas.counters.half - path0.half, fp8: blas.counters.fp8 - path0.fp8 } : undefined;
+  const eng = await timeEngine(model, 1 + repeats);
+  r.engineTtftMs = median(eng.ms.slice(1));
+  r.engineMaxNumBatchedTokens = eng.maxNumBatchedTokens;
+  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens})`);
+  if (r.prefillPath) console.log(`  prefill linears on cuBLASLt in those forwards: ${r.prefillPath.half} bf16/f16, ${r.prefillPath.fp8} FP8 (the rest on other kernels)`);
+
+  r.linears = await timeLinears(weights.layers[0], weights.lmHead);
+  const layers = config.numLayers;
+  const perLayer = (key: 'gemmMs' | 'linearMs') => r.linears!.filter((t) => t.name !== 'lm_head').reduce((s, t) => s + (t[key] ?? NaN), 0);
+  const head = r.linears.find((t) => t.name === 'lm_head')!;
+  const bound = layers * perLayer('gemmMs') + (head.gemmMs ?? NaN);
+  r.cublasBoundMs = Number.isFinite(bound) ? bound : null;
+  r.linearsInForwardMs = layers * perLayer('linearMs') + head.linearMs;
+  r.attentionMs = layers * (await timeAttention(config));
+  r.restMs = r.forwardTtftMs - r.linearsInForwardMs - r.attentionMs;
+
+  if (!values['no-tiled']) {
+    backend.prefillGemm = 'tiled';
+    r.tiledForwardMs = (await timeTtft(model, 1))[0];
+    backend.prefillGemm = 'auto';
+  }
+  for (const t of r.linears) {
+    console.log(
+      `  ${t.name.padEnd(7)} [${t.N}, ${t.K}] × ${t.tokens}: cuBLASLt GEMM ${t.gemmMs === null ? '—' : `${(t.gemmMs * 1000).toFixed(0)} µs (${t.gemmTflops!.toFixed(0)} TFLOP/s)`}, backend.linear ${(t.linearMs * 1000).toFixed(0)} µs`,
+    );
+  }
+  results.push(r);
+}
+
+// ---- report ----
+const fmt = (v: number | null | undefined, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
+console.log('');
+console.log(`| format | TTFT forward ms | TTFT engine ms | cuBLAS-bound ms | TTFT / bound | linears in forward ms | attention ms | rest ms | tiled-GEMM forward ms |`);
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+for (const r of results) {
+  if (r.skipped) {
+    console.log(`| ${r.format} | skipped: ${r.skipped} | | | | | | | |`);
+    continue;
+  }
+  const ratio = r.cublasBoundMs ? r.forwardTtftMs! / r.cublasBoundMs : null;
+  console.log(
+    `| ${r.format} | ${fmt(r.forwardTtftMs)} | ${fmt(r.engineTtftMs)} | ${fmt(r.cublasBoundMs)} | ${ratio === null ? '—' : `${ratio.toFixed(2)}×`} | ${fmt(r.linearsInForwardMs)} | ${fmt(r.attentionMs)} | ${fmt(r.restMs)} | ${fmt(r.tiledForwardMs)} |`,
+  );
+}
+console.log('\ngoal: TTFT within 1.5× of the cuBLAS-bound time (the sum of cuBLASLt\'s GEMM time over every linear at this prompt length, lm_head for the last token only)');
+
+const machine = machineInfo();
+const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-prefill-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+mkdirSync(join(file, '..'), { recursive: true });
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      bench: 'cuda-prefill',
+      gpu: { ...gpu },
+      cublasLt: blas ? { version: blas.lt.version, path: blas.lt.path } : null,
+      model: { preset: 'llama-3.1-8b', config: raw, weights: 'random (--load-format dummy), made on the GPU' },
+      promptLen: L,
+      repeats,
+      notes:
+        'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
+        'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
+        "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (bf16, or e4m3 for fp8); " +
+        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention',
+      machine,
+      results,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+console.log(`\nsaved ${file}`);

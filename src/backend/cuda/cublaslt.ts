@@ -1,0 +1,514 @@
+// koffi bindings to cuBLASLt, NVIDIA's tensor-core GEMM library, for prefill (steps of more than
+// 8 tokens): find libcublasLt wherever a CUDA toolkit or a Python wheel put it, and run
+// D = op(A)·op(B) (+ bias) with bf16, f16 or FP8 (e4m3) operands and a float32 result on the
+// backend's stream. `CublasLtPrefill` wraps it with the kernels of kernels/convert.cu that bring the
+// float32 activations into the operand type (and, for FP8, scale the result back).
+//
+// Enum values and attribute ids are those of CUDA 13's cublasLt.h, cublas_api.h and library_types.h
+// (cuBLAS 13.1); they have not changed since cuBLAS 12.0.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import { CudaError, type CudaDriver, type DevicePtr, type Handle } from './driver.js';
+import type { KernelModules } from './kernel-modules.js';
+import type { DevicePool, PooledBuffer } from './memory-pool.js';
+import { listDirs } from './nvrtc.js';
+
+type Fn = (...args: unknown[]) => unknown;
+
+// cudaDataType (library_types.h)
+const CUDA_R_32F = 0;
+const CUDA_R_16F = 2;
+const CUDA_R_16BF = 14;
+const CUDA_R_8F_E4M3 = 28;
+// cublasStatus_t, cublasComputeType_t, cublasOperation_t (cublas_api.h)
+const CUBLAS_STATUS_NOT_SUPPORTED = 15;
+const CUBLAS_COMPUTE_32F = 68;
+const CUBLAS_OP_N = 0;
+const CUBLAS_OP_T = 1;
+// cublasLtMatmulDescAttributes_t
+const DESC_TRANSA = 3;
+const DESC_TRANSB = 4;
+const DESC_EPILOGUE = 7;
+const DESC_BIAS_POINTER = 8;
+// cublasLtEpilogue_t
+const EPILOGUE_DEFAULT = 1;
+const EPILOGUE_BIAS = 4;
+// cublasLtMatmulPreferenceAttributes_t
+const PREF_MAX_WORKSPACE_BYTES = 1;
+const PREF_MIN_ALIGNMENT_A_BYTES = 5;
+const PREF_MIN_ALIGNMENT_B_BYTES = 6;
+const PREF_MIN_ALIGNMENT_C_BYTES = 7;
+const PREF_MIN_ALIGNMENT_D_BYTES = 8;
+/** cuBLASLt's default alignment assumption (bytes), the most any pointer is reported to have. */
+const MAX_ALIGNMENT = 256;
+/** sizeof(cublasLtMatmulHeuristicResult_t): algo (8 × u64), size_t workspaceSize, int state, float wavesCount, int reserved[4]. */
+const HEURISTIC_RESULT_BYTES = 96;
+const ALGO_BYTES = 64;
+const HEURISTIC_CANDIDATES = 8;
+/** NVIDIA's recommended workspace for Hopper; allocated once per process. */
+export const CUBLASLT_WORKSPACE_BYTES = 32 * 2 ** 20;
+
+class CublasLtApi {
+  readonly cublasLtGetVersion: Fn;
+  readonly cublasLtGetStatusName: Fn;
+  readonly cublasLtGetStatusString: Fn;
+  readonly cublasLtCreate: Fn;
+  readonly cublasLtMatmulDescCreate: Fn;
+  readonly cublasLtMatmulDescDestroy: Fn;
+  readonly cublasLtMatmulDescSetAttribute: Fn;
+  readonly cublasLtMatrixLayoutCreate: Fn;
+  readonly cublasLtMatrixLayoutDestroy: Fn;
+  readonly cublasLtMatmulPreferenceCreate: Fn;
+  readonly cublasLtMatmulPreferenceDestroy: Fn;
+  readonly cublasLtMatmulPreferenceSetAttribute: Fn;
+  readonly cublasLtMatmulAlgoGetHeuristic: Fn;
+  readonly cublasLtMatmul: Fn;
+
+  constructor(lib: ReturnType<typeof koffi.load>) {
+    const f = (sig: string) => lib.func(sig) as Fn;
+    this.cublasLtGetVersion = f('size_t cublasLtGetVersion()');
+    this.cublasLtGetStatusName = f('const char *cublasLtGetStatusName(int status)');
+    this.cublasLtGetStatusString = f('const char *cublasLtGetStatusString(int status)');
+    this.cublasLtCreate = f('int cublasLtCreate(_Out_ void **handle)');
+    this.cublasLtMatmulDescCreate = f('int cublasLtMatmulDescCreate(_Out_ void **desc, int computeType, int scaleType)');
+    this.cublasLtMatmulDescDestroy = f('int cublasLtMatmulDescDestroy(void *desc)');
+    this.cublasLtMatmulDescSetAttribute = f('int cublasLtMatmulDescSetAttribute(void *desc, int attr, const void *buf, size_t size)');
+    this.cublasLtMatrixLayoutCreate = f('int cublasLtMatrixLayoutCreate(_Out_ void **layout, int type, uint64_t rows, uint64_t cols, int64_t ld)');
+    this.cublasLtMatrixLayoutDestroy = f('int cublasLtMatrixLayoutDestroy(void *layout)');
+    this.cublasLtMatmulPreferenceCreate = f('int cublasLtMatmulPreferenceCreate(_Out_ void **pref)');
+    this.cublasLtMatmulPreferenceDestroy = f('int cublasLtMatmulPreferenceDestroy(void *pref)');
+    this.cublasLtMatmulPreferenceSetAttribute = f('int cublasLtMatmulPreferenceSetAttribute(void *pref, int attr, const void *buf, size_t size)');
+    this.cublasLtMatmulAlgoGetHeuristic = f(
+      'int cublasLtMatmulAlgoGetHeuristic(void *handle, void *desc, void *a, void *b, void *c, void *d, void *pref, int requested, void *results, _Out_ int *returned)',
+    );
+    this.cublasLtMatmul = f(
+      'int cublasLtMatmul(void *handle, void *desc, const void *alpha, uint64_t A, void *Adesc, uint64_t B, void *Bdesc, const void *beta, uint64_t C, void *Cdesc, uint64_t D, void *Ddesc, const void *algo, uint64_t workspace, size_t workspaceBytes, void *stream)',
+    );
+  }
+}
+
+/**
+ * Where libcublasLt may be, most specific first: $CUBLASLT, the loader's own search, CUDA toolkits
+ * (JetPack's targets/aarch64-linux too), the distribution's lib folders, ldconfig, the nvidia-cublas
+ * Python wheel. Lazy, so the slower places (ldconfig, python3) are asked only if needed.
+ */
+export function* cublasLtCandidates(env: NodeJS.ProcessEnv = process.env): Generator<string> {
+  const seen = new Set<string>();
+  const fresh = (paths: string[]) => paths.filter((p) => !seen.has(p) && seen.add(p));
+  if (env.CUBLASLT) yield* fresh([env.CUBLASLT]);
+  yield* fresh(['libcublasLt.so', 'libcublasLt.so.13', 'libcublasLt.so.12']);
+  const roots = [env.CUDA_HOME, env.CUDA_PATH, '/usr/local/cuda', ...listDirs('/usr/local', /^cuda-[\d.]+$/)].filter((d): d is string => !!d);
+  for (const root of roots) {
+    for (const lib of ['lib64', 'lib', 'targets/x86_64-linux/lib', 'targets/aarch64-linux/lib', 'targets/sbsa-linux/lib']) yield* fresh(librariesIn(join(root, lib)));
+  }
+  yield* fresh([...librariesIn('/usr/lib/x86_64-linux-gnu'), ...librariesIn('/usr/lib/aarch64-linux-gnu')]);
+  yield* fresh(fromLdconfig());
+  yield* fresh(fromPythonWheels());
+}
+
+/** libcublasLt.so* in a folder, newest version first. */
+function librariesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir)
+      .filter((n) => /^libcublasLt\.so(\.\d+)*$/.test(n))
+      .sort()
+      .reverse()
+      .map((n) => join(dir, n));
+  } catch {
+    return [];
+  }
+}
+
+function fromLdconfig(): string[] {
+  try {
+    const text = execFileSync('ldconfig', ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
+    return [...text.matchAll(/^\s*libcublasLt\.so[^\s]*\s.*=>\s*(\S+)\s*$/gm)].map((m) => m[1]);
+  } catch {
+    return [];
+  }
+}
+
+/** The nvidia-cublas wheel: site-packages/nvidia/cu13/lib (CUDA 13), nvidia/cublas/lib (the cu12 wheels). */
+function fromPythonWheels(): string[] {
+  const sites = new Set<string>();
+  for (const dir of [...listDirs('/usr/local/lib', /^python3/), ...listDirs('/usr/lib', /^python3/)]) {
+    sites.add(join(dir, 'site-packages'));
+    sites.add(join(dir, 'dist-packages'));
+  }
+  try {
+    const text = execFileSync('python3', ['-c', 'import site,sys; print("\\n".join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 10000,
+    });
+    for (const line of text.split('\n')) if (line.trim()) sites.add(line.trim());
+  } catch {
+    // no python3
+  }
+  const out: string[] = [];
+  for (const site of sites) {
+    const nvidia = join(site, 'nvidia');
+    if (!existsSync(nvidia)) continue;
+    for (const sub of ['cu13', 'cu12', 'cublas']) out.push(...librariesIn(join(nvidia, sub, 'lib')));
+  }
+  return out;
+}
+
+/** A loaded libcublasLt: its bindings, where it is, its version (e.g. 13.1.1). */
+export interface CublasLtLibrary {
+  api: CublasLtApi;
+  path: string;
+  version: string;
+}
+
+/** Load the first libcublasLt of `candidates` that binds; the error lists what was tried and how to fix it. */
+export function loadCublasLt(candidates: Iterable<string> = cublasLtCandidates()): CublasLtLibrary {
+  const tried: string[] = [];
+  for (const path of candidates) {
+    if (path.includes('/') && !existsSync(path)) {
+      tried.push(`${path} (no such file)`);
+      continue;
+    }
+    try {
+      const api = new CublasLtApi(koffi.load(path));
+      const v = Number(api.cublasLtGetVersion());
+      const version = `${Math.floor(v / 10000)}.${Math.floor(v / 100) % 100}.${v % 100}`;
+      return { api, path: path.includes('/') ? path : resolveLoadedPath(path), version };
+    } catch (err) {
+      tried.push(`${path} (${(err as Error).message.split('\n')[0].replace(/^Failed to load shared library: /, '')})`);
+    }
+  }
+  throw new CudaError(
+    'cuBLASLt (libcublasLt.so, the tensor-core GEMM library) was not found; set CUBLASLT=/path/to/libcublasLt.so.N or install the CUDA toolkit ' +
+      `or the nvidia-cublas wheel (prefill then runs on the slower float32 tiled kernel). Tried: ${tried.slice(0, 8).join('; ')}${tried.length > 8 ? `; and ${tried.length - 8} more` : ''}`,
+  );
+}
+
+/** For a library found by the loader's own search, the file it mapped (for messages). */
+function resolveLoadedPath(name: string): string {
+  try {
+    const line = readFileSync('/proc/self/maps', 'utf8').split('\n').find((l) => /\/libcublasLt\.so[^/]*$/.test(l));
+    return line ? line.slice(line.indexOf('/')) : name;
+  } catch {
+    return name;
+  }
+}
+
+/** Operand type of A and B. */
+export type GemmOperand = 'bf16' | 'f16' | 'e4m3';
+const CUDA_TYPE: Record<GemmOperand, number> = { bf16: CUDA_R_16BF, f16: CUDA_R_16F, e4m3: CUDA_R_8F_E4M3 };
+
+/**
+ * One GEMM's shape in cuBLAS's column-major terms, for nn.Linear: m = output features (rows of the
+ * weight), n = tokens, k = input features. A is the weight, row-major [m, k] (column-major [k, m],
+ * used transposed); B the activations, row-major [n, k]; D float32 row-major [n, ldd] (column-major
+ * [m, n] with leading dimension ldd ≥ m).
+ */
+export interface GemmShape {
+  type: GemmOperand;
+  m: number;
+  n: number;
+  k: number;
+  ldd: number;
+}
+
+/** A cached descriptor set and the algorithm cuBLASLt's heuristic chose for it. */
+interface Plan {
+  desc: Handle;
+  a: Handle;
+  b: Handle;
+  d: Handle;
+  algo: Buffer;
+  workspaceBytes: number;
+  /** Bias added by cuBLASLt's epilogue (else the caller adds it). */
+  biasInEpilogue: boolean;
+}
+
+/** The largest power of two (up to 256) dividing a device address: what cuBLASLt may assume about it. */
+function alignmentOf(ptr: DevicePtr): number {
+  let a = 1;
+  while (a < MAX_ALIGNMENT && ptr % (a * 2) === 0) a *= 2;
+  return a;
+}
+
+const i32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v);
+  return b;
+};
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const u64 = (v: number) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+};
+
+/**
+ * A cuBLASLt handle bound to one driver's stream, with one workspace and a cache of plans (descriptors
+ * and the heuristic's algorithm) per shape, operand type, bias and pointer alignments: the heuristic
+ * runs once per distinct GEMM, later calls only set the bias pointer and launch.
+ */
+export class CublasLt {
+  /** null: the heuristic had no algorithm for that GEMM. */
+  private readonly plans = new Map<string, Plan | null>();
+  private readonly one = Buffer.from(new Float32Array([1]).buffer);
+  private readonly zero = Buffer.from(new Float32Array([0]).buffer);
+  /** Use cuBLASLt's bias epilogue (true), or leave the bias to the caller's kernel (tests compare both). */
+  biasEpilogue = true;
+  /** GEMMs run and heuristic queries made (tests, benchmarks). */
+  readonly counters = { matmuls: 0, plans: 0 };
+
+  private constructor(
+    private readonly lib: CublasLtLibrary,
+    private readonly driver: CudaDriver,
+    private readonly handle: Handle,
+    private readonly workspace: DevicePtr,
+  ) {}
+
+  get path(): string {
+    return this.lib.path;
+  }
+  get version(): string {
+    return this.lib.version;
+  }
+
+  /** Find the library, create the handle and the workspace. Throws a CudaError saying why not. */
+  static open(driver: CudaDriver, lib: CublasLtLibrary = loadCublasLt()): CublasLt {
+    const handle: Handle[] = [null];
+    check(lib, lib.api.cublasLtCreate(handle), 'cublasLtCreate');
+    return new CublasLt(lib, driver, handle[0], driver.memAlloc(CUBLASLT_WORKSPACE_BYTES));
+  }
+
+  private check(rc: unknown, what: string): void {
+    check(this.lib, rc, what);
+  }
+
+  /** Whether cuBLASLt has an algorithm for this GEMM (asked once per shape, alignments and bias; the answer is kept). */
+  canRun(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0): boolean {
+    return this.plan(shape, a, b, d, bias) !== null;
+  }
+
+  /**
+   * D = Aᵀ·B (+ bias[m]) in float32 (see GemmShape; compute and scale type float32, alpha 1, beta 0).
+   * Returns whether the bias was added (false: cuBLASLt's bias epilogue is off or refused this
+   * GEMM, and the caller must add it). Throws if cuBLASLt has no algorithm for it (see canRun).
+   */
+  matmul(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0): boolean {
+    const plan = this.plan(shape, a, b, d, bias);
+    if (!plan) {
+      throw new CudaError(
+        `cuBLASLt ${this.version} has no algorithm for ${describe(shape)} on ${this.driver.device.name} (sm_${this.driver.device.computeCapability}); ` +
+          "set backend.prefillGemm = 'tiled' to use the float32 kernel",
+      );
+    }
+    const api = this.lib.api;
+    if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
+    const what = `cublasLtMatmul(${describe(shape)})`;
+    this.check(
+      api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, this.zero, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, this.driver.stream),
+      what,
+    );
+    this.counters.matmuls++;
+    if (this.driver.syncEveryLaunch) this.driver.check(this.driver.api.cuStreamSynchronize(this.driver.stream), what);
+    return bias === 0 || plan.biasInEpilogue;
+  }
+
+  private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr): Plan | null {
+    const wantBias = bias !== 0 && this.biasEpilogue;
+    const aligns = [a, b, d, wantBias ? bias : 0].map(alignmentOf);
+    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
+    let plan = this.plans.get(key);
+    if (plan === undefined) {
+      // With a bias, the epilogue first; where it is refused, the plain GEMM (the caller adds the bias).
+      plan = (wantBias ? this.tryPlan(shape, aligns, bias) : undefined) ?? this.tryPlan(shape, aligns, 0) ?? null;
+      this.plans.set(key, plan);
+      this.counters.plans++;
+    }
+    return plan;
+  }
+
+  /** Descriptors and the heuristic's best algorithm, or undefined when it has none (descriptors freed). */
+  private tryPlan(shape: GemmShape, aligns: number[], bias: DevicePtr): Plan | undefined {
+    const api = this.lib.api;
+    const made: Array<{ destroy: Fn; h: Handle }> = [];
+    const create = (fn: Fn, destroy: Fn, what: string, ...args: unknown[]): Handle => {
+      const out: Handle[] = [null];
+      this.check(fn(out, ...args), what);
+      made.push({ destroy, h: out[0] });
+      return out[0];
+    };
+    let plan: Plan | undefined;
+    let pref: Handle = null;
+    try {
+      const desc = create(api.cublasLtMatmulDescCreate, api.cublasLtMatmulDescDestroy, 'cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
+      const set = (attr: number, buf: Buffer, what: string) => this.check(api.cublasLtMatmulDescSetAttribute(desc, attr, buf, buf.length), `cublasLtMatmulDescSetAttribute(${what})`);
+      // A is the row-major [m, k] weight, i.e. column-major [k, m], used transposed; B column-major
+      // [k, n], as is. This "TN" form is also the only one FP8 accepts on Ada and Hopper.
+      set(DESC_TRANSA, i32(CUBLAS_OP_T), 'TRANSA');
+      set(DESC_TRANSB, i32(CUBLAS_OP_N), 'TRANSB');
+      set(DESC_EPILOGUE, u32(bias ? EPILOGUE_BIAS : EPILOGUE_DEFAULT), 'EPILOGUE');
+      // The heuristic reads the bias pointer's alignment; each call sets the pointer again.
+      if (bias) set(DESC_BIAS_POINTER, u64(bias), 'BIAS_POINTER');
+      const layout = (type: number, rows: number, cols: number, ld: number) =>
+        create(api.cublasLtMatrixLayoutCreate, api.cublasLtMatrixLayoutDestroy, 'cublasLtMatrixLayoutCreate', type, rows, cols, ld);
+      const a = layout(CUDA_TYPE[shape.type], shape.k, shape.m, shape.k);
+      const b = layout(CUDA_TYPE[shape.type], shape.k, shape.n, shape.k);
+      const d = layout(CUDA_R_32F, shape.m, shape.n, shape.ldd);
+      const p: Handle[] = [null];
+      this.check(api.cublasLtMatmulPreferenceCreate(p), 'cublasLtMatmulPreferenceCreate');
+      pref = p[0];
+      const setPref = (attr: number, buf: Buffer, what: string) =>
+        this.check(api.cublasLtMatmulPreferenceSetAttribute(pref, attr, buf, buf.length), `cublasLtMatmulPreferenceSetAttribute(${what})`);
+      setPref(PREF_MAX_WORKSPACE_BYTES, u64(CUBLASLT_WORKSPACE_BYTES), 'MAX_WORKSPACE_BYTES');
+      setPref(PREF_MIN_ALIGNMENT_A_BYTES, u32(aligns[0]), 'MIN_ALIGNMENT_A_BYTES');
+      setPref(PREF_MIN_ALIGNMENT_B_BYTES, u32(aligns[1]), 'MIN_ALIGNMENT_B_BYTES');
+      setPref(PREF_MIN_ALIGNMENT_C_BYTES, u32(aligns[2]), 'MIN_ALIGNMENT_C_BYTES');
+      setPref(PREF_MIN_ALIGNMENT_D_BYTES, u32(aligns[2]), 'MIN_ALIGNMENT_D_BYTES');
+      const results = Buffer.alloc(HEURISTIC_RESULT_BYTES * HEURISTIC_CANDIDATES);
+      const returned = [0];
+      const rc = api.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, d, d, pref, HEURISTIC_CANDIDATES, results, returned);
+      // NOT_SUPPORTED: no algorithm for this combination (e.g. with the bias epilogue); the caller tries another.
+      if (rc === CUBLAS_STATUS_NOT_SUPPORTED) return undefined;
+      this.check(rc, `cublasLtMatmulAlgoGetHeuristic(${describe(shape)})`);
+      // Results come best first; take the first that is usable.
+      for (let i = 0; i < returned[0] && !plan; i++) {
+        const r = results.subarray(i * HEURISTIC_RESULT_BYTES, (i + 1) * HEURISTIC_RESULT_BYTES);
+        const state = r.readInt32LE(ALGO_BYTES + 8);
+        const workspaceBytes = Number(r.readBigUInt64LE(ALGO_BYTES));
+        if (state !== 0 || workspaceBytes > CUBLASLT_WORKSPACE_BYTES) continue;
+        plan = { desc, a, b, d, algo: Buffer.from(r.subarray(0, ALGO_BYTES)), workspaceBytes, biasInEpilogue: bias !== 0 };
+      }
+      return plan;
+    } finally {
+      if (pref !== null) api.cublasLtMatmulPreferenceDestroy(pref);
+      // Kept for the plan's lifetime (the process) when it was made; freed when it was not.
+      if (!plan) for (const { destroy, h } of made) destroy(h);
+    }
+  }
+}
+
+/** A cuBLAS status as the library names and explains it, e.g. "CUBLAS_STATUS_NOT_SUPPORTED (the requested functionality is not supported)". */
+export function cublasStatusText(lib: CublasLtLibrary, rc: number): string {
+  const name = lib.api.cublasLtGetStatusName(rc);
+  const text = lib.api.cublasLtGetStatusString(rc);
+  return `${typeof name === 'string' ? name : `cuBLAS status ${rc}`}${typeof text === 'string' ? ` (${text})` : ''}`;
+}
+
+function check(lib: CublasLtLibrary, rc: unknown, what: string): void {
+  if (rc !== 0) throw new CudaError(`${what} failed: ${cublasStatusText(lib, rc as number)}`, rc as number);
+}
+
+function describe(s: GemmShape): string {
+  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → float32 D, ld ${s.ldd}`;
+}
+
+const MAX_GRID_Y = 65535;
+
+/** Why FP8 prefill GEMMs cannot run here, or undefined when they can. */
+export function fp8GemmUnsupportedReason(computeCapability: number, K: number): string | undefined {
+  if (computeCapability < 89) return `FP8 tensor cores need compute capability 8.9 or newer, this GPU is ${computeCapability / 10}`;
+  if (K % 16 !== 0) return `cuBLASLt's FP8 GEMM needs K to be a multiple of 16 (16-byte rows), K is ${K}`;
+  return undefined;
+}
+
+/**
+ * The prefill linears on cuBLASLt: float32 activations in and out, as the rest of the backend keeps
+ * them. The activation goes through a pooled scratch in the operand type (recycled with the step's
+ * other activations; stream order keeps the GEMM reading it first).
+ */
+export class CublasLtPrefill {
+  private readonly gridStrideBlocks: number;
+  /** Calls per path (tests check which one ran; benchmarks report it). */
+  readonly counters = { half: 0, fp8: 0 };
+
+  constructor(
+    readonly lt: CublasLt,
+    private readonly driver: CudaDriver,
+    private readonly kernels: KernelModules,
+    private readonly pool: DevicePool,
+  ) {
+    this.gridStrideBlocks = driver.device.multiprocessors * 8;
+  }
+
+  private launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void {
+    if (grid[0] === 0 || grid[1] === 0) return;
+    this.driver.launch(this.kernels.fn('convert.cu', kernel), kernel, grid, block, kinds, args);
+  }
+
+  /**
+   * y [T, N] = x [T, K] · Wᵀ (+ bias), W a bf16 or f16 [N, K] matrix; x is rounded to W's type first.
+   * False (nothing launched) where cuBLASLt has no algorithm for the shape: the caller's kernel runs.
+   */
+  half(x: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, bias: DevicePtr, y: DevicePtr, xCast?: PooledBuffer): PooledBuffer | undefined {
+    const n = T * K;
+    // xCast: x already rounded to dtype by an earlier call (q, k and v share their input).
+    const xh = xCast ?? this.pool.alloc(n * 2);
+    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N };
+    if (!this.lt.canRun(shape, w, xh.ptr, y, bias)) return undefined;
+    if (!xCast) this.launch(`f32_to_${dtype}`, [Math.max(1, Math.min(Math.ceil(n / (8 * 256)), this.gridStrideBlocks)), 1, 1], 256, 'ppl', [x, xh.ptr, n]);
+    const biasDone = this.lt.matmul(shape, w, xh.ptr, y, bias);
+    if (!biasDone) this.launch('add_bias_rows', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'ppii', [y, bias, T, N]);
+    this.counters.half++;
+    return xh;
+  }
+
+  /**
+   * y [T, N] = x [T, K] · Wᵀ (+ bias) for an FP8 weight: W[n, k] = e4m3(codes[n, k]) · wScales[n].
+   * x is quantised per token (scale = absmax / 448, e4m3 codes), cuBLASLt multiplies the codes with
+   * unit scales into float32, and a last kernel applies xScale[t] · wScale[n] and the bias. Needs
+   * compute capability ≥ 8.9 and K a multiple of 16 (see fp8GemmUnsupportedReason).
+   */
+  fp8(x: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, bias: DevicePtr, y: DevicePtr): boolean {
+    const reason = fp8GemmUnsupportedReason(this.driver.device.computeCapability, K);
+    if (reason) throw new CudaError(`matmulFp8: ${reason}`);
+    const xq = this.pool.alloc(T * K);
+    const xScales = this.pool.alloc(T * 4);
+    // cuBLASLt wants D's rows 16-byte aligned: an N that is not a multiple of 4 goes through a padded scratch.
+    const ldd = Math.ceil(N / 4) * 4;
+    const d = ldd === N ? y : this.pool.alloc(T * ldd * 4).ptr;
+    const shape: GemmShape = { type: 'e4m3', m: N, n: T, k: K, ldd };
+    // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
+    if (!this.lt.canRun(shape, codes, xq.ptr, d)) return false;
+    this.launch('quantize_rows_e4m3', [T, 1, 1], 256, 'pppi', [x, xq.ptr, xScales.ptr, K]);
+    this.lt.matmul(shape, codes, xq.ptr, d);
+    this.launch('scale_fp8_product', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'pppppiii', [d, xScales.ptr, wScales, bias, y, T, N, ldd]);
+    this.counters.fp8++;
+    return true;
+  }
+}
+
+/**
+ * The backend's prefillGemm default: $TACHYON_PREFILL_GEMM (auto, cublaslt or tiled), so a whole
+ * run, e.g. a test suite that compares against float32 references exactly, can pick the tiled kernel.
+ */
+export function prefillGemmFromEnv(env: NodeJS.ProcessEnv = process.env): 'auto' | 'cublaslt' | 'tiled' {
+  const v = env.TACHYON_PREFILL_GEMM;
+  if (v === undefined || v === '') return 'auto';
+  if (v === 'auto' || v === 'cublaslt' || v === 'tiled') return v;
+  throw new CudaError(`TACHYON_PREFILL_GEMM must be auto, cublaslt or tiled, not '${v}'`);
+}
+
+let shared: { lt: CublasLt } | { reason: string } | undefined;
+
+/**
+ * The process's cuBLASLt (one handle and workspace, like the one driver and stream) wrapped for a
+ * backend's kernels and pool, or why it cannot be had: the library is missing, or its handle could
+ * not be created. Tried once; the answer is kept.
+ */
+export function openCublasLtPrefill(driver: CudaDriver, kernels: KernelModules, pool: DevicePool): CublasLtPrefill | { reason: string } {
+  if (!shared) {
+    try {
+      shared = { lt: CublasLt.open(driver) };
+    } catch (err) {
+      shared = { reason: (err as Error).message };
+    }
+  }
+  return 'lt' in shared ? new CublasLtPrefill(shared.lt, driver, kernels, pool) : shared;
+}

@@ -1,0 +1,115 @@
+// The kernels around the tensor-core GEMMs of prefill (cuBLASLt, see cublaslt.ts): activations are
+// float32, the tensor cores take both operands in one narrow type, so x is first rounded to the
+// weight's 16-bit type, or quantised per token to FP8 (e4m3) with a float32 scale per row; the FP8
+// GEMM then runs with unit scales and its float32 result is rescaled here.
+#include "common.cuh"
+
+// Two floats to a packed pair, `lo` at the lower address, round to nearest even. (PTX puts its first
+// source in the upper half.)
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// y[i] = x[i] rounded to bf16 or f16, n values. Each step of the grid-stride loop takes 8 values:
+// two 16-byte loads, one 16-byte store (both buffers are whole allocations, 256-byte aligned).
+template <bool BF16>
+__device__ __forceinline__ void to_half(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
+  const u64 stride = (u64)gridDim.x * blockDim.x;
+  const u64 first = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+  const u64 groups = n / 8;
+  for (u64 i = first; i < groups; i += stride) {
+    const float4 a = reinterpret_cast<const float4*>(x)[2 * i];
+    const float4 b = reinterpret_cast<const float4*>(x)[2 * i + 1];
+    uint4 o;
+    if (BF16) {
+      o.x = pack_bf16x2(a.x, a.y); o.y = pack_bf16x2(a.z, a.w);
+      o.z = pack_bf16x2(b.x, b.y); o.w = pack_bf16x2(b.z, b.w);
+    } else {
+      o.x = pack_f16x2(a.x, a.y); o.y = pack_f16x2(a.z, a.w);
+      o.z = pack_f16x2(b.x, b.y); o.w = pack_f16x2(b.z, b.w);
+    }
+    reinterpret_cast<uint4*>(y)[i] = o;
+  }
+  for (u64 i = groups * 8 + first; i < n; i += stride) y[i] = (u16)(BF16 ? pack_bf16x2(x[i], 0.f) : pack_f16x2(x[i], 0.f));
+}
+
+extern "C" __global__ void __launch_bounds__(256) f32_to_bf16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
+  to_half<true>(x, y, n);
+}
+extern "C" __global__ void __launch_bounds__(256) f32_to_f16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
+  to_half<false>(x, y, n);
+}
+
+// y[t, n] += bias[n] over [T, N] (when cuBLASLt's bias epilogue is not used): grid (columns, rows),
+// rows striding past the grid's 65535 limit.
+extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __restrict__ bias, int T, int N) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  for (int t = blockIdx.y; t < T; t += gridDim.y) y[(u64)t * N + n] += bias[n];
+}
+
+#define E4M3_MAX 448.f
+// compressed-tensors' guard for an all-zero row (float32 epsilon), as quant/fp8.ts uses for weights.
+#define FLOAT32_EPS 1.1920928955078125e-7f
+#define QUANT_THREADS 256
+
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[QUANT_THREADS / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float m = partial[0];
+#pragma unroll
+  for (int w = 1; w < QUANT_THREADS / 32; w++) m = fmaxf(m, partial[w]);
+  return m;
+}
+
+// Per-token dynamic FP8: one block per row of x [T, K] (K a multiple of 4). scale = absmax / 448,
+// codes = e4m3(x / scale), round to nearest even, saturating at ±448 (what the CPU's encodeE4m3
+// does; both divisions are IEEE float32). The e4m3 conversion instruction exists from sm_89 on, as
+// do the FP8 tensor cores: the host launches this kernel only there.
+extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
+                                                                                float* __restrict__ scales, int K) {
+#if __CUDA_ARCH__ >= 890
+  const float4* row = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * K);
+  const int groups = K / 4;
+  float m = 0.f;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    const float4 v = row[i];
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  }
+  m = block_max(m);
+  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
+  if (threadIdx.x == 0) scales[blockIdx.x] = s;
+  u32* out = codes + (u64)blockIdx.x * groups;
+  // The row is read a second time (from L1/L2): the block does not hold it in registers.
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    const float4 v = row[i];
+    unsigned short lo, hi;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v.y / s), "f"(v.x / s));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v.w / s), "f"(v.z / s));
+    out[i] = (u32)lo | ((u32)hi << 16);
+  }
+#else
+  __trap();
+#endif
+}
+
+// The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
+// from cuBLASLt (ldd ≥ N, padded to 16 bytes); d may be y itself (ldd = N). Grid (columns, rows).
+extern "C" __global__ void scale_fp8_product(const float* d, const float* __restrict__ xScale, const float* __restrict__ wScale,
+                                             const float* __restrict__ bias, float* y, int T, int N, int ldd) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  const float ws = wScale[n], b = bias ? bias[n] : 0.f;
+  for (int t = blockIdx.y; t < T; t += gridDim.y) y[(u64)t * N + n] = d[(u64)t * ldd + n] * (xScale[t] * ws) + b;
+}
