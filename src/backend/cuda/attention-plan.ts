@@ -1,0 +1,233 @@
+// Host side of CUDA attention: what a step's tokens look like (runs of consecutive positions of one
+// sequence), the query tiles of the tensor-core prefill kernel, how far decode attention is split,
+// and checks that every position the kernels will read has a block. Built once per step and reused
+// by every layer (a forward passes the same batch arrays to each).
+
+import type { AttentionBatch } from '../backend.js';
+
+/** Query rows of the prefill kernel's tiles (kernels/attention-prefill.cu: 4 or 8 warps × 16 rows). */
+export const PREFILL_TILE_ROWS = [64, 128] as const;
+export type PrefillTileRows = (typeof PREFILL_TILE_ROWS)[number];
+/** Runs this long (prefill chunks) go to the tensor-core kernel; a step's other tokens to split-K. */
+export const PREFILL_MIN_RUN = 16;
+
+/** The prefill kernel's query tiles at one tile size. */
+export interface QueryTiles {
+  /**
+   * 4 ints per tile: first token, rows (≤ the tile size), sequence, position of the first token.
+   * Every token is in exactly one tile. Ordered by decreasing last position (the tiles with most
+   * positions to visit start first).
+   */
+  tiles: Int32Array;
+  numTiles: number;
+  /** The tiles of runs of ≥ PREFILL_MIN_RUN tokens only (same layout and order). */
+  prefillTiles: Int32Array;
+  numPrefillTiles: number;
+}
+
+export interface AttentionPlan {
+  numTokens: number;
+  /** Tokens in the longest run: consecutive tokens of one sequence at consecutive positions. */
+  longestRun: number;
+  /** Largest position of any token. */
+  maxPos: number;
+  /** Query tiles of 64 and of 128 rows. */
+  tiles: Record<PrefillTileRows, QueryTiles>;
+  /** Tokens of the shorter runs (decode tokens, speculative windows), ascending: split-K's share of a mixed step. */
+  otherTokens: Int32Array;
+  /** Largest position among otherTokens (-1 if none). */
+  otherMaxPos: number;
+}
+
+/**
+ * Cut the step into runs and runs into tiles, checking positions and sequence indices (a bad one
+ * would make a kernel read outside the cache). Runs are found from the data: the kernels rely on
+ * nothing about the order of tokens in the step. (The engine, engine/spec/batch.ts and the model
+ * tests all lay a sequence's tokens of a step out contiguously at consecutive positions, so a
+ * prefill chunk is one run.)
+ */
+export function planAttention(batch: AttentionBatch, blockSize: number): AttentionPlan {
+  const { numTokens: T, positions, seqIndex, numSeqs, maxBlocksPerSeq } = batch;
+  if (positions.length < T || seqIndex.length < T) throw new RangeError(`attention: ${T} tokens but ${positions.length} positions and ${seqIndex.length} sequence indices`);
+  if (batch.blockTables.length < numSeqs * maxBlocksPerSeq) {
+    throw new RangeError(`attention: block tables hold ${batch.blockTables.length} entries, ${numSeqs} sequences × ${maxBlocksPerSeq} blocks need ${numSeqs * maxBlocksPerSeq}`);
+  }
+  const capacity = maxBlocksPerSeq * blockSize;
+  const runs: Array<[first: number, len: number]> = [];
+  const otherTokens: number[] = [];
+  let longestRun = 0;
+  let maxPos = -1;
+  let otherMaxPos = -1;
+  for (let i = 0; i < T; ) {
+    let j = i;
+    for (; j < T; j++) {
+      const p = positions[j];
+      const s = seqIndex[j];
+      if (!(s >= 0 && s < numSeqs)) throw new RangeError(`attention: token ${j} has sequence index ${s}, the step has ${numSeqs} sequences`);
+      if (!(p >= 0 && p < capacity)) throw new RangeError(`attention: token ${j} is at position ${p}, outside its block table (${maxBlocksPerSeq} blocks of ${blockSize})`);
+      if (p > maxPos) maxPos = p;
+      if (j > i && (s !== seqIndex[j - 1] || p !== positions[j - 1] + 1)) break;
+    }
+    const len = j - i;
+    longestRun = Math.max(longestRun, len);
+    runs.push([i, len]);
+    if (len < PREFILL_MIN_RUN) {
+      for (let k = i; k < j; k++) otherTokens.push(k);
+      otherMaxPos = Math.max(otherMaxPos, positions[j - 1]);
+    }
+    i = j;
+  }
+  const tilesOf = (rows: number): QueryTiles => {
+    const tiles: number[] = [];
+    const long: boolean[] = []; // per tile: from a run of ≥ PREFILL_MIN_RUN tokens
+    for (const [i, len] of runs) {
+      for (let off = 0; off < len; off += rows) {
+        tiles.push(i + off, Math.min(rows, len - off), seqIndex[i], positions[i] + off);
+        long.push(len >= PREFILL_MIN_RUN);
+      }
+    }
+    const numTiles = tiles.length / 4;
+    const order = Array.from({ length: numTiles }, (_, t) => t);
+    const lastPos = (t: number) => tiles[4 * t + 3] + tiles[4 * t + 1] - 1;
+    order.sort((a, b) => lastPos(b) - lastPos(a) || a - b);
+    const pick = (ts: number[]) => {
+      const out = new Int32Array(4 * ts.length);
+      ts.forEach((t, k) => out.set(tiles.slice(4 * t, 4 * t + 4), 4 * k));
+      return out;
+    };
+    const longOrder = order.filter((t) => long[t]);
+    return { tiles: pick(order), numTiles, prefillTiles: pick(longOrder), numPrefillTiles: longOrder.length };
+  };
+  return {
+    numTokens: T,
+    longestRun,
+    maxPos,
+    tiles: { 64: tilesOf(64), 128: tilesOf(128) },
+    otherTokens: Int32Array.from(otherTokens),
+    otherMaxPos,
+  };
+}
+
+/**
+ * Tile size of a prefill launch: 128-row tiles (8 warps: each K/V tile read serves twice the rows)
+ * once they give at least two blocks per SM, else 64-row tiles (4 warps), so a short prompt still
+ * spreads over the GPU (512 tokens × 32 heads: 256 blocks instead of 128 on 132 SMs).
+ */
+export function prefillTileRows(tiles128: number, numHeads: number, multiprocessors: number): PrefillTileRows {
+  return tiles128 * numHeads >= 2 * multiprocessors ? 128 : 64;
+}
+
+/**
+ * Every block a token reads (positions from the first its window shows to its own) must be a real
+ * block of the cache; the CPU would read garbage there, a kernel an illegal address.
+ */
+export function checkBlockTables(batch: AttentionBatch, blockSize: number, numBlocks: number, window: number): void {
+  const { numTokens: T, positions, seqIndex, blockTables, maxBlocksPerSeq } = batch;
+  // Per sequence, the range of block indices its tokens read.
+  const lo = new Map<number, number>();
+  const hi = new Map<number, number>();
+  for (let i = 0; i < T; i++) {
+    const p = positions[i];
+    const s = seqIndex[i];
+    const first = window > 0 ? Math.max(0, p - window + 1) : 0;
+    lo.set(s, Math.min(lo.get(s) ?? Infinity, Math.floor(first / blockSize)));
+    hi.set(s, Math.max(hi.get(s) ?? -1, Math.floor(p / blockSize)));
+  }
+  for (const [s, from] of lo) {
+    for (let b = from; b <= hi.get(s)!; b++) {
+      const block = blockTables[s * maxBlocksPerSeq + b];
+      if (!(block >= 0 && block < numBlocks)) {
+        throw new RangeError(`attention: sequence ${s} reads block ${b} of its table, which holds ${block} (the cache has blocks 0..${numBlocks - 1})`);
+      }
+    }
+  }
+}
+
+/**
+ * The last plan, kept while the step's arrays stay the same (same arrays, same contents: an array
+ * changed in place gets a new plan), so a forward plans once for all its layers and the tile list
+ * is the same array each time (StepUploads then sends it once).
+ */
+export class AttentionPlanner {
+  private last?: {
+    positions: Int32Array;
+    seqIndex: Int32Array;
+    blockTables: Int32Array;
+    copies: [Int32Array, Int32Array, Int32Array];
+    numTokens: number;
+    blockSize: number;
+    numBlocks: number;
+    plan: AttentionPlan;
+    checkedWindows: Set<number>;
+  };
+
+  plan(batch: AttentionBatch, blockSize: number, numBlocks: number, window: number): AttentionPlan {
+    const c = this.last;
+    const same =
+      c !== undefined &&
+      c.positions === batch.positions &&
+      c.seqIndex === batch.seqIndex &&
+      c.blockTables === batch.blockTables &&
+      c.numTokens === batch.numTokens &&
+      c.blockSize === blockSize &&
+      c.numBlocks === numBlocks &&
+      equal(c.copies[0], batch.positions) &&
+      equal(c.copies[1], batch.seqIndex) &&
+      equal(c.copies[2], batch.blockTables);
+    if (!same) {
+      this.last = {
+        positions: batch.positions,
+        seqIndex: batch.seqIndex,
+        blockTables: batch.blockTables,
+        copies: [batch.positions.slice(), batch.seqIndex.slice(), batch.blockTables.slice()],
+        numTokens: batch.numTokens,
+        blockSize,
+        numBlocks,
+        plan: planAttention(batch, blockSize),
+        checkedWindows: new Set(),
+      };
+    }
+    const last = this.last!;
+    if (!last.checkedWindows.has(window)) {
+      checkBlockTables(batch, blockSize, numBlocks, window);
+      last.checkedWindows.add(window);
+    }
+    return last.plan;
+  }
+}
+
+function equal(a: Int32Array, b: Int32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Query heads one decode block serves: the whole GQA group, padded to a power of two, at most 8. */
+export function decodeHeadsPerBlock(numHeads: number, numKvHeads: number): number {
+  const group = numHeads / numKvHeads;
+  let gb = 1;
+  while (gb < group && gb < 8) gb *= 2;
+  return gb;
+}
+
+/** Most chunks one token's decode attention is split into (kernels/attention-decode.cu DEC_MAX_SPLITS). */
+export const DECODE_MAX_SPLITS = 128;
+
+/**
+ * Positions per chunk of decode attention for a token that sees `n` positions (the same rule as
+ * kernels/attention-decode.cu decode_chunk): about 16 chunks, a multiple of 32 (one iteration of a
+ * block's 4 warps × 8 positions), between 32 and 1024, and at most DECODE_MAX_SPLITS chunks.
+ * It depends on the token's own context only, never on the batch: a token's output is the same
+ * bits whichever tokens share its step. 16 chunks give a batch-1 70B step (8 KV heads) 128 blocks
+ * at contexts ≥ 512; the chunks of a token are merged inside the same launch, so splitting costs no
+ * second kernel.
+ */
+export function decodeChunk(n: number): number {
+  const roundUp32 = (x: number) => Math.ceil(x / 32) * 32;
+  return Math.max(32, Math.min(1024, roundUp32(n / 16)), roundUp32(n / DECODE_MAX_SPLITS));
+}
+
+/** Chunks of a token that sees `n` positions, with the chunk size forced (> 0) or by decodeChunk. */
+export function decodeSplits(n: number, forcedChunk = 0): number {
+  return Math.ceil(n / (forcedChunk > 0 ? forcedChunk : decodeChunk(n)));
+}

@@ -1,0 +1,329 @@
+// Decode attention over the paged float32 KV cache, split over positions ("flash decoding"), one
+// block per (token, KV head, group of up to 8 of its query heads, chunk of positions). `tokens`
+// lists the step's tokens to serve (the short runs of a step whose prefill chunks take the
+// tensor-core kernel), or is null for all of them.
+//
+// Why: one block per (token, head) leaves most SMs idle at small batch (1 token × 32 heads = 32
+// blocks on 132 SMs) and reads each K/V row once per query head. Here a block reads a K/V row once
+// for all the query heads of its KV head (GQA), and contexts are cut into chunks handled by separate
+// blocks. A token's chunk size depends on its own context length only (decode_chunk, the same rule
+// as attention-plan.ts decodeChunk), never on the rest of the batch, so a token's output is the same
+// bits whichever tokens share its step.
+//
+// One launch, no combine kernel: a chunk's block writes a partial softmax (max, sum, normalized
+// output), then counts itself done on a per-(token, head group) counter; the last block of the
+// token merges the partials in split order (so the result does not depend on which block is last)
+// and resets the counter for the next launch. A context that fits one chunk is written directly.
+//
+// Inside a block, 4 warps take U = 8 consecutive positions at a time in turn: every lane issues the
+// 16 independent K and V loads of those positions (a position's head_dim floats is one warp-wide
+// load) before using any, so 8 KiB per warp are in flight per iteration. A lane holds D/32 dims of
+// each head's output; q sits in shared memory. The U × GB partial dot products of an iteration are
+// summed across the warp by a reduce-scatter (each shuffle level halves the values a lane
+// carries; 32 values at a time), so after ~32 shuffles lane i holds the full score of (position,
+// head) i / R: one exp per lane per 32 scores. Everything is float32, as the reference.
+#include "common.cuh"
+
+#define DEC_WARPS 4
+// Blocks per SM the register budget is cut for: 3 (168 registers) fits every variant without
+// spills (ptxas, sm_90 and sm_87) except 8 heads at head_dim 128, which spills at 168 on sm_90: 2
+// blocks there (ptxas then takes 234 registers on sm_90, 161 on sm_87; still 64 KiB of loads in
+// flight per SM).
+#define DEC_MIN_BLOCKS(D, GB) ((D) * (GB) >= 1024 ? 2 : 3)
+#define DEC_U 8  // positions per warp iteration
+// Block-table entries of a chunk staged in shared memory (more: read from global memory).
+#define DEC_TABLE 128
+// Most splits of one token (attention-plan.ts DECODE_MAX_SPLITS): the merge keeps their weights in shared memory.
+#define DEC_MAX_SPLITS 128
+
+// Positions per chunk for a token that sees n positions (attention-plan.ts decodeChunk): about 16
+// chunks, a multiple of 32 (one iteration of the block's warps), between 32 and 1024, and at
+// most DEC_MAX_SPLITS chunks.
+__device__ __forceinline__ int decode_chunk(int n) {
+  int c = min(1024, (n + 16 * 32 - 1) / (16 * 32) * 32);
+  c = max(c, (n + DEC_MAX_SPLITS * 32 - 1) / (DEC_MAX_SPLITS * 32) * 32);
+  return max(c, 32);
+}
+
+// c ? a : b through selp: written as a C++ select of two array elements, the front end turns it into
+// a load through a selected address and the array goes to local memory.
+__device__ __forceinline__ float select(bool c, float a, float b) {
+  float r;
+  asm("{ .reg .pred p; setp.ne.b32 p, %3, 0; selp.f32 %0, %1, %2, p; }" : "=f"(r) : "f"(a), "f"(b), "r"((int)c));
+  return r;
+}
+
+// A load that bypasses L1: partials written by other blocks of this launch are read from L2.
+__device__ __forceinline__ float load_cg(const float* p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
+// Sums C values over the warp's lanes so that each ends with one full sum: at each level a lane
+// keeps the upper half of its values if (lane & o), else the lower half, and adds its partner's
+// copy of them (the partner keeps the other half). After log2(C) levels (offsets 16, 8, ...) lane
+// holds value lane / R summed over 32 / R lanes; the caller adds the R copies. Levels are template
+// instances, so every index is a constant and the values stay in registers.
+template <int C, int R>
+__device__ __forceinline__ float reduce_scatter(float* v, int lane) {
+  constexpr int o = C * R / 2;
+  const bool upper = (lane & o) != 0;
+#pragma unroll
+  for (int j = 0; j < C / 2; j++) {
+    const float lo = v[j], hi = v[j + C / 2];
+    v[j] = select(upper, hi, lo) + __shfl_xor_sync(0xffffffffu, select(upper, lo, hi), o);
+  }
+  if constexpr (C > 2) return reduce_scatter<C / 2, R>(v, lane);
+  else return v[0];
+}
+
+// A lane's E floats of a K or V row (one 16- or 8-byte load), or zeros.
+template <int E>
+__device__ __forceinline__ void load_row(float* x, const float* p, bool ok) {
+  if constexpr (E == 4) {
+    const float4 a = ok ? *reinterpret_cast<const float4*>(p) : float4{0.f, 0.f, 0.f, 0.f};
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+  } else {
+    const float2 a = ok ? *reinterpret_cast<const float2*>(p) : float2{0.f, 0.f};
+    x[0] = a.x, x[1] = a.y;
+  }
+}
+
+template <int D, int GB>
+__device__ __forceinline__ void decode_attention(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+                                                 float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
+                                                 int* __restrict__ counters, const int* __restrict__ tokens, const int* __restrict__ positions,
+                                                 const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq,
+                                                 int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {
+  constexpr int E = D / 32;             // dims per lane
+  constexpr int U = DEC_U;              // positions per warp iteration
+  constexpr int N = U * GB;             // scores per iteration (8..64)
+  constexpr int NG = N < 32 ? N : 32;   // scores per reduce-scatter
+  constexpr int G = N / NG;             // reduce-scatters per iteration (1 or 2)
+  constexpr int UG = U / G;             // positions per reduce-scatter
+  constexpr int R = 32 / NG;            // lanes that end up holding the same score
+  static_assert(E == 2 || E == 4, "head_dim 64 or 128");
+  static_assert(N % NG == 0 && 32 % NG == 0, "U × GB must fill whole reduce-scatters");
+  __shared__ __align__(16) float s_q[GB][D];
+  __shared__ int s_tbl[DEC_TABLE];
+  __shared__ float s_p[DEC_WARPS][N], s_corr[DEC_WARPS][GB];
+  __shared__ float s_m[DEC_WARPS][GB], s_l[DEC_WARPS][GB];
+  __shared__ __align__(16) float s_acc[DEC_WARPS][GB][D];
+  __shared__ float s_w[GB][DEC_MAX_SPLITS];
+  __shared__ int s_last;
+
+  const int tok = tokens ? tokens[blockIdx.x] : blockIdx.x, split = blockIdx.z;
+  const int group = numHeads / numKvHeads;
+  const int chunks = (group + GB - 1) / GB;
+  const int kvh = blockIdx.y / chunks;
+  const int h0 = kvh * group + (blockIdx.y % chunks) * GB;  // first query head of this block
+  const int nh = min(GB, (kvh + 1) * group - h0);           // heads this block serves (≤ GB)
+  const int pos = positions[tok];
+  const int first = window > 0 ? max(0, pos - window + 1) : 0;
+  const int n = pos - first + 1;  // positions this token sees
+  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n);
+  const int nsplit = (n + chunkLen - 1) / chunkLen;
+  if (split >= nsplit) return;
+  const int lo = first + split * chunkLen, hi = min(lo + chunkLen, pos + 1);  // positions [lo, hi)
+  const int* table = blockTables + (u64)seqIndex[tok] * maxBlocksPerSeq;
+  const int kvWidth = numKvHeads * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  // q of each head, pre-scaled in float32 like the reference; 0 for heads past nh. The chunk's
+  // block-table entries, so a position's row address costs no dependent global load.
+  for (int i = threadIdx.x; i < GB * D; i += DEC_WARPS * 32) {
+    const int g = i / D;
+    s_q[g][i % D] = g < nh ? q[((u64)tok * numHeads + h0) * D + i] * scale : 0.f;
+  }
+  const int blk0 = lo / blockSize, nblk = (hi - 1) / blockSize - blk0 + 1;
+  const bool staged = nblk <= DEC_TABLE;
+  if (staged) {
+    for (int i = threadIdx.x; i < nblk; i += DEC_WARPS * 32) s_tbl[i] = table[blk0 + i];
+  }
+  const int* blk = staged ? s_tbl : table + blk0;  // generic pointer: shared or global
+  __syncthreads();
+
+  float acc[GB][E];
+#pragma unroll
+  for (int g = 0; g < GB; g++) {
+#pragma unroll
+    for (int e = 0; e < E; e++) acc[g][e] = 0.f;
+  }
+  // After a reduce-scatter this lane holds score index i = lane / R: position u = i / GB of the
+  // reduce-scatter's UG positions, head g = i % GB. m and l are that head's running max and sum
+  // (same in every lane of the head).
+  const int idx = lane / R, myG = idx % GB, myU = idx / GB;
+  float m = NEG_INF, l = 0.f;
+
+  for (int base = lo + warp * U; base < hi; base += DEC_WARPS * U) {
+    // All of the iteration's loads first, K then V (positions past the chunk read nothing and give 0).
+    float kk[U][E], vv[U][E];
+    int slot[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int p = min(base + u, hi - 1);
+      slot[u] = blk[p / blockSize - blk0] * blockSize + p % blockSize;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) load_row<E>(kk[u], kc + (u64)slot[u] * kvWidth + kvh * D + lane * E, base + u < hi);
+#pragma unroll
+    for (int u = 0; u < U; u++) load_row<E>(vv[u], vc + (u64)slot[u] * kvWidth + kvh * D + lane * E, base + u < hi);
+    // Full scores, G reduce-scatters of NG partial dot products (index u·GB + g within each).
+    float s[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+      float sc[NG];
+#pragma unroll
+      for (int g = 0; g < GB; g++) {
+        float qg[E];
+        if constexpr (E == 4) {
+          const float4 t = *reinterpret_cast<const float4*>(&s_q[g][lane * 4]);
+          qg[0] = t.x, qg[1] = t.y, qg[2] = t.z, qg[3] = t.w;
+        } else {
+          const float2 t = *reinterpret_cast<const float2*>(&s_q[g][lane * 2]);
+          qg[0] = t.x, qg[1] = t.y;
+        }
+#pragma unroll
+        for (int u = 0; u < UG; u++) {
+          float d = 0.f;
+#pragma unroll
+          for (int e = 0; e < E; e++) d = fmaf(qg[e], kk[j * UG + u][e], d);
+          sc[u * GB + g] = d;
+        }
+      }
+      float t = reduce_scatter<NG, R>(sc, lane);
+#pragma unroll
+      for (int o = R / 2; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+      s[j] = base + j * UG + myU < hi ? t : NEG_INF;  // past the chunk's end: no weight
+    }
+
+    // Online softmax per head over the iteration's U positions (lanes differing in the u bits, and
+    // the G reduce-scatters).
+    float mx = s[0];
+#pragma unroll
+    for (int j = 1; j < G; j++) mx = fmaxf(mx, s[j]);
+#pragma unroll
+    for (int o = R * GB; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float mNew = fmaxf(m, mx);    // finite: position `base` is in the chunk
+    const float corr = expf(m - mNew);  // 0 on the first iteration (m = -inf)
+    float ps = 0.f;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+      const float p = expf(s[j] - mNew);
+      ps += p;
+      if (lane % R == 0) s_p[warp][j * NG + idx] = p;
+    }
+#pragma unroll
+    for (int o = R * GB; o < 32; o <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+    l = l * corr + ps;
+    m = mNew;
+    // Every lane needs every (position, head) weight for its dims of V: through shared memory.
+    if (lane % R == 0 && myU == 0) s_corr[warp][myG] = corr;
+    __syncwarp();
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+      const float c = s_corr[warp][g];
+#pragma unroll
+      for (int e = 0; e < E; e++) acc[g][e] *= c;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+#pragma unroll
+      for (int g = 0; g < GB; g++) {
+        const float w = s_p[warp][u * GB + g];
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[g][e] = fmaf(w, vv[u][e], acc[g][e]);
+      }
+    }
+    __syncwarp();  // s_p is rewritten next iteration
+  }
+
+  // Merge the warps (a warp that saw no position has m = -inf and adds nothing).
+  if (lane % R == 0 && myU == 0) {
+    s_m[warp][myG] = m;
+    s_l[warp][myG] = l;
+  }
+#pragma unroll
+  for (int g = 0; g < GB; g++) {
+#pragma unroll
+    for (int e = 0; e < E; e++) s_acc[warp][g][lane * E + e] = acc[g][e];
+  }
+  __syncthreads();
+  // Partials are indexed by the block's place in the list (blockIdx.x), not the token (a short list of a long step).
+  const u64 part0 = ((u64)blockIdx.x * numHeads + h0) * gridDim.z;
+  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
+    const int g = i / D, d = i % D;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w][g]);
+    float L = 0.f, o = 0.f;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) {
+      const float f = s_m[w][g] == NEG_INF ? 0.f : expf(s_m[w][g] - M);
+      L += s_l[w][g] * f;
+      o += s_acc[w][g][d] * f;
+    }
+    if (nsplit == 1) {
+      out[((u64)tok * numHeads + h0 + g) * D + d] = o / L;
+    } else {
+      const u64 part = part0 + (u64)g * gridDim.z + split;
+      partOut[part * D + d] = o / L;
+      if (d == 0) {
+        partMl[part * 2] = M;
+        partMl[part * 2 + 1] = L;
+      }
+    }
+  }
+  if (nsplit == 1) return;
+
+  // The last of the token's chunks to finish merges them: weights l_s · exp(m_s − max), in split order.
+  __threadfence();  // this block's partials are visible before its count is
+  __syncthreads();
+  int* counter = counters + (u64)blockIdx.x * gridDim.y + blockIdx.y;
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == nsplit - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();  // the other blocks' partials, counted before this one, are read after
+  if (threadIdx.x < nh) {
+    const int g = threadIdx.x;
+    const float* ml = partMl + (part0 + (u64)g * gridDim.z) * 2;
+    float M = NEG_INF;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, load_cg(ml + 2 * s));
+    float W = 0.f;
+    for (int s = 0; s < nsplit; s++) {
+      const float w = load_cg(ml + 2 * s + 1) * expf(load_cg(ml + 2 * s) - M);
+      s_w[g][s] = w;
+      W += w;
+    }
+    s_m[0][g] = W;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
+    const int g = i / D, d = i % D;
+    const float* po = partOut + (part0 + (u64)g * gridDim.z) * D + d;
+    float o = 0.f;
+    for (int s = 0; s < nsplit; s++) o += s_w[g][s] * load_cg(po + (u64)s * D);
+    out[((u64)tok * numHeads + h0 + g) * D + d] = o / s_m[0][g];
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
+}
+
+#define DECODE_KERNEL(D, GB)                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_BLOCKS(D, GB)) decode_attention_d##D##_g##GB(                      \
+      const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out,            \
+      float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
+      const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
+      int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {                                     \
+    decode_attention<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex, maxBlocksPerSeq,  \
+                            blockSize, numHeads, numKvHeads, scale, window, forcedChunk);                                          \
+  }
+
+DECODE_KERNEL(64, 1)
+DECODE_KERNEL(64, 2)
+DECODE_KERNEL(64, 4)
+DECODE_KERNEL(64, 8)
+DECODE_KERNEL(128, 1)
+DECODE_KERNEL(128, 2)
+DECODE_KERNEL(128, 4)
+DECODE_KERNEL(128, 8)

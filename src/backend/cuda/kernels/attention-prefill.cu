@@ -1,0 +1,300 @@
+// Prefill attention on tensor cores (flash-attention-2 style) over the paged float32 KV cache.
+//
+// A block takes one query tile (up to 16·WARPS consecutive tokens of one sequence at consecutive
+// positions, built on the host: attention-plan.ts) for one head; WARPS is 8 (128-row tiles: each
+// K/V tile read serves twice the rows) or 4 (64-row tiles, twice the blocks, for short prompts). Its
+// warps own 16 query rows each. The block walks the sequence's visible positions in tiles of 32
+// through the block table, pipelined: each thread copies its share of the next tile's float32 K and
+// V rows into a staging buffer with cp.async (no registers held, all of a tile's loads in flight at
+// once) while the warps compute on the current tile; then it rounds its own staged floats to bf16
+// into the compute tiles. S = Q·Kᵀ and O += P·V run on `mma.sync.m16n8k16` (bf16 inputs, float32
+// accumulators); the softmax is online and in float32 (scores scaled in float32, max-subtracted,
+// exp2). Numbers: q, k, v and the probabilities are rounded to bf16 (8 significant bits) before the
+// products, so results differ from the float32 reference by about 1e-3 relative (the tests bound it;
+// see docs/cuda.md).
+//
+// Shared memory, 48 KiB at head_dim 128 (the static limit, so no opt-in attribute is needed):
+// float32 staging 2 × 16 KiB + bf16 tiles 2 × 8 KiB. The bf16 tiles are unpadded; the 16-byte chunk
+// c of row r is stored at chunk c ^ (r & 7), so the 8 rows an `ldmatrix` reads hit distinct banks.
+//
+// mma fragment layouts (PTX ISA, m16n8k16, .bf16): with g = lane / 4 and t = lane % 4,
+//   A (16×16, row-major): regs {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}
+//   B (16×8, "col": column n contiguous in k): regs {(k 2t..2t+1, n g), (k 2t+8.., n g)}
+//   C (16×8 float): {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}
+// K tiles stored [position][dim] are Bᵀ for S = Q·Kᵀ, so `ldmatrix` (no transpose) yields B
+// fragments; V tiles stored [position][dim] are B for O = P·V with k = position, so
+// `ldmatrix.trans` yields them. S's C fragments of two adjacent 8-position tiles are exactly the A
+// fragment of P for one 16-position k-step, so P never leaves registers.
+#include "common.cuh"
+
+#define PF_KV 32  // KV positions per shared-memory tile
+#define LOG2E 1.4426950408889634f
+// Blocks per SM the register budget is cut for. At head_dim 128 ptxas wants ~220 registers (it
+// issues a tile's ldmatrix loads early) and spills ~200 bytes when cut to 128, so: 8 warps, 1 block
+// (each K/V tile serving 128 rows); 4 warps, 2 blocks (at 3 blocks, 168 registers, it spills on
+// sm_90). Either way 8 warps per SM; no spills on sm_90 or sm_87 (ptxas).
+#define PF_MIN_BLOCKS(WARPS) (8 / (WARPS))
+
+// Two floats → bf16x2 (round to nearest even), `lo` in the low half: the element of lower index.
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));  // exp2(-inf) = +0
+  return y;
+}
+
+__device__ __forceinline__ u32 shared_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
+// Four 8×8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i.
+__device__ __forceinline__ void ldmatrix_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
+
+// c += a · b on tensor cores: a 16×16 bf16, b 16×8 bf16, c 16×8 float32.
+__device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global → shared without passing through registers; ok = false writes 16 zero bytes
+// (src-size 0: nothing is read).
+__device__ __forceinline__ void cp_async16(u32 dst, const float* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+// tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};
+// the tile's rows are tokens first.. at positions pos0.. (consecutive). Grid: (heads, tiles).
+template <int D, int WARPS>
+__device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+                                                  float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
+                                                  int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window) {
+  constexpr int THREADS = WARPS * 32;
+  constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
+  constexpr int NT = D / 8;                  // 8-wide column tiles of O
+  constexpr int C4 = D / 4;                  // float4s per K/V row
+  constexpr int NL = PF_KV * C4 / THREADS;   // float4s a thread stages per tile, per K and per V
+  constexpr int RSTEP = THREADS / C4;        // rows between a thread's successive float4s
+  static_assert(NL * THREADS == PF_KV * C4, "threads must divide the tile");
+  __shared__ __align__(128) float kf[PF_KV * D];  // float32 staging of the next tile (cp.async)
+  __shared__ __align__(128) float vf[PF_KV * D];
+  __shared__ __align__(128) u16 kb[PF_KV * D];    // bf16 tile being computed on, swizzled chunks
+  __shared__ __align__(128) u16 vb[PF_KV * D];
+
+  const int h = blockIdx.x;
+  const int* tile = tiles + 4 * blockIdx.y;
+  const int tok0 = tile[0], count = tile[1], pos0 = tile[3];
+  const int* table = blockTables + (u64)tile[2] * maxBlocksPerSeq;
+  const int kvh = h / (numHeads / numKvHeads);
+  const int kvWidth = numKvHeads * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int row0 = warp * 16 + g, row1 = row0 + 8;  // this thread's two query rows
+  const int qpos0 = pos0 + row0, qpos1 = pos0 + row1;
+  const int first = window > 0 ? max(0, pos0 - window + 1) : 0;  // first position any row sees
+  const int last = pos0 + count - 1;                              // last position any row sees
+  const int warpRows = min(16, count - warp * 16);                // ≤ 0: a warp of padding rows
+  const int warpFirstPos = pos0 + warp * 16, warpLastPos = warpFirstPos + warpRows - 1;
+
+  // The float4s this thread stages and converts: rows sr + i·RSTEP, column c4 (the same ones every
+  // tile, so a thread only ever reads back what its own cp.async wrote: no barrier needed there).
+  const int sr = threadIdx.x / C4, c4 = threadIdx.x % C4;
+  const float* kcol = kc + kvh * D + c4 * 4;
+  const float* vcol = vc + kvh * D + c4 * 4;
+  const u32 kfThread = shared_addr(kf) + (sr * D + c4 * 4) * 4, vfThread = shared_addr(vf) + (sr * D + c4 * 4) * 4;
+  // Queue the copies of positions t0.. (rows past `last` are zero, so no NaN from unwritten slots reaches a product).
+  auto stage = [&](int t0) {
+#pragma unroll
+    for (int i = 0; i < NL; i++) {
+      const int p = t0 + sr + i * RSTEP;
+      const bool ok = p <= last;
+      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      cp_async16(kfThread + i * RSTEP * D * 4, kcol + off, ok);
+      cp_async16(vfThread + i * RSTEP * D * 4, vcol + off, ok);
+    }
+    cp_async_commit();
+  };
+  // This thread's staged floats → bf16, 16-byte chunk c of row r stored at chunk c ^ (r & 7).
+  auto convert = [&]() {
+#pragma unroll
+    for (int i = 0; i < NL; i++) {
+      const int r = sr + i * RSTEP;
+      const int at = r * D + (((c4 >> 1) ^ (r & 7)) << 3) + (c4 & 1) * 4;
+      const float4 a = *reinterpret_cast<const float4*>(kf + r * D + c4 * 4);
+      const float4 b = *reinterpret_cast<const float4*>(vf + r * D + c4 * 4);
+      *reinterpret_cast<uint2*>(kb + at) = uint2{pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w)};
+      *reinterpret_cast<uint2*>(vb + at) = uint2{pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w)};
+    }
+  };
+  stage(first);  // in flight while q is read
+
+  // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
+  u32 qa[KS][4];
+  {
+    const float* q0 = q + ((u64)(tok0 + row0) * numHeads + h) * D + 2 * t;
+    const float* q1 = q + ((u64)(tok0 + row1) * numHeads + h) * D + 2 * t;
+    const float2 zero = float2{0.f, 0.f};
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      const float2 a = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k) : zero;
+      const float2 b = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k) : zero;
+      const float2 c = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k + 8) : zero;
+      const float2 d = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k + 8) : zero;
+      qa[k][0] = pack_bf16x2(a.x, a.y);
+      qa[k][1] = pack_bf16x2(b.x, b.y);
+      qa[k][2] = pack_bf16x2(c.x, c.y);
+      qa[k][3] = pack_bf16x2(d.x, d.y);
+    }
+  }
+
+  float o[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  // Running max (in log2 units) and this thread's share of the running sum, for rows row0 / row1.
+  float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+  const float scaleLog2 = scale * LOG2E;
+  // The row this lane addresses for ldmatrix (lanes 8i..8i+7: matrix i) and the chunk it reads
+  // before the swizzle; rows of a fragment are 8-aligned, so the swizzle is ^ mrow.
+  const int mat = lane >> 3, mrow = lane & 7;
+  const u32 kbLane = shared_addr(kb) + ((mat >> 1) * 8 + mrow) * D * 2, kChunk = mat & 1;
+  const u32 vbLane = shared_addr(vb) + ((mat & 1) * 8 + mrow) * D * 2, vChunk = mat >> 1;
+
+  for (int t0 = first; t0 <= last; t0 += PF_KV) {
+    cp_async_wait_all();  // this thread's copies of tile t0 have landed
+    __syncthreads();      // every warp is done with the previous bf16 tile
+    convert();
+    if (t0 + PF_KV <= last) stage(t0 + PF_KV);  // the staging slots are this thread's, just read
+    __syncthreads();      // the bf16 tile is complete
+    // Nothing in this tile is visible to any of this warp's rows: causally after them, or before
+    // the window of the earliest of them.
+    if (warpRows <= 0 || t0 > warpLastPos || (window > 0 && t0 + PF_KV - 1 <= warpFirstPos - window)) continue;
+
+    // S = Q · Kᵀ: 16 rows × 32 positions per warp, 4 column tiles.
+    float s[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+#pragma unroll
+      for (int np = 0; np < 2; np++) {
+        // matrices: (positions +0..7, dims +0..7), (+0..7, +8..15), (+8..15, +0..7), (+8..15, +8..15)
+        u32 b0, b1, b2, b3;
+        ldmatrix_x4(kbLane + np * 16 * D * 2 + (((2 * k + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        mma_bf16(s[2 * np], qa[k], b0, b1);
+        mma_bf16(s[2 * np + 1], qa[k], b2, b3);
+      }
+    }
+
+    // Mask (causal, window, past the tile's end; not needed when the whole tile is visible to
+    // every row of the warp), scale, and the new running max per row.
+    const bool whole = t0 + PF_KV - 1 <= min(warpFirstPos, last) && (window <= 0 || t0 > warpLastPos - window);
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int p = t0 + j * 8 + 2 * t + e;
+        const bool ok0 = whole || (p <= qpos0 && p <= last && (window <= 0 || p > qpos0 - window));
+        const bool ok1 = whole || (p <= qpos1 && p <= last && (window <= 0 || p > qpos1 - window));
+        s[j][e] = ok0 ? s[j][e] * scaleLog2 : NEG_INF;
+        s[j][2 + e] = ok1 ? s[j][2 + e] * scaleLog2 : NEG_INF;
+        mx0 = fmaxf(mx0, s[j][e]);
+        mx1 = fmaxf(mx1, s[j][2 + e]);
+      }
+    }
+    // A row's 32 scores are spread over the 4 lanes of its quad.
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    // A row that has seen nothing yet (padding rows, a window not reached) keeps max -inf: subtract
+    // 0 instead so exp2 gives 0, never NaN.
+    const float base0 = mx0 == NEG_INF ? 0.f : mx0, base1 = mx1 == NEG_INF ? 0.f : mx1;
+    const float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);  // 0 while m = -inf
+    m0 = mx0;
+    m1 = mx1;
+    l0 *= corr0;
+    l1 *= corr1;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      o[j][0] *= corr0;
+      o[j][1] *= corr0;
+      o[j][2] *= corr1;
+      o[j][3] *= corr1;
+    }
+    // P = exp2(S - max) as bf16 A fragments: column tiles 2k and 2k+1 make k-step k.
+    u32 pa[2][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const float p00 = exp2_approx(s[j][0] - base0), p01 = exp2_approx(s[j][1] - base0);
+      const float p10 = exp2_approx(s[j][2] - base1), p11 = exp2_approx(s[j][3] - base1);
+      l0 += p00 + p01;
+      l1 += p10 + p11;
+      pa[j >> 1][(j & 1) * 2] = pack_bf16x2(p00, p01);
+      pa[j >> 1][(j & 1) * 2 + 1] = pack_bf16x2(p10, p11);
+    }
+
+    // O += P · V: k = 16 positions per step, 16 output dims per ldmatrix.x4.trans.
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+#pragma unroll
+      for (int dp = 0; dp < D / 16; dp++) {
+        // matrices: (positions +0..7, dims +0..7), (+8..15, +0..7), (+0..7, +8..15), (+8..15, +8..15)
+        u32 b0, b1, b2, b3;
+        ldmatrix_x4_trans(vbLane + k * 16 * D * 2 + (((2 * dp + vChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        mma_bf16(o[2 * dp], pa[k], b0, b1);
+        mma_bf16(o[2 * dp + 1], pa[k], b2, b3);
+      }
+    }
+  }
+
+  // Each lane summed its own columns: the row's sum is the quad's total.
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  // A real row always sees its own position, so l > 0 there.
+  if (row0 < count) {
+    const float inv = 1.f / l0;
+    float* op = out + ((u64)(tok0 + row0) * numHeads + h) * D + 2 * t;
+#pragma unroll
+    for (int j = 0; j < NT; j++) *reinterpret_cast<float2*>(op + 8 * j) = float2{o[j][0] * inv, o[j][1] * inv};
+  }
+  if (row1 < count) {
+    const float inv = 1.f / l1;
+    float* op = out + ((u64)(tok0 + row1) * numHeads + h) * D + 2 * t;
+#pragma unroll
+    for (int j = 0; j < NT; j++) *reinterpret_cast<float2*>(op + 8 * j) = float2{o[j][2] * inv, o[j][3] * inv};
+  }
+}
+
+#define PREFILL_KERNEL(D, WARPS)                                                                                        \
+  extern "C" __global__ void __launch_bounds__(WARPS * 32, PF_MIN_BLOCKS(WARPS)) prefill_attention_d##D##_w##WARPS(     \
+      const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out, \
+      const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
+      int numHeads, int numKvHeads, float scale, int window) {                                                          \
+    prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
+                                scale, window);                                                                         \
+  }
+
+PREFILL_KERNEL(64, 4)
+PREFILL_KERNEL(64, 8)
+PREFILL_KERNEL(128, 4)
+PREFILL_KERNEL(128, 8)
