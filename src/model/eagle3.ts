@@ -6,7 +6,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AttentionBatch, Backend, KvCacheStorage, Tensor, Weight } from '../backend/backend.js';
+import { linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor, type Weight } from '../backend/backend.js';
 import { ModelLoadError } from '../errors.js';
 import { parseModelConfig, type RopeConfig } from './config.js';
 import type { SafetensorsCheckpoint, HostTensor } from './load/safetensors.js';
@@ -268,25 +268,22 @@ export class Eagle3Model {
     const e = be.embedding(this.embedTokens, batch.tokens);
     const a = be.rmsNorm(e, W.inputNorm, c.rmsNormEps);
     const b = be.rmsNorm(g, W.hiddenNorm, c.rmsNormEps);
-    // linear(concat(a, b), [W_e | W_g]) = linear(a, W_e) + linear(b, W_g)
-    const proj = (we: Weight, wg: Weight): Tensor => {
-      const y = be.linear(a, we);
-      be.addInPlace(y, be.linear(b, wg));
-      return y;
-    };
-    const q = proj(W.qEmbed, W.qHidden);
-    const k = proj(W.kEmbed, W.kHidden);
-    const v = proj(W.vEmbed, W.vHidden);
+    // linear(concat(a, b), [W_e | W_g]) = linear(a, W_e) + linear(b, W_g); each input's q, k and v
+    // in one launch where the backend fuses them.
+    const [q, k, v] = linearMany(be, a, [W.qEmbed, W.kEmbed, W.vEmbed]);
+    const [qg, kg, vg] = linearMany(be, b, [W.qHidden, W.kHidden, W.vHidden]);
+    be.addInPlace(q, qg);
+    be.addInPlace(k, kg);
+    be.addInPlace(v, vg);
     const n = batch.numTokens;
     const { cos, sin } = ropeCosSin(batch.positions, new Array(n).fill(this.invFreq), new Array(n).fill(this.attentionFactor));
-    be.rope(q, c.headDim, c.rope.rotaryDim, cos, sin);
-    be.rope(k, c.headDim, c.rope.rotaryDim, cos, sin);
-    be.writeKv(kv, 0, k, v, batch.slots);
+    // RoPE on q and k, then k and v into the cache: one launch where the backend fuses them.
+    ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, cos, sin, kv, 0, batch.slots);
     const attn = be.attention(q, kv, 0, batch, this.attentionScale, 0);
     const o = be.linear(attn, W.o);
     const residual = c.normBeforeResidual ? b : g;
     const m = be.addRmsNorm(o, residual, W.postAttentionNorm, c.rmsNormEps);
-    const down = be.linear(be.siluMul(be.linear(m, W.gate), be.linear(m, W.up)), W.down);
+    const down = be.linear(linearSiluMul(be, m, W.gate, W.up), W.down);
     be.addInPlace(residual, down);
     if (batch.logitRows.length === 0) return { hidden: residual, logits: new Float32Array(0) };
     const last = be.selectRows(residual, batch.logitRows);

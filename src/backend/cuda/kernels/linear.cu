@@ -2,6 +2,7 @@
 // Few rows (decode, ≤ GEMV_MAX_T tokens): W streamed once with 16-byte loads, each weight element
 // serving every token (split-K by default). Many rows (prefill): a shared-memory tiled kernel, float32 FMA.
 #include "common.cuh"
+#include "gemv-core.cuh"
 
 #define GEMV_MAX_T 8
 #define GEMV_WARPS 8
@@ -58,64 +59,27 @@ __device__ __forceinline__ void gemv_vec(const typename W::T* __restrict__ w, co
 
 // Split-K over a block: 8 warps share SK_ROWS rows, each warp taking one contiguous slice of K, so
 // every x value loaded serves SK_ROWS rows (x traffic per weight byte ÷ SK_ROWS) while a matrix of
-// N rows still gives N / SK_ROWS blocks. Partial sums meet in shared memory in a fixed order.
+// N rows still gives N / SK_ROWS blocks. Partial sums meet in shared memory in a fixed order. The
+// loop is gemv-core.cuh's, shared with the fused decode kernels (linear-fused.cu) so they match it
+// bitwise.
 #define SK_ROWS 4
-#define SK_WARPS 8
 template <class W>
 __device__ __forceinline__ void gemv_splitk(const typename W::T* __restrict__ w, const float* __restrict__ x,
                                             const float* __restrict__ bias, float* __restrict__ y, int T, int N, int K) {
   __shared__ float part[SK_WARPS][SK_ROWS * GEMV_MAX_T];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int row0 = blockIdx.x * SK_ROWS;
-  const int nvec = K / W::V;
-  const int per = (nvec + SK_WARPS - 1) / SK_WARPS;
-  const int v0 = warp * per, v1 = min(nvec, v0 + per);
   const typename W::T* wr[SK_ROWS];
 #pragma unroll
   for (int r = 0; r < SK_ROWS; r++) wr[r] = w + (u64)min(row0 + r, N - 1) * K;  // rows past N re-read the last
-  float acc[SK_ROWS][GEMV_MAX_T];
-#pragma unroll
-  for (int r = 0; r < SK_ROWS; r++)
-#pragma unroll
-    for (int t = 0; t < GEMV_MAX_T; t++) acc[r][t] = 0.f;
-  for (int v = v0 + lane; v < v1; v += 32) {
-    const int k = v * W::V;
-    float wf[SK_ROWS][W::V];
-#pragma unroll
-    for (int r = 0; r < SK_ROWS; r++) W::vec(wr[r] + k, wf[r]);
-#pragma unroll
-    for (int t = 0; t < GEMV_MAX_T; t++) {
-      if (t < T) {
-        const float4* xp = reinterpret_cast<const float4*>(x + (u64)t * K + k);
-#pragma unroll
-        for (int j = 0; j < W::V / 4; j++) {
-          const float4 xv = xp[j];
-#pragma unroll
-          for (int r = 0; r < SK_ROWS; r++)
-            acc[r][t] += wf[r][4 * j] * xv.x + wf[r][4 * j + 1] * xv.y + wf[r][4 * j + 2] * xv.z + wf[r][4 * j + 3] * xv.w;
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < SK_ROWS; r++)
-#pragma unroll
-    for (int t = 0; t < GEMV_MAX_T; t++) {
-      if (t < T) {
-        const float s = warp_sum(acc[r][t]);
-        if (lane == 0) part[warp][r * GEMV_MAX_T + t] = s;
-      }
-    }
+  SplitK<W, SK_ROWS, 1, GEMV_MAX_T, LOAD_CACHED> core;
+  core.begin(K);
+  core.run(wr, x, T, K);
+  core.to_shared(part, T);
   __syncthreads();
   const int i = threadIdx.x;
   if (i < SK_ROWS * GEMV_MAX_T) {
     const int r = i / GEMV_MAX_T, t = i % GEMV_MAX_T, row = row0 + r;
-    if (t < T && row < N) {
-      float s = 0.f;
-#pragma unroll
-      for (int q = 0; q < SK_WARPS; q++) s += part[q][i];
-      y[(u64)t * N + row] = s + (bias ? bias[row] : 0.f);
-    }
+    if (t < T && row < N) y[(u64)t * N + row] = sum_warps(part, i) + (bias ? bias[row] : 0.f);
   }
 }
 
