@@ -1,5 +1,5 @@
 // Element-wise and gather kernels over float32 activations: embedding rows, SiLU·mul, residual add,
-// row selection and rotate-half RoPE.
+// row selection (RoPE is in rope-kv.cu).
 #include "common.cuh"
 
 #define EMBEDDING(NAME, W)                                                                           \
@@ -32,8 +32,10 @@ extern "C" __global__ void select_rows(const float* __restrict__ x, const int* _
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
 }
 
-// In place on the first 2·half dims of every head of row blockIdx.x; cos/sin are [T, half].
-extern "C" __global__ void rope(float* __restrict__ x, const float* __restrict__ cosv,
+// The original RoPE kernel (one block per token, its threads looping over the heads), kept only so
+// bench/cuda-small-kernels.ts can show what rope-kv.cu's grid over (token, pair) gains; the backend
+// runs rope-kv.cu. In place on the first 2·half dims of every head of row blockIdx.x; cos/sin [T, half].
+extern "C" __global__ void rope_per_token(float* __restrict__ x, const float* __restrict__ cosv,
                                 const float* __restrict__ sinv, int cols, int headDim, int half) {
   const int r = blockIdx.x;
   const int heads = cols / headDim;

@@ -1,14 +1,146 @@
-// RMSNorm over rows (one block per row), the fused residual-add + RMSNorm of pre-norm blocks, and
-// (by calling rms_norm with rows of headDim, in place) the per-head q/k norm.
+// RMSNorm over rows, the fused residual-add + RMSNorm of pre-norm blocks, and (by calling rms_norm
+// with rows of headDim, in place) the per-head q/k norm.
+//
+// Decode normalises 1–8 rows of 4096–8192 floats: such a launch is all latency, so a row is read
+// once with 16-byte loads into registers (V float4s per thread, every load issued before any use),
+// reduced once (warp shuffles, one shared-memory step) and written from registers. The host picks
+// the threads and V from the row length alone, so a row's summation order never depends on how many
+// rows share the launch. Rows that fit a warp (head norms) take a warp each, 8 rows a block.
+// Rows whose length is not a multiple of 4, or longer than 1024 threads × 4 float4s, take the
+// scalar kernels at the end.
 #include "common.cuh"
 
+// 1 / sqrt(mean + eps), the expression every kernel here shares.
+__device__ __forceinline__ float rms_inv(float ss, int cols, float eps) { return 1.f / sqrtf(ss / (float)cols + eps); }
+
+__device__ __forceinline__ float4 norm4(float4 x, float inv, float4 w) {
+  return make_float4(__fmul_rn(x.x, inv) * w.x, __fmul_rn(x.y, inv) * w.y, __fmul_rn(x.z, inv) * w.z, __fmul_rn(x.w, inv) * w.w);
+}
+
+__device__ __forceinline__ float sq4(float4 v, float ss) {
+  ss = fmaf(v.x, v.x, ss);
+  ss = fmaf(v.y, v.y, ss);
+  ss = fmaf(v.z, v.z, ss);
+  return fmaf(v.w, v.w, ss);
+}
+
+// A block per row; thread t holds float4s t, t + blockDim.x, … (V of them, those below n4 = cols/4).
+// src and dst may alias (head norm in place): every value is read before the reduction's barrier.
+template <int V>
+__device__ __forceinline__ void rms_norm_block(const float* x, const float* __restrict__ w, float* out, int cols, float eps) {
+  const int n4 = cols >> 2;
+  const float4* src = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * cols);
+  float4* dst = reinterpret_cast<float4*>(out + (u64)blockIdx.x * cols);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4 v[V], g[V];
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    v[j] = i < n4 ? src[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    g[j] = i < n4 ? w4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
+  const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) dst[i] = norm4(v[j], inv, g[j]);
+  }
+}
+
+// residual += x, then out = rmsNorm(residual): one read of x and residual, one write of each output.
+template <int V>
+__device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w,
+                                                   float* __restrict__ out, int cols, float eps) {
+  const int n4 = cols >> 2;
+  const u64 row = (u64)blockIdx.x * cols;
+  const float4* a4 = reinterpret_cast<const float4*>(x + row);
+  float4* r4 = reinterpret_cast<float4*>(residual + row);
+  float4* dst = reinterpret_cast<float4*>(out + row);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4 v[V], g[V];
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) {
+      const float4 a = a4[i], r = r4[i];
+      v[j] = make_float4(r.x + a.x, r.y + a.y, r.z + a.z, r.w + a.w);
+      g[j] = w4[i];
+    } else {
+      v[j] = g[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) r4[i] = v[j];
+    ss = sq4(v[j], ss);
+  }
+  const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) dst[i] = norm4(v[j], inv, g[j]);
+  }
+}
+
+// A warp per row (rows of at most 32·V float4s), NORM_WARP_ROWS rows a block.
+#define NORM_WARP_ROWS 8
+template <int V>
+__device__ __forceinline__ void rms_norm_warp(const float* x, const float* __restrict__ w, float* out, int rows, int cols, float eps) {
+  const int r = blockIdx.x * NORM_WARP_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (r >= rows) return;  // a whole warp leaves: warp_sum below only involves full warps
+  const int n4 = cols >> 2;
+  const float4* src = reinterpret_cast<const float4*>(x + (u64)r * cols);
+  float4* dst = reinterpret_cast<float4*>(out + (u64)r * cols);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4 v[V], g[V];
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = lane + 32 * j;
+    v[j] = i < n4 ? src[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    g[j] = i < n4 ? w4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
+  const float inv = rms_inv(warp_sum(ss), cols, eps);
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = lane + 32 * j;
+    if (i < n4) dst[i] = norm4(v[j], inv, g[j]);
+  }
+}
+
+#define NORM_KERNELS(V)                                                                                              \
+  extern "C" __global__ void __launch_bounds__(1024) rms_norm_b##V(const float* x, const float* __restrict__ w,      \
+                                                                   float* out, int cols, float eps) {               \
+    rms_norm_block<V>(x, w, out, cols, eps);                                                                         \
+  }                                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_b##V(                                              \
+      const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
+      int cols, float eps) {                                                                                         \
+    add_rms_norm_block<V>(x, residual, w, out, cols, eps);                                                           \
+  }                                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(NORM_WARP_ROWS * 32) rms_norm_w##V(                                   \
+      const float* x, const float* __restrict__ w, float* out, int rows, int cols, float eps) {                      \
+    rms_norm_warp<V>(x, w, out, rows, cols, eps);                                                                    \
+  }
+NORM_KERNELS(1)
+NORM_KERNELS(2)
+NORM_KERNELS(3)
+NORM_KERNELS(4)
+
+// Scalar kernels (one block per row) for rows the vector kernels do not take.
 extern "C" __global__ void rms_norm(const float* x, const float* __restrict__ w, float* out, int cols, float eps) {
   const float* src = x + (u64)blockIdx.x * cols;
   float* dst = out + (u64)blockIdx.x * cols;
   float ss = 0.f;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += src[i] * src[i];
-  ss = block_sum(ss);
-  const float inv = 1.f / sqrtf(ss / (float)cols + eps);
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) ss = fmaf(src[i], src[i], ss);
+  const float inv = rms_inv(block_sum(ss), cols, eps);
   // src and dst may alias: each thread rewrites exactly the elements it read.
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __fmul_rn(src[i], inv) * w[i];
 }
@@ -22,9 +154,8 @@ extern "C" __global__ void add_rms_norm(const float* __restrict__ x, float* __re
   for (int i = threadIdx.x; i < cols; i += blockDim.x) {
     const float v = r[i] + a[i];
     r[i] = v;
-    ss += v * v;
+    ss = fmaf(v, v, ss);
   }
-  ss = block_sum(ss);
-  const float inv = 1.f / sqrtf(ss / (float)cols + eps);
+  const float inv = rms_inv(block_sum(ss), cols, eps);
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __fmul_rn(r[i], inv) * w[i];
 }

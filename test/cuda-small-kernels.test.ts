@@ -1,0 +1,358 @@
+// The decode step's small kernels on CUDA: the vector RMSNorm kernels (a warp or a block per row,
+// 16-byte loads) and the fused RoPE + KV write. Norms against the CPU (≤ 1e-6 relative) and
+// independent of how many rows share a launch (bitwise); ropeWriteKv bitwise equal to rope, rope,
+// writeKv on CUDA (q, k and both caches) and within 1e-6 of the CPU, on fresh random inputs with free
+// memory poisoned; the default model's logits the same with and without the fused op. Without a GPU
+// the CUDA suites skip with the reason; the CPU suite checks the fallback helper and the forward.
+
+import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { ropeWriteKv, type Backend, type KvCacheStorage, type Tensor } from '../src/backend/backend.js';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { Rng } from '../src/engine/rng.js';
+import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
+import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+
+let gpu: CudaBackend | undefined;
+let skipReason: string | false = false;
+try {
+  const cuda = await import('../src/backend/cuda/cuda-backend.js');
+  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
+  if ('backend' in opened) gpu = opened.backend;
+  else skipReason = `no CUDA device: ${opened.reason}`;
+} catch (err) {
+  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
+}
+
+const cpu = new CpuBackend();
+// Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
+const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const rng = new Rng(SEED);
+const uniform = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
+const randInt = (n: number) => Math.floor(rng.next() * n);
+
+/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
+function relErr(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+function assertClose(got: Float32Array, want: Float32Array, bound: number, what: string): void {
+  const e = relErr(got, want);
+  assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${SEED})`);
+}
+
+/** The same bits everywhere; names the first difference. */
+function assertBitwise(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: ${got.length} values, expected ${want.length}`);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  const i = a.findIndex((v, j) => v !== b[j]);
+  assert.ok(i < 0, `${what}: value ${i} is ${got[i]}, expected ${want[i]} (seed ${SEED})`);
+}
+
+/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
+function launchesOf(be: CudaBackend, fn: () => void): string[] {
+  const names: string[] = [];
+  const driver = be.driver;
+  const launch = driver.launch;
+  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
+    names.push(args[1]);
+    return launch.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    driver.launch = launch;
+  }
+  return names;
+}
+
+/** A float32 vector weight of random values on both backends. */
+function vectorPair(n: number): { c: ReturnType<CpuBackend['loadDense']>; g: ReturnType<CudaBackend['loadDense']> } {
+  const t = { dtype: 'F32', shape: [n], bytes: new Uint8Array(uniform(n, 0.5, 1.5).buffer) };
+  return { c: cpu.loadDense('w', t), g: gpu!.loadDense('w', t) };
+}
+
+/** One layer's K and V store of a cache, read back (CUDA: device copy; CPU: its arrays). */
+function cacheLayer(be: Backend, cache: KvCacheStorage, layer: number): { k: Float32Array; v: Float32Array } {
+  const s = cache.spec;
+  const floats = s.numBlocks * s.blockSize * s.numKvHeads * s.headDim;
+  if (be instanceof CpuBackend) {
+    const c = cache as unknown as { k: Float32Array[]; v: Float32Array[] };
+    return { k: c.k[layer].slice(), v: c.v[layer].slice() };
+  }
+  // The CUDA cache keeps all layers in one allocation each: [layer][slot][kvHeads·headDim].
+  const c = cache as unknown as { k: number; v: number };
+  const k = new Float32Array(floats);
+  const v = new Float32Array(floats);
+  gpu!.driver.download(k, c.k + layer * floats * 4);
+  gpu!.driver.download(v, c.v + layer * floats * 4);
+  return { k, v };
+}
+
+describe('the vector norm kernels are chosen from the row length alone (runs everywhere)', () => {
+  it('picks warp, block or scalar kernels by cols and alignment', () => {
+    assert.deepEqual(normKernel(128, true, [0, 256]), { kind: 'warp', vec: 1 });
+    assert.deepEqual(normKernel(256, true, [0]), { kind: 'warp', vec: 2 });
+    assert.deepEqual(normKernel(512, true, [0]), { kind: 'warp', vec: 4 });
+    assert.deepEqual(normKernel(128, false, [0]), { kind: 'block', vec: 1, threads: 32 });
+    assert.deepEqual(normKernel(4096, true, [0]), { kind: 'block', vec: 1, threads: 1024 });
+    assert.deepEqual(normKernel(8192, true, [0]), { kind: 'block', vec: 2, threads: 1024 });
+    assert.deepEqual(normKernel(5120, false, [0]), { kind: 'block', vec: 2, threads: 640 });
+    assert.deepEqual(normKernel(16384, false, [0]), { kind: 'block', vec: 4, threads: 1024 });
+    assert.deepEqual(normKernel(16388, false, [0]), { kind: 'scalar' });
+    assert.deepEqual(normKernel(4098, true, [0]), { kind: 'scalar' });
+    assert.deepEqual(normKernel(4096, true, [0, 8]), { kind: 'scalar' });
+  });
+});
+
+describe('CUDA norms: vector kernels against the CPU (≤ 1e-6) and independent of the row count', { skip: skipReason }, () => {
+  const g = () => gpu!;
+  const fresh = async () => {
+    await nextTurn();
+    g().poisonFreeMemory();
+  };
+
+  it('rmsNorm and addRmsNorm at 1, 3, 8 and 2048 rows of 4096 and 8192 (and odd lengths), each row as it is alone', async () => {
+    // 4096/8192: Llama hidden sizes (block kernels, 1 and 2 float4s a thread); 5120: 640 threads;
+    // 100 and 300: small blocks; 4098: scalar; 20000: over the vector limit, scalar.
+    for (const cols of [4096, 8192, 5120, 100, 300, 4098, 20000]) {
+      const w = vectorPair(cols);
+      for (const T of [1, 3, 8, 2048]) {
+        if (T * cols > 2048 * 8192) continue; // keeps the CPU reference quick
+        await fresh();
+        const x = uniform(T * cols, -2, 2);
+        const res = uniform(T * cols, -2, 2);
+        const what = `${T} × ${cols}`;
+        const ng = g().toHost(g().rmsNorm(g().fromHost(x, [T, cols]), w.g, 1e-5));
+        assertClose(ng, cpu.toHost(cpu.rmsNorm(cpu.fromHost(x.slice(), [T, cols]), w.c, 1e-5)), 1e-6, `rmsNorm ${what}`);
+        const rg = g().fromHost(res, [T, cols]);
+        const rc = cpu.fromHost(res.slice(), [T, cols]);
+        const ag = g().toHost(g().addRmsNorm(g().fromHost(x, [T, cols]), rg, w.g, 1e-5));
+        assertClose(ag, cpu.toHost(cpu.addRmsNorm(cpu.fromHost(x.slice(), [T, cols]), rc, w.c, 1e-5)), 1e-6, `addRmsNorm ${what}`);
+        assertBitwise(g().toHost(rg), cpu.toHost(rc), `addRmsNorm residual ${what}`);
+        // The last row alone gives the same bits as inside the batch.
+        const last = (a: Float32Array) => a.slice((T - 1) * cols);
+        const one = g().toHost(g().rmsNorm(g().fromHost(last(x), [1, cols]), w.g, 1e-5));
+        assertBitwise(one, last(ng), `rmsNorm ${what}: the last row alone`);
+        const oneAdd = g().toHost(g().addRmsNorm(g().fromHost(last(x), [1, cols]), g().fromHost(last(res), [1, cols]), w.g, 1e-5));
+        assertBitwise(oneAdd, last(ag), `addRmsNorm ${what}: the last row alone`);
+      }
+    }
+  });
+
+  it('headRmsNorm (a warp per head) at head dims 64, 128, 256, 512 and 96, in place', async () => {
+    for (const headDim of [64, 128, 256, 512, 96, 1024]) {
+      await fresh();
+      const w = vectorPair(headDim);
+      const T = 3;
+      const heads = 13; // not a multiple of the 8 rows a block
+      const x = uniform(T * heads * headDim, -2, 2);
+      const xg = g().fromHost(x, [T, heads * headDim]);
+      const xc = cpu.fromHost(x.slice(), [T, heads * headDim]);
+      g().headRmsNorm(xg, w.g, headDim, 1e-6);
+      cpu.headRmsNorm(xc, w.c, headDim, 1e-6);
+      assertClose(g().toHost(xg), cpu.toHost(xc), 1e-6, `headRmsNorm headDim ${headDim}`);
+    }
+  });
+
+  it('launches the kernel normKernel names', async () => {
+    await fresh();
+    const w4 = vectorPair(4096);
+    const w128 = vectorPair(128);
+    const x = g().fromHost(uniform(4096, -2, 2), [1, 4096]);
+    assert.deepEqual(launchesOf(g(), () => g().rmsNorm(x, w4.g, 1e-5)), ['rms_norm_b1']);
+    assert.deepEqual(launchesOf(g(), () => g().addRmsNorm(x, g().fromHost(uniform(4096), [1, 4096]), w4.g, 1e-5)), ['add_rms_norm_b1']);
+    assert.deepEqual(launchesOf(g(), () => g().headRmsNorm(x, w128.g, 128, 1e-5)), ['rms_norm_w1']);
+  });
+});
+
+/** Random q, k, v for T tokens on both backends. */
+function qkvPair(T: number, heads: number, kvHeads: number, headDim: number) {
+  const qh = uniform(T * heads * headDim, -2, 2);
+  const kh = uniform(T * kvHeads * headDim, -2, 2);
+  const vh = uniform(T * kvHeads * headDim, -2, 2);
+  const on = (be: Backend) => ({
+    q: be.fromHost(qh.slice(), [T, heads * headDim]),
+    k: be.fromHost(kh.slice(), [T, kvHeads * headDim]),
+    v: be.fromHost(vh.slice(), [T, kvHeads * headDim]),
+  });
+  return on;
+}
+
+/** Distinct random slots among numSlots. */
+function randomSlots(T: number, numSlots: number): Int32Array {
+  const all = Array.from({ length: numSlots }, (_, i) => i);
+  for (let i = all.length - 1; i > 0; i--) {
+    const j = randInt(i + 1);
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return Int32Array.from(all.slice(0, T));
+}
+
+describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (≤ 1e-6)', { skip: skipReason }, () => {
+  const g = () => gpu!;
+  const fresh = async () => {
+    await nextTurn();
+    g().poisonFreeMemory();
+  };
+
+  // [heads, kvHeads, headDim, rotaryDim]: Llama-8B, GQA 8:2 with partial rotary, tachyon-tiny-like, MHA odd.
+  const SHAPES: Array<[number, number, number, number]> = [[32, 8, 128, 128], [8, 2, 64, 32], [4, 2, 32, 32], [3, 3, 96, 64]];
+  for (const [heads, kvHeads, headDim, rotaryDim] of SHAPES) {
+    it(`${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, rotary ${rotaryDim}: 1, 3, 8, 17 tokens`, async () => {
+      const spec = { numLayers: 2, numBlocks: 8, blockSize: 4, numKvHeads: kvHeads, headDim };
+      for (const T of [1, 3, 8, 17]) {
+        await fresh();
+        const make = qkvPair(T, heads, kvHeads, headDim);
+        const ang = uniform((T * rotaryDim) / 2, -50, 50);
+        const cos = ang.map(Math.cos);
+        const sin = ang.map(Math.sin);
+        const slots = randomSlots(T, spec.numBlocks * spec.blockSize);
+        const layer = 1;
+        const what = `${T} tokens`;
+
+        /** ropeWriteKv on `be` (CUDA: fused or as the separate ops); q, k, the written layer and the other one. */
+        const run = (be: Backend, fused: boolean) => {
+          const cache = be.allocKvCache(spec);
+          const t = make(be);
+          const call = () => ropeWriteKv(be, t.q, t.k, t.v, headDim, rotaryDim, cos, sin, cache, layer, slots);
+          let names: string[] = [];
+          if (be === gpu) {
+            g().fusedRopeKv = fused;
+            try {
+              names = launchesOf(g(), call);
+            } finally {
+              g().fusedRopeKv = true;
+            }
+          } else call();
+          const written = cacheLayer(be, cache, layer);
+          return { q: be.toHost(t.q), k: be.toHost(t.k), kc: written.k, vc: written.v, other: cacheLayer(be, cache, 0), names };
+        };
+        const fused = run(g(), true);
+        const separate = run(g(), false);
+        assert.deepEqual(fused.names, ['rope_write_kv']);
+        assert.deepEqual(separate.names, ['rope', 'rope', 'write_kv']);
+        for (const key of ['q', 'k', 'kc', 'vc'] as const) assertBitwise(fused[key], separate[key], `${what}: ${key}`);
+        // The other layer untouched (zero, as allocated).
+        assert.ok(fused.other.k.every((x) => x === 0) && fused.other.v.every((x) => x === 0), `${what}: layer 0 was written`);
+        const want = run(cpu, true);
+        for (const key of ['q', 'k', 'kc', 'vc'] as const) assertClose(fused[key], want[key], 1e-6, `${what}: ${key} vs CPU`);
+      }
+    });
+  }
+
+  it('checks shapes, slots and the layer before launching', async () => {
+    await fresh();
+    const spec = { numLayers: 2, numBlocks: 4, blockSize: 4, numKvHeads: 2, headDim: 32 };
+    const cache = g().allocKvCache(spec);
+    const t = qkvPair(2, 4, 2, 32)(g());
+    const cs = uniform(32);
+    const call = (over: { headDim?: number; rotary?: number; layer?: number; slots?: Int32Array; v?: Tensor }) =>
+      g().ropeWriteKv(t.q, t.k, over.v ?? t.v, over.headDim ?? 32, over.rotary ?? 32, cs, cs, cache, over.layer ?? 0, over.slots ?? Int32Array.from([0, 5]));
+    assert.throws(() => call({ slots: Int32Array.from([0, 16]) }), /ropeWriteKv: slot 16 \(token 1\) is outside the KV cache's 16 slots/);
+    assert.throws(() => call({ slots: Int32Array.from([-1, 2]) }), /slot -1 \(token 0\)/);
+    assert.throws(() => call({ layer: 2 }), /ropeWriteKv: layer 2 of a 2-layer KV cache/);
+    assert.throws(() => call({ headDim: 64 }), /ropeWriteKv: head dim 64, the KV cache's is 32/);
+    assert.throws(() => call({ rotary: 31 }), /rotary dim 31 must be even/);
+    assert.throws(() => call({ v: g().fromHost(uniform(64), [1, 64]) }), /ropeWriteKv: k\/v must be \[2, 64\]/);
+    assert.throws(() => g().ropeWriteKv(t.q, t.k, t.v, 32, 32, cs.subarray(0, 10), cs, cache, 0, Int32Array.from([0, 1])), /cos\/sin hold 10\/32 values, need 32/);
+    assert.throws(() => g().writeKv(cache, 0, t.k, t.v, Int32Array.from([0, 99])), /writeKv: slot 99/);
+  });
+});
+
+/** A few steps: a 12-token prompt (prefill), a 5-token chunk with a second sequence, single-token decodes. */
+function runSteps(runner: ModelRunner, vocab: number, prompt: number[]): Float32Array[] {
+  const steps: Chunk[][] = [
+    [{ seq: 0, start: 0, tokens: prompt }],
+    [{ seq: 0, start: 12, tokens: prompt.slice(0, 5) }, { seq: 1, start: 0, tokens: prompt.slice(3, 6) }],
+    [{ seq: 0, start: 17, tokens: [prompt[7]] }, { seq: 1, start: 3, tokens: [prompt[8]] }],
+    [{ seq: 0, start: 18, tokens: [(prompt[9] + 1) % vocab] }],
+  ];
+  return steps.flatMap((chunks) => runner.step(chunks));
+}
+
+describe('the model forward with and without the fused RoPE + KV write on CUDA', { skip: skipReason }, () => {
+  it(`${DEFAULT_MODEL_NAME}: one rope_write_kv a layer, and the same logits bitwise as rope, rope, write_kv`, async () => {
+    const be = gpu!;
+    const model = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), be);
+    const vocab = model.config.vocabSize;
+    const prompt = Array.from({ length: 12 }, () => randInt(vocab));
+    const launches = launchesOf(be, () => {
+      new ModelRunner(model, 16, 4).step([{ seq: 0, start: 0, tokens: [1] }]);
+    });
+    assert.equal(launches.filter((n) => n === 'rope_write_kv').length, model.config.numLayers);
+    assert.ok(!launches.includes('rope') && !launches.includes('write_kv'), launches.join(', '));
+    const run = async (fused: boolean) => {
+      await nextTurn();
+      be.poisonFreeMemory();
+      be.fusedRopeKv = fused;
+      try {
+        return runSteps(new ModelRunner(model, 16, 4), vocab, prompt);
+      } finally {
+        be.fusedRopeKv = true;
+      }
+    };
+    const withFused = await run(true);
+    const without = await run(false);
+    withFused.forEach((l, i) => assertBitwise(l, without[i], `logits of chunk ${i}`));
+  });
+});
+
+describe('ropeWriteKv falls back to rope, rope, writeKv, and the forward uses it (CPU)', () => {
+  /** The CPU reference plus ropeWriteKv, done as the separate ops and counted. */
+  class CountingCpu extends CpuBackend {
+    calls = 0;
+    ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
+      this.calls++;
+      this.rope(q, headDim, rotaryDim, cos, sin);
+      this.rope(k, headDim, rotaryDim, cos, sin);
+      this.writeKv(cache, layer, k, v, slots);
+    }
+  }
+
+  it('the helper on a backend without the op equals the separate ops exactly', () => {
+    const be = new CpuBackend();
+    assert.equal((be as Backend).ropeWriteKv, undefined);
+    const spec = { numLayers: 1, numBlocks: 4, blockSize: 4, numKvHeads: 2, headDim: 16 };
+    const make = qkvPair(3, 4, 2, 16);
+    const ang = uniform(3 * 6, -20, 20);
+    const cos = ang.map(Math.cos);
+    const sin = ang.map(Math.sin);
+    const slots = Int32Array.from([5, 0, 11]);
+    const a = make(be);
+    const ca = be.allocKvCache(spec);
+    ropeWriteKv(be, a.q, a.k, a.v, 16, 12, cos, sin, ca, 0, slots);
+    const b = make(be);
+    const cb = be.allocKvCache(spec);
+    be.rope(b.q, 16, 12, cos, sin);
+    be.rope(b.k, 16, 12, cos, sin);
+    be.writeKv(cb, 0, b.k, b.v, slots);
+    assert.deepEqual(be.toHost(a.q), be.toHost(b.q));
+    assert.deepEqual(be.toHost(a.k), be.toHost(b.k));
+    assert.deepEqual(cacheLayer(cpu, ca, 0), cacheLayer(cpu, cb, 0));
+  });
+
+  it(`${DEFAULT_MODEL_NAME}: the same logits with the op (called once a layer) as without`, () => {
+    const dir = embeddedModelDir(DEFAULT_MODEL_NAME);
+    const counting = new CountingCpu();
+    const withOp = loadLlama(dir, counting);
+    const plain = loadLlama(dir, new CpuBackend());
+    const vocab = plain.config.vocabSize;
+    const prompt = Array.from({ length: 12 }, () => randInt(vocab));
+    const a = runSteps(new ModelRunner(withOp, 16, 4), vocab, prompt);
+    const b = runSteps(new ModelRunner(plain, 16, 4), vocab, prompt);
+    assert.equal(counting.calls, 4 * plain.config.numLayers);
+    a.forEach((l, i) => assert.deepEqual(l, b[i], `logits of chunk ${i}`));
+  });
+});
