@@ -1,34 +1,51 @@
 // The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
 // generate() and chat() stream chunks as async iterators.
 
+import type { Backend } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
+import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
+import { checkGpuMemoryUtilization, DEFAULT_GPU_MEMORY_UTILIZATION, fitBatchedTokens, kvCacheBudget, kvCacheLine, stepActivationBytes, type ActivationShape, type StepWeightFormats } from './engine/kv-budget.js';
 import { Engine, type FinishReason, type RequestMetrics, type RequestOutput } from './engine/engine.js';
 import type { Logprobs } from './engine/sampler.js';
 import { DEFAULT_SAMPLING, resolveSamplingParams, type SamplingParams } from './engine/sampling-params.js';
 import { InvalidRequestError, TachyonError } from './errors.js';
 import { renderChatTemplate, type ChatMessage } from './model/chat-template.js';
-import { resolveModelDir } from './model/default-model.js';
-import { loadModel, type LoadedModel } from './model/load-model.js';
-import type { LoadWeightsOptions } from './model/weights.js';
+import type { LlamaModel } from './model/llama.js';
+import { loadModel, parseLoadFormat, resolveModelSource, type LoadedModel, type LoadModelOptions, type ModelSource } from './model/load-model.js';
 import { parseQuantizationMethod } from './quant/online.js';
-import { parseSpeculativeConfig } from './engine/spec/config.js';
+import { parseSpeculativeConfig, type SpeculativeConfig } from './engine/spec/config.js';
+import { DraftModelProposer, loadDraftModel } from './engine/spec/draft-model.js';
+import { Eagle3Proposer, loadEagle3Head } from './engine/spec/eagle3.js';
 import { loadProposer } from './engine/spec/load-proposer.js';
+import type { Proposer } from './engine/spec/proposer.js';
 
 export interface LoadOptions {
-  /** A Hugging Face model directory; the embedded default model when omitted. */
+  /**
+   * A Hugging Face model directory; the embedded default model when omitted. With loadFormat 'dummy'
+   * also a shape preset's name (llama-3.1-8b, qwen3-8b, …: src/plan/presets.ts).
+   */
   model?: string;
+  /** 'auto' (default): read the checkpoint; 'dummy': random weights at its (or the preset's) shapes. */
+  loadFormat?: 'auto' | 'dummy';
   /** 'auto' (default): CUDA when libcuda, NVRTC and a GPU are present, else the CPU (with a warning saying why);
    *  'cuda': fail clearly when CUDA is unavailable; 'cpu': the reference backend. */
   device?: 'auto' | 'cpu' | 'cuda';
   /** Longest prompt + output; defaults to the model's max_position_embeddings. */
   maxModelLen?: number;
   maxNumSeqs?: number;
+  /** Most tokens in one step (default 2048; on CUDA, when not given, lowered until a step's activations fit). */
   maxNumBatchedTokens?: number;
   /** KV cache capacity in tokens. */
   kvCacheTokens?: number;
-  /** KV cache capacity in bytes (float32 K and V on the CPU); used when kvCacheTokens is not given. */
+  /** KV cache capacity in bytes (float32 K and V); used when kvCacheTokens is not given. */
   kvCacheMemoryBytes?: number;
+  /**
+   * CUDA: the fraction of the GPU's total memory this engine may use for weights, activations and the
+   * KV cache (vLLM's gpu_memory_utilization, default 0.9); the KV cache gets what the rest leaves.
+   * Explicit sizes (kvCacheTokens, kvCacheMemoryBytes) win. Ignored on the CPU.
+   */
+  gpuMemoryUtilization?: number;
   /** Share KV blocks of common prefixes between requests (default true). */
   enablePrefixCaching?: boolean;
   /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
@@ -103,34 +120,45 @@ export class LLM {
   ) {}
 
   static async load(options: LoadOptions = {}): Promise<LLM> {
-    const dir = resolveModelDir(options.model);
+    const loadFormat = parseLoadFormat(options.loadFormat);
+    const source = resolveModelSource(options.model, loadFormat);
     // Parse the speculative config before the (slow) weight load, so a typo fails at once.
     const specConfig = options.speculativeConfig === undefined ? undefined : parseSpeculativeConfig(options.speculativeConfig);
-    const { loaded, deviceNote } = await loadOnDevice(options.device ?? 'auto', dir, { quantization: parseQuantizationMethod(options.quantization), onProgress: options.onProgress });
+    if (options.gpuMemoryUtilization !== undefined) checkGpuMemoryUtilization(options.gpuMemoryUtilization);
+    const { loaded, deviceNote } = await loadOnDevice(options.device ?? 'auto', source, {
+      quantization: parseQuantizationMethod(options.quantization),
+      onProgress: options.onProgress,
+      loadFormat,
+    });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
-    const kvCacheTokens = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config) ?? Math.max(maxModelLen, 8192);
-    const speculative = specConfig && {
-      proposer: loadProposer(specConfig, { model: loaded.model, dir }, { kvCacheTokens, blockSize: DEFAULT_BLOCK_SIZE }),
-      numSpeculativeTokens: specConfig.numSpeculativeTokens,
-    };
+    const maxNumSeqs = options.maxNumSeqs ?? 64;
+    // The proposer's model is loaded before the cache is sized: on a GPU its weights take memory too.
+    const proposer = specConfig && prepareProposer(specConfig, loaded);
+    const sizing = sizeKvCache(loaded, options, { maxModelLen, maxNumSeqs, proposer, numSpeculativeTokens: specConfig?.numSpeculativeTokens ?? 0 });
+    const speculative = specConfig && { proposer: proposer!.build(sizing.kvCacheTokens), numSpeculativeTokens: specConfig.numSpeculativeTokens };
     const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {
       maxModelLen,
-      maxNumSeqs: options.maxNumSeqs ?? 64,
-      maxNumBatchedTokens: options.maxNumBatchedTokens ?? 2048,
-      kvCacheTokens,
+      maxNumSeqs,
+      maxNumBatchedTokens: sizing.maxNumBatchedTokens,
+      kvCacheTokens: sizing.kvCacheTokens,
       blockSize: DEFAULT_BLOCK_SIZE,
       enablePrefixCaching: options.enablePrefixCaching,
       speculative,
     });
     const llm = new LLM(loaded, engine);
+    llm.warnings.push(...loaded.warnings);
     if (deviceNote) llm.warnings.push(deviceNote);
     if (specConfig?.warning) llm.warnings.push(specConfig.warning);
+    llm.warnings.push(...sizing.warnings);
+    llm.notes.push(...sizing.notes);
     return llm;
   }
 
   /** Things the user must be told (e.g. a lossy benchmarking mode is on); the CLI prints them. */
   readonly warnings: string[] = [];
+  /** What the load decided that is worth a line (the KV cache's size on a GPU); the CLI prints them. */
+  readonly notes: string[] = [];
 
   /** vLLM's speculative-decoding counters, or undefined when speculation is off. */
   specDecodeStats() {
@@ -251,8 +279,8 @@ export class LLM {
  * a GPU, NVRTC) and supports the weights, else the CPU with a note saying why; 'cuda' fails instead.
  * The CUDA module is imported only here, so a machine without it never loads its bindings.
  */
-async function loadOnDevice(device: string, dir: string, opts: LoadWeightsOptions): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
-  if (device === 'cpu') return { loaded: loadModel(dir, new CpuBackend(), opts) };
+async function loadOnDevice(device: string, source: ModelSource, opts: LoadModelOptions): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
+  if (device === 'cpu') return { loaded: loadModel(source, new CpuBackend(), opts) };
   if (device !== 'auto' && device !== 'cuda') throw new InvalidRequestError(`device '${device}' is not supported; supported: auto, cpu, cuda`);
   let cuda: typeof import('./backend/cuda/cuda-backend.js') | undefined;
   let reason: string;
@@ -261,10 +289,10 @@ async function loadOnDevice(device: string, dir: string, opts: LoadWeightsOption
     const opened = cuda.openCudaBackend();
     if ('backend' in opened) {
       try {
-        return { loaded: loadModel(dir, opened.backend, opts) };
+        return { loaded: loadModel(source, opened.backend, opts) };
       } catch (err) {
         if (device === 'auto' && err instanceof cuda.CudaUnsupportedError) {
-          return { loaded: loadModel(dir, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU: ${err.message}` };
+          return { loaded: loadModel(source, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU: ${err.message}` };
         }
         throw err;
       }
@@ -275,7 +303,7 @@ async function loadOnDevice(device: string, dir: string, opts: LoadWeightsOption
     reason = `the CUDA bindings could not be loaded: ${(err as Error).message.split('\n')[0]}`;
   }
   if (device === 'cuda') throw new InvalidRequestError(`device cuda: CUDA is not available: ${reason}`);
-  return { loaded: loadModel(dir, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
+  return { loaded: loadModel(source, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
 }
 
 /** KV cache tokens that fit in `bytes` of float32 K and V; undefined when no budget is given. */
@@ -285,6 +313,106 @@ function kvCacheTokensFor(bytes: number | undefined, c: { numLayers: number; num
   const tokens = kvTokensForMemory(bytes, perToken, DEFAULT_BLOCK_SIZE);
   if (tokens < DEFAULT_BLOCK_SIZE) throw new InvalidRequestError(`kv_cache_memory ${bytes} bytes holds no KV block: one block of ${DEFAULT_BLOCK_SIZE} tokens takes ${perToken * DEFAULT_BLOCK_SIZE} bytes`);
   return tokens;
+}
+
+/** A speculative proposer whose model (if any) is loaded, waiting for its KV cache size. */
+interface PreparedProposer {
+  /** KV bytes per token of its own cache, which gets the target's token count. */
+  kvBytesPerToken: number;
+  /** A draft model's shapes and formats: its forward passes share the target's steps (and their memory). */
+  activationShape?: ActivationShape;
+  formats?: StepWeightFormats;
+  build(kvCacheTokens: number): Proposer;
+}
+
+function prepareProposer(config: SpeculativeConfig, loaded: LoadedModel): PreparedProposer {
+  const opts = (kvCacheTokens: number) => ({ kvCacheTokens, blockSize: DEFAULT_BLOCK_SIZE });
+  if (config.method === 'draft_model') {
+    const draft = loadDraftModel(config.model!, loaded.model, loaded.tokenizerDir);
+    return { kvBytesPerToken: kvBytesPerToken(draft.config), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
+  }
+  if (config.method === 'eagle3') {
+    const head = loadEagle3Head(config.model!, loaded.model);
+    const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim });
+    return { kvBytesPerToken: perToken, build: (t) => new Eagle3Proposer(head, loaded.config.numLayers, opts(t)) };
+  }
+  // n-gram and synthetic proposers hold no model and no cache.
+  return { kvBytesPerToken: 0, build: (t) => loadProposer(config, { model: loaded.model, dir: loaded.tokenizerDir }, opts(t)) };
+}
+
+interface KvSizing {
+  kvCacheTokens: number;
+  maxNumBatchedTokens: number;
+  notes: string[];
+  warnings: string[];
+}
+
+/**
+ * The KV cache's size and the step budget. Explicit sizes win; on CUDA the cache otherwise gets what
+ * --gpu-memory-utilization leaves after the weights (loaded by now) and one step's activations
+ * (src/engine/kv-budget.ts); on the CPU it holds max(max_model_len, 8192) tokens.
+ */
+function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen: number; maxNumSeqs: number; proposer?: PreparedProposer; numSpeculativeTokens: number }): KvSizing {
+  const notes: string[] = [];
+  const warnings: string[] = [];
+  const explicit = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config);
+  const gpu = gpuMemory(loaded.model.backend);
+  if (!gpu) {
+    if (options.gpuMemoryUtilization !== undefined) {
+      warnings.push('--gpu-memory-utilization applies to CUDA only: on the CPU the KV cache holds max(max_model_len, 8192) tokens unless --kv-cache-memory is given');
+    }
+    return { kvCacheTokens: explicit ?? Math.max(s.maxModelLen, 8192), maxNumBatchedTokens: options.maxNumBatchedTokens ?? 2048, notes, warnings };
+  }
+  const utilization = options.gpuMemoryUtilization ?? DEFAULT_GPU_MEMORY_UTILIZATION;
+  const { totalBytes, freeBytes } = gpu.memInfo();
+  const usedBytes = totalBytes - freeBytes;
+  // A verification step asks for logits at every drafted position of every sequence, and each of its
+  // decodes (at most one per sequence) grows into a window of 1 + k tokens.
+  const k = s.numSpeculativeTokens;
+  const logitRows = s.maxNumSeqs * (1 + k);
+  const stepTokens = (budget: number) => budget + Math.min(s.maxNumSeqs, budget) * k;
+  const draft = s.proposer?.activationShape && s.proposer.formats ? { shape: s.proposer.activationShape, formats: s.proposer.formats } : undefined;
+  const activationFor = (budget: number) =>
+    stepActivationBytes(loaded.config, stepTokens(budget), logitRows, weightFormats(loaded.model.weights)) +
+    (draft ? stepActivationBytes(draft.shape, stepTokens(budget), logitRows, draft.formats) : 0);
+  let maxNumBatchedTokens = options.maxNumBatchedTokens ?? 2048;
+  if (options.maxNumBatchedTokens === undefined) {
+    maxNumBatchedTokens = fitBatchedTokens({ totalBytes, usedBytes, gpuMemoryUtilization: utilization, activationBytesFor: activationFor, preferred: 2048 });
+    if (maxNumBatchedTokens < 2048) {
+      notes.push(
+        `max_num_batched_tokens ${maxNumBatchedTokens} (not 2048): a step of 2048 tokens would hold ${(activationFor(2048) / 2 ** 30).toFixed(1)} GiB until it ends ` +
+          'on the CUDA backend (every layer\'s activations, and bf16 copies of quantized weights in steps of more than 8 tokens); ' +
+          'longer prompts are prefilled in chunks (pass --max-num-batched-tokens to choose)',
+      );
+    }
+  }
+  if (explicit !== undefined) {
+    notes.push(`KV cache: ${explicit} tokens as given (${((explicit * kvBytesPerToken(loaded.config)) / 2 ** 30).toFixed(2)} GiB, float32)`);
+    return { kvCacheTokens: explicit, maxNumBatchedTokens, notes, warnings };
+  }
+  const budget = kvCacheBudget({
+    totalBytes,
+    usedBytes,
+    gpuMemoryUtilization: utilization,
+    activationBytes: activationFor(maxNumBatchedTokens),
+    kvBytesPerToken: kvBytesPerToken(loaded.config) + (s.proposer?.kvBytesPerToken ?? 0),
+    blockSize: DEFAULT_BLOCK_SIZE,
+    maxModelLen: s.maxModelLen,
+    maxNumSeqs: s.maxNumSeqs,
+  });
+  notes.push(kvCacheLine(budget, s.maxModelLen, s.maxNumSeqs));
+  return { kvCacheTokens: budget.tokens, maxNumBatchedTokens, notes, warnings };
+}
+
+/** The formats a step's memory depends on: the decoder linears' (layer 0 stands for all) and the lm_head's. */
+function weightFormats(w: LlamaModel['weights']): StepWeightFormats {
+  return { linears: w.layers[0]?.q.format ?? 'bf16', lmHead: w.lmHead.format };
+}
+
+/** The device's memory counters when `backend` is the CUDA one (the type import loads no bindings). */
+function gpuMemory(backend: Backend): { memInfo(): { freeBytes: number; totalBytes: number } } | undefined {
+  if (backend.name !== 'cuda') return undefined;
+  return (backend as CudaBackend).driver;
 }
 
 /** Drain a stream into one result, timing the first token and the decode rate. */

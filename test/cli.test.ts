@@ -1,8 +1,8 @@
 // The `tachyon` command as a user runs it: generate (streamed and --json), chat --message, errors.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -10,6 +10,30 @@ import { packageRoot } from '../src/model/default-model.js';
 
 const bin = join(packageRoot(), 'bin', 'tachyon.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
+
+/** The CLI of the same build as this test (dist/ or another --outDir), as `tachyon ARGS`. */
+const builtArgs = (args: string[]) => ['--input-type=module', '-e', `import { main } from ${JSON.stringify(new URL('../src/cli/main.js', import.meta.url).href)}; await main(process.argv);`, '--', 'tachyon', ...args];
+const runBuilt = (...args: string[]) => spawnSync(process.execPath, builtArgs(args), { encoding: 'utf8', timeout: 120_000 });
+
+let cudaReason: string | undefined;
+try {
+  const cuda = await import('../src/backend/cuda/cuda-backend.js');
+  const opened = cuda.openCudaBackend();
+  if ('reason' in opened) cudaReason = opened.reason;
+} catch (err) {
+  cudaReason = `the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
+}
+
+/** A folder with only a small Llama config.json (vocabulary 5000, beyond the default tokenizer's 4096). */
+function dummyDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tachyon-cli-dummy-'));
+  const config = {
+    architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, vocab_size: 5000, max_position_embeddings: 256, rms_norm_eps: 1e-5, torch_dtype: 'bfloat16',
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  return dir;
+}
 
 describe('tachyon CLI', () => {
   it('generate streams a continuation to stdout and a speed line to stderr', () => {
@@ -52,5 +76,98 @@ describe('tachyon CLI', () => {
     r = run('generate', '--prompt', 'word '.repeat(300), '--max-model-len', '64');
     assert.equal(r.status, 1);
     assert.match(r.stderr, /maximum context length is 64 tokens, but the prompt has \d+ tokens/);
+  });
+});
+
+describe('model-loading flags: --load-format, shape presets, --gpu-memory-utilization, eval --device', () => {
+  it('a preset needs --load-format dummy; an unknown name lists the presets; bad values are named', () => {
+    let r = runBuilt('generate', '--prompt', 'x', '--model', 'llama-3.1-8b');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^tachyon: 'llama-3\.1-8b' is a shape preset, not a checkpoint; add --load-format dummy/m);
+    r = runBuilt('chat', '--message', 'x', '--model', 'llama-7b', '--load-format', 'dummy');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /'llama-7b' is neither a model directory nor a shape preset; presets: llama-3\.1-8b, .*qwen3-8b/);
+    r = runBuilt('generate', '--prompt', 'x', '--load-format', 'safetensors');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--load-format 'safetensors' is not supported; supported: auto, dummy/);
+    for (const bad of ['0', '1.5', '-0.2']) {
+      r = runBuilt('serve', '--gpu-memory-utilization', bad);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, new RegExp(`--gpu-memory-utilization must be in \\(0, 1\\], got ${bad}`));
+    }
+    r = runBuilt('generate', '--prompt', 'x', '--gpu-memory-utilization', 'most');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--gpu-memory-utilization must be a number, got 'most'/);
+    r = runBuilt('serve', '--max-num-batched-tokens', '0');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--max-num-batched-tokens must be >= 1, got 0/);
+  });
+
+  it('generate and chat run dummy weights from a config.json-only folder, sampling only the borrowed tokenizer\'s ids', () => {
+    const dir = dummyDir();
+    const r = runBuilt('generate', '--model', dir, '--load-format', 'dummy', '--device', 'cpu', '--prompt', 'The robot', '--max-tokens', '16', '--temperature', '1', '--seed', '5', '--ignore-eos', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.token_ids.length, 16);
+    assert.ok(out.token_ids.every((t: number) => t < 4096), String(out.token_ids));
+    assert.ok(out.weight_bytes.bf16 > 0);
+    assert.match(r.stderr, /warning: .* has no tokenizer\.json: using the embedded tachyon-tiny's tokenizer/);
+    // On the CPU --gpu-memory-utilization is ignored, with one warning only when it is given.
+    assert.doesNotMatch(r.stderr, /gpu-memory-utilization/);
+    const chat = runBuilt('chat', '--model', dir, '--load-format', 'dummy', '--device', 'cpu', '--message', 'Hi', '--max-tokens', '8', '--gpu-memory-utilization', '0.5');
+    assert.equal(chat.status, 0, chat.stderr);
+    assert.equal(chat.stderr.match(/warning: --gpu-memory-utilization applies to CUDA only/g)?.length, 1, chat.stderr);
+  });
+
+  it('serve takes the same flags: dummy weights from a folder start a server', async () => {
+    const proc = spawn(process.execPath, builtArgs(['serve', '--model', dummyDir(), '--load-format', 'dummy', '--device', 'cpu', '--port', '0']), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        proc.stdout.on('data', (d) => {
+          out += d;
+          const m = /at (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+          if (m) resolve(m[1]);
+        });
+        proc.on('exit', () => reject(new Error(`serve exited before it was ready: ${stderr}`)));
+      });
+      const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'The robot', max_tokens: 8, ignore_eos: true }) });
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { usage: { completion_tokens: number } };
+      assert.equal(body.usage.completion_tokens, 8);
+      assert.match(stderr, /warning: .* has no tokenizer\.json/);
+      proc.kill('SIGTERM');
+      assert.equal(await exited, 0);
+    } finally {
+      proc.kill('SIGKILL');
+    }
+  });
+
+  it('eval --device accepts cuda; without CUDA it fails with the reason, and an unknown device is refused', { skip: cudaReason === undefined ? 'CUDA is available here (the GPU test below runs instead)' : false }, () => {
+    let r = runBuilt('eval', '--device', 'cuda', '--max-tokens-eval', '64', '--quiet');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^tachyon: device cuda: CUDA is not available: /m);
+    r = runBuilt('eval', '--device', 'tpu', '--quiet');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--device 'tpu' is not supported; supported: auto, cpu, cuda/);
+  });
+
+  it('eval --device cuda scores the default model as the CPU does', { skip: cudaReason === undefined ? false : `no CUDA device: ${cudaReason}` }, () => {
+    const report = (device: string) => {
+      const r = runBuilt('eval', '--device', device, '--max-tokens-eval', '512', '--json', '--quiet');
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    const gpu = report('cuda');
+    const cpu = report('cpu');
+    assert.equal(gpu.inputs.scoredTokens, cpu.inputs.scoredTokens);
+    // Float32 on both; the GPU sums in another order: mean NLL within 1e-4 relative.
+    const rel = Math.abs(gpu.baseline.meanNll - cpu.baseline.meanNll) / Math.abs(cpu.baseline.meanNll);
+    assert.ok(rel <= 1e-4, `mean NLL ${gpu.baseline.meanNll} on CUDA, ${cpu.baseline.meanNll} on the CPU (relative difference ${rel})`);
+    assert.equal(gpu.comparison.top1Agreement, 1);
+    assert.deepEqual(gpu.taskResults?.map((t: { baseline: string }) => t.baseline), cpu.taskResults?.map((t: { baseline: string }) => t.baseline));
   });
 });

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { Command } from 'commander';
 import { collect, LLM } from '../llm.js';
 import type { ChatMessage } from '../model/chat-template.js';
-import { addModelOptions, addSamplingOptions, loadOptionsFrom, samplingFrom, specDecodeLine, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
+import { addModelOptions, addSamplingOptions, loadOptionsFrom, printLoadMessages, samplingFrom, specDecodeLine, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   message?: string;
@@ -17,7 +17,7 @@ export function chatCommand(): Command {
   addSamplingOptions(cmd, 256);
   return cmd.action(async (flags: ChatFlags) => {
     const llm = await LLM.load(loadOptionsFrom(flags));
-    for (const w of llm.warnings) process.stderr.write(`warning: ${w}\n`);
+    printLoadMessages(llm);
     const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
     const reply = async (content: string) => {
       history.push({ role: 'user', content });

@@ -32,7 +32,7 @@ export function evalCommand(): Command {
     .option('--max-tokens-eval <n>', 'score at most this many text tokens (0 = all)', intArg('--max-tokens-eval'), DEFAULT_MAX_TOKENS_EVAL)
     .option('--context-len <n>', 'window length in tokens (default: min(max_position_embeddings, 512))', intArg('--context-len'))
     .option('--max-model-len <n>', 'longest task prompt + answer (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
-    .option('--device <device>', 'auto | cpu', 'auto')
+    .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--json', 'print one JSON object instead of the table')
     .option('--quiet', 'no progress on stderr')
     .action(async (flags: EvalFlags) => {
@@ -45,7 +45,9 @@ export function evalCommand(): Command {
       }
       const text = textPath === undefined ? undefined : readTextFile(textPath);
       const tasks: TaskItem[] = tasksPath === undefined ? [] : readTaskFile(tasksPath);
-      const common = loadOptionsFrom({ ...flags, model: undefined, quantization: undefined });
+      // The engine only answers the tasks (short prompts), so its KV cache is kept small rather than sized
+      // to the GPU: the baseline's memory is still held while the candidate loads.
+      const common = { ...loadOptionsFrom({ ...flags, model: undefined, quantization: undefined }, { progress: !flags.quiet }), kvCacheTokens: Math.max(flags.maxModelLen ?? 0, 8192) };
       const progress = flags.quiet ? undefined : throttledProgress(2000);
       const report = await evaluate({
         baseline: { ...common, model: baselineDir, quantization: flags.baselineQuantization },

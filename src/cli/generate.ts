@@ -2,7 +2,7 @@
 
 import { Command } from 'commander';
 import { LLM, timingsOf } from '../llm.js';
-import { addModelOptions, addSamplingOptions, loadOptionsFrom, samplingFrom, specDecodeLine, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
+import { addModelOptions, addSamplingOptions, loadOptionsFrom, printLoadMessages, samplingFrom, specDecodeLine, speedLine, type ModelFlags, type SamplingFlags } from './options.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt: string;
@@ -15,7 +15,7 @@ export function generateCommand(): Command {
   addSamplingOptions(cmd, 128);
   return cmd.action(async (flags: GenerateFlags) => {
     const llm = await LLM.load(loadOptionsFrom(flags));
-    for (const w of llm.warnings) process.stderr.write(`warning: ${w}\n`);
+    printLoadMessages(llm);
     try {
       const t0 = performance.now();
       let first = 0;

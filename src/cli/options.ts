@@ -2,7 +2,9 @@
 // into library options, so generate, chat and (later) serve accept the same spellings.
 
 import { InvalidArgumentError, type Command } from 'commander';
-import type { GenerateParams, LoadOptions } from '../llm.js';
+import { InvalidRequestError } from '../errors.js';
+import type { GenerateParams, LLM, LoadOptions } from '../llm.js';
+import { LOAD_FORMATS } from '../model/load-model.js';
 
 export function intArg(name: string) {
   return (v: string): number => {
@@ -24,10 +26,12 @@ const collectStrings = (v: string, prev: string[] = []) => [...prev, v];
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('--model <dir>', 'Hugging Face model directory (default: the embedded tachyon-tiny)')
+    .option('--model <dir|preset>', 'Hugging Face model directory (default: the embedded tachyon-tiny); with --load-format dummy also a shape preset (llama-3.1-8b, llama-3.3-70b, qwen3-8b, ...: tachyon plan --list)')
+    .option('--load-format <format>', 'auto (read the checkpoint) | dummy (random weights at the model\'s shapes: real-scale speed with no download)', 'auto')
     .option('--max-model-len <n>', 'longest prompt + output in tokens (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--quantization <method>', 'quantize weights at load: fp8 | w8a16 | w4a16 | nvfp4 (embeddings and lm_head stay as stored)')
+    .option('--gpu-memory-utilization <f>', 'CUDA: fraction of the GPU\'s memory for weights, activations and the KV cache, in (0, 1] (default 0.9); the KV cache gets what is left', floatArg('--gpu-memory-utilization'))
     .option('--speculative-config <json>', 'speculative decoding, vLLM\'s keys: {"method": "draft_model"|"eagle3"|"ngram", "num_speculative_tokens": k, "model": DIR, ...}');
 }
 
@@ -48,9 +52,11 @@ export function addSamplingOptions(cmd: Command, defaultMaxTokens: number): Comm
 
 export interface ModelFlags {
   model?: string;
+  loadFormat?: string;
   maxModelLen?: number;
   device: string;
   quantization?: string;
+  gpuMemoryUtilization?: number;
   speculativeConfig?: string;
 }
 
@@ -68,11 +74,58 @@ export interface SamplingFlags {
   ignoreEos?: boolean;
 }
 
-export function loadOptionsFrom(flags: ModelFlags): LoadOptions {
+export function loadOptionsFrom(flags: ModelFlags, opts: { progress?: boolean } = {}): LoadOptions {
+  // Thrown from an action (not a parser), so a TachyonError: the CLI prints its message and exits 1.
   if (flags.device !== 'auto' && flags.device !== 'cpu' && flags.device !== 'cuda') {
-    throw new InvalidArgumentError(`--device '${flags.device}' is not supported; supported: auto, cpu, cuda`);
+    throw new InvalidRequestError(`--device '${flags.device}' is not supported; supported: auto, cpu, cuda`);
   }
-  return { model: flags.model, maxModelLen: flags.maxModelLen, device: flags.device, quantization: flags.quantization, speculativeConfig: flags.speculativeConfig };
+  const loadFormat = flags.loadFormat ?? 'auto';
+  if (!(LOAD_FORMATS as readonly string[]).includes(loadFormat)) {
+    throw new InvalidRequestError(`--load-format '${loadFormat}' is not supported; supported: ${LOAD_FORMATS.join(', ')}`);
+  }
+  const f = flags.gpuMemoryUtilization;
+  if (f !== undefined && !(f > 0 && f <= 1)) throw new InvalidRequestError(`--gpu-memory-utilization must be in (0, 1], got ${f}`);
+  return {
+    model: flags.model,
+    loadFormat: loadFormat as LoadOptions['loadFormat'],
+    maxModelLen: flags.maxModelLen,
+    device: flags.device,
+    quantization: flags.quantization,
+    gpuMemoryUtilization: f,
+    speculativeConfig: flags.speculativeConfig,
+    onProgress: opts.progress === false ? undefined : loadProgress(),
+  };
+}
+
+/**
+ * Weight-loading progress for stderr: nothing for a load that finishes within `intervalMs` (the small
+ * models), else a line per `intervalMs` naming the layer reached and one when it is done, so a long
+ * load (a 70B checkpoint) shows it is moving.
+ */
+export function loadProgress(write: (line: string) => void = (l) => process.stderr.write(l + '\n'), intervalMs = 2000): (done: number, total: number) => void {
+  const t0 = performance.now();
+  let last = t0;
+  let shown = false;
+  return (done, total) => {
+    const now = performance.now();
+    const secs = ((now - t0) / 1000).toFixed(1);
+    // done counts the embedding (1), each layer, and the final norm with lm_head (total).
+    const layers = total - 2;
+    if (done >= total) {
+      if (shown) write(`loading weights: done, ${layers} layers in ${secs} s`);
+      return;
+    }
+    if (now - last < intervalMs) return;
+    last = now;
+    shown = true;
+    write(`loading weights: layer ${Math.max(0, Math.min(done - 1, layers))}/${layers} (${secs} s)`);
+  };
+}
+
+/** The load's warnings ("warning: …") and notes (the KV cache's size) on stderr. */
+export function printLoadMessages(llm: LLM): void {
+  for (const w of llm.warnings) process.stderr.write(`warning: ${w}\n`);
+  for (const n of llm.notes) process.stderr.write(`${n}\n`);
 }
 
 export function samplingFrom(flags: SamplingFlags): GenerateParams {

@@ -5,18 +5,18 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kvBytesPerToken } from '../engine/kv-cache.js';
-import { CapacityError } from '../errors.js';
+import { CapacityError, InvalidRequestError } from '../errors.js';
 import { LLM } from '../llm.js';
 import { DEFAULT_MODEL_NAME, packageRoot } from '../model/default-model.js';
 import { DEFAULT_MAX_WAITING, startServer } from '../server/app.js';
-import { addModelOptions, intArg, loadOptionsFrom, type ModelFlags } from './options.js';
+import { addModelOptions, intArg, loadOptionsFrom, printLoadMessages, type ModelFlags } from './options.js';
 
 interface ServeFlags extends ModelFlags {
   host: string;
   port: number;
   servedModelName?: string;
   maxNumSeqs: number;
-  maxNumBatchedTokens: number;
+  maxNumBatchedTokens?: number;
   kvCacheMemory?: number;
   enablePrefixCaching: boolean;
   apiKey?: string;
@@ -40,15 +40,15 @@ export function serveCommand(): Command {
     .option('--port <n>', 'port to listen on (0 = any free port)', intArg('--port'), 8000)
     .option('--served-model-name <name>', 'the model name clients send (default: the --model argument, or tachyon-tiny)')
     .option('--max-num-seqs <n>', 'most sequences in one engine step', intArg('--max-num-seqs'), 64)
-    .option('--max-num-batched-tokens <n>', 'most tokens in one engine step (longer prompts are prefilled in chunks)', intArg('--max-num-batched-tokens'), 2048)
-    .option('--kv-cache-memory <bytes>', 'memory for the KV cache, e.g. 268435456 or 256MiB (default: room for max(max-model-len, 8192) tokens)', parseBytes)
+    .option('--max-num-batched-tokens <n>', 'most tokens in one engine step; longer prompts are prefilled in chunks (default 2048; on CUDA lowered until a step\'s activations fit)', intArg('--max-num-batched-tokens'))
+    .option('--kv-cache-memory <bytes>', 'memory for the KV cache, e.g. 268435456 or 256MiB (default: on CUDA what --gpu-memory-utilization leaves; on the CPU room for max(max-model-len, 8192) tokens)', parseBytes)
     .option('--no-enable-prefix-caching', 'do not share the KV blocks of common prompt prefixes between requests')
     .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* requests')
     .option('--max-waiting <n>', 'most sequences queued for the engine; beyond it requests get 503', intArg('--max-waiting'), DEFAULT_MAX_WAITING);
   addModelOptions(cmd);
   return cmd.action(async (flags: ServeFlags) => {
     for (const [name, value] of [['--max-num-seqs', flags.maxNumSeqs], ['--max-num-batched-tokens', flags.maxNumBatchedTokens], ['--max-waiting', flags.maxWaiting]] as const) {
-      if (value < 1) throw new InvalidArgumentError(`${name} must be >= 1, got ${value}`);
+      if (value !== undefined && value < 1) throw new InvalidRequestError(`${name} must be >= 1, got ${value}`);
     }
     const llm = await LLM.load({
       ...loadOptionsFrom(flags),
@@ -57,6 +57,7 @@ export function serveCommand(): Command {
       kvCacheMemoryBytes: flags.kvCacheMemory,
       enablePrefixCaching: flags.enablePrefixCaching,
     });
+    printLoadMessages(llm);
     // As vLLM: a server whose cache cannot hold one request of the full context refuses to start.
     const { maxModelLen, blockSize } = llm.engine.options;
     const kvTokens = llm.engine.pool.numBlocks * blockSize;

@@ -9,7 +9,7 @@ import type { Tokenizer } from '../model/tokenizer.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { DEFAULT_BLOCK_SIZE, KvBlockPool, SequenceBlocks } from './kv-cache.js';
 import { PrefixCache } from './prefix-cache.js';
-import { Sampler, TokenCounts, type Logprobs } from './sampler.js';
+import { maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from './sampler.js';
 import type { SamplingParams } from './sampling-params.js';
 import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
 import type { Proposer } from './spec/proposer.js';
@@ -180,6 +180,8 @@ export class Engine {
   private readonly eos: Set<number>;
   private promptTokensTotal = 0;
   private generationTokensTotal = 0;
+  /** Ids that may be sampled: the tokenizer's, when the model's vocabulary is padded beyond it. */
+  readonly samplingVocabSize: number;
 
   constructor(
     readonly model: LlamaModel,
@@ -192,6 +194,7 @@ export class Engine {
     this.pool = new KvBlockPool(numBlocks, options.blockSize);
     this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize: options.blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
     this.eos = new Set(eosTokenIds);
+    this.samplingVocabSize = tokenizer && tokenizer.vocabSize < c.vocabSize ? tokenizer.vocabSize : c.vocabSize;
     if (options.speculative) {
       this.spec = new SpeculativeDecoder({ model, kv: this.kv }, options.speculative.proposer, { numSpeculativeTokens: options.speculative.numSpeculativeTokens });
     }
@@ -284,6 +287,7 @@ export class Engine {
     const capture = this.spec?.captureHiddenStates ?? [];
     const { logits, hiddenStates } = this.model.forward(batch, this.kv, capture.length > 0 ? { captureHiddenStates: [...capture] } : {});
     const vocab = this.model.config.vocabSize;
+    maskPaddedVocab(logits, vocab, this.samplingVocabSize);
     const rowLogits = (r: number, n = 1) => logits.subarray(r * vocab, (r + n) * vocab);
 
     // Verify every window at once (the proposer learns all outcomes together).

@@ -103,6 +103,18 @@ export function applyPenaltiesFromCounts(logits: Float32Array, counts: TokenCoun
   });
 }
 
+/**
+ * A padded vocabulary: the model's vocab_size may exceed what its tokenizer can decode (Qwen pads the
+ * lm_head to a multiple of 128; dummy weights at a preset's shapes borrow a 4096-token tokenizer for a
+ * 128k vocabulary). Those ids must never be sampled, so their logits become -inf in every row of
+ * `logits` ([rows × vocab]), in place; the rows are still computed in full (vLLM likewise drops the
+ * logits of its padded lm_head rows before sampling).
+ */
+export function maskPaddedVocab(logits: Float32Array, vocab: number, usable: number): void {
+  if (usable >= vocab) return;
+  for (let r = 0; r + vocab <= logits.length; r += vocab) logits.fill(-Infinity, r + usable, r + vocab);
+}
+
 /** Index of the largest logit; ties go to the lowest id, NaN never wins. -1 when none is > -inf. */
 export function argmax(logits: ArrayLike<number>): number {
   let best = -Infinity;

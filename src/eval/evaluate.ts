@@ -6,6 +6,7 @@
 // then the candidate is compared with them as it runs. So only one model's weights are in memory at a time,
 // as with llama.cpp's --kl-divergence-base.
 
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { KvBlockPool, SequenceBlocks, DEFAULT_BLOCK_SIZE } from '../engine/kv-cache.js';
 import { InvalidRequestError } from '../errors.js';
 import { LLM, type LoadOptions } from '../llm.js';
@@ -210,6 +211,9 @@ export async function runConfiguration(
     }
     logits?.push(all.slice());
     opts.onProgress?.({ label, stage: 'text', done: wi + 1, total: inputs.windows.length });
+    // The logits are host copies (forward returns them so), but the CUDA backend gives a step's device
+    // activations back only when the synchronous run ends: yield, or every window's would pile up.
+    await nextTurn();
   }
   let taskOutputs: string[] = [];
   if (inputs.tasks.length > 0) {

@@ -147,3 +147,10 @@ export function findPreset(name: string): Record<string, unknown> | undefined {
 export function presetNames(): string[] {
   return [...Object.keys(PRESETS), ...Object.keys(EAGLE3_PRESETS)];
 }
+
+/** The preset's own name for a name or alias (case-insensitive), or undefined when it is none. */
+export function canonicalPresetName(name: string): string | undefined {
+  const key = name.toLowerCase();
+  const canonical = PRESET_ALIASES[key] ?? key;
+  return canonical in PRESETS || canonical in EAGLE3_PRESETS ? canonical : undefined;
+}

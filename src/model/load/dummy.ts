@@ -3,6 +3,8 @@
 // output is meaningless, the bytes moved per step are the real model's.
 
 import type { Backend, RandomWeightSpec, Weight } from '../../backend/backend.js';
+import { f32ToBf16 } from './dtype.js';
+import type { HostTensor } from './safetensors.js';
 import { quantizeWeight, type QuantizationMethod } from '../../quant/online.js';
 import type { ModelConfig } from '../config.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
@@ -25,7 +27,7 @@ export function loadDummyWeights(config: ModelConfig, backend: Backend, options:
     randomWeight(backend, name, { shape, dtype, method, seed: seed++, scale });
   // Scales keep activations bounded through many layers: ~1/sqrt(fan-in) for matrices, 1 for norms.
   const linear = (name: string, rows: number, cols: number) => make(name, [rows, cols], 1 / Math.sqrt(cols), options.quantization);
-  const norm = (name: string, n: number) => ones(backend, name, n);
+  const norm = (name: string, n: number) => ones(backend, name, n, dtype);
   const total = config.numLayers + 2;
   const embedTokens = make('model.embed_tokens.weight', [vocabSize, h], 1);
   options.onProgress?.(1, total);
@@ -65,12 +67,41 @@ export function randomWeight(backend: Backend, name: string, spec: RandomWeightS
   if (backend.randomWeight) return backend.randomWeight(name, spec);
   const values = uniform(spec.shape.reduce((a, b) => a * b, 1), spec.seed, spec.scale);
   if (spec.method && spec.shape.length === 2) return backend.loadQuantized(name, quantizeWeight(spec.method, values, spec.shape[0], spec.shape[1], name));
-  return backend.loadDense(name, { dtype: 'F32', shape: [...spec.shape], bytes: new Uint8Array(values.buffer) });
+  return backend.loadDense(name, encode(values, spec.shape, spec.dtype));
 }
 
-/** Norm weights are ones (as initialised models have them), so random layers keep a sane scale. */
-function ones(backend: Backend, name: string, n: number): Weight {
-  return backend.loadDense(name, { dtype: 'F32', shape: [n], bytes: new Uint8Array(new Float32Array(n).fill(1).buffer) });
+/**
+ * Norm weights are ones (as initialised models have them), so random layers keep a sane scale. Stored
+ * in the dense dtype like a checkpoint's norms, so the weight bytes reported match the real model's.
+ */
+function ones(backend: Backend, name: string, n: number, dtype: RandomWeightSpec['dtype']): Weight {
+  return backend.loadDense(name, encode(new Float32Array(n).fill(1), [n], dtype));
+}
+
+/** Host values as a checkpoint tensor of `dtype` (bf16/f16 rounded to nearest even). */
+function encode(values: Float32Array, shape: readonly number[], dtype: RandomWeightSpec['dtype']): HostTensor {
+  if (dtype === 'f32') return { dtype: 'F32', shape: [...shape], bytes: new Uint8Array(values.buffer) };
+  const bits = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) bits[i] = dtype === 'bf16' ? f32ToBf16(values[i]) : f32ToF16(values[i]);
+  return { dtype: dtype === 'bf16' ? 'BF16' : 'F16', shape: [...shape], bytes: new Uint8Array(bits.buffer) };
+}
+
+/** float32 → IEEE half bits, round to nearest even; enough for the finite, small values made here. */
+export function f32ToF16(x: number): number {
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a >= 65520) return sign | 0x7c00; // rounds past the largest half: infinity
+  if (a < 2 ** -14) return sign | roundEven(a * 2 ** 24); // subnormal: units of 2^-24 (1024 rounds up into the normals)
+  const exp = Math.floor(Math.log2(a));
+  const e = a >= 2 ** (exp + 1) ? exp + 1 : a < 2 ** exp ? exp - 1 : exp; // log2 can be off by one at powers of two
+  const mant = roundEven((a / 2 ** e - 1) * 1024);
+  return sign | (mant === 1024 ? (e + 16) << 10 : ((e + 15) << 10) | mant);
+}
+
+function roundEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
 }
 
 /** Uniform in [-scale, scale) from a small seeded generator (mulberry32): reproducible, fast enough for tiny models. */
