@@ -18,6 +18,11 @@ import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { fixturesDir } from './support/paths.js';
 
+// This file holds the CUDA backend to the float32 CPU reference with tight bounds, so prefill GEMMs
+// take the float32 tiled kernel here; cuBLASLt's bf16 prefill (activations rounded to bf16) is
+// checked against its own bounds in cuda-cublaslt.test.ts. Each test file runs in its own process.
+process.env.TACHYON_PREFILL_GEMM = 'tiled';
+
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;
 try {
@@ -208,7 +213,11 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
   // A ragged step over three sequences with scattered blocks: a prefill chunk from 0, a single
   // decode token deep in its sequence, and a chunk continuing a prompt (earlier positions cached).
   for (const [heads, kvHeads, headDim] of [[8, 2, 32], [4, 4, 64], [8, 1, 128], [16, 8, 128], [2, 1, 256]]) {
-    it(`writeKv + paged attention: ${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, ragged batch, with and without a window (≤ 1e-5)`, async () => {
+    // At head_dim 64 and 128 the 17-token chunk runs on the tensor-core prefill kernel, which rounds
+    // q, k, v and the probabilities to bf16: about 3e-3 relative, bounded at 1e-2 (see
+    // test/cuda-attention.test.ts). Other head sizes keep the float32 kernel (≤ 1e-5).
+    const bound = headDim === 64 || headDim === 128 ? 1e-2 : 1e-5;
+    it(`writeKv + paged attention: ${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, ragged batch, with and without a window (≤ ${bound})`, async () => {
       await fresh();
       const blockSize = 16;
       const numBlocks = 40;
@@ -253,7 +262,7 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
       for (const window of [0, 7, 100]) {
         const got = g().toHost(g().attention(q.g, gc, layer, batch, 1 / Math.sqrt(headDim), window));
         const want = cpu.toHost(cpu.attention(q.c, cc, layer, batch, 1 / Math.sqrt(headDim), window));
-        assertClose(got, want, 1e-5, `window ${window}`);
+        assertClose(got, want, bound, `window ${window}`);
       }
       // copyKvBlocks: sequence 1's blocks copied to fresh ones give the same attention through a new table.
       const spare = perm.slice(seqs.length * maxBlocksPerSeq);
@@ -268,7 +277,7 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
       pairs.forEach(([, dst], b) => (moved[maxBlocksPerSeq + b] = dst));
       const batch2 = { ...batch, blockTables: moved };
       const got = g().toHost(g().attention(q.g, gc, layer, batch2, 0.2, 0));
-      assertClose(got, cpu.toHost(cpu.attention(q.c, cc, layer, batch, 0.2, 0)), 1e-5, 'after copyKvBlocks');
+      assertClose(got, cpu.toHost(cpu.attention(q.c, cc, layer, batch, 0.2, 0)), bound, 'after copyKvBlocks');
     });
   }
 
@@ -303,11 +312,16 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
     assert.throws(() => g().toHost(x), /was used after the synchronous step that made it ended/);
   });
 
-  it('quantized weights are refused with a clear message', () => {
-    assert.throws(
-      () => g().loadQuantized('model.layers.0.mlp.up_proj.weight', { format: 'fp8', rows: 4, cols: 4 } as never),
-      /'model\.layers\.0\.mlp\.up_proj\.weight': fp8 weights are not yet supported on CUDA/,
-    );
+  it('quantized weights load and run (every format and variant: test/cuda-quant.test.ts)', () => {
+    // Positive E4M3 codes below the NaN pattern 0x7f, a scale per row.
+    const codes = Uint8Array.from({ length: 4 * 32 }, () => randInt(0x7f));
+    const q = { format: 'fp8', rows: 4, cols: 32, codes, scales: Float32Array.of(0.5, 1, 2, 4), bytes: 4 * 32 + 16 } as const;
+    const wg = g().loadQuantized('model.layers.0.mlp.up_proj.weight', q);
+    const wc = cpu.loadQuantized('model.layers.0.mlp.up_proj.weight', q);
+    assert.deepEqual([wg.format, wg.shape, wg.bytes], ['fp8', [4, 32], q.bytes]);
+    assert.deepEqual(g().weightToHost(wg), cpu.weightToHost(wc));
+    const x = actPair([3, 32]);
+    assertClose(g().toHost(g().linear(x.g, wg)), cpu.toHost(cpu.linear(x.c, wc)), 2e-5, 'fp8 linear, 3 tokens');
   });
 });
 

@@ -23,13 +23,13 @@ for (const [role, name] of [['target', DEFAULT_MODEL_NAME], ['draft', DEFAULT_DR
     after(() => llm?.close());
 
     it('tokenizes the held-out prompts as the tokenizers library does', async () => {
-      llm = await LLM.load({ model: embeddedModelDir(name) });
+      llm = await LLM.load({ model: embeddedModelDir(name), device: 'cpu' });
       assert.ok(fixture[role].length >= 20);
       for (const c of fixture[role]) assert.deepEqual(llm.tokenizer.encode(c.prompt), c.prompt_ids, c.prompt);
     });
 
     it('greedy continuations are identical to transformers', async () => {
-      llm ??= await LLM.load({ model: embeddedModelDir(name) });
+      llm ??= await LLM.load({ model: embeddedModelDir(name), device: 'cpu' });
       // All prompts at once: batching must not change a single token.
       const results = await Promise.all(fixture[role].map((c) => llm.complete(c.prompt_ids, { temperature: 0, maxTokens: c.output_ids.length, skipSpecialTokens: true })));
       fixture[role].forEach((c, i) => {

@@ -96,6 +96,18 @@ export interface Backend {
   headRmsNorm(x: Tensor, weight: Weight, headDim: number, eps: number): void;
   /** y = x · Wᵀ (+ bias): [T, in] → [T, out]. */
   linear(x: Tensor, w: Weight, bias?: Weight): Tensor;
+  /**
+   * Several linears of the same input (q, k, v): `linear(x, weights[i], biases?.[i])` for each i, in
+   * one launch where the backend can. Optional; must equal the separate linears bitwise (call it
+   * through `linearMany(backend, …)` below, which falls back to them).
+   */
+  linearMany?(x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[];
+  /**
+   * silu(x·gateᵀ + gateBias) · (x·upᵀ + upBias) in one pass where the backend can, without the two
+   * intermediate tensors. Optional; must equal siluMul(linear(x, gate, gateBias), linear(x, up, upBias))
+   * bitwise (call it through `linearSiluMul(backend, …)` below).
+   */
+  linearSiluMul?(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor;
   /** Rotate-half RoPE in place on the first rotaryDim dims of every head; cos/sin are [T, rotaryDim/2]. */
   rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void;
   /** silu(gate) · up, elementwise. */
@@ -108,8 +120,47 @@ export interface Backend {
   allocKvCache(spec: KvCacheSpec): KvCacheStorage;
   /** Store this step's k, v ([T, kvHeads·headDim]) at each token's slot. */
   writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;
+  /**
+   * rope(q), rope(k), then writeKv(cache, layer, k, v, slots), in one launch where the backend can.
+   * Optional; must equal the separate ops bitwise, q and k included (call it through
+   * `ropeWriteKv(backend, …)` below, which falls back to them).
+   */
+  ropeWriteKv?(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void;
   /** Causal attention of q ([T, heads·headDim]) over each token's own sequence in the cache. */
   attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor;
+  /**
+   * The caller will not use these activations again: a backend that recycles memory may reuse theirs
+   * now rather than when the step ends (a 70B prefill step's activations would not fit otherwise).
+   * Using a released tensor afterwards is a bug the CUDA backend reports.
+   */
+  release?(...tensors: Tensor[]): void;
   /** Copy whole KV blocks (prefix sharing, forks). */
   copyKvBlocks?(cache: KvCacheStorage, pairs: Array<[number, number]>): void;
+}
+
+/** q/k/v-style linears of one input: the backend's fused op where it has one, else one linear each. */
+export function linearMany(backend: Backend, x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[] {
+  if (backend.linearMany) return backend.linearMany(x, weights, biases);
+  return weights.map((w, i) => backend.linear(x, w, biases?.[i]));
+}
+
+/** The MLP's silu(gate) · up: the backend's fused op where it has one, else linear, linear, siluMul. */
+export function linearSiluMul(backend: Backend, x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor {
+  if (backend.linearSiluMul) return backend.linearSiluMul(x, gate, up, gateBias, upBias);
+  const g = backend.linear(x, gate, gateBias);
+  const u = backend.linear(x, up, upBias);
+  const out = backend.siluMul(g, u);
+  backend.release?.(g, u);
+  return out;
+}
+
+/** Rotate q and k in place and store k and v at `slots`: the backend's fused op where it has one, else rope, rope, writeKv. */
+export function ropeWriteKv(
+  backend: Backend, q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number,
+  cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array,
+): void {
+  if (backend.ropeWriteKv) return backend.ropeWriteKv(q, k, v, headDim, rotaryDim, cos, sin, cache, layer, slots);
+  backend.rope(q, headDim, rotaryDim, cos, sin);
+  backend.rope(k, headDim, rotaryDim, cos, sin);
+  backend.writeKv(cache, layer, k, v, slots);
 }

@@ -1,7 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import type { AttentionBatch, Backend, KvCacheStorage, Tensor } from '../backend/backend.js';
+import { linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -53,33 +53,40 @@ export class LlamaModel {
     let x: Tensor = be.rmsNorm(residual, W.layers[0].inputNorm, c.rmsNormEps);
     for (let l = 0; l < c.numLayers; l++) {
       const L = W.layers[l];
-      if (l > 0) x = be.addRmsNorm(x, residual, L.inputNorm, c.rmsNormEps);
+      if (l > 0) {
+        const down = x;
+        x = be.addRmsNorm(down, residual, L.inputNorm, c.rmsNormEps);
+        be.release?.(down);
+      }
       // HF's hidden_states[l]: the residual stream entering layer l.
       if (capture && opts.captureHiddenStates!.includes(l)) capture.set(l, be.toHost(residual).slice());
 
       const observe = opts.observeLinearInput;
       observe?.(l, 'qkv', be.toHost(x));
-      const q = be.linear(x, L.q, L.qBias);
-      const k = be.linear(x, L.k, L.kBias);
-      const v = be.linear(x, L.v, L.vBias);
+      // One launch for q, k and v where the backend fuses them (the same results as three linears).
+      const [q, k, v] = linearMany(be, x, [L.q, L.k, L.v], [L.qBias, L.kBias, L.vBias]);
       if (L.qNorm && L.kNorm) {
         be.headRmsNorm(q, L.qNorm, c.headDim, c.rmsNormEps);
         be.headRmsNorm(k, L.kNorm, c.headDim, c.rmsNormEps);
       }
-      be.rope(q, c.headDim, c.rope.rotaryDim, cos, sin);
-      be.rope(k, c.headDim, c.rope.rotaryDim, cos, sin);
-      be.writeKv(kv, l, k, v, batch.slots);
+      // RoPE on q and k, then k and v into the cache: one launch where the backend fuses them.
+      ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, cos, sin, kv, l, batch.slots);
       const attn = be.attention(q, kv, l, batch, this.attentionScale, c.slidingWindows[l]);
+      // Each intermediate goes back as soon as it is used: a layer's activations, not the model's, are
+      // what a step holds at once (backends without release keep them until the step ends).
+      be.release?.(q, k, v, x);
       observe?.(l, 'o', be.toHost(attn));
       const o = be.linear(attn, L.o, L.oBias);
+      be.release?.(attn);
 
       const n = be.addRmsNorm(o, residual, L.postAttentionNorm, c.rmsNormEps);
+      be.release?.(o);
       observe?.(l, 'gate_up', be.toHost(n));
-      const gate = be.linear(n, L.gate, L.gateBias);
-      const up = be.linear(n, L.up, L.upBias);
-      const act = be.siluMul(gate, up);
+      const act = linearSiluMul(be, n, L.gate, L.up, L.gateBias, L.upBias);
+      be.release?.(n);
       observe?.(l, 'down', be.toHost(act));
       x = be.linear(act, L.down, L.downBias);
+      be.release?.(act);
     }
     be.addInPlace(residual, x);
     if (capture && opts.captureHiddenStates!.includes(c.numLayers)) capture.set(c.numLayers, be.toHost(residual).slice());

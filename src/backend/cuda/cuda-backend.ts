@@ -2,15 +2,19 @@
 // f16; f32 stays f32), activations and the KV cache are float32, and every op is a kernel from
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
-import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, Tensor, Weight } from '../backend.js';
+import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, RandomWeightSpec, Tensor, Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
 import type { QuantizedWeight } from '../../quant/format.js';
+import { CublasLtPrefill, fp8GemmUnsupportedReason, openCublasLtPrefill, prefillGemmFromEnv } from './cublaslt.js';
 import { CudaDriver, CudaError, type DeviceInfo, type DevicePtr } from './driver.js';
 import { KernelModules, kernelCacheDir } from './kernel-modules.js';
 import { DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
+import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fused-linear.js';
 import { Nvrtc } from './nvrtc.js';
+import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWeight } from './quantized-weights.js';
+import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** How a weight is stored on the device. */
 export type DeviceDtype = 'bf16' | 'f16' | 'f32';
@@ -40,6 +44,10 @@ export class CudaTensor implements Tensor {
       );
     }
     return this.buffer.ptr;
+  }
+  /** Still this tensor's memory (not recycled at the end of its step, nor released). */
+  get valid(): boolean {
+    return this.buffer.generation === this.generation;
   }
   get rows(): number {
     return this.shape[0];
@@ -130,13 +138,59 @@ const GEMV_MAX_T = 8;
 const GEMV_WARPS = 8;
 const SPLITK_ROWS = 4;
 export type GemvKernel = 'auto' | 'row' | 'split-k';
+export type PrefillGemm = 'auto' | 'cublaslt' | 'tiled';
 const TILE = 64;
 const ATTN_THREADS = 256;
 const MAX_HEAD_DIM = 256;
+/**
+ * Attention kernels: 'auto' (at head_dim 64 and 128, runs of ≥ 16 tokens on the tensor-core prefill
+ * kernel and every other token split-K; the original kernel at other head sizes), or one kernel for
+ * every token ('paged': the original one block per (token, head); 'decode'; 'prefill'), for tests
+ * and benchmarks. See docs/cuda.md, "Attention".
+ */
+export type AttentionKernel = 'auto' | 'paged' | 'decode' | 'prefill';
+const DECODE_THREADS = 128;
+/** What every attention kernel launch of one call shares. */
+interface AttentionLaunch {
+  q: DevicePtr;
+  kc: DevicePtr;
+  vc: DevicePtr;
+  out: DevicePtr;
+  tables: DevicePtr;
+  batch: AttentionBatch;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  blockSize: number;
+  scale: number;
+  window: number;
+}
 
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
 /** Threads for a one-block-per-row kernel over `cols` elements. */
 const rowThreads = (cols: number) => Math.min(512, Math.max(32, roundUp(cols, 32)));
+
+/** Threads per block of the RoPE kernels (rope-kv.cu ROPE_THREADS). */
+const ROPE_THREADS = 256;
+/** Rows per block of the warp-per-row norm kernel (norm.cu NORM_WARP_ROWS). */
+const NORM_WARP_ROWS = 8;
+/** Float4s per thread the vector norm kernels are built for (norm.cu NORM_KERNELS). */
+const NORM_MAX_VEC = 4;
+export type NormKernel = { kind: 'warp'; vec: number } | { kind: 'block'; vec: number; threads: number } | { kind: 'scalar' };
+/**
+ * The RMSNorm kernel for rows of `cols` floats (norm.cu), chosen from `cols` alone so a row's
+ * summation order never depends on how many rows a step has: rows of ≤ 128 float4s a warp each (when
+ * `warp`), rows of ≤ 1024 threads × 4 float4s a block each with the fewest float4s per thread, and the
+ * scalar kernel for the rest, or where a row or pointer is not 16-byte aligned.
+ */
+export function normKernel(cols: number, warp: boolean, ptrs: readonly number[]): NormKernel {
+  if (cols % 4 !== 0 || ptrs.some((p) => p % 16 !== 0)) return { kind: 'scalar' };
+  const n4 = cols / 4;
+  if (warp && n4 <= 32 * NORM_MAX_VEC) return { kind: 'warp', vec: Math.ceil(n4 / 32) };
+  const vec = Math.ceil(n4 / 1024);
+  if (vec > NORM_MAX_VEC) return { kind: 'scalar' };
+  return { kind: 'block', vec, threads: roundUp(Math.ceil(n4 / vec), 32) };
+}
 
 let sharedDriver: CudaDriver | undefined;
 let sharedNvrtc: Nvrtc | undefined;
@@ -157,8 +211,37 @@ export class CudaBackend implements Backend {
    * prototype's kernel). Benchmarks and tests set it to compare.
    */
   gemvKernel: GemvKernel = 'auto';
+  /**
+   * linearMany (q/k/v) and linearSiluMul (gate/up) as one launch each for dense weights and ≤ 8
+   * tokens (fused-linear.ts); false runs them as separate ops (benchmarks compare). Same results.
+   */
+  fusedLinears = true;
+  /** The fused GEMV kernel: 'auto' (by token count, fused-linear.ts), or one variant to compare (kernels/linear-fused.cuh). */
+  fusedGemv: FusedGemvVariant | 'auto' = 'auto';
+  /** ropeWriteKv as one launch (rope-kv.cu); false runs rope, rope, writeKv (tests and benchmarks compare). Same results. */
+  fusedRopeKv = true;
+  /**
+   * The GEMM for more than 8 tokens (prefill): 'cublaslt' (tensor cores; x rounded to a bf16/f16
+   * weight's type, or quantised per token for FP8; cublaslt.ts), 'tiled' (the float32 kernel), or
+   * 'auto': cuBLASLt when libcublasLt is found, else tiled. f32 weights, and any shape cuBLASLt has
+   * no algorithm for, take the tiled kernel (f32 stays exact). Default: $TACHYON_PREFILL_GEMM, else
+   * 'auto'. Tests and benchmarks set it to compare.
+   */
+  prefillGemm: PrefillGemm = prefillGemmFromEnv();
+  /** Which attention kernel runs (tests and benchmarks compare them); see AttentionKernel. */
+  attentionKernel: AttentionKernel = 'auto';
+  /** Positions per chunk of decode attention; 0: by each token's context (attention-plan.ts decodeChunk). */
+  attentionChunk = 0;
+  /** Query rows per tile of the prefill kernel; 0: by the rule (attention-plan.ts prefillTileRows). */
+  attentionPrefillRows: 0 | PrefillTileRows = 0;
+  private readonly attentionPlanner = new AttentionPlanner();
+  /** Chunk counters of split-K decode attention (decodeCounters). */
+  private counters = { ptr: 0 as DevicePtr, ints: 0 };
+  private prefill?: CublasLtPrefill | { reason: string };
   kvBytesOnDevice = 0;
   private readonly gridStrideBlocks: number;
+  /** fp8, int8, int4 and nvfp4 weights (quantized-weights.ts). */
+  private readonly quant: QuantizedWeights;
 
   constructor(options: CudaBackendOptions = {}) {
     // One driver (primary context, stream) per process, shared by every backend instance.
@@ -178,6 +261,17 @@ export class CudaBackend implements Backend {
       }
     });
     this.gridStrideBlocks = this.driver.device.multiprocessors * 8;
+    this.quant = new QuantizedWeights({
+      driver: this.driver,
+      pool: this.pool,
+      alloc: (bytes) => this.ownedAlloc(bytes),
+      own: (owner, ptrs, bytes) => {
+        for (const p of ptrs) this.owned.register(owner, p);
+        this.weightBytesOnDevice += bytes;
+      },
+      launch: (kernel, grid, block, kinds, args, shared) => this.launch('quant-linear.cu', kernel, grid, block, kinds, args, shared),
+      gridFor: (n) => this.gridFor(n),
+    });
   }
 
   get device(): DeviceInfo {
@@ -186,7 +280,7 @@ export class CudaBackend implements Backend {
 
   /** Compile and load every kernel module now (otherwise each compiles on first use). */
   warmUp(): void {
-    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'attention.cu', 'kv-cache.cu']) this.kernels.module(f);
+    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu', 'quant-linear.cu']) this.kernels.module(f);
   }
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
@@ -230,30 +324,71 @@ export class CudaBackend implements Backend {
     return w;
   }
 
+  /** fp8, int8, int4 (any group size, zero points, act-order) and nvfp4; layouts in quantized-weights.ts. */
   loadQuantized(name: string, weight: QuantizedWeight): Weight {
-    throw new CudaUnsupportedError(`'${name}': ${weight.format} weights are not yet supported on CUDA (float bf16/f16/f32 checkpoints only so far)`);
+    return this.quant.load(name, weight);
+  }
+
+  /**
+   * A random weight made on the GPU, no host copy (--load-format dummy, benchmarks). Dense: values
+   * uniform in [-scale, scale) in `dtype` (vectors held as f32, as loadDense holds them). Quantized
+   * (matrices): what loadQuantized would hold for quantizeWeight(method, …) of such values.
+   */
+  randomWeight(name: string, spec: RandomWeightSpec): Weight {
+    if (spec.method && spec.shape.length === 2) return this.quant.random(name, spec.method, spec);
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const seed = spec.seed >>> 0;
+    const bytes = n * DTYPE_BYTES[spec.dtype];
+    const matrix = spec.shape.length === 2;
+    const held: DeviceDtype = matrix ? spec.dtype : 'f32';
+    const ptr = this.ownedAlloc(n * DTYPE_BYTES[held]);
+    const w = new CudaDenseWeight(ptr, [...spec.shape], bytes, spec.dtype, held);
+    this.owned.register(w, ptr);
+    this.weightBytesOnDevice += n * DTYPE_BYTES[held];
+    if (matrix) this.launch('quant-linear.cu', `random_dense_${spec.dtype}`, this.gridFor(n), 256, 'pluf', [ptr, n, seed, spec.scale]);
+    else this.launch('quant-linear.cu', 'random_vector', this.gridFor(n), 256, 'plufi', [ptr, n, seed, spec.scale, { f32: 0, bf16: 1, f16: 2 }[spec.dtype]]);
+    return w;
   }
 
   /** Dummy weights at real shapes, generated on the GPU (benchmarks): bf16 uniform in [-scale, scale). */
   randomBf16(shape: readonly number[], seed: number, scale: number): Weight {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const ptr = this.ownedAlloc(n * 2);
-    const w = new CudaDenseWeight(ptr, [...shape], n * 2, 'bf16', 'bf16');
-    this.owned.register(w, ptr);
-    this.weightBytesOnDevice += n * 2;
-    this.launch('elementwise.cu', 'fill_random_bf16', [Math.min(Math.ceil(n / 256), this.gridStrideBlocks), 1, 1], 256, 'pluf', [ptr, n, seed >>> 0, scale]);
-    return w;
+    return this.randomWeight('random', { shape, dtype: 'bf16', seed, scale });
   }
 
   weightToHost(weight: Weight): Float32Array {
+    if (isCudaQuantized(weight)) return this.quantizedToHost(weight);
     const w = this.dense(weight);
     const raw = new Uint8Array(w.numel * DTYPE_BYTES[w.dtype]);
     this.driver.download(raw, w.ptr);
     return toFloat32({ dtype: w.dtype.toUpperCase(), shape: [...w.shape], bytes: raw }, 'weight');
   }
 
+  /** Exactly src/quant's dequantize(w), computed on the device (no host copy of the weight is kept). */
+  private quantizedToHost(w: CudaQuantizedWeight): Float32Array {
+    const [N, K] = w.shape;
+    const buf = this.pool.alloc(N * K * 4, true);
+    try {
+      this.quant.dequantize(w, buf.ptr, 'f32');
+      const out = new Float32Array(N * K);
+      this.driver.download(out, buf.ptr);
+      return out;
+    } finally {
+      this.pool.release(buf);
+    }
+  }
+
+  /**
+   * A quantized weight as a bf16 [N, K] matrix (rounded to nearest even) for prefill's matmul, in the
+   * backend's one scratch matrix (sized at load for the largest quantized weight): valid until the
+   * next call, which stream order puts after the work queued in between.
+   */
+  private dequantizeToBf16(w: CudaQuantizedWeight): DevicePtr {
+    return this.quant.bf16Copy(w);
+  }
+
   private dense(weight: Weight): CudaDenseWeight {
     if (weight instanceof CudaDenseWeight) return weight;
+    if (isCudaQuantized(weight)) throw new CudaError(`a quantized (${weight.format}) weight [${weight.shape.join(', ')}] was given where a float weight is needed: only linear takes quantized weights`);
     throw new CudaError(`weight of format ${weight.format} is not a CUDA weight (was it loaded by another backend?)`);
   }
 
@@ -305,22 +440,32 @@ export class CudaBackend implements Backend {
   }
 
   addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor {
+    this.inPlaceEpoch++;
     const a = x as CudaTensor;
     const r = residual as CudaTensor;
     if (a.numel !== r.numel) throw new RangeError(`addRmsNorm: x has ${a.numel} values, residual ${r.numel}`);
     const out = this.tensor(r.shape);
     const w = this.vector(weight, r.cols, 'addRmsNorm');
-    this.launch('norm.cu', 'add_rms_norm', [r.rows, 1, 1], rowThreads(r.cols), 'ppppif', [a.ptr, r.ptr, w, out.ptr, r.cols, eps]);
+    const args = [a.ptr, r.ptr, w, out.ptr, r.cols, eps];
+    const k = normKernel(r.cols, false, [a.ptr, r.ptr, w, out.ptr]);
+    if (k.kind === 'block') this.launch('norm.cu', `add_rms_norm_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppif', args);
+    else this.launch('norm.cu', 'add_rms_norm', [r.rows, 1, 1], rowThreads(r.cols), 'ppppif', args);
     return out;
   }
 
   headRmsNorm(x: Tensor, weight: Weight, headDim: number, eps: number): void {
+    this.inPlaceEpoch++;
     const t = x as CudaTensor;
+    if (t.numel % headDim !== 0) throw new RangeError(`headRmsNorm: ${t.numel} values is not a whole number of heads of ${headDim}`);
     this.norm(t.ptr, t.ptr, this.vector(weight, headDim, 'headRmsNorm'), t.numel / headDim, headDim, eps);
   }
 
+  /** RMSNorm of `rows` rows of `cols` floats: the vector kernel normKernel picks, else the scalar one. */
   private norm(src: DevicePtr, dst: DevicePtr, w: DevicePtr, rows: number, cols: number, eps: number): void {
-    this.launch('norm.cu', 'rms_norm', [rows, 1, 1], rowThreads(cols), 'pppif', [src, w, dst, cols, eps]);
+    const k = normKernel(cols, true, [src, dst, w]);
+    if (k.kind === 'warp') this.launch('norm.cu', `rms_norm_w${k.vec}`, [Math.ceil(rows / NORM_WARP_ROWS), 1, 1], NORM_WARP_ROWS * 32, 'pppiif', [src, w, dst, rows, cols, eps]);
+    else if (k.kind === 'block') this.launch('norm.cu', `rms_norm_b${k.vec}`, [rows, 1, 1], k.threads, 'pppif', [src, w, dst, cols, eps]);
+    else this.launch('norm.cu', 'rms_norm', [rows, 1, 1], rowThreads(cols), 'pppif', [src, w, dst, cols, eps]);
   }
 
   /** A float32 vector weight of `n` values (norm weights and biases are held as f32). */
@@ -331,6 +476,7 @@ export class CudaBackend implements Backend {
   }
 
   linear(x: Tensor, weight: Weight, bias?: Weight): Tensor {
+    if (isCudaQuantized(weight)) return this.linearQuantized(x as CudaTensor, weight, bias);
     const src = x as CudaTensor;
     const W = this.dense(weight);
     const [N, K] = W.shape;
@@ -354,22 +500,141 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Quantized weights: ≤ 8 tokens take the GEMV that dequantises in registers (one kernel per weight
+   * for 1..8 tokens); more multiply a bf16 copy of the weight (the backend's scratch matrix) with matmul.
+   */
+  private linearQuantized(src: CudaTensor, w: CudaQuantizedWeight, bias?: Weight): CudaTensor {
+    const [N, K] = w.shape;
+    if (src.cols !== K) throw new Error(`linear: input has ${src.cols} columns, weight expects ${K}`);
+    const T = src.rows;
+    const b = bias ? this.vector(bias, N, 'linear bias') : 0;
+    if (T <= GEMV_MAX_T) {
+      const out = this.tensor([T, N]);
+      if (T > 0) this.quant.gemv(w, src.ptr, T, b, out.ptr);
+      return out;
+    }
+    // FP8 on sm_89+: the FP8 tensor cores with per-token activation scales (W8A8, as vLLM runs FP8
+    // checkpoints); other formats, and shapes cuBLASLt has no FP8 algorithm for, dequantise to bf16.
+    if (w instanceof CudaFp8Weight && this.canMatmulFp8(K)) {
+      const y = this.matmulFp8(src, w.codes, w.rowScales, N, K, b);
+      if (y) return y;
+    }
+    return this.matmul(src, this.dequantizeToBf16(w), 'bf16', N, K, b);
+  }
+
+  /** q/k/v in one launch where fused-linear.ts can (else separate linears); see fusedLinears. */
+  linearMany(x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[] {
+    return fusedLinearMany(this, x, weights, biases);
+  }
+
+  /** gate/up·SiLU in one launch where fused-linear.ts can (else linear, linear, siluMul). */
+  linearSiluMul(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor {
+    return fusedLinearSiluMul(this, x, gate, up, gateBias, upBias);
+  }
+
+  /** The last prefill input rounded for cuBLASLt (see matmul); valid while no in-place op ran since. */
+  private castCache?: { x: CudaTensor; dtype: DeviceDtype; epoch: number; buf: PooledBuffer; generation: number };
+  /** Counts in-place ops on activations, so cached derivatives of a tensor know when it may have changed. */
+  private inPlaceEpoch = 0;
+
+  /**
    * y[T, N] = x · Wᵀ (+ bias) for many tokens (prefill), W a dense [N, K] matrix on the device in
-   * `dtype`. Quantized weights come here after dequantising into a bf16 scratch matrix.
+   * `dtype`. Quantized weights come here after dequantising into a bf16 scratch matrix. bf16/f16 run
+   * on cuBLASLt's tensor cores (see prefillGemm), f32 and the fallback on the tiled float32 kernel.
    */
   private matmul(x: CudaTensor, w: DevicePtr, dtype: DeviceDtype, N: number, K: number, bias: DevicePtr, out = this.tensor([x.rows, N])): CudaTensor {
     const T = x.rows;
+    const blas = dtype === 'f32' ? undefined : this.cublasLt();
+    if (blas) {
+      // q, k and v (and gate, up) read the same input: round it to bf16/f16 once. An in-place op
+      // anywhere in between (rope, addInPlace, the norms' residual) drops the cached copy.
+      const c = this.castCache;
+      const reuse = c && c.x === x && c.dtype === dtype && c.epoch === this.inPlaceEpoch && c.buf.generation === c.generation ? c.buf : undefined;
+      const buf = blas.half(x.ptr, T, w, dtype as 'bf16' | 'f16', N, K, bias, out.ptr, reuse);
+      if (buf) {
+        // The copy it replaces goes back to the pool now: GEMMs already queued still read it first.
+        if (c && c.buf !== buf && c.buf.generation === c.generation) this.pool.release(c.buf);
+        this.castCache = { x, dtype, epoch: this.inPlaceEpoch, buf, generation: buf.generation };
+        return out;
+      }
+    }
     this.launch('linear.cu', `gemm_tiled_${dtype}`, [Math.ceil(N / TILE), Math.ceil(T / TILE), 1], 256, 'ppppiii', [w, x.ptr, bias, out.ptr, T, N, K]);
     return out;
   }
 
+  /** cuBLASLt for prefill unless prefillGemm is 'tiled' or it is missing ('cublaslt' then throws the reason). */
+  cublasLt(): CublasLtPrefill | undefined {
+    if (this.prefillGemm === 'tiled') return undefined;
+    const p = (this.prefill ??= openCublasLtPrefill(this.driver, this.kernels, this.pool));
+    if (p instanceof CublasLtPrefill) return p;
+    if (this.prefillGemm === 'cublaslt') throw new CudaError(`prefillGemm is 'cublaslt', but ${p.reason}`);
+    return undefined;
+  }
+
+  /** Whether matmulFp8 can run a [*, K] input: cuBLASLt present and chosen, compute capability ≥ 8.9, K a multiple of 16. */
+  canMatmulFp8(K: number): boolean {
+    return fp8GemmUnsupportedReason(this.device.computeCapability, K) === undefined && this.cublasLt() !== undefined;
+  }
+
+  /**
+   * y [T, N] = x · Wᵀ (+ bias) for an FP8 weight, W[n, k] = e4m3(codes[n, k]) · rowScales[n] (codes
+   * row-major [N, K], rowScales float32 [N], bias float32 [N] or 0): x quantised per token to e4m3,
+   * the FP8 tensor-core GEMM, then the two scales and the bias (cublaslt.ts). Check canMatmulFp8 first.
+   * Undefined (nothing launched) where cuBLASLt has no FP8 algorithm for this shape.
+   */
+  matmulFp8(x: CudaTensor, codes: DevicePtr, rowScales: DevicePtr, N: number, K: number, bias: DevicePtr): CudaTensor | undefined {
+    if (x.cols !== K) throw new Error(`matmulFp8: input has ${x.cols} columns, weight expects ${K}`);
+    const blas = this.cublasLt();
+    if (!blas) throw new CudaError(`matmulFp8: cuBLASLt is not in use (prefillGemm '${this.prefillGemm}'${this.prefill && 'reason' in this.prefill ? `; ${this.prefill.reason}` : ''})`);
+    const out = this.tensor([x.rows, N]);
+    return blas.fp8(x.ptr, x.rows, codes, rowScales, N, K, bias, out.ptr) ? out : undefined;
+  }
+
+  /** A thread per (token, rotated pair): rope-kv.cu. */
   rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void {
+    this.inPlaceEpoch++;
     const t = x as CudaTensor;
+    const { half, cos: c, sin: s } = this.ropeTables('rope', t, headDim, rotaryDim, cos, sin);
+    const pairs = (t.cols / headDim) * half;
+    this.launch('rope-kv.cu', 'rope', [t.rows, Math.ceil(pairs / ROPE_THREADS), 1], ROPE_THREADS, 'pppiii', [t.ptr, c, s, t.cols, headDim, half]);
+  }
+
+  /** Checks x [T, heads·headDim] and rotaryDim against cos/sin ([T, rotaryDim/2]) and puts those on the device. */
+  private ropeTables(op: string, x: CudaTensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): { half: number; cos: DevicePtr; sin: DevicePtr } {
+    if (x.cols % headDim !== 0) throw new RangeError(`${op}: ${x.cols} columns is not a whole number of heads of ${headDim}`);
+    if (rotaryDim % 2 !== 0 || rotaryDim <= 0 || rotaryDim > headDim) throw new RangeError(`${op}: rotary dim ${rotaryDim} must be even and within the head dim ${headDim}`);
     const half = rotaryDim / 2;
-    if (cos.length < t.rows * half || sin.length < t.rows * half) throw new RangeError(`rope: cos/sin hold ${cos.length}/${sin.length} values, need ${t.rows * half}`);
-    const c = this.uploads.get('rope.cos', cos);
-    const s = this.uploads.get('rope.sin', sin);
-    this.launch('elementwise.cu', 'rope', [t.rows, 1, 1], 128, 'pppiii', [t.ptr, c, s, t.cols, headDim, half]);
+    if (cos.length < x.rows * half || sin.length < x.rows * half) throw new RangeError(`${op}: cos/sin hold ${cos.length}/${sin.length} values, need ${x.rows * half}`);
+    return { half, cos: this.uploads.get('rope.cos', cos), sin: this.uploads.get('rope.sin', sin) };
+  }
+
+  /**
+   * rope(q), rope(k), writeKv(k, v) in one launch (rope-kv.cu rope_write_kv), the same bits as the
+   * three ops; fusedRopeKv = false runs those instead.
+   */
+  ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
+    if (!this.fusedRopeKv) {
+      this.rope(q, headDim, rotaryDim, cos, sin);
+      this.rope(k, headDim, rotaryDim, cos, sin);
+      this.writeKv(cache, layer, k, v, slots);
+      return;
+    }
+    this.inPlaceEpoch++;
+    const c = cache as CudaKvCache;
+    const qt = q as CudaTensor;
+    const kt = k as CudaTensor;
+    const vt = v as CudaTensor;
+    const { numKvHeads, headDim: cacheHeadDim } = c.spec;
+    if (headDim !== cacheHeadDim) throw new RangeError(`ropeWriteKv: head dim ${headDim}, the KV cache's is ${cacheHeadDim}`);
+    if (qt.rows !== slots.length) throw new RangeError(`ropeWriteKv: q has ${qt.rows} rows for ${slots.length} slots`);
+    const { off, slotsPtr } = this.kvTarget('ropeWriteKv', c, layer, kt, vt, slots);
+    const { half, cos: cs, sin: sn } = this.ropeTables('ropeWriteKv', qt, headDim, rotaryDim, cos, sin);
+    if (slots.length === 0) return;
+    const qHeads = qt.cols / headDim;
+    const items = qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
+    this.launch('rope-kv.cu', 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiii', [
+      qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half,
+    ]);
   }
 
   siluMul(gate: Tensor, up: Tensor): Tensor {
@@ -382,6 +647,7 @@ export class CudaBackend implements Backend {
   }
 
   addInPlace(a: Tensor, b: Tensor): void {
+    this.inPlaceEpoch++;
     const x = a as CudaTensor;
     const y = b as CudaTensor;
     if (x.numel !== y.numel) throw new RangeError(`addInPlace: ${x.numel} and ${y.numel} values`);
@@ -416,14 +682,28 @@ export class CudaBackend implements Backend {
 
   writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void {
     const c = cache as CudaKvCache;
+    const width = c.spec.numKvHeads * c.spec.headDim;
     const kt = k as CudaTensor;
     const vt = v as CudaTensor;
-    const width = c.spec.numKvHeads * c.spec.headDim;
-    if (kt.numel !== slots.length * width || vt.numel !== slots.length * width) throw new RangeError(`writeKv: k/v must be [${slots.length}, ${width}]`);
+    const { off, slotsPtr } = this.kvTarget('writeKv', c, layer, kt, vt, slots);
     if (slots.length === 0) return;
-    const s = this.uploads.get('slots', slots);
-    const off = layer * c.layerFloats * 4;
-    this.launch('kv-cache.cu', 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppi', [c.k + off, c.v + off, kt.ptr, vt.ptr, s, width]);
+    this.launch('kv-cache.cu', 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppi', [c.k + off, c.v + off, kt.ptr, vt.ptr, slotsPtr, width]);
+  }
+
+  /**
+   * Checks a cache write of k, v ([slots, kvHeads·headDim]) into `layer` at `slots` (a slot outside
+   * the cache would be a write to a stray address); the layer's byte offset and the slots on the device.
+   */
+  private kvTarget(op: string, c: CudaKvCache, layer: number, k: CudaTensor, v: CudaTensor, slots: Int32Array): { off: number; slotsPtr: DevicePtr } {
+    const { numLayers, numBlocks, blockSize, numKvHeads, headDim } = c.spec;
+    const width = numKvHeads * headDim;
+    if (k.numel !== slots.length * width || v.numel !== slots.length * width) throw new RangeError(`${op}: k/v must be [${slots.length}, ${width}]`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new RangeError(`${op}: layer ${layer} of a ${numLayers}-layer KV cache`);
+    const numSlots = numBlocks * blockSize;
+    for (let i = 0; i < slots.length; i++) {
+      if (slots[i] < 0 || slots[i] >= numSlots) throw new RangeError(`${op}: slot ${slots[i]} (token ${i}) is outside the KV cache's ${numSlots} slots`);
+    }
+    return { off: layer * c.layerFloats * 4, slotsPtr: slots.length > 0 ? this.uploads.get('slots', slots) : 0 };
   }
 
   attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor {
@@ -435,15 +715,115 @@ export class CudaBackend implements Backend {
     if (!Number.isInteger(numHeads) || numHeads % numKvHeads !== 0) throw new RangeError(`attention: ${qt.cols} query columns is not a multiple of ${numKvHeads} KV heads × ${headDim}`);
     const out = this.tensor(qt.shape);
     if (batch.numTokens === 0) return out;
-    const positions = this.uploads.get('positions', batch.positions);
-    const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
+    // Planned once per step (cached while the batch arrays are unchanged); checks positions and blocks.
+    const plan = this.attentionPlanner.plan(batch, blockSize, c.spec.numBlocks, window);
     const tables = this.uploads.get('blockTables', batch.blockTables);
     const off = layer * c.layerFloats * 4;
-    this.launch('attention.cu', 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifi', [
-      qt.ptr, c.k + off, c.v + off, out.ptr, positions, seqIndex, tables,
-      batch.maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
-    ]);
+    const kc = c.k + off;
+    const vc = c.v + off;
+    // The tiled kernels exist for head_dim 64 and 128; other sizes keep the original kernel.
+    const tiled = headDim === 64 || headDim === 128;
+    const kernel = this.attentionKernel !== 'auto' ? this.attentionKernel : !tiled ? 'paged' : plan.longestRun >= PREFILL_MIN_RUN ? 'prefill' : 'decode';
+    if (kernel !== 'paged' && !tiled) throw new CudaError(`attention: the ${kernel} kernel needs head_dim 64 or 128, not ${headDim}`);
+    const a: AttentionLaunch = { q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
+    if (kernel === 'paged') {
+      const positions = this.uploads.get('positions', batch.positions);
+      const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
+      this.launch('attention.cu', 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifi', [
+        qt.ptr, kc, vc, out.ptr, positions, seqIndex, tables,
+        batch.maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+      ]);
+    } else if (kernel === 'decode') {
+      this.decodeAttention(a, undefined, undefined);
+    } else if (this.attentionKernel === 'prefill') {
+      // Forced (tests, benchmarks): every token through the tensor-core kernel, short runs as small tiles.
+      const rows = this.prefillRows(plan.tiles[128].numTiles, numHeads);
+      this.prefillAttention(a, rows, this.uploads.get(`attention.tiles${rows}`, plan.tiles[rows].tiles), plan.tiles[rows].numTiles);
+    } else {
+      // A prefill step: runs of ≥ 16 tokens on tensor cores, the rest of the step's tokens (decode
+      // tokens, speculative windows) split-K, each token's rows written by one of the two.
+      const rows = this.prefillRows(plan.tiles[128].numPrefillTiles, numHeads);
+      const t = plan.tiles[rows];
+      this.prefillAttention(a, rows, this.uploads.get(`attention.prefillTiles${rows}`, t.prefillTiles), t.numPrefillTiles);
+      if (plan.otherTokens.length > 0) this.decodeAttention(a, this.uploads.get('attention.otherTokens', plan.otherTokens), plan.otherTokens);
+    }
     return out;
+  }
+
+  /** Tile size of a prefill launch: attentionPrefillRows, or by the rule (attention-plan.ts prefillTileRows). */
+  private prefillRows(tiles128: number, numHeads: number): PrefillTileRows {
+    return this.attentionPrefillRows || prefillTileRows(tiles128, numHeads, this.device.multiprocessors);
+  }
+
+  /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
+  private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
+    const warps = rows / 16;
+    this.launch('attention-prefill.cu', `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
+      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window,
+    ]);
+  }
+
+  /**
+   * Split-K decode attention for the tokens in `list` (on the host; `tokens` is the same list on the
+   * device), or all of the step's when undefined. A block per (token, KV head, group of ≤ 8 of its
+   * query heads, chunk of positions); a token's chunk size depends on its own context only
+   * (attention-plan.ts decodeChunk), and its chunks are merged by the last of them to finish, in the
+   * same launch.
+   */
+  private decodeAttention(a: AttentionLaunch, tokens: DevicePtr | undefined, list: Int32Array | undefined): void {
+    const heads = decodeHeadsPerBlock(a.numHeads, a.numKvHeads);
+    const headBlocks = a.numKvHeads * Math.ceil(a.numHeads / a.numKvHeads / heads);
+    const count = list ? list.length : a.batch.numTokens;
+    // Grid depth: the most chunks any of the tokens needs (blocks past a token's own count exit).
+    let splits = 1;
+    for (let i = 0; i < count; i++) {
+      const pos = a.batch.positions[list ? list[i] : i];
+      splits = Math.max(splits, decodeSplits(a.window > 0 ? Math.min(pos + 1, a.window) : pos + 1, this.attentionChunk));
+    }
+    if (splits > DECODE_MAX_SPLITS) throw new RangeError(`attention: a decode chunk of ${this.attentionChunk} positions makes ${splits} chunks, over the kernel's ${DECODE_MAX_SPLITS}`);
+    const positions = this.uploads.get('positions', a.batch.positions);
+    const seqIndex = this.uploads.get('seqIndex', a.batch.seqIndex);
+    // Partial results of split tokens: normalized outputs, then (max, sum), per (listed token, head,
+    // split). Given back to the pool as soon as the launch is queued (stream order keeps it intact
+    // until the kernel has run), so every layer of a step reuses one scratch.
+    const partials = count * a.numHeads * splits;
+    const scratch = splits > 1 ? this.pool.alloc(partials * (a.headDim + 2) * 4, true) : undefined;
+    const partOut = scratch?.ptr ?? 0;
+    const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
+    const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
+    try {
+      this.launch('attention-decode.cu', `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
+        a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
+        a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk,
+      ]);
+    } finally {
+      if (scratch) this.pool.release(scratch);
+    }
+  }
+
+  /**
+   * At least `n` zeroed ints for the decode kernel's per-(token, head group) chunk counters. Each
+   * launch leaves them zero (the last chunk resets its counter), so they are kept, not pooled
+   * (pooled memory is poisoned between steps in tests); grown by doubling.
+   */
+  private decodeCounters(n: number): DevicePtr {
+    if (n > this.counters.ints) {
+      if (this.counters.ints > 0) {
+        this.driver.synchronize(); // no queued kernel still counts in the old array
+        this.driver.memFree(this.counters.ptr);
+      }
+      const ints = Math.max(n, 2 * this.counters.ints, 1024);
+      this.counters = { ptr: this.ownedAlloc(ints * 4), ints };
+      this.driver.fill32(this.counters.ptr, 0, ints);
+    }
+    return this.counters.ptr;
+  }
+
+  /** Back to the pool now (see Backend.release); a stale or foreign tensor is left alone. */
+  release(...tensors: Tensor[]): void {
+    for (const t of tensors) {
+      if (t instanceof CudaTensor && t.valid) this.pool.release(t.buffer);
+    }
   }
 
   copyKvBlocks(cache: KvCacheStorage, pairs: Array<[number, number]>): void {

@@ -147,6 +147,8 @@ export class CudaDriver {
   private readonly argPointers = Buffer.alloc(8 * MAX_KERNEL_ARGS);
   /** Synchronize after every launch and name the kernel if it failed (tests; TACHYON_CUDA_SYNC=1). */
   syncEveryLaunch = process.env.TACHYON_CUDA_SYNC === '1';
+  /** Kernels launched so far (benchmarks count launches per step; profilers skip to a step by it). */
+  launches = 0;
 
   constructor(ordinal = 0) {
     const api = (this.api = driverApi());
@@ -282,6 +284,7 @@ export class CudaDriver {
       }
     }
     const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
+    this.launches++;
     this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
     if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
   }

@@ -28,7 +28,7 @@ export function sizeClass(bytes: number): number {
 export class DevicePool {
   private readonly free = new Map<number, PooledBuffer[]>();
   /** Lent during the current synchronous run; recycled when it ends. */
-  private lentThisRun: PooledBuffer[] = [];
+  private lentThisRun: Array<[PooledBuffer, number]> = [];
   private runOpen = false;
   /** Bytes held from cuMemAlloc (lent out or on the free lists). */
   reservedBytes = 0;
@@ -50,7 +50,7 @@ export class DevicePool {
         this.counters.runs++;
         queueMicrotask(this.endRun);
       }
-      this.lentThisRun.push(buf);
+      this.lentThisRun.push([buf, buf.generation]);
     }
     return buf;
   }
@@ -67,7 +67,9 @@ export class DevicePool {
     this.runOpen = false;
     const lent = this.lentThisRun;
     this.lentThisRun = [];
-    for (const b of lent) this.release(b);
+    // A buffer released early (CudaBackend.release) has a new generation: it is already free, or lent
+    // again under a later entry of this list.
+    for (const [b, generation] of lent) if (b.generation === generation) this.release(b);
   };
 
   private grow(cls: number): PooledBuffer {
