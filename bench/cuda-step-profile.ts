@@ -1,0 +1,105 @@
+// Where a decode step's time goes on the GPU, for a model at real shapes with dummy weights: the
+// step's wall time, the host's time to issue it (until the logits are read back), the GPU span from
+// the step's first to its last kernel (events), and the launches per step. With --ncu-plan it prints
+// the launch index of the last step, so Nsight Compute can time that step's kernels one by one:
+//
+//   node dist/bench/cuda-step-profile.js [--model llama-3.1-8b] [--quantization none] [--batch 1] [--context 128] [--steps 16]
+//   ncu --launch-skip <first> --launch-count <count> --metrics gpu__time_duration.sum --csv node dist/bench/cuda-step-profile.js …
+//
+// Measures; never passes or fails. Prints a table; saves nothing (the numbers go into docs/cuda.md).
+
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { argmax } from '../src/eval/metrics.js';
+import { parseModelConfig } from '../src/model/config.js';
+import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { loadDummyWeights } from '../src/model/load/dummy.js';
+import { findPreset } from '../src/plan/presets.js';
+import type { QuantizationMethod } from '../src/quant/online.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'llama-3.1-8b' },
+    quantization: { type: 'string', default: 'none' },
+    batch: { type: 'string', default: '1' },
+    context: { type: 'string', default: '128' },
+    steps: { type: 'string', default: '16' },
+  },
+});
+const batch = Number(values.batch);
+const context = Number(values.context);
+const steps = Number(values.steps);
+const quantization = values.quantization === 'none' ? undefined : (values.quantization as QuantizationMethod);
+
+const backend = new CudaBackend();
+// Every kernel ours, so the launch counter matches Nsight Compute's (cuBLASLt launches its own).
+backend.prefillGemm = 'tiled';
+backend.warmUp();
+const raw = findPreset(values.model!);
+if (!raw) throw new Error(`unknown preset ${values.model}`);
+const config = parseModelConfig(raw, values.model!);
+const model = new LlamaModel(config, loadDummyWeights(config, backend, { quantization, seed: 1 }), backend);
+const blockSize = 16;
+const blocksPerSeq = Math.ceil((context + steps + 1) / blockSize);
+const kv = backend.allocKvCache({ numLayers: config.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: config.numKvHeads, headDim: config.headDim });
+const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
+
+function batchOf(tokens: number[][], start: number): ForwardBatch {
+  const tok: number[] = [];
+  const pos: number[] = [];
+  const seq: number[] = [];
+  const rows: number[] = [];
+  tokens.forEach((ts, s) => {
+    ts.forEach((t, i) => {
+      tok.push(t);
+      pos.push(start + i);
+      seq.push(s);
+    });
+    rows.push(tok.length - 1);
+  });
+  const slot = (s: number, p: number) => (s * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize);
+  return {
+    numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
+    slots: Int32Array.from(pos, (p, i) => slot(seq[i], p)), blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(rows),
+  };
+}
+
+// Read-back time: toHost is where the host waits for the GPU.
+let issuedAt = 0;
+const toHost = backend.toHost.bind(backend);
+backend.toHost = (t) => {
+  issuedAt = performance.now();
+  return toHost(t);
+};
+
+const V = config.vocabSize;
+let next = Array.from({ length: batch }, (_, s) => (s * 7919) % V);
+const prompt = Array.from({ length: batch }, (_, s) => Array.from({ length: context }, (_, i) => (s * 31 + i * 17) % V));
+model.forward(batchOf(prompt, 0), kv);
+backend.synchronize();
+const e0 = backend.driver.createEvent();
+const e1 = backend.driver.createEvent();
+const rows: Array<{ wall: number; issue: number; gpu: number; launches: number }> = [];
+let firstLaunchOfLast = 0;
+for (let i = 0; i < steps; i++) {
+  await nextTurn();
+  const l0 = backend.driver.launches;
+  if (i === steps - 1) firstLaunchOfLast = l0;
+  const t0 = performance.now();
+  backend.driver.recordEvent(e0);
+  const b = batchOf(next.map((t) => [t]), context + i);
+  const logitsRow = model.forward(b, kv).logits;
+  const t1 = performance.now();
+  backend.driver.recordEvent(e1);
+  const gpu = backend.driver.elapsedMs(e0, e1);
+  next = Array.from({ length: batch }, (_, r) => argmax(logitsRow.subarray(r * V, (r + 1) * V)));
+  rows.push({ wall: t1 - t0, issue: issuedAt - t0, gpu, launches: backend.driver.launches - l0 });
+}
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const last = rows.slice(2);
+console.log(`${values.model} ${values.quantization} batch ${batch} context ${context} on ${backend.device.name}`);
+console.log('| step wall ms | host issue ms (until the read-back) | GPU span ms (events; includes the read-back) | launches |');
+console.log('|---:|---:|---:|---:|');
+console.log(`| ${med(last.map((r) => r.wall)).toFixed(3)} | ${med(last.map((r) => r.issue)).toFixed(3)} | ${med(last.map((r) => r.gpu)).toFixed(3)} | ${rows[rows.length - 1].launches} |`);
+console.log(`ncu plan: --launch-skip ${firstLaunchOfLast} --launch-count ${rows[rows.length - 1].launches}`);
