@@ -207,8 +207,11 @@ export class LLM {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     for (const id of this.listeners.keys()) this.engine.abort(id);
+    // GPU memory goes back now, not when the collector gets to the weights.
+    this.loaded.model.backend.dispose?.();
   }
 
   private stream(promptIds: number[], params: SamplingParams, opts: GenerateOptions): AsyncIterable<GenerateChunk> {

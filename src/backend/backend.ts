@@ -134,6 +134,8 @@ export interface Backend {
    * Using a released tensor afterwards is a bug the CUDA backend reports.
    */
   release?(...tensors: Tensor[]): void;
+  /** Free what this backend allocated now (LLM.close); nothing it made may be used afterwards. */
+  dispose?(): void;
   /** Copy whole KV blocks (prefix sharing, forks). */
   copyKvBlocks?(cache: KvCacheStorage, pairs: Array<[number, number]>): void;
 }

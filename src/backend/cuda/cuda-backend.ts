@@ -202,6 +202,9 @@ export class CudaBackend implements Backend {
   readonly kernels: KernelModules;
   readonly pool: DevicePool;
   private readonly uploads: StepUploads;
+  /** Device allocations of weights, KV caches and scratch not yet freed (by the collector or dispose). */
+  private readonly live = new Set<DevicePtr>();
+  private disposed = false;
   /** Device memory held by weights and KV caches, freed when they are collected. */
   private readonly owned: FinalizationRegistry<DevicePtr>;
   weightBytesOnDevice = 0;
@@ -253,7 +256,10 @@ export class CudaBackend implements Backend {
     this.pool = new DevicePool(this.driver);
     this.uploads = new StepUploads(this.driver, this.pool);
     const driver = this.driver;
+    const live = this.live;
     this.owned = new FinalizationRegistry((ptr) => {
+      // dispose() may have freed it already.
+      if (!live.delete(ptr)) return;
       try {
         driver.memFree(ptr);
       } catch {
@@ -285,12 +291,29 @@ export class CudaBackend implements Backend {
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
   private ownedAlloc(bytes: number): DevicePtr {
+    if (this.disposed) throw new CudaError('this CUDA backend was disposed (its LLM was closed)');
     const ptr = this.driver.tryMemAlloc(bytes) ?? (this.pool.trim(), this.driver.tryMemAlloc(bytes));
     if (ptr === undefined) {
       const { freeBytes, totalBytes } = this.driver.memInfo();
       throw new CudaError(`out of GPU memory allocating ${fmtBytes(bytes)} (${fmtBytes(freeBytes)} free of ${fmtBytes(totalBytes)})`, 2);
     }
+    this.live.add(ptr);
     return ptr;
+  }
+
+  /**
+   * Free every weight, KV cache and pooled buffer this backend allocated, now rather than when the
+   * garbage collector finds their owners (LLM.close calls it: loading model after model in one
+   * process would otherwise run out of GPU memory). Nothing it made may be used afterwards.
+   */
+  dispose(): void {
+    this.driver.synchronize();
+    for (const ptr of this.live) this.driver.memFree(ptr);
+    this.live.clear();
+    this.pool.trim();
+    this.weightBytesOnDevice = 0;
+    this.kvBytesOnDevice = 0;
+    this.disposed = true;
   }
 
   private tensor(shape: readonly number[]): CudaTensor {
