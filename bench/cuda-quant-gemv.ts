@@ -3,8 +3,10 @@
 // device µs per call (CUDA events), the weight bytes streamed per second, and that as a share of the
 // device-to-device copy bandwidth (the memory roofline). lm_head stays bf16 in real quantized
 // checkpoints, so it is measured in bf16 only. Each quantized case runs every GEMV kernel: v1, v2 as
-// chosen per call, and v2 forced to each other rows-a-block it has a kernel for. Prints a table and saves JSON with the machine and GPU.
-// Measures; never passes or fails.
+// chosen per call, and v2 forced to each other rows-a-block it has a kernel for. Then the fused decode
+// linears per quantized format: q/k/v through linearMany and gate/up·SiLU through linearSiluMul, the
+// separate ops against the fused kernels (as chosen, and forced to each rows-a-block), with launches
+// per call. Prints tables and saves JSON with the machine and GPU. Measures; never passes or fails.
 //
 //   node dist/bench/cuda-quant-gemv.js [--tokens 1,8] [--output FILE]
 
@@ -12,9 +14,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { Weight } from '../src/backend/backend.js';
+import type { Tensor, Weight } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { quantGemvV2, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
+import { quantGemvV2, type QuantGemvFormat, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
 import { packageRoot } from '../src/model/default-model.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { machineInfo } from './machine.js';
@@ -37,7 +39,7 @@ console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors
 console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
 
 // The quantized GEMV kernels to compare (QuantizedWeights.kernel / .rows; the backend keeps them private).
-const quant = (backend as unknown as { quant: QuantizedWeights }).quant;
+const quant = backend.quantized;
 function setVariant(v: string): void {
   quant.kernel = v === 'v1' ? 'v1' : 'v2';
   const m = /^v2 r(\d+)$/.exec(v);
@@ -46,9 +48,9 @@ function setVariant(v: string): void {
 /** v1, v2 as chosen, and v2 at each rows a block that has a kernel for T tokens (other than the chosen). */
 function variantsOf(format: Format, N: number, T: number): string[] {
   if (format === 'bf16') return ['split-K'];
-  const family = format === 'fp8' || format === 'w8a16' ? 'q8' : 'q4';
-  const chosen = quantGemvV2(family, N, T).rows;
-  const forced = [4, 8, 16].filter((r) => r !== chosen && (() => { try { quantGemvV2(family, N, T, r as 4 | 8 | 16); return true; } catch { return false; } })());
+  const kernelFormat = KERNEL_FORMAT[format];
+  const chosen = quantGemvV2(kernelFormat, N, T).rows;
+  const forced = [4, 8, 16].filter((r) => r !== chosen && (() => { try { quantGemvV2(kernelFormat, N, T, r as 4 | 8 | 16); return true; } catch { return false; } })());
   return ['v1', 'v2', ...forced.map((r) => `v2 r${r}`)];
 }
 
@@ -57,9 +59,18 @@ function median(xs: number[]): number {
   return s[s.length >> 1];
 }
 
+// A device copy queued before the timed launches keeps the GPU busy while the host queues them (a
+// launch through koffi costs 5–7 µs of host time, about what the smallest GEMVs take), so the events
+// time the kernels back to back, as in a decode step where the GPU is the bottleneck (as
+// bench/cuda-gemv.ts does). Without it the small shapes measured the host's launch rate.
+const SPACER_BYTES = 2 ** 31;
+const spacerSrc = backend.driver.memAlloc(SPACER_BYTES);
+const spacerDst = backend.driver.memAlloc(SPACER_BYTES);
+
 /**
- * Device milliseconds per call of `fn`, from events around `reps` back-to-back calls: the median of
- * 3 trials after a warm-up one, each in its own step so outputs come from the pool.
+ * Device milliseconds per call of `fn`, from events around `reps` back-to-back calls queued behind
+ * the spacer copy: the median of 3 trials after a warm-up one, each in its own step so outputs come
+ * from the pool.
  */
 async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
   const d = backend.driver;
@@ -69,6 +80,7 @@ async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number
   for (let trial = 0; trial < 4; trial++) {
     await nextTurn();
     setup();
+    d.copyDeviceToDevice(spacerDst, spacerSrc, SPACER_BYTES);
     d.recordEvent(e0);
     for (let i = 0; i < reps; i++) fn(i);
     d.recordEvent(e1);
@@ -79,6 +91,8 @@ async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number
 }
 
 type Format = 'bf16' | QuantizationMethod;
+/** The kernel format of each --quantization method (quantized-weights.ts). */
+const KERNEL_FORMAT: Record<QuantizationMethod, QuantGemvFormat> = { fp8: 'fp8', w8a16: 'int8', w4a16: 'int4', nvfp4: 'nvfp4' };
 interface Row {
   shape: [number, number];
   format: Format;
@@ -127,11 +141,71 @@ for (const [N, K, role] of shapes) {
   }
 }
 
+// ---- fused decode linears: q/k/v in one launch (linearMany), gate/up·SiLU in one (linearSiluMul) ----
+
+interface FusedRow {
+  op: 'q/k/v' | 'gate/up·SiLU';
+  format: QuantizationMethod;
+  /** 'separate' (fusedLinears off: a linear per matrix, + silu_mul), 'fused' (rows chosen per call), 'fused rN' (forced). */
+  variant: string;
+  tokens: number;
+  /** Kernel launches per call. */
+  launches: number;
+  weightBytes: number;
+  us: number;
+  weightGBs: number;
+  ofCopy: number;
+}
+const fusedRows: FusedRow[] = [];
+const H = 4096;
+const FF = 14336;
+const KV = 1024;
+for (const format of formats) {
+  if (format === 'bf16') continue; // dense fused GEMVs: bench/cuda-gemv.ts
+  for (const [op, shapes] of [['q/k/v', [[H, H], [KV, H], [KV, H]]], ['gate/up·SiLU', [[FF, H], [FF, H]]]] as const) {
+    (globalThis as { gc?: () => void }).gc?.();
+    await nextTurn();
+    const make = (): Weight[] => shapes.map(([N, K]) => backend.randomWeight(`${op}.${format}`, { shape: [N, K], dtype: 'bf16', method: format, seed: seed++, scale: 1 / Math.sqrt(K) }));
+    const first = make();
+    const bytes = first.reduce((a, w) => a + w.bytes, 0);
+    const copies = Math.max(1, Math.ceil(256e6 / bytes));
+    const sets = [first, ...Array.from({ length: copies - 1 }, make)];
+    const call = (x: Tensor, ws: Weight[]) => (op === 'q/k/v' ? backend.linearMany(x, ws) : backend.linearSiluMul(x, ws[0], ws[1]));
+    const totalN = shapes.reduce((a, [N]) => a + N, 0);
+    for (const T of tokenCounts) {
+      const chosen = quantGemvV2(KERNEL_FORMAT[format], op === 'q/k/v' ? totalN : FF, T, 'auto', 'fused').rows;
+      const forced = [4, 8].filter((r) => r !== chosen && (() => { try { quantGemvV2(KERNEL_FORMAT[format], FF, T, r as 4 | 8, 'fused'); return true; } catch { return false; } })());
+      for (const variant of ['separate', 'fused', ...forced.map((r) => `fused r${r}`)]) {
+        backend.fusedLinears = variant !== 'separate';
+        const m = /^fused r(\d+)$/.exec(variant);
+        quant.rows = m ? (Number(m[1]) as 4 | 8) : 'auto';
+        const xHost = Float32Array.from({ length: T * H }, (_, i) => Math.sin(i));
+        let x = backend.fromHost(xHost, [T, H]);
+        const before = backend.driver.launches;
+        call(x, first);
+        const launches = backend.driver.launches - before;
+        const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, H])), (i) => call(x, sets[i % copies]), 30);
+        const weightGBs = bytes / (ms / 1000) / 1e9;
+        fusedRows.push({ op, format, variant, tokens: T, launches, weightBytes: bytes, us: ms * 1000, weightGBs, ofCopy: weightGBs / copyGBs });
+      }
+      backend.fusedLinears = true;
+      quant.rows = 'auto';
+    }
+  }
+}
+
 console.log('');
 console.log('| W [N, K] | format | kernel | MB | tokens | µs | weight GB/s | of copy BW |');
 console.log('|---|---|---|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   console.log(`| ${r.shape.join('×')} | ${r.format} | ${r.variant} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${r.weightGBs.toFixed(0)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
+}
+
+console.log('');
+console.log('| fused op | format | kernel | launches | MB | tokens | µs | weight GB/s | of copy BW |');
+console.log('|---|---|---|---:|---:|---:|---:|---:|---:|');
+for (const r of fusedRows) {
+  console.log(`| ${r.op} | ${r.format} | ${r.variant} | ${r.launches} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${r.weightGBs.toFixed(0)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
 }
 
 const machine = machineInfo();
@@ -147,10 +221,12 @@ writeFileSync(
       kernels: { compileMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
       notes:
         'variant: the quantized GEMV kernel (v1; v2 with rows per block chosen per call; v2 rN forced to N rows); ' +
-        'us: device time per linear call (events, median of 3 trials of 30 calls, rotating over weight copies totalling >= 256 MB); ' +
+        'us: device time per linear call (events, median of 3 trials of 30 calls queued behind a 2 GiB device copy so host launch time is hidden, rotating over weight copies totalling >= 256 MB); ' +
+        'fusedRows: q/k/v (4096+1024+1024 rows) through linearMany and gate/up (2 x 14336) through linearSiluMul, K = 4096, separate ops (fusedLinears off) vs the fused quantized kernels, launches per call; ' +
         'weightGBs: the weight bytes the backend reports (codes + scales, as the checkpoint) over that time; ofCopy: that / the device-to-device copy bandwidth (read + write)',
       machine,
       rows,
+      fusedRows,
     },
     null,
     2,

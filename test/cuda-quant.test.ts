@@ -13,7 +13,10 @@ import { after, describe, it } from 'node:test';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { nvfp4Multipliers, planInt4, quantGemvV2, quantizedBytes, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
+import {
+  CudaFp8Weight, CudaInt4Weight, CudaInt8Weight, CudaNvfp4Weight, nvfp4Multipliers, planInt4, quantGemvV2, quantizedBytes, QuantizedWeights,
+  type Int4DeviceParts, type QuantDeviceContext, type QuantGemvFormat,
+} from '../src/backend/cuda/quantized-weights.js';
 import { Rng } from '../src/engine/rng.js';
 import { InvalidRequestError } from '../src/errors.js';
 import { LLM } from '../src/llm.js';
@@ -178,19 +181,49 @@ describe('quantized weight layouts on CUDA (planning, no GPU needed)', () => {
     for (let c = 0; c < 256; c++) assert.ok(Object.is(m[c], Math.fround(E4M3_VALUES[c] * gs)) || (Number.isNaN(m[c]) && Number.isNaN(E4M3_VALUES[c])), `code ${c}`);
   });
 
-  it('v2 GEMV choice: the smallest token bound ≥ T; preferred rows, halved while under 256 blocks; forced rows only where made', () => {
-    assert.deepEqual(quantGemvV2('q8', 14336, 1), { tmax: 1, rows: 16, suffix: '_r16_t1' });
-    assert.deepEqual(quantGemvV2('q8', 4096, 1), { tmax: 1, rows: 16, suffix: '_r16_t1' });
-    assert.deepEqual(quantGemvV2('q8', 1024, 1), { tmax: 1, rows: 4, suffix: '_r4_t1' });
-    assert.deepEqual(quantGemvV2('q8', 2048, 3), { tmax: 4, rows: 8, suffix: '_r8_t4' });
-    assert.deepEqual(quantGemvV2('q8', 14336, 8), { tmax: 8, rows: 8, suffix: '_r8_t8' });
-    assert.deepEqual(quantGemvV2('q4', 14336, 1), { tmax: 1, rows: 8, suffix: '_r8_t1' });
-    assert.deepEqual(quantGemvV2('q4', 14336, 2), { tmax: 2, rows: 8, suffix: '_r8_t2' });
-    assert.deepEqual(quantGemvV2('q4', 14336, 5), { tmax: 8, rows: 4, suffix: '_r4_t8' });
-    assert.deepEqual(quantGemvV2('q4', 67, 1), { tmax: 1, rows: 4, suffix: '_r4_t1' });
-    assert.deepEqual(quantGemvV2('q4', 67, 1, 8), { tmax: 1, rows: 8, suffix: '_r8_t1' });
-    assert.throws(() => quantGemvV2('q4', 14336, 8, 8), /no q4 kernel for 8 rows and up to 8 tokens \(made: 4\)/);
-    assert.throws(() => quantGemvV2('q8', 14336, 9), /9 tokens, it takes 1 to 8/);
+  it('v2 GEMV choice: the smallest token bound ≥ T; preferred rows per format, halved while under 256 blocks; forced rows only where made', () => {
+    assert.deepEqual(quantGemvV2('fp8', 14336, 1), { tmax: 1, rows: 8, suffix: '_r8_t1' });
+    assert.deepEqual(quantGemvV2('int8', 4096, 1), { tmax: 1, rows: 8, suffix: '_r8_t1' });
+    assert.deepEqual(quantGemvV2('fp8', 1024, 1), { tmax: 1, rows: 4, suffix: '_r4_t1' });
+    assert.deepEqual(quantGemvV2('int8', 2048, 3), { tmax: 4, rows: 8, suffix: '_r8_t4' });
+    assert.deepEqual(quantGemvV2('fp8', 14336, 8), { tmax: 8, rows: 8, suffix: '_r8_t8' });
+    assert.deepEqual(quantGemvV2('int4', 14336, 1), { tmax: 1, rows: 4, suffix: '_r4_t1' });
+    assert.deepEqual(quantGemvV2('nvfp4', 14336, 1), { tmax: 1, rows: 8, suffix: '_r8_t1' });
+    assert.deepEqual(quantGemvV2('nvfp4', 14336, 2), { tmax: 2, rows: 8, suffix: '_r8_t2' });
+    assert.deepEqual(quantGemvV2('nvfp4', 1024, 1), { tmax: 1, rows: 4, suffix: '_r4_t1' });
+    assert.deepEqual(quantGemvV2('int4', 14336, 5), { tmax: 8, rows: 4, suffix: '_r4_t8' });
+    assert.deepEqual(quantGemvV2('int4', 67, 1, 8), { tmax: 1, rows: 8, suffix: '_r8_t1' });
+    assert.deepEqual(quantGemvV2('fp8', 4096, 2, 16), { tmax: 2, rows: 16, suffix: '_r16_t2' });
+    // The fused kernels: chosen over the rows of the whole grid (q+k+v); no 16-row kernels.
+    assert.deepEqual(quantGemvV2('int8', 6144, 1, 'auto', 'fused'), { tmax: 1, rows: 8, suffix: '_r8_t1' });
+    assert.deepEqual(quantGemvV2('nvfp4', 14336, 4, 'auto', 'fused'), { tmax: 4, rows: 4, suffix: '_r4_t4' });
+    assert.throws(() => quantGemvV2('fp8', 4096, 1, 16, 'fused'), /no fused fp8 kernel for 16 rows and up to 1 tokens \(made: 4, 8\)/);
+    assert.throws(() => quantGemvV2('int4', 14336, 8, 8), /no int4 kernel for 8 rows and up to 8 tokens \(made: 4\)/);
+    assert.throws(() => quantGemvV2('fp8', 14336, 9), /9 tokens, it takes 1 to 8/);
+  });
+
+  it('fused q/k/v and gate/up kernels: taken for weights of one format on their fast kernels, refused otherwise', () => {
+    // fusedFormat reads only the weights' descriptions: no device is touched (the context throws if used).
+    const noDevice = new Proxy({}, { get: () => { throw new Error('no device in this test'); } }) as QuantDeviceContext;
+    const quant = new QuantizedWeights(noDevice);
+    const fp8 = (rows: number, cols: number, nan = false) => new CudaFp8Weight(rows, cols, 1, 2, rows * cols, nan);
+    const int8 = (rows: number, cols: number) => new CudaInt8Weight(rows, cols, 1, 2, rows * cols);
+    const int4 = (rows: number, cols: number, over: Partial<Int4DeviceParts> = {}) =>
+      new CudaInt4Weight({ rows, cols, layout: 'tiled', packed: 1, wordsPerRow: Math.ceil(cols / 256) * 32, groupSize: 128, numGroups: Math.ceil(cols / 128), groupShift: 7, scales: 2, zeros: 0, perm: 0, gIdx: 0, ...over }, 1);
+    const nvfp4 = (rows: number, cols: number) => new CudaNvfp4Weight(rows, cols, 1, Math.ceil(cols / 256) * 32, 2, 3, 1, 1);
+    assert.equal(quant.fusedFormat([fp8(256, 512), fp8(64, 512), fp8(64, 512)], 512), 'fp8');
+    assert.equal(quant.fusedFormat([int8(256, 512), int8(64, 512)], 512), 'int8');
+    assert.equal(quant.fusedFormat([int4(256, 512), int4(64, 512, { zeros: 5 })], 512), 'int4');
+    assert.equal(quant.fusedFormat([nvfp4(96, 512), nvfp4(96, 512)], 512), 'nvfp4');
+    assert.equal(quant.fusedFormat([int8(64, 512), fp8(64, 512)], 512), undefined, 'mixed formats');
+    assert.equal(quant.fusedFormat([int8(64, 512), int8(64, 256)], 512), undefined, 'another K');
+    assert.equal(quant.fusedFormat([fp8(64, 512), fp8(64, 512, true)], 512), undefined, 'fp8 NaN codes (exact kernel)');
+    assert.equal(quant.fusedFormat([int8(64, 100), int8(64, 100)], 100), undefined, 'K % 16 ≠ 0');
+    assert.equal(quant.fusedFormat([int4(64, 512), int4(64, 512, { perm: 9 })], 512), undefined, 'act-order int4 (x in its own column order)');
+    assert.equal(quant.fusedFormat([int4(64, 512), int4(64, 512, { layout: 'canonical' })], 512), undefined, 'canonical int4 (exact kernel)');
+    assert.equal(quant.fusedFormat([int4(64, 512), int4(64, 512, { groupShift: 5, numGroups: 16, groupSize: 32 })], 512), undefined, 'another grouping');
+    quant.kernel = 'v1';
+    assert.equal(quant.fusedFormat([int8(64, 512), int8(64, 512)], 512), undefined, 'v1 kernels');
   });
 
   it("random quantized weights report the bytes quantizeWeight's weights do", () => {
@@ -294,19 +327,20 @@ describe('CUDA quantized linear against the CPU reference', { skip: skipReason }
   });
 
   it('every fast GEMV kernel (v2 at 4, 8, 16 rows a block; v1) against the CPU (≤ 2e-5) on 1..8 tokens, and the v2 ones bitwise equal to each other', async () => {
-    const quant = (g() as unknown as { quant: QuantizedWeights }).quant;
+    const quant = g().quantized;
     const w = (rows: number, cols: number) => randomWeightsFrom(rng, rows, cols);
     // Odd N (a last block of fewer rows), K spanning several loads per thread and a padded tile.
     const [N, K] = [75, 1296];
-    const cases: Array<[string, 'q8' | 'q4', () => QuantizedWeight]> = [
-      ['fp8', 'q8', () => quantizeFp8(w(N, K), N, K)],
-      ['int8', 'q8', () => quantizeInt8(w(N, K), N, K)],
-      ['int4 g32 asymmetric', 'q4', () => quantizeInt4(w(N, K), N, K, { groupSize: 32, symmetric: false })],
-      ['int4 g128, shuffled g_idx', 'q4', () => quantizeInt4(w(N, 1280), N, 1280, { groupSize: 128, symmetric: true, gIdx: shuffledGIdx(1280, 128) })],
-      ['nvfp4', 'q4', () => quantizeNvfp4(w(N, K), N, K)],
+    const cases: Array<[string, QuantGemvFormat, () => QuantizedWeight]> = [
+      ['fp8', 'fp8', () => quantizeFp8(w(N, K), N, K)],
+      ['int8', 'int8', () => quantizeInt8(w(N, K), N, K)],
+      ['int4 g32 asymmetric', 'int4', () => quantizeInt4(w(N, K), N, K, { groupSize: 32, symmetric: false })],
+      ['int4 g128, shuffled g_idx', 'int4', () => quantizeInt4(w(N, 1280), N, 1280, { groupSize: 128, symmetric: true, gIdx: shuffledGIdx(1280, 128) })],
+      ['nvfp4', 'nvfp4', () => quantizeNvfp4(w(N, K), N, K)],
     ];
     try {
-      for (const [name, family, make] of cases) {
+      for (const [name, format, make] of cases) {
+        const family = format === 'fp8' || format === 'int8' ? 'q8' : 'q4';
         const q = make();
         const cols = q.cols;
         const wc = cpu.loadQuantized('w', q);
@@ -320,7 +354,7 @@ describe('CUDA quantized linear against the CPU reference', { skip: skipReason }
           const want = cpu.toHost(cpu.linear(cpu.fromHost(xs.slice(), [T, cols]), wc, bc));
           let first: Float32Array | undefined;
           for (const rows of [4, 8, 16] as const) {
-            const tmax = quantGemvV2(family, N, T).tmax;
+            const tmax = quantGemvV2(format, N, T).tmax;
             if (!(rows === 4 || (rows === 8 && (family === 'q8' || tmax <= 4)) || (rows === 16 && family === 'q8' && tmax <= 2))) continue;
             quant.kernel = 'v2';
             quant.rows = rows;
@@ -452,6 +486,167 @@ describe('CUDA random weights (--load-format dummy)', { skip: skipReason }, () =
   });
 });
 
+/** The kernels `fn` launches, by name, and the driver's launch count over it. */
+function launchesOf(be: CudaBackend, fn: () => void): string[] {
+  const names: string[] = [];
+  const driver = be.driver;
+  const launch = driver.launch;
+  const before = driver.launches;
+  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
+    names.push(args[1]);
+    return launch.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    driver.launch = launch;
+  }
+  assert.equal(driver.launches - before, names.length, 'the driver counted every launch');
+  return names;
+}
+
+describe('CUDA fused quantized decode linears (q/k/v in one launch, gate/up·SiLU in one)', { skip: skipReason }, () => {
+  const g = () => gpu!;
+  const fresh = async () => {
+    await nextTurn();
+    g().poisonFreeMemory();
+  };
+  const w = (rows: number, cols: number) => randomWeightsFrom(rng, rows, cols);
+  /** Each fusable format, as src/quant's quantizers make it; K = 384: a tile and a half (4-bit rows padded), 3 groups of 128. */
+  const K = 384;
+  const formats: Array<[string, string, (n: number) => QuantizedWeight]> = [
+    ['fp8 per-channel', 'fp8', (n) => quantizeFp8(w(n, K), n, K, { perChannel: true })],
+    ['int8', 'int8', (n) => quantizeInt8(w(n, K), n, K)],
+    ['int4 g128 symmetric', 'int4', (n) => quantizeInt4(w(n, K), n, K, { groupSize: 128, symmetric: true })],
+    ['int4 g128 asymmetric', 'int4', (n) => quantizeInt4(w(n, K), n, K, { groupSize: 128, symmetric: false })],
+    ['nvfp4', 'nvfp4', (n) => quantizeNvfp4(w(n, K), n, K)],
+  ];
+  const load = (q: QuantizedWeight) => ({ c: cpu.loadQuantized('w', q), g: g().loadQuantized('w', q) });
+  const vec = (n: number) => {
+    const b = uniform(n, -2, 2);
+    return { c: cpu.loadDense('b', f32Tensor(b, [n])), g: g().loadDense('b', f32Tensor(b, [n])) };
+  };
+  /** Runs `fn` with fusedLinears set, then back on. */
+  const withFused = <R>(on: boolean, fn: () => R): R => {
+    g().fusedLinears = on;
+    try {
+      return fn();
+    } finally {
+      g().fusedLinears = true;
+    }
+  };
+
+  for (const [name, format, make] of formats) {
+    it(`${name}: linearMany over q/k/v widths 256/64/64 and 75/33/33, 1/3/8 tokens ± biases: one launch, bitwise the separate linears, ≤ 2e-5 from the CPU`, async () => {
+      for (const widths of [[256, 64, 64], [75, 33, 33]]) {
+        const ws = widths.map((n) => load(make(n)));
+        const bs = widths.map((n) => vec(n));
+        for (const T of [1, 3, 8]) {
+          for (const withBias of [false, true]) {
+            const what = `${name} [${widths.join(', ')}] × ${T} tokens${withBias ? ' + biases' : ''}`;
+            const x = uniform(T * K);
+            await fresh();
+            const xg = g().fromHost(x, [T, K]);
+            let fused: Tensor[] = [];
+            const names = launchesOf(g(), () => (fused = g().linearMany(xg, ws.map((p) => p.g), withBias ? bs.map((b) => b.g) : undefined)));
+            assert.equal(names.length, 1, `${what}: launches ${names.join(', ')}`);
+            assert.match(names[0], new RegExp(`^qgemv2many_${format}_r\\d+_t\\d$`), what);
+            const got = fused.map((t) => g().toHost(t));
+            const separate = withFused(false, () => g().linearMany(xg, ws.map((p) => p.g), withBias ? bs.map((b) => b.g) : undefined)).map((t) => g().toHost(t));
+            for (let i = 0; i < 3; i++) {
+              assertSameValues(got[i], separate[i], `${what}: matrix ${i} fused vs separate`);
+              const want = cpu.toHost(cpu.linear(cpu.fromHost(x.slice(), [T, K]), ws[i].c, withBias ? bs[i].c : undefined));
+              assertClose(got[i], want, 2e-5, `${what}: matrix ${i} vs the CPU`);
+            }
+          }
+        }
+      }
+    });
+
+    it(`${name}: linearSiluMul over 256 and 200 rows, 1/3/8 tokens ± biases: one launch (no silu_mul), bitwise linear, linear, siluMul, ≤ 2e-5 from the CPU`, async () => {
+      for (const N of [256, 200]) {
+        const [gate, up] = [load(make(N)), load(make(N))];
+        const [bg, bu] = [vec(N), vec(N)];
+        for (const T of [1, 3, 8]) {
+          for (const withBias of [false, true]) {
+            const what = `${name} gate/up [${N}, ${K}] × ${T} tokens${withBias ? ' + biases' : ''}`;
+            const x = uniform(T * K);
+            await fresh();
+            const xg = g().fromHost(x, [T, K]);
+            let fused: Tensor | undefined;
+            const names = launchesOf(g(), () => (fused = g().linearSiluMul(xg, gate.g, up.g, withBias ? bg.g : undefined, withBias ? bu.g : undefined)));
+            assert.deepEqual(names.length, 1, `${what}: launches ${names.join(', ')}`);
+            assert.match(names[0], new RegExp(`^qgemv2silu_${format}_r\\d+_t\\d$`), what);
+            const got = g().toHost(fused!);
+            const separate = withFused(false, () => g().linearSiluMul(xg, gate.g, up.g, withBias ? bg.g : undefined, withBias ? bu.g : undefined));
+            assertSameValues(got, g().toHost(separate), `${what}: fused vs separate`);
+            const xc = cpu.fromHost(x.slice(), [T, K]);
+            const want = cpu.toHost(cpu.siluMul(cpu.linear(xc, gate.c, withBias ? bg.c : undefined), cpu.linear(xc, up.c, withBias ? bu.c : undefined)));
+            assertClose(got, want, 2e-5, `${what} vs the CPU`);
+          }
+        }
+      }
+    });
+  }
+
+  it('every rows-a-block of the fused kernels gives the same bits; more than 3 matrices take several launches', async () => {
+    const quant = g().quantized;
+    try {
+      for (const [name, format, make] of formats) {
+        const ws = [120, 40, 40, 24].map((n) => load(make(n)));
+        const [gate, up] = [load(make(96)), load(make(96))];
+        for (const T of [1, 2, 5, 8]) {
+          const x = uniform(T * K);
+          let first: Float32Array[] | undefined;
+          for (const rows of [4, 8] as const) {
+            try {
+              quantGemvV2(format as QuantGemvFormat, 200, T, rows, 'fused');
+            } catch {
+              continue; // not made (4-bit r8 at 8 tokens)
+            }
+            quant.rows = rows;
+            await fresh();
+            const xg = g().fromHost(x, [T, K]);
+            let outs: Tensor[] = [];
+            const names = launchesOf(g(), () => (outs = [...g().linearMany(xg, ws.map((p) => p.g)), g().linearSiluMul(xg, gate.g, up.g)]));
+            assert.deepEqual(names.map((n) => n.replace(/_r\d+_t\d$/, '')), [`qgemv2many_${format}`, `qgemv2many_${format}`, `qgemv2silu_${format}`], `${name}: 4 matrices in 2 launches, then gate/up`);
+            assert.ok(names.every((n) => n.includes(`_r${rows}_`)), `${name}: ${rows} rows forced: ${names.join(', ')}`);
+            const got = outs.map((t) => g().toHost(t));
+            if (first) got.forEach((y, i) => assertSameValues(y, first![i], `${name} × ${T} tokens: output ${i} at ${rows} rows vs 4`));
+            else first = got;
+          }
+        }
+      }
+    } finally {
+      quant.rows = 'auto';
+    }
+  });
+
+  it('weights the fused kernels cannot take run the separate ops: mixed formats, act-order int4, fp8 with K % 16 ≠ 0, gate/up of other shapes, > 8 tokens', async () => {
+    await fresh();
+    const x1 = g().fromHost(uniform(K), [1, K]);
+    const names = (fn: () => void) => launchesOf(g(), fn).map((n) => n.replace(/_r\d+_t\d$/, ''));
+    const i8 = load(quantizeInt8(w(64, K), 64, K)).g;
+    const f8 = load(quantizeFp8(w(64, K), 64, K)).g;
+    assert.deepEqual(names(() => g().linearMany(x1, [i8, f8])), ['qgemv2_int8', 'qgemv2_fp8']);
+    assert.deepEqual(names(() => g().linearSiluMul(x1, i8, f8)), ['qgemv2_int8', 'qgemv2_fp8', 'silu_mul']);
+    const actOrder = () => load(quantizeInt4(w(64, K), 64, K, { groupSize: 128, symmetric: true, gIdx: shuffledGIdx(K, 128) })).g;
+    assert.deepEqual(names(() => g().linearMany(x1, [actOrder(), actOrder()])), ['gather_columns', 'qgemv2_int4', 'gather_columns', 'qgemv2_int4']);
+    const odd = (n: number) => load(quantizeFp8(w(n, 100), n, 100)).g;
+    const x100 = g().fromHost(uniform(100), [1, 100]);
+    assert.deepEqual(names(() => g().linearMany(x100, [odd(32), odd(16)])), ['qgemv_exact_fp8', 'qgemv_exact_fp8']);
+    assert.deepEqual(names(() => g().linearSiluMul(x1, i8, load(quantizeInt8(w(32, K), 32, K)).g)), ['qgemv2_int8', 'qgemv2_int8', 'silu_mul']);
+    const x9 = g().fromHost(uniform(9 * K), [9, K]);
+    assert.ok(!names(() => g().linearMany(x9, [i8, i8])).some((n) => n.startsWith('qgemv2many')), '9 tokens: prefill GEMMs');
+    g().fusedLinears = false;
+    try {
+      assert.deepEqual(names(() => g().linearMany(x1, [i8, i8])), ['qgemv2_int8', 'qgemv2_int8']);
+    } finally {
+      g().fusedLinears = true;
+    }
+  });
+});
+
 /** float32 → f16 bits (round to nearest even), enough for values in (−1, 1). */
 function f16Bits(x: number): number {
   const f = new Float32Array([x]);
@@ -498,6 +693,36 @@ describe('CUDA quantized end to end on the default model', { skip: skipReason },
       kv,
     ).logits;
   };
+
+  it('w4a16: the same logits bitwise with and without the fused q/k/v and gate/up·SiLU kernels (1, 3 and 8 tokens); one launch each a layer', async () => {
+    const m = await load('cuda', 'w4a16');
+    const be = m.loaded.model.backend as CudaBackend;
+    const layers = m.loaded.model.config.numLayers;
+    const vocab = m.config.vocabSize;
+    for (const n of [1, 3, 8]) {
+      const tokens = Array.from({ length: n }, () => Math.floor(rng.next() * vocab));
+      const rows = Array.from({ length: n }, (_, i) => i);
+      const run = async (fused: boolean) => {
+        await nextTurn();
+        be.poisonFreeMemory();
+        be.fusedLinears = fused;
+        try {
+          let logits: Float32Array | undefined;
+          const names = launchesOf(be, () => (logits = logitsOf(m, tokens, rows)));
+          return { logits: logits!, names };
+        } finally {
+          be.fusedLinears = true;
+        }
+      };
+      const fused = await run(true);
+      const separate = await run(false);
+      assertSameValues(fused.logits, separate.logits, `w4a16 logits of ${n} tokens, fused vs separate`);
+      assert.equal(fused.names.filter((k) => k.startsWith('qgemv2many_int4')).length, layers, `${n} tokens: one q/k/v launch a layer`);
+      assert.equal(fused.names.filter((k) => k.startsWith('qgemv2silu_int4')).length, layers, `${n} tokens: one gate/up launch a layer`);
+      assert.ok(!fused.names.includes('silu_mul'), `${n} tokens: no silu_mul`);
+      assert.ok(separate.names.includes('silu_mul') && !separate.names.some((k) => k.startsWith('qgemv2many') || k.startsWith('qgemv2silu')), `${n} tokens: fusedLinears = false runs the separate ops`);
+    }
+  });
 
   for (const method of QUANTIZATION_METHODS) {
     it(`${method}: an 8-token prompt (the in-register GEMV throughout) gives the CPU's logits (≤ 1e-4); greedy tokens of fixture prompts equal the CPU's, or part only at a near tie`, async () => {

@@ -284,6 +284,11 @@ export class CudaBackend implements Backend {
     return this.driver.device;
   }
 
+  /** The quantized weights' kernels and their settings (fused-linear.ts, tests, benchmarks). */
+  get quantized(): QuantizedWeights {
+    return this.quant;
+  }
+
   /** Compile and load every kernel module now (otherwise each compiles on first use). */
   warmUp(): void {
     for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu', 'quant-linear.cu']) this.kernels.module(f);

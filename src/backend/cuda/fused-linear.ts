@@ -1,11 +1,13 @@
 // Fused decode linears on CUDA: q/k/v (several linears of one input) in one launch, and gate/up with
 // the SiLU product in one pass (kernels/linear-fused.cuh). They take dense bf16/f16/f32 weights and
-// 1–8 tokens with K a whole number of 16-byte vectors; anything else (quantized weights, prefill, odd
-// K, the 'row' GEMV) runs the separate ops. Both paths give bitwise the same results: the kernels
+// 1–8 tokens with K a whole number of 16-byte vectors, and quantized weights of one format on their
+// v2 kernels (QuantizedWeights.gemvMany / gemvSiluMul, kernels/quant-linear.cu); anything else (mixed
+// formats, act-order int4, prefill, odd K, the 'row' GEMV) runs the separate ops. Both paths give bitwise the same results: the kernels
 // share gemv_splitk's loop (kernels/gemv-core.cuh) and silu_mul's expression.
 
 import type { Tensor, Weight } from '../backend.js';
 import { CudaDenseWeight, CudaTensor, type CudaBackend } from './cuda-backend.js';
+import type { CudaQuantizedWeight, QuantGemvFormat, QuantizedWeights } from './quantized-weights.js';
 
 /**
  * The fused GEMV kernels (kernels/linear-fused.cuh describes each): 'unroll' is the default, the
@@ -97,9 +99,35 @@ function launch(be: CudaBackend, file: string, kernel: string, blocks: number, k
   be.driver.launch(be.kernels.fn(file, kernel), kernel, [blocks, 1, 1], THREADS, kinds, args, shared);
 }
 
+// ---- quantized weights (QuantizedWeights.gemvMany / gemvSiluMul, kernels/quant-linear.cu) --------------
+
+/** The backend's quantized-weight half (private in CudaBackend; a getter there would replace this). */
+const quantOf = (be: CudaBackend) => be.quantized;
+
+/**
+ * The format if the fused quantized kernels can run this call: fused linears on, 1–8 tokens, every
+ * weight quantized alike (QuantizedWeights.fusedFormat). They run for every token count: the v2
+ * kernels' results do not depend on it, and fused they read the same bytes in fewer launches.
+ */
+function quantFusable(be: CudaBackend, x: Tensor, weights: readonly Weight[]): QuantGemvFormat | undefined {
+  const t = x as CudaTensor;
+  if (!be.fusedLinears || t.rows < 1 || t.rows > GEMV_MAX_T || t.shape.length !== 2) return undefined;
+  return quantOf(be).fusedFormat(weights, t.cols);
+}
+
 /** linear(x, weights[i], biases?.[i]) for every i; matrices three to a launch where the kernels apply. */
 export function fusedLinearMany(be: CudaBackend, x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[], requested: FusedGemvVariant | 'auto' = be.fusedGemv): Tensor[] {
   if (biases && biases.length > weights.length) throw new RangeError(`linearMany: ${biases.length} biases for ${weights.length} weights`);
+  const format = quantFusable(be, x, weights);
+  if (format) {
+    const src = x as CudaTensor;
+    const outs = weights.map((w) => new CudaTensor(be.pool, [src.rows, w.shape[0]]));
+    for (let first = 0; first < weights.length; first += MANY_PER_LAUNCH) {
+      const idx = [...weights.keys()].slice(first, first + MANY_PER_LAUNCH);
+      quantOf(be).gemvMany(format, idx.map((i) => weights[i] as CudaQuantizedWeight), idx.map((i) => biasPtr(biases?.[i], weights[i].shape[0])), src.ptr, src.rows, idx.map((i) => outs[i].ptr));
+    }
+    return outs;
+  }
   const variant = requested === 'auto' ? autoVariant((x as CudaTensor).rows, 'many') : requested;
   const dense = weights.length > 0 && variant ? fusable(be, x, weights) : undefined;
   if (!dense || !variant) return weights.map((w, i) => be.linear(x, w, biases?.[i]));
@@ -128,6 +156,14 @@ export function fusedLinearMany(be: CudaBackend, x: Tensor, weights: readonly We
 
 /** siluMul(linear(x, gate, gateBias), linear(x, up, upBias)), one pass over gate and up where the kernels apply. */
 export function fusedLinearSiluMul(be: CudaBackend, x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight, requested: FusedGemvVariant | 'auto' = be.fusedGemv): Tensor {
+  const format = quantFusable(be, x, [gate, up]);
+  if (format && gate.shape[0] === up.shape[0]) {
+    const src = x as CudaTensor;
+    const N = gate.shape[0];
+    const out = new CudaTensor(be.pool, [src.rows, N]);
+    quantOf(be).gemvSiluMul(format, gate as CudaQuantizedWeight, up as CudaQuantizedWeight, biasPtr(gateBias, N), biasPtr(upBias, N), src.ptr, src.rows, out.ptr);
+    return out;
+  }
   const variant = requested === 'auto' ? autoVariant((x as CudaTensor).rows, 'silu') : requested;
   const dense = variant ? fusable(be, x, [gate, up]) : undefined;
   if (!dense || !variant || dense[0].shape[0] !== dense[1].shape[0]) {

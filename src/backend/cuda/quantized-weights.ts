@@ -38,6 +38,9 @@ const QV2_THREADS = 128;
 /** Which fast GEMV kernels run: 'v2' (rows and tokens per block chosen per call) or the first 'v1' (4 rows, room for 8 tokens). */
 export type QuantGemvKernel = 'v1' | 'v2';
 type GemvFamily = 'q8' | 'q4';
+/** The formats with fast GEMV kernels; fp8/int8 form the 'q8' family, int4/nvfp4 the 'q4' one. */
+export type QuantGemvFormat = 'fp8' | 'int8' | 'int4' | 'nvfp4';
+const FAMILY: Record<QuantGemvFormat, GemvFamily> = { fp8: 'q8', int8: 'q8', int4: 'q4', nvfp4: 'q4' };
 /** Token bounds the v2 kernels are compiled for. */
 const V2_TMAX = [1, 2, 4, 8] as const;
 /** Rows per block of each v2 kernel made, by family and token bound (quant-linear.cu: QV2_Q8 / QV2_Q4). */
@@ -45,33 +48,51 @@ const V2_ROWS: Record<GemvFamily, Record<number, readonly number[]>> = {
   q8: { 1: [4, 8, 16], 2: [4, 8, 16], 4: [4, 8], 8: [4, 8] },
   q4: { 1: [4, 8], 2: [4, 8], 4: [4, 8], 8: [4] },
 };
+/** The same for the fused q/k/v and gate/up kernels (quant-linear.cu: QF_ALL_Q8 / QF_ALL_Q4): no 16 rows. */
+const V2_FUSED_ROWS: Record<GemvFamily, Record<number, readonly number[]>> = {
+  q8: { 1: [4, 8], 2: [4, 8], 4: [4, 8], 8: [4, 8] },
+  q4: V2_ROWS.q4,
+};
 /**
- * The rows a v2 block takes unless N is small: the most that keep ≥ 3 blocks of 128 threads per SM
- * (registers) — predicted, to be confirmed by bench/cuda-quant-gemv.ts.
+ * The rows a v2 block takes unless N is small, per format and token bound: the fastest measured by
+ * bench/cuda-quant-gemv.ts on the H100 (2026-11-23, 1 and 8 tokens at Llama-3.1-8B's shapes, summed
+ * over a layer's q+k+v, o, gate, up and down). 1 token: fp8 and int8 r8 (r4 and r16 within 1–5%;
+ * r8 the fastest on the 6144-row q/k/v width), int4 r4 (2–10% ahead of r8 on every large shape),
+ * nvfp4 r8 (r4 ahead on gate/up, r8 on o and down, r8 by 1.5% over a layer). 8 tokens: r8 for
+ * fp8/int8 (13–30% ahead of r4), r4 the only 4-bit kernel. 2 and 4 tokens were not measured: q8
+ * r8 as at 1 and 8, int4 r4 as at 1, nvfp4 as predicted before (r8 at 2, r4 at 4).
  */
-const V2_PREFERRED: Record<GemvFamily, Record<number, number>> = {
-  q8: { 1: 16, 2: 8, 4: 8, 8: 8 },
-  q4: { 1: 8, 2: 8, 4: 4, 8: 4 },
+const V2_PREFERRED: Record<QuantGemvFormat, Record<number, number>> = {
+  fp8: { 1: 8, 2: 8, 4: 8, 8: 8 },
+  int8: { 1: 8, 2: 8, 4: 8, 8: 8 },
+  int4: { 1: 4, 2: 4, 4: 4, 8: 4 },
+  nvfp4: { 1: 8, 2: 8, 4: 4, 8: 4 },
 };
 /** Fewer blocks than this (about 2 per SM of an H100) and the rows per block are halved. */
 const V2_MIN_BLOCKS = 256;
 
 /**
- * The v2 kernel for T tokens of an N-row weight: the smallest token bound ≥ T, and the preferred rows
- * (or `rows` when forced, if that kernel exists), halved while the grid would have fewer than
- * V2_MIN_BLOCKS blocks. Every choice gives bitwise the same results (quant-linear.cu), so this only
- * affects speed. Pure: tested without a GPU.
+ * The v2 kernel for T tokens of an N-row weight (for the fused kernels, N = the rows of the whole
+ * grid): the smallest token bound ≥ T, and the preferred rows (or `rows` when forced, if that kernel
+ * exists), halved while the grid would have fewer than V2_MIN_BLOCKS blocks. Every choice gives
+ * bitwise the same results (quant-linear.cu), so this only affects speed. Pure: tested without a GPU.
  */
-export function quantGemvV2(family: GemvFamily, N: number, T: number, rows: 'auto' | 4 | 8 | 16 = 'auto'): { tmax: number; rows: number; suffix: string } {
+export function quantGemvV2(
+  format: QuantGemvFormat,
+  N: number,
+  T: number,
+  rows: 'auto' | 4 | 8 | 16 = 'auto',
+  kind: 'single' | 'fused' = 'single',
+): { tmax: number; rows: number; suffix: string } {
   const tmax = V2_TMAX.find((t) => t >= T);
   if (tmax === undefined) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_GEMV_MAX_T}`);
-  const made = V2_ROWS[family][tmax];
+  const made = (kind === 'fused' ? V2_FUSED_ROWS : V2_ROWS)[FAMILY[format]][tmax];
   let r: number;
   if (rows !== 'auto') {
-    if (!made.includes(rows)) throw new RangeError(`quantized GEMV: no ${family} kernel for ${rows} rows and up to ${tmax} tokens (made: ${made.join(', ')})`);
+    if (!made.includes(rows)) throw new RangeError(`quantized GEMV: no ${kind === 'fused' ? 'fused ' : ''}${format} kernel for ${rows} rows and up to ${tmax} tokens (made: ${made.join(', ')})`);
     r = rows;
   } else {
-    r = V2_PREFERRED[family][tmax];
+    r = V2_PREFERRED[format][tmax];
     while (r > 4 && Math.ceil(N / r) < V2_MIN_BLOCKS) r /= 2;
   }
   return { tmax, rows: r, suffix: `_r${r}_t${tmax}` };
@@ -244,7 +265,7 @@ export class QuantizedWeights {
 
   /** The fast GEMV kernels: 'v2' (default) or 'v1', kept to compare against (bench/cuda-quant-gemv.ts). */
   kernel: QuantGemvKernel = 'v2';
-  /** v2's rows per block: chosen per call ('auto'), or forced (tests, bench; the kernel must exist). */
+  /** v2's rows per block: chosen per call ('auto'), or forced (tests, bench; the kernel must exist; 16 leaves the fused kernels on 'auto'). */
   rows: 'auto' | 4 | 8 | 16 = 'auto';
 
   constructor(private readonly ctx: QuantDeviceContext) {}
@@ -461,9 +482,9 @@ export class QuantizedWeights {
     if (T < 1 || T > QUANT_GEMV_MAX_T) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_GEMV_MAX_T}`);
     const [N, K] = w.shape;
     // The fast kernel's name, grid and block for a family (fp8/int8 or int4/nvfp4).
-    const fastKernel = (base: string, family: GemvFamily): [string, [number, number, number], number] => {
+    const fastKernel = (base: QuantGemvFormat, family: GemvFamily): [string, [number, number, number], number] => {
       if (this.kernel === 'v1') return [`qgemv_${base}`, [Math.ceil(N / QROWS), 1, 1], family === 'q8' ? Q8_THREADS : Q4_THREADS];
-      const v = quantGemvV2(family, N, T, this.rows);
+      const v = quantGemvV2(base, N, T, this.rows);
       return [`qgemv2_${base}${v.suffix}`, [Math.ceil(N / v.rows), 1, 1], QV2_THREADS];
     };
     const exact: [number, number, number] = [Math.ceil(N / (EXACT_THREADS / 32)), 1, 1];
@@ -489,6 +510,92 @@ export class QuantizedWeights {
       }
     } else {
       this.ctx.launch(...fastKernel('nvfp4', 'q4'), 'pipppppiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.multipliers, x, bias, y, T, N, K]);
+    }
+  }
+
+  /**
+   * The format whose fused kernels (gemvMany, gemvSiluMul) can take these weights for an input of K
+   * columns, or undefined (run them one by one): the v2 kernels, one quantized format, all [*, K],
+   * each on its fast kernel (fp8 and int8 with K % 16 = 0 and no NaN codes; int4 tiled without an
+   * act-order permutation — each weight would want x in its own column order — and with one grouping).
+   */
+  fusedFormat(weights: readonly Weight[], K: number): QuantGemvFormat | undefined {
+    if (this.kernel !== 'v2' || weights.length === 0) return undefined;
+    const first = weights[0];
+    if (!isCudaQuantized(first)) return undefined;
+    for (const w of weights) {
+      if (!isCudaQuantized(w) || w.format !== first.format || w.shape[1] !== K) return undefined;
+    }
+    const ws = weights as readonly CudaQuantizedWeight[];
+    if (first instanceof CudaFp8Weight) return K % 16 === 0 && ws.every((w) => !(w as CudaFp8Weight).hasNanCodes) ? 'fp8' : undefined;
+    if (first instanceof CudaInt8Weight) return K % 16 === 0 ? 'int8' : undefined;
+    if (first instanceof CudaInt4Weight) {
+      const d0 = first.d;
+      const same = ws.every((w) => {
+        const d = (w as CudaInt4Weight).d;
+        return d.layout === 'tiled' && !d.perm && d.numGroups === d0.numGroups && d.groupShift === d0.groupShift;
+      });
+      return same ? 'int4' : undefined;
+    }
+    return 'nvfp4';
+  }
+
+  /**
+   * y_i [T, N_i] = x [T, K] · W_iᵀ (+ bias_i) for up to 3 weights of one format (fusedFormat), in one
+   * launch; bitwise what gemv gives for each.
+   */
+  gemvMany(format: QuantGemvFormat, ws: readonly CudaQuantizedWeight[], biases: readonly DevicePtr[], x: DevicePtr, T: number, ys: readonly DevicePtr[]): void {
+    if (ws.length < 1 || ws.length > 3) throw new RangeError(`quantized gemvMany: ${ws.length} weights, it takes 1 to 3`);
+    const K = ws[0].shape[1];
+    const totalN = ws.reduce((n, w) => n + w.shape[0], 0);
+    // Forced rows apply where a fused kernel has them (none has 16: those calls choose as 'auto').
+    const v = quantGemvV2(format, totalN, T, this.rows === 16 ? 'auto' : this.rows, 'fused');
+    const blocks = ws.reduce((b, w) => b + Math.ceil(w.shape[0] / v.rows), 0);
+    const grid: [number, number, number] = [blocks, 1, 1];
+    const kernel = `qgemv2many_${format}${v.suffix}`;
+    // Per matrix: its pointers and N; an absent one has N = 0 (no blocks).
+    const per = (i: number, parts: (w: CudaQuantizedWeight) => number[], width: number): number[] =>
+      i < ws.length ? [...parts(ws[i]), biases[i], ys[i], ws[i].shape[0]] : new Array<number>(width + 3).fill(0);
+    const args: number[] = [];
+    if (format === 'fp8' || format === 'int8') {
+      const parts = (w: CudaQuantizedWeight) => (w instanceof CudaFp8Weight ? [w.codes, w.rowScales] : [(w as CudaInt8Weight).codes, (w as CudaInt8Weight).scales]);
+      args.push(x, T, K);
+      for (let i = 0; i < 3; i++) args.push(...per(i, parts, 2));
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'pii' + 'ppppi'.repeat(3), args);
+    } else if (format === 'int4') {
+      const d0 = (ws[0] as CudaInt4Weight).d;
+      args.push(x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift);
+      for (let i = 0; i < 3; i++) args.push(...per(i, (w) => [(w as CudaInt4Weight).d.packed, (w as CudaInt4Weight).d.scales, (w as CudaInt4Weight).d.zeros], 3));
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'piiiii' + 'pppppi'.repeat(3), args);
+    } else {
+      args.push(x, T, K, (ws[0] as CudaNvfp4Weight).wordsPerRow / 4);
+      for (let i = 0; i < 3; i++) args.push(...per(i, (w) => [(w as CudaNvfp4Weight).packed, (w as CudaNvfp4Weight).blockScales, (w as CudaNvfp4Weight).multipliers], 3));
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'piii' + 'pppppi'.repeat(3), args);
+    }
+  }
+
+  /**
+   * y [T, N] = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch, for gate and up of one format
+   * (fusedFormat) and shape; bitwise gemv, gemv, then silu_mul.
+   */
+  gemvSiluMul(format: QuantGemvFormat, gate: CudaQuantizedWeight, up: CudaQuantizedWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
+    const [N, K] = gate.shape;
+    if (up.shape[0] !== N || up.shape[1] !== K) throw new RangeError(`quantized gemvSiluMul: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] differ`);
+    // A block takes R rows of gate, then the same R rows of up.
+    const v = quantGemvV2(format, N, T, this.rows === 16 ? 'auto' : this.rows, 'fused');
+    const grid: [number, number, number] = [Math.ceil(N / v.rows), 1, 1];
+    const kernel = `qgemv2silu_${format}${v.suffix}`;
+    if (gate instanceof CudaFp8Weight || gate instanceof CudaInt8Weight) {
+      const parts = (w: CudaQuantizedWeight) => (w instanceof CudaFp8Weight ? [w.codes, w.rowScales] : [(w as CudaInt8Weight).codes, (w as CudaInt8Weight).scales]);
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'piiippppppp', [x, T, K, N, ...parts(gate), bg, ...parts(up), bu, y]);
+    } else if (gate instanceof CudaInt4Weight) {
+      const g = gate.d;
+      const u = (up as CudaInt4Weight).d;
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'piiiiii' + 'p'.repeat(9), [x, T, K, N, g.wordsPerRow / 4, g.numGroups, g.groupShift, g.packed, g.scales, g.zeros, bg, u.packed, u.scales, u.zeros, bu, y]);
+    } else {
+      const u = up as CudaNvfp4Weight;
+      const g = gate as CudaNvfp4Weight;
+      this.ctx.launch(kernel, grid, QV2_THREADS, 'piiii' + 'p'.repeat(9), [x, T, K, N, g.wordsPerRow / 4, g.packed, g.blockScales, g.multipliers, bg, u.packed, u.blockScales, u.multipliers, bu, y]);
     }
   }
 

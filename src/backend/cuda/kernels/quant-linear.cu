@@ -3,6 +3,8 @@
 // scale per 16 columns, a global scale). Here:
 //   - qgemv_*: y = x · Wᵀ (+ bias) for 1..8 tokens, dequantising in registers with float32
 //     accumulation; the packed weight is streamed once with 16-byte loads, like gemv_splitk.
+//   - qgemv2many_* / qgemv2silu_*: the v2 GEMV over up to 3 matrices in one grid (q/k/v), and over
+//     gate then up writing silu(g)·u; bitwise the separate v2 launches (and silu_mul).
 //   - qgemv_exact_*: the same for any shape, one element per lane, from the exact decoders below
 //     (K not a whole number of 16-byte loads, odd int4 groupings, fp8 weights holding NaN codes).
 //   - dequant_*: the exact float32 values of src/quant's dequantize (weightToHost), or those rounded
@@ -399,10 +401,19 @@ extern "C" __global__ void __launch_bounds__(Q4_THREADS) qgemv_nvfp4(const uint4
 // bitwise the same for any ROWS, TMAX and T (tested) — batch invariance as v1.
 #define QV2_THREADS 128
 
-// The block's partial sums meet in shared memory in warp order; y = sum · rowScale (+ bias).
-template <int ROWS, int TMAX>
+// Where an output of a v2 block goes: out(i, t, row, v) with v = sum · rowScale + bias, the linear's
+// value. StoreY writes it to y (a plain linear); the fused gate/up kernel below keeps gate's value
+// in a register (KeepGate) and writes silu(g) · u with up's (SiluStore).
+struct StoreY {
+  float* __restrict__ y;
+  int N;
+  __device__ __forceinline__ void operator()(int, int t, int row, float v) const { y[(u64)t * N + row] = v; }
+};
+
+// The block's partial sums meet in shared memory in warp order; v = sum · rowScale (+ bias).
+template <int ROWS, int TMAX, class Out>
 __device__ __forceinline__ void finish_v2(float (&acc)[ROWS][TMAX], const float* __restrict__ rowScale, const float* __restrict__ bias,
-                                          float* __restrict__ y, int T, int N, int row0) {
+                                          int T, int N, int row0, const Out& out) {
   constexpr int NW = QV2_THREADS / 32;
   __shared__ float part[NW][ROWS * TMAX];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -425,18 +436,17 @@ __device__ __forceinline__ void finish_v2(float (&acc)[ROWS][TMAX], const float*
 #pragma unroll
       for (int q = 0; q < NW; q++) s += part[q][i];
       if (rowScale) s *= rowScale[row];
-      y[(u64)t * N + row] = s + (bias ? bias[row] : 0.f);
+      out(i, t, row, s + (bias ? bias[row] : 0.f));
     }
   }
 }
 
 // fp8 / int8 (K a multiple of 16): thread i takes 16-byte loads i, i + 128, … of each of the ROWS
-// rows, all ROWS issued before the first is used. Per word of 4 codes, x's float4 of each token is
-// loaded once and serves every row.
-template <bool FP8, int ROWS, int TMAX>
+// rows row0.., all ROWS issued before the first is used. Per word of 4 codes, x's float4 of each
+// token is loaded once and serves every row.
+template <bool FP8, int ROWS, int TMAX, class Out>
 __device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
-                                           const float* __restrict__ bias, float* __restrict__ y, int T, int N, int K) {
-  const int row0 = blockIdx.x * ROWS;
+                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
   const int loads = K >> 4;
   float acc[ROWS][TMAX];
 #pragma unroll
@@ -465,15 +475,14 @@ __device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float
       }
     }
   }
-  finish_v2<ROWS, TMAX>(acc, rowScale, bias, y, T, N, row0);
+  finish_v2<ROWS, TMAX>(acc, rowScale, bias, T, N, row0, out);
 }
 
 // int4 / nvfp4, tiled (see gemv_q4): the same loads and 16-column blocks, each block's sum scaled
 // once; ROWS loads in flight per thread.
-template <int ROWS, int TMAX, class S>
+template <int ROWS, int TMAX, class S, class Out>
 __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int loads, const S& sc, const float* __restrict__ x,
-                                           const float* __restrict__ bias, float* __restrict__ y, int T, int N, int K) {
-  const int row0 = blockIdx.x * ROWS;
+                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
   float acc[ROWS][TMAX];
 #pragma unroll
   for (int r = 0; r < ROWS; r++)
@@ -521,7 +530,7 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
           if (t < T) acc[r][t] = fmaf(part[r][t], mul[r], acc[r][t]);
     }
   }
-  finish_v2<ROWS, TMAX>(acc, nullptr, bias, y, T, N, row0);
+  finish_v2<ROWS, TMAX>(acc, nullptr, bias, T, N, row0, out);
 }
 
 // Kernels qgemv2_<format>_r<ROWS>_t<TMAX>: the combinations that fit in registers without spilling
@@ -531,17 +540,17 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
 #define QV2_Q8(R, TM)                                                                                                             \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_fp8_r##R##_t##TM(                                             \
       const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
-    gemv_q8_v2<true, R, TM>(w, rowScale, x, bias, y, T, N, K);                                                                   \
+    gemv_q8_v2<true, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                         \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int8_r##R##_t##TM(                                            \
       const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
-    gemv_q8_v2<false, R, TM>(w, rowScale, x, bias, y, T, N, K);                                                                  \
+    gemv_q8_v2<false, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                        \
   }
 #define QV2_Q4(R, TM)                                                                                                             \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int4_r##R##_t##TM(                                            \
       const uint4* w, int loads, const float* scales, const u8* zeros, int G, int groupShift, const float* x, const float* bias,  \
       float* y, int T, int N, int K) {                                                                                              \
-    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, y, T, N, K);                                    \
+    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});        \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_nvfp4_r##R##_t##TM(                                           \
       const uint4* w, int loads, const u8* blockScales, const float* mult, const float* x, const float* bias, float* y, int T,    \
@@ -549,7 +558,7 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
     __shared__ float m[256];                                                                                                        \
     for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, y, T, N, K);                                         \
+    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});             \
   }
 
 QV2_Q8(4, 1) QV2_Q8(4, 2) QV2_Q8(4, 4) QV2_Q8(4, 8)
@@ -557,6 +566,119 @@ QV2_Q8(8, 1) QV2_Q8(8, 2) QV2_Q8(8, 4) QV2_Q8(8, 8)
 QV2_Q8(16, 1) QV2_Q8(16, 2)
 QV2_Q4(4, 1) QV2_Q4(4, 2) QV2_Q4(4, 4) QV2_Q4(4, 8)
 QV2_Q4(8, 1) QV2_Q4(8, 2) QV2_Q4(8, 4)
+
+// ---- fused decode GEMVs over quantized weights (linearMany, linearSiluMul) ---------------------------
+//
+// Small decode matrices are latency-bound (a 1024×4096 w4a16 GEMV takes ~9 µs for 2 MB), so q, k and
+// v run as one grid, and gate and up as one pass writing silu(g)·u. Each block runs exactly the body
+// of the single-matrix v2 kernel above (same ROWS, TMAX, slices, order of products and sums) on the
+// matrix it belongs to, so every output is bitwise what linear gives, and the SiLU product is
+// silu_mul's expression (elementwise.cu) on those values.
+
+// qgemv2many_<format>_r<R>_t<TM>: blocks 0..ceil(n0/R)-1 take matrix 0's rows, the next
+// ceil(n1/R) matrix 1's, the rest matrix 2's (n = 0: an absent matrix). Each matrix has its own
+// weight, scales, bias, output and N; they share x, K and (int4) the grouping.
+struct ManyPick {
+  int m, row0;
+  template <int R>
+  __device__ __forceinline__ static ManyPick of(int n0, int n1) {
+    const int b = blockIdx.x, b0 = (n0 + R - 1) / R, b1 = (n1 + R - 1) / R;
+    if (b < b0) return ManyPick{0, b * R};
+    if (b < b0 + b1) return ManyPick{1, (b - b0) * R};
+    return ManyPick{2, (b - b0 - b1) * R};
+  }
+  template <class P>
+  __device__ __forceinline__ P pick(P a, P b, P c) const { return m == 0 ? a : m == 1 ? b : c; }
+};
+
+// The fused gate/up kernel keeps gate's value v in a register (same thread, same (row, token) in
+// both passes), then writes silu(g) · u.
+struct KeepGate {
+  float* g;
+  __device__ __forceinline__ void operator()(int, int, int, float v) const { *g = v; }
+};
+struct SiluStore {
+  float* __restrict__ y;
+  int N;
+  float g;
+  __device__ __forceinline__ void operator()(int, int t, int row, float u) const { y[(u64)t * N + row] = (g / (1.f + expf(-g))) * u; }
+};
+
+#define QF_Q8(FMT, FP8, R, TM)                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_##FMT##_r##R##_t##TM(                                    \
+      const float* x, int T, int K, const u8* w0, const float* s0, const float* b0, float* y0, int n0, const u8* w1,              \
+      const float* s1, const float* b1, float* y1, int n1, const u8* w2, const float* s2, const float* b2, float* y2, int n2) {  \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
+    gemv_q8_v2<FP8, R, TM>(p.pick(w0, w1, w2), p.pick(s0, s1, s2), x, p.pick(b0, b1, b2), T, n, K, p.row0,                       \
+                           StoreY{p.pick(y0, y1, y2), n});                                                                          \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_##FMT##_r##R##_t##TM(                                    \
+      const float* x, int T, int K, int N, const u8* wg, const float* sg, const float* bg, const u8* wu, const float* su,         \
+      const float* bu, float* y) {                                                                                                  \
+    float g = 0.f;                                                                                                                  \
+    gemv_q8_v2<FP8, R, TM>(wg, sg, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                                                  \
+    __syncthreads(); /* finish_v2's shared partial sums are reused */                                                              \
+    gemv_q8_v2<FP8, R, TM>(wu, su, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});                                            \
+  }
+
+#define QF_INT4(R, TM)                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_int4_r##R##_t##TM(                                       \
+      const float* x, int T, int K, int loads, int G, int groupShift, const uint4* w0, const float* sc0, const u8* z0,           \
+      const float* b0, float* y0, int n0, const uint4* w1, const float* sc1, const u8* z1, const float* b1, float* y1, int n1,   \
+      const uint4* w2, const float* sc2, const u8* z2, const float* b2, float* y2, int n2) {                                     \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
+    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Int4Scales{p.pick(sc0, sc1, sc2), p.pick(z0, z1, z2), G, groupShift}, x,        \
+                      p.pick(b0, b1, b2), T, n, K, p.row0, StoreY{p.pick(y0, y1, y2), n});                                          \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_int4_r##R##_t##TM(                                       \
+      const float* x, int T, int K, int N, int loads, int G, int groupShift, const uint4* wg, const float* scg, const u8* zg,    \
+      const float* bg, const uint4* wu, const float* scu, const u8* zu, const float* bu, float* y) {                             \
+    float g = 0.f;                                                                                                                  \
+    gemv_q4_v2<R, TM>(wg, loads, Int4Scales{scg, zg, G, groupShift}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});              \
+    __syncthreads();                                                                                                                \
+    gemv_q4_v2<R, TM>(wu, loads, Int4Scales{scu, zu, G, groupShift}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});        \
+  }
+
+#define QF_NVFP4(R, TM)                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int loads, const uint4* w0, const u8* bs0, const float* m0, const float* b0, float* y0,      \
+      int n0, const uint4* w1, const u8* bs1, const float* m1, const float* b1, float* y1, int n1, const uint4* w2,              \
+      const u8* bs2, const float* m2, const float* b2, float* y2, int n2) {                                                      \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
+    __shared__ float m[256];                                                                                                        \
+    const float* mult = p.pick(m0, m1, m2);                                                                                         \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
+    __syncthreads();                                                                                                                \
+    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Nvfp4Scales{p.pick(bs0, bs1, bs2), m, K >> 4}, x, p.pick(b0, b1, b2), T, n, K, \
+                      p.row0, StoreY{p.pick(y0, y1, y2), n});                                                                       \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int N, int loads, const uint4* wg, const u8* bsg, const float* mg, const float* bg,          \
+      const uint4* wu, const u8* bsu, const float* mu, const float* bu, float* y) {                                              \
+    __shared__ float m[2][256]; /* gate's multipliers, up's */                                                                     \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) {                                                                          \
+      m[0][i] = mg[i];                                                                                                              \
+      m[1][i] = mu[i];                                                                                                              \
+    }                                                                                                                               \
+    __syncthreads();                                                                                                                \
+    float g = 0.f;                                                                                                                  \
+    gemv_q4_v2<R, TM>(wg, loads, Nvfp4Scales{bsg, m[0], K >> 4}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                  \
+    __syncthreads();                                                                                                                \
+    gemv_q4_v2<R, TM>(wu, loads, Nvfp4Scales{bsu, m[1], K >> 4}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});            \
+  }
+
+// The single-matrix kernels' (R, TM) set without 16 rows, which no format prefers (measured; it
+// would add compile time for nothing): V2_FUSED_ROWS in quantized-weights.ts. No spills on sm_90 or
+// sm_87 (ptxas; at most 255 registers, the r8_t8 q8 kernels, as their single-matrix ones).
+#define QF_ALL_Q8(R, TM) QF_Q8(fp8, true, R, TM) QF_Q8(int8, false, R, TM)
+#define QF_ALL_Q4(R, TM) QF_INT4(R, TM) QF_NVFP4(R, TM)
+QF_ALL_Q8(4, 1) QF_ALL_Q8(4, 2) QF_ALL_Q8(4, 4) QF_ALL_Q8(4, 8)
+QF_ALL_Q8(8, 1) QF_ALL_Q8(8, 2) QF_ALL_Q8(8, 4) QF_ALL_Q8(8, 8)
+QF_ALL_Q4(4, 1) QF_ALL_Q4(4, 2) QF_ALL_Q4(4, 4) QF_ALL_Q4(4, 8)
+QF_ALL_Q4(8, 1) QF_ALL_Q4(8, 2) QF_ALL_Q4(8, 4)
 
 // ---- exact GEMV (any shape) ----------------------------------------------------------------------------
 
