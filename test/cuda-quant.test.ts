@@ -630,12 +630,16 @@ describe('CUDA fused quantized decode linears (q/k/v in one launch, gate/up·SiL
     const f8 = load(quantizeFp8(w(64, K), 64, K)).g;
     assert.deepEqual(names(() => g().linearMany(x1, [i8, f8])), ['qgemv2_int8', 'qgemv2_fp8']);
     assert.deepEqual(names(() => g().linearSiluMul(x1, i8, f8)), ['qgemv2_int8', 'qgemv2_fp8', 'silu_mul']);
+    // Weights are loaded (and 4-bit ones re-laid out on the device) before the launches are watched.
     const actOrder = () => load(quantizeInt4(w(64, K), 64, K, { groupSize: 128, symmetric: true, gIdx: shuffledGIdx(K, 128) })).g;
-    assert.deepEqual(names(() => g().linearMany(x1, [actOrder(), actOrder()])), ['gather_columns', 'qgemv2_int4', 'gather_columns', 'qgemv2_int4']);
+    const [ao1, ao2] = [actOrder(), actOrder()];
+    assert.deepEqual(names(() => g().linearMany(x1, [ao1, ao2])), ['gather_columns', 'qgemv2_int4', 'gather_columns', 'qgemv2_int4']);
     const odd = (n: number) => load(quantizeFp8(w(n, 100), n, 100)).g;
     const x100 = g().fromHost(uniform(100), [1, 100]);
-    assert.deepEqual(names(() => g().linearMany(x100, [odd(32), odd(16)])), ['qgemv_exact_fp8', 'qgemv_exact_fp8']);
-    assert.deepEqual(names(() => g().linearSiluMul(x1, i8, load(quantizeInt8(w(32, K), 32, K)).g)), ['qgemv2_int8', 'qgemv2_int8', 'silu_mul']);
+    const [odd32, odd16] = [odd(32), odd(16)];
+    assert.deepEqual(names(() => g().linearMany(x100, [odd32, odd16])), ['qgemv_exact_fp8', 'qgemv_exact_fp8']);
+    const i8b = load(quantizeInt8(w(32, K), 32, K)).g;
+    assert.deepEqual(names(() => g().linearSiluMul(x1, i8, i8b)), ['qgemv2_int8', 'qgemv2_int8', 'silu_mul']);
     const x9 = g().fromHost(uniform(9 * K), [9, K]);
     assert.ok(!names(() => g().linearMany(x9, [i8, i8])).some((n) => n.startsWith('qgemv2many')), '9 tokens: prefill GEMMs');
     g().fusedLinears = false;
