@@ -37,6 +37,8 @@ export class KernelModules {
   /** Hash of every file in the kernels folder: a header change recompiles every module. */
   private readonly treeHash: string;
   readonly stats: ModuleStats[] = [];
+  /** This NVRTC refused --split-compile. */
+  private noParallelCompile = false;
 
   constructor(
     private readonly driver: CudaDriver,
@@ -66,6 +68,18 @@ export class KernelModules {
     return f;
   }
 
+  private compileParallel(source: string, file: string, cc: number, options: string[]): Uint8Array {
+    if (!this.noParallelCompile) {
+      try {
+        return this.nvrtc.compile(source, file, cc, [...options, PARALLEL_OPTION]).image;
+      } catch (err) {
+        if (!/INVALID_OPTION/.test((err as Error).message)) throw err;
+        this.noParallelCompile = true;
+      }
+    }
+    return this.nvrtc.compile(source, file, cc, options).image;
+  }
+
   module(file: string): Handle {
     let m = this.modules.get(file);
     if (m !== undefined) return m;
@@ -91,7 +105,7 @@ export class KernelModules {
       }
     }
     if (!image) {
-      image = this.nvrtc.compile(source, file, cc, options).image;
+      image = this.compileParallel(source, file, cc, options);
       if (cached) writeAtomically(cached, image);
     }
     m = this.driver.loadModule(image, `${file} for ${target.arch}`);
@@ -100,6 +114,13 @@ export class KernelModules {
     return m;
   }
 }
+
+/**
+ * NVRTC's optimizer on every core (--split-compile=0): the quantized GEMV module, dozens of template
+ * instantiations, took 81 s cold on one core of the H100 machine. An NVRTC too old for the option
+ * compiles on one thread instead. The result is the same program, so the cache key leaves it out.
+ */
+const PARALLEL_OPTION = '--split-compile=0';
 
 /** Write via a temporary file and rename, so a concurrent reader never sees half a CUBIN; an unwritable cache is skipped. */
 function writeAtomically(path: string, data: Uint8Array): void {
