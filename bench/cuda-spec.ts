@@ -97,6 +97,7 @@ for (const r of rows) {
 }
 const outDir = join(packageRoot(), 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
-const file = values.output ?? join(outDir, `cuda-spec-${machine.hostname}-${machine.date.slice(0, 10)}.json`);
+const gpuSlug = (gpuName ?? 'gpu').replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(outDir, `cuda-spec-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
 writeFileSync(file, JSON.stringify({ bench: 'cuda-spec', gpu: gpuName, model: values.model, loadFormat: 'dummy', quantization: values.quantization, promptLen, decodeLen, rates, machine, rows }, null, 2) + '\n');
 console.log(`\nsaved ${file}`);
