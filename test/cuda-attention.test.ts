@@ -347,8 +347,9 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
     });
   }
 
-  // Decode: long contexts at batch 1 and 8, split over positions (auto, forced chunk sizes, one split).
-  const chunks = [0, 64, 100, 1 << 20];
+  // Decode: long contexts at batch 1 and 8, split over positions (auto, forced chunk sizes, one
+  // split; chunk 32 at context 4096 is the kernel's most splits, 128: one per thread in its merge).
+  const chunks = [0, 32, 64, 100, 1 << 20];
   for (const [heads, kvHeads, headDim, blockSize] of [[64, 8, 128, 16], [32, 8, 128, 32], [8, 1, 64, 16], [4, 4, 64, 32], [28, 4, 128, 16]]) {
     it(`decode at batch 1, context 4096: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}`, async () => {
       await check({ heads, kvHeads, headDim, blockSize, seqs: [[4095, 1]], windows: [0, 7, 100], chunks });

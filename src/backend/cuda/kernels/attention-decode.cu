@@ -110,7 +110,7 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   __shared__ float s_p[DEC_WARPS][N], s_corr[DEC_WARPS][GB];
   __shared__ float s_m[DEC_WARPS][GB], s_l[DEC_WARPS][GB];
   __shared__ __align__(16) float s_acc[DEC_WARPS][GB][D];
-  __shared__ float s_w[GB][DEC_MAX_SPLITS];
+  __shared__ float s_w[GB][DEC_MAX_SPLITS], s_pm[GB][DEC_MAX_SPLITS];
   __shared__ int s_last;
 
   const int tok = tokens ? tokens[blockIdx.x] : blockIdx.x, split = blockIdx.z;
@@ -131,16 +131,26 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   // q of each head, pre-scaled in float32 like the reference; 0 for heads past nh. The chunk's
-  // block-table entries, so a position's row address costs no dependent global load.
-  for (int i = threadIdx.x; i < GB * D; i += DEC_WARPS * 32) {
-    const int g = i / D;
-    s_q[g][i % D] = g < nh ? q[((u64)tok * numHeads + h0) * D + i] * scale : 0.f;
-  }
+  // block-table entries, so a position's row address costs no dependent global load. Every load is
+  // issued before any is stored (a head past nh reads head nh - 1's q and discards it), so the
+  // prologue costs one memory latency, not one per q element a thread stages.
+  constexpr int QN = (GB * D + DEC_WARPS * 32 - 1) / (DEC_WARPS * 32);  // q floats per thread
+  static_assert(DEC_TABLE == DEC_WARPS * 32, "one staged block-table entry per thread");
   const int blk0 = lo / blockSize, nblk = (hi - 1) / blockSize - blk0 + 1;
   const bool staged = nblk <= DEC_TABLE;
-  if (staged) {
-    for (int i = threadIdx.x; i < nblk; i += DEC_WARPS * 32) s_tbl[i] = table[blk0 + i];
+  const int tblEntry = staged && threadIdx.x < nblk ? table[blk0 + threadIdx.x] : 0;
+  float qv[QN];
+#pragma unroll
+  for (int k = 0; k < QN; k++) {
+    const int i = min((int)threadIdx.x + k * DEC_WARPS * 32, GB * D - 1), g = min(i / D, nh - 1);
+    qv[k] = q[((u64)tok * numHeads + h0 + g) * D + i % D];
   }
+#pragma unroll
+  for (int k = 0; k < QN; k++) {
+    const int i = threadIdx.x + k * DEC_WARPS * 32, g = i / D;
+    if (i < GB * D) s_q[g][i % D] = g < nh ? qv[k] * scale : 0.f;
+  }
+  if (staged && threadIdx.x < nblk) s_tbl[threadIdx.x] = tblEntry;
   const int* blk = staged ? s_tbl : table + blk0;  // generic pointer: shared or global
   __syncthreads();
 
@@ -285,25 +295,53 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   __syncthreads();
   if (!s_last) return;
   __threadfence();  // the other blocks' partials, counted before this one, are read after
+  // Each split's (max, sum) is fetched by its own thread (nsplit ≤ DEC_MAX_SPLITS = threads), all
+  // at once: one L2 round trip, not one per few splits of a serial loop.
+  static_assert(DEC_MAX_SPLITS == DEC_WARPS * 32, "one split per thread in the merge");
+  if (threadIdx.x < nsplit) {
+    float mv[GB], lv[GB];
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+      const float* ml = partMl + (part0 + (u64)min(g, nh - 1) * gridDim.z + threadIdx.x) * 2;
+      mv[g] = load_cg(ml);
+      lv[g] = load_cg(ml + 1);
+    }
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+      s_pm[g][threadIdx.x] = mv[g];
+      s_w[g][threadIdx.x] = lv[g];
+    }
+  }
+  __syncthreads();
+  // Weights l_s · exp(m_s − max) in split order, from shared memory.
   if (threadIdx.x < nh) {
     const int g = threadIdx.x;
-    const float* ml = partMl + (part0 + (u64)g * gridDim.z) * 2;
     float M = NEG_INF;
-    for (int s = 0; s < nsplit; s++) M = fmaxf(M, load_cg(ml + 2 * s));
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, s_pm[g][s]);
     float W = 0.f;
     for (int s = 0; s < nsplit; s++) {
-      const float w = load_cg(ml + 2 * s + 1) * expf(load_cg(ml + 2 * s) - M);
+      const float w = s_w[g][s] * expf(s_pm[g][s] - M);
       s_w[g][s] = w;
       W += w;
     }
     s_m[0][g] = W;
   }
   __syncthreads();
+  // The partial outputs, MB splits' loads in flight at a time, summed in split order.
+  constexpr int MB = 16;
   for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
     const int g = i / D, d = i % D;
     const float* po = partOut + (part0 + (u64)g * gridDim.z) * D + d;
     float o = 0.f;
-    for (int s = 0; s < nsplit; s++) o += s_w[g][s] * load_cg(po + (u64)s * D);
+    for (int s0 = 0; s0 < nsplit; s0 += MB) {
+      float v[MB];
+#pragma unroll
+      for (int j = 0; j < MB; j++) v[j] = load_cg(po + (u64)min(s0 + j, nsplit - 1) * D);
+#pragma unroll
+      for (int j = 0; j < MB; j++) {
+        if (s0 + j < nsplit) o += s_w[g][s0 + j] * v[j];
+      }
+    }
     out[((u64)tok * numHeads + h0 + g) * D + d] = o / s_m[0][g];
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
