@@ -11,7 +11,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { argmax } from '../src/eval/metrics.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
@@ -65,12 +64,12 @@ function batchOf(tokens: number[][], start: number): ForwardBatch {
   };
 }
 
-// Read-back time: toHost is where the host waits for the GPU.
+// Read-back time: argmaxRows is where the host waits for the GPU.
 let issuedAt = 0;
-const toHost = backend.toHost.bind(backend);
-backend.toHost = (t) => {
+const argmaxRows = backend.argmaxRows.bind(backend);
+backend.argmaxRows = (t, n) => {
   issuedAt = performance.now();
-  return toHost(t);
+  return argmaxRows(t, n);
 };
 
 const V = config.vocabSize;
@@ -89,11 +88,12 @@ for (let i = 0; i < steps; i++) {
   const t0 = performance.now();
   backend.driver.recordEvent(e0);
   const b = batchOf(next.map((t) => [t]), context + i);
-  const logitsRow = model.forward(b, kv).logits;
+  // Greedy, as the engine runs it: the argmax of each row on the GPU, one id a row read back.
+  const ids = model.forward(b, kv, { argmaxOnly: { vocab: V } }).argmax!;
   const t1 = performance.now();
   backend.driver.recordEvent(e1);
   const gpu = backend.driver.elapsedMs(e0, e1);
-  next = Array.from({ length: batch }, (_, r) => argmax(logitsRow.subarray(r * V, (r + 1) * V)));
+  next = [...ids];
   rows.push({ wall: t1 - t0, issue: issuedAt - t0, gpu, launches: backend.driver.launches - l0 });
 }
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];

@@ -112,6 +112,12 @@ export interface Backend {
   rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void;
   /** silu(gate) · up, elementwise. */
   siluMul(gate: Tensor, up: Tensor): Tensor;
+  /**
+   * Optional: per row of x [rows, cols], the index of the largest of the first n values (ties to the
+   * lowest index, NaN never wins, -1 when none is above -inf), so greedy sampling reads back one id
+   * a row instead of the logits. Without it the model reads the logits back and scans them on the host.
+   */
+  argmaxRows?(x: Tensor, n: number): Int32Array;
   /** a += b, in place. */
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */

@@ -285,7 +285,16 @@ export class Engine {
     const windows = this.spec ? this.proposeWindows(scheduled) : new Map<Request, SpecWindow>();
     const { batch, planned } = this.buildBatch(scheduled, windows);
     const capture = this.spec?.captureHiddenStates ?? [];
-    const { logits, hiddenStates } = this.model.forward(batch, this.kv, capture.length > 0 ? { captureHiddenStates: [...capture] } : {});
+    // A step whose every sampled token is a plain greedy choice needs only the argmax of each row: the
+    // backend computes it and one id a row comes back instead of the vocabulary's logits.
+    const argmaxOnly = !this.spec && capture.length === 0 && planned.every(({ chunk }) => {
+      const req = chunk.seq;
+      return req.numComputed + chunk.count < req.numTokens || (req.sampler.argmaxOnly && req.opts.logprobs === undefined);
+    });
+    const { logits, hiddenStates, argmax } = this.model.forward(batch, this.kv, {
+      ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
+      ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
+    });
     const vocab = this.model.config.vocabSize;
     maskPaddedVocab(logits, vocab, this.samplingVocabSize);
     const rowLogits = (r: number, n = 1) => logits.subarray(r * vocab, (r + n) * vocab);
@@ -314,6 +323,12 @@ export class Engine {
       this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
       this.spec?.observePrefill(req.id, chunk.start, chunk.count, hiddenStates, row);
       if (req.numComputed < req.numTokens) continue; // still prefilling
+      if (argmax) {
+        const token = argmax[logitRow];
+        req.sampler.chose(token);
+        outputs.push(this.acceptToken(req, token));
+        continue;
+      }
       const last = rowLogits(logitRow);
       const token = req.sampler.sample(last, req.counts);
       const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(last, req.opts.logprobs, token)];

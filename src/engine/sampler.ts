@@ -217,7 +217,8 @@ export class Sampler {
   readonly seed: number;
   readonly rng: Rng;
   readonly greedy: boolean;
-  private readonly penalised: boolean;
+  /** Repetition/presence/frequency penalties change the logits before the choice. */
+  readonly penalised: boolean;
   private lastToken = -1;
 
   constructor(params: SamplingParams, vocabSize: number) {
@@ -228,6 +229,20 @@ export class Sampler {
     this.rng = new Rng(this.seed);
     this.greedy = params.temperature < GREEDY_TEMPERATURE_EPS;
     this.penalised = hasPenalties(params);
+  }
+
+  /**
+   * Greedy with no penalties: the choice is the argmax of the raw logits, which the engine may take
+   * from the backend without reading the logits back (then `chose` records it).
+   */
+  get argmaxOnly(): boolean {
+    return this.greedy && !this.penalised;
+  }
+
+  /** Record a token chosen outside `sample` (the backend's argmax; see argmaxOnly). */
+  chose(token: number): void {
+    if (token < 0) throw new RangeError(ALL_MASKED);
+    this.lastToken = token;
   }
 
   /** The next token. `logits` is not modified (penalties are applied to a copy). */

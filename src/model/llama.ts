@@ -1,6 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
+import { argmax } from '../engine/sampler.js';
 import { linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
@@ -22,11 +23,19 @@ export interface ForwardOptions {
   /** Return the hidden state entering these layers (HF output_hidden_states indices) for logitRows'
    *  tokens and all tokens; used by EAGLE-3. */
   captureHiddenStates?: number[];
+  /**
+   * Greedy sampling only: return each logit row's argmax over its first `vocab` ids (the tokenizer's,
+   * when the model's vocabulary is padded) instead of the logits, computed on the backend where it can
+   * (one id a row crosses back instead of the whole vocabulary).
+   */
+  argmaxOnly?: { vocab: number };
 }
 
 export interface ForwardResult {
-  /** [logitRows.length × vocab] float32 logits. */
+  /** [logitRows.length × vocab] float32 logits (empty with argmaxOnly). */
   logits: Float32Array;
+  /** With argmaxOnly: per logit row, the argmax (-1 where every logit is -inf or NaN). */
+  argmax?: Int32Array;
   /** captured hidden states per requested index, [numTokens × hidden] each. */
   hiddenStates?: Map<number, Float32Array>;
 }
@@ -94,7 +103,13 @@ export class LlamaModel {
     if (batch.logitRows.length === 0) return { logits: new Float32Array(0), hiddenStates: capture };
     const last = be.selectRows(residual, batch.logitRows);
     const normed = be.rmsNorm(last, W.norm, c.rmsNormEps);
-    const logits = be.toHost(be.linear(normed, W.lmHead));
+    const logitsT = be.linear(normed, W.lmHead);
+    if (opts.argmaxOnly) {
+      const n = opts.argmaxOnly.vocab;
+      const argmax = be.argmaxRows ? be.argmaxRows(logitsT, n) : argmaxRowsOnHost(be.toHost(logitsT), c.vocabSize, n);
+      return { logits: new Float32Array(0), argmax, hiddenStates: capture };
+    }
+    const logits = be.toHost(logitsT);
     return { logits, hiddenStates: capture };
   }
 
@@ -111,4 +126,12 @@ export class LlamaModel {
     const factors = Array.from(batch.seqIndex, (s) => perSeq[s].attentionFactor);
     return ropeCosSin(batch.positions, inv, factors);
   }
+}
+
+/** Backend.argmaxRows on the host: rows of `cols` values, the first `n` of each considered. */
+function argmaxRowsOnHost(x: Float32Array, cols: number, n: number): Int32Array {
+  const rows = x.length / cols;
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) out[r] = argmax(x.subarray(r * cols, r * cols + n));
+  return out;
 }

@@ -291,7 +291,7 @@ export class CudaBackend implements Backend {
 
   /** Compile and load every kernel module now (otherwise each compiles on first use). */
   warmUp(): void {
-    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu', 'quant-linear.cu']) this.kernels.module(f);
+    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu', 'quant-linear.cu', 'sampling.cu']) this.kernels.module(f);
   }
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
@@ -672,6 +672,17 @@ export class CudaBackend implements Backend {
     const out = this.tensor(g.shape);
     this.launch('elementwise.cu', 'silu_mul', this.gridFor(g.numel), 256, 'pppl', [g.ptr, u.ptr, out.ptr, g.numel]);
     return out;
+  }
+
+  argmaxRows(x: Tensor, n: number): Int32Array {
+    const t = x as CudaTensor;
+    if (!(Number.isInteger(n) && n >= 1 && n <= t.cols)) throw new RangeError(`argmaxRows: n must be in 1..${t.cols}, got ${n}`);
+    const ids = new Int32Array(t.rows);
+    if (t.rows === 0) return ids;
+    const out = this.pool.alloc(t.rows * 4);
+    this.launch('sampling.cu', 'argmax_rows', [t.rows, 1, 1], 1024, 'ppii', [t.ptr, out.ptr, t.cols, n]);
+    this.driver.download(ids, out.ptr, t.rows * 4);
+    return ids;
   }
 
   addInPlace(a: Tensor, b: Tensor): void {
