@@ -12,6 +12,7 @@ import { CudaDriver, CudaError, type DeviceInfo, type DevicePtr } from './driver
 import { KernelModules, kernelCacheDir } from './kernel-modules.js';
 import { DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
 import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fused-linear.js';
+import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
 import { Nvrtc } from './nvrtc.js';
 import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWeight } from './quantized-weights.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
@@ -223,6 +224,12 @@ export class CudaBackend implements Backend {
   fusedGemv: FusedGemvVariant | 'auto' = 'auto';
   /** ropeWriteKv as one launch (rope-kv.cu); false runs rope, rope, writeKv (tests and benchmarks compare). Same results. */
   fusedRopeKv = true;
+  /**
+   * The decode GEMV for dense bf16 weights (1–8 tokens, K % 16 = 0): 'fma' (float32 FMA, the kernels
+   * above) or 'mma' (tensor cores, x rounded to bf16 in the kernel; gemv-mma.ts). Opt-in while it is
+   * measured; with 'mma', linearMany and linearSiluMul run on it too (q/k/v in one launch).
+   */
+  decodeGemv: 'fma' | 'mma' = 'fma';
   /**
    * The GEMM for more than 8 tokens (prefill): 'cublaslt' (tensor cores; x rounded to a bf16/f16
    * weight's type, or quantised per token for FP8; cublaslt.ts), 'tiled' (the float32 kernel), or
@@ -514,6 +521,10 @@ export class CudaBackend implements Backend {
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
     const args = [W.ptr, src.ptr, b, out.ptr, T, N, K];
     if (T <= GEMV_MAX_T) {
+      if (this.decodeGemv === 'mma' && mmaGemvApplies(W, T)) {
+        mmaGemv(this, src, W, b, out);
+        return out;
+      }
       // 16-byte loads need every row of W (and x) 16-byte aligned.
       if (K % (16 / DTYPE_BYTES[W.dtype]) !== 0) {
         this.launch('linear.cu', `gemv_scalar_${W.dtype}`, [Math.ceil(N / GEMV_WARPS), 1, 1], GEMV_WARPS * 32, 'ppppiii', args);
@@ -552,11 +563,17 @@ export class CudaBackend implements Backend {
 
   /** q/k/v in one launch where fused-linear.ts can (else separate linears); see fusedLinears. */
   linearMany(x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[] {
+    if (this.decodeGemv === 'mma') {
+      const ys = mmaLinearMany(this, x, weights, biases);
+      if (ys) return ys;
+    }
     return fusedLinearMany(this, x, weights, biases);
   }
 
   /** gate/up·SiLU in one launch where fused-linear.ts can (else linear, linear, siluMul). */
   linearSiluMul(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor {
+    // The mma path has no fused gate/up kernel: its two linears and silu_mul.
+    if (this.decodeGemv === 'mma' && mmaGemvApplies(gate, x.shape[0]) && mmaGemvApplies(up, x.shape[0])) return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
     return fusedLinearSiluMul(this, x, gate, up, gateBias, upBias);
   }
 
