@@ -156,11 +156,11 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
   });
 
   it('eval --device cuda scores the default model as the CPU does', { skip: cudaReason === undefined ? false : `no CUDA device: ${cudaReason}` }, () => {
-    // The float32 path on both (TACHYON_PREFILL_GEMM=tiled): cuBLASLt's bf16 prefill moves logits by
-    // ~1e-3 and can flip a near-tied greedy answer (cuda-cublaslt.test.ts checks that path's bounds).
+    // The float32 path on both (tiled prefill GEMM, FMA decode GEMV): bf16 activations move logits by
+    // ~1e-3 and can flip a near-tied greedy answer (cuda-cublaslt and cuda-gemv-mma tests check those).
     const report = (device: string) => {
       const args = builtArgs(['eval', '--device', device, '--max-tokens-eval', '512', '--json', '--quiet']);
-      const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000, env: { ...process.env, TACHYON_PREFILL_GEMM: 'tiled' } });
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000, env: { ...process.env, TACHYON_PREFILL_GEMM: 'tiled', TACHYON_DECODE_GEMV: 'fma' } });
       assert.equal(r.status, 0, r.stderr);
       return JSON.parse(r.stdout);
     };

@@ -22,6 +22,9 @@ import { fixturesDir } from './support/paths.js';
 // take the float32 tiled kernel here; cuBLASLt's bf16 prefill (activations rounded to bf16) is
 // checked against its own bounds in cuda-cublaslt.test.ts. Each test file runs in its own process.
 process.env.TACHYON_PREFILL_GEMM = 'tiled';
+// Likewise decode GEMVs take the float32 FMA kernels (the tensor-core GEMV rounds x to bf16; it is
+// checked against its own bounds in cuda-gemv-mma.test.ts).
+process.env.TACHYON_DECODE_GEMV = 'fma';
 
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;

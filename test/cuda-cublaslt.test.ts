@@ -24,6 +24,10 @@ import { quantizeFp8 } from '../src/quant/fp8.js';
 import { FLOAT32_EPSILON } from '../src/quant/rounding.js';
 import { fixturesDir } from './support/paths.js';
 
+// Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
+// (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
+process.env.TACHYON_DECODE_GEMV = 'fma';
+
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;
 try {

@@ -19,6 +19,10 @@ import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
 
+// Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
+// (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
+process.env.TACHYON_DECODE_GEMV = 'fma';
+
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;
 try {

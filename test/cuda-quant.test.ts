@@ -31,6 +31,10 @@ import { QUANTIZATION_METHODS, quantizeWeight, type QuantizationMethod } from '.
 import { fixturesDir } from './support/paths.js';
 import { randomWeightsFrom } from './support/quant-weights.js';
 
+// Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
+// (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
+process.env.TACHYON_DECODE_GEMV = 'fma';
+
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;
 try {

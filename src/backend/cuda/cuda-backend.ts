@@ -136,6 +136,16 @@ function sameContents(a: Int32Array | Float32Array, b: Int32Array | Float32Array
 }
 
 const GEMV_MAX_T = 8;
+/** decodeGemv 'auto': matrices of at most this many rows take the tensor-core GEMV (see decodeGemv). */
+const MMA_AUTO_MAX_ROWS = 8192;
+
+/** The default decode GEMV: $TACHYON_DECODE_GEMV (fma, mma or auto), so a test file can pin float32. */
+function decodeGemvFromEnv(env: NodeJS.ProcessEnv = process.env): 'fma' | 'mma' | 'auto' {
+  const v = env.TACHYON_DECODE_GEMV;
+  if (v === undefined || v === '') return 'auto';
+  if (v === 'fma' || v === 'mma' || v === 'auto') return v;
+  throw new CudaError(`TACHYON_DECODE_GEMV must be fma, mma or auto, got '${v}'`);
+}
 const GEMV_WARPS = 8;
 const SPLITK_ROWS = 4;
 export type GemvKernel = 'auto' | 'row' | 'split-k';
@@ -226,10 +236,14 @@ export class CudaBackend implements Backend {
   fusedRopeKv = true;
   /**
    * The decode GEMV for dense bf16 weights (1–8 tokens, K % 16 = 0): 'fma' (float32 FMA, the kernels
-   * above) or 'mma' (tensor cores, x rounded to bf16 in the kernel; gemv-mma.ts). Opt-in while it is
-   * measured; with 'mma', linearMany and linearSiluMul run on it too (q/k/v in one launch).
+   * above), 'mma' (tensor cores, x rounded to bf16 in the kernel; gemv-mma.ts), or 'auto' (the
+   * default; $TACHYON_DECODE_GEMV overrides): mma for matrices of at most MMA_AUTO_MAX_ROWS rows, FMA
+   * for taller ones. Measured on the H100 (bench/cuda-gemv-mma.ts): at 1 token mma matches FMA on
+   * q/k/v, o and down (73–87% of the copy bandwidth) but not on gate/up (65% against 92%) or the
+   * lm_head (77% against 106%); at 8 tokens it is 1.3–2.1× faster everywhere. The choice depends on
+   * the matrix alone, never on the token count, so a token's result stays independent of its batch.
    */
-  decodeGemv: 'fma' | 'mma' = 'fma';
+  decodeGemv: 'fma' | 'mma' | 'auto' = decodeGemvFromEnv();
   /**
    * The GEMM for more than 8 tokens (prefill): 'cublaslt' (tensor cores; x rounded to a bf16/f16
    * weight's type, or quantised per token for FP8; cublaslt.ts), 'tiled' (the float32 kernel), or
@@ -521,7 +535,7 @@ export class CudaBackend implements Backend {
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
     const args = [W.ptr, src.ptr, b, out.ptr, T, N, K];
     if (T <= GEMV_MAX_T) {
-      if (this.decodeGemv === 'mma' && mmaGemvApplies(W, T)) {
+      if (this.mmaFor(W, T)) {
         mmaGemv(this, src, W, b, out);
         return out;
       }
@@ -563,9 +577,11 @@ export class CudaBackend implements Backend {
 
   /** q/k/v in one launch where fused-linear.ts can (else separate linears); see fusedLinears. */
   linearMany(x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[] {
-    if (this.decodeGemv === 'mma') {
-      const ys = mmaLinearMany(this, x, weights, biases);
-      if (ys) return ys;
+    const T = x.shape[0];
+    if (weights.some((w) => this.mmaFor(w, T))) {
+      // Every weight on its own kernel choice: one mma launch when all take mma, else one by one.
+      const ys = weights.every((w) => this.mmaFor(w, T)) ? mmaLinearMany(this, x, weights, biases) : undefined;
+      return ys ?? weights.map((w, i) => this.linear(x, w, biases?.[i]));
     }
     return fusedLinearMany(this, x, weights, biases);
   }
@@ -573,8 +589,21 @@ export class CudaBackend implements Backend {
   /** gate/up·SiLU in one launch where fused-linear.ts can (else linear, linear, siluMul). */
   linearSiluMul(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor {
     // The mma path has no fused gate/up kernel: its two linears and silu_mul.
-    if (this.decodeGemv === 'mma' && mmaGemvApplies(gate, x.shape[0]) && mmaGemvApplies(up, x.shape[0])) return this.siluMul(this.linear(x, gate, gateBias), this.linear(x, up, upBias));
+    const T = x.shape[0];
+    if (this.mmaFor(gate, T) || this.mmaFor(up, T)) {
+      const g = this.linear(x, gate, gateBias);
+      const u = this.linear(x, up, upBias);
+      const out = this.siluMul(g, u);
+      this.release(g, u);
+      return out;
+    }
     return fusedLinearSiluMul(this, x, gate, up, gateBias, upBias);
+  }
+
+  /** Whether a ≤ 8-token linear of `w` runs on the tensor-core GEMV (see decodeGemv). */
+  private mmaFor(w: Weight, T: number): boolean {
+    if (this.decodeGemv === 'fma' || !mmaGemvApplies(w, T)) return false;
+    return this.decodeGemv === 'mma' || w.shape[0] <= MMA_AUTO_MAX_ROWS;
   }
 
   /** The last prefill input rounded for cuBLASLt (see matmul); valid while no in-place op ran since. */
