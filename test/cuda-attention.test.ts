@@ -13,41 +13,18 @@ import { describe, it } from 'node:test';
 import type { AttentionBatch } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
-import type { AttentionKernel, CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { Rng } from '../src/engine/rng.js';
+import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
+import { openTestGpu, testRandom, relErr } from './support/cuda.js';
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-try {
-  const cuda = await import('../src/backend/cuda/cuda-backend.js');
-  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+const { gpu, skipReason } = await openTestGpu();
 
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
-const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const rng = new Rng(SEED);
-const uniform = (n: number, lo = -2, hi = 2) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
+const { seed: SEED, rng, uniform: uniformIn, randInt } = testRandom();
+const uniform = (n: number, lo = -2, hi = 2) => uniformIn(n, lo, hi);
 
 const BF16_BOUND = 1e-2;
 const F32_BOUND = 1e-5;
-
-/** ‖a − b‖ / ‖b‖; NaN or ±∞ anywhere in a (an unwritten, poisoned output) fails. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 /** A batch over sequences given as [first position this step, tokens this step], in that order. */
 function batchOf(seqs: Array<[number, number]>, blockSize: number, blockIds: (s: number, b: number) => number): AttentionBatch {

@@ -10,13 +10,12 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import type { AttentionBatch, Tensor, Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { Rng } from '../src/engine/rng.js';
 import { LLM } from '../src/llm.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { fixturesDir } from './support/paths.js';
+import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
 
 // This file holds the CUDA backend to the float32 CPU reference with tight bounds, so prefill GEMMs
 // take the float32 tiled kernel here; cuBLASLt's bf16 prefill (activations rounded to bf16) is
@@ -26,41 +25,12 @@ process.env.TACHYON_PREFILL_GEMM = 'tiled';
 // checked against its own bounds in cuda-gemv-mma.test.ts).
 process.env.TACHYON_DECODE_GEMV = 'fma';
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-try {
-  const cuda = await import('../src/backend/cuda/cuda-backend.js');
-  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+const { gpu, skipReason } = await openTestGpu();
 
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
-const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const rng = new Rng(SEED);
-const uniform = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
-const randInt = (n: number) => Math.floor(rng.next() * n);
-
-/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function assertClose(got: Float32Array, want: Float32Array, bound: number, what: string): void {
-  const e = relErr(got, want);
-  assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${SEED})`);
-}
+const { seed: SEED, rng, uniform, randInt } = testRandom();
+const { assertClose } = comparisons(SEED);
 
 /** A checkpoint-like tensor of random values in `dtype` (bf16/f16 rounded from float32). */
 function hostTensor(dtype: 'BF16' | 'F16' | 'F32', shape: number[], scale = 1): HostTensor {

@@ -14,7 +14,6 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend, CudaTensor } from '../src/backend/cuda/cuda-backend.js';
 import { cublasLtCandidates, cublasStatusText, loadCublasLt, openCublasLtPrefill, prefillGemmFromEnv } from '../src/backend/cuda/cublaslt.js';
 import type { CublasLt } from '../src/backend/cuda/cublaslt.js';
-import { Rng } from '../src/engine/rng.js';
 import { LLM } from '../src/llm.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { bf16ToF32, f16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
@@ -23,21 +22,15 @@ import { E4M3_MAX, E4M3_VALUES, encodeE4m3 } from '../src/quant/fp8-e4m3.js';
 import { quantizeFp8 } from '../src/quant/fp8.js';
 import { FLOAT32_EPSILON } from '../src/quant/rounding.js';
 import { fixturesDir } from './support/paths.js';
+import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
 
 // Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
 // (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
 process.env.TACHYON_DECODE_GEMV = 'fma';
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-try {
-  const cuda = await import('../src/backend/cuda/cuda-backend.js');
-  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+const opened = await openTestGpu();
+const gpu = opened.gpu;
+let skipReason = opened.skipReason;
 let lt: CublasLt | undefined;
 if (gpu) {
   const p = openCublasLtPrefill(gpu.driver, gpu.kernels, gpu.pool);
@@ -48,27 +41,8 @@ const fp8Skip = skipReason || (gpu!.device.computeCapability < 89 ? `FP8 tensor 
 
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
-const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const rng = new Rng(SEED);
-const uniform = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
-
-/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
-function relErr(a: Float32Array, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function assertClose(got: Float32Array, want: ArrayLike<number>, bound: number, what: string): void {
-  const e = relErr(got, want);
-  assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${SEED})`);
-}
+const { seed: SEED, rng, uniform, randInt } = testRandom();
+const { assertClose } = comparisons(SEED);
 
 const halfEven = (v: number) => {
   const f = Math.floor(v);

@@ -11,62 +11,24 @@ import { linearMany, linearSiluMul, type Backend, type Tensor, type Weight } fro
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { FUSED_GEMV_VARIANTS } from '../src/backend/cuda/fused-linear.js';
-import { Rng } from '../src/engine/rng.js';
 import { loadEagle3Head } from '../src/engine/spec/eagle3.js';
 import { DEFAULT_EAGLE3_MODEL_NAME, DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import type { Eagle3Batch } from '../src/model/eagle3.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
 
 // Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
 // (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
 process.env.TACHYON_DECODE_GEMV = 'fma';
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-try {
-  const cuda = await import('../src/backend/cuda/cuda-backend.js');
-  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+const { gpu, skipReason } = await openTestGpu();
 
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
-const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const rng = new Rng(SEED);
-const uniform = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
-const randInt = (n: number) => Math.floor(rng.next() * n);
-
-/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function assertClose(got: Float32Array, want: Float32Array, bound: number, what: string): void {
-  const e = relErr(got, want);
-  assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${SEED})`);
-}
-
-/** The same bits everywhere (NaN payloads and signed zeros included); names the first difference. */
-function assertBitwise(got: Float32Array, want: Float32Array, what: string): void {
-  assert.equal(got.length, want.length, `${what}: ${got.length} values, expected ${want.length}`);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  const i = a.findIndex((v, j) => v !== b[j]);
-  assert.ok(i < 0, `${what}: value ${i} is ${got[i]}, the separate ops give ${want[i]} (seed ${SEED})`);
-}
+const { seed: SEED, rng, uniform, randInt } = testRandom();
+const { assertClose, assertBitwise } = comparisons(SEED);
 
 /** float32 → IEEE half (round to nearest), enough for test values in [-4, 4]. */
 function f32ToF16(x: number): number {

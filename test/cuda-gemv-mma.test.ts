@@ -12,60 +12,22 @@ import { describe, it } from 'node:test';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend, CudaDenseWeight, CudaTensor } from '../src/backend/cuda/cuda-backend.js';
-import { Rng } from '../src/engine/rng.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+import { comparisons, openTestGpu, testRandom } from './support/cuda.js';
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-let cudaModule: typeof import('../src/backend/cuda/cuda-backend.js') | undefined;
-let mma: typeof import('../src/backend/cuda/gemv-mma.js') | undefined;
-try {
-  cudaModule = await import('../src/backend/cuda/cuda-backend.js');
-  mma = await import('../src/backend/cuda/gemv-mma.js');
-  const opened = cudaModule.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+// The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
+const cudaModule = await import('../src/backend/cuda/cuda-backend.js').catch(() => undefined);
+const mma = await import('../src/backend/cuda/gemv-mma.js').catch(() => undefined);
+const { gpu, skipReason } = await openTestGpu();
 
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
-const SEED = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const rng = new Rng(SEED);
-const uniform = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
-const randInt = (n: number) => Math.floor(rng.next() * n);
+const { seed: SEED, rng, uniform, randInt } = testRandom();
+const { assertClose, assertBitwise } = comparisons(SEED);
 const roundBf16 = (a: Float32Array) => a.map((v) => bf16ToF32(f32ToBf16(v)));
-
-/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function assertClose(got: Float32Array, want: Float32Array, bound: number, what: string): void {
-  const e = relErr(got, want);
-  assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${SEED})`);
-}
-
-/** The same bits everywhere; names the first difference. */
-function assertBitwise(got: Float32Array, want: Float32Array, what: string): void {
-  assert.equal(got.length, want.length, `${what}: ${got.length} values, expected ${want.length}`);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  const i = a.findIndex((v, j) => v !== b[j]);
-  assert.ok(i < 0, `${what}: value ${i} is ${got[i]}, expected ${want[i]} (seed ${SEED})`);
-}
 
 /** A random bf16 checkpoint tensor [N, K] (values in ±scale), or a float32 vector. */
 function hostTensor(dtype: 'BF16' | 'F32', shape: number[], scale = 1): HostTensor {

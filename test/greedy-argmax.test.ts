@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { Engine, type EngineOptions } from '../src/engine/engine.js';
 import { Rng } from '../src/engine/rng.js';
 import { argmax } from '../src/engine/sampler.js';
@@ -14,6 +13,7 @@ import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import type { ForwardBatch, LlamaModel } from '../src/model/llama.js';
 import { loadLlama } from './support/run-model.js';
 import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { openTestGpu } from './support/cuda.js';
 
 const checkpoint = writeTinyCheckpoint(TINY_LLAMA);
 const options: EngineOptions = { maxModelLen: 128, maxNumSeqs: 8, maxNumBatchedTokens: 256, kvCacheTokens: 1024, blockSize: 4 };
@@ -77,16 +77,7 @@ describe('greedy steps read back the argmax only (CPU)', () => {
   it('the engine takes it for plain greedy steps and produces the same tokens as from the logits', () => checkEngine(new CpuBackend()));
 });
 
-let gpu: CudaBackend | undefined;
-let skipReason: string | false = false;
-try {
-  const cuda = await import('../src/backend/cuda/cuda-backend.js');
-  const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
-  if ('backend' in opened) gpu = opened.backend;
-  else skipReason = `no CUDA device: ${opened.reason}`;
-} catch (err) {
-  skipReason = `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})`;
-}
+const { gpu, skipReason } = await openTestGpu();
 
 describe('greedy steps read back the argmax only (CUDA)', { skip: skipReason }, () => {
   it('argmaxRows equals the host argmax: ties to the lowest id, NaN never wins, -1 for a row of -inf, over the first n columns', () => {

@@ -1,0 +1,68 @@
+// What the CUDA test files share: a GPU backend or the one-line reason there is none (CI has no GPU,
+// so those suites skip with it), seeded random inputs whose seed every failure message names, and
+// the comparisons every kernel is held to.
+
+import assert from 'node:assert/strict';
+import type { CudaBackend } from '../../src/backend/cuda/cuda-backend.js';
+import { Rng } from '../../src/engine/rng.js';
+
+/**
+ * A CUDA backend that names the kernel that failed (a synchronisation after every launch), or why
+ * there is none: `skipReason` goes straight to `describe(…, { skip })`.
+ */
+export async function openTestGpu(): Promise<{ gpu?: CudaBackend; skipReason: string | false }> {
+  try {
+    const cuda = await import('../../src/backend/cuda/cuda-backend.js');
+    const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
+    if ('backend' in opened) return { gpu: opened.backend, skipReason: false };
+    return { skipReason: `no CUDA device: ${opened.reason}` };
+  } catch (err) {
+    return { skipReason: `no CUDA device: the CUDA bindings did not load (${(err as Error).message.split('\n')[0]})` };
+  }
+}
+
+/** Fresh inputs on every run; TACHYON_TEST_SEED replays one. */
+export function testRandom(): { seed: number; rng: Rng; uniform: (n: number, lo?: number, hi?: number) => Float32Array; randInt: (n: number) => number } {
+  const seed = Number(process.env.TACHYON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  const rng = new Rng(seed);
+  return {
+    seed,
+    rng,
+    uniform: (n, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next()),
+    randInt: (n) => Math.floor(rng.next() * n),
+  };
+}
+
+/** ‖a − b‖ / ‖b‖, and NaN anywhere in a fails. */
+export function relErr(a: Float32Array, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+/** The comparisons, each failure naming the seed of the inputs. */
+export function comparisons(seed: number): {
+  assertClose: (got: Float32Array, want: ArrayLike<number>, bound: number, what: string) => void;
+  assertBitwise: (got: Float32Array, want: Float32Array, what: string) => void;
+} {
+  return {
+    assertClose(got, want, bound, what) {
+      const e = relErr(got, want);
+      assert.ok(e <= bound, `${what}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)} (seed ${seed})`);
+    },
+    /** The same bits everywhere (NaN payloads and signed zeros included); names the first difference. */
+    assertBitwise(got, want, what) {
+      assert.equal(got.length, want.length, `${what}: ${got.length} values, expected ${want.length}`);
+      const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
+      const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+      const i = a.findIndex((v, j) => v !== b[j]);
+      assert.ok(i < 0, `${what}: value ${i} is ${got[i]}, expected ${want[i]} (seed ${seed})`);
+    },
+  };
+}
