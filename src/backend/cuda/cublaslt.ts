@@ -7,14 +7,12 @@
 // Enum values and attribute ids are those of CUDA 13's cublasLt.h, cublas_api.h and library_types.h
 // (cuBLAS 13.1); they have not changed since cuBLAS 12.0.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { CudaError, type CudaDriver, type DevicePtr, type Handle } from './driver.js';
 import type { KernelModules } from './kernel-modules.js';
 import type { DevicePool, PooledBuffer } from './memory-pool.js';
-import { listDirs } from './nvrtc.js';
+import { libraryCandidates } from './library-search.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -96,65 +94,7 @@ class CublasLtApi {
  * Python wheel. Lazy, so the slower places (ldconfig, python3) are asked only if needed.
  */
 export function* cublasLtCandidates(env: NodeJS.ProcessEnv = process.env): Generator<string> {
-  const seen = new Set<string>();
-  const fresh = (paths: string[]) => paths.filter((p) => !seen.has(p) && seen.add(p));
-  if (env.CUBLASLT) yield* fresh([env.CUBLASLT]);
-  yield* fresh(['libcublasLt.so', 'libcublasLt.so.13', 'libcublasLt.so.12']);
-  const roots = [env.CUDA_HOME, env.CUDA_PATH, '/usr/local/cuda', ...listDirs('/usr/local', /^cuda-[\d.]+$/)].filter((d): d is string => !!d);
-  for (const root of roots) {
-    for (const lib of ['lib64', 'lib', 'targets/x86_64-linux/lib', 'targets/aarch64-linux/lib', 'targets/sbsa-linux/lib']) yield* fresh(librariesIn(join(root, lib)));
-  }
-  yield* fresh([...librariesIn('/usr/lib/x86_64-linux-gnu'), ...librariesIn('/usr/lib/aarch64-linux-gnu')]);
-  yield* fresh(fromLdconfig());
-  yield* fresh(fromPythonWheels());
-}
-
-/** libcublasLt.so* in a folder, newest version first. */
-function librariesIn(dir: string): string[] {
-  try {
-    return readdirSync(dir)
-      .filter((n) => /^libcublasLt\.so(\.\d+)*$/.test(n))
-      .sort()
-      .reverse()
-      .map((n) => join(dir, n));
-  } catch {
-    return [];
-  }
-}
-
-function fromLdconfig(): string[] {
-  try {
-    const text = execFileSync('ldconfig', ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
-    return [...text.matchAll(/^\s*libcublasLt\.so[^\s]*\s.*=>\s*(\S+)\s*$/gm)].map((m) => m[1]);
-  } catch {
-    return [];
-  }
-}
-
-/** The nvidia-cublas wheel: site-packages/nvidia/cu13/lib (CUDA 13), nvidia/cublas/lib (the cu12 wheels). */
-function fromPythonWheels(): string[] {
-  const sites = new Set<string>();
-  for (const dir of [...listDirs('/usr/local/lib', /^python3/), ...listDirs('/usr/lib', /^python3/)]) {
-    sites.add(join(dir, 'site-packages'));
-    sites.add(join(dir, 'dist-packages'));
-  }
-  try {
-    const text = execFileSync('python3', ['-c', 'import site,sys; print("\\n".join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-      timeout: 10000,
-    });
-    for (const line of text.split('\n')) if (line.trim()) sites.add(line.trim());
-  } catch {
-    // no python3
-  }
-  const out: string[] = [];
-  for (const site of sites) {
-    const nvidia = join(site, 'nvidia');
-    if (!existsSync(nvidia)) continue;
-    for (const sub of ['cu13', 'cu12', 'cublas']) out.push(...librariesIn(join(nvidia, sub, 'lib')));
-  }
-  return out;
+  yield* libraryCandidates({ name: 'cublasLt', envVar: 'CUBLASLT', majors: ['13', '12'], wheelDirs: ['cu13', 'cu12', 'cublas'] }, env);
 }
 
 /** A loaded libcublasLt: its bindings, where it is, its version (e.g. 13.1.1). */

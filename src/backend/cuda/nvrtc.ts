@@ -2,11 +2,11 @@
 // a Python wheel put it, and compile kernel source to a CUBIN for the present GPU (or to PTX for the
 // driver to finish when this NVRTC predates the GPU).
 
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import koffi from 'koffi';
 import { CudaError } from './driver.js';
+import { libraryCandidates } from './library-search.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -47,79 +47,8 @@ class NvrtcApi {
  * Where libnvrtc may be, most specific first: $NVRTC, the loader's own search, CUDA toolkits,
  * ldconfig, Python wheels. Lazy, so the slower places (ldconfig, python3) are asked only if needed.
  */
-export function* nvrtcCandidates(): Generator<string> {
-  const seen = new Set<string>();
-  const fresh = (paths: string[]) => paths.filter((p) => !seen.has(p) && seen.add(p));
-  if (process.env.NVRTC) yield* fresh([process.env.NVRTC]);
-  // The dynamic loader's search (LD_LIBRARY_PATH, the ld.so cache): plain names.
-  yield* fresh(['libnvrtc.so', 'libnvrtc.so.13', 'libnvrtc.so.12']);
-  const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda', ...listDirs('/usr/local', /^cuda-[\d.]+$/)].filter((d): d is string => !!d);
-  for (const root of roots) {
-    for (const lib of ['lib64', 'lib', 'targets/x86_64-linux/lib', 'targets/aarch64-linux/lib', 'targets/sbsa-linux/lib']) yield* fresh(librariesIn(join(root, lib)));
-  }
-  yield* fresh([...librariesIn('/usr/lib/x86_64-linux-gnu'), ...librariesIn('/usr/lib/aarch64-linux-gnu')]);
-  yield* fresh(fromLdconfig());
-  yield* fresh(fromPythonWheels());
-}
-
-export function listDirs(dir: string, re: RegExp): string[] {
-  try {
-    return readdirSync(dir)
-      .filter((n) => re.test(n))
-      .sort()
-      .reverse()
-      .map((n) => join(dir, n));
-  } catch {
-    return [];
-  }
-}
-
-/** libnvrtc.so* in a folder (not the builtins library), newest version first. */
-function librariesIn(dir: string): string[] {
-  try {
-    return readdirSync(dir)
-      .filter((n) => /^libnvrtc\.so(\.\d+)*$/.test(n))
-      .sort()
-      .reverse()
-      .map((n) => join(dir, n));
-  } catch {
-    return [];
-  }
-}
-
-function fromLdconfig(): string[] {
-  try {
-    const text = execFileSync('ldconfig', ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
-    return [...text.matchAll(/^\s*libnvrtc\.so[^\s]*\s.*=>\s*(\S+)\s*$/gm)].map((m) => m[1]);
-  } catch {
-    return [];
-  }
-}
-
-/** The nvidia-cuda-nvrtc wheel: site-packages/nvidia/{cu13,cuda_nvrtc}/lib. Asks python3 where site-packages are. */
-function fromPythonWheels(): string[] {
-  const sites = new Set<string>();
-  for (const dir of [...listDirs('/usr/local/lib', /^python3/), ...listDirs('/usr/lib', /^python3/)]) {
-    sites.add(join(dir, 'site-packages'));
-    sites.add(join(dir, 'dist-packages'));
-  }
-  try {
-    const text = execFileSync('python3', ['-c', 'import site,sys; print("\\n".join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-      timeout: 10000,
-    });
-    for (const line of text.split('\n')) if (line.trim()) sites.add(line.trim());
-  } catch {
-    // no python3
-  }
-  const out: string[] = [];
-  for (const site of sites) {
-    const nvidia = join(site, 'nvidia');
-    if (!existsSync(nvidia)) continue;
-    for (const sub of ['cu13', 'cu12', 'cuda_nvrtc']) out.push(...librariesIn(join(nvidia, sub, 'lib')));
-  }
-  return out;
+export function* nvrtcCandidates(env: NodeJS.ProcessEnv = process.env): Generator<string> {
+  yield* libraryCandidates({ name: 'nvrtc', envVar: 'NVRTC', majors: ['13', '12'], wheelDirs: ['cu13', 'cu12', 'cuda_nvrtc'] }, env);
 }
 
 export interface CompileResult {
