@@ -25,6 +25,7 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
+import { INT4_MMA_FILE, int4MmaGemv, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
 export const TILE_COLS = 256;
@@ -247,6 +248,8 @@ export interface QuantDeviceContext {
   own(owner: object, ptrs: DevicePtr[], bytes: number): void;
   /** Launch a kernel of quant-linear.cu. */
   launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
+  /** Launch a kernel of another kernels file (the int4 mma GEMV's). */
+  launchIn?(file: string, kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
   /** Blocks for a grid-stride loop over n elements. */
   gridFor(n: number): [number, number, number];
 }
@@ -267,6 +270,15 @@ export class QuantizedWeights {
   kernel: QuantGemvKernel = 'v2';
   /** v2's rows per block: chosen per call ('auto'), or forced (tests, bench; the kernel must exist; 16 leaves the fused kernels on 'auto'). */
   rows: 'auto' | 4 | 8 | 16 = 'auto';
+  /**
+   * The ≤ 8-token GEMV of int4 weights: 'fma' (the kernels above, default) or 'mma', the tensor-core
+   * GEMV (gemv-mma-int4.ts) for the int4 weights it takes (tiled, no act-order, groups ≥ 64); x is
+   * then rounded to bf16. The fused q/k/v and gate/up kernels step aside for those weights (separate
+   * mma linears, then silu_mul). $TACHYON_QUANT_DECODE_GEMV sets the default.
+   */
+  decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
+  /** u32 counters the split-K mma GEMV uses (zero between launches), grown as needed. */
+  private mmaCounters: { holder: object; ptr: DevicePtr; count: number } | undefined;
 
   constructor(private readonly ctx: QuantDeviceContext) {}
 
@@ -496,7 +508,9 @@ export class QuantizedWeights {
       else this.ctx.launch('qgemv_exact_int8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.scales, x, bias, y, T, N, K]);
     } else if (w instanceof CudaInt4Weight) {
       const d = w.d;
-      if (d.layout === 'tiled') {
+      if (this.takesMma(w, T)) {
+        int4MmaGemv(this.mmaLauncher(), d, x, T, bias, y);
+      } else if (d.layout === 'tiled') {
         let xs = x;
         if (d.perm) {
           // Act-order: x's columns into the weight's sorted order (a step's activations are small).
@@ -513,6 +527,37 @@ export class QuantizedWeights {
     }
   }
 
+  /** Whether gemv runs this weight at T tokens on the int4 tensor-core GEMV (decodeGemv = 'mma'). */
+  takesMma(w: CudaQuantizedWeight, T: number): boolean {
+    return this.decodeGemv === 'mma' && w instanceof CudaInt4Weight && int4MmaRefusal(w.d, T) === undefined;
+  }
+
+  private mmaLauncher(): Int4MmaLauncher {
+    const { ctx } = this;
+    if (!ctx.launchIn) throw new Error('quantized GEMV: this backend cannot launch the int4 mma kernels');
+    const launchIn = ctx.launchIn;
+    return {
+      multiprocessors: ctx.driver.device.multiprocessors,
+      launch: (kernel, grid, block, kinds, args) => launchIn(INT4_MMA_FILE, kernel, grid, block, kinds, args),
+      scratch: (n) => {
+        const buf = ctx.pool.alloc(n * 4);
+        return { ptr: buf.ptr, release: () => ctx.pool.release(buf) };
+      },
+      counters: (n) => {
+        if (!this.mmaCounters || this.mmaCounters.count < n) {
+          // The old buffer is freed when its holder is collected; its last launch is queued before any later one.
+          const count = Math.max(n, 4096);
+          const ptr = ctx.alloc(count * 4);
+          ctx.driver.fill32(ptr, 0, count);
+          const holder = {};
+          ctx.own(holder, [ptr], 0);
+          this.mmaCounters = { holder, ptr, count };
+        }
+        return this.mmaCounters.ptr;
+      },
+    };
+  }
+
   /**
    * The format whose fused kernels (gemvMany, gemvSiluMul) can take these weights for an input of K
    * columns, or undefined (run them one by one): the v2 kernels, one quantized format, all [*, K],
@@ -523,6 +568,8 @@ export class QuantizedWeights {
     if (this.kernel !== 'v2' || weights.length === 0) return undefined;
     const first = weights[0];
     if (!isCudaQuantized(first)) return undefined;
+    // int4 on the mma GEMV: no fused kernel, so the separate linears (fused-linear.ts falls back).
+    if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) return undefined;
     for (const w of weights) {
       if (!isCudaQuantized(w) || w.format !== first.format || w.shape[1] !== K) return undefined;
     }

@@ -1,0 +1,223 @@
+// The int4 (w4a16) decode GEMV on the FMA kernels (the default) against the tensor-core one
+// (QuantizedWeights.decodeGemv = 'mma', kernels/gemv-mma-int4.cu) at Llama-3.1-8B's linear shapes
+// and 1, 2, 4 and 8 tokens: device µs per call (CUDA events, queued behind a 2 GiB device copy so the
+// host's launch time is hidden, rotating over weight copies totalling ≥ 256 MB so they stream from
+// HBM), and the int4 bytes (codes + scales) over that time as a share of the device-to-device copy
+// bandwidth. Then whole decode steps of an 8B-shaped w4a16 model (random weights) at batch 1 and 8
+// with the option off and on. Prints tables and saves JSON. Measures; never passes or fails.
+// Separate from bench/cuda-quant-gemv.ts so that it stays under a minute.
+//
+//   node dist/bench/cuda-quant-mma.js [--tokens 1,2,4,8] [--batch 1,8] [--decode-steps 16] [--output FILE]
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type { Weight } from '../src/backend/backend.js';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { int4MmaPlan } from '../src/backend/cuda/gemv-mma-int4.js';
+import { argmax } from '../src/eval/metrics.js';
+import { parseModelConfig } from '../src/model/config.js';
+import { packageRoot } from '../src/model/default-model.js';
+import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { loadDummyWeights } from '../src/model/load/dummy.js';
+import { findPreset } from '../src/plan/presets.js';
+import { randomTokenIds } from './engine-timing.js';
+import { machineInfo } from './machine.js';
+
+const { values } = parseArgs({
+  options: {
+    tokens: { type: 'string', default: '1,2,4,8' },
+    batch: { type: 'string', default: '1,8' },
+    'decode-steps': { type: 'string', default: '16' },
+    output: { type: 'string' },
+  },
+});
+const tokenCounts = values.tokens!.split(',').map(Number);
+const batches = values.batch!.split(',').map(Number);
+const decodeSteps = Number(values['decode-steps']);
+
+const backend = new CudaBackend();
+const t0 = performance.now();
+for (const f of ['quant-linear.cu', 'gemv-mma-int4.cu']) backend.kernels.module(f);
+const compileMs = performance.now() - t0;
+const copyGBs = backend.measureCopyBandwidth();
+const gpu = backend.device;
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
+console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
+const quant = backend.quantized;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+const SPACER_BYTES = 2 ** 31;
+const spacerSrc = backend.driver.memAlloc(SPACER_BYTES);
+const spacerDst = backend.driver.memAlloc(SPACER_BYTES);
+
+/** Device ms per call of fn: median of 3 trials of `reps` calls behind the spacer copy, after a warm-up. */
+async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
+  const d = backend.driver;
+  const e0 = d.createEvent();
+  const e1 = d.createEvent();
+  const trials: number[] = [];
+  for (let trial = 0; trial < 4; trial++) {
+    await nextTurn();
+    setup();
+    d.copyDeviceToDevice(spacerDst, spacerSrc, SPACER_BYTES);
+    d.recordEvent(e0);
+    for (let i = 0; i < reps; i++) fn(i);
+    d.recordEvent(e1);
+    if (trial > 0) trials.push(d.elapsedMs(e0, e1) / reps);
+    else d.synchronize();
+  }
+  return median(trials);
+}
+
+interface Row {
+  shape: [number, number];
+  role: string;
+  kernel: 'fma' | 'mma';
+  /** mma: m-tiles a block and blocks splitting K (int4MmaPlan). */
+  plan?: string;
+  weightBytes: number;
+  tokens: number;
+  us: number;
+  ofCopy: number;
+}
+const rows: Row[] = [];
+const shapes: Array<[number, number, string]> = [
+  [4096, 4096, 'q, o'],
+  [1024, 4096, 'k, v'],
+  [14336, 4096, 'gate, up'],
+  [4096, 14336, 'down'],
+];
+let seed = 5000;
+for (const [N, K, role] of shapes) {
+  (globalThis as { gc?: () => void }).gc?.();
+  await nextTurn();
+  const make = (): Weight => backend.randomWeight(`${role}.w4a16`, { shape: [N, K], dtype: 'bf16', method: 'w4a16', seed: seed++, scale: 1 / Math.sqrt(K) });
+  const first = make();
+  const copies = Math.max(1, Math.ceil(256e6 / first.bytes));
+  const ws = [first, ...Array.from({ length: copies - 1 }, make)];
+  for (const T of tokenCounts) {
+    for (const kernel of ['fma', 'mma'] as const) {
+      quant.decodeGemv = kernel;
+      const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.sin(i));
+      let x = backend.fromHost(xHost, [T, K]);
+      const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => backend.linear(x, ws[i % copies]), 30);
+      const p = int4MmaPlan(N, K, gpu.multiprocessors);
+      rows.push({
+        shape: [N, K], role, kernel, plan: kernel === 'mma' ? `r${p.rows} × ${p.splits} splits` : undefined, weightBytes: first.bytes, tokens: T,
+        us: ms * 1000, ofCopy: first.bytes / (ms / 1000) / 1e9 / copyGBs,
+      });
+    }
+    quant.decodeGemv = 'fma';
+  }
+}
+
+console.log('');
+console.log('| W [N, K] | role | kernel | MB | tokens | µs | of copy BW |');
+console.log('|---|---|---|---:|---:|---:|---:|');
+for (const r of rows) {
+  console.log(`| ${r.shape.join('×')} | ${r.role} | ${r.kernel}${r.plan ? ` (${r.plan})` : ''} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
+}
+
+// ---- decode steps of an 8B-shaped w4a16 model, the option off and on ----
+
+interface StepRow {
+  batch: number;
+  decodeGemv: 'fma' | 'mma';
+  launchesPerStep: number;
+  stepMs: number;
+  tokensPerSecond: number;
+}
+const stepRows: StepRow[] = [];
+{
+  const raw = findPreset('llama-3.1-8b')!;
+  const config = parseModelConfig(raw, 'llama-3.1-8b');
+  (globalThis as { gc?: () => void }).gc?.();
+  await nextTurn();
+  const weights = loadDummyWeights(config, backend, { seed: 1, quantization: 'w4a16' });
+  const model = new LlamaModel(config, weights, backend);
+  backend.synchronize();
+  const randomIds = randomTokenIds();
+  const promptLen = 32;
+  for (const batch of batches) {
+    const blockSize = 16;
+    const blocksPerSeq = Math.ceil((promptLen + decodeSteps + 2) / blockSize);
+    const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
+    const prompts = Array.from({ length: batch }, () => randomIds(promptLen, config.vocabSize));
+    const forward = (kv: ReturnType<typeof backend.allocKvCache>, tokens: number[][], start: number): number[] => {
+      const tok: number[] = [];
+      const pos: number[] = [];
+      const seq: number[] = [];
+      const logitRows: number[] = [];
+      tokens.forEach((ts, s) => {
+        ts.forEach((t, i) => {
+          tok.push(t);
+          pos.push(start + i);
+          seq.push(s);
+        });
+        logitRows.push(tok.length - 1);
+      });
+      const b: ForwardBatch = {
+        numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
+        slots: Int32Array.from(pos, (p, i) => (seq[i] * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize)),
+        blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(logitRows),
+      };
+      const { logits } = model.forward(b, kv);
+      return logitRows.map((_, r) => argmax(logits.subarray(r * config.vocabSize, (r + 1) * config.vocabSize)));
+    };
+    for (const kind of ['fma', 'mma'] as const) {
+      quant.decodeGemv = kind;
+      const kv = backend.allocKvCache({ numLayers: config.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: config.numKvHeads, headDim: config.headDim });
+      let next = forward(kv, prompts, 0);
+      const before = backend.driver.launches;
+      next = forward(kv, next.map((t) => [t]), promptLen);
+      const launches = backend.driver.launches - before;
+      const times: number[] = [];
+      for (let i = 1; i < decodeSteps; i++) {
+        await nextTurn();
+        const s0 = performance.now();
+        next = forward(kv, next.map((t) => [t]), promptLen + i);
+        times.push(performance.now() - s0);
+      }
+      const stepMs = median(times);
+      stepRows.push({ batch, decodeGemv: kind, launchesPerStep: launches, stepMs, tokensPerSecond: (batch * 1000) / stepMs });
+    }
+    quant.decodeGemv = 'fma';
+  }
+}
+console.log('');
+console.log(`Llama-3.1-8B shapes, random w4a16 weights, prompt 32, median of ${decodeSteps - 1} decode steps:`);
+console.log('| batch | int4 GEMV | launches/step | step ms | tok/s |');
+console.log('|---:|---|---:|---:|---:|');
+for (const r of stepRows) console.log(`| ${r.batch} | ${r.decodeGemv} | ${r.launchesPerStep} | ${r.stepMs.toFixed(3)} | ${r.tokensPerSecond.toFixed(1)} |`);
+
+const machine = machineInfo();
+const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-quant-mma-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+mkdirSync(join(file, '..'), { recursive: true });
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      bench: 'cuda-quant-mma',
+      gpu: { ...gpu, copyGBs },
+      kernels: { compileMs, modules: backend.kernels.stats },
+      notes:
+        'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu); ' +
+        'us: device time per call (events, median of 3 trials of 30 calls behind a 2 GiB device copy, rotating over weight copies totalling >= 256 MB); ' +
+        'ofCopy: int4 bytes (codes + scales) per second / the device-to-device copy bandwidth (read + write); ' +
+        'stepRows: host wall time of a decode step of an 8B-shaped w4a16 model with random weights, QuantizedWeights.decodeGemv off (fma) and on (mma)',
+      machine,
+      rows,
+      stepRows,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+console.log(`\nsaved ${file}`);

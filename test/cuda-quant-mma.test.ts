@@ -1,0 +1,231 @@
+// The int4 tensor-core GEMV (kernels/gemv-mma-int4.cu, QuantizedWeights.decodeGemv = 'mma') against
+// the CPU's linearQuantized on fresh random weights and inputs, free memory poisoned: the kernel runs
+// the mma on codes minus the zero point (exact in bf16) and x rounded to bf16, sums in float32 and
+// scales each group's sum in float32, so against the CPU given the same bf16-rounded x it must agree
+// to float32 rounding (≤ 1e-5), and against the exact x to bf16's 2⁻⁹ (≤ 1e-2). A token's result must
+// be the same bits alone as in a batch of 8 (K split over blocks or not). The default model with
+// --quantization w4a16 must give logits within 3e-2 of the FMA GEMV's. Without a GPU the CUDA suites
+// skip with the reason; the dispatch rules run everywhere. (No TACHYON_DECODE_GEMV pin: the option
+// under test is set explicitly.)
+
+import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { after, describe, it } from 'node:test';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { LLM } from '../src/llm.js';
+import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
+import { quantizeInt4 } from '../src/quant/int4.js';
+import { comparisons, openTestGpu, testRandom } from './support/cuda.js';
+
+// The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
+const mmaInt4 = await import('../src/backend/cuda/gemv-mma-int4.js').catch(() => undefined);
+const { gpu, skipReason } = await openTestGpu();
+
+const cpu = new CpuBackend();
+const { seed: SEED, uniform, randInt } = testRandom();
+const { assertClose, assertBitwise } = comparisons(SEED);
+const roundBf16 = (a: Float32Array) => a.map((v) => bf16ToF32(f32ToBf16(v)));
+const f32Tensor = (v: Float32Array, shape: number[]) => ({ dtype: 'F32' as const, shape, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) });
+
+/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
+function launchesOf(be: CudaBackend, fn: () => void): string[] {
+  const names: string[] = [];
+  const driver = be.driver;
+  const launch = driver.launch;
+  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
+    names.push(args[1]);
+    return launch.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    driver.launch = launch;
+  }
+  return names;
+}
+
+describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false : 'the CUDA bindings did not load' }, () => {
+  it('takes tiled int4 without act-order, groups ≥ 64 or the whole row, 1..8 tokens; names why not otherwise', () => {
+    const m = mmaInt4!;
+    const tiled = { layout: 'tiled' as const, perm: 0, groupShift: 7, groupSize: 128 };
+    assert.equal(m.int4MmaRefusal(tiled, 1), undefined);
+    assert.equal(m.int4MmaRefusal(tiled, 8), undefined);
+    assert.equal(m.int4MmaRefusal({ ...tiled, groupShift: 6, groupSize: 64 }, 3), undefined);
+    assert.equal(m.int4MmaRefusal({ ...tiled, groupShift: 31, groupSize: 4096 }, 3), undefined);
+    assert.match(m.int4MmaRefusal(tiled, 9)!, /9 tokens/);
+    assert.match(m.int4MmaRefusal({ ...tiled, groupShift: 5, groupSize: 32 }, 2)!, /group size 32 is under 64/);
+    assert.match(m.int4MmaRefusal({ ...tiled, perm: 1234 }, 2)!, /act-order/);
+    assert.match(m.int4MmaRefusal({ ...tiled, layout: 'canonical' }, 2)!, /canonical/);
+  });
+
+  it('plans two m-tiles only where every SM gets two blocks, and splits K only where the tiles are fewer than the SMs', () => {
+    const m = mmaInt4!;
+    assert.deepEqual(m.int4MmaPlan(14336, 4096, 132), { rows: 2, splits: 1, tiles: 448 });
+    assert.deepEqual(m.int4MmaPlan(4096, 4096, 132), { rows: 1, splits: 1, tiles: 256 });
+    // 64 tiles: K = 4096 has 32 chunks of 128 columns, at least one for each of a block's 8 warps.
+    assert.deepEqual(m.int4MmaPlan(1024, 4096, 132), { rows: 1, splits: 4, tiles: 64 });
+    assert.deepEqual(m.int4MmaPlan(1024, 256, 132), { rows: 1, splits: 1, tiles: 64 });
+    assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { rows: 1, splits: 14, tiles: 5 });
+  });
+
+  it('$TACHYON_QUANT_DECODE_GEMV: fma (the default) or mma, anything else named', () => {
+    const m = mmaInt4!;
+    assert.equal(m.quantDecodeGemvFromEnv({}), 'fma');
+    assert.equal(m.quantDecodeGemvFromEnv({ TACHYON_QUANT_DECODE_GEMV: 'mma' }), 'mma');
+    assert.throws(() => m.quantDecodeGemvFromEnv({ TACHYON_QUANT_DECODE_GEMV: 'tensor' }), /TACHYON_QUANT_DECODE_GEMV must be fma or mma, got 'tensor'/);
+  });
+});
+
+describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
+  const be = () => gpu!;
+  const fresh = async () => {
+    await nextTurn();
+    be().poisonFreeMemory();
+  };
+  after(() => {
+    if (gpu) gpu.quantized.decodeGemv = 'fma';
+  });
+  /** Runs fn with decodeGemv set, then back to 'fma'. */
+  const withMma = <R>(on: boolean, fn: () => R): R => {
+    be().quantized.decodeGemv = on ? 'mma' : 'fma';
+    try {
+      return fn();
+    } finally {
+      be().quantized.decodeGemv = 'fma';
+    }
+  };
+  const weights = (N: number, K: number, groupSize: number, symmetric: boolean) => {
+    const q = quantizeInt4(uniform(N * K, -0.1, 0.1), N, K, { groupSize, symmetric });
+    return { c: cpu.loadQuantized('w', q), g: be().loadQuantized('w', q) };
+  };
+  const vec = (n: number) => {
+    const b = uniform(n, -2, 2);
+    return { c: cpu.loadDense('b', f32Tensor(b, [n])), g: be().loadDense('b', f32Tensor(b, [n])) };
+  };
+
+  const SHAPES: [number, number][] = [
+    [75, 256], // one tile; K split over blocks
+    [333, 320], // a padded tile (K % 256 = 64: half 1 of tile 1 is padding)
+    [45, 4096],
+    [2200, 512], // more tiles than SMs: no split
+    [67, 14336],
+  ];
+  const GROUPS: [string, number][] = [['g128', 128], ['g64', 64], ['g32 (FMA fallback)', 32], ['whole row', -1]];
+  for (const [gname, groupSize] of GROUPS) {
+    for (const symmetric of [true, false]) {
+      it(`linear, int4 ${gname} ${symmetric ? 'symmetric' : 'asymmetric'}: T 1/2/3/5/8, odd N, ± bias; ≤ 1e-5 on bf16-rounded x, ≤ 1e-2 on exact x`, async () => {
+        for (const [N, K] of SHAPES) {
+          const w = weights(N, K, groupSize === -1 ? K : groupSize, symmetric);
+          const b = vec(N);
+          for (const T of [1, 2, 3, 5, 8]) {
+            for (const withBias of [false, true]) {
+              const what = `[${N}, ${K}] ${gname} ${symmetric ? 'sym' : 'asym'} × ${T}${withBias ? ' + bias' : ''}`;
+              const x = uniform(T * K);
+              const xr = roundBf16(x);
+              const want = (xs: Float32Array) => cpu.toHost(cpu.linear(cpu.fromHost(xs.slice(), [T, K]), w.c, withBias ? b.c : undefined));
+              await fresh();
+              let got: Float32Array = new Float32Array();
+              const names = withMma(true, () => launchesOf(be(), () => (got = be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, withBias ? b.g : undefined)))));
+              const onMma = names.some((n) => n.startsWith('gemv_mma_int4'));
+              assert.equal(onMma, groupSize !== 32, `${what}: launches ${names.join(', ')}`);
+              if (onMma) {
+                assertClose(got, want(xr), 1e-5, `${what} vs the CPU on bf16-rounded x`);
+                assertClose(got, want(x), 1e-2, `${what} vs the CPU on exact x`);
+              } else {
+                assertClose(got, want(x), 2e-5, `${what} (FMA kernel) vs the CPU`);
+              }
+            }
+          }
+        }
+      });
+    }
+  }
+
+  it('a token alone gives the same bits as in a batch of 8 (with and without split K); the default stays on the FMA kernel', async () => {
+    for (const [N, K] of [[75, 4096], [2200, 512], [1024, 4096]] as const) {
+      const w = weights(N, K, 128, false);
+      const b = vec(N);
+      const x = uniform(8 * K);
+      await fresh();
+      const batch = withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g)));
+      for (const t of [0, 3, 7]) {
+        await fresh();
+        const alone = withMma(true, () => be().toHost(be().linear(be().fromHost(x.slice(t * K, (t + 1) * K), [1, K]), w.g, b.g)));
+        assertBitwise(alone, batch.slice(t * N, (t + 1) * N), `[${N}, ${K}] token ${t} alone vs in a batch of 8`);
+      }
+      // Again, the same bits (the split-K counters were reset).
+      await fresh();
+      assertBitwise(withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g))), batch, `[${N}, ${K}] a second run`);
+      const def = launchesOf(be(), () => void be().linear(be().fromHost(x.slice(0, 2 * K), [2, K]), w.g));
+      assert.ok(def.every((n) => !n.startsWith('gemv_mma_int4')), `the default is the FMA GEMV: ${def.join(', ')}`);
+    }
+  });
+
+  it('linearMany and linearSiluMul on mma: the separate mma linears (and silu_mul), bitwise', async () => {
+    const K = 512;
+    const ws = [weights(96, K, 128, true), weights(32, K, 128, true), weights(32, K, 128, true)];
+    const biases = [vec(96), undefined, vec(32)];
+    const gate = weights(200, K, 128, false);
+    const up = weights(200, K, 128, false);
+    for (const T of [1, 5, 8]) {
+      const x = uniform(T * K);
+      await fresh();
+      const names = withMma(true, () =>
+        launchesOf(be(), () => {
+          const many = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y));
+          const sep = ws.map((w, i) => be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, biases[i]?.g)));
+          many.forEach((y, i) => assertBitwise(y, sep[i], `T ${T} linearMany output ${i}`));
+          const silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g));
+          const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g), be().linear(be().fromHost(x, [T, K]), up.g)));
+          assertBitwise(silu, ref, `T ${T} linearSiluMul`);
+        }),
+      );
+      assert.ok(!names.some((n) => n.startsWith('qgemv2')), `T ${T}: no FMA GEMV launch: ${names.join(', ')}`);
+    }
+  });
+});
+
+describe('the default model with --quantization w4a16 on the int4 mma GEMV', { skip: skipReason }, () => {
+  it('logits of 8-token prompts within 3e-2 of the FMA GEMV\'s, the mma kernel doing the int4 linears', async () => {
+    const m = await LLM.load({ device: 'cuda', quantization: 'w4a16' });
+    try {
+      const model = m.loaded.model;
+      const be = model.backend as CudaBackend;
+      const c = model.config;
+      const logitsOf = (tokens: number[]) => {
+        const kv = be.allocKvCache({ numLayers: c.numLayers, numBlocks: 1, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+        const n = tokens.length;
+        return model.forward(
+          {
+            numTokens: n, numSeqs: 1, tokens: Int32Array.from(tokens), positions: Int32Array.from({ length: n }, (_, i) => i), seqIndex: new Int32Array(n),
+            slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from([0]), maxBlocksPerSeq: 1, logitRows: Int32Array.from({ length: n }, (_, i) => i),
+          },
+          kv,
+        ).logits;
+      };
+      for (let p = 0; p < 2; p++) {
+        const tokens = Array.from({ length: 8 }, () => randInt(c.vocabSize));
+        await nextTurn();
+        be.poisonFreeMemory();
+        const fma = logitsOf(tokens).slice();
+        await nextTurn();
+        be.poisonFreeMemory();
+        be.quantized.decodeGemv = 'mma';
+        let mmaLogits: Float32Array = new Float32Array();
+        let names: string[] = [];
+        try {
+          names = launchesOf(be, () => (mmaLogits = logitsOf(tokens).slice()));
+        } finally {
+          be.quantized.decodeGemv = 'fma';
+        }
+        assert.ok(names.filter((n) => n.startsWith('gemv_mma_int4')).length >= 7 * c.numLayers, `the int4 linears on mma: ${[...new Set(names)].join(', ')}`);
+        assert.ok(!names.some((n) => n.startsWith('qgemv2')), 'no FMA int4 GEMV');
+        // Every int4 linear rounds its input to bf16 (2⁻⁹ each, 7 a layer).
+        assertClose(mmaLogits, fma, 3e-2, `prompt ${p}: logits on the int4 mma GEMV vs FMA`);
+      }
+    } finally {
+      await m.close();
+    }
+  });
+});
