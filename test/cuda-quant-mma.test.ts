@@ -69,9 +69,12 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { rows: 1, splits: 14, tiles: 5 });
   });
 
-  it('$TACHYON_QUANT_DECODE_GEMV: fma (the default) or mma, anything else named', () => {
+  it('$TACHYON_QUANT_DECODE_GEMV: mma (the default; fma where $TACHYON_DECODE_GEMV pins fma) or fma, anything else named', () => {
     const m = mmaInt4!;
-    assert.equal(m.quantDecodeGemvFromEnv({}), 'fma');
+    assert.equal(m.quantDecodeGemvFromEnv({}), 'mma');
+    assert.equal(m.quantDecodeGemvFromEnv({ TACHYON_DECODE_GEMV: 'fma' }), 'fma');
+    assert.equal(m.quantDecodeGemvFromEnv({ TACHYON_DECODE_GEMV: 'fma', TACHYON_QUANT_DECODE_GEMV: 'mma' }), 'mma');
+    assert.equal(m.quantDecodeGemvFromEnv({ TACHYON_QUANT_DECODE_GEMV: 'fma' }), 'fma');
     assert.equal(m.quantDecodeGemvFromEnv({ TACHYON_QUANT_DECODE_GEMV: 'mma' }), 'mma');
     assert.throws(() => m.quantDecodeGemvFromEnv({ TACHYON_QUANT_DECODE_GEMV: 'tensor' }), /TACHYON_QUANT_DECODE_GEMV must be fma or mma, got 'tensor'/);
   });

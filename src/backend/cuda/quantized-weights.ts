@@ -271,10 +271,10 @@ export class QuantizedWeights {
   /** v2's rows per block: chosen per call ('auto'), or forced (tests, bench; the kernel must exist; 16 leaves the fused kernels on 'auto'). */
   rows: 'auto' | 4 | 8 | 16 = 'auto';
   /**
-   * The ≤ 8-token GEMV of int4 weights: 'fma' (the kernels above, default) or 'mma', the tensor-core
+   * The ≤ 8-token GEMV of int4 weights: 'fma' (the kernels above) or 'mma' (the default), the tensor-core
    * GEMV (gemv-mma-int4.ts) for the int4 weights it takes (tiled, no act-order, groups ≥ 64); x is
    * then rounded to bf16. The fused q/k/v and gate/up kernels step aside for those weights (separate
-   * mma linears, then silu_mul). $TACHYON_QUANT_DECODE_GEMV sets the default.
+   * mma linears, then silu_mul). quantDecodeGemvFromEnv says how the default is chosen.
    */
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
   /** u32 counters the split-K mma GEMV uses (zero between launches), grown as needed. */
