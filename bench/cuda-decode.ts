@@ -10,17 +10,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { Weight } from '../src/backend/backend.js';
 import { CudaBackend, type GemvKernel } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
-import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { LlamaModel } from '../src/model/llama.js';
 import { loadModel } from '../src/model/load-model.js';
-import type { ModelWeights } from '../src/model/weights.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
+import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
 import { machineInfo } from './machine.js';
 
@@ -142,58 +141,13 @@ interface Row {
 }
 const rows: Row[] = [];
 
-/** Bytes a decode step must read: every weight except the embedding table (only its rows are read). */
-function weightBytesPerStep(w: ModelWeights): number {
-  const bytes = (x: Weight | undefined) => x?.bytes ?? 0;
-  let total = bytes(w.norm) + bytes(w.lmHead);
-  for (const l of w.layers) for (const x of Object.values(l)) total += bytes(x as Weight | undefined);
-  return total;
-}
-
 const randomIds = randomTokenIds();
 
 /** Prefill `batch` random prompts in one step, then greedy decode steps over all of them; the model forward alone. */
 async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row> {
-  const c = model.config;
-  const blockSize = 16;
-  const blocksPerSeq = Math.ceil((promptLen + decodeLen + 1) / blockSize);
-  const kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
-  const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
-  const slot = (s: number, p: number) => (s * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize);
-  const step = (tokens: number[][], start: number[]): number[] => {
-    const tok: number[] = [];
-    const pos: number[] = [];
-    const seq: number[] = [];
-    const logitRows: number[] = [];
-    tokens.forEach((ts, s) => {
-      ts.forEach((t, i) => {
-        tok.push(t);
-        pos.push(start[s] + i);
-        seq.push(s);
-      });
-      logitRows.push(tok.length - 1);
-    });
-    const b: ForwardBatch = {
-      numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
-      slots: Int32Array.from(pos, (p, i) => slot(seq[i], p)), blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(logitRows),
-    };
-    // Greedy, as the engine runs it: the argmax of each row on the GPU, one id a row read back.
-    return [...model.forward(b, kv, { argmaxOnly: { vocab: c.vocabSize } }).argmax!];
-  };
-  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, c.vocabSize));
-  const tp = performance.now();
-  let next = step(prompts, new Array(batch).fill(0));
-  const prefillMs = performance.now() - tp;
-  const times: number[] = [];
-  for (let i = 0; i < decodeLen; i++) {
-    // Yield between steps as the engine does: the last step's activations can then be collected and reused.
-    await nextTurn();
-    const ts = performance.now();
-    next = step(next.map((t) => [t]), new Array(batch).fill(promptLen + i));
-    times.push(performance.now() - ts);
-  }
-  times.sort((a, b) => a - b);
-  const stepMs = times[times.length >> 1];
+  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
+  const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
+  const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
   return row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights));
 }
 

@@ -13,13 +13,12 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { argmax } from '../src/eval/metrics.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot } from '../src/model/default-model.js';
-import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
-import type { ModelWeights } from '../src/model/weights.js';
 import { findPreset } from '../src/plan/presets.js';
+import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
 
@@ -151,20 +150,13 @@ for (let i = 0; i < gemvRows.length; i += 2) {
 
 interface StepRow {
   batch: number;
-  decodeGemv: 'fma' | 'mma';
+  decodeGemv: 'fma' | 'mma' | 'auto';
   stepMs: number;
   tokensPerSecond: number;
   weightBytesPerStep: number;
   rooflineRatio: number;
 }
 const stepRows: StepRow[] = [];
-
-/** Bytes a decode step must read: every weight except the embedding table (only its rows are read). */
-function weightBytesPerStep(w: ModelWeights): number {
-  let total = w.norm.bytes + w.lmHead.bytes;
-  for (const l of w.layers) for (const x of Object.values(l)) total += (x as Weight | undefined)?.bytes ?? 0;
-  return total;
-}
 
 let modelInfo: { config: Record<string, unknown>; weightBytesPerStep: number } | null = null;
 if (!values['no-model']) {
@@ -180,50 +172,18 @@ if (!values['no-model']) {
   const randomIds = randomTokenIds();
 
   for (const batch of batches) {
-    const blockSize = 16;
-    const blocksPerSeq = Math.ceil((promptLen + decodeSteps + 2) / blockSize);
-    const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
     const prompts = Array.from({ length: batch }, () => randomIds(promptLen, config.vocabSize));
-    const forward = (kv: ReturnType<typeof backend.allocKvCache>, tokens: number[][], start: number): number[] => {
-      const tok: number[] = [];
-      const pos: number[] = [];
-      const seq: number[] = [];
-      const logitRows: number[] = [];
-      tokens.forEach((ts, s) => {
-        ts.forEach((t, i) => {
-          tok.push(t);
-          pos.push(start + i);
-          seq.push(s);
-        });
-        logitRows.push(tok.length - 1);
-      });
-      const b: ForwardBatch = {
-        numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
-        slots: Int32Array.from(pos, (p, i) => (seq[i] * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize)),
-        blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(logitRows),
-      };
-      const { logits } = model.forward(b, kv);
-      return logitRows.map((_, r) => argmax(logits.subarray(r * config.vocabSize, (r + 1) * config.vocabSize)));
-    };
-    for (const kind of ['fma', 'mma'] as const) {
+    for (const kind of ['fma', 'mma', 'auto'] as const) {
       backend.decodeGemv = kind;
-      const kv = backend.allocKvCache({ numLayers: config.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: config.numKvHeads, headDim: config.headDim });
-      let next = forward(kv, prompts, 0);
-      const times: number[] = [];
-      for (let i = 0; i < decodeSteps; i++) {
-        await nextTurn(); // as the engine does: the last step's activations go back to the pool
-        const t0 = performance.now();
-        next = forward(kv, next.map((t) => [t]), promptLen + i);
-        times.push(performance.now() - t0);
-      }
-      const stepMs = median(times.slice(1));
+      const runner = new DecodeRunner(model, batch, promptLen + decodeSteps + 2);
+      const { stepMs } = await timeDecodeSteps(runner, prompts, decodeSteps);
       stepRows.push({ batch, decodeGemv: kind, stepMs, tokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineRatio: wBytes / (copyGBs * 1e9) / (stepMs / 1000) });
     }
-    backend.decodeGemv = 'fma';
+    backend.decodeGemv = 'auto';
   }
 
   console.log('');
-  console.log(`Llama-3.1-8B shapes, random bf16 (${(wBytes / 1e9).toFixed(2)} GB of weights a step), prompt ${promptLen}, median of ${decodeSteps - 1} decode steps:`);
+  console.log(`Llama-3.1-8B shapes, random bf16 (${(wBytes / 1e9).toFixed(2)} GB of weights a step), prompt ${promptLen}, median of ${decodeSteps} decode steps:`);
   console.log('');
   console.log('| batch | decodeGemv | step ms | tok/s | roofline ratio |');
   console.log('|---:|---|---:|---:|---:|');

@@ -16,12 +16,12 @@ import { parseArgs } from 'node:util';
 import type { Weight } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { int4MmaPlan } from '../src/backend/cuda/gemv-mma-int4.js';
-import { argmax } from '../src/eval/metrics.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot } from '../src/model/default-model.js';
-import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
+import { DecodeRunner, timeDecodeSteps } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
 
@@ -145,53 +145,18 @@ const stepRows: StepRow[] = [];
   const randomIds = randomTokenIds();
   const promptLen = 32;
   for (const batch of batches) {
-    const blockSize = 16;
-    const blocksPerSeq = Math.ceil((promptLen + decodeSteps + 2) / blockSize);
-    const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
     const prompts = Array.from({ length: batch }, () => randomIds(promptLen, config.vocabSize));
-    const forward = (kv: ReturnType<typeof backend.allocKvCache>, tokens: number[][], start: number): number[] => {
-      const tok: number[] = [];
-      const pos: number[] = [];
-      const seq: number[] = [];
-      const logitRows: number[] = [];
-      tokens.forEach((ts, s) => {
-        ts.forEach((t, i) => {
-          tok.push(t);
-          pos.push(start + i);
-          seq.push(s);
-        });
-        logitRows.push(tok.length - 1);
-      });
-      const b: ForwardBatch = {
-        numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
-        slots: Int32Array.from(pos, (p, i) => (seq[i] * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize)),
-        blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(logitRows),
-      };
-      const { logits } = model.forward(b, kv);
-      return logitRows.map((_, r) => argmax(logits.subarray(r * config.vocabSize, (r + 1) * config.vocabSize)));
-    };
     for (const kind of ['fma', 'mma'] as const) {
       quant.decodeGemv = kind;
-      const kv = backend.allocKvCache({ numLayers: config.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: config.numKvHeads, headDim: config.headDim });
-      let next = forward(kv, prompts, 0);
-      const before = backend.driver.launches;
-      next = forward(kv, next.map((t) => [t]), promptLen);
-      const launches = backend.driver.launches - before;
-      const times: number[] = [];
-      for (let i = 1; i < decodeSteps; i++) {
-        await nextTurn();
-        const s0 = performance.now();
-        next = forward(kv, next.map((t) => [t]), promptLen + i);
-        times.push(performance.now() - s0);
-      }
-      const stepMs = median(times);
-      stepRows.push({ batch, decodeGemv: kind, launchesPerStep: launches, stepMs, tokensPerSecond: (batch * 1000) / stepMs });
+      const runner = new DecodeRunner(model, batch, promptLen + decodeSteps + 2);
+      const { stepMs, launchesPerStep } = await timeDecodeSteps(runner, prompts, decodeSteps, () => backend.driver.launches);
+      stepRows.push({ batch, decodeGemv: kind, launchesPerStep: launchesPerStep ?? 0, stepMs, tokensPerSecond: (batch * 1000) / stepMs });
     }
-    quant.decodeGemv = 'fma';
+    quant.decodeGemv = 'mma';
   }
 }
 console.log('');
-console.log(`Llama-3.1-8B shapes, random w4a16 weights, prompt 32, median of ${decodeSteps - 1} decode steps:`);
+console.log(`Llama-3.1-8B shapes, random w4a16 weights, prompt 32, median of ${decodeSteps} decode steps:`);
 console.log('| batch | int4 GEMV | launches/step | step ms | tok/s |');
 console.log('|---:|---|---:|---:|---:|');
 for (const r of stepRows) console.log(`| ${r.batch} | ${r.decodeGemv} | ${r.launchesPerStep} | ${r.stepMs.toFixed(3)} | ${r.tokensPerSecond.toFixed(1)} |`);

@@ -12,10 +12,11 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
+import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
+import { DecodeRunner } from './decode-steps.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,30 +40,7 @@ const raw = findPreset(values.model!);
 if (!raw) throw new Error(`unknown preset ${values.model}`);
 const config = parseModelConfig(raw, values.model!);
 const model = new LlamaModel(config, loadDummyWeights(config, backend, { quantization, seed: 1 }), backend);
-const blockSize = 16;
-const blocksPerSeq = Math.ceil((context + steps + 1) / blockSize);
-const kv = backend.allocKvCache({ numLayers: config.numLayers, numBlocks: batch * blocksPerSeq, blockSize, numKvHeads: config.numKvHeads, headDim: config.headDim });
-const blockTables = Int32Array.from({ length: batch * blocksPerSeq }, (_, i) => i);
-
-function batchOf(tokens: number[][], start: number): ForwardBatch {
-  const tok: number[] = [];
-  const pos: number[] = [];
-  const seq: number[] = [];
-  const rows: number[] = [];
-  tokens.forEach((ts, s) => {
-    ts.forEach((t, i) => {
-      tok.push(t);
-      pos.push(start + i);
-      seq.push(s);
-    });
-    rows.push(tok.length - 1);
-  });
-  const slot = (s: number, p: number) => (s * blocksPerSeq + Math.floor(p / blockSize)) * blockSize + (p % blockSize);
-  return {
-    numTokens: tok.length, numSeqs: tokens.length, tokens: Int32Array.from(tok), positions: Int32Array.from(pos), seqIndex: Int32Array.from(seq),
-    slots: Int32Array.from(pos, (p, i) => slot(seq[i], p)), blockTables, maxBlocksPerSeq: blocksPerSeq, logitRows: Int32Array.from(rows),
-  };
-}
+const runner = new DecodeRunner(model, batch, context + steps + 1);
 
 // Read-back time: argmaxRows is where the host waits for the GPU.
 let issuedAt = 0;
@@ -75,7 +53,7 @@ backend.argmaxRows = (t, n) => {
 const V = config.vocabSize;
 let next = Array.from({ length: batch }, (_, s) => (s * 7919) % V);
 const prompt = Array.from({ length: batch }, (_, s) => Array.from({ length: context }, (_, i) => (s * 31 + i * 17) % V));
-model.forward(batchOf(prompt, 0), kv);
+runner.prefill(prompt);
 backend.synchronize();
 const e0 = backend.driver.createEvent();
 const e1 = backend.driver.createEvent();
@@ -87,13 +65,11 @@ for (let i = 0; i < steps; i++) {
   if (i === steps - 1) firstLaunchOfLast = l0;
   const t0 = performance.now();
   backend.driver.recordEvent(e0);
-  const b = batchOf(next.map((t) => [t]), context + i);
   // Greedy, as the engine runs it: the argmax of each row on the GPU, one id a row read back.
-  const ids = model.forward(b, kv, { argmaxOnly: { vocab: V } }).argmax!;
+  next = runner.step(next, context + i);
   const t1 = performance.now();
   backend.driver.recordEvent(e1);
   const gpu = backend.driver.elapsedMs(e0, e1);
-  next = [...ids];
   rows.push({ wall: t1 - t0, issue: issuedAt - t0, gpu, launches: backend.driver.launches - l0 });
 }
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
