@@ -21,6 +21,7 @@ import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
+import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
   options: {
@@ -46,32 +47,8 @@ const gpu = backend.device;
 console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
 console.log(`kernels: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'} ${s.ms.toFixed(0)} ms`).join(', ')}`);
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-
-// A device copy queued before the timed launches keeps the GPU busy while the host queues them (a
-// launch through koffi costs 5–7 µs of host time, longer than the smallest GEMVs).
-const SPACER_BYTES = 2 ** 31;
-const spacerSrc = backend.driver.memAlloc(SPACER_BYTES);
-const spacerDst = backend.driver.memAlloc(SPACER_BYTES);
-
-/** Device µs per call of `fn` (the median of 3 trials of `reps` calls after a warm-up trial). */
-async function deviceUs(setup: () => void, fn: (i: number) => void, reps = 20): Promise<number> {
-  const d = backend.driver;
-  const e0 = d.createEvent();
-  const e1 = d.createEvent();
-  const trials: number[] = [];
-  for (let trial = 0; trial < 4; trial++) {
-    await nextTurn(); // the last trial's activations go back to the pool
-    setup();
-    d.copyDeviceToDevice(spacerDst, spacerSrc, SPACER_BYTES);
-    d.recordEvent(e0);
-    for (let i = 0; i < reps; i++) fn(i);
-    d.recordEvent(e1);
-    const ms = d.elapsedMs(e0, e1);
-    if (trial > 0) trials.push((ms * 1000) / reps);
-  }
-  return median(trials);
-}
+const timer = new KernelTimer(backend);
+const deviceUs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.us(setup, fn, reps);
 
 /** ‖a − b‖ / ‖b‖. */
 function relDiff(a: Float32Array, b: Float32Array): number {
@@ -190,8 +167,7 @@ if (!values['no-model']) {
   for (const r of stepRows) console.log(`| ${r.batch} | ${r.decodeGemv} | ${r.stepMs.toFixed(3)} | ${r.tokensPerSecond.toFixed(1)} | ${(100 * r.rooflineRatio).toFixed(1)}% |`);
 }
 
-backend.driver.memFree(spacerSrc);
-backend.driver.memFree(spacerDst);
+timer.free();
 
 const machine = machineInfo();
 const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();

@@ -20,6 +20,7 @@ import { quantGemvV2, type QuantGemvFormat, type QuantizedWeights } from '../src
 import { packageRoot } from '../src/model/default-model.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { machineInfo } from './machine.js';
+import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
   options: {
@@ -54,41 +55,8 @@ function variantsOf(format: Format, N: number, T: number): string[] {
   return ['v1', 'v2', ...forced.map((r) => `v2 r${r}`)];
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1];
-}
-
-// A device copy queued before the timed launches keeps the GPU busy while the host queues them (a
-// launch through koffi costs 5–7 µs of host time, about what the smallest GEMVs take), so the events
-// time the kernels back to back, as in a decode step where the GPU is the bottleneck (as
-// bench/cuda-gemv.ts does). Without it the small shapes measured the host's launch rate.
-const SPACER_BYTES = 2 ** 31;
-const spacerSrc = backend.driver.memAlloc(SPACER_BYTES);
-const spacerDst = backend.driver.memAlloc(SPACER_BYTES);
-
-/**
- * Device milliseconds per call of `fn`, from events around `reps` back-to-back calls queued behind
- * the spacer copy: the median of 3 trials after a warm-up one, each in its own step so outputs come
- * from the pool.
- */
-async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
-  const d = backend.driver;
-  const e0 = d.createEvent();
-  const e1 = d.createEvent();
-  const trials: number[] = [];
-  for (let trial = 0; trial < 4; trial++) {
-    await nextTurn();
-    setup();
-    d.copyDeviceToDevice(spacerDst, spacerSrc, SPACER_BYTES);
-    d.recordEvent(e0);
-    for (let i = 0; i < reps; i++) fn(i);
-    d.recordEvent(e1);
-    if (trial > 0) trials.push(d.elapsedMs(e0, e1) / reps);
-    else d.synchronize();
-  }
-  return median(trials);
-}
+const timer = new KernelTimer(backend);
+const deviceMs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.ms(setup, fn, reps);
 
 type Format = 'bf16' | QuantizationMethod;
 /** The kernel format of each --quantization method (quantized-weights.ts). */

@@ -24,6 +24,7 @@ import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
+import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
   options: {
@@ -47,33 +48,8 @@ console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors
 console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
 const quant = backend.quantized;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1];
-}
-
-const SPACER_BYTES = 2 ** 31;
-const spacerSrc = backend.driver.memAlloc(SPACER_BYTES);
-const spacerDst = backend.driver.memAlloc(SPACER_BYTES);
-
-/** Device ms per call of fn: median of 3 trials of `reps` calls behind the spacer copy, after a warm-up. */
-async function deviceMs(setup: () => void, fn: (i: number) => void, reps: number): Promise<number> {
-  const d = backend.driver;
-  const e0 = d.createEvent();
-  const e1 = d.createEvent();
-  const trials: number[] = [];
-  for (let trial = 0; trial < 4; trial++) {
-    await nextTurn();
-    setup();
-    d.copyDeviceToDevice(spacerDst, spacerSrc, SPACER_BYTES);
-    d.recordEvent(e0);
-    for (let i = 0; i < reps; i++) fn(i);
-    d.recordEvent(e1);
-    if (trial > 0) trials.push(d.elapsedMs(e0, e1) / reps);
-    else d.synchronize();
-  }
-  return median(trials);
-}
+const timer = new KernelTimer(backend);
+const deviceMs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.ms(setup, fn, reps);
 
 interface Row {
   shape: [number, number];
