@@ -17,7 +17,7 @@ import type { Eagle3Batch } from '../src/model/eagle3.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
-import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
+import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 // Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
 // (x rounded to bf16) has its own bounds in cuda-gemv-mma.test.ts. Each file runs in its own process.
@@ -72,23 +72,6 @@ function layerPair(dtype: Dtype, widths: number[], K: number, withBias: boolean)
     cb: bs.map((b) => b?.c),
     gb: bs.map((b) => b?.g),
   };
-}
-
-/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
-function launchesOf(be: CudaBackend, fn: () => void): string[] {
-  const names: string[] = [];
-  const driver = be.driver;
-  const launch = driver.launch;
-  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
-    names.push(args[1]);
-    return launch.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    driver.launch = launch;
-  }
-  return names;
 }
 
 const KS: Array<[number, string]> = [

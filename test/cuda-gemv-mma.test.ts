@@ -16,7 +16,7 @@ import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
-import { comparisons, openTestGpu, testRandom } from './support/cuda.js';
+import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
 const cudaModule = await import('../src/backend/cuda/cuda-backend.js').catch(() => undefined);
@@ -42,23 +42,6 @@ function hostTensor(dtype: 'BF16' | 'F32', shape: number[], scale = 1): HostTens
 function weightPair(dtype: 'BF16' | 'F32', shape: number[], scale = 1): { c: Weight; g: Weight } {
   const t = hostTensor(dtype, shape, scale);
   return { c: cpu.loadDense('w', t), g: gpu!.loadDense('w', t) };
-}
-
-/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
-function launchesOf(be: CudaBackend, fn: () => void): string[] {
-  const names: string[] = [];
-  const driver = be.driver;
-  const launch = driver.launch;
-  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
-    names.push(args[1]);
-    return launch.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    driver.launch = launch;
-  }
-  return names;
 }
 
 describe('mma GEMV dispatch rules (no GPU needed)', { skip: mma ? false : 'the CUDA bindings did not load' }, () => {

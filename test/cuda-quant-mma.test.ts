@@ -16,7 +16,7 @@ import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import { quantizeInt4 } from '../src/quant/int4.js';
-import { comparisons, openTestGpu, testRandom } from './support/cuda.js';
+import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
 const mmaInt4 = await import('../src/backend/cuda/gemv-mma-int4.js').catch(() => undefined);
@@ -27,23 +27,6 @@ const { seed: SEED, uniform, randInt } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
 const roundBf16 = (a: Float32Array) => a.map((v) => bf16ToF32(f32ToBf16(v)));
 const f32Tensor = (v: Float32Array, shape: number[]) => ({ dtype: 'F32' as const, shape, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) });
-
-/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
-function launchesOf(be: CudaBackend, fn: () => void): string[] {
-  const names: string[] = [];
-  const driver = be.driver;
-  const launch = driver.launch;
-  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
-    names.push(args[1]);
-    return launch.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    driver.launch = launch;
-  }
-  return names;
-}
 
 describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false : 'the CUDA bindings did not load' }, () => {
   it('takes tiled int4 without act-order, groups ≥ 64 or the whole row, 1..8 tokens; names why not otherwise', () => {

@@ -13,7 +13,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
-import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
+import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 const { gpu, skipReason } = await openTestGpu();
 
@@ -21,23 +21,6 @@ const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
 const { seed: SEED, rng, uniform, randInt } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
-
-/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
-function launchesOf(be: CudaBackend, fn: () => void): string[] {
-  const names: string[] = [];
-  const driver = be.driver;
-  const launch = driver.launch;
-  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
-    names.push(args[1]);
-    return launch.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    driver.launch = launch;
-  }
-  return names;
-}
 
 /** A float32 vector weight of random values on both backends. */
 function vectorPair(n: number): { c: ReturnType<CpuBackend['loadDense']>; g: ReturnType<CudaBackend['loadDense']> } {

@@ -66,3 +66,20 @@ export function comparisons(seed: number): {
     },
   };
 }
+
+/** The kernels `fn` launches, by name (the driver's launch, recorded and passed on). */
+export function launchesOf(be: CudaBackend, fn: () => void): string[] {
+  const names: string[] = [];
+  const driver = be.driver;
+  const launch = driver.launch;
+  driver.launch = function (this: typeof driver, ...args: Parameters<typeof launch>) {
+    names.push(args[1]);
+    return launch.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    driver.launch = launch;
+  }
+  return names;
+}
