@@ -16,7 +16,7 @@ import { DEFAULT_EAGLE3_MODEL_NAME, DEFAULT_MODEL_NAME, embeddedModelDir } from 
 import type { Eagle3Batch } from '../src/model/eagle3.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
-import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+import { loadLlama, ModelRunner, runSteps } from './support/run-model.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 // Decode GEMVs take the float32 FMA kernels here, held to the float32 CPU; the tensor-core GEMV
@@ -217,17 +217,6 @@ describe('fused decode linears on CUDA against the separate ops (bitwise) and th
     assert.deepEqual(g().linearMany(x, []), []);
   });
 });
-
-/** A few steps of `runner`: a 12-token prompt (prefill), a 5-token chunk, single-token decodes, two sequences at once. */
-function runSteps(runner: ModelRunner, vocab: number, prompt: number[]): Float32Array[] {
-  const steps: Chunk[][] = [
-    [{ seq: 0, start: 0, tokens: prompt }],
-    [{ seq: 0, start: 12, tokens: prompt.slice(0, 5) }, { seq: 1, start: 0, tokens: prompt.slice(3, 6) }],
-    [{ seq: 0, start: 17, tokens: [prompt[7]] }, { seq: 1, start: 3, tokens: [prompt[8]] }],
-    [{ seq: 0, start: 18, tokens: [(prompt[9] + 1) % vocab] }],
-  ];
-  return steps.flatMap((chunks) => runner.step(chunks));
-}
 
 describe('the model forward with and without the fused ops on CUDA', { skip: skipReason }, () => {
   it(`${DEFAULT_MODEL_NAME}: the same logits bitwise, prefill and decode`, async () => {

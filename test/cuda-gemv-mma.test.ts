@@ -15,7 +15,7 @@ import type { CudaBackend, CudaDenseWeight, CudaTensor } from '../src/backend/cu
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
-import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+import { loadLlama, ModelRunner, runSteps } from './support/run-model.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -191,17 +191,6 @@ describe('mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     assert.ok(def.every((n) => !n.startsWith('gemv_mma')), `the default is the FMA GEMV: ${def.join(', ')}`);
   });
 });
-
-/** A few steps: a 12-token prompt (prefill), a 5-token chunk beside a 3-token one, single-token decodes of two sequences. */
-function runSteps(runner: ModelRunner, vocab: number, prompt: number[]): Float32Array[] {
-  const steps: Chunk[][] = [
-    [{ seq: 0, start: 0, tokens: prompt }],
-    [{ seq: 0, start: 12, tokens: prompt.slice(0, 5) }, { seq: 1, start: 0, tokens: prompt.slice(3, 6) }],
-    [{ seq: 0, start: 17, tokens: [prompt[7]] }, { seq: 1, start: 3, tokens: [prompt[8]] }],
-    [{ seq: 0, start: 18, tokens: [(prompt[9] + 1) % vocab] }],
-  ];
-  return steps.flatMap((chunks) => runner.step(chunks));
-}
 
 describe('the default model decoding on the mma GEMV', { skip: skipReason }, () => {
   it(`${DEFAULT_MODEL_NAME}: logits within 3e-2 of the FMA GEMV's, the mma kernels doing the decode linears`, async () => {

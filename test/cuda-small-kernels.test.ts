@@ -12,7 +12,7 @@ import { ropeWriteKv, type Backend, type KvCacheStorage, type Tensor } from '../
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
-import { loadLlama, ModelRunner, type Chunk } from './support/run-model.js';
+import { loadLlama, ModelRunner, runSteps } from './support/run-model.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 const { gpu, skipReason } = await openTestGpu();
@@ -215,17 +215,6 @@ describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (â‰
     assert.throws(() => g().writeKv(cache, 0, t.k, t.v, Int32Array.from([0, 99])), /writeKv: slot 99/);
   });
 });
-
-/** A few steps: a 12-token prompt (prefill), a 5-token chunk with a second sequence, single-token decodes. */
-function runSteps(runner: ModelRunner, vocab: number, prompt: number[]): Float32Array[] {
-  const steps: Chunk[][] = [
-    [{ seq: 0, start: 0, tokens: prompt }],
-    [{ seq: 0, start: 12, tokens: prompt.slice(0, 5) }, { seq: 1, start: 0, tokens: prompt.slice(3, 6) }],
-    [{ seq: 0, start: 17, tokens: [prompt[7]] }, { seq: 1, start: 3, tokens: [prompt[8]] }],
-    [{ seq: 0, start: 18, tokens: [(prompt[9] + 1) % vocab] }],
-  ];
-  return steps.flatMap((chunks) => runner.step(chunks));
-}
 
 describe('the model forward with and without the fused RoPE + KV write on CUDA', { skip: skipReason }, () => {
   it(`${DEFAULT_MODEL_NAME}: one rope_write_kv a layer, and the same logits bitwise as rope, rope, write_kv`, async () => {

@@ -88,3 +88,18 @@ export class ModelRunner {
 
 // The model tests pick greedy tokens with the same argmax eval uses (first on ties).
 export { argmax } from '../../src/eval/metrics.js';
+
+/**
+ * A fixed mix of steps over `runner` for comparing two ways of running the same model: a 12-token
+ * prompt (prefill), a 5-token chunk beside a second sequence's prefill, single-token decodes of both,
+ * then one more decode. Returns every step's logits.
+ */
+export function runSteps(runner: ModelRunner, vocab: number, prompt: number[]): Float32Array[] {
+  const steps: Chunk[][] = [
+    [{ seq: 0, start: 0, tokens: prompt }],
+    [{ seq: 0, start: 12, tokens: prompt.slice(0, 5) }, { seq: 1, start: 0, tokens: prompt.slice(3, 6) }],
+    [{ seq: 0, start: 17, tokens: [prompt[7]] }, { seq: 1, start: 3, tokens: [prompt[8]] }],
+    [{ seq: 0, start: 18, tokens: [(prompt[9] + 1) % vocab] }],
+  ];
+  return steps.flatMap((chunks) => runner.step(chunks));
+}
