@@ -4,7 +4,8 @@
 // bandwidth, over the measured step time) and saves JSON with the GPU. Measures; never passes or fails.
 //
 //   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b]
-//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--output FILE]
+//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--graphs on,off] [--output FILE]
+// --graphs: forward steps with CUDA graphs (step-graphs.ts) on, off, or both to compare.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,12 +32,17 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '1,8' },
     'no-dummy-8b': { type: 'boolean', default: false },
     formats: { type: 'string', default: 'bf16,fp8,w8a16,w4a16,nvfp4' },
+    graphs: { type: 'string', default: 'on,off' },
     output: { type: 'string' },
   },
 });
 const promptLen = Number(values['prompt-len']);
 const decodeLen = Number(values['decode-len']);
 const batches = values.batch!.split(',').map(Number);
+const graphModes = values.graphs!.split(',').map((g) => {
+  if (g !== 'on' && g !== 'off') throw new Error(`--graphs takes on, off or both, got '${g}'`);
+  return g === 'on';
+});
 
 const backend = new CudaBackend();
 const t0 = performance.now();
@@ -129,6 +135,8 @@ await nextTurn();
 interface Row {
   model: string;
   path: 'forward' | 'engine';
+  /** CUDA graphs over decode steps. */
+  graphs: boolean;
   batch: number;
   promptTokens: number;
   decodeSteps: number;
@@ -143,18 +151,27 @@ const rows: Row[] = [];
 
 const randomIds = randomTokenIds();
 
-/** Prefill `batch` random prompts in one step, then greedy decode steps over all of them; the model forward alone. */
-async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row> {
-  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
-  const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
-  const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
-  return row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights));
+/**
+ * Prefill `batch` random prompts in one step, then greedy decode steps over all of them; the model
+ * forward alone, once per --graphs mode.
+ */
+async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row[]> {
+  const out: Row[] = [];
+  for (const graphs of graphModes) {
+    backend.graphs.enabled = graphs;
+    const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
+    const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
+    const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
+    out.push(row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights), graphs));
+  }
+  backend.graphs.enabled = true;
+  return out;
 }
 
-function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number): Row {
+function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number, graphs: boolean): Row {
   const rooflineStepMs = (wBytes / (copyGBs * 1e9)) * 1000;
   return {
-    model, path, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
+    model, path, graphs, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
     decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineStepMs, rooflineRatio: rooflineStepMs / stepMs,
   };
 }
@@ -163,14 +180,14 @@ function row(model: string, path: Row['path'], batch: number, prefillMs: number,
 const dir = resolveModelDir(values.model);
 const loaded = loadModel(dir, backend);
 const modelName = dir.split('/').pop()!;
-for (const b of batches) rows.push(await timeForward(modelName, loaded.model, b));
+for (const b of batches) rows.push(...(await timeForward(modelName, loaded.model, b)));
 
 const llm = await LLM.load({ model: dir, device: 'cuda', maxModelLen: promptLen + decodeLen + 1 });
 for (const batch of batches) {
   const prompts = Array.from({ length: batch }, () => randomIds(promptLen, llm.config.vocabSize));
   const { prefillMs, decodeMs } = await timeBatchedGenerate(llm, prompts, decodeLen);
   const stepMs = decodeMs / (decodeLen - 1);
-  rows.push(row(modelName, 'engine', batch, prefillMs, stepMs, weightBytesPerStep(llm.loaded.model.weights)));
+  rows.push(row(modelName, 'engine', batch, prefillMs, stepMs, weightBytesPerStep(llm.loaded.model.weights), (llm.loaded.model.backend as CudaBackend).graphs.enabled));
 }
 await llm.close();
 
@@ -194,18 +211,18 @@ if (!values['no-dummy-8b']) {
     const weights = loadDummyWeights(config, backend, { quantization, seed: 1 });
     const model = new LlamaModel(config, weights, backend);
     backend.synchronize();
-    for (const b of batches) rows.push(await timeForward(`llama-3.1-8b shapes, random ${format}`, model, b));
+    for (const b of batches) rows.push(...(await timeForward(`llama-3.1-8b shapes, random ${format}`, model, b)));
   }
   dummy = { config: raw, formats };
 }
 
 // ---- report ----
 console.log('');
-console.log('| model | path | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| model | path | graphs | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
+console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   console.log(
-    `| ${r.model} | ${r.path} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
+    `| ${r.model} | ${r.path} | ${r.graphs ? 'on' : 'off'} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
   );
 }
 const machine = machineInfo();
@@ -220,7 +237,7 @@ writeFileSync(
       bench: 'cuda-decode',
       gpu: { ...gpu, copyGBs },
       kernels: { warmUpMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
-      launchUs, linear: linearRows, pool: backend.pool.counters,
+      launchUs, linear: linearRows, pool: backend.pool.counters, graphs: { ...backend.graphs.stats, ...backend.graphs.size },
       promptLen, decodeLen, dummy8b: dummy ?? null,
       notes: 'decodeStepMs is the median forward step (forward path) or the mean decode step through LLM.generate (engine path); rooflineRatio = (weight bytes per step / copy bandwidth) / step time; activations and KV cache are float32',
       machine, rows,

@@ -48,6 +48,11 @@ export interface LoadOptions {
   gpuMemoryUtilization?: number;
   /** Share KV blocks of common prefixes between requests (default true). */
   enablePrefixCaching?: boolean;
+  /**
+   * CUDA: run every step op by op, never as a recorded CUDA graph (vLLM's enforce_eager; default false:
+   * decode steps of up to 8 tokens replay as graphs, see docs/cuda.md). Ignored on the CPU.
+   */
+  enforceEager?: boolean;
   /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
   quantization?: string;
   /** vLLM's --speculative-config: JSON text or an object ({method, model?, num_speculative_tokens, ...}). */
@@ -129,7 +134,7 @@ export class LLM {
       quantization: parseQuantizationMethod(options.quantization),
       onProgress: options.onProgress,
       loadFormat,
-    });
+    }, { cudaGraphs: options.enforceEager ? false : undefined });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
     const maxNumSeqs = options.maxNumSeqs ?? 64;
@@ -282,14 +287,16 @@ export class LLM {
  * a GPU, NVRTC) and supports the weights, else the CPU with a note saying why; 'cuda' fails instead.
  * The CUDA module is imported only here, so a machine without it never loads its bindings.
  */
-async function loadOnDevice(device: string, source: ModelSource, opts: LoadModelOptions): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
+async function loadOnDevice(
+  device: string, source: ModelSource, opts: LoadModelOptions, cudaOptions: import('./backend/cuda/cuda-backend.js').CudaBackendOptions = {},
+): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
   if (device === 'cpu') return { loaded: loadModel(source, new CpuBackend(), opts) };
   if (device !== 'auto' && device !== 'cuda') throw new InvalidRequestError(`device '${device}' is not supported; supported: auto, cpu, cuda`);
   let cuda: typeof import('./backend/cuda/cuda-backend.js') | undefined;
   let reason: string;
   try {
     cuda = await import('./backend/cuda/cuda-backend.js');
-    const opened = cuda.openCudaBackend();
+    const opened = cuda.openCudaBackend(cudaOptions);
     if ('backend' in opened) {
       try {
         return { loaded: loadModel(source, opened.backend, opts) };

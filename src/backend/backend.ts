@@ -142,6 +142,13 @@ export interface Backend {
   release?(...tensors: Tensor[]): void;
   /** Free what this backend allocated now (LLM.close); nothing it made may be used afterwards. */
   dispose?(): void;
+  /**
+   * Optional: run `step` (a forward pass's ops) so the backend may record it and replay it as one
+   * launch the next time a step under the same `key` comes (the CUDA backend's graphs). Must return
+   * exactly what `step()` would; `numTokens` lets the backend leave large steps eager. The key names
+   * the step's shape (which recording to compare with); the backend checks every op against it.
+   */
+  replayable?<T>(key: string, numTokens: number, step: () => T): T;
   /** Copy whole KV blocks (prefix sharing, forks). */
   copyKvBlocks?(cache: KvCacheStorage, pairs: Array<[number, number]>): void;
 }

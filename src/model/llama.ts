@@ -40,7 +40,11 @@ export interface ForwardResult {
   hiddenStates?: Map<number, Float32Array>;
 }
 
+/** Numbers each model instance, so steps of two models on one backend (target and draft) never share a recording. */
+let nextModelId = 0;
+
 export class LlamaModel {
+  private readonly id = nextModelId++;
   private readonly staticRope?: { invFreq: Float64Array; attentionFactor: number };
   readonly attentionScale: number;
 
@@ -54,6 +58,18 @@ export class LlamaModel {
   }
 
   forward(batch: ForwardBatch, kv: KvCacheStorage, opts: ForwardOptions = {}): ForwardResult {
+    // A step that reads nothing back before its end may be replayed as one launch (CUDA graphs) next
+    // time a step of the same shape comes; the backend checks each op against the recording, so the
+    // key only says which recording to compare with.
+    const be = this.backend;
+    if (be.replayable && !opts.captureHiddenStates && !opts.observeLinearInput) {
+      const key = `llama${this.id}:${batch.numTokens}:${batch.numSeqs}:${batch.logitRows.length}:${opts.argmaxOnly ? `argmax${opts.argmaxOnly.vocab}` : 'logits'}`;
+      return be.replayable(key, batch.numTokens, () => this.run(batch, kv, opts));
+    }
+    return this.run(batch, kv, opts);
+  }
+
+  private run(batch: ForwardBatch, kv: KvCacheStorage, opts: ForwardOptions): ForwardResult {
     const { backend: be, config: c, weights: W } = this;
     const { cos, sin } = this.ropeTables(batch);
     const capture = opts.captureHiddenStates ? new Map<number, Float32Array>() : undefined;

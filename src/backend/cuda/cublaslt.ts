@@ -249,6 +249,8 @@ export class CublasLt {
       );
     }
     const api = this.lib.api;
+    // Not a kernel launch a recorded step (step-graphs.ts) can hold: its deferred launches go first.
+    this.driver.recorder?.interrupt();
     if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
     const what = `cublasLtMatmul(${describe(shape)})`;
     this.check(

@@ -15,6 +15,7 @@ import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fu
 import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
 import { Nvrtc } from './nvrtc.js';
 import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWeight } from './quantized-weights.js';
+import { StepGraphs, type Uploads } from './step-graphs.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** How a weight is stored on the device. */
@@ -101,10 +102,12 @@ export interface CudaBackendOptions {
   syncEveryLaunch?: boolean;
   /** Compiled kernel cache folder; null disables the cache. */
   kernelCacheDir?: string | null;
+  /** Replay decode steps as CUDA graphs (step-graphs.ts; default: on unless $TACHYON_CUDA_GRAPHS=0). */
+  cudaGraphs?: boolean;
 }
 
 /** Host arrays of the current step (ids, slots, positions, block tables, RoPE tables) kept on the device. */
-class StepUploads {
+class StepUploads implements Uploads {
   private readonly entries = new Map<string, { src: Int32Array | Float32Array; copy: Int32Array | Float32Array; buffer: PooledBuffer }>();
   constructor(
     private readonly driver: CudaDriver,
@@ -212,7 +215,9 @@ export class CudaBackend implements Backend {
   readonly nvrtc: Nvrtc;
   readonly kernels: KernelModules;
   readonly pool: DevicePool;
-  private readonly uploads: StepUploads;
+  private readonly stepUploads: StepUploads;
+  /** CUDA graphs over decode steps (step-graphs.ts); `graphs.enabled = false` runs every step eagerly. */
+  readonly graphs: StepGraphs;
   /** Device allocations of weights, KV caches and scratch not yet freed (by the collector or dispose). */
   private readonly live = new Set<DevicePtr>();
   private disposed = false;
@@ -275,7 +280,8 @@ export class CudaBackend implements Backend {
     const cacheDir = options.kernelCacheDir === null ? undefined : (options.kernelCacheDir ?? kernelCacheDir());
     this.kernels = new KernelModules(this.driver, this.nvrtc, undefined, cacheDir);
     this.pool = new DevicePool(this.driver);
-    this.uploads = new StepUploads(this.driver, this.pool);
+    this.stepUploads = new StepUploads(this.driver, this.pool);
+    this.graphs = new StepGraphs(this.driver, this.pool, options.cudaGraphs);
     const driver = this.driver;
     const live = this.live;
     this.owned = new FinalizationRegistry((ptr) => {
@@ -300,6 +306,19 @@ export class CudaBackend implements Backend {
       launchIn: (file, kernel, grid, block, kinds, args) => this.launch(file, kernel, grid, block, kinds, args),
       gridFor: (n) => this.gridFor(n),
     });
+  }
+
+  /** Where this step's host arrays go: a recorded step's upload slots, else the per-step uploads. */
+  private get uploads(): Uploads {
+    return this.graphs.uploads ?? this.stepUploads;
+  }
+
+  /**
+   * Backend.replayable: `step` recorded and replayed as a CUDA graph under `key` (step-graphs.ts);
+   * steps of more than graphs.maxTokens tokens (those call cuBLASLt) run eagerly.
+   */
+  replayable<T>(key: string, numTokens: number, step: () => T): T {
+    return this.graphs.run(key, numTokens, step);
   }
 
   get device(): DeviceInfo {
@@ -335,6 +354,7 @@ export class CudaBackend implements Backend {
    */
   dispose(): void {
     this.driver.synchronize();
+    this.graphs.clear();
     for (const ptr of this.live) this.driver.memFree(ptr);
     this.live.clear();
     this.pool.trim();

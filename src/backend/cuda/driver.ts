@@ -74,6 +74,13 @@ class DriverApi {
   readonly cuEventRecord: Fn;
   readonly cuEventSynchronize: Fn;
   readonly cuEventElapsedTime: Fn;
+  readonly cuGraphCreate: Fn;
+  readonly cuGraphAddKernelNode: Fn;
+  readonly cuGraphInstantiate: Fn;
+  readonly cuGraphExecKernelNodeSetParams: Fn;
+  readonly cuGraphLaunch: Fn;
+  readonly cuGraphExecDestroy: Fn;
+  readonly cuGraphDestroy: Fn;
 
   constructor(lib: ReturnType<typeof koffi.load>) {
     const f = (sig: string) => lib.func(sig) as Fn;
@@ -109,6 +116,14 @@ class DriverApi {
     this.cuEventRecord = f('int cuEventRecord(void *event, void *stream)');
     this.cuEventSynchronize = f('int cuEventSynchronize(void *event)');
     this.cuEventElapsedTime = f('int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)');
+    // Graphs (step-graphs.ts). Node parameters are CUDA_KERNEL_NODE_PARAMS (v2), built by kernelNodeParams.
+    this.cuGraphCreate = f('int cuGraphCreate(_Out_ void **graph, unsigned int flags)');
+    this.cuGraphAddKernelNode = f('int cuGraphAddKernelNode_v2(_Out_ void **node, void *graph, void *deps, size_t numDeps, void *params)');
+    this.cuGraphInstantiate = f('int cuGraphInstantiateWithFlags(_Out_ void **exec, void *graph, uint64_t flags)');
+    this.cuGraphExecKernelNodeSetParams = f('int cuGraphExecKernelNodeSetParams_v2(void *exec, void *node, void *params)');
+    this.cuGraphLaunch = f('int cuGraphLaunch(void *exec, void *stream)');
+    this.cuGraphExecDestroy = f('int cuGraphExecDestroy(void *exec)');
+    this.cuGraphDestroy = f('int cuGraphDestroy(void *graph)');
   }
 }
 
@@ -132,6 +147,30 @@ export type ArgKind = 'p' | 'i' | 'u' | 'l' | 'f';
 
 const MAX_KERNEL_ARGS = 32;
 
+/** A kernel launch as queued: the function, its shape and its arguments' bytes (8 per argument). */
+export interface KernelLaunch {
+  fn: Handle;
+  name: string;
+  grid: [number, number, number];
+  block: number;
+  shared: number;
+  args: Buffer;
+}
+
+/**
+ * Takes the launches of a step being recorded into a graph instead of the stream (step-graphs.ts).
+ * The driver tells it when work it cannot record is about to be queued, and when the host is about
+ * to wait for the stream, so nothing runs out of order.
+ */
+export interface LaunchRecorder {
+  /** A launch, its arguments in the first `argBytes` bytes of `argStorage` (copy them to keep them). */
+  kernel(fn: Handle, name: string, grid: [number, number, number], block: number, shared: number, argStorage: Buffer, argBytes: number): void;
+  /** Something that is not a kernel launch is about to be queued: queue what was deferred, record no more. */
+  interrupt(): void;
+  /** The host is about to wait for the stream: queue everything recorded so far, record no more. */
+  flush(): void;
+}
+
 /**
  * One device, its primary context and one stream. All work is issued on that stream, so a buffer
  * handed back to a pool can be reused by later work without waiting: the stream orders them.
@@ -149,6 +188,10 @@ export class CudaDriver {
   syncEveryLaunch = process.env.TACHYON_CUDA_SYNC === '1';
   /** Kernels launched so far (benchmarks count launches per step; profilers skip to a step by it). */
   launches = 0;
+  /** While a step is recorded into a graph, launches go here instead of the stream (step-graphs.ts). */
+  recorder: LaunchRecorder | undefined;
+  /** CUDA_KERNEL_NODE_PARAMS for graph nodes (kernelNodeParams). */
+  private readonly nodeParams = Buffer.alloc(72);
 
   constructor(ordinal = 0) {
     const api = (this.api = driverApi());
@@ -227,25 +270,39 @@ export class CudaDriver {
 
   /** Host → device on the stream. Pageable sources are staged before this returns, so `src` may be reused. */
   upload(dst: DevicePtr, src: ArrayBufferView, bytes = src.byteLength): void {
+    // A recorded step's deferred kernels must not see this copy land before them.
+    this.recorder?.interrupt();
+    this.uploadNow(dst, src, bytes);
+  }
+
+  /**
+   * An upload a recorded step may queue while its kernels wait (step-graphs.ts): only into memory no
+   * kernel deferred in this step reads, which its upload slots guarantee.
+   */
+  uploadNow(dst: DevicePtr, src: ArrayBufferView, bytes = src.byteLength): void {
     this.check(this.api.cuMemcpyHtoDAsync(dst, src, bytes, this.stream), `cuMemcpyHtoDAsync(${bytes} bytes)`);
   }
 
   /** Device → host after all work queued on the stream; returns when `dst` holds the data. */
   download(dst: ArrayBufferView, src: DevicePtr, bytes = dst.byteLength): void {
+    this.recorder?.flush();
     this.check(this.api.cuMemcpyDtoHAsync(dst, src, bytes, this.stream), `cuMemcpyDtoHAsync(${bytes} bytes)`);
     this.synchronize();
   }
 
   copyDeviceToDevice(dst: DevicePtr, src: DevicePtr, bytes: number): void {
+    this.recorder?.interrupt();
     this.check(this.api.cuMemcpyDtoDAsync(dst, src, bytes, this.stream), `cuMemcpyDtoDAsync(${bytes} bytes)`);
   }
 
   /** Fill `count` 32-bit words with `value` (e.g. a NaN pattern to poison outputs in tests). */
   fill32(dst: DevicePtr, value: number, count: number): void {
+    this.recorder?.interrupt();
     this.check(this.api.cuMemsetD32Async(dst, value >>> 0, count, this.stream), 'cuMemsetD32Async');
   }
 
   synchronize(): void {
+    this.recorder?.flush();
     this.check(this.api.cuStreamSynchronize(this.stream), 'cuStreamSynchronize');
   }
 
@@ -269,24 +326,102 @@ export class CudaDriver {
       const a = args[i];
       const off = 8 * i;
       switch (kinds.charCodeAt(i)) {
+        // 32-bit values clear their slot's upper half: a recorded step compares launches by all 8 bytes.
         case 105: // i
           v.setInt32(off, a, true);
+          v.setUint32(off + 4, 0);
           break;
         case 117: // u
           v.setUint32(off, a >>> 0, true);
+          v.setUint32(off + 4, 0);
           break;
         case 102: // f
           v.setFloat32(off, a, true);
+          v.setUint32(off + 4, 0);
           break;
         default: // p, l: 64-bit, from a non-negative safe integer
           v.setUint32(off, a % 4294967296, true);
           v.setUint32(off + 4, Math.floor(a / 4294967296), true);
       }
     }
-    const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
     this.launches++;
+    if (this.recorder) return this.recorder.kernel(fn, name, grid, block, sharedBytes, this.argStorage, 8 * args.length);
+    this.launchNow(fn, name, grid, block, sharedBytes);
+  }
+
+  /** Queue a launch recorded earlier (a recorded step that could not become a graph). */
+  launchRecorded(l: KernelLaunch): void {
+    l.args.copy(this.argStorage);
+    this.launchNow(l.fn, l.name, l.grid, l.block, l.shared);
+  }
+
+  /** cuLaunchKernel with the arguments now in argStorage. */
+  private launchNow(fn: Handle, name: string, grid: [number, number, number], block: number, sharedBytes: number): void {
+    const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
     this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
     if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
+  }
+
+  // ---- graphs (step-graphs.ts) ----------------------------------------------------------------
+
+  /** An empty graph. */
+  createGraph(): Handle {
+    const g: Handle[] = [null];
+    this.check(this.api.cuGraphCreate(g, 0), 'cuGraphCreate');
+    return g[0];
+  }
+
+  /** Append `l` to `graph` after node `after` (none: a root). Returns the new node. */
+  addKernelNode(graph: Handle, after: Handle | undefined, l: KernelLaunch): Handle {
+    const node: Handle[] = [null];
+    let deps: Buffer | null = null;
+    if (after !== undefined) {
+      deps = Buffer.alloc(8);
+      deps.writeBigUInt64LE(koffi.address(after));
+    }
+    this.check(this.api.cuGraphAddKernelNode(node, graph, deps, deps ? 1 : 0, this.kernelNodeParams(l)), `cuGraphAddKernelNode(${l.name})`);
+    return node[0];
+  }
+
+  instantiateGraph(graph: Handle): Handle {
+    const exec: Handle[] = [null];
+    this.check(this.api.cuGraphInstantiate(exec, graph, 0), 'cuGraphInstantiate');
+    return exec[0];
+  }
+
+  /** Give node `node` of an instantiated graph new launch parameters (later launches of it see them). */
+  setKernelNode(exec: Handle, node: Handle, l: KernelLaunch): void {
+    this.check(this.api.cuGraphExecKernelNodeSetParams(exec, node, this.kernelNodeParams(l)), `cuGraphExecKernelNodeSetParams(${l.name})`);
+  }
+
+  launchGraph(exec: Handle): void {
+    this.check(this.api.cuGraphLaunch(exec, this.stream), 'cuGraphLaunch');
+  }
+
+  destroyGraph(graph: Handle, exec: Handle | undefined): void {
+    if (exec) this.check(this.api.cuGraphExecDestroy(exec), 'cuGraphExecDestroy');
+    this.check(this.api.cuGraphDestroy(graph), 'cuGraphDestroy');
+  }
+
+  /**
+   * CUDA_KERNEL_NODE_PARAMS_v2 for `l`: func, grid x/y/z, block x/y/z, shared bytes (u32 each), then
+   * at 8-byte offsets kernelParams, extra, kern, ctx. Arguments are copied by the driver when the call
+   * that takes this returns, so one buffer serves every node.
+   */
+  private kernelNodeParams(l: KernelLaunch): Buffer {
+    l.args.copy(this.argStorage);
+    const p = this.nodeParams;
+    p.fill(0);
+    p.writeBigUInt64LE(koffi.address(l.fn), 0);
+    p.writeUInt32LE(l.grid[0], 8);
+    p.writeUInt32LE(l.grid[1], 12);
+    p.writeUInt32LE(l.grid[2], 16);
+    p.writeUInt32LE(l.block, 20);
+    p.writeUInt32LE(1, 24);
+    p.writeUInt32LE(1, 28);
+    p.writeUInt32LE(l.shared, 32);
+    p.writeBigUInt64LE(koffi.address(this.argPointers), 40);
+    return p;
   }
 
   createEvent(): Handle {
@@ -296,6 +431,7 @@ export class CudaDriver {
   }
 
   recordEvent(e: Handle): void {
+    this.recorder?.interrupt();
     this.check(this.api.cuEventRecord(e, this.stream), 'cuEventRecord');
   }
 

@@ -15,6 +15,55 @@ export interface PooledBuffer {
   readonly ptr: DevicePtr;
   readonly bytes: number;
   generation: number;
+  /** The recorded step that owns it (step-graphs.ts), if any: released buffers go back there. */
+  arena?: PoolArena;
+}
+
+/**
+ * The buffers of one recorded step (a CUDA graph, step-graphs.ts). A graph's kernels hold the
+ * addresses they were recorded with, so every replay must get the same buffers in the same order:
+ * `reset` before each run, then the same sequence of allocations and releases hands out exactly the
+ * buffers the recording got (free lists first, last in first out, then the ones grown for it, in
+ * order). Nothing else ever receives them, so a queued replay cannot be overwritten by other work.
+ */
+export class PoolArena {
+  private readonly grown = new Map<number, PooledBuffer[]>();
+  private readonly used = new Map<number, number>();
+  private readonly free = new Map<number, PooledBuffer[]>();
+  bytes = 0;
+
+  /** Start a run: every buffer is free again, and tensors of the last run go stale. */
+  reset(): void {
+    for (const list of this.grown.values()) for (const b of list) b.generation++;
+    this.used.clear();
+    this.free.clear();
+  }
+
+  take(cls: number, grow: (cls: number) => PooledBuffer): PooledBuffer {
+    const reused = this.free.get(cls)?.pop();
+    if (reused) return reused;
+    let list = this.grown.get(cls);
+    if (!list) this.grown.set(cls, (list = []));
+    const n = this.used.get(cls) ?? 0;
+    this.used.set(cls, n + 1);
+    if (n < list.length) return list[n];
+    const b = grow(cls);
+    b.arena = this;
+    list.push(b);
+    this.bytes += cls;
+    return b;
+  }
+
+  give(buf: PooledBuffer): void {
+    let list = this.free.get(buf.bytes);
+    if (!list) this.free.set(buf.bytes, (list = []));
+    list.push(buf);
+  }
+
+  /** Every buffer it holds (to hand back to the pool when its graph is dropped). */
+  all(): PooledBuffer[] {
+    return [...this.grown.values()].flat();
+  }
 }
 
 /** Round up to a size class: 1 KiB minimum, then four classes per power of two (≤ 25% waste). */
@@ -34,6 +83,8 @@ export class DevicePool {
   reservedBytes = 0;
   /** Counters for tests and benchmarks. */
   readonly counters = { allocs: 0, reused: 0, cuMemAllocs: 0, runs: 0 };
+  /** While a step is recorded (step-graphs.ts), every allocation comes from its arena. */
+  arena: PoolArena | undefined;
 
   constructor(private readonly driver: CudaDriver) {}
 
@@ -41,6 +92,7 @@ export class DevicePool {
   alloc(bytes: number, persistent = false): PooledBuffer {
     const cls = sizeClass(bytes);
     this.counters.allocs++;
+    if (this.arena) return this.arena.take(cls, this.growForArena);
     let buf = this.free.get(cls)?.pop();
     if (buf) this.counters.reused++;
     else buf = this.grow(cls);
@@ -55,9 +107,21 @@ export class DevicePool {
     return buf;
   }
 
+  /** A buffer lent until `release`, never from a recorded step's arena (a graph's upload slots). */
+  allocOutsideArena(bytes: number): PooledBuffer {
+    const arena = this.arena;
+    this.arena = undefined;
+    try {
+      return this.alloc(bytes, true);
+    } finally {
+      this.arena = arena;
+    }
+  }
+
   /** Give back a persistent buffer. Work already queued on the stream still sees its data. */
   release(buf: PooledBuffer): void {
     buf.generation++;
+    if (buf.arena) return buf.arena.give(buf);
     let list = this.free.get(buf.bytes);
     if (!list) this.free.set(buf.bytes, (list = []));
     list.push(buf);
@@ -71,6 +135,17 @@ export class DevicePool {
     // again under a later entry of this list.
     for (const [b, generation] of lent) if (b.generation === generation) this.release(b);
   };
+
+  private readonly growForArena = (cls: number): PooledBuffer => this.grow(cls);
+
+  /** Take back the buffers of a dropped arena (its graph's queued launches still run first: stream order). */
+  adopt(arena: PoolArena): void {
+    for (const b of arena.all()) {
+      b.arena = undefined;
+      this.release(b);
+    }
+    arena.bytes = 0;
+  }
 
   private grow(cls: number): PooledBuffer {
     let ptr = this.driver.tryMemAlloc(cls);
