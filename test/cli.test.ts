@@ -112,6 +112,10 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
     assert.ok(out.token_ids.every((t: number) => t < 4096), String(out.token_ids));
     assert.ok(out.weight_bytes.bf16 > 0);
     assert.match(r.stderr, /warning: .* has no tokenizer\.json: using the embedded tachyon-tiny's tokenizer/);
+    // --enforce-eager (no CUDA graphs) is accepted everywhere and changes no output.
+    const eager = runBuilt('generate', '--model', dir, '--load-format', 'dummy', '--device', 'cpu', '--prompt', 'The robot', '--max-tokens', '16', '--temperature', '1', '--seed', '5', '--ignore-eos', '--json', '--enforce-eager');
+    assert.equal(eager.status, 0, eager.stderr);
+    assert.deepEqual(JSON.parse(eager.stdout).token_ids, out.token_ids);
     // On the CPU --gpu-memory-utilization is ignored, with one warning only when it is given.
     assert.doesNotMatch(r.stderr, /gpu-memory-utilization/);
     const chat = runBuilt('chat', '--model', dir, '--load-format', 'dummy', '--device', 'cpu', '--message', 'Hi', '--max-tokens', '8', '--gpu-memory-utilization', '0.5');
