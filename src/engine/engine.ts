@@ -196,7 +196,7 @@ export class Engine {
     this.eos = new Set(eosTokenIds);
     this.samplingVocabSize = tokenizer && tokenizer.vocabSize < c.vocabSize ? tokenizer.vocabSize : c.vocabSize;
     if (options.speculative) {
-      this.spec = new SpeculativeDecoder({ model, kv: this.kv }, options.speculative.proposer, { numSpeculativeTokens: options.speculative.numSpeculativeTokens });
+      this.spec = new SpeculativeDecoder({ model, kv: this.kv }, options.speculative.proposer, { numSpeculativeTokens: options.speculative.numSpeculativeTokens, samplingVocabSize: this.samplingVocabSize });
     }
     // A proposer that reads the target's hidden states (EAGLE-3) must see every position computed,
     // which blocks taken from the prefix cache never are.
@@ -286,8 +286,9 @@ export class Engine {
     const { batch, planned } = this.buildBatch(scheduled, windows);
     const capture = this.spec?.captureHiddenStates ?? [];
     // A step whose every sampled token is a plain greedy choice needs only the argmax of each row: the
-    // backend computes it and one id a row comes back instead of the vocabulary's logits.
-    const argmaxOnly = !this.spec && capture.length === 0 && planned.every(({ chunk }) => {
+    // backend computes it and one id a row comes back instead of the vocabulary's logits. Verification
+    // windows too (every window row is a greedy choice: accept while draft == argmax).
+    const argmaxOnly = (this.spec?.argmaxVerification ?? true) && planned.every(({ chunk }) => {
       const req = chunk.seq;
       return req.numComputed + chunk.count < req.numTokens || (req.sampler.argmaxOnly && req.opts.logprobs === undefined);
     });
@@ -303,12 +304,11 @@ export class Engine {
     const windowPlans = planned.filter((p) => p.window);
     const verified = new Map<Request, ReturnType<SpeculativeDecoder['verify']>[number]>();
     if (this.spec && windowPlans.length > 0) {
-      const results = this.spec.verify(
-        windowPlans.map((p) => p.window!),
-        windowPlans.map((p) => rowLogits(p.logitRow, p.window!.tokens.length)),
-        hiddenStates,
-        windowPlans.map((p) => p.row),
-      );
+      const windows = windowPlans.map((p) => p.window!);
+      const rows = windowPlans.map((p) => p.row);
+      const results = argmax
+        ? this.spec.verifyArgmax(windows, windowPlans.map((p) => argmax.subarray(p.logitRow, p.logitRow + p.window!.tokens.length)), hiddenStates, rows)
+        : this.spec.verify(windows, windowPlans.map((p) => rowLogits(p.logitRow, p.window!.tokens.length)), hiddenStates, rows);
       windowPlans.forEach((p, i) => verified.set(p.chunk.seq, results[i]));
     }
 
@@ -399,7 +399,8 @@ export class Engine {
     const merged: RequestOutput = { requestId: req.id, newTokenIds: [], text: '', finished: false, promptTokens: req.promptIds.length, outputTokens: 0 };
     for (let j = 0; j < result.tokens.length && !merged.finished; j++) {
       const token = result.tokens[j];
-      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(result.tokenLogits[j], req.opts.logprobs, token)];
+      // A request with logprobs is never verified from the argmax alone, so its logits are here.
+      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(result.tokenLogits![j], req.opts.logprobs, token)];
       const out = this.acceptToken(req, token, logprobs);
       merged.newTokenIds.push(...out.newTokenIds);
       merged.text += out.text;

@@ -118,11 +118,15 @@ export class DraftModelProposer implements Proposer {
       for (const t of fresh) s.fed.push(t);
       rows.push(i);
     });
+    const vocab = this.draft.config.vocabSize;
     for (let j = 0; rows.length > 0; j++) {
-      const { logits } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv);
-      const vocab = this.draft.config.vocabSize;
+      // A pass whose every sequence drafts greedily needs only each row's argmax (over the whole draft
+      // vocabulary, as DraftTokenSampler takes it): the backend computes it and one id a row comes back.
+      const greedy = rows.every((i) => this.seqs.get(inputs[i].id)!.drafter!.greedy);
+      const { logits, argmax } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, greedy ? { argmaxOnly: { vocab } } : {});
       rows.forEach((i, r) => {
-        const { token, q } = this.seqs.get(inputs[i].id)!.drafter!.choose(logits.subarray(r * vocab, (r + 1) * vocab));
+        const drafter = this.seqs.get(inputs[i].id)!.drafter!;
+        const { token, q } = greedy ? drafter.chooseArgmax(argmax![r]) : drafter.choose(logits.subarray(r * vocab, (r + 1) * vocab));
         proposals[i].tokens.push(token);
         if (q) (proposals[i].probs ??= []).push(q);
       });

@@ -25,6 +25,10 @@ export interface LoopOptions {
   eosTokenIds?: number[];
   blockSize?: number;
   verify?: VerifyFn;
+  /** Ids that may be generated when the model's vocabulary is padded beyond its tokenizer (default: all). */
+  samplingVocabSize?: number;
+  /** false: read every step's logits back even when all requests are plain greedy (default true). */
+  argmaxVerification?: boolean;
 }
 
 export interface LoopResult {
@@ -55,7 +59,12 @@ export function generateWithSpeculation(model: LlamaModel, requests: readonly Lo
   const pool = new KvBlockPool(numBlocks, blockSize);
   const kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
   // Without a proposer k is 0: the proposer is never asked, and each step is a plain decode step.
-  const decoder = new SpeculativeDecoder({ model, kv }, options.proposer ?? new NgramProposer(1, 1), { numSpeculativeTokens: k, verify: options.verify });
+  const decoder = new SpeculativeDecoder({ model, kv }, options.proposer ?? new NgramProposer(1, 1), {
+    numSpeculativeTokens: k,
+    verify: options.verify,
+    samplingVocabSize: options.samplingVocabSize,
+    argmaxVerification: options.argmaxVerification,
+  });
   const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
 
   const seqs: LoopSequence[] = requests.map((r, i) => {

@@ -124,6 +124,13 @@ export class DraftTokenSampler {
     const q = this.sampler!.probabilities(logits, NO_COUNTS);
     return { token: drawFrom(q, this.rng!.next()), q };
   }
+
+  /** `choose` for a greedy drafter given its logits' argmax (computed on the backend) instead of the logits. */
+  chooseArgmax(id: number): { token: number; q?: Float32Array } {
+    if (!this.greedy) throw new Error('DraftTokenSampler.chooseArgmax: this request samples its drafts, which needs the draft logits');
+    if (id < 0) throw new RangeError('draft logits are all -inf or NaN');
+    return { token: id };
+  }
 }
 
 /** Inverse-CDF draw over ids in ascending order from weights that need not sum to one; u in [0, 1). */

@@ -1,16 +1,17 @@
 // One speculative decode step over the running sequences: draft k tokens each, verify all windows
 // in ONE target forward pass ([newest token, drafts] per sequence, varlen), accept losslessly,
-// report what each sequence gained and how much target KV to keep, and tell the proposer.
+// report what each sequence gained and how much target KV to keep, and tell the proposer. A step of
+// plain greedy sequences reads back only each window row's argmax, not the logits.
 // Takes a minimal view of the engine (model, KV storage, per-sequence state), not the Engine class.
 
 import type { KvCacheStorage } from '../../backend/backend.js';
 import type { ForwardResult, LlamaModel } from '../../model/llama.js';
 import type { SequenceBlocks } from '../kv-cache.js';
-import type { Sampler, TokenCounts } from '../sampler.js';
+import { maskPaddedVocab, type Sampler, type TokenCounts } from '../sampler.js';
 import { buildForwardBatch, type BatchRun } from './batch.js';
 import { SpecDecodeMetrics } from './metrics.js';
 import { checkProposal, fuseHiddenStates, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
-import { verifyDrafts, type VerifyFn } from './verifier.js';
+import { verifyDrafts, verifyDraftsByArgmax, type VerifyFn, type VerifyResult } from './verifier.js';
 
 export interface SpecTarget {
   model: LlamaModel;
@@ -45,8 +46,11 @@ export interface SpecStepResult {
   id: SeqId;
   /** New tokens in order: accepted drafts, then the target's correction or bonus token (1..k+1). */
   tokens: number[];
-  /** Target logits that chose/verified each new token (views; row i for tokens[i]), for logprobs. */
-  tokenLogits: Float32Array[];
+  /**
+   * Target logits that chose/verified each new token (views; row i for tokens[i]), for logprobs.
+   * Absent when the window was verified from the target's argmax alone (`verifyArgmax`).
+   */
+  tokenLogits?: Float32Array[];
   numDraftTokens: number;
   numAccepted: number;
   /** Truncate the sequence's target KV to this many positions (= old tokens.length + numAccepted). */
@@ -56,13 +60,33 @@ export interface SpecStepResult {
 export interface SpeculativeDecoderOptions {
   /** k: drafts per sequence per step. */
   numSpeculativeTokens: number;
-  /** Replace the verifier (tests use a deliberately broken one to show the statistics catch it). */
+  /**
+   * Replace the verifier (tests use a deliberately broken one to show the statistics catch it). It is
+   * given logits, so a step with a replaced verifier always reads them back.
+   */
   verify?: VerifyFn;
+  /**
+   * Ids the target may emit in `step`: the tokenizer's, when the model's vocabulary is padded beyond it
+   * (the padded ids are masked as the engine masks them). Default: the model's vocab_size.
+   */
+  samplingVocabSize?: number;
+  /**
+   * `step` verifies a step whose every sequence samples plain greedily from the target's per-row
+   * argmax (one id a row read back instead of [rows × vocab] logits). Default true; false always
+   * reads the logits (to compare the two paths).
+   */
+  argmaxVerification?: boolean;
 }
 
 export class SpeculativeDecoder {
   readonly numSpeculativeTokens: number;
   readonly metrics: SpecDecodeMetrics;
+  readonly samplingVocabSize: number;
+  /**
+   * Whether plain greedy steps may be verified from the target's argmax alone (see `verifyArgmax`):
+   * not with a replaced verifier, which needs the logits.
+   */
+  readonly argmaxVerification: boolean;
   private readonly verify_: VerifyFn;
 
   constructor(
@@ -75,6 +99,11 @@ export class SpeculativeDecoder {
     this.numSpeculativeTokens = k;
     this.metrics = new SpecDecodeMetrics(k);
     this.verify_ = options.verify ?? verifyDrafts;
+    this.argmaxVerification = (options.argmaxVerification ?? true) && options.verify === undefined;
+    const vocab = target.model.config.vocabSize;
+    const usable = options.samplingVocabSize ?? vocab;
+    if (!(Number.isInteger(usable) && usable >= 1 && usable <= vocab)) throw new RangeError(`SpeculativeDecoder: samplingVocabSize must be an integer in 1..${vocab} (the model's vocab_size), got ${usable}`);
+    this.samplingVocabSize = usable;
   }
 
   /** Target hidden-state layers to capture in every target forward (prefill too); empty if none. */
@@ -104,7 +133,8 @@ export class SpeculativeDecoder {
    * Draft for each sequence and reserve its verification window in the target KV
    * (tokens.length + drafts positions; CapacityError if the pool is short — reserve k+1 beforehand).
    * The engine puts each window's tokens at positions start.. into its step's batch, with logits for
-   * every window row, and hands the logits to `verify`.
+   * every window row, and hands the logits to `verify` (or, when `canVerifyByArgmax`, the rows'
+   * argmax over the sampling vocabulary to `verifyArgmax`).
    */
   propose(seqs: readonly SpecSequence[]): SpecWindow[] {
     const vocab = this.target.model.config.vocabSize;
@@ -132,8 +162,41 @@ export class SpeculativeDecoder {
    * non-empty. The sequences' counts are left unchanged.
    */
   verify(windows: readonly SpecWindow[], windowLogits: readonly Float32Array[], hiddenStates?: Map<number, Float32Array>, windowRows?: readonly number[]): SpecStepResult[] {
+    const vocab = this.target.model.config.vocabSize;
+    return this.settle(windows, hiddenStates, windowRows, (w, i) => {
+      const logits = windowLogits[i];
+      const v = this.verify_({ drafts: w.proposal.tokens, probs: w.proposal.probs, logits, sampler: w.seq.sampler, counts: w.seq.counts, forcedAccept: w.proposal.forcedAccept });
+      return { v, tokenLogits: v.tokens.map((_, j) => logits.subarray(j * vocab, (j + 1) * vocab)) };
+    });
+  }
+
+  /**
+   * `verify` for windows whose sequences all sample plain greedily (`Sampler.argmaxOnly`: temperature
+   * ~0, no penalties): from the target's argmax of each window row (the forward's `argmaxOnly` over
+   * the sampling vocabulary, `tokens.length` ids per window) instead of its logits. Token for token
+   * what `verify` gives from the same rows' logits (padded ids masked); the results carry no
+   * tokenLogits, so such sequences cannot have logprobs.
+   */
+  verifyArgmax(windows: readonly SpecWindow[], windowArgmax: readonly ArrayLike<number>[], hiddenStates?: Map<number, Float32Array>, windowRows?: readonly number[]): SpecStepResult[] {
+    if (!this.argmaxVerification) throw new Error('SpeculativeDecoder.verifyArgmax: this decoder verifies from the logits (a replaced verifier, or argmaxVerification: false)');
+    return this.settle(windows, hiddenStates, windowRows, (w, i) => ({
+      v: verifyDraftsByArgmax({ drafts: w.proposal.tokens, argmax: windowArgmax[i], sampler: w.seq.sampler, forcedAccept: w.proposal.forcedAccept }),
+    }));
+  }
+
+  /** Whether a step over these sequences may be verified from the argmax alone (`verifyArgmax`). */
+  canVerifyByArgmax(seqs: readonly { sampler: Sampler }[]): boolean {
+    return this.argmaxVerification && seqs.every((s) => s.sampler.argmaxOnly);
+  }
+
+  /** Verify each window with `check`, then the bookkeeping both paths share: metrics, KV to keep, the proposer. */
+  private settle(
+    windows: readonly SpecWindow[],
+    hiddenStates: Map<number, Float32Array> | undefined,
+    windowRows: readonly number[] | undefined,
+    check: (w: SpecWindow, i: number) => { v: VerifyResult; tokenLogits?: Float32Array[] },
+  ): SpecStepResult[] {
     const model = this.target.model;
-    const vocab = model.config.vocabSize;
     const layers = this.proposer.targetHiddenStateLayers;
     if (layers.length > 0 && (!hiddenStates || !windowRows)) {
       throw new Error(`the ${this.proposer.method} proposer needs the target's hidden states of the verification rows: forward with captureHiddenStates: [${layers.join(', ')}] and pass windowRows`);
@@ -141,10 +204,9 @@ export class SpeculativeDecoder {
     const results: SpecStepResult[] = [];
     const outcomes: VerifiedOutcome[] = [];
     windows.forEach((w, i) => {
-      const { seq: s, proposal: p } = w;
-      const k = p.tokens.length;
-      const logits = windowLogits[i];
-      const v = this.verify_({ drafts: p.tokens, probs: p.probs, logits, sampler: s.sampler, counts: s.counts, forcedAccept: p.forcedAccept });
+      const s = w.seq;
+      const k = w.proposal.tokens.length;
+      const { v, tokenLogits } = check(w, i);
       this.metrics.observe(k, v.numAccepted);
       const n = s.tokens.length;
       let targetFeatures: TargetFeatures | undefined;
@@ -154,20 +216,17 @@ export class SpeculativeDecoder {
         targetFeatures = { start: n - 1, count, rows: fuseHiddenStates(hiddenStates!, layers, model.config.hiddenSize, windowRows![i], count) };
       }
       outcomes.push({ id: s.id, tokens: [...s.tokens, ...v.tokens], numDrafts: k, numAccepted: v.numAccepted, targetFeatures });
-      results.push({
-        id: s.id,
-        tokens: v.tokens,
-        tokenLogits: v.tokens.map((_, j) => logits.subarray(j * vocab, (j + 1) * vocab)),
-        numDraftTokens: k,
-        numAccepted: v.numAccepted,
-        keepKvTokens: n + v.numAccepted,
-      });
+      results.push({ id: s.id, tokens: v.tokens, ...(tokenLogits ? { tokenLogits } : {}), numDraftTokens: k, numAccepted: v.numAccepted, keepKvTokens: n + v.numAccepted });
     });
     this.proposer.onVerified(outcomes);
     return results;
   }
 
-  /** propose + one target forward over all windows + verify: a whole decode step for these sequences. */
+  /**
+   * propose + one target forward over all windows + verify: a whole decode step for these sequences.
+   * When every sequence samples plain greedily the forward returns each row's argmax over the
+   * sampling vocabulary instead of the logits (one id a row crosses back), verified by `verifyArgmax`.
+   */
   step(seqs: readonly SpecSequence[]): SpecStepResult[] {
     if (seqs.length === 0) return [];
     const { model, kv } = this.target;
@@ -175,15 +234,24 @@ export class SpeculativeDecoder {
     const windows = this.propose(seqs);
     const runs: BatchRun[] = windows.map((w) => ({ blocks: w.seq.blocks, start: w.start, tokens: w.tokens }));
     const layers = this.proposer.targetHiddenStateLayers;
-    const out: ForwardResult = model.forward(buildForwardBatch(runs, 'all'), kv, layers.length > 0 ? { captureHiddenStates: [...layers] } : {});
+    const byArgmax = this.canVerifyByArgmax(seqs);
+    const out: ForwardResult = model.forward(buildForwardBatch(runs, 'all'), kv, {
+      ...(layers.length > 0 ? { captureHiddenStates: [...layers] } : {}),
+      ...(byArgmax ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
+    });
     const windowRows: number[] = [];
     let row = 0;
-    const windowLogits = windows.map((w) => {
+    for (const w of windows) {
       windowRows.push(row);
-      const l = out.logits.subarray(row * vocab, (row + w.tokens.length) * vocab);
       row += w.tokens.length;
-      return l;
-    });
+    }
+    if (byArgmax) {
+      const ids = out.argmax;
+      if (!ids || ids.length !== row) throw new Error(`SpeculativeDecoder.step: the forward returned ${ids?.length ?? 'no'} argmax ids for ${row} window rows`);
+      return this.verifyArgmax(windows, windows.map((w, i) => ids.subarray(windowRows[i], windowRows[i] + w.tokens.length)), out.hiddenStates, windowRows);
+    }
+    maskPaddedVocab(out.logits, vocab, this.samplingVocabSize);
+    const windowLogits = windows.map((w, i) => out.logits.subarray(windowRows[i] * vocab, (windowRows[i] + w.tokens.length) * vocab));
     return this.verify(windows, windowLogits, out.hiddenStates, windowRows);
   }
 }

@@ -1,5 +1,6 @@
 // Lossless verification of drafted tokens against the target's logits at the k+1 positions of one
-// verification window. Greedy: accept while the draft equals the target's argmax (after penalties).
+// verification window. Greedy: accept while the draft equals the target's argmax (after penalties;
+// without penalties `verifyDraftsByArgmax` does it from the backend's per-row argmax, no logits).
 // Sampling: Leviathan/Chen rejection sampling against the target's FINAL distribution p (penalties,
 // temperature, min-p, top-k, top-p exactly as without speculation), so the output is distributed
 // exactly as if the target had sampled every token itself.
@@ -82,6 +83,39 @@ export function verifyDrafts(input: VerifyInput): VerifyResult {
   } finally {
     for (let j = added.length - 1; j >= 0; j--) counts.removeOutput(added[j]);
   }
+}
+
+export interface ArgmaxVerifyInput {
+  /** Drafted target-vocabulary ids x_1..x_k. */
+  drafts: readonly number[];
+  /** k + 1 ids: the target's argmax at each row of the window (-1 where every logit is -inf or NaN). */
+  argmax: ArrayLike<number>;
+  /** The sequence's sampler; must be plain greedy (`argmaxOnly`: no penalties), which is what makes the argmax enough. */
+  sampler: Sampler;
+  /** LOSSY synthetic mode only: accept this many drafts whatever the target says. */
+  forcedAccept?: number;
+}
+
+/**
+ * Greedy verification from the target's per-row argmax alone (the backend's `argmaxRows`), with no
+ * logits read back: accept while x_i equals the argmax of row i−1, then emit the argmax of the first
+ * mismatching row, or of the last row (the bonus token) when all k are accepted. With no penalties
+ * the sampler's greedy choice is exactly the row's argmax, so this is `verifyDrafts` token for token.
+ */
+export function verifyDraftsByArgmax(input: ArgmaxVerifyInput): VerifyResult {
+  const { drafts, argmax, sampler } = input;
+  const k = drafts.length;
+  if (argmax.length !== k + 1) throw new RangeError(`verifyDraftsByArgmax: ${k} drafts need ${k + 1} argmax ids (one per window row), got ${argmax.length}`);
+  if (!sampler.argmaxOnly) throw new Error('verifyDraftsByArgmax: the sequence does not sample plain greedily (temperature > 0 or penalties); its drafts must be verified from the logits');
+  const emit = (numAccepted: number): VerifyResult => {
+    const t = argmax[numAccepted];
+    sampler.chose(t); // throws, as sampling the row would, when every logit of the row is -inf or NaN
+    return { numAccepted, tokens: [...drafts.slice(0, numAccepted), t] };
+  };
+  if (input.forcedAccept !== undefined) return emit(Math.max(0, Math.min(k, input.forcedAccept)));
+  let i = 0;
+  while (i < k && drafts[i] === argmax[i]) i++;
+  return emit(i);
 }
 
 /** max(0, p − q), with q one-hot at x when absent; p itself if rounding left no mass. */
