@@ -4,12 +4,9 @@
 // scales each group's sum in float32, so against the CPU given the same bf16-rounded x it must agree
 // to float32 rounding (≤ 1e-5), and against the exact x to bf16's 2⁻⁹ (≤ 1e-2). A token's result must
 // be the same bits alone as in a batch of 8 (K split over blocks or not). The default model with
-// --quantization w4a16 must give logits within 3e-2 of the FMA GEMV's. The pipelined kernels
-// (int4MmaOptions.variant = 'pipelined', at 1 and 2 m-tiles a block) and v1 at its other row count
-// must give bitwise v1's results in every case, and at Llama-8B's shapes, with rings that wrap and
-// split-K ranges that begin at odd chunks; the default model's logits too. Without a GPU the CUDA
-// suites skip with the reason; the dispatch rules run everywhere. (No TACHYON_DECODE_GEMV pin: the
-// option under test is set explicitly.)
+// --quantization w4a16 must give logits within 3e-2 of the FMA GEMV's. Without a GPU the CUDA suites
+// skip with the reason; the dispatch rules run everywhere. (No TACHYON_DECODE_GEMV pin: the option
+// under test is set explicitly.)
 
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -30,11 +27,6 @@ const { seed: SEED, uniform, randInt } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
 const roundBf16 = (a: Float32Array) => a.map((v) => bf16ToF32(f32ToBf16(v)));
 const f32Tensor = (v: Float32Array, shape: number[]) => ({ dtype: 'F32' as const, shape, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) });
-type Kernel = { variant: 'v1' | 'pipelined'; rows: 'auto' | 1 | 2 };
-const V1: Kernel = { variant: 'v1', rows: 'auto' };
-const PIPELINED: Kernel = { variant: 'pipelined', rows: 'auto' };
-/** Every kernel that must give v1's bits: pipelined at 1 (its default) and 2 m-tiles a block, v1 at 2 (the small shapes' plan takes 1). */
-const OTHERS: Kernel[] = [PIPELINED, { variant: 'pipelined', rows: 2 }, { variant: 'v1', rows: 2 }];
 
 describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false : 'the CUDA bindings did not load' }, () => {
   it('takes tiled int4 without act-order, groups ≥ 64 or the whole row, 1..8 tokens; names why not otherwise', () => {
@@ -60,30 +52,6 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { rows: 1, splits: 14, tiles: 5 });
   });
 
-  it('kernel variants: pipelined at 1 m-tile a block unless told, v1 at the plan\'s; the plan\'s split of K kept; unaligned zero points take v1', () => {
-    const m = mmaInt4!;
-    const v1 = { variant: 'v1' as const, rows: 'auto' as const };
-    const pipe = { variant: 'pipelined' as const, rows: 'auto' as const };
-    assert.deepEqual(m.int4MmaKernel(14336, 4096, 132, v1), { kernel: 'gemv_mma_int4_r2', rows: 2, tiles: 448, splits: 1 });
-    assert.deepEqual(m.int4MmaKernel(14336, 4096, 132, pipe), { kernel: 'gemv_mma_int4_p_r1', rows: 1, tiles: 896, splits: 1 });
-    assert.deepEqual(m.int4MmaKernel(14336, 4096, 132, { ...pipe, rows: 2 }), { kernel: 'gemv_mma_int4_p_r2', rows: 2, tiles: 448, splits: 1 });
-    assert.deepEqual(m.int4MmaKernel(14336, 4096, 132, { ...v1, rows: 1 }), { kernel: 'gemv_mma_int4_r1', rows: 1, tiles: 896, splits: 1 });
-    // The split (the summation order) is the plan's whatever the rows: 4 here, as v1 at one m-tile.
-    assert.deepEqual(m.int4MmaKernel(1024, 4096, 132, pipe), { kernel: 'gemv_mma_int4_p_r1', rows: 1, tiles: 64, splits: 4 });
-    assert.deepEqual(m.int4MmaKernel(1024, 4096, 132, { ...pipe, rows: 2 }), { kernel: 'gemv_mma_int4_p_r2', rows: 2, tiles: 32, splits: 4 });
-    assert.deepEqual(m.int4MmaKernel(75, 14336, 132, pipe), { kernel: 'gemv_mma_int4_p_r1', rows: 1, tiles: 5, splits: 14 });
-    assert.deepEqual(m.int4MmaKernel(14336, 4096, 132, pipe, false), { kernel: 'gemv_mma_int4_r2', rows: 2, tiles: 448, splits: 1 });
-  });
-
-  it('$TACHYON_INT4_MMA_VARIANT: v1 (the default) or pipelined, anything else named', () => {
-    const m = mmaInt4!;
-    assert.equal(m.int4MmaVariantFromEnv({}), 'v1');
-    assert.equal(m.int4MmaVariantFromEnv({ TACHYON_INT4_MMA_VARIANT: '' }), 'v1');
-    assert.equal(m.int4MmaVariantFromEnv({ TACHYON_INT4_MMA_VARIANT: 'v1' }), 'v1');
-    assert.equal(m.int4MmaVariantFromEnv({ TACHYON_INT4_MMA_VARIANT: 'pipelined' }), 'pipelined');
-    assert.throws(() => m.int4MmaVariantFromEnv({ TACHYON_INT4_MMA_VARIANT: 'fast' }), /TACHYON_INT4_MMA_VARIANT must be v1 or pipelined, got 'fast'/);
-  });
-
   it('$TACHYON_QUANT_DECODE_GEMV: mma (the default; fma where $TACHYON_DECODE_GEMV pins fma) or fma, anything else named', () => {
     const m = mmaInt4!;
     assert.equal(m.quantDecodeGemvFromEnv({}), 'mma');
@@ -101,34 +69,16 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     await nextTurn();
     be().poisonFreeMemory();
   };
-  const options = mmaInt4!.int4MmaOptions;
   after(() => {
     if (gpu) gpu.quantized.decodeGemv = 'fma';
   });
-  /** Runs fn with decodeGemv set (and the int4 mma kernel: v1 at the plan's rows unless told), then back to 'fma' and v1. */
-  const withMma = <R>(on: boolean, fn: () => R, kernel: Kernel = V1): R => {
+  /** Runs fn with decodeGemv set, then back to 'fma'. */
+  const withMma = <R>(on: boolean, fn: () => R): R => {
     be().quantized.decodeGemv = on ? 'mma' : 'fma';
-    options.variant = kernel.variant;
-    options.rows = kernel.rows;
     try {
       return fn();
     } finally {
       be().quantized.decodeGemv = 'fma';
-      options.variant = 'v1';
-      options.rows = 'auto';
-    }
-  };
-  /** The kernel name the options pick for an N×K weight on this GPU. */
-  const kernelName = (N: number, K: number, k: Kernel) => mmaInt4!.int4MmaKernel(N, K, be().device.multiprocessors, k).kernel;
-  /** Runs the linear with each of OTHERS and asserts the launch and bitwise v1's result `ref`. */
-  const sameAsV1 = async (ref: Float32Array, run: () => Float32Array, N: number, K: number, what: string) => {
-    for (const k of OTHERS) {
-      await fresh();
-      let got: Float32Array = new Float32Array();
-      const names = withMma(true, () => launchesOf(be(), () => (got = run())), k);
-      const name = kernelName(N, K, k);
-      assert.ok(names.includes(name), `${what}: ${k.variant} r${k.rows} should launch ${name}: ${names.join(', ')}`);
-      assertBitwise(got, ref, `${what}: ${k.variant} r${k.rows} vs v1`);
     }
   };
   const weights = (N: number, K: number, groupSize: number, symmetric: boolean) => {
@@ -168,7 +118,6 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
               if (onMma) {
                 assertClose(got, want(xr), 1e-5, `${what} vs the CPU on bf16-rounded x`);
                 assertClose(got, want(x), 1e-2, `${what} vs the CPU on exact x`);
-                await sameAsV1(got, () => be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, withBias ? b.g : undefined)), N, K, what);
               } else {
                 assertClose(got, want(x), 2e-5, `${what} (FMA kernel) vs the CPU`);
               }
@@ -179,24 +128,21 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     }
   }
 
-  it('a token alone gives the same bits as in a batch of 8 (with and without split K, v1 and pipelined); the default stays on the FMA kernel', async () => {
+  it('a token alone gives the same bits as in a batch of 8 (with and without split K); the default stays on the FMA kernel', async () => {
     for (const [N, K] of [[75, 4096], [2200, 512], [1024, 4096]] as const) {
       const w = weights(N, K, 128, false);
       const b = vec(N);
       const x = uniform(8 * K);
-      for (const k of [V1, PIPELINED]) {
-        const what = `[${N}, ${K}] ${k.variant}`;
+      await fresh();
+      const batch = withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g)));
+      for (const t of [0, 3, 7]) {
         await fresh();
-        const batch = withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g)), k);
-        for (const t of [0, 3, 7]) {
-          await fresh();
-          const alone = withMma(true, () => be().toHost(be().linear(be().fromHost(x.slice(t * K, (t + 1) * K), [1, K]), w.g, b.g)), k);
-          assertBitwise(alone, batch.slice(t * N, (t + 1) * N), `${what} token ${t} alone vs in a batch of 8`);
-        }
-        // Again, the same bits (the split-K counters were reset).
-        await fresh();
-        assertBitwise(withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g)), k), batch, `${what} a second run`);
+        const alone = withMma(true, () => be().toHost(be().linear(be().fromHost(x.slice(t * K, (t + 1) * K), [1, K]), w.g, b.g)));
+        assertBitwise(alone, batch.slice(t * N, (t + 1) * N), `[${N}, ${K}] token ${t} alone vs in a batch of 8`);
       }
+      // Again, the same bits (the split-K counters were reset).
+      await fresh();
+      assertBitwise(withMma(true, () => be().toHost(be().linear(be().fromHost(x, [8, K]), w.g, b.g))), batch, `[${N}, ${K}] a second run`);
       const def = launchesOf(be(), () => void be().linear(be().fromHost(x.slice(0, 2 * K), [2, K]), w.g));
       assert.ok(def.every((n) => !n.startsWith('gemv_mma_int4')), `the default is the FMA GEMV: ${def.join(', ')}`);
     }
@@ -222,43 +168,6 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         }),
       );
       assert.ok(!names.some((n) => n.startsWith('qgemv2')), `T ${T}: no FMA GEMV launch: ${names.join(', ')}`);
-      // The same ops on the pipelined kernel: the same bits as on v1.
-      await fresh();
-      const run = (k: Kernel) =>
-        withMma(true, () => [
-          ...be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y)),
-          be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g)),
-        ], k);
-      const v1 = run(V1);
-      await fresh();
-      run(PIPELINED).forEach((y, i) => assertBitwise(y, v1[i], `T ${T} ${i < 3 ? `linearMany output ${i}` : 'linearSiluMul'}: pipelined vs v1`));
-    }
-  });
-
-  it('the pipelined kernels give v1\'s bits at Llama-8B\'s shapes (1, 2, 8 tokens), with rings that wrap and split K at odd chunks', async () => {
-    const multiprocessors = be().device.multiprocessors;
-    // Random device weights (symmetric, group 128) at the 8B shapes; host-quantized asymmetric ones where
-    // a warp's ring wraps (7 chunks a warp at K 7168) and where K is split over blocks whose ranges
-    // begin at odd chunks (38 chunks in 3 splits of 13 on 132 SMs).
-    const cases: Array<{ N: number; K: number; w: () => ReturnType<typeof weights>['g'] }> = [
-      ...([[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]] as const).map(([N, K], i) => ({
-        N, K, w: () => be().randomWeight(`w${i}`, { shape: [N, K], dtype: 'bf16', method: 'w4a16', seed: 77 + i, scale: 1 / Math.sqrt(K) }),
-      })),
-      { N: 2200, K: 7168, w: () => weights(2200, 7168, 64, false).g },
-      { N: 2000, K: 4864, w: () => weights(2000, 4864, 128, false).g },
-    ];
-    for (const { N, K, w: make } of cases) {
-      const w = make();
-      const b = vec(N);
-      const plan = mmaInt4!.int4MmaPlan(N, K, multiprocessors);
-      for (const T of [1, 2, 8]) {
-        const what = `[${N}, ${K}] × ${T} (${plan.splits} splits)`;
-        const x = uniform(T * K);
-        const run = () => be().toHost(be().linear(be().fromHost(x, [T, K]), w, b.g));
-        await fresh();
-        const ref = withMma(true, run);
-        await sameAsV1(ref, run, N, K, what);
-      }
     }
   });
 });
@@ -289,7 +198,6 @@ describe('the default model with --quantization w4a16 on the int4 mma GEMV', { s
         await nextTurn();
         be.poisonFreeMemory();
         be.quantized.decodeGemv = 'mma';
-        mmaInt4!.int4MmaOptions.variant = 'v1'; // whatever $TACHYON_INT4_MMA_VARIANT says
         let mmaLogits: Float32Array = new Float32Array();
         let names: string[] = [];
         try {
@@ -301,20 +209,6 @@ describe('the default model with --quantization w4a16 on the int4 mma GEMV', { s
         assert.ok(!names.some((n) => n.startsWith('qgemv2')), 'no FMA int4 GEMV');
         // Every int4 linear rounds its input to bf16 (2⁻⁹ each, 7 a layer).
         assertClose(mmaLogits, fma, 3e-2, `prompt ${p}: logits on the int4 mma GEMV vs FMA`);
-        // The pipelined kernel: the same logits, bit for bit.
-        await nextTurn();
-        be.poisonFreeMemory();
-        be.quantized.decodeGemv = 'mma';
-        mmaInt4!.int4MmaOptions.variant = 'pipelined';
-        let pipeLogits: Float32Array = new Float32Array();
-        try {
-          names = launchesOf(be, () => (pipeLogits = logitsOf(tokens).slice()));
-        } finally {
-          be.quantized.decodeGemv = 'fma';
-          mmaInt4!.int4MmaOptions.variant = 'v1';
-        }
-        assert.ok(names.filter((n) => n.startsWith('gemv_mma_int4_p_')).length >= 7 * c.numLayers, `the int4 linears on the pipelined kernel: ${[...new Set(names)].join(', ')}`);
-        assertBitwise(pipeLogits, mmaLogits, `prompt ${p}: logits on the pipelined int4 mma GEMV vs v1`);
       }
     } finally {
       await m.close();

@@ -1,10 +1,8 @@
-// The tensor-core GEMV for int4 (w4a16) weights (kernels/gemv-mma-int4.cu), the default
-// QuantizedWeights.decodeGemv = 'mma' ($TACHYON_QUANT_DECODE_GEMV=fma turns it off): tiled int4 weights
+// The tensor-core GEMV for int4 (w4a16) weights (kernels/gemv-mma-int4.cu), opt-in through
+// QuantizedWeights.decodeGemv = 'mma' (or $TACHYON_QUANT_DECODE_GEMV=mma): tiled int4 weights
 // without an act-order permutation, groups of ≥ 64 columns (or the whole row), 1–8 tokens. x is
 // rounded to bf16 inside the kernel; the codes minus the zero point are exact in bf16, products exact,
 // sums float32 and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
-// Two kernel variants give bitwise the same results (int4MmaOptions picks one): 'v1' and 'pipelined'
-// (cp.async rings that keep a warp's next chunks in flight while it computes; see the .cu file).
 
 import type { DevicePtr } from './driver.js';
 import type { Int4DeviceParts } from './quantized-weights.js';
@@ -57,47 +55,6 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { ro
   return { rows, splits, tiles };
 }
 
-/** The int4 mma kernel: 'v1' (gemv_mma_int4_r*) or 'pipelined' (gemv_mma_int4_p_r*); the same bits either way. */
-export type Int4MmaVariant = 'v1' | 'pipelined';
-
-/**
- * $TACHYON_INT4_MMA_VARIANT: v1 or pipelined; unset, 'v1' until 'pipelined' has been measured on the
- * GPU (bench/cuda-quant-mma.ts). A wrong value is named.
- */
-export function int4MmaVariantFromEnv(env: NodeJS.ProcessEnv = process.env): Int4MmaVariant {
-  const v = env.TACHYON_INT4_MMA_VARIANT;
-  if (v === undefined || v === '') return 'v1';
-  if (v === 'v1' || v === 'pipelined') return v;
-  throw new RangeError(`TACHYON_INT4_MMA_VARIANT must be v1 or pipelined, got '${v}'`);
-}
-
-/**
- * Which int4 mma kernel every CudaBackend of this process runs (tests and benches change it; every
- * choice gives the same bits). rows: m-tiles a block, 'auto' = int4MmaPlan's for v1 and 1 for
- * 'pipelined' (whose ring per warp holds 4 chunk-stages of one m-tile or 2 of two).
- */
-export const int4MmaOptions: { variant: Int4MmaVariant; rows: 'auto' | 1 | 2 } = { variant: int4MmaVariantFromEnv(), rows: 'auto' };
-
-/**
- * The kernel and grid for an N×K weight. The split of K (int4MmaPlan's) fixes the summation order, so
- * every variant and row count keeps it; the rows a block takes only change how rows are grouped into
- * blocks (each m-tile's arithmetic is its own). 'pipelined' copies zero points as aligned 4-byte
- * words, so a zero-point array that is not 4-byte aligned takes v1. Depends on N, K, the GPU and the
- * options only, never on the tokens. Pure.
- */
-export function int4MmaKernel(
-  N: number,
-  K: number,
-  multiprocessors: number,
-  opts: { variant: Int4MmaVariant; rows: 'auto' | 1 | 2 } = int4MmaOptions,
-  zerosAligned = true,
-): { kernel: string; rows: 1 | 2; tiles: number; splits: number } {
-  const p = int4MmaPlan(N, K, multiprocessors);
-  const pipelined = opts.variant === 'pipelined' && zerosAligned;
-  const rows: 1 | 2 = opts.rows !== 'auto' ? opts.rows : pipelined ? 1 : p.rows;
-  return { kernel: `gemv_mma_int4_${pipelined ? 'p_' : ''}r${rows}`, rows, tiles: Math.ceil(N / (16 * rows)), splits: p.splits };
-}
-
 /** What the launcher needs from its owner (QuantizedWeights). */
 export interface Int4MmaLauncher {
   multiprocessors: number;
@@ -112,10 +69,11 @@ export interface Int4MmaLauncher {
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
 export function int4MmaGemv(l: Int4MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const { rows: N, cols: K } = d;
-  const p = int4MmaKernel(N, K, l.multiprocessors, int4MmaOptions, d.zeros % 4 === 0);
+  const p = int4MmaPlan(N, K, l.multiprocessors);
+  const kernel = `gemv_mma_int4_r${p.rows}`;
   const part = p.splits > 1 ? l.scratch(p.splits * T * N) : undefined;
   const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
-  l.launch(p.kernel, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
+  l.launch(kernel, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
     d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits,
   ]);
   part?.release();

@@ -1,10 +1,8 @@
 // Tensor-core GEMV for int4 (w4a16) weights in the tiled 4-bit layout, 1..8 tokens:
-// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. The default decode GEMV of the int4
-// weights it takes (QuantizedWeights.decodeGemv = 'mma'; 'fma' runs quant-linear.cu's kernels, which
-// at 8 tokens are bound by 8 float32 FMAs per weight element). Here one mma.sync.m16n8k16 (bf16 ×
-// bf16 → float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for bf16 weights (read its
-// header for the fragment shapes). Two variants with the same bits: gemv_mma_int4_r* (v1) and
-// gemv_mma_int4_p_r* (pipelined, at the end of this file).
+// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. Opt-in (QuantizedWeights.decodeGemv =
+// 'mma'); the FMA kernels of quant-linear.cu stay the default. At 8 tokens those are bound by 8
+// float32 FMAs per weight element; here one mma.sync.m16n8k16 (bf16 × bf16 → float32) does 16 rows
+// × 16 k × 8 tokens, as gemv-mma.cu does for bf16 weights (read its header for the fragment shapes).
 //
 // Exactness: the mma runs on the codes minus the zero point (integers in −15..15, exact in bf16) and
 // x rounded to bf16 (cvt.rn), so every product is exact and sums are float32. A group's partial sum
@@ -93,62 +91,6 @@ __device__ __forceinline__ float ld_cg(const float* p) {
 
 __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
-// The end of both variants: the block's 8 warps meet in shared memory and add their accumulators in
-// warp order (plus the bias), or, with K split over S blocks, write their sums to `part` and the last
-// block of the tile adds the S partials in split order. acc: this lane's D fragments, R m-tiles.
-template <int R>
-__device__ __forceinline__ void i4_finish(float (*partial)[R][32][4], const float (&acc)[R][4], int warp, int lane, int row0, int tile,
-                                          int split, const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
-                                          u32* __restrict__ counters, int T, int N, int S) {
-  __shared__ int lastBlock;
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) partial[warp][r][lane][i] = acc[r][i];
-  __syncthreads();
-  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
-  // register 2·(m / 8) + t % 2.
-  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-    float s = partial[0][r][src][reg];
-#pragma unroll
-    for (int wp = 1; wp < I4_WARPS; wp++) s += partial[wp][r][src][reg];
-    if (S == 1) {
-      if (bias) s += bias[row];
-      y[(u64)t * N + row] = s;
-    } else {
-      part[((u64)split * T + t) * N + row] = s;
-    }
-  }
-  if (S == 1) return;
-
-  // Split K: the last block of this tile to finish adds the S partials, in order.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
-  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    float s = ld_cg(part + (u64)t * N + row);
-    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
-    if (bias) s += bias[row];
-    y[(u64)t * N + row] = s;
-  }
-  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
-}
-
 // R m-tiles (16 rows each) per block; block (tile, s) takes rows tile·16R.. and chunk range s of S.
 // scales float32 [N, G], zeros u8 [N, G] or null (symmetric: 8); groupShift ≥ 6 (31: one group).
 // part: float32 [S, T, N] scratch and counters: u32 per tile, zero between launches (used when S > 1).
@@ -158,6 +100,7 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
                                               const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
                                               float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
   __shared__ float partial[I4_WARPS][R][32][4];
+  __shared__ int lastBlock;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -248,7 +191,52 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
     }
   }
 
-  i4_finish<R>(partial, acc, warp, lane, row0, tile, split, bias, y, part, counters, T, N, S);
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) partial[warp][r][lane][i] = acc[r][i];
+  __syncthreads();
+  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
+  // register 2·(m / 8) + t % 2.
+  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    const int src = 4 * (m & 7) + (t >> 1);
+    const int reg = 2 * (m >> 3) + (t & 1);
+    float s = partial[0][r][src][reg];
+#pragma unroll
+    for (int wp = 1; wp < I4_WARPS; wp++) s += partial[wp][r][src][reg];
+    if (S == 1) {
+      if (bias) s += bias[row];
+      y[(u64)t * N + row] = s;
+    } else {
+      part[((u64)split * T + t) * N + row] = s;
+    }
+  }
+  if (S == 1) return;
+
+  // Split K: the last block of this tile to finish adds the S partials, in order.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    float s = ld_cg(part + (u64)t * N + row);
+    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
+    if (bias) s += bias[row];
+    y[(u64)t * N + row] = s;
+  }
+  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
 }
 
 #define I4_KERNEL(R, BOUNDS)                                                                                                   \
@@ -260,219 +248,3 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
 
 I4_KERNEL(1, __launch_bounds__(I4_THREADS, 2))
 I4_KERNEL(2, __launch_bounds__(I4_THREADS, 2))
-
-// ---- the pipelined variant (gemv_mma_int4_p_r1 / _r2) --------------------------------------------
-//
-// At one token the kernel above reaches 40–56% of the copy bandwidth on the H100, most likely because
-// it keeps too few bytes in flight to stream the weight: a warp issues one group of loads (2 chunks),
-// waits a full memory latency, dequantises and runs the mmas with nothing in flight, then issues the
-// next group; the scale and zero-point loads are issued only once the weights are in, a second
-// latency on the critical path. This variant computes exactly the
-// same thing, bit for bit — each warp takes the same chunks in the same order (those of warp slot w:
-// cBegin + 16i + 2w and + 1), runs the same mma steps on the same operands into the same float32
-// accumulators (fmaf by the same scales), and the block finishes through the same i4_finish — but a
-// warp streams its chunks through a ring of I4P_RING / R stages in shared memory filled by cp.async,
-// issued STAGES − 1 chunks ahead of the one it computes (a chunk's weights, its 32 scales and its 32
-// zero points per m-tile), so a warp keeps 3–4 KB in flight while it computes, and no register holds
-// a weight in flight. The bytes a lane copies are its own mma operands (rows g and g + 8, load 4c + q),
-// so it reads them back without a barrier; the scales and zero points are copied one per lane and read
-// by the four lanes of a row, hence a __syncwarp after the wait. Every warp has its own ring, so warps
-// never wait for each other until the epilogue, which reuses the ring's memory for `partial`.
-//
-// Zero points are bytes; cp.async copies at least 4, so a lane copies the aligned word holding its
-// byte (clipped at the array's end by cp.async's source size; the host requires `zeros` 4-byte
-// aligned, so the word never starts before the array) and the reader shifts the byte out.
-
-// Chunk-stages × m-tiles of one warp's ring: 4 KB of weights a warp (R = 1: 4 stages, R = 2: 2), so a
-// block's static shared memory stays under 48 KB (40 KB: weights 32, scales 4, zero points 4).
-#define I4P_RING 4
-
-__device__ __forceinline__ u32 smem_u32(const void* p) {
-  u32 a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
-
-// 16 bytes global → shared past L1 (the weight is read once); bytes = 0 writes zeros and reads nothing.
-// The L2::128B hint fetches the whole line: a warp's next chunk is the rest of it.
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-
-// 4 bytes global → shared; bytes < 4 reads only those and zero-fills the rest.
-__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-
-// Wait until at most N of this thread's most recent groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-template <int R>
-union I4PipeShared {
-  struct {
-    uint4 w[I4_WARPS][I4P_RING / R][R][2][32];   // [warp][stage][m-tile][row g, g + 8][lane]
-    float scale[I4_WARPS][I4P_RING / R][R][32];  // [warp][stage][m-tile][16·half + row of the m-tile]
-    u32 zero[I4_WARPS][I4P_RING / R][R][32];     // the aligned word holding that row's zero point
-  } ring;
-  float partial[I4_WARPS][R][32][4];  // the epilogue's, once every warp has left its ring
-};
-
-// Parameters and results as gemv_mma_int4<R> (the same bits); zeros, if any, 4-byte aligned.
-template <int R>
-__device__ __forceinline__ void gemv_mma_int4_pipe(const uint4* __restrict__ w, int loads, const float* __restrict__ scales,
-                                                   const unsigned char* __restrict__ zeros, int G, int groupShift,
-                                                   const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
-                                                   float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
-  constexpr int STAGES = I4P_RING / R;
-  __shared__ __align__(16) I4PipeShared<R> sm;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int g = lane >> 2;
-  const int q = lane & 3;
-  const int tile = blockIdx.x;
-  const int split = blockIdx.y;
-  const int row0 = tile * 16 * R;
-  const int chunks = loads >> 2;
-  const int per = (chunks + S - 1) / S;
-  const int cBegin = split * per;
-  const int cEnd = min(chunks, cBegin + per);
-
-  // The rows whose mma operands this lane holds (as gemv_mma_int4): g and g + 8 of each m-tile.
-  const uint4* wrow[R][2];
-  int srow[R][2];
-  bool rowOk[R][2];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int row = row0 + 16 * r + g + 8 * h;
-      rowOk[r][h] = row < N;
-      srow[r][h] = min(row, N - 1) * G;
-      wrow[r][h] = w + (u64)(rowOk[r][h] ? row : 0) * loads + q;
-    }
-  const bool tokOk = g < T;
-  const float* xrow = x + (u64)(tokOk ? g : 0) * K;
-
-  // The scale and zero point this lane copies for the others: row (lane & 15) of each m-tile, half lane >> 4.
-  const int cHalf = lane >> 4;
-  int crow[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) crow[r] = min(row0 + 16 * r + (lane & 15), N - 1) * G;
-  const u64 zerosEnd = (u64)zeros + (u64)N * G;
-  const u32 ringW = smem_u32(&sm.ring.w[warp][0][0][0][lane]);
-  const u32 ringS = smem_u32(&sm.ring.scale[warp][0][0][lane]);
-  const u32 ringZ = smem_u32(&sm.ring.zero[warp][0][0][lane]);
-
-  // This warp's i-th chunk, in gemv_mma_int4's order; ≥ cEnd past its last.
-  auto chunkOf = [&](int i) { return cBegin + 16 * (i >> 1) + 2 * warp + (i & 1); };
-  // Copies chunk i into stage i % STAGES; one commit group per call, empty past the last chunk.
-  auto issue = [&](int i) {
-    const int c = chunkOf(i);
-    if (c < cEnd) {
-      const int st = i % STAGES;
-#pragma unroll
-      for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) cp_async16(ringW + ((st * R + r) * 2 + h) * 512, wrow[r][h] + 4 * c, rowOk[r][h] ? 16 : 0);
-      const int run = (c >> 1) * 256 + 128 * cHalf + 64 * (c & 1);
-      if (run < K) {  // a padded half is skipped by the readers too
-        const int grp = run >> groupShift;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          cp_async4(ringS + (st * R + r) * 128, scales + crow[r] + grp, 4);
-          if (zeros) {
-            const u64 at = ((u64)zeros + crow[r] + grp) & ~3ull;
-            cp_async4(ringZ + (st * R + r) * 128, (const void*)at, (int)min((u64)4, zerosEnd - at));
-          }
-        }
-      }
-    }
-    cp_async_commit();
-  };
-
-  float acc[R][4];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) acc[r][i] = 0.f;
-
-#pragma unroll
-  for (int i = 0; i < STAGES - 1; i++) issue(i);
-  for (int i = 0;; i++) {
-    const int c = chunkOf(i);
-    if (c >= cEnd) break;
-    issue(i + STAGES - 1);
-    // x for both halves, before the wait so that its latency (L1, or L2 on first touch) overlaps it.
-    float4 xv[2][4];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-      const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
-      const int col = run + 16 * q;
-      const bool xin = tokOk && col < K;  // padded columns: x = 0, as in gemv_mma_int4
-#pragma unroll
-      for (int k = 0; k < 4; k++) xv[hf][k] = ldg_x4(xrow + col + 4 * k, xin);
-    }
-    cp_async_wait<STAGES - 1>();  // this lane's copies of chunk i have landed
-    __syncwarp();                 // and so have the other lanes' (scales, zero points)
-    const int st = i % STAGES;
-    uint4 a[R][2];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) a[r][h] = sm.ring.w[warp][st][r][h][lane];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-      const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
-      if (run >= K) break;  // padding (the same for the whole warp)
-      const float4 x0 = xv[hf][0], x1 = xv[hf][1], x2 = xv[hf][2], x3 = xv[hf][3];
-      const u32 b[2][4] = {{bf16x2(x0.x, x1.x), bf16x2(x0.y, x1.y), bf16x2(x0.z, x1.z), bf16x2(x0.w, x1.w)},
-                           {bf16x2(x2.x, x3.x), bf16x2(x2.y, x3.y), bf16x2(x2.z, x3.z), bf16x2(x2.w, x3.w)}};
-      const int grp = run >> groupShift;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        u32 negz[2];
-        float sc[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const int m = 16 * hf + g + 8 * h;
-          sc[h] = sm.ring.scale[warp][st][r][m];
-          const u32 byteAt = (u32)((u64)zeros + srow[r][h] + grp) & 3u;
-          const u32 z = zeros ? (sm.ring.zero[warp][st][r][m] >> (8 * byteAt)) & 0xffu : 8u;
-          negz[h] = (0xc300u | z) * 0x00010001u;
-        }
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-          const u32 w0 = word_at(a[r][0], 2 * hf + j), w1 = word_at(a[r][1], 2 * hf + j);
-          mma_bf16(d, nib_pair(w0, 0, negz[0]), nib_pair(w1, 0, negz[1]), nib_pair(w0, 1, negz[0]), nib_pair(w1, 1, negz[1]), b[j][0], b[j][1]);
-          mma_bf16(d, nib_pair(w0, 2, negz[0]), nib_pair(w1, 2, negz[1]), nib_pair(w0, 3, negz[0]), nib_pair(w1, 3, negz[1]), b[j][2], b[j][3]);
-        }
-        acc[r][0] = fmaf(d[0], sc[0], acc[r][0]);
-        acc[r][1] = fmaf(d[1], sc[0], acc[r][1]);
-        acc[r][2] = fmaf(d[2], sc[1], acc[r][2]);
-        acc[r][3] = fmaf(d[3], sc[1], acc[r][3]);
-      }
-    }
-    __syncwarp();  // every lane is done with stage st before the next issue refills it
-  }
-
-  cp_async_wait<0>();
-  __syncthreads();  // every warp has left its ring: `partial` may reuse the memory
-  i4_finish<R>(sm.partial, acc, warp, lane, row0, tile, split, bias, y, part, counters, T, N, S);
-}
-
-#define I4P_KERNEL(R, BOUNDS)                                                                                                  \
-  extern "C" __global__ void BOUNDS gemv_mma_int4_p_r##R(const uint4* w, int loads, const float* scales, const unsigned char* zeros, \
-                                                         int G, int groupShift, const float* x, const float* bias, float* y,     \
-                                                         float* part, u32* counters, int T, int N, int K, int S) {                \
-    gemv_mma_int4_pipe<R>(w, loads, scales, zeros, G, groupShift, x, bias, y, part, counters, T, N, K, S);                         \
-  }
-
-// ptxas (sm_90): p_r1 77 registers (3 blocks of 256 threads an SM; 64 for 4 would spill), p_r2 98 (2).
-I4P_KERNEL(1, __launch_bounds__(I4_THREADS, 3))
-I4P_KERNEL(2, __launch_bounds__(I4_THREADS, 2))
