@@ -1,6 +1,7 @@
 // Quantized weights on the CUDA device: upload (and re-layout) of src/quant's canonical formats, the
 // GEMV for ≤ 8 tokens that dequantises in registers, exact dequantisation (weightToHost, and a bf16
-// scratch matrix for prefill), and random weights made on the device. Kernels: kernels/quant-linear.cu.
+// scratch matrix for prefill), and random weights made on the device. Kernels: kernels/quant-linear.cu
+// (the tensor-core GEMVs: gemv-mma-int4.ts, gemv-mma-q8.ts).
 //
 // Device layouts (`bytes` always reports the canonical weight's, as the CPU backend does):
 //   fp8    codes as given, row-major [N, K] u8; rowScales float32 [N] (a per-tensor scale repeated).
@@ -26,6 +27,7 @@ import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/on
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
 import { INT4_MMA_FILE, int4MmaGemv, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaGemv, type Q8DecodeGemv, type Q8MmaLauncher } from './gemv-mma-q8.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
 export const TILE_COLS = 256;
@@ -277,6 +279,15 @@ export class QuantizedWeights {
    * mma linears, then silu_mul). quantDecodeGemvFromEnv says how the default is chosen.
    */
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
+  /**
+   * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above, the default until
+   * measured), 'mma' (the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
+   * with K % 16 = 0, fp8 without NaN codes, all nvfp4; x then rounded to bf16) or 'auto' (mma for
+   * matrices of up to Q8_MMA_AUTO_MAX_ROWS rows). The choice depends on the matrix only, never on the
+   * token count; the fused q/k/v and gate/up kernels step aside for weights on mma, as for int4.
+   * q8DecodeGemvFromEnv says how the default is chosen.
+   */
+  q8DecodeGemv: Q8DecodeGemv = q8DecodeGemvFromEnv();
   /** u32 counters the split-K mma GEMV uses (zero between launches), grown as needed. */
   private mmaCounters: { holder: object; ptr: DevicePtr; count: number } | undefined;
 
@@ -500,7 +511,9 @@ export class QuantizedWeights {
       return [`qgemv2_${base}${v.suffix}`, [Math.ceil(N / v.rows), 1, 1], QV2_THREADS];
     };
     const exact: [number, number, number] = [Math.ceil(N / (EXACT_THREADS / 32)), 1, 1];
-    if (w instanceof CudaFp8Weight) {
+    if ((w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaNvfp4Weight) && this.takesMma(w, T)) {
+      q8MmaGemv(this.mmaLauncher(Q8_MMA_FILE), w, x, T, bias, y);
+    } else if (w instanceof CudaFp8Weight) {
       if (K % 16 === 0 && !w.hasNanCodes) this.ctx.launch(...fastKernel('fp8', 'q8'), 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
       else this.ctx.launch('qgemv_exact_fp8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
     } else if (w instanceof CudaInt8Weight) {
@@ -509,7 +522,7 @@ export class QuantizedWeights {
     } else if (w instanceof CudaInt4Weight) {
       const d = w.d;
       if (this.takesMma(w, T)) {
-        int4MmaGemv(this.mmaLauncher(), d, x, T, bias, y);
+        int4MmaGemv(this.mmaLauncher(INT4_MMA_FILE), d, x, T, bias, y);
       } else if (d.layout === 'tiled') {
         let xs = x;
         if (d.perm) {
@@ -527,18 +540,23 @@ export class QuantizedWeights {
     }
   }
 
-  /** Whether gemv runs this weight at T tokens on the int4 tensor-core GEMV (decodeGemv = 'mma'). */
+  /**
+   * Whether gemv runs this weight at T tokens on a tensor-core GEMV: int4 with decodeGemv = 'mma',
+   * fp8/int8/nvfp4 as q8DecodeGemv chooses. The same answer for every T in 1..8.
+   */
   takesMma(w: CudaQuantizedWeight, T: number): boolean {
-    return this.decodeGemv === 'mma' && w instanceof CudaInt4Weight && int4MmaRefusal(w.d, T) === undefined;
+    if (w instanceof CudaInt4Weight) return this.decodeGemv === 'mma' && int4MmaRefusal(w.d, T) === undefined;
+    return q8MmaChosen(this.q8DecodeGemv, w, T);
   }
 
-  private mmaLauncher(): Int4MmaLauncher {
+  /** The launcher of a tensor-core GEMV's kernels file (the int4 one or gemv-mma-q8.cu). */
+  private mmaLauncher(file: string): Int4MmaLauncher & Q8MmaLauncher {
     const { ctx } = this;
-    if (!ctx.launchIn) throw new Error('quantized GEMV: this backend cannot launch the int4 mma kernels');
+    if (!ctx.launchIn) throw new Error(`quantized GEMV: this backend cannot launch the mma kernels of ${file}`);
     const launchIn = ctx.launchIn;
     return {
       multiprocessors: ctx.driver.device.multiprocessors,
-      launch: (kernel, grid, block, kinds, args) => launchIn(INT4_MMA_FILE, kernel, grid, block, kinds, args),
+      launch: (kernel, grid, block, kinds, args) => launchIn(file, kernel, grid, block, kinds, args),
       scratch: (n) => {
         const buf = ctx.pool.alloc(n * 4);
         return { ptr: buf.ptr, release: () => ctx.pool.release(buf) };
@@ -568,7 +586,8 @@ export class QuantizedWeights {
     if (this.kernel !== 'v2' || weights.length === 0) return undefined;
     const first = weights[0];
     if (!isCudaQuantized(first)) return undefined;
-    // int4 on the mma GEMV: no fused kernel, so the separate linears (fused-linear.ts falls back).
+    // A weight on a mma GEMV (int4, or fp8/int8/nvfp4 as q8DecodeGemv chooses): no fused kernel, so
+    // the separate linears (fused-linear.ts falls back).
     if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) return undefined;
     for (const w of weights) {
       if (!isCudaQuantized(w) || w.format !== first.format || w.shape[1] !== K) return undefined;

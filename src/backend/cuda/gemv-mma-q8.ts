@@ -1,0 +1,123 @@
+// The tensor-core GEMV for fp8, int8 (w8a16) and nvfp4 weights (kernels/gemv-mma-q8.cu), chosen per
+// matrix by QuantizedWeights.q8DecodeGemv ('fma', the default until measured, 'mma' or 'auto'; read
+// from $TACHYON_Q8_DECODE_GEMV). 1–8 tokens; fp8 and int8 with K % 16 = 0 (16-byte rows), fp8 without
+// NaN codes; nvfp4 always (tiled, K % 16 = 0 by the format). x is rounded to bf16 inside the kernel;
+// the weight operands (e4m3 values, int8 codes, e2m1 · e4m3 block scale) are exact in bf16, products
+// exact, sums float32, and the row / global scale multiplies each row's sum in float32 at the end.
+
+import type { DevicePtr } from './driver.js';
+import type { CudaFp8Weight, CudaInt8Weight, CudaNvfp4Weight } from './quantized-weights.js';
+
+export const Q8_MMA_FILE = 'gemv-mma-q8.cu';
+export const Q8_MMA_THREADS = 256;
+const MAX_TOKENS = 8;
+const WARPS = 8;
+
+/** The formats this GEMV takes. */
+export type Q8MmaFormat = 'fp8' | 'int8' | 'nvfp4';
+export type Q8MmaWeight = CudaFp8Weight | CudaInt8Weight | CudaNvfp4Weight;
+/** 'fma': the float32 v2 kernels; 'mma': the tensor cores for every weight they take; 'auto': the rule below. */
+export type Q8DecodeGemv = 'fma' | 'mma' | 'auto';
+
+/**
+ * 'auto' runs matrices of at most this many rows on the tensor cores, as the bf16 'auto' does
+ * (cuda-backend.ts: there the FMA GEMV streamed the taller gate/up and lm_head faster at one token).
+ * A prediction for these formats until bench/cuda-quant-mma-q8.ts has measured them.
+ */
+export const Q8_MMA_AUTO_MAX_ROWS = 8192;
+
+/** What runs when nothing is set: the FMA kernels until the mma ones have been measured on a GPU. */
+export const Q8_DECODE_GEMV_DEFAULT: Q8DecodeGemv = 'fma';
+
+/**
+ * The setting at start: $TACHYON_Q8_DECODE_GEMV (fma, mma or auto); else 'fma' where
+ * $TACHYON_DECODE_GEMV pins the float32 kernels (the test files that compare with the CPU), else
+ * Q8_DECODE_GEMV_DEFAULT.
+ */
+export function q8DecodeGemvFromEnv(env: NodeJS.ProcessEnv = process.env): Q8DecodeGemv {
+  const v = env.TACHYON_Q8_DECODE_GEMV;
+  if (v === undefined || v === '') return env.TACHYON_DECODE_GEMV === 'fma' ? 'fma' : Q8_DECODE_GEMV_DEFAULT;
+  if (v === 'fma' || v === 'mma' || v === 'auto') return v;
+  throw new RangeError(`TACHYON_Q8_DECODE_GEMV must be fma, mma or auto, got '${v}'`);
+}
+
+/** What q8MmaRefusal looks at: the weight's format and shape, and for fp8 whether it holds NaN codes. */
+export interface Q8MmaShape {
+  readonly format: string;
+  readonly shape: readonly number[];
+  readonly hasNanCodes?: boolean;
+}
+
+/** Why the mma GEMV cannot take this weight at T tokens, or undefined if it can. Pure. */
+export function q8MmaRefusal(w: Q8MmaShape, T: number): string | undefined {
+  if (T < 1 || T > MAX_TOKENS) return `${T} tokens (it takes 1 to ${MAX_TOKENS})`;
+  const K = w.shape[1];
+  switch (w.format) {
+    case 'fp8':
+      if (w.hasNanCodes) return 'the fp8 weight holds NaN codes (the exact kernel decodes them)';
+      return K % 16 === 0 ? undefined : `K = ${K} is not a multiple of 16 (rows must be 16-byte aligned)`;
+    case 'int8':
+      return K % 16 === 0 ? undefined : `K = ${K} is not a multiple of 16 (rows must be 16-byte aligned)`;
+    case 'nvfp4':
+      return undefined;
+    default:
+      return `format ${w.format} (it takes fp8, int8 and nvfp4)`;
+  }
+}
+
+/**
+ * Whether `setting` runs this weight at T tokens on the mma GEMV: it must take the weight
+ * (q8MmaRefusal), and 'auto' takes matrices of up to Q8_MMA_AUTO_MAX_ROWS rows. The rows, not T,
+ * decide: a matrix runs on one kernel for 1..8 tokens (batch invariance). Pure.
+ */
+export function q8MmaChosen(setting: Q8DecodeGemv, w: Q8MmaShape, T: number): boolean {
+  if (setting === 'fma' || q8MmaRefusal(w, T) !== undefined) return false;
+  return setting === 'mma' || w.shape[0] <= Q8_MMA_AUTO_MAX_ROWS;
+}
+
+/**
+ * m-tiles (16 rows) a block takes and how many blocks split each tile's K, as int4MmaPlan: 2 m-tiles
+ * (each x value loaded serves 32 rows) where every SM still gets two blocks; where the tiles are fewer
+ * than the SMs, K is split over up to ⌈2·SMs / tiles⌉ blocks, each warp keeping at least one chunk
+ * (64 columns for fp8/int8, 128 for nvfp4). Depends on the format, N, K and the GPU only (never on the
+ * tokens), so results stay batch-invariant. Pure.
+ */
+export function q8MmaPlan(format: Q8MmaFormat, N: number, K: number, multiprocessors: number): { rows: 1 | 2; splits: number; tiles: number } {
+  const rows: 1 | 2 = Math.ceil(N / 32) >= 2 * multiprocessors ? 2 : 1;
+  const tiles = Math.ceil(N / (16 * rows));
+  const chunks = format === 'nvfp4' ? Math.ceil(K / 256) * 2 : Math.ceil(K / 64);
+  let splits = 1;
+  if (tiles < multiprocessors) splits = Math.max(1, Math.min(Math.ceil((2 * multiprocessors) / tiles), Math.floor(chunks / WARPS)));
+  return { rows, splits, tiles };
+}
+
+/** What the launcher needs from its owner (QuantizedWeights). */
+export interface Q8MmaLauncher {
+  multiprocessors: number;
+  /** Launch a kernel of Q8_MMA_FILE. */
+  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
+  /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */
+  scratch(n: number): { ptr: DevicePtr; release(): void };
+  /** At least n u32 counters, zero between launches (the kernel resets the ones it used). */
+  counters(n: number): DevicePtr;
+}
+
+/** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check q8MmaRefusal first. */
+export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
+  const [N, K] = w.shape;
+  const why = q8MmaRefusal(w, T);
+  if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
+  const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
+  const kernel = `gemv_mma_${w.format}_r${p.rows}`;
+  const part = p.splits > 1 ? l.scratch(p.splits * T * N) : undefined;
+  const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
+  const grid: [number, number, number] = [p.tiles, p.splits, 1];
+  const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
+  if (w.format === 'nvfp4') {
+    l.launch(kernel, grid, Q8_MMA_THREADS, 'pipfppppiiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, ...tail]);
+  } else {
+    const scales = w.format === 'fp8' ? w.rowScales : w.scales;
+    l.launch(kernel, grid, Q8_MMA_THREADS, 'pppppppiiii', [w.codes, scales, x, ...tail]);
+  }
+  part?.release();
+}

@@ -1,0 +1,446 @@
+// Tensor-core GEMV for fp8 (E4M3), int8 (w8a16) and nvfp4 weights, 1..8 tokens:
+// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. Chosen per matrix by
+// QuantizedWeights.q8DecodeGemv (gemv-mma-q8.ts); the FMA kernels of quant-linear.cu stay the
+// default. At 8 tokens those are bound by 8 float32 FMAs per weight element; here one
+// mma.sync.m16n8k16 (bf16 × bf16 → float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for
+// bf16 weights (read its header for the fragment shapes: lane = 4g + q holds A rows g and g + 8 at
+// k-slots {2q, 2q+1, 2q+8, 2q+9}, B token g at the same k-slots, D rows g, g + 8 × tokens 2q, 2q+1).
+//
+// Exactness. Every operand is exact in bf16 (8 significant bits, float32's exponent range):
+//   - an E4M3 value has 4 significant bits (subnormals fewer);
+//   - an int8 code is an integer in −128..127 (at most 7 significant bits);
+//   - an nvfp4 element e2m1(code) · e4m3(block scale) has 2 + 4 ≤ 6 significant bits, between 2⁻¹⁰
+//     and 6 · 448.
+// x is rounded to bf16 (cvt.rn.bf16x2.f32), so every product is exact and the sums are float32. What
+// is left of the scale — fp8's row (or repeated per-tensor) scale, int8's row scale, nvfp4's global
+// scale — multiplies the row's float32 sum once at the end, then the bias is added (in that order).
+//
+// The order of k inside a dot product is free as long as A and B agree, so each lane takes whole
+// 16-byte loads of its rows as they lie in memory and loads x at the same columns:
+//   fp8 / int8 (row-major [N, K], K % 16 = 0): a chunk is 64 columns; lane q takes bytes 16q..16q+15
+//     of rows g and g + 8. Word i (columns 16q + 4i + 0..3, bytes b0..b3) is mma step i of the chunk:
+//     the pair (b0, b2) at k-slots {2q, 2q+1}, (b1, b3) at {2q+8, 2q+9}; x alike.
+//   nvfp4 (the tiled 4-bit layout, see quant-linear.cu's tiled_word; rows padded to 256 columns): a
+//     chunk is half a tile's loads (128 columns), lane q taking load 4c + q as gemv-mma-int4.cu does,
+//     whose words 0–1 and 2–3 are 16 columns each, 128 apart. Word (8 columns, one 16-column block)
+//     → two mma steps: elements (4t, 4t+1) at k-slots {2q, 2q+1} and (4t+2, 4t+3) at {2q+8, 2q+9}.
+//
+// Decoding to bf16 pairs (no tables for the codes; all bit operations plus one fma.rn.bf16x2, whose
+// result is exact, so its rounding never acts):
+//   fp8: the code's exponent and mantissa bits shifted into a bf16's (bits 4..10), the sign to bit
+//     15: that bf16 is the value · 2⁻¹²⁰ (E4M3 subnormals land on bf16 subnormals, which fma keeps);
+//     times ±2¹²⁰ gives the value. The NaN codes would read as ±480: weights holding one never come
+//     here (QuantizedWeights keeps them on the exact kernel).
+//   int8: code = (128 + low 7 bits) − 128 − 128·sign, as one fma of exact bf16 terms.
+//   nvfp4: the codes as bytes 64 + 2·value by prmt tables (quant-linear.cu's e2m1_bytes), each in a
+//     bf16 192 + 2·value (0x43 | byte), and one fma by the block's (s/2, −96·s) pair gives value · s,
+//     s = e4m3(block scale). The 256 pairs sit in shared memory, made by the block at its start.
+//
+// Split K as in gemv-mma-int4.cu: the block's 8 warps take groups w, w + 8, … of G chunks of the
+// block's range (G = 4 at one m-tile a block, 2 at two; each group's weight loads issued, predicated,
+// before its mmas, x loaded from L1 per chunk; one accumulator per chunk of the group), add their
+// accumulators in order and meet in shared memory in warp order. Where the row tiles are fewer than
+// the SMs, gridDim.y = S blocks split a tile's chunks into S ranges: each writes its float32 sums to
+// `part`, and the last to finish (an atomic ticket per tile, reset by that block) adds the S partials
+// in order 0..S−1, then scales and adds the bias. S and the rows per block (hence G) depend on the
+// format, N, K and the GPU only, so a token's result is the same bits alone or in a batch of 8 (rows
+// of x past T are zero, and an mma's output column depends on its own B column only).
+#include "common.cuh"
+
+typedef unsigned char u8;
+
+#define QM_WARPS 8
+#define QM_THREADS (QM_WARPS * 32)
+// Chunks a warp loads before using them: 4 at one m-tile a block, 2 at two, so that a lane has 8
+// weight loads of 16 bytes in flight either way (as gemv-mma.cu's one-m-tile kernel).
+template <int R>
+struct Group {
+  static const int G = R == 1 ? 4 : 2;
+};
+
+// ---- loads (predicated rather than branched, so a group's loads stay in flight together) -----------
+
+// The weight is read once: keep it out of L1, which holds x.
+__device__ __forceinline__ uint4 ldg_w(const uint4* p, bool ok) {
+  uint4 v;
+  asm volatile(
+      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "r"((int)ok));
+  return v;
+}
+
+__device__ __forceinline__ float4 ldg_x4(const float* p, bool ok) {
+  float4 v;
+  asm volatile(
+      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4]; }"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "l"(p), "r"((int)ok));
+  return v;
+}
+
+// One byte (an nvfp4 block scale code), 0 where !ok. Through L1: the 4 lanes of a row read neighbours.
+__device__ __forceinline__ u32 ldg_u8(const u8* p, bool ok) {
+  u32 v;
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %2, 0; mov.b32 %0, 0;\n  @p ld.global.nc.u8 %0, [%1]; }" : "=r"(v) : "l"(p), "r"((int)ok));
+  return v;
+}
+
+// A partial written by another block of this launch: from L2, past this SM's L1.
+__device__ __forceinline__ float ld_cg(const float* p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
+// ---- bf16 pairs and the mma -----------------------------------------------------------------------
+
+// Two floats as a bf16 pair (round to nearest even), lo in the low half: the lower k-slot.
+__device__ __forceinline__ u32 bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ u32 fma_bf16x2(u32 a, u32 b, u32 c) {
+  u32 r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+  u32 d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+// d += A · B, one m16n8k16 step: a0/a2 row g (k-slots 2q.. and 2q+8..), a1/a3 row g + 8.
+__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// ---- decoders: 4 codes of a 32-bit word (bytes b0..b3) → the bf16 pairs (b0, b2) and (b1, b3) -------
+
+// mag: each half's code exponent and mantissa at bf16 bits 4..10 (the value · 2⁻¹²⁰); sign: bits 15, 31.
+__device__ __forceinline__ u32 fp8_pair(u32 mag, u32 sign) {
+  // × ±2¹²⁰ (bf16 0x7b80), + (−0): exact, subnormal inputs included.
+  return fma_bf16x2(mag, sign | 0x7b807b80u, 0x80008000u);
+}
+__device__ __forceinline__ u32 fp8_even(u32 w) { return fp8_pair((w << 4) & 0x07f007f0u, (w << 8) & 0x80008000u); }
+__device__ __forceinline__ u32 fp8_odd(u32 w) { return fp8_pair((w >> 4) & 0x07f007f0u, w & 0x80008000u); }
+
+// v: the two's-complement codes at bits 0..7 and 16..23. (128 + low 7 bits) + (−128 or −256), one
+// fma by 1: every term and the result are integers a bf16 holds exactly.
+__device__ __forceinline__ u32 int8_pair(u32 v) {
+  const u32 a = (v & 0x007f007fu) | 0x43004300u;  // bf16 128 + (code & 127)
+  const u32 c = (v & 0x00800080u) | 0xc300c300u;  // bf16 −128, or −256 for a negative code
+  return fma_bf16x2(a, 0x3f803f80u, c);
+}
+__device__ __forceinline__ u32 int8_even(u32 w) { return int8_pair(w); }
+__device__ __forceinline__ u32 int8_odd(u32 w) { return int8_pair(w >> 8); }
+
+template <bool FP8>
+__device__ __forceinline__ u32 q8_even(u32 w) { return FP8 ? fp8_even(w) : int8_even(w); }
+template <bool FP8>
+__device__ __forceinline__ u32 q8_odd(u32 w) { return FP8 ? fp8_odd(w) : int8_odd(w); }
+
+// An nvfp4 word's 8 E2M1 codes as bytes 64 + 2·value (52..76), elements 0..3 in lo and 4..7 in hi:
+// prmt looks each code up in a table of the positive codes (a negative code's set top selector bit
+// gives 0x00) and, with the sign bit flipped, in a table of the negative ones.
+__device__ __forceinline__ void e2m1_bytes(u32 w, u32& lo, u32& hi) {
+  const u32 P0 = 0x43424140u, P1 = 0x4c484644u;  // 64 + {0, 1, 2, 3, 4, 6, 8, 12}
+  const u32 N0 = 0x3d3e3f40u, N1 = 0x34383a3cu;  // 64 − {0, 1, 2, 3, 4, 6, 8, 12}
+  const u32 f = w ^ 0x88888888u;
+  lo = prmt(P0, P1, w) | prmt(N0, N1, f);
+  hi = prmt(P0, P1, w >> 16) | prmt(N0, N1, f >> 16);
+}
+
+// Bytes k and k + 1 of `bytes` as bf16 192 + 2·value each (sel 0x4140: bytes 0, 1; 0x4342: 2, 3),
+// then × s/2 − 96·s = value · s (m = the block's (s/2, −96·s) pair).
+__device__ __forceinline__ u32 nvfp4_pair(u32 bytes, u32 sel, uint2 m) { return fma_bf16x2(prmt(bytes, 0x43434343u, sel), m.x, m.y); }
+
+// E4M3 code → float32, exactly (subnormals included; 0x7f / 0xff NaN): the exponent and mantissa
+// bits in a float32's (<< 20) are the value · 2⁻¹²⁰.
+__device__ __forceinline__ float e4m3_to_f32(u32 code) {
+  const u32 em = code & 0x7fu;
+  const float v = em == 0x7fu ? __uint_as_float(0x7fc00000u) : __uint_as_float(em << 20) * 0x1p120f;
+  return (code & 0x80u) ? -v : v;
+}
+
+// ---- the block's sums → y ----------------------------------------------------------------------------
+
+// acc[u][r]: the lane's D fragment of chunk u of each group, m-tile r. The group's chunks in order,
+// the warps in order (then, split K, the splits in order); y = sum · scale + bias, scale = rowScale[row]
+// or, without rowScale, globalScale.
+template <int R, int G>
+__device__ __forceinline__ void finish_mma(float (&acc)[G][R][4], const float* __restrict__ rowScale, float globalScale,
+                                           const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
+                                           u32* __restrict__ counters, int T, int N, int S, int row0) {
+  __shared__ float partial[QM_WARPS][R][32][4];
+  __shared__ int lastBlock;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x;
+  const int split = blockIdx.y;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float s = acc[0][r][i];
+#pragma unroll
+      for (int u = 1; u < G; u++) s += acc[u][r][i];
+      partial[warp][r][lane][i] = s;
+    }
+  __syncthreads();
+  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
+  // register 2·(m / 8) + t % 2.
+  for (int o = threadIdx.x; o < R * 128; o += QM_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    const int src = 4 * (m & 7) + (t >> 1);
+    const int reg = 2 * (m >> 3) + (t & 1);
+    float s = partial[0][r][src][reg];
+#pragma unroll
+    for (int wp = 1; wp < QM_WARPS; wp++) s += partial[wp][r][src][reg];
+    if (S == 1) {
+      float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
+      if (bias) v = __fadd_rn(v, bias[row]);
+      y[(u64)t * N + row] = v;
+    } else {
+      part[((u64)split * T + t) * N + row] = s;
+    }
+  }
+  if (S == 1) return;
+
+  // Split K: the last block of this tile to finish adds the S partials, in order.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < R * 128; o += QM_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    float s = ld_cg(part + (u64)t * N + row);
+    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
+    float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
+    if (bias) v = __fadd_rn(v, bias[row]);
+    y[(u64)t * N + row] = v;
+  }
+  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
+}
+
+// ---- fp8 / int8: codes row-major [N, K], K % 16 = 0 ------------------------------------------------
+
+// R m-tiles (16 rows each) per block; block (tile, s) takes rows tile·16R.. and chunk range s of S.
+// rowScale float32 [N]; part: float32 [S, T, N] scratch and counters: u32 per tile, zero between
+// launches (used when S > 1).
+template <bool FP8, int R>
+__device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
+                                            const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
+                                            u32* __restrict__ counters, int T, int N, int K, int S) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int q = lane & 3;
+  const int row0 = blockIdx.x * 16 * R;
+  const int chunks = (K + 63) >> 6;
+  const int per = (chunks + S - 1) / S;
+  const int cBegin = blockIdx.y * per;
+  const int cEnd = min(chunks, cBegin + per);
+
+  // This lane's two rows of each m-tile: rows past N load nothing (their outputs are not written).
+  const uint4* wrow[R][2];
+  bool rowOk[R][2];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int row = row0 + 16 * r + g + 8 * h;
+      rowOk[r][h] = row < N;
+      wrow[r][h] = reinterpret_cast<const uint4*>(w + (u64)(rowOk[r][h] ? row : 0) * K) + q;
+    }
+  const bool tokOk = g < T;
+  const float* xrow = x + (u64)(tokOk ? g : 0) * K + 16 * q;
+
+  constexpr int G = Group<R>::G;
+  float acc[G][R][4];
+#pragma unroll
+  for (int u = 0; u < G; u++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
+
+  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += QM_WARPS * G) {
+    // Every weight load of the group first, then per chunk x (from L1) and the mmas. A lane's 16
+    // columns lie wholly inside K or wholly past it (K % 16 = 0): past it, weights and x read as zeros.
+    uint4 a[G][R][2];
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      const int c = c0 + u;
+      const bool in = c < cEnd && 64 * c + 16 * q < K;
+#pragma unroll
+      for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) a[u][r][h] = ldg_w(wrow[r][h] + 4 * c, in && rowOk[r][h]);
+    }
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      const int c = c0 + u;
+      if (c >= cEnd) break;  // the same for the whole warp
+      const bool xin = tokOk && 64 * c + 16 * q < K;
+      float4 xv[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) xv[i] = ldg_x4(xrow + 64 * c + 4 * i, xin);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        // Word i: columns (0, 2) at k-slots 2q.., (1, 3) at 2q+8..
+        const u32 b0 = bf16x2(xv[i].x, xv[i].z), b1 = bf16x2(xv[i].y, xv[i].w);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          const u32 w0 = word_at(a[u][r][0], i), w1 = word_at(a[u][r][1], i);
+          mma_bf16(acc[u][r], q8_even<FP8>(w0), q8_even<FP8>(w1), q8_odd<FP8>(w0), q8_odd<FP8>(w1), b0, b1);
+        }
+      }
+    }
+  }
+  finish_mma<R, G>(acc, rowScale, 1.f, bias, y, part, counters, T, N, S, row0);
+}
+
+// ---- nvfp4: tiled codes, E4M3 block scales [N, K/16], a float32 global scale ----------------------
+
+// loads: 16-byte loads per row (Kp / 32, Kp = K rounded up to 256). Otherwise as gemv_mma_q8.
+template <int R>
+__device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int loads, const u8* __restrict__ blockScales, float globalScale,
+                                               const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
+                                               float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
+  // (s/2, −96·s) as bf16 pairs for every block scale code s (exact: s has ≤ 4 significant bits).
+  __shared__ uint2 scalePairs[256];
+  for (int i = threadIdx.x; i < 256; i += QM_THREADS) {
+    const float s = e4m3_to_f32((u32)i);
+    scalePairs[i] = make_uint2(bf16x2(0.5f * s, 0.5f * s), bf16x2(-96.f * s, -96.f * s));
+  }
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int q = lane & 3;
+  const int row0 = blockIdx.x * 16 * R;
+  const int chunks = loads >> 2;
+  const int per = (chunks + S - 1) / S;
+  const int cBegin = blockIdx.y * per;
+  const int cEnd = min(chunks, cBegin + per);
+  const int blocksPerRow = K >> 4;
+
+  const uint4* wrow[R][2];
+  const u8* srow[R][2];
+  bool rowOk[R][2];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int row = row0 + 16 * r + g + 8 * h;
+      rowOk[r][h] = row < N;
+      const int rr = rowOk[r][h] ? row : 0;
+      wrow[r][h] = w + (u64)rr * loads + q;
+      srow[r][h] = blockScales + (u64)rr * blocksPerRow;
+    }
+  const bool tokOk = g < T;
+  const float* xrow = x + (u64)(tokOk ? g : 0) * K;
+
+  constexpr int G = Group<R>::G;
+  float acc[G][R][4];
+#pragma unroll
+  for (int u = 0; u < G; u++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
+
+  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += QM_WARPS * G) {
+    uint4 a[G][R][2];
+    u32 sc[G][R][2][2];  // block scale codes: [chunk][m-tile][row g, g + 8][half]
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      const int c = c0 + u;
+      const bool in = c < cEnd;
+      // Load 4c + q: blocks b and b + 8 of tile c / 2, b = 4(c % 2) + q. Blocks past K (padding)
+      // read code 0, whose pair is (0, −0): the padded codes (zeros) then give exact zeros.
+      const int blk = (c >> 1) * 16 + 4 * (c & 1) + q;
+#pragma unroll
+      for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          a[u][r][h] = ldg_w(wrow[r][h] + 4 * c, in && rowOk[r][h]);
+#pragma unroll
+          for (int hf = 0; hf < 2; hf++) sc[u][r][h][hf] = ldg_u8(srow[r][h] + blk + 8 * hf, in && rowOk[r][h] && blk + 8 * hf < blocksPerRow);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      const int c = c0 + u;
+      if (c >= cEnd) break;
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        // The half's 64-column run; this lane's 16 columns (words 2hf, 2hf + 1) at +16q.
+        const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
+        if (run >= K) break;  // padding (the same for the whole warp)
+        const int col = run + 16 * q;
+        const bool xin = tokOk && col < K;
+        float4 xv[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) xv[i] = ldg_x4(xrow + col + 4 * i, xin);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          const uint2 m0 = scalePairs[sc[u][r][0][hf]], m1 = scalePairs[sc[u][r][1][hf]];
+#pragma unroll
+          for (int j = 0; j < 2; j++) {
+            u32 lo0, hi0, lo1, hi1;
+            e2m1_bytes(word_at(a[u][r][0], 2 * hf + j), lo0, hi0);
+            e2m1_bytes(word_at(a[u][r][1], 2 * hf + j), lo1, hi1);
+            // Elements 0–3 (lo) in the first step, 4–7 (hi) in the second; x at the same columns.
+            const float4 x0 = xv[2 * j], x1 = xv[2 * j + 1];
+            mma_bf16(acc[u][r], nvfp4_pair(lo0, 0x4140u, m0), nvfp4_pair(lo1, 0x4140u, m1), nvfp4_pair(lo0, 0x4342u, m0), nvfp4_pair(lo1, 0x4342u, m1),
+                     bf16x2(x0.x, x0.y), bf16x2(x0.z, x0.w));
+            mma_bf16(acc[u][r], nvfp4_pair(hi0, 0x4140u, m0), nvfp4_pair(hi1, 0x4140u, m1), nvfp4_pair(hi0, 0x4342u, m0), nvfp4_pair(hi1, 0x4342u, m1),
+                     bf16x2(x1.x, x1.y), bf16x2(x1.z, x1.w));
+          }
+        }
+      }
+    }
+  }
+  finish_mma<R, G>(acc, nullptr, globalScale, bias, y, part, counters, T, N, S, row0);
+}
+
+#define Q8_MMA_KERNELS(R, BOUNDS)                                                                                                  \
+  extern "C" __global__ void BOUNDS gemv_mma_fp8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
+                                                     float* part, u32* counters, int T, int N, int K, int S) {                       \
+    gemv_mma_q8<true, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                    \
+  }                                                                                                                               \
+  extern "C" __global__ void BOUNDS gemv_mma_int8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
+                                                      float* part, u32* counters, int T, int N, int K, int S) {                      \
+    gemv_mma_q8<false, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                   \
+  }                                                                                                                               \
+  extern "C" __global__ void BOUNDS gemv_mma_nvfp4_r##R(const uint4* w, int loads, const u8* blockScales, float globalScale,          \
+                                                       const float* x, const float* bias, float* y, float* part, u32* counters,    \
+                                                       int T, int N, int K, int S) {                                               \
+    gemv_mma_nvfp4<R>(w, loads, blockScales, globalScale, x, bias, y, part, counters, T, N, K, S);                                \
+  }
+
+Q8_MMA_KERNELS(1, __launch_bounds__(QM_THREADS, 2))
+Q8_MMA_KERNELS(2, __launch_bounds__(QM_THREADS, 2))
