@@ -114,7 +114,7 @@ export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: num
   const grid: [number, number, number] = [p.tiles, p.splits, 1];
   const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
   if (w.format === 'nvfp4') {
-    l.launch(kernel, grid, Q8_MMA_THREADS, 'pipfppppiiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, ...tail]);
+    l.launch(kernel, grid, Q8_MMA_THREADS, 'pipfpppppiiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, ...tail]);
   } else {
     const scales = w.format === 'fp8' ? w.rowScales : w.scales;
     l.launch(kernel, grid, Q8_MMA_THREADS, 'pppppppiiii', [w.codes, scales, x, ...tail]);
