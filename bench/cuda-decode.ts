@@ -137,6 +137,8 @@ interface Row {
   path: 'forward' | 'engine';
   /** CUDA graphs over decode steps. */
   graphs: boolean;
+  /** The int4 and the fp8/int8/nvfp4 decode GEMVs (QuantizedWeights.decodeGemv / q8DecodeGemv). */
+  quantGemv: string;
   batch: number;
   promptTokens: number;
   decodeSteps: number;
@@ -157,6 +159,9 @@ const randomIds = randomTokenIds();
  */
 async function timeForward(name: string, model: LlamaModel, batch: number): Promise<Row[]> {
   const out: Row[] = [];
+  // Quantized decode GEMVs as an engine of at most `batch` tokens a step picks them (FMA at one token,
+  // tensor cores above; QuantizedWeights.chooseDecodeGemvs).
+  backend.quantized.chooseDecodeGemvs(batch);
   for (const graphs of graphModes) {
     backend.graphs.enabled = graphs;
     const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
@@ -171,7 +176,7 @@ async function timeForward(name: string, model: LlamaModel, batch: number): Prom
 function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number, graphs: boolean): Row {
   const rooflineStepMs = (wBytes / (copyGBs * 1e9)) * 1000;
   return {
-    model, path, graphs, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
+    model, path, graphs, quantGemv: `${backend.quantized.decodeGemv}/${backend.quantized.q8DecodeGemv}`, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
     decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineStepMs, rooflineRatio: rooflineStepMs / stepMs,
   };
 }

@@ -142,6 +142,8 @@ export class LLM {
     const proposer = specConfig && prepareProposer(specConfig, loaded);
     const sizing = sizeKvCache(loaded, options, { maxModelLen, maxNumSeqs, proposer, numSpeculativeTokens: specConfig?.numSpeculativeTokens ?? 0 });
     const speculative = specConfig && { proposer: proposer!.build(sizing.kvCacheTokens), numSpeculativeTokens: specConfig.numSpeculativeTokens };
+    // Quantized decode GEMVs by the most tokens a step can carry (fixed for the engine: batch-invariant).
+    cudaBackendOf(loaded.model.backend)?.quantized.chooseDecodeGemvs(maxNumSeqs * (1 + (specConfig?.numSpeculativeTokens ?? 0)));
     const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {
       maxModelLen,
       maxNumSeqs,
@@ -419,10 +421,14 @@ function weightFormats(w: LlamaModel['weights']): StepWeightFormats {
   return { linears: w.layers[0]?.q.format ?? 'bf16', lmHead: w.lmHead.format };
 }
 
-/** The device's memory counters when `backend` is the CUDA one (the type import loads no bindings). */
+/** `backend` as the CUDA one, when it is (the type import loads no bindings). */
+function cudaBackendOf(backend: Backend): CudaBackend | undefined {
+  return backend.name === 'cuda' ? (backend as CudaBackend) : undefined;
+}
+
+/** The device's memory counters when `backend` is the CUDA one. */
 function gpuMemory(backend: Backend): { memInfo(): { freeBytes: number; totalBytes: number } } | undefined {
-  if (backend.name !== 'cuda') return undefined;
-  return (backend as CudaBackend).driver;
+  return cudaBackendOf(backend)?.driver;
 }
 
 /** Drain a stream into one result, timing the first token and the decode rate. */

@@ -96,14 +96,27 @@ describe('fp8/int8/nvfp4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaQ8
     assert.deepEqual(m.q8MmaPlan('fp8', 75, 14336, 132), { rows: 1, splits: 28, tiles: 5 });
   });
 
-  it('$TACHYON_Q8_DECODE_GEMV: fma (the default; also where $TACHYON_DECODE_GEMV pins fma), mma or auto, anything else named', () => {
+  it('$TACHYON_Q8_DECODE_GEMV: mma (the default; fma where $TACHYON_DECODE_GEMV pins fma), fma or auto, anything else named', () => {
     const m = mmaQ8!;
-    assert.equal(m.q8DecodeGemvFromEnv({}), 'fma');
+    assert.equal(m.q8DecodeGemvFromEnv({}), 'mma');
     assert.equal(m.q8DecodeGemvFromEnv({ TACHYON_DECODE_GEMV: 'fma' }), 'fma');
     assert.equal(m.q8DecodeGemvFromEnv({ TACHYON_DECODE_GEMV: 'fma', TACHYON_Q8_DECODE_GEMV: 'mma' }), 'mma');
     assert.equal(m.q8DecodeGemvFromEnv({ TACHYON_Q8_DECODE_GEMV: 'auto' }), 'auto');
     assert.equal(m.q8DecodeGemvFromEnv({ TACHYON_Q8_DECODE_GEMV: 'fma' }), 'fma');
     assert.throws(() => m.q8DecodeGemvFromEnv({ TACHYON_Q8_DECODE_GEMV: 'tensor' }), /TACHYON_Q8_DECODE_GEMV must be fma, mma or auto, got 'tensor'/);
+  });
+
+  it('an engine of one token a step takes the FMA GEMVs, of more the tensor-core ones; the environment wins', () => {
+    const noDevice = new Proxy({}, { get: () => { throw new Error('no device in this test'); } }) as QuantDeviceContext;
+    const quant = new QuantizedWeights(noDevice);
+    quant.chooseDecodeGemvs(1, {});
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['fma', 'fma']);
+    quant.chooseDecodeGemvs(8, {});
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['mma', 'mma']);
+    for (const env of [{ TACHYON_DECODE_GEMV: 'fma' }, { TACHYON_QUANT_DECODE_GEMV: 'fma' }, { TACHYON_Q8_DECODE_GEMV: 'auto' }]) {
+      quant.chooseDecodeGemvs(1, env);
+      assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['mma', 'mma'], JSON.stringify(env));
+    }
   });
 
   it('QuantizedWeights: weights on the mma GEMV leave the fused q/k/v and gate/up kernels; int4 keeps its own setting', () => {

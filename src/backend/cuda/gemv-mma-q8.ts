@@ -1,5 +1,5 @@
 // The tensor-core GEMV for fp8, int8 (w8a16) and nvfp4 weights (kernels/gemv-mma-q8.cu), chosen per
-// matrix by QuantizedWeights.q8DecodeGemv ('fma', the default until measured, 'mma' or 'auto'; read
+// matrix by QuantizedWeights.q8DecodeGemv ('mma', the default, 'fma' or 'auto'; read
 // from $TACHYON_Q8_DECODE_GEMV). 1–8 tokens; fp8 and int8 with K % 16 = 0 (16-byte rows), fp8 without
 // NaN codes; nvfp4 always (tiled, K % 16 = 0 by the format). x is rounded to bf16 inside the kernel;
 // the weight operands (e4m3 values, int8 codes, e2m1 · e4m3 block scale) are exact in bf16, products
@@ -26,8 +26,13 @@ export type Q8DecodeGemv = 'fma' | 'mma' | 'auto';
  */
 export const Q8_MMA_AUTO_MAX_ROWS = 8192;
 
-/** What runs when nothing is set: the FMA kernels until the mma ones have been measured on a GPU. */
-export const Q8_DECODE_GEMV_DEFAULT: Q8DecodeGemv = 'fma';
+/**
+ * What runs when nothing is set: the tensor cores. Measured on the H100 (bench/cuda-quant-mma-q8.ts,
+ * 8B-shaped decode steps): at batch 8 fp8, w8a16 and nvfp4 steps take 5.5-5.7 ms on mma against
+ * 10.4-14.1 on FMA; at batch 1 mma is 2-11% slower. An engine that never runs more than one token a
+ * step picks FMA instead (QuantizedWeights.chooseDecodeGemvs).
+ */
+export const Q8_DECODE_GEMV_DEFAULT: Q8DecodeGemv = 'mma';
 
 /**
  * The setting at start: $TACHYON_Q8_DECODE_GEMV (fma, mma or auto); else 'fma' where

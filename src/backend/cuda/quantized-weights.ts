@@ -280,8 +280,8 @@ export class QuantizedWeights {
    */
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
   /**
-   * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above, the default until
-   * measured), 'mma' (the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
+   * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above), 'mma' (the
+   * default: the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
    * with K % 16 = 0, fp8 without NaN codes, all nvfp4; x then rounded to bf16) or 'auto' (mma for
    * matrices of up to Q8_MMA_AUTO_MAX_ROWS rows). The choice depends on the matrix only, never on the
    * token count; the fused q/k/v and gate/up kernels step aside for weights on mma, as for int4.
@@ -292,6 +292,21 @@ export class QuantizedWeights {
   private mmaCounters: { holder: object; ptr: DevicePtr; count: number } | undefined;
 
   constructor(private readonly ctx: QuantDeviceContext) {}
+
+  /**
+   * The decode GEMVs for an engine whose steps carry at most `maxTokensPerStep` tokens (max_num_seqs
+   * × (1 + speculative tokens)): one token → the FMA kernels, faster at one token (H100, 8B-shaped
+   * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster); more → the tensor-core ones (2-3× faster at
+   * 8 tokens). Fixed for the engine's life, so a token's result never depends on which tokens share
+   * its step. Where $TACHYON_DECODE_GEMV, $TACHYON_QUANT_DECODE_GEMV or $TACHYON_Q8_DECODE_GEMV is
+   * set, the environment wins and nothing changes.
+   */
+  chooseDecodeGemvs(maxTokensPerStep: number, env: NodeJS.ProcessEnv = process.env): void {
+    if (env.TACHYON_DECODE_GEMV || env.TACHYON_QUANT_DECODE_GEMV || env.TACHYON_Q8_DECODE_GEMV) return;
+    const kernels = maxTokensPerStep <= 1 ? 'fma' : 'mma';
+    this.decodeGemv = kernels;
+    this.q8DecodeGemv = kernels;
+  }
 
   // ---- loading ---------------------------------------------------------------------------------
 
