@@ -68,6 +68,20 @@ export interface RandomWeightSpec {
   scale: number;
 }
 
+/** One logit row's draw for Backend.sampleRows: a request's knobs (no penalties) and its uniform number. */
+export interface GpuSamplingRow {
+  /** Below GREEDY_TEMPERATURE_EPS (engine/sampler.ts) the row takes its argmax and u is unused. */
+  temperature: number;
+  /** 0 or -1: off. */
+  topK: number;
+  /** 1: off. */
+  topP: number;
+  /** 0: off. */
+  minP: number;
+  /** Uniform in [0, 1), drawn by the caller from the request's Rng (rng.next(), as Sampler.sample draws it). */
+  u: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -118,6 +132,14 @@ export interface Backend {
    * a row instead of the logits. Without it the model reads the logits back and scans them on the host.
    */
   argmaxRows?(x: Tensor, n: number): Int32Array;
+  /**
+   * Optional: per row of x [rows, cols], the token drawn over its first n ids with `rows[r]`'s
+   * temperature, min-p, top-k, top-p and uniform u: exactly what the host sampler (drawToken in
+   * engine/sampler.ts, penalties aside) draws with that u, so a sampled step reads back one id a row
+   * instead of the logits. Throws the sampler's ALL_MASKED error for a row whose every value is -inf
+   * or NaN. See checkSamplingRows for the arguments' rules.
+   */
+  sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array;
   /** a += b, in place. */
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */
@@ -178,4 +200,22 @@ export function ropeWriteKv(
   backend.rope(q, headDim, rotaryDim, cos, sin);
   backend.rope(k, headDim, rotaryDim, cos, sin);
   backend.writeKv(cache, layer, k, v, slots);
+}
+
+/**
+ * The arguments every sampleRows takes, checked the same way on every backend: one GpuSamplingRow per
+ * row of x ([xRows, cols]), n in 1..cols, and each row's knobs within what a request may ask
+ * (sampling-params.ts) with u in [0, 1).
+ */
+export function checkSamplingRows(xRows: number, cols: number, n: number, rows: readonly GpuSamplingRow[]): void {
+  if (rows.length !== xRows) throw new RangeError(`sampleRows: ${rows.length} sampling rows for ${xRows} logit rows`);
+  if (!(Number.isInteger(n) && n >= 1 && n <= cols)) throw new RangeError(`sampleRows: n must be in 1..${cols}, got ${n}`);
+  rows.forEach((r, i) => {
+    const bad = (what: string, v: number) => new RangeError(`sampleRows: row ${i}: ${what}, got ${v}`);
+    if (!(Number.isFinite(r.temperature) && r.temperature >= 0)) throw bad('temperature must be finite and >= 0', r.temperature);
+    if (!(Number.isInteger(r.topK) && r.topK >= -1)) throw bad('topK must be an integer >= -1', r.topK);
+    if (!(r.topP > 0 && r.topP <= 1)) throw bad('topP must be in (0, 1]', r.topP);
+    if (!(r.minP >= 0 && r.minP <= 1)) throw bad('minP must be in [0, 1]', r.minP);
+    if (!(r.u >= 0 && r.u < 1)) throw bad('u must be in [0, 1)', r.u);
+  });
 }

@@ -2,7 +2,7 @@
 // scheduler picked (prefill chunks and decode tokens together), then samples and checks stop
 // conditions. Counters and per-request timestamps are kept here for the server's metrics.
 
-import type { Backend, KvCacheStorage } from '../backend/backend.js';
+import type { Backend, GpuSamplingRow, KvCacheStorage } from '../backend/backend.js';
 import { CapacityError, InvalidRequestError, TachyonError } from '../errors.js';
 import type { LlamaModel, ForwardBatch } from '../model/llama.js';
 import type { Tokenizer } from '../model/tokenizer.js';
@@ -292,9 +292,14 @@ export class Engine {
       const req = chunk.seq;
       return req.numComputed + chunk.count < req.numTokens || (req.sampler.argmaxOnly && req.opts.logprobs === undefined);
     });
-    const { logits, hiddenStates, argmax } = this.model.forward(batch, this.kv, {
+    // Otherwise a step with no verification windows whose sampled tokens all come without penalties
+    // or logprobs draws them on the backend (temperature, min-p, top-k, top-p): each row's uniform
+    // comes from its request's stream as Sampler.sample would take it, and one id a row comes back.
+    const sampleRows = argmaxOnly || windows.size > 0 ? undefined : this.sampleRowsOf(planned);
+    const { logits, hiddenStates, argmax, sampled } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
+      ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows } } : {}),
     });
     const vocab = this.model.config.vocabSize;
     maskPaddedVocab(logits, vocab, this.samplingVocabSize);
@@ -323,8 +328,8 @@ export class Engine {
       this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
       this.spec?.observePrefill(req.id, chunk.start, chunk.count, hiddenStates, row);
       if (req.numComputed < req.numTokens) continue; // still prefilling
-      if (argmax) {
-        const token = argmax[logitRow];
+      if (argmax || sampled) {
+        const token = (argmax ?? sampled)![logitRow];
         req.sampler.chose(token);
         outputs.push(this.acceptToken(req, token));
         continue;
@@ -335,6 +340,17 @@ export class Engine {
       outputs.push(this.acceptToken(req, token, logprobs));
     }
     return outputs.concat(this.pendingOutputs.splice(0));
+  }
+
+  /**
+   * One sampling row per token this step samples (the chunks that finish their prompt or decode, in
+   * logit-row order), each drawing its uniform now; undefined, drawing nothing, where a request needs
+   * its logits (penalties, logprobs).
+   */
+  private sampleRowsOf(planned: ReturnType<Engine['buildBatch']>['planned']): GpuSamplingRow[] | undefined {
+    const sampling = planned.filter(({ chunk }) => chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens).map(({ chunk }) => chunk.seq);
+    if (sampling.length === 0 || sampling.some((req) => req.sampler.penalised || req.opts.logprobs !== undefined)) return undefined;
+    return sampling.map((req) => req.sampler.drawRow());
   }
 
   /**

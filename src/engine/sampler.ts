@@ -194,7 +194,8 @@ function finishLogprobs(logits: Float32Array, tokenId: number, topN: number, log
   return { tokenId, logprob: logprobOf(tokenId), rank, top };
 }
 
-const ALL_MASKED = 'sampler: every logit is -inf or NaN, so there is no token to choose (the model output or the logit masks are broken)';
+/** The error every sampler (this one, a backend's sampleRows) throws when no token can be chosen. */
+export const ALL_MASKED = 'sampler: every logit is -inf or NaN, so there is no token to choose (the model output or the logit masks are broken)';
 
 /**
  * One sequence's sampler. Pipeline, in vLLM v1's order (vllm/v1/sample/sampler.py):
@@ -239,7 +240,18 @@ export class Sampler {
     return this.greedy && !this.penalised;
   }
 
-  /** Record a token chosen outside `sample` (the backend's argmax; see argmaxOnly). */
+  /**
+   * This step's draw for a backend that samples (Backend.sampleRows: no penalties): the knobs and the
+   * uniform u, taken from this sampler's stream exactly as `sample` would take it (one `rng.next()` in
+   * random mode, none when greedy). `chose` then records the token the backend drew.
+   */
+  drawRow(): DrawParams & { u: number } {
+    if (this.penalised) throw new RangeError('Sampler.drawRow: penalties need the logits (sample)');
+    const { temperature, topK, topP, minP } = this.params;
+    return { temperature, topK, topP, minP, u: this.greedy ? 0 : this.rng.next() };
+  }
+
+  /** Record a token chosen outside `sample` (the backend's argmax or draw; see argmaxOnly, drawRow). */
   chose(token: number): void {
     if (token < 0) throw new RangeError(ALL_MASKED);
     this.lastToken = token;
@@ -248,22 +260,8 @@ export class Sampler {
   /** The next token. `logits` is not modified (penalties are applied to a copy). */
   sample(logits: Float32Array, counts: TokenCounts): number {
     const support = this.support(logits, counts);
-    const { ids, weights } = support;
-    let token: number;
-    if (this.greedy) {
-      token = ids[0];
-    } else {
-      const u = this.rng.next() * support.total;
-      token = ids[support.count - 1]; // reached only if rounding put u·total at the total itself
-      let acc = 0;
-      for (let j = 0; j < support.count; j++) {
-        acc += weights[ids[j]];
-        if (u < acc) {
-          token = ids[j];
-          break;
-        }
-      }
-    }
+    // The draw comes after the support, so a throwing call consumes no random number.
+    const token = this.greedy ? support.ids[0] : drawFromSupport(support, this.rng.next());
     this.lastToken = token;
     return token;
   }
@@ -292,82 +290,132 @@ export class Sampler {
     }
   }
 
-  /**
-   * The surviving tokens: ids[0..count) in ascending order, their unnormalised f64 weights in
-   * weights[id], and the weights' sum taken in that same order (so a cumulative walk ends exactly
-   * at `total`). Both arrays are the shared scratch: valid until the next call.
-   */
-  private support(logits: Float32Array, counts: TokenCounts): { ids: Int32Array; weights: Float64Array; count: number; total: number } {
+  /** The surviving tokens after this sequence's penalties (see `samplingSupport`). */
+  private support(logits: Float32Array, counts: TokenCounts): SamplingSupport {
     this.checkLength(logits);
-    const n = this.vocabSize;
-    const p = this.params;
-    const scratch = scratchFor(n);
-    const { ids, weights, heap } = scratch;
     let x = logits;
     if (this.penalised && counts.size > 0) {
-      x = scratch.logits.subarray(0, n);
+      x = scratchFor(this.vocabSize).logits.subarray(0, this.vocabSize);
       x.set(logits);
-      applyPenaltiesFromCounts(x, counts, p);
+      applyPenaltiesFromCounts(x, counts, this.params);
     }
-
-    if (this.greedy) {
-      const id = argmax(x);
-      if (id < 0) throw new RangeError(ALL_MASKED);
-      ids[0] = id;
-      weights[id] = 1;
-      return { ids, weights, count: 1, total: 1 };
-    }
-
-    let max = -Infinity;
-    for (let i = 0; i < n; i++) if (x[i] > max) max = x[i];
-    if (max === -Infinity) throw new RangeError(ALL_MASKED);
-
-    // Softmax numerators, shifted by the max so the top token weighs exactly 1; this makes min-p
-    // (drop p < min_p · p_max) a plain comparison against min_p. Zero-weight tokens (-inf, NaN or
-    // underflow) can never be drawn, so they leave the candidate list here.
-    let count = 0;
-    if (max === Infinity) {
-      for (let i = 0; i < n; i++) {
-        if (x[i] === Infinity) {
-          weights[i] = 1;
-          ids[count++] = i;
-        }
-      }
-    } else {
-      const t = p.temperature;
-      const minWeight = p.minP > 0 ? p.minP : Number.MIN_VALUE;
-      for (let i = 0; i < n; i++) {
-        const w = Math.exp((x[i] - max) / t);
-        if (w >= minWeight) {
-          weights[i] = w;
-          ids[count++] = i;
-        }
-      }
-    }
-
-    // Top-k: ties at the k-th place go to the lowest ids, so exactly k survive (torch.topk's tie
-    // order is unspecified). Selection orders by the logit, which is finer than the weight: two
-    // logits can round to the same exp().
-    let byProbability = false;
-    if (p.topK > 0 && p.topK < count) {
-      selectTopK(x, ids, count, p.topK, heap, ids);
-      count = p.topK;
-      byProbability = true;
-    }
-
-    if (p.topP < 1 && count > 1) {
-      let mass = 0;
-      for (let j = 0; j < count; j++) mass += weights[ids[j]];
-      if (!byProbability) count = nucleusByHeap(x, weights, ids, count, mass, p.topP, heap);
-      else count = nucleusPrefix(weights, ids, count, mass, p.topP);
-      byProbability = true;
-    }
-
-    if (byProbability) ids.subarray(0, count).sort();
-    let total = 0;
-    for (let j = 0; j < count; j++) total += weights[ids[j]];
-    return { ids, weights, count, total };
+    return samplingSupport(x, this.params);
   }
+}
+
+/** The knobs of a draw besides the penalties: what a backend's sampler (Backend.sampleRows) takes. */
+export interface DrawParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+}
+
+/**
+ * The tokens a draw can pick: ids[0..count) in ascending order, their unnormalised f64 weights in
+ * weights[id], and the weights' sum taken in that same order (so a cumulative walk ends exactly at
+ * `total`). Both arrays are shared scratch: valid until the next call.
+ */
+export interface SamplingSupport {
+  ids: Int32Array;
+  weights: Float64Array;
+  count: number;
+  total: number;
+}
+
+/**
+ * The sampler's pipeline over logits (penalties already applied): greedy argmax if temperature <
+ * GREEDY_TEMPERATURE_EPS, else logits / temperature → softmax numerators (f64) → min-p → top-k →
+ * top-p. Throws ALL_MASKED when every logit is -inf or NaN. `Sampler` runs every draw through it,
+ * so it is the one reference other samplers (the GPU's) are held to.
+ */
+export function samplingSupport(x: Float32Array, p: DrawParams): SamplingSupport {
+  const n = x.length;
+  const scratch = scratchFor(n);
+  const { ids, weights, heap } = scratch;
+
+  if (p.temperature < GREEDY_TEMPERATURE_EPS) {
+    const id = argmax(x);
+    if (id < 0) throw new RangeError(ALL_MASKED);
+    ids[0] = id;
+    weights[id] = 1;
+    return { ids, weights, count: 1, total: 1 };
+  }
+
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[i] > max) max = x[i];
+  if (max === -Infinity) throw new RangeError(ALL_MASKED);
+
+  // Softmax numerators, shifted by the max so the top token weighs exactly 1; this makes min-p
+  // (drop p < min_p · p_max) a plain comparison against min_p. Zero-weight tokens (-inf, NaN or
+  // underflow) can never be drawn, so they leave the candidate list here.
+  let count = 0;
+  if (max === Infinity) {
+    for (let i = 0; i < n; i++) {
+      if (x[i] === Infinity) {
+        weights[i] = 1;
+        ids[count++] = i;
+      }
+    }
+  } else {
+    const t = p.temperature;
+    const minWeight = p.minP > 0 ? p.minP : Number.MIN_VALUE;
+    for (let i = 0; i < n; i++) {
+      const w = Math.exp((x[i] - max) / t);
+      if (w >= minWeight) {
+        weights[i] = w;
+        ids[count++] = i;
+      }
+    }
+  }
+
+  // Top-k: ties at the k-th place go to the lowest ids, so exactly k survive (torch.topk's tie
+  // order is unspecified). Selection orders by the logit, which is finer than the weight: two
+  // logits can round to the same exp().
+  let byProbability = false;
+  if (p.topK > 0 && p.topK < count) {
+    selectTopK(x, ids, count, p.topK, heap, ids);
+    count = p.topK;
+    byProbability = true;
+  }
+
+  if (p.topP < 1 && count > 1) {
+    let mass = 0;
+    for (let j = 0; j < count; j++) mass += weights[ids[j]];
+    if (!byProbability) count = nucleusByHeap(x, weights, ids, count, mass, p.topP, heap);
+    else count = nucleusPrefix(weights, ids, count, mass, p.topP);
+    byProbability = true;
+  }
+
+  if (byProbability) ids.subarray(0, count).sort();
+  let total = 0;
+  for (let j = 0; j < count; j++) total += weights[ids[j]];
+  return { ids, weights, count, total };
+}
+
+/**
+ * The inverse-CDF draw from a support, u uniform in [0, 1): the lowest id x whose cumulative weight
+ * over ids ≤ x exceeds u × total (the last id if rounding put u × total at the total itself).
+ */
+export function drawFromSupport(support: SamplingSupport, u: number): number {
+  const { ids, weights, count } = support;
+  const target = u * support.total;
+  let acc = 0;
+  for (let j = 0; j < count; j++) {
+    acc += weights[ids[j]];
+    if (target < acc) return ids[j];
+  }
+  return ids[count - 1];
+}
+
+/**
+ * One token from logits without penalties, given the uniform u the caller drew: exactly what
+ * `Sampler.sample` returns when its random stream yields u (greedy ignores u). The reference of
+ * Backend.sampleRows.
+ */
+export function drawToken(logits: Float32Array, p: DrawParams, u: number): number {
+  const support = samplingSupport(logits, p);
+  return p.temperature < GREEDY_TEMPERATURE_EPS ? support.ids[0] : drawFromSupport(support, u);
 }
 
 /** Top-p over candidates already sorted by probability: the shortest prefix with mass ≥ topP. */

@@ -1,8 +1,8 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import { argmax } from '../engine/sampler.js';
-import { linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor } from '../backend/backend.js';
+import { argmax, drawToken } from '../engine/sampler.js';
+import { checkSamplingRows, linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -29,6 +29,14 @@ export interface ForwardOptions {
    * (one id a row crosses back instead of the whole vocabulary).
    */
   argmaxOnly?: { vocab: number };
+  /**
+   * Sampling without penalties: draw each logit row's token over its first `vocab` ids with its own
+   * row of `rows` (temperature, min-p, top-k, top-p, and the uniform u the caller drew from the
+   * request's Rng) instead of returning the logits: on the backend where it can (Backend.sampleRows,
+   * one id a row crosses back), else on the host. Either way the token drawToken (engine/sampler.ts)
+   * would draw from the logits with that u. Not with argmaxOnly.
+   */
+  sampleRows?: { vocab: number; rows: GpuSamplingRow[] };
 }
 
 export interface ForwardResult {
@@ -36,6 +44,8 @@ export interface ForwardResult {
   logits: Float32Array;
   /** With argmaxOnly: per logit row, the argmax (-1 where every logit is -inf or NaN). */
   argmax?: Int32Array;
+  /** With sampleRows: per logit row, the token drawn. */
+  sampled?: Int32Array;
   /** captured hidden states per requested index, [numTokens × hidden] each. */
   hiddenStates?: Map<number, Float32Array>;
 }
@@ -62,8 +72,10 @@ export class LlamaModel {
     // time a step of the same shape comes; the backend checks each op against the recording, so the
     // key only says which recording to compare with.
     const be = this.backend;
+    if (opts.argmaxOnly && opts.sampleRows) throw new RangeError('forward: argmaxOnly and sampleRows cannot both be asked for');
     if (be.replayable && !opts.captureHiddenStates && !opts.observeLinearInput) {
-      const key = `llama${this.id}:${batch.numTokens}:${batch.numSeqs}:${batch.logitRows.length}:${opts.argmaxOnly ? `argmax${opts.argmaxOnly.vocab}` : 'logits'}`;
+      const out = opts.argmaxOnly ? `argmax${opts.argmaxOnly.vocab}` : opts.sampleRows ? `sample${opts.sampleRows.vocab}` : 'logits';
+      const key = `llama${this.id}:${batch.numTokens}:${batch.numSeqs}:${batch.logitRows.length}:${out}`;
       return be.replayable(key, batch.numTokens, () => this.run(batch, kv, opts));
     }
     return this.run(batch, kv, opts);
@@ -125,6 +137,11 @@ export class LlamaModel {
       const argmax = be.argmaxRows ? be.argmaxRows(logitsT, n) : argmaxRowsOnHost(be.toHost(logitsT), c.vocabSize, n);
       return { logits: new Float32Array(0), argmax, hiddenStates: capture };
     }
+    if (opts.sampleRows) {
+      const { vocab, rows } = opts.sampleRows;
+      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows) : sampleRowsOnHost(be.toHost(logitsT), c.vocabSize, vocab, rows);
+      return { logits: new Float32Array(0), sampled, hiddenStates: capture };
+    }
     const logits = be.toHost(logitsT);
     return { logits, hiddenStates: capture };
   }
@@ -150,4 +167,10 @@ function argmaxRowsOnHost(x: Float32Array, cols: number, n: number): Int32Array 
   const out = new Int32Array(rows);
   for (let r = 0; r < rows; r++) out[r] = argmax(x.subarray(r * cols, r * cols + n));
   return out;
+}
+
+/** Backend.sampleRows on the host: rows of `cols` logits, each drawn over its first `n` by drawToken. */
+function sampleRowsOnHost(x: Float32Array, cols: number, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
+  checkSamplingRows(x.length / cols, cols, n, rows);
+  return Int32Array.from(rows, (r, i) => drawToken(x.subarray(i * cols, i * cols + n), r, r.u));
 }

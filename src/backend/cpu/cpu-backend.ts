@@ -1,10 +1,11 @@
 // The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
 // sum could lose precision). Every faster backend is tested against it.
 
-import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, Tensor, Weight } from '../backend.js';
+import { checkSamplingRows, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
+import { drawToken } from '../../engine/sampler.js';
 
 export class CpuTensor implements Tensor {
   constructor(
@@ -205,6 +206,13 @@ export class CpuBackend implements Backend {
     const out = new Float32Array(g.length);
     for (let i = 0; i < g.length; i++) out[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
     return new CpuTensor(out, t(gate).shape);
+  }
+
+  /** Backend.sampleRows through the host sampler's own pipeline (drawToken): the reference itself. */
+  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
+    const src = t(x);
+    checkSamplingRows(src.rows, src.cols, n, rows);
+    return Int32Array.from(rows, (r, i) => drawToken(src.data.subarray(i * src.cols, i * src.cols + n), r, r.u));
   }
 
   addInPlace(a: Tensor, b: Tensor): void {

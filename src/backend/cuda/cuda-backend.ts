@@ -2,7 +2,7 @@
 // f16; f32 stays f32), activations and the KV cache are float32, and every op is a kernel from
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
-import type { AttentionBatch, Backend, KvCacheSpec, KvCacheStorage, RandomWeightSpec, Tensor, Weight } from '../backend.js';
+import type { AttentionBatch, Backend, GpuSamplingRow, KvCacheSpec, KvCacheStorage, RandomWeightSpec, Tensor, Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
@@ -16,6 +16,7 @@ import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
 import { Nvrtc } from './nvrtc.js';
 import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWeight } from './quantized-weights.js';
 import { StepGraphs, type Uploads } from './step-graphs.js';
+import { sampleRowsOnGpu } from './sampling.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** How a weight is stored on the device. */
@@ -750,6 +751,11 @@ export class CudaBackend implements Backend {
     this.launch('sampling.cu', 'argmax_rows', [t.rows, 1, 1], 1024, 'ppii', [t.ptr, out.ptr, t.cols, n]);
     this.driver.download(ids, out.ptr, t.rows * 4);
     return ids;
+  }
+
+  /** Backend.sampleRows: kernels/sampling.cu sample_rows, a block a row (sampling.ts). */
+  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
+    return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params));
   }
 
   addInPlace(a: Tensor, b: Tensor): void {

@@ -1,0 +1,142 @@
+// Sampling on the GPU (CudaBackend.sampleRows, kernels/sampling.cu) against what it replaces: reading
+// the logits back and sampling on the host (drawToken, engine/sampler.ts). Rows of Llama 3's 128,256
+// ids, 1 and 8 rows; plain temperature, top-k 50, top-p 0.9, all three with min-p, and greedy (the
+// argmax kernel) for scale. Per case: the kernel's device µs (events around back-to-back launches
+// queued behind a device copy), the µs of one sampleRows call as the engine makes it (upload, launch,
+// read back, wall clock), and the host path's µs (read back, then drawToken per row). Prints a
+// markdown table; saves JSON with the GPU. Measures; never passes or fails.
+//
+//   node dist/bench/cuda-sampling.js [--reps 50] [--vocab 128256] [--output FILE]
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
+import { Rng } from '../src/engine/rng.js';
+import { drawToken } from '../src/engine/sampler.js';
+import { packageRoot } from '../src/model/default-model.js';
+import { KernelTimer, median } from './kernel-timer.js';
+import { machineInfo } from './machine.js';
+
+const { values } = parseArgs({ options: { reps: { type: 'string', default: '50' }, vocab: { type: 'string', default: '128256' }, output: { type: 'string' } } });
+const reps = Number(values.reps);
+const V = Number(values.vocab);
+
+const backend = new CudaBackend();
+backend.warmUp();
+const gpu = backend.device;
+const d = backend.driver;
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), vocabulary ${V}`);
+const timer = new KernelTimer(backend);
+const rng = new Rng(1);
+
+/**
+ * Logits shaped like a language model's: most ids spread around 0 (sd ~2.5), a few hundred well above
+ * the rest, one clear favourite, so top-k and top-p cut where they would in practice.
+ */
+function modelLikeLogits(n: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = 2.5 * (rng.next() + rng.next() + rng.next() + rng.next() - 2) * 1.7;
+  for (let j = 0; j < 300; j++) x[Math.floor(rng.next() * n)] = 8 + 8 * rng.next();
+  x[Math.floor(rng.next() * n)] = 18;
+  return x;
+}
+
+const CASES: Array<{ name: string; knobs: Omit<GpuSamplingRow, 'u'> }> = [
+  { name: 'temperature 0.8', knobs: { temperature: 0.8, topK: 0, topP: 1, minP: 0 } },
+  { name: 'top-k 50', knobs: { temperature: 0.8, topK: 50, topP: 1, minP: 0 } },
+  { name: 'top-p 0.9', knobs: { temperature: 0.8, topK: 0, topP: 0.9, minP: 0 } },
+  { name: 'top-k 50, top-p 0.9, min-p 0.05', knobs: { temperature: 0.8, topK: 50, topP: 0.9, minP: 0.05 } },
+  { name: 'min-p 0.05', knobs: { temperature: 0.8, topK: 0, topP: 1, minP: 0.05 } },
+  { name: 'greedy (argmax kernel)', knobs: { temperature: 0, topK: 0, topP: 1, minP: 0 } },
+];
+
+interface Row {
+  case: string;
+  rows: number;
+  kernelUs: number;
+  callUs: number;
+  hostUs: number;
+  readBackUs: number;
+}
+const results: Row[] = [];
+
+/** Wall µs per call of `fn` (median of 5 trials of `n` calls, after a warm-up trial; `setup` untimed before each). */
+async function wallUs(setup: () => void, fn: () => void, n: number): Promise<number> {
+  const trials: number[] = [];
+  for (let trial = 0; trial < 6; trial++) {
+    await nextTurn(); // the last trial's tensors go back to the pool
+    setup();
+    d.synchronize();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) fn();
+    const us = ((performance.now() - t0) * 1000) / n;
+    if (trial > 0) trials.push(us);
+  }
+  return median(trials);
+}
+
+for (const rows of [1, 8]) {
+  const host = new Float32Array(rows * V);
+  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
+  // Device copies made outside the timed steps (a tensor lasts one step): plain buffers.
+  const logits = d.memAlloc(host.byteLength);
+  d.upload(logits, host);
+  const out = d.memAlloc(rows * 4);
+  const params = d.memAlloc(rows * 64);
+  for (const c of CASES) {
+    const knobs = Array.from({ length: rows }, () => ({ ...c.knobs, u: rng.next() }));
+    d.upload(params, packSamplingParams(knobs));
+    const greedy = c.knobs.temperature === 0;
+    const kernelUs = await timer.us(
+      () => {},
+      () => {
+        if (greedy) d.launch(backend.kernels.fn('sampling.cu', 'argmax_rows'), 'argmax_rows', [rows, 1, 1], 1024, 'ppii', [logits, out, V, V]);
+        else d.launch(backend.kernels.fn('sampling.cu', 'sample_rows'), 'sample_rows', [rows, 1, 1], SAMPLE_THREADS, 'pppii', [logits, params, out, V, V]);
+      },
+      reps,
+    );
+    // As the engine calls it: the step's logits tensor, the op, the ids back.
+    let t: Tensor | undefined;
+    const callUs = await wallUs(
+      () => (t = backend.fromHost(host, [rows, V])),
+      () => (greedy ? backend.argmaxRows(t!, V) : backend.sampleRows(t!, V, knobs)),
+      reps,
+    );
+    // What it replaces: the logits read back, then the host sampler per row.
+    const readBack = new Float32Array(rows * V);
+    const readBackUs = await wallUs(() => {}, () => d.download(readBack, logits, readBack.byteLength), reps);
+    const hostUs = await wallUs(
+      () => {},
+      () => {
+        d.download(readBack, logits, readBack.byteLength);
+        for (let r = 0; r < rows; r++) drawToken(readBack.subarray(r * V, (r + 1) * V), knobs[r], knobs[r].u);
+      },
+      Math.max(5, Math.floor(reps / 5)),
+    );
+    results.push({ case: c.name, rows, kernelUs, callUs, hostUs, readBackUs });
+    console.log(`${c.name}, ${rows} row(s): kernel ${kernelUs.toFixed(1)} µs, call ${callUs.toFixed(1)} µs; host path ${hostUs.toFixed(0)} µs (read back ${readBackUs.toFixed(0)} µs)`);
+  }
+  d.memFree(logits);
+  d.memFree(out);
+  d.memFree(params);
+}
+
+console.log(`\n| case | rows | kernel µs | sampleRows call µs | host path µs (read back + drawToken) | of which read back µs |`);
+console.log('|---|---|---|---|---|---|');
+for (const r of results) console.log(`| ${r.case} | ${r.rows} | ${r.kernelUs.toFixed(1)} | ${r.callUs.toFixed(1)} | ${r.hostUs.toFixed(0)} | ${r.readBackUs.toFixed(0)} |`);
+
+const machine = machineInfo();
+const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-sampling-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+mkdirSync(dirname(file), { recursive: true });
+writeFileSync(
+  file,
+  JSON.stringify({ bench: 'cuda-sampling', machine, gpu: { name: gpu.name, computeCapability: gpu.computeCapability, multiprocessors: gpu.multiprocessors }, vocab: V, reps, results }, null, 2) + '\n',
+);
+console.log(`saved ${file}`);
+timer.free();

@@ -1,0 +1,64 @@
+// Host side of sampling on the GPU (kernels/sampling.cu `sample_rows`): temperature, min-p, top-k,
+// top-p and the inverse-CDF draw for a few logit rows, one block a row, so a sampled step reads back
+// one id a row instead of the logits (513 KB a row for Llama 3) and the host skips the vocabulary-
+// sized work. The kernel reproduces engine/sampler.ts's drawToken given the same uniform u: the
+// same f64 weights, exact (fixed-point) sums, the host's tie rules; docs/cuda.md, "Sampling on the
+// GPU", says where the two can differ.
+
+import { checkSamplingRows, type GpuSamplingRow } from '../backend.js';
+import { ALL_MASKED, GREEDY_TEMPERATURE_EPS } from '../../engine/sampler.js';
+import type { CudaBackend, CudaTensor } from './cuda-backend.js';
+import { CudaError, type DevicePtr } from './driver.js';
+
+const FILE = 'sampling.cu';
+const KERNEL = 'sample_rows';
+/** Threads a row's block (sampling.cu: at most 512, where ptxas fits the kernel without spilling). */
+export const SAMPLE_THREADS = 512;
+/** float64 values a row's parameters take (sampling.cu SAMPLE_PARAMS). */
+export const SAMPLE_PARAMS = 8;
+/**
+ * The longest row the kernel takes: its fixed-point sums hold up to 2^19 weights of at most 1 without
+ * overflowing (sampling.cu, Fx). The largest vocabularies today are about 2^18.
+ */
+export const SAMPLE_MAX_VOCAB = 2 ** 19;
+
+/**
+ * The rows' parameters as the kernel reads them, SAMPLE_PARAMS float64 a row: temperature, topP, the
+ * min-p floor on a weight (minP, or the smallest double when min-p is off: the host keeps any weight
+ * above 0), u, topK, greedy (1 below GREEDY_TEMPERATURE_EPS, decided here with the host's constant).
+ */
+export function packSamplingParams(rows: readonly GpuSamplingRow[]): Float64Array {
+  const out = new Float64Array(rows.length * SAMPLE_PARAMS);
+  rows.forEach((r, i) => {
+    out.set([r.temperature, r.topP, r.minP > 0 ? r.minP : Number.MIN_VALUE, r.u, r.topK, r.temperature < GREEDY_TEMPERATURE_EPS ? 1 : 0], i * SAMPLE_PARAMS);
+  });
+  return out;
+}
+
+/** The kernel's ids as tokens: -1 (every logit -inf or NaN) is the host sampler's error; anything else outside 0..n-1 a bug named. */
+export function sampledTokens(ids: Int32Array, n: number): Int32Array {
+  for (let r = 0; r < ids.length; r++) {
+    const id = ids[r];
+    if (id === -1) throw new RangeError(ALL_MASKED);
+    if (!(id >= 0 && id < n)) throw new CudaError(`sample_rows returned id ${id} for row ${r}, outside the ${n} ids sampled over`);
+  }
+  return ids;
+}
+
+/**
+ * Backend.sampleRows on CUDA: x [rows, cols] float32 logits, each row drawn over its first n ids.
+ * `upload` puts the packed parameters on the device (the backend's step uploads, so a recorded step
+ * replays with the new u). Synchronises to read the ids back.
+ */
+export function sampleRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows: readonly GpuSamplingRow[], upload: (params: Int32Array) => DevicePtr): Int32Array {
+  checkSamplingRows(x.rows, x.cols, n, rows);
+  if (n > SAMPLE_MAX_VOCAB) throw new RangeError(`sampleRows: CUDA samples rows of up to ${SAMPLE_MAX_VOCAB} ids, got ${n}`);
+  const ids = new Int32Array(x.rows);
+  if (x.rows === 0) return ids;
+  // Uploads carry 32-bit words; the kernel reads the same bytes as float64.
+  const params = upload(new Int32Array(packSamplingParams(rows).buffer));
+  const out = be.pool.alloc(x.rows * 4);
+  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], SAMPLE_THREADS, 'pppii', [x.ptr, params, out.ptr, x.cols, n]);
+  be.driver.download(ids, out.ptr, x.rows * 4);
+  return sampledTokens(ids, n);
+}

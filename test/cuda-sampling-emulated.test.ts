@@ -1,0 +1,110 @@
+// kernels/sampling.cu's sample_rows, the GPU sampler, run on the CPU: the unchanged kernel source
+// compiled by the host's C++ compiler against test/support/cuda-emulator/emu.h (a thread per CUDA
+// thread, barriers for __syncthreads and warp shuffles), then held to the host sampler (drawToken)
+// as test/cuda-sampling.test.ts holds the real GPU: the same token for every draw bar boundary cases,
+// over fresh random logits and knobs, at 64 threads a block and at the launch's 512. It checks the
+// kernel's logic where no GPU is present; the GPU test remains the word on the real thing (CUDA's
+// exp, its memory model, the launch). Skips, saying why, without a C++20 compiler (g++ ≥ 11).
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { GpuSamplingRow } from '../src/backend/backend.js';
+import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
+import { drawToken } from '../src/engine/sampler.js';
+import { packageRoot } from '../src/model/default-model.js';
+import { testRandom } from './support/cuda.js';
+import { differingDraws, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+
+const { seed: SEED, rng } = testRandom();
+const inputs = new SamplingInputs(rng);
+const CXX = process.env.CXX ?? 'g++';
+const FLAGS = ['-std=c++20', '-O2', '-frounding-math', '-Wno-unknown-pragmas', '-pthread'];
+
+/** The emulated kernel's executable, or why there is none. */
+function build(): { bin?: string; skipReason: string | false } {
+  const dir = mkdtempSync(join(tmpdir(), 'tachyon-emu-'));
+  // A compiler that cannot build this probe cannot build the emulator: skip. One that can must build it.
+  writeFileSync(join(dir, 'probe.cpp'), '#include <barrier>\n#include <atomic>\nint main() { std::barrier<> b(1); int x = 0; std::atomic_ref<int>(x).fetch_add(1); b.arrive_and_wait(); return 0; }\n');
+  const probe = spawnSync(CXX, [...FLAGS, '-o', join(dir, 'probe'), join(dir, 'probe.cpp')], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    return { skipReason: `no C++20 compiler to run the CUDA emulator (${CXX}: ${probe.error?.message ?? probe.stderr.split('\n')[0]})` };
+  }
+  const root = packageRoot();
+  const bin = join(dir, 'sample-rows');
+  const kernels = join(root, 'src', 'backend', 'cuda', 'kernels');
+  const emulator = join(root, 'test', 'support', 'cuda-emulator');
+  execFileSync(CXX, [...FLAGS, `-I${kernels}`, `-I${emulator}`, '-o', bin, join(emulator, 'sample-rows.cpp')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return { bin, skipReason: false };
+}
+const { bin, skipReason } = build();
+
+/** sample_rows on x [rows, cols] over the first n ids, `threads` a block. */
+function sampleRows(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): Int32Array {
+  const rows = knobs.length;
+  const input = Buffer.concat([Buffer.from(Int32Array.from([rows, cols, n, threads]).buffer), Buffer.from(x.buffer, x.byteOffset, x.byteLength), Buffer.from(packSamplingParams(knobs).buffer)]);
+  const out = execFileSync(bin!, { input, maxBuffer: 1 << 24 });
+  return new Int32Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
+}
+
+function randomRows(rows: number, cols: number): Float32Array {
+  const x = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
+  return x;
+}
+
+describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipReason }, () => {
+  it('draws the host sampler’s token: vocabularies of 31 to 128256 ids, padded ones, ties, masks, NaN, +inf, large logits', () => {
+    // [rows, cols, n, calls, threads]
+    const shapes: Array<[number, number, number, number, number]> = [
+      [2, 128256, 128000, 2, 64],
+      [8, 4096, 4090, 8, 64],
+      [16, 1000, 1000, 10, 64],
+      [32, 31, 31, 4, 64],
+      [4, 5000, 5000, 2, SAMPLE_THREADS],
+    ];
+    let draws = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls, threads] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = randomRows(rows, cols);
+        const knobs = Array.from({ length: rows }, () => inputs.row());
+        const got = sampleRows(x, cols, n, knobs, threads);
+        draws += rows;
+        exceptions.push(...differingDraws(x, cols, n, knobs, got, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`));
+      }
+    }
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+  });
+
+  it('edge draws: u = 0 and just below 1, one token left, a tiny top-p, greedy, tiny weights, +inf', () => {
+    const V = 700;
+    const cases: Array<Partial<GpuSamplingRow>> = [
+      { u: 0 }, { u: 1 - 2 ** -53 }, { topK: 1 }, { minP: 1 }, { topP: 1e-12 }, { temperature: 0 },
+      { temperature: 0.01, u: 0 }, { temperature: 1e3 }, { topK: V - 1 },
+    ];
+    for (const c of cases) {
+      const rows = 4;
+      const x = randomRows(rows, V);
+      x[3] = x[17] = x[400] = 30; // tied favourites
+      x[V + 9] = x[V + 600] = Infinity; // +inf carries all the mass
+      const knobs = Array.from({ length: rows }, () => ({ ...inputs.row(false), ...c }));
+      const got = sampleRows(x, V, V, knobs);
+      assert.deepEqual([...got], knobs.map((k, r) => drawToken(x.subarray(r * V, (r + 1) * V), k, k.u)), `${JSON.stringify(c)} (seed ${SEED})`);
+    }
+  });
+
+  it('returns -1 for a row with nothing left, greedy or not', () => {
+    const x = randomRows(2, 100);
+    x.fill(-Infinity, 100, 200);
+    x[150] = Number.NaN;
+    for (const temperature of [0, 1]) {
+      const got = sampleRows(x, 100, 100, [0, 1].map(() => ({ ...inputs.row(false), temperature })));
+      assert.equal(got[1], -1);
+      assert.ok(got[0] >= 0);
+    }
+  });
+});

@@ -1,0 +1,167 @@
+// Sampling on the GPU (kernels/sampling.cu sample_rows through CudaBackend.sampleRows) against the
+// host sampler (drawToken, engine/sampler.ts) given the same uniform u: the same token for every
+// draw over fresh random logits (vocabularies of 31 to 128256 ids, padded ones, ties, -inf masks,
+// NaN, +inf, very large logits) and random knobs, bar draws whose u × total lies within 1e-9 of the
+// total from a boundary of the host's cumulative weights (where the host's own f64 rounding decides;
+// they must be rare and each is checked to be one); the edge cases; frequencies of many draws of one
+// row against its probabilities; and the forward's sampleRows option, recorded and replayed as a
+// CUDA graph with a new u each step. Without a GPU the suite skips with the reason; the same checks
+// of the reference run on the CPU in test/sample-rows.test.ts.
+
+import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import type { GpuSamplingRow } from '../src/backend/backend.js';
+import { ALL_MASKED, drawToken, GREEDY_TEMPERATURE_EPS, samplingSupport } from '../src/engine/sampler.js';
+import { SAMPLE_MAX_VOCAB } from '../src/backend/cuda/sampling.js';
+import { loadLlama } from './support/run-model.js';
+import { openTestGpu, testRandom } from './support/cuda.js';
+import { differingDraws, forwardAll, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+
+const { gpu, skipReason } = await openTestGpu();
+const { seed: SEED, rng } = testRandom();
+const inputs = new SamplingInputs(rng);
+
+describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
+  const g = gpu!;
+
+  /** The GPU's tokens for rows × cols logits over the first n ids, on poisoned free memory. */
+  async function sampleOnGpu(x: Float32Array, rows: number, cols: number, n: number, knobs: GpuSamplingRow[]): Promise<Int32Array> {
+    await nextTurn(); // the last call's buffers back in the pool, so poisoning reaches them
+    g.poisonFreeMemory();
+    return g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs);
+  }
+
+  it('draws the host sampler’s token for every draw: vocabularies of 31 to 128256 ids, padded ones, ties, masks, NaN, +inf, large logits', async () => {
+    // [rows, cols, n (the ids sampled over), calls]
+    const shapes: Array<[number, number, number, number]> = [
+      [8, 128256, 128256, 12],
+      [8, 128256, 128000, 12],
+      [1, 128256, 128256, 16],
+      [64, 4096, 4096, 40],
+      [64, 4099, 4096, 10],
+      [32, 32000, 31990, 20],
+      [256, 1000, 997, 20],
+      [512, 31, 31, 10],
+    ];
+    let draws = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
+        const knobs = Array.from({ length: rows }, () => inputs.row());
+        const got = await sampleOnGpu(x, rows, cols, n, knobs);
+        draws += rows;
+        exceptions.push(...differingDraws(x, cols, n, knobs, got, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`));
+      }
+    }
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+  });
+
+  it('edge draws: u = 0 and u just below 1, one token left, a tiny top-p, greedy rows, +inf logits', async () => {
+    const V = 5000;
+    const cases: Array<Partial<GpuSamplingRow>> = [
+      { u: 0 }, { u: 1 - 2 ** -53 }, { u: 2 ** -53 },
+      { topK: 1 }, { minP: 1 }, { topP: 1e-12 }, { topK: 1, topP: 0.5, u: 0.99 },
+      { temperature: 0 }, { temperature: GREEDY_TEMPERATURE_EPS / 2 }, { temperature: GREEDY_TEMPERATURE_EPS },
+      { temperature: 1e3 }, { topK: V - 1 }, { topK: V + 5 },
+    ];
+    for (const c of cases) {
+      for (const inf of [false, true]) {
+        const rows = 8;
+        const x = new Float32Array(rows * V);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(V, false), r * V);
+        // Ties at the very top in one row; +inf logits (which alone carry the mass) in the other variant.
+        x[3] = x[17] = x[4000] = 30;
+        if (inf) for (const i of [V + 2, V + 9, V + 4999, 3 * V + 1]) x[i] = Infinity;
+        const knobs = Array.from({ length: rows }, () => ({ ...inputs.row(false), ...c }));
+        const got = await sampleOnGpu(x, rows, V, V, knobs);
+        const want = knobs.map((k, r) => drawToken(x.subarray(r * V, (r + 1) * V), k, k.u));
+        assert.deepEqual([...got], want, `${JSON.stringify(c)}${inf ? ' with +inf logits' : ''} (seed ${SEED})`);
+      }
+    }
+  });
+
+  it('throws the sampler’s error for a row with nothing left, and refuses bad arguments', async () => {
+    const rows = 3, V = 1000;
+    const x = new Float32Array(rows * V);
+    for (let r = 0; r < rows; r++) x.set(inputs.logits(V, false), r * V);
+    x.fill(-Infinity, V, 2 * V);
+    x[V + 5] = Number.NaN;
+    for (const temperature of [0, 0.7]) {
+      const knobs = Array.from({ length: rows }, () => ({ ...inputs.row(false), temperature }));
+      await assert.rejects(sampleOnGpu(x, rows, V, V, knobs), { message: ALL_MASKED });
+    }
+    const t = g.fromHost(x, [rows, V]);
+    const ok = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
+    assert.throws(() => g.sampleRows(t, V, [ok, ok]), /2 sampling rows for 3 logit rows/);
+    assert.throws(() => g.sampleRows(t, V + 1, [ok, ok, ok]), /n must be in 1\.\.1000/);
+    assert.throws(() => g.sampleRows(t, V, [ok, ok, { ...ok, u: 1 }]), /row 2: u must be in \[0, 1\)/);
+    const long = g.fromHost(new Float32Array(SAMPLE_MAX_VOCAB + 1).fill(1), [1, SAMPLE_MAX_VOCAB + 1]);
+    assert.throws(() => g.sampleRows(long, SAMPLE_MAX_VOCAB + 1, [ok]), /CUDA samples rows of up to 524288 ids/);
+  });
+
+  it('draws follow the distribution: 40,000 draws of one row against its probabilities (chi-square)', async () => {
+    const V = 1000, rows = 4000, calls = 10;
+    const row = inputs.logits(V, false);
+    const knobs = { temperature: 0.8, topK: 50, topP: 0.9, minP: 0.01 };
+    const { ids, weights, count, total } = samplingSupport(row, knobs);
+    const x = new Float32Array(rows * V);
+    for (let r = 0; r < rows; r++) x.set(row, r * V);
+    const seen = new Map<number, number>();
+    for (let call = 0; call < calls; call++) {
+      const got = await sampleOnGpu(x, rows, V, V, Array.from({ length: rows }, () => ({ ...knobs, u: rng.next() })));
+      for (const id of got) seen.set(id, (seen.get(id) ?? 0) + 1);
+    }
+    const N = rows * calls;
+    const support = new Set(ids.subarray(0, count));
+    for (const id of seen.keys()) assert.ok(support.has(id), `token ${id} was drawn but the knobs leave it out (seed ${SEED})`);
+    // Chi-square over the support, tokens expected fewer than 5 times pooled into one cell.
+    let chi = 0, cells = 0, pooledExpected = 0, pooledSeen = 0;
+    for (const id of support) {
+      const expected = (N * weights[id]) / total;
+      const observed = seen.get(id) ?? 0;
+      if (expected < 5) {
+        pooledExpected += expected;
+        pooledSeen += observed;
+        continue;
+      }
+      chi += (observed - expected) ** 2 / expected;
+      cells++;
+    }
+    if (pooledExpected > 0) {
+      chi += (pooledSeen - pooledExpected) ** 2 / pooledExpected;
+      cells++;
+    }
+    const df = Math.max(1, cells - 1);
+    // About six standard deviations above the mean: a real bias fails it, chance (almost) never.
+    const bound = df + 6 * Math.sqrt(2 * df);
+    assert.ok(chi <= bound, `chi-square ${chi.toFixed(1)} over ${df} degrees of freedom, bound ${bound.toFixed(1)} (seed ${SEED})`);
+  });
+
+  it("the forward's sampleRows option draws drawToken's tokens, also replayed as a CUDA graph with a new u each step", () => {
+    const model = loadLlama(writeTinyCheckpoint(TINY_LLAMA), g);
+    const V = model.config.vocabSize;
+    const prompts = [[1, 2, 3, 4, 5], [9, 8, 7]]; // 8 tokens: a step the graphs record
+    const sync = g.driver.syncEveryLaunch;
+    g.driver.syncEveryLaunch = false; // graphs record only when launches are not synchronised one by one
+    try {
+      const { logits } = forwardAll(model, prompts);
+      const rows = logits.length / V;
+      const replaysBefore = g.graphs.stats.replays;
+      for (const n of [V, V - 5]) {
+        for (let step = 0; step < 6; step++) {
+          const knobs = Array.from({ length: rows }, () => inputs.row());
+          const { sampled } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs } });
+          const want = knobs.map((k, r) => drawToken(logits.subarray(r * V, r * V + n), k, k.u));
+          assert.deepEqual([...sampled!], want, `n ${n} step ${step}: ${JSON.stringify(knobs)} (seed ${SEED})`);
+        }
+      }
+      if (g.graphs.enabled) assert.ok(g.graphs.stats.replays > replaysBefore, 'the sampled steps were replayed from a graph');
+    } finally {
+      g.driver.syncEveryLaunch = sync;
+    }
+  });
+});

@@ -1,0 +1,202 @@
+// The reference every backend's sampleRows is held to, on the CPU: drawToken (engine/sampler.ts) is
+// what Sampler.sample draws for requests without penalties, token for token and at the same position
+// of the random stream; the CPU backend's sampleRows and the forward's sampleRows option (through the
+// backend's op, and on the host for a backend without one) give drawToken's tokens; bad arguments are
+// refused with the problem named. Fresh random inputs each run (TACHYON_TEST_SEED replays one).
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { checkSamplingRows, type Backend } from '../src/backend/backend.js';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { Rng } from '../src/engine/rng.js';
+import { ALL_MASKED, drawToken, GREEDY_TEMPERATURE_EPS, Sampler, TokenCounts } from '../src/engine/sampler.js';
+import { resolveSamplingParams } from '../src/engine/sampling-params.js';
+import { loadLlama } from './support/run-model.js';
+import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { testRandom } from './support/cuda.js';
+import { forwardAll, SamplingInputs } from './support/sampling.js';
+
+const { seed: SEED, rng } = testRandom();
+const none = new TokenCounts();
+const inputs = new SamplingInputs(rng);
+const pick = <T>(xs: readonly T[]): T => inputs.pick(xs);
+const randomLogits = (n: number) => inputs.logits(n);
+const randomRow = () => inputs.knobs();
+
+/** The token, or the error's message. */
+function outcome(f: () => number): number | string {
+  try {
+    return f();
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+describe('drawToken is Sampler.sample without penalties', () => {
+  it('the same token for random logits, knobs and seeds, and the random stream at the same place', () => {
+    for (let c = 0; c < 300; c++) {
+      const V = pick([1, 2, 7, 100, 1000, 5000]);
+      const knobs = randomRow();
+      const seed = inputs.int(2 ** 31);
+      const sampler = new Sampler(resolveSamplingParams({ ...knobs, seed }), V);
+      const twin = new Rng(seed);
+      for (let step = 0; step < 4; step++) {
+        const logits = randomLogits(V);
+        const want = outcome(() => sampler.sample(logits, none));
+        // A random draw takes one number from the stream; greedy and a failed call take none.
+        const u = typeof want === 'number' && knobs.temperature >= GREEDY_TEMPERATURE_EPS ? twin.next() : 0;
+        const got = outcome(() => drawToken(logits, knobs, u));
+        assert.equal(got, want, `case ${c} step ${step}: V ${V}, ${JSON.stringify(knobs)}, u ${u} (seed ${SEED})`);
+      }
+      assert.equal(sampler.rng.next(), twin.next(), `case ${c}: the stream moved on as drawToken's caller's did (seed ${SEED})`);
+    }
+  });
+
+  it('throws the sampler error when every logit is -inf or NaN, greedy or not', () => {
+    const x = Float32Array.from([-Infinity, Number.NaN, -Infinity]);
+    for (const temperature of [0, 1]) assert.throws(() => drawToken(x, { temperature, topK: 0, topP: 1, minP: 0 }, 0.5), { message: ALL_MASKED });
+  });
+
+  it('u picks by cumulative weight in id order: u = 0 the first survivor, u just below 1 the last', () => {
+    const x = Float32Array.from([0, -Infinity, 1, 2, Number.NaN, 0.5]);
+    const p = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+    assert.equal(drawToken(x, p, 0), 0);
+    assert.equal(drawToken(x, p, 1 - 2 ** -53), 5);
+    // With top-k 2 only ids 2 and 3 survive; ids in ascending order along the CDF.
+    assert.equal(drawToken(x, { ...p, topK: 2 }, 0), 2);
+    assert.equal(drawToken(x, { ...p, topK: 2 }, 0.99), 3);
+  });
+});
+
+/** Rows × cols logits, each row random; a padded vocabulary is modelled by n < cols. */
+function randomBatch(rows: number, cols: number): Float32Array {
+  const x = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) x.set(randomLogits(cols), r * cols);
+  return x;
+}
+
+describe('CpuBackend.sampleRows', () => {
+  const cpu = new CpuBackend();
+
+  it('is drawToken over each row’s first n ids', () => {
+    for (const [rows, cols] of [[1, 1000], [5, 257], [8, 4096], [3, 1]] as const) {
+      for (const n of [cols, Math.max(1, cols - 7)]) {
+        const x = randomBatch(rows, cols);
+        // No row without a token here (that case throws; below).
+        for (let r = 0; r < rows; r++) x[r * cols] = 1;
+        const knobs = Array.from({ length: rows }, () => ({ ...randomRow(), u: rng.next() }));
+        const got = cpu.sampleRows(cpu.fromHost(x, [rows, cols]), n, knobs);
+        const want = knobs.map((k, r) => drawToken(x.subarray(r * cols, r * cols + n), k, k.u));
+        assert.deepEqual([...got], want, `[${rows}, ${cols}], n ${n} (seed ${SEED})`);
+      }
+    }
+  });
+
+  it('throws the sampler error for a row with nothing left', () => {
+    const x = Float32Array.from([1, 2, 3, -Infinity, -Infinity, Number.NaN]);
+    const row = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
+    assert.throws(() => cpu.sampleRows(cpu.fromHost(x, [2, 3]), 3, [row, row]), { message: ALL_MASKED });
+  });
+
+  it('refuses bad arguments, naming them', () => {
+    const x = cpu.fromHost(Float32Array.from([1, 2, 3, 4]), [2, 2]);
+    const ok = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
+    assert.throws(() => cpu.sampleRows(x, 2, [ok]), /1 sampling rows for 2 logit rows/);
+    assert.throws(() => cpu.sampleRows(x, 3, [ok, ok]), /n must be in 1\.\.2, got 3/);
+    assert.throws(() => cpu.sampleRows(x, 0, [ok, ok]), /n must be in 1\.\.2, got 0/);
+    for (const [bad, message] of [
+      [{ u: 1 }, /row 1: u must be in \[0, 1\), got 1/],
+      [{ u: -0.1 }, /row 1: u must be in/],
+      [{ topP: 0 }, /row 1: topP must be in \(0, 1\], got 0/],
+      [{ minP: 1.5 }, /row 1: minP must be in \[0, 1\]/],
+      [{ topK: 2.5 }, /row 1: topK must be an integer >= -1/],
+      [{ temperature: Number.NaN }, /row 1: temperature must be finite/],
+    ] as const) {
+      assert.throws(() => cpu.sampleRows(x, 2, [ok, { ...ok, ...bad }]), message);
+    }
+    assert.doesNotThrow(() => checkSamplingRows(0, 5, 5, []));
+  });
+});
+
+// ---- the forward's sampleRows option ----
+
+const checkpoint = writeTinyCheckpoint(TINY_LLAMA);
+
+/** The forward's sampled tokens against drawToken over its logits, over all and over the first third of the ids. */
+function checkForward(backend: Backend): void {
+  const model = loadLlama(checkpoint, backend);
+  const V = model.config.vocabSize;
+  const prompts = [[1, 2, 3, 4, 5], [9, 8, 7], [33]];
+  const { logits } = forwardAll(model, prompts);
+  const rows = logits.length / V;
+  for (const n of [V, Math.floor(V / 3)]) {
+    for (let trial = 0; trial < 5; trial++) {
+      const knobs = Array.from({ length: rows }, () => ({ ...randomRow(), u: rng.next() }));
+      const { sampled, logits: none } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs } });
+      assert.equal(none.length, 0, 'no logits come back');
+      const want = knobs.map((k, r) => drawToken(logits.subarray(r * V, r * V + n), k, k.u));
+      assert.deepEqual([...sampled!], want, `over the first ${n} of ${V} ids, ${JSON.stringify(knobs)} (seed ${SEED})`);
+    }
+  }
+}
+
+describe("the forward's sampleRows option (CPU)", () => {
+  it('draws drawToken’s tokens through the backend’s sampleRows', () => checkForward(new CpuBackend()));
+
+  it('draws them on the host for a backend without sampleRows', () => {
+    const bare = new CpuBackend();
+    Object.assign(bare, { sampleRows: undefined });
+    checkForward(bare);
+  });
+
+  it('is refused together with argmaxOnly', () => {
+    const model = loadLlama(checkpoint, new CpuBackend());
+    const row = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
+    assert.throws(() => forwardAll(model, [[1, 2]], { argmaxOnly: { vocab: 10 }, sampleRows: { vocab: 10, rows: [row, row] } }), /argmaxOnly and sampleRows cannot both/);
+  });
+});
+
+describe('the engine draws sampled tokens through sampleRows', () => {
+  it('takes the path for requests without penalties or logprobs, with the tokens the logits path draws', async () => {
+    const { LLM } = await import('../src/llm.js');
+    const llm = await LLM.load({ device: 'cpu' });
+    try {
+      const model = llm.loaded.model;
+      const forward = model.forward.bind(model);
+      let sampleRowSteps = 0;
+      let logitSteps = 0;
+      model.forward = (batch, kv, opts = {}) => {
+        if (opts.sampleRows) sampleRowSteps++;
+        else if (!opts.argmaxOnly && batch.logitRows.length > 0) logitSteps++;
+        return forward(batch, kv, opts);
+      };
+      const params = { maxTokens: 24, temperature: 0.9, topP: 0.92, topK: 40, minP: 0.02, seed: SEED % 100_000, ignoreEos: true };
+      // The same request alone twice: through sampleRows, then with logprobs (which need the logits).
+      const drawn = await llm.complete('The robot', params);
+      const steps = sampleRowSteps;
+      const viaLogits = await collectIds(llm, 'The robot', params);
+      assert.equal(steps, 24, 'every sampled token of the first request came from sampleRows');
+      assert.ok(logitSteps >= 24, 'logprobs made the second request read the logits');
+      assert.deepEqual(drawn.tokenIds, viaLogits, `seed ${SEED}`);
+      // A penalty makes its steps read the logits; a greedy request in the same batch is still right.
+      sampleRowSteps = 0;
+      const [penalised, greedy] = await Promise.all([
+        llm.complete('Once upon a time', { ...params, repetitionPenalty: 1.2 }),
+        llm.complete('Once upon a time', { maxTokens: 24, temperature: 0, ignoreEos: true }),
+      ]);
+      assert.equal(penalised.tokenIds.length, 24);
+      assert.equal(sampleRowSteps, 0, 'no step with a penalised request samples on the backend');
+      const greedyAlone = await llm.complete('Once upon a time', { maxTokens: 24, temperature: 0, ignoreEos: true });
+      assert.deepEqual(greedy.tokenIds, greedyAlone.tokenIds);
+    } finally {
+      await llm.close();
+    }
+  });
+});
+
+/** A request's token ids when it asks for logprobs (so the engine reads its logits). */
+async function collectIds(llm: import('../src/llm.js').LLM, prompt: string, params: Record<string, unknown>): Promise<number[]> {
+  const ids: number[] = [];
+  for await (const chunk of llm.generate(prompt, params, { logprobs: 1 })) ids.push(...chunk.tokenIds);
+  return ids;
+}
