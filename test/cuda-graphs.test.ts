@@ -88,6 +88,46 @@ describe('CUDA graphs over decode steps', { skip: skipReason }, () => {
     }
   });
 
+  it('replays steps that capture hidden states (EAGLE-3 target steps), the states bit for bit', () => {
+    const model = dummyModel(be);
+    const c = model.config;
+    const blockSize = 16;
+    const kvFor = () => be.allocKvCache({ numLayers: c.numLayers, numBlocks: 8, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+    const layers = [1, 2, c.numLayers];
+    const prompt = Array.from({ length: 6 }, () => randInt(c.vocabSize));
+    // One sequence: a 6-token prompt, then 20 decode steps of 2 tokens (a verification window's shape).
+    const run = () => {
+      const kv = kvFor();
+      const out: Float32Array[] = [];
+      const tokens = prompt;
+      let pos = 0;
+      for (let step = 0; step < 21; step++) {
+        const ids = step === 0 ? tokens : [tokens[(step * 7) % 6], tokens[(step * 5) % 6]];
+        const n = ids.length;
+        const positions = Int32Array.from({ length: n }, (_, i) => pos + i);
+        const r = model.forward(
+          {
+            numTokens: n, numSeqs: 1, tokens: Int32Array.from(ids), positions, seqIndex: new Int32Array(n), slots: positions.slice(),
+            blockTables: Int32Array.from({ length: 8 }, (_, i) => i), maxBlocksPerSeq: 8, logitRows: Int32Array.from({ length: n }, (_, i) => i),
+          },
+          kv,
+          { captureHiddenStates: layers, argmaxOnly: { vocab: c.vocabSize } },
+        );
+        out.push(Float32Array.from(r.argmax!), ...layers.map((l) => r.hiddenStates!.get(l)!));
+        pos += n - 1; // the second token of each window is dropped, as a rejected draft's KV is
+      }
+      return out;
+    };
+    be.graphs.enabled = false;
+    const want = run();
+    be.graphs.enabled = true;
+    const before = { ...be.graphs.stats };
+    const got = run();
+    got.forEach((g, i) => assertBitwise(g, want[i], `output ${i} (argmax ids, then hidden states ${layers.join(', ')} per step)`));
+    assert.ok(be.graphs.stats.replays - before.replays >= 15, `window steps replayed (${be.graphs.stats.replays - before.replays})`);
+    assert.equal(be.graphs.stats.interrupted, before.interrupted);
+  });
+
   it('finishes an interrupted recording eagerly, in order', () => {
     const n = 256;
     const x = uniform(4 * n);

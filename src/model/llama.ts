@@ -68,14 +68,15 @@ export class LlamaModel {
   }
 
   forward(batch: ForwardBatch, kv: KvCacheStorage, opts: ForwardOptions = {}): ForwardResult {
-    // A step that reads nothing back before its end may be replayed as one launch (CUDA graphs) next
-    // time a step of the same shape comes; the backend checks each op against the recording, so the
-    // key only says which recording to compare with.
+    // A step that reads nothing back before its end (GPTQ's observer reads every linear's input) may be
+    // replayed as one launch (CUDA graphs) next time a step of the same shape comes; the backend checks
+    // each op against the recording, so the key only says which recording to compare with.
     const be = this.backend;
     if (opts.argmaxOnly && opts.sampleRows) throw new RangeError('forward: argmaxOnly and sampleRows cannot both be asked for');
-    if (be.replayable && !opts.captureHiddenStates && !opts.observeLinearInput) {
+    if (be.replayable && !opts.observeLinearInput) {
       const out = opts.argmaxOnly ? `argmax${opts.argmaxOnly.vocab}` : opts.sampleRows ? `sample${opts.sampleRows.vocab}` : 'logits';
-      const key = `llama${this.id}:${batch.numTokens}:${batch.numSeqs}:${batch.logitRows.length}:${out}`;
+      const hidden = opts.captureHiddenStates ? `:hidden${opts.captureHiddenStates.join(',')}` : '';
+      const key = `llama${this.id}:${batch.numTokens}:${batch.numSeqs}:${batch.logitRows.length}:${out}${hidden}`;
       return be.replayable(key, batch.numTokens, () => this.run(batch, kv, opts));
     }
     return this.run(batch, kv, opts);
@@ -85,6 +86,20 @@ export class LlamaModel {
     const { backend: be, config: c, weights: W } = this;
     const { cos, sin } = this.ropeTables(batch);
     const capture = opts.captureHiddenStates ? new Map<number, Float32Array>() : undefined;
+    // Hidden states asked for (EAGLE-3): on a backend that replays steps, copied on the device as the
+    // residual passes (selectRows of every row) and read back at the end, so a replayed step is not cut
+    // at every read; elsewhere read back at once.
+    const kept = new Map<number, Tensor>();
+    const allRows = capture && be.replayable ? Int32Array.from({ length: batch.numTokens }, (_, i) => i) : undefined;
+    const keepHidden = (l: number) => {
+      if (!capture || !opts.captureHiddenStates!.includes(l)) return;
+      if (allRows) kept.set(l, be.selectRows(residual, allRows));
+      else capture.set(l, be.toHost(residual).slice());
+    };
+    const finish = (out: Omit<ForwardResult, 'hiddenStates'>): ForwardResult => {
+      for (const [l, t] of kept) capture!.set(l, be.toHost(t));
+      return { ...out, hiddenStates: capture };
+    };
 
     let residual = be.embedding(W.embedTokens, batch.tokens);
     let x: Tensor = be.rmsNorm(residual, W.layers[0].inputNorm, c.rmsNormEps);
@@ -96,7 +111,7 @@ export class LlamaModel {
         be.release?.(down);
       }
       // HF's hidden_states[l]: the residual stream entering layer l.
-      if (capture && opts.captureHiddenStates!.includes(l)) capture.set(l, be.toHost(residual).slice());
+      keepHidden(l);
 
       const observe = opts.observeLinearInput;
       observe?.(l, 'qkv', be.toHost(x));
@@ -126,24 +141,24 @@ export class LlamaModel {
       be.release?.(act);
     }
     be.addInPlace(residual, x);
-    if (capture && opts.captureHiddenStates!.includes(c.numLayers)) capture.set(c.numLayers, be.toHost(residual).slice());
+    keepHidden(c.numLayers);
     // A step of prefill chunks that all stop short of their prompt's end needs no logits.
-    if (batch.logitRows.length === 0) return { logits: new Float32Array(0), hiddenStates: capture };
+    if (batch.logitRows.length === 0) return finish({ logits: new Float32Array(0) });
     const last = be.selectRows(residual, batch.logitRows);
     const normed = be.rmsNorm(last, W.norm, c.rmsNormEps);
     const logitsT = be.linear(normed, W.lmHead);
     if (opts.argmaxOnly) {
       const n = opts.argmaxOnly.vocab;
       const argmax = be.argmaxRows ? be.argmaxRows(logitsT, n) : argmaxRowsOnHost(be.toHost(logitsT), c.vocabSize, n);
-      return { logits: new Float32Array(0), argmax, hiddenStates: capture };
+      return finish({ logits: new Float32Array(0), argmax });
     }
     if (opts.sampleRows) {
       const { vocab, rows } = opts.sampleRows;
       const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows) : sampleRowsOnHost(be.toHost(logitsT), c.vocabSize, vocab, rows);
-      return { logits: new Float32Array(0), sampled, hiddenStates: capture };
+      return finish({ logits: new Float32Array(0), sampled });
     }
     const logits = be.toHost(logitsT);
-    return { logits, hiddenStates: capture };
+    return finish({ logits });
   }
 
   /** Per-token cos/sin; dynamic NTK rescales per sequence from its longest position in this step. */
