@@ -30,66 +30,17 @@
 // sums to `part`, and the last to finish (an atomic ticket per tile) adds the S partials in order
 // 0..S−1 and the bias. S depends on N and K only, so a token's result is the same bits alone or in
 // a batch of 8 (rows of x past T are zero; an mma's output column depends on its own B column).
-#include "common.cuh"
+#include "gemv-mma.cuh"
 
-#define I4_WARPS 8
-#define I4_THREADS (I4_WARPS * 32)
 // Chunks a warp loads before using them.
 #define I4_GROUP 2
-
-__device__ __forceinline__ uint4 ldg_w(const uint4* p, bool ok) {
-  // The weight is read once: keep it out of L1, which holds x. Predicated, not branched, so a
-  // group's loads stay in flight together.
-  uint4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
-__device__ __forceinline__ float4 ldg_x4(const float* p, bool ok) {
-  float4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4]; }"
-      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
-// Two floats as a bf16 pair (round to nearest even), lo in the low half: the lower k-slot.
-__device__ __forceinline__ u32 bf16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
 
 // Nibbles i and i + 4 of w as the bf16 pair (nibble i − zero, nibble i + 4 − zero); negz = the pair
 // −(128 + zero) twice.
 __device__ __forceinline__ u32 nib_pair(u32 w, int i, u32 negz) {
   const u32 p = ((w >> (4 * i)) & 0x000f000fu) | 0x43004300u;
-  u32 r;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(0x3f803f80u), "r"(negz));
-  return r;
+  return fma_bf16x2(p, 0x3f803f80u, negz);
 }
-
-// d = A · B (+ d when acc), one m16n8k16 step: a0/a2 row g (k-slots 2q.. and 2q+8..), a1/a3 row g + 8.
-__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// A partial written by another block of this launch: from L2, past this SM's L1.
-__device__ __forceinline__ float ld_cg(const float* p) {
-  float v;
-  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 // R m-tiles (16 rows each) per block; block (tile, s) takes rows tile·16R.. and chunk range s of S.
 // scales float32 [N, G], zeros u8 [N, G] or null (symmetric: 8); groupShift ≥ 6 (31: one group).
@@ -99,8 +50,6 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
                                               const unsigned char* __restrict__ zeros, int G, int groupShift,
                                               const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
                                               float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
-  __shared__ float partial[I4_WARPS][R][32][4];
-  __shared__ int lastBlock;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -130,13 +79,13 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
   const bool tokOk = g < T;
   const float* xrow = x + (u64)(tokOk ? g : 0) * K;
 
-  float acc[R][4];
+  float acc[1][R][4];
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) acc[r][i] = 0.f;
+    for (int i = 0; i < 4; i++) acc[0][r][i] = 0.f;
 
-  for (int c0 = cBegin + warp * I4_GROUP; c0 < cEnd; c0 += I4_WARPS * I4_GROUP) {
+  for (int c0 = cBegin + warp * I4_GROUP; c0 < cEnd; c0 += MMA_WARPS * I4_GROUP) {
     uint4 a[I4_GROUP][R][2];
 #pragma unroll
     for (int u = 0; u < I4_GROUP; u++) {
@@ -182,61 +131,16 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
             mma_bf16(d, nib_pair(w0, 2, negz[0]), nib_pair(w1, 2, negz[1]), nib_pair(w0, 3, negz[0]), nib_pair(w1, 3, negz[1]), b[j][2], b[j][3]);
           }
           // D: d[0..1] row g, d[2..3] row g + 8 (tokens 2q, 2q + 1).
-          acc[r][0] = fmaf(d[0], sc[0], acc[r][0]);
-          acc[r][1] = fmaf(d[1], sc[0], acc[r][1]);
-          acc[r][2] = fmaf(d[2], sc[1], acc[r][2]);
-          acc[r][3] = fmaf(d[3], sc[1], acc[r][3]);
+          acc[0][r][0] = fmaf(d[0], sc[0], acc[0][r][0]);
+          acc[0][r][1] = fmaf(d[1], sc[0], acc[0][r][1]);
+          acc[0][r][2] = fmaf(d[2], sc[1], acc[0][r][2]);
+          acc[0][r][3] = fmaf(d[3], sc[1], acc[0][r][3]);
         }
       }
     }
   }
 
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) partial[warp][r][lane][i] = acc[r][i];
-  __syncthreads();
-  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
-  // register 2·(m / 8) + t % 2.
-  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-    float s = partial[0][r][src][reg];
-#pragma unroll
-    for (int wp = 1; wp < I4_WARPS; wp++) s += partial[wp][r][src][reg];
-    if (S == 1) {
-      if (bias) s += bias[row];
-      y[(u64)t * N + row] = s;
-    } else {
-      part[((u64)split * T + t) * N + row] = s;
-    }
-  }
-  if (S == 1) return;
-
-  // Split K: the last block of this tile to finish adds the S partials, in order.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
-  for (int o = threadIdx.x; o < R * 128; o += I4_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    float s = ld_cg(part + (u64)t * N + row);
-    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
-    if (bias) s += bias[row];
-    y[(u64)t * N + row] = s;
-  }
-  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
+  mma_finish<R, 1, false>(acc, nullptr, 1.f, bias, y, part, counters, T, N, S, row0);
 }
 
 #define I4_KERNEL(R, BOUNDS)                                                                                                   \
@@ -246,5 +150,5 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
     gemv_mma_int4<R>(w, loads, scales, zeros, G, groupShift, x, bias, y, part, counters, T, N, K, S);                              \
   }
 
-I4_KERNEL(1, __launch_bounds__(I4_THREADS, 2))
-I4_KERNEL(2, __launch_bounds__(I4_THREADS, 2))
+I4_KERNEL(1, __launch_bounds__(MMA_THREADS, 2))
+I4_KERNEL(2, __launch_bounds__(MMA_THREADS, 2))

@@ -45,12 +45,10 @@
 // in order 0..S−1, then scales and adds the bias. S and the rows per block (hence G) depend on the
 // format, N, K and the GPU only, so a token's result is the same bits alone or in a batch of 8 (rows
 // of x past T are zero, and an mma's output column depends on its own B column only).
-#include "common.cuh"
+#include "gemv-mma.cuh"
 
 typedef unsigned char u8;
 
-#define QM_WARPS 8
-#define QM_THREADS (QM_WARPS * 32)
 // Chunks a warp loads before using them: 4 at one m-tile a block, 2 at two, so that a lane has 8
 // weight loads of 16 bytes in flight either way (as gemv-mma.cu's one-m-tile kernel).
 template <int R>
@@ -60,27 +58,6 @@ struct Group {
 
 // ---- loads (predicated rather than branched, so a group's loads stay in flight together) -----------
 
-// The weight is read once: keep it out of L1, which holds x.
-__device__ __forceinline__ uint4 ldg_w(const uint4* p, bool ok) {
-  uint4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
-__device__ __forceinline__ float4 ldg_x4(const float* p, bool ok) {
-  float4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4]; }"
-      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
 // One byte (an nvfp4 block scale code), 0 where !ok. Through L1: the 4 lanes of a row read neighbours.
 __device__ __forceinline__ u32 ldg_u8(const u8* p, bool ok) {
   u32 v;
@@ -88,42 +65,13 @@ __device__ __forceinline__ u32 ldg_u8(const u8* p, bool ok) {
   return v;
 }
 
-// A partial written by another block of this launch: from L2, past this SM's L1.
-__device__ __forceinline__ float ld_cg(const float* p) {
-  float v;
-  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-}
-
 // ---- bf16 pairs and the mma -----------------------------------------------------------------------
-
-// Two floats as a bf16 pair (round to nearest even), lo in the low half: the lower k-slot.
-__device__ __forceinline__ u32 bf16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-__device__ __forceinline__ u32 fma_bf16x2(u32 a, u32 b, u32 c) {
-  u32 r;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
 
 __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
   u32 d;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
   return d;
 }
-
-// d += A · B, one m16n8k16 step: a0/a2 row g (k-slots 2q.. and 2q+8..), a1/a3 row g + 8.
-__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 // ---- decoders: 4 codes of a 32-bit word (bytes b0..b3) → the bf16 pairs (b0, b2) and (b1, b3) -------
 
@@ -173,81 +121,6 @@ __device__ __forceinline__ float e4m3_to_f32(u32 code) {
   return (code & 0x80u) ? -v : v;
 }
 
-// ---- the block's sums → y ----------------------------------------------------------------------------
-
-// acc[u][r]: the lane's D fragment of chunk u of each group, m-tile r. The group's chunks in order,
-// the warps in order (then, split K, the splits in order); y = sum · scale + bias, scale = rowScale[row]
-// or, without rowScale, globalScale.
-template <int R, int G>
-__device__ __forceinline__ void finish_mma(float (&acc)[G][R][4], const float* __restrict__ rowScale, float globalScale,
-                                           const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
-                                           u32* __restrict__ counters, int T, int N, int S, int row0) {
-  __shared__ float partial[QM_WARPS][R][32][4];
-  __shared__ int lastBlock;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int tile = blockIdx.x;
-  const int split = blockIdx.y;
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      float s = acc[0][r][i];
-#pragma unroll
-      for (int u = 1; u < G; u++) s += acc[u][r][i];
-      partial[warp][r][lane][i] = s;
-    }
-  __syncthreads();
-  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
-  // register 2·(m / 8) + t % 2.
-  for (int o = threadIdx.x; o < R * 128; o += QM_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-    float s = partial[0][r][src][reg];
-#pragma unroll
-    for (int wp = 1; wp < QM_WARPS; wp++) s += partial[wp][r][src][reg];
-    if (S == 1) {
-      float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
-      if (bias) v = __fadd_rn(v, bias[row]);
-      y[(u64)t * N + row] = v;
-    } else {
-      part[((u64)split * T + t) * N + row] = s;
-    }
-  }
-  if (S == 1) return;
-
-  // Split K: the last block of this tile to finish adds the S partials, in order.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
-  for (int o = threadIdx.x; o < R * 128; o += QM_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    float s = ld_cg(part + (u64)t * N + row);
-    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
-    float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
-    if (bias) v = __fadd_rn(v, bias[row]);
-    y[(u64)t * N + row] = v;
-  }
-  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
-}
-
-// ---- fp8 / int8: codes row-major [N, K], K % 16 = 0 ------------------------------------------------
-
-// R m-tiles (16 rows each) per block; block (tile, s) takes rows tile·16R.. and chunk range s of S.
-// rowScale float32 [N]; part: float32 [S, T, N] scratch and counters: u32 per tile, zero between
-// launches (used when S > 1).
 template <bool FP8, int R>
 __device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
                                             const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
@@ -285,7 +158,7 @@ __device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const floa
 #pragma unroll
       for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
 
-  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += QM_WARPS * G) {
+  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += MMA_WARPS * G) {
     // Every weight load of the group first, then per chunk x (from L1) and the mmas. A lane's 16
     // columns lie wholly inside K or wholly past it (K % 16 = 0): past it, weights and x read as zeros.
     uint4 a[G][R][2];
@@ -318,7 +191,7 @@ __device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const floa
       }
     }
   }
-  finish_mma<R, G>(acc, rowScale, 1.f, bias, y, part, counters, T, N, S, row0);
+  mma_finish<R, G, true>(acc, rowScale, 1.f, bias, y, part, counters, T, N, S, row0);
 }
 
 // ---- nvfp4: tiled codes, E4M3 block scales [N, K/16], a float32 global scale ----------------------
@@ -330,7 +203,7 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
                                                float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
   // (s/2, −96·s) as bf16 pairs for every block scale code s (exact: s has ≤ 4 significant bits).
   __shared__ uint2 scalePairs[256];
-  for (int i = threadIdx.x; i < 256; i += QM_THREADS) {
+  for (int i = threadIdx.x; i < 256; i += MMA_THREADS) {
     const float s = e4m3_to_f32((u32)i);
     scalePairs[i] = make_uint2(bf16x2(0.5f * s, 0.5f * s), bf16x2(-96.f * s, -96.f * s));
   }
@@ -372,7 +245,7 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
 #pragma unroll
       for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
 
-  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += QM_WARPS * G) {
+  for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += MMA_WARPS * G) {
     uint4 a[G][R][2];
     u32 sc[G][R][2][2];  // block scale codes: [chunk][m-tile][row g, g + 8][half]
 #pragma unroll
@@ -424,7 +297,7 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
       }
     }
   }
-  finish_mma<R, G>(acc, nullptr, globalScale, bias, y, part, counters, T, N, S, row0);
+  mma_finish<R, G, true>(acc, nullptr, globalScale, bias, y, part, counters, T, N, S, row0);
 }
 
 #define Q8_MMA_KERNELS(R, BOUNDS)                                                                                                  \
@@ -442,5 +315,5 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
     gemv_mma_nvfp4<R>(w, loads, blockScales, globalScale, x, bias, y, part, counters, T, N, K, S);                                \
   }
 
-Q8_MMA_KERNELS(1, __launch_bounds__(QM_THREADS, 2))
-Q8_MMA_KERNELS(2, __launch_bounds__(QM_THREADS, 2))
+Q8_MMA_KERNELS(1, __launch_bounds__(MMA_THREADS, 2))
+Q8_MMA_KERNELS(2, __launch_bounds__(MMA_THREADS, 2))

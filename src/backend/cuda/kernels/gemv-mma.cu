@@ -23,26 +23,13 @@
 // added in warp order, then the bias in float32. Every step of that order depends on K only: a
 // token's result is the same bits alone or in a batch of 8 (rows of x past T are zero, and an mma's
 // output column depends on its own B column only), and at R = 1 or 2 m-tiles a block.
-#include "common.cuh"
+#include "gemv-mma.cuh"
 
-#define MMA_WARPS 8
-#define MMA_THREADS (MMA_WARPS * 32)
 // Chunks (32 columns) a warp loads before using them.
 #define MMA_GROUP 4
 
 // Loads that give zeros where `ok` is false, as predicated instructions rather than branches, so
 // ptxas can keep a group's loads in flight together.
-__device__ __forceinline__ uint4 ldg_stream(const u16* p, bool ok) {
-  // The weight is read once: keep it out of L1, which holds x.
-  uint4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
 __device__ __forceinline__ uint2 ldg_stream8(const u16* p, bool ok) {
   uint2 v;
   asm volatile("{ .reg .pred p; setp.ne.b32 p, %3, 0; mov.b32 %0, 0; mov.b32 %1, 0;\n  @p ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2]; }"
@@ -51,37 +38,12 @@ __device__ __forceinline__ uint2 ldg_stream8(const u16* p, bool ok) {
   return v;
 }
 
-__device__ __forceinline__ float4 ldg_x(const float* p, bool ok) {
-  float4 v;
-  asm volatile(
-      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4]; }"
-      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-      : "l"(p), "r"((int)ok));
-  return v;
-}
-
-// Two floats as a bf16 pair (round to nearest even), lo in the low half: the lower k-slot.
-__device__ __forceinline__ u32 bf16_pair(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-// d += A · B, one m16n8k16 step: a0/a2 row g (k-slots 2q.. and 2q+8..), a1/a3 row g + 8.
-__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // R m-tiles (16 rows each) per block, 8 warps splitting K. K is a multiple of 16 (so rows are
 // 16-byte aligned); where it is not one of 32, warp 0 also takes the last 16 columns.
 // `tile`: which group of 16·R rows of W this block computes.
 template <int R>
 __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const float* __restrict__ x, const float* __restrict__ bias,
                                               float* __restrict__ y, int T, int N, int K, int tile) {
-  __shared__ float partial[MMA_WARPS][R][32][4];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -119,8 +81,8 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
 #pragma unroll
     for (int u = 0; u < MMA_GROUP; u++) {
       const bool in = c0 + u < chunks;
-      b[u][0] = ldg_x(xrow + 32 * (c0 + u), in && tokOk);
-      b[u][1] = ldg_x(xrow + 32 * (c0 + u) + 4, in && tokOk);
+      b[u][0] = ldg_x4(xrow + 32 * (c0 + u), in && tokOk);
+      b[u][1] = ldg_x4(xrow + 32 * (c0 + u) + 4, in && tokOk);
     }
 #pragma unroll
     for (int u = 0; u < MMA_GROUP; u++) {
@@ -128,12 +90,12 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
 #pragma unroll
       for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) a[u][r][h] = ldg_stream(wrow[r][h] + 32 * (c0 + u), in && rowOk[r][h]);
+        for (int h = 0; h < 2; h++) a[u][r][h] = ldg_w(wrow[r][h] + 32 * (c0 + u), in && rowOk[r][h]);
     }
 #pragma unroll
     for (int u = 0; u < MMA_GROUP; u++) {
-      const u32 b0 = bf16_pair(b[u][0].x, b[u][0].y), b1 = bf16_pair(b[u][0].z, b[u][0].w);
-      const u32 b2 = bf16_pair(b[u][1].x, b[u][1].y), b3 = bf16_pair(b[u][1].z, b[u][1].w);
+      const u32 b0 = bf16x2(b[u][0].x, b[u][0].y), b1 = bf16x2(b[u][0].z, b[u][0].w);
+      const u32 b2 = bf16x2(b[u][1].x, b[u][1].y), b3 = bf16x2(b[u][1].z, b[u][1].w);
 #pragma unroll
       for (int r = 0; r < R; r++) {
         // Elements 0–3 of the lane's 8 (words x, y) in the first step, 4–7 (z, w) in the second.
@@ -146,8 +108,8 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
   // K % 32 = 16: the last 16 columns, one mma step (4 per row: elements 0–1 and 2–3 of 4q..4q+3).
   if ((K & 16) && warp == 0) {
     const int k = 32 * chunks + 4 * q;
-    const float4 xv = ldg_x(x + (u64)(tokOk ? g : 0) * K + k, tokOk);
-    const u32 b0 = bf16_pair(xv.x, xv.y), b1 = bf16_pair(xv.z, xv.w);
+    const float4 xv = ldg_x4(x + (u64)(tokOk ? g : 0) * K + k, tokOk);
+    const u32 b0 = bf16x2(xv.x, xv.y), b1 = bf16x2(xv.z, xv.w);
 #pragma unroll
     for (int r = 0; r < R; r++) {
       const uint2 a0 = ldg_stream8(wrow[r][0] - 8 * q + k, rowOk[r][0]);
@@ -156,33 +118,8 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
     }
   }
 
-  // The warp's chunks in order, then the warps in order.
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      float s = acc[0][r][i];
-#pragma unroll
-      for (int u = 1; u < MMA_GROUP; u++) s += acc[u][r][i];
-      partial[warp][r][lane][i] = s;
-    }
-  __syncthreads();
-  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
-  // register 2·(m / 8) + t % 2.
-  for (int o = threadIdx.x; o < R * 128; o += MMA_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-    float s = partial[0][r][src][reg];
-#pragma unroll
-    for (int wp = 1; wp < MMA_WARPS; wp++) s += partial[wp][r][src][reg];
-    if (bias) s += bias[row];
-    y[(u64)t * N + row] = s;
-  }
+  // The warp's chunks in order, then the warps in order (no split K here).
+  mma_finish<R, MMA_GROUP, false>(acc, nullptr, 1.f, bias, y, nullptr, nullptr, T, N, 1, row0);
 }
 
 #define MMA_KERNELS(R, BOUNDS)                                                                                          \

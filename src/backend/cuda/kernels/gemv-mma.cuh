@@ -1,0 +1,134 @@
+// What the tensor-core decode GEMVs share (gemv-mma.cu for bf16, gemv-mma-int4.cu, gemv-mma-q8.cu for
+// fp8/int8/nvfp4): predicated loads, bf16 pairs, the m16n8k16 step, and the block's epilogue. Each of
+// them runs 8 warps a block, tokens as the mma's n (rows of x past T are zero), a warp per 16 rows.
+#pragma once
+#include "common.cuh"
+
+#define MMA_WARPS 8
+#define MMA_THREADS (MMA_WARPS * 32)
+
+// ---- loads (predicated rather than branched, so a group's loads stay in flight together) -----------
+
+// 16 bytes of a weight, read once: kept out of L1, which holds x. Zeros where !ok.
+__device__ __forceinline__ uint4 ldg_w(const void* p, bool ok) {
+  uint4 v;
+  asm volatile(
+      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "r"((int)ok));
+  return v;
+}
+
+// Four floats of x (through L1: every row's lanes read them). Zeros where !ok.
+__device__ __forceinline__ float4 ldg_x4(const float* p, bool ok) {
+  float4 v;
+  asm volatile(
+      "{ .reg .pred p; setp.ne.b32 p, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4]; }"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "l"(p), "r"((int)ok));
+  return v;
+}
+
+// A partial written by another block of this launch: from L2, past this SM's L1.
+__device__ __forceinline__ float ld_cg(const float* p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
+// ---- bf16 pairs and the mma -----------------------------------------------------------------------
+
+// Two floats as a bf16 pair (round to nearest even), lo in the low half: the lower k-slot.
+__device__ __forceinline__ u32 bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ u32 fma_bf16x2(u32 a, u32 b, u32 c) {
+  u32 r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// d += A · B, one m16n8k16 step: a0/a2 row g (k-slots 2q.. and 2q+8..), a1/a3 row g + 8.
+__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// ---- the block's sums → y ----------------------------------------------------------------------------
+
+// acc[u][r]: the lane's D fragment of chunk u of its group, m-tile r (block rows row0 + 16r..). The
+// group's chunks in order, then the warps in order (then, split K over S blocks, the splits in order);
+// y = sum (· rowScale[row], or · globalScale without rowScale, when SCALED) + bias. With S > 1 each
+// block writes its sums to part [S, T, N] and the last of the tile's blocks to finish (an atomic
+// ticket in counters[tile], reset by that block) adds them; the order never depends on which is last.
+template <int R, int G, bool SCALED>
+__device__ __forceinline__ void mma_finish(float (&acc)[G][R][4], const float* __restrict__ rowScale, float globalScale,
+                                           const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
+                                           u32* __restrict__ counters, int T, int N, int S, int row0) {
+  __shared__ float partial[MMA_WARPS][R][32][4];
+  __shared__ int lastBlock;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x;
+  const int split = blockIdx.y;
+  // The scaled kernels' products and sums rounded as written (no contraction into an fma).
+  const auto out = [&](float s, int row) {
+    if (!SCALED) return bias ? s + bias[row] : s;
+    const float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
+    return bias ? __fadd_rn(v, bias[row]) : v;
+  };
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float s = acc[0][r][i];
+#pragma unroll
+      for (int u = 1; u < G; u++) s += acc[u][r][i];
+      partial[warp][r][lane][i] = s;
+    }
+  __syncthreads();
+  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
+  // register 2·(m / 8) + t % 2.
+  for (int o = threadIdx.x; o < R * 128; o += MMA_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    const int src = 4 * (m & 7) + (t >> 1);
+    const int reg = 2 * (m >> 3) + (t & 1);
+    float s = partial[0][r][src][reg];
+#pragma unroll
+    for (int wp = 1; wp < MMA_WARPS; wp++) s += partial[wp][r][src][reg];
+    if (S == 1) y[(u64)t * N + row] = out(s, row);
+    else part[((u64)split * T + t) * N + row] = s;
+  }
+  if (S == 1) return;
+
+  // Split K: the last block of this tile to finish adds the S partials, in order.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < R * 128; o += MMA_THREADS) {
+    const int r = o >> 7;
+    const int m = (o >> 3) & 15;
+    const int t = o & 7;
+    const int row = row0 + 16 * r + m;
+    if (t >= T || row >= N) continue;
+    float s = ld_cg(part + (u64)t * N + row);
+    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
+    y[(u64)t * N + row] = out(s, row);
+  }
+  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
+}
