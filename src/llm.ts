@@ -384,9 +384,15 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
   const logitRows = s.maxNumSeqs * (1 + k);
   const stepTokens = (budget: number) => budget + Math.min(s.maxNumSeqs, budget) * k;
   const draft = s.proposer?.activationShape && s.proposer.formats ? { shape: s.proposer.activationShape, formats: s.proposer.formats } : undefined;
+  // Recorded decode steps (CUDA graphs) keep their own activations: up to maxGraphs steps of at most
+  // maxTokens tokens (the target's and a draft model's alike).
+  const graphs = cudaBackendOf(loaded.model.backend)?.graphs;
+  const graphBytes = (shape: ActivationShape, formats: StepWeightFormats) =>
+    graphs?.enabled ? graphs.maxGraphs * stepActivationBytes(shape, graphs.maxTokens, graphs.maxTokens, formats) : 0;
   const activationFor = (budget: number) =>
     stepActivationBytes(loaded.config, stepTokens(budget), logitRows, weightFormats(loaded.model.weights)) +
-    (draft ? stepActivationBytes(draft.shape, stepTokens(budget), logitRows, draft.formats) : 0);
+    graphBytes(loaded.config, weightFormats(loaded.model.weights)) +
+    (draft ? stepActivationBytes(draft.shape, stepTokens(budget), logitRows, draft.formats) + graphBytes(draft.shape, draft.formats) : 0);
   let maxNumBatchedTokens = options.maxNumBatchedTokens ?? 2048;
   if (options.maxNumBatchedTokens === undefined) {
     maxNumBatchedTokens = fitBatchedTokens({ totalBytes, usedBytes, gpuMemoryUtilization: utilization, activationBytesFor: activationFor, preferred: 2048 });

@@ -66,7 +66,7 @@ export interface KvBudgetInput {
   /** Device memory in use once the weights are loaded (total − free). */
   usedBytes: number;
   gpuMemoryUtilization: number;
-  /** One step's activations (stepActivationBytes); WORKSPACE_BYTES is added to it here. */
+  /** Activations held: one step's (stepActivationBytes), plus the recorded decode steps' (CUDA graphs); WORKSPACE_BYTES is added to it here. */
   activationBytes: number;
   /** KV bytes per token of every cache sized with the target's token count (target + draft model). */
   kvBytesPerToken: number;
@@ -109,7 +109,7 @@ export function kvCacheBudget(input: KvBudgetInput): KvBudget {
   const tokens = Math.min(byMemory, cap);
   const situation =
     `--gpu-memory-utilization ${f} allows ${gib(allowed)} of the GPU's ${gib(totalBytes)}; ${gib(usedBytes)} is in use after the weights ` +
-    `and ${gib(reserveBytes)} is kept for one step's activations and workspaces`;
+    `and ${gib(reserveBytes)} is kept for activations (one step's, and recorded CUDA-graph steps') and workspaces`;
   if (availableBytes <= 0) {
     throw new CapacityError(`no memory is left for the KV cache: ${situation}; raise --gpu-memory-utilization, lower --max-num-batched-tokens, or use a smaller or quantized model`);
   }
