@@ -2,7 +2,8 @@
 // compiled by the host's C++ compiler against test/support/cuda-emulator/emu.h (a thread per CUDA
 // thread, barriers for __syncthreads and warp shuffles), then held to the host sampler (drawToken)
 // as test/cuda-sampling.test.ts holds the real GPU: the same token for every draw bar boundary cases,
-// over fresh random logits and knobs, at 64 threads a block and at the launch's 512. It checks the
+// over fresh random logits and knobs, at 64 threads a block and at the launch's 512, and rows that
+// exclude a speculative draft against drawResidual (the residual draw and p of the draft). It checks the
 // kernel's logic where no GPU is present; the GPU test remains the word on the real thing (CUDA's
 // exp, its memory model, the launch). Skips, saying why, without a C++20 compiler (g++ ≥ 11).
 
@@ -14,7 +15,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
-import { drawToken } from '../src/engine/sampler.js';
+import { drawSamplingRow, drawToken } from '../src/engine/sampler.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { testRandom } from './support/cuda.js';
 import { differingDraws, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
@@ -42,12 +43,18 @@ function build(): { bin?: string; skipReason: string | false } {
 }
 const { bin, skipReason } = build();
 
-/** sample_rows on x [rows, cols] over the first n ids, `threads` a block. */
-function sampleRows(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): Int32Array {
+/** sample_rows on x [rows, cols] over the first n ids, `threads` a block: the ids, and p of each row's excluded draft. */
+function sampleRowsWithProbs(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): { ids: Int32Array; probs: Float32Array } {
   const rows = knobs.length;
   const input = Buffer.concat([Buffer.from(Int32Array.from([rows, cols, n, threads]).buffer), Buffer.from(x.buffer, x.byteOffset, x.byteLength), Buffer.from(packSamplingParams(knobs).buffer)]);
   const out = execFileSync(bin!, { input, maxBuffer: 1 << 24 });
-  return new Int32Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
+  const bytes = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+  assert.equal(bytes.byteLength, rows * 8);
+  return { ids: new Int32Array(bytes, 0, rows), probs: new Float32Array(bytes, rows * 4, rows) };
+}
+
+function sampleRows(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): Int32Array {
+  return sampleRowsWithProbs(x, cols, n, knobs, threads).ids;
 }
 
 function randomRows(rows: number, cols: number): Float32Array {
@@ -94,6 +101,67 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
       const knobs = Array.from({ length: rows }, () => ({ ...inputs.row(false), ...c }));
       const got = sampleRows(x, V, V, knobs);
       assert.deepEqual([...got], knobs.map((k, r) => drawToken(x.subarray(r * V, (r + 1) * V), k, k.u)), `${JSON.stringify(c)} (seed ${SEED})`);
+    }
+  });
+
+  it('rows that exclude a draft: drawResidual’s token and p(draft), beside plain rows, at 64 and 512 threads', () => {
+    // [rows, cols, n, calls, threads]
+    const shapes: Array<[number, number, number, number, number]> = [
+      [2, 128256, 128000, 1, 64],
+      [8, 4096, 4090, 6, 64],
+      [24, 1000, 1000, 8, 64],
+      [32, 31, 31, 6, 64],
+      [4, 5000, 4999, 2, SAMPLE_THREADS],
+    ];
+    let draws = 0;
+    let excluded = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls, threads] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = randomRows(rows, cols);
+        const knobs = Array.from({ length: rows }, (_, r) => {
+          const k = inputs.row();
+          // Most rows exclude a draft (a window's rows), some are plain (its bonus row).
+          return rng.next() < 0.8 ? { ...k, exclude: inputs.draft(x.subarray(r * cols, (r + 1) * cols), n, cols, k) } : k;
+        });
+        const { ids, probs } = sampleRowsWithProbs(x, cols, n, knobs, threads);
+        draws += rows;
+        excluded += knobs.filter((k) => k.exclude !== undefined).length;
+        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`, probs));
+      }
+    }
+    assert.ok(excluded > draws / 2);
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+  });
+
+  it('residual edge rows: the draft the only token left, the favourite of a peaked row, filtered out, past n, greedy, u = 0 and just below 1', () => {
+    const V = 600;
+    const cases: Array<Partial<GpuSamplingRow> & { pick: 'top' | 'filtered' | 'past' | 'masked' }> = [
+      { topK: 1, pick: 'top' }, { minP: 1, pick: 'top' }, { temperature: 0.01, pick: 'top' }, { temperature: 0.01, pick: 'filtered', topK: 3 },
+      { topK: 5, pick: 'filtered' }, { pick: 'past' }, { pick: 'masked' }, { temperature: 0, pick: 'top' }, { temperature: 0, pick: 'filtered' },
+      { u: 0, pick: 'top' }, { u: 1 - 2 ** -53, pick: 'top' }, { u: 1 - 2 ** -53, pick: 'filtered', topP: 0.5 },
+    ];
+    for (const { pick, ...c } of cases) {
+      const rows = 4;
+      const x = randomRows(rows, V);
+      x[V + 9] = x[V + 300] = Infinity; // +inf carries all the mass in row 1
+      const knobs = Array.from({ length: rows }, (_, r) => {
+        const k = { ...inputs.row(false), ...c };
+        const row = x.subarray(r * V, (r + 1) * V);
+        let exclude = 0;
+        for (let i = 0; i < V; i++) if (row[i] > row[exclude]) exclude = i;
+        if (pick === 'filtered') exclude = (exclude + 1 + inputs.int(V - 1)) % V;
+        if (pick === 'past') exclude = V - 1;
+        if (pick === 'masked') row[(exclude = 17)] = -Infinity;
+        return { ...k, exclude };
+      });
+      const n = pick === 'past' ? V - 1 : V;
+      const { ids, probs } = sampleRowsWithProbs(x, V, n, knobs);
+      const want = knobs.map((k, r) => drawSamplingRow(x.subarray(r * V, r * V + n), k));
+      // A token may differ only as a boundary case (u just below 1 puts u × total right at the host's
+      // rounding of its last boundary, where tail probabilities vanish in its running sum).
+      differingDraws(x, V, n, knobs, ids, `${pick} ${JSON.stringify(c)} (seed ${SEED})`);
+      assert.deepEqual([...probs], want.map((w) => w.excludedProb), `${pick} ${JSON.stringify(c)}: p(draft) (seed ${SEED})`);
     }
   });
 

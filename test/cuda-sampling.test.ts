@@ -4,15 +4,17 @@
 // NaN, +inf, very large logits) and random knobs, bar draws whose u × total lies within 1e-9 of the
 // total from a boundary of the host's cumulative weights (where the host's own f64 rounding decides;
 // they must be rare and each is checked to be one); the edge cases; frequencies of many draws of one
-// row against its probabilities; and the forward's sampleRows option, recorded and replayed as a
+// row against its probabilities; rows that exclude a speculative draft (residual mode) against
+// drawResidual, their p(draft) bit for bit bar the other float32 rounding of a quotient within the
+// host's own rounding of its total; and the forward's sampleRows option, recorded and replayed as a
 // CUDA graph with a new u each step. Without a GPU the suite skips with the reason; the same checks
-// of the reference run on the CPU in test/sample-rows.test.ts.
+// of the reference run on the CPU in test/sample-rows.test.ts and test/spec-sampled-verify.test.ts.
 
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
-import { ALL_MASKED, drawToken, GREEDY_TEMPERATURE_EPS, samplingSupport } from '../src/engine/sampler.js';
+import { ALL_MASKED, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, samplingSupport } from '../src/engine/sampler.js';
 import { SAMPLE_MAX_VOCAB } from '../src/backend/cuda/sampling.js';
 import { loadLlama } from './support/run-model.js';
 import { openTestGpu, testRandom } from './support/cuda.js';
@@ -31,6 +33,23 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
     await nextTurn(); // the last call's buffers back in the pool, so poisoning reaches them
     g.poisonFreeMemory();
     return g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs);
+  }
+
+  /** sampleOnGpu, with p of each row's excluded draft. */
+  async function sampleWithProbs(x: Float32Array, rows: number, cols: number, n: number, knobs: GpuSamplingRow[]): Promise<{ ids: Int32Array; probs: Float32Array }> {
+    await nextTurn();
+    g.poisonFreeMemory();
+    const probs = new Float32Array(rows).fill(Number.NaN);
+    const ids = g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs, probs);
+    return { ids, probs };
+  }
+
+  /** Random knobs for each row of x, most rows excluding a draft as a verification window's rows do. */
+  function residualKnobs(x: Float32Array, rows: number, cols: number, n: number): GpuSamplingRow[] {
+    return Array.from({ length: rows }, (_, r) => {
+      const k = inputs.row();
+      return rng.next() < 0.8 ? { ...k, exclude: inputs.draft(x.subarray(r * cols, (r + 1) * cols), n, cols, k) } : k;
+    });
   }
 
   it('draws the host sampler’s token for every draw: vocabularies of 31 to 128256 ids, padded ones, ties, masks, NaN, +inf, large logits', async () => {
@@ -58,6 +77,65 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
       }
     }
     assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+  });
+
+  it('rows that exclude a draft: drawResidual’s token and p(draft) bit for bit, beside plain rows, vocabularies of 31 to 128256 ids', async () => {
+    // [rows, cols, n, calls]
+    const shapes: Array<[number, number, number, number]> = [
+      [8, 128256, 128256, 8],
+      [8, 128256, 128000, 8],
+      [64, 4096, 4096, 30],
+      [32, 32000, 31990, 12],
+      [256, 1000, 997, 12],
+      [512, 31, 31, 8],
+    ];
+    let draws = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
+        const knobs = residualKnobs(x, rows, cols, n);
+        const { ids, probs } = await sampleWithProbs(x, rows, cols, n, knobs);
+        draws += rows;
+        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs));
+      }
+    }
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+  });
+
+  it('residual edge rows: the draft the only token left, the favourite of a peaked row, filtered out, masked, past n, greedy, u = 0 and just below 1', async () => {
+    const V = 5000;
+    const cases: Array<Partial<GpuSamplingRow> & { pick: 'top' | 'filtered' | 'past' | 'masked' }> = [
+      { topK: 1, pick: 'top' }, { minP: 1, pick: 'top' }, { temperature: 0.01, pick: 'top' }, { temperature: 0.01, topK: 3, pick: 'filtered' },
+      { topK: 5, pick: 'filtered' }, { topP: 0.3, pick: 'filtered' }, { pick: 'past' }, { pick: 'masked' }, { temperature: 0, pick: 'top' }, { temperature: 0, pick: 'filtered' },
+      { u: 0, pick: 'top' }, { u: 0, pick: 'filtered' }, { u: 1 - 2 ** -53, pick: 'top' }, { u: 1 - 2 ** -53, topP: 0.5, pick: 'filtered' }, { temperature: 1e3, pick: 'top' },
+    ];
+    for (const { pick, ...c } of cases) {
+      for (const inf of [false, true]) {
+        const rows = 8;
+        const x = new Float32Array(rows * V);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(V, false), r * V);
+        if (inf) for (const i of [V + 2, V + 9, 3 * V + 1]) x[i] = Infinity;
+        const knobs = Array.from({ length: rows }, (_, r) => {
+          const row = x.subarray(r * V, (r + 1) * V);
+          let exclude = 0;
+          for (let i = 0; i < V; i++) if (row[i] > row[exclude]) exclude = i;
+          if (pick === 'filtered') exclude = (exclude + 1 + inputs.int(V - 1)) % V;
+          if (pick === 'past') exclude = V - 1;
+          if (pick === 'masked') row[(exclude = 17)] = -Infinity;
+          return { ...inputs.row(false), ...c, exclude };
+        });
+        const n = pick === 'past' ? V - 1 : V;
+        const { ids, probs } = await sampleWithProbs(x, rows, V, n, knobs);
+        const want = knobs.map((k, r) => drawSamplingRow(x.subarray(r * V, r * V + n), k));
+        const what = `${pick} ${JSON.stringify(c)}${inf ? ' with +inf logits' : ''} (seed ${SEED})`;
+        // A token may differ only as a boundary case (u just below 1 puts u × total right at the host's
+        // rounding of its last boundary, where tail probabilities vanish in its running sum).
+        differingDraws(x, V, n, knobs, ids, what);
+        assert.deepEqual([...probs], want.map((w) => w.excludedProb), `${what}: p(draft)`);
+      }
+    }
   });
 
   it('edge draws: u = 0 and u just below 1, one token left, a tiny top-p, greedy rows, +inf logits', async () => {
@@ -99,6 +177,8 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
     assert.throws(() => g.sampleRows(t, V, [ok, ok]), /2 sampling rows for 3 logit rows/);
     assert.throws(() => g.sampleRows(t, V + 1, [ok, ok, ok]), /n must be in 1\.\.1000/);
     assert.throws(() => g.sampleRows(t, V, [ok, ok, { ...ok, u: 1 }]), /row 2: u must be in \[0, 1\)/);
+    assert.throws(() => g.sampleRows(t, V, [ok, ok, { ...ok, exclude: -1 }]), /row 2: exclude must be a token id/);
+    assert.throws(() => g.sampleRows(t, V, [ok, ok, ok], new Float32Array(2)), /excludedProbs has 2 values for 3 logit rows/);
     const long = g.fromHost(new Float32Array(SAMPLE_MAX_VOCAB + 1).fill(1), [1, SAMPLE_MAX_VOCAB + 1]);
     assert.throws(() => g.sampleRows(long, SAMPLE_MAX_VOCAB + 1, [ok]), /CUDA samples rows of up to 524288 ids/);
   });
@@ -157,6 +237,14 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
           const { sampled } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs } });
           const want = knobs.map((k, r) => drawToken(logits.subarray(r * V, r * V + n), k, k.u));
           assert.deepEqual([...sampled!], want, `n ${n} step ${step}: ${JSON.stringify(knobs)} (seed ${SEED})`);
+        }
+        // Verification rows (residual mode) in the same recorded step: p(draft) comes back too.
+        for (let step = 0; step < 6; step++) {
+          const knobs = residualKnobs(logits, rows, V, n);
+          const { sampled, excludedProbs } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs } });
+          const want = knobs.map((k, r) => drawSamplingRow(logits.subarray(r * V, r * V + n), k));
+          assert.deepEqual([...sampled!], want.map((w) => w.token), `residual rows, n ${n} step ${step}: ${JSON.stringify(knobs)} (seed ${SEED})`);
+          assert.deepEqual([...excludedProbs!], want.map((w) => w.excludedProb), `residual rows, n ${n} step ${step}: p(draft) (seed ${SEED})`);
         }
       }
       if (g.graphs.enabled) assert.ok(g.graphs.stats.replays > replaysBefore, 'the sampled steps were replayed from a graph');

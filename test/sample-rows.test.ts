@@ -1,15 +1,17 @@
 // The reference every backend's sampleRows is held to, on the CPU: drawToken (engine/sampler.ts) is
 // what Sampler.sample draws for requests without penalties, token for token and at the same position
 // of the random stream; the CPU backend's sampleRows and the forward's sampleRows option (through the
-// backend's op, and on the host for a backend without one) give drawToken's tokens; bad arguments are
-// refused with the problem named. Fresh random inputs each run (TACHYON_TEST_SEED replays one).
+// backend's op, and on the host for a backend without one) give drawToken's tokens, and for rows that
+// exclude a speculative draft drawResidual's token and p of the draft; bad arguments are refused with
+// the problem named. Fresh random inputs each run (TACHYON_TEST_SEED replays one).
+// test/spec-sampled-verify.test.ts holds drawResidual to verifyDrafts.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { checkSamplingRows, type Backend } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
-import { ALL_MASKED, drawToken, GREEDY_TEMPERATURE_EPS, Sampler, TokenCounts } from '../src/engine/sampler.js';
+import { ALL_MASKED, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, Sampler, TokenCounts } from '../src/engine/sampler.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { loadLlama } from './support/run-model.js';
 import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
@@ -92,6 +94,24 @@ describe('CpuBackend.sampleRows', () => {
     }
   });
 
+  it('rows that exclude a draft: drawResidual’s token and p(draft), beside plain rows', () => {
+    for (const [rows, cols] of [[1, 1000], [7, 257], [8, 4096]] as const) {
+      for (const n of [cols, cols - 7]) {
+        const x = randomBatch(rows, cols);
+        for (let r = 0; r < rows; r++) x[r * cols] = 1;
+        const knobs = Array.from({ length: rows }, (_, r) => {
+          const k = { ...randomRow(), u: rng.next() };
+          return r % 3 === 2 ? k : { ...k, exclude: inputs.draft(x.subarray(r * cols, (r + 1) * cols), n, cols, k) };
+        });
+        const probs = new Float32Array(rows).fill(Number.NaN);
+        const got = cpu.sampleRows(cpu.fromHost(x, [rows, cols]), n, knobs, probs);
+        const want = knobs.map((k, r) => drawSamplingRow(x.subarray(r * cols, r * cols + n), k));
+        assert.deepEqual([...got], want.map((w) => w.token), `[${rows}, ${cols}], n ${n} (seed ${SEED})`);
+        assert.deepEqual([...probs], want.map((w) => w.excludedProb), `[${rows}, ${cols}], n ${n}: p(draft) (seed ${SEED})`);
+      }
+    }
+  });
+
   it('throws the sampler error for a row with nothing left', () => {
     const x = Float32Array.from([1, 2, 3, -Infinity, -Infinity, Number.NaN]);
     const row = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
@@ -136,6 +156,17 @@ function checkForward(backend: Backend): void {
       assert.equal(none.length, 0, 'no logits come back');
       const want = knobs.map((k, r) => drawToken(logits.subarray(r * V, r * V + n), k, k.u));
       assert.deepEqual([...sampled!], want, `over the first ${n} of ${V} ids, ${JSON.stringify(knobs)} (seed ${SEED})`);
+    }
+    // Verification rows: most exclude a draft, and p of each comes back too.
+    for (let trial = 0; trial < 5; trial++) {
+      const knobs = Array.from({ length: rows }, (_, r) => {
+        const k = { ...randomRow(), u: rng.next() };
+        return r % 4 === 3 ? k : { ...k, exclude: inputs.draft(logits.subarray(r * V, (r + 1) * V), n, V, k) };
+      });
+      const { sampled, excludedProbs } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs } });
+      const want = knobs.map((k, r) => drawSamplingRow(logits.subarray(r * V, r * V + n), k));
+      assert.deepEqual([...sampled!], want.map((w) => w.token), `residual rows over the first ${n} of ${V} ids (seed ${SEED})`);
+      assert.deepEqual([...excludedProbs!], want.map((w) => w.excludedProb), `p(draft) over the first ${n} of ${V} ids (seed ${SEED})`);
     }
   }
 }

@@ -80,6 +80,12 @@ export interface GpuSamplingRow {
   minP: number;
   /** Uniform in [0, 1), drawn by the caller from the request's Rng (rng.next(), as Sampler.sample draws it). */
   u: number;
+  /**
+   * Residual mode (speculative verification of a deterministic draft x): the draw is from the row's
+   * final distribution p with x's entry removed (drawResidual in engine/sampler.ts), and sampleRows
+   * also returns p(x). Absent: the plain draw. Any id >= 0 (one outside the n ids has p(x) = 0).
+   */
+  exclude?: number;
 }
 
 export interface Backend {
@@ -137,9 +143,11 @@ export interface Backend {
    * temperature, min-p, top-k, top-p and uniform u: exactly what the host sampler (drawToken in
    * engine/sampler.ts, penalties aside) draws with that u, so a sampled step reads back one id a row
    * instead of the logits. Throws the sampler's ALL_MASKED error for a row whose every value is -inf
-   * or NaN. See checkSamplingRows for the arguments' rules.
+   * or NaN. See checkSamplingRows for the arguments' rules. A row with `exclude` draws what drawResidual
+   * draws, and `excludedProbs[r]` (when given, one value per row) receives its p(exclude) as
+   * drawResidual computes it (0 for rows without `exclude`): one more value a row read back.
    */
-  sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array;
+  sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array;
   /** a += b, in place. */
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */
@@ -205,10 +213,12 @@ export function ropeWriteKv(
 /**
  * The arguments every sampleRows takes, checked the same way on every backend: one GpuSamplingRow per
  * row of x ([xRows, cols]), n in 1..cols, and each row's knobs within what a request may ask
- * (sampling-params.ts) with u in [0, 1).
+ * (sampling-params.ts) with u in [0, 1), `exclude` (if any) a non-negative int32; excludedProbs (if
+ * given) one value a row.
  */
-export function checkSamplingRows(xRows: number, cols: number, n: number, rows: readonly GpuSamplingRow[]): void {
+export function checkSamplingRows(xRows: number, cols: number, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): void {
   if (rows.length !== xRows) throw new RangeError(`sampleRows: ${rows.length} sampling rows for ${xRows} logit rows`);
+  if (excludedProbs && excludedProbs.length !== xRows) throw new RangeError(`sampleRows: excludedProbs has ${excludedProbs.length} values for ${xRows} logit rows`);
   if (!(Number.isInteger(n) && n >= 1 && n <= cols)) throw new RangeError(`sampleRows: n must be in 1..${cols}, got ${n}`);
   rows.forEach((r, i) => {
     const bad = (what: string, v: number) => new RangeError(`sampleRows: row ${i}: ${what}, got ${v}`);
@@ -217,5 +227,6 @@ export function checkSamplingRows(xRows: number, cols: number, n: number, rows: 
     if (!(r.topP > 0 && r.topP <= 1)) throw bad('topP must be in (0, 1]', r.topP);
     if (!(r.minP >= 0 && r.minP <= 1)) throw bad('minP must be in [0, 1]', r.minP);
     if (!(r.u >= 0 && r.u < 1)) throw bad('u must be in [0, 1)', r.u);
+    if (r.exclude !== undefined && !(Number.isInteger(r.exclude) && r.exclude >= 0 && r.exclude <= 0x7fffffff)) throw bad('exclude must be a token id (an integer in 0..2^31-1)', r.exclude);
   });
 }

@@ -13,7 +13,8 @@ import { maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from './sampler.
 import type { SamplingParams } from './sampling-params.js';
 import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
 import type { Proposer } from './spec/proposer.js';
-import { SpeculativeDecoder, type SpecSequence, type SpecWindow } from './spec/speculative-step.js';
+import { SpeculativeDecoder, type SpecSequence, type SpecWindow, type WindowDraws } from './spec/speculative-step.js';
+import type { SampledVerification } from './spec/verifier.js';
 import { StopStringMatcher } from './stop-strings.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -292,11 +293,13 @@ export class Engine {
       const req = chunk.seq;
       return req.numComputed + chunk.count < req.numTokens || (req.sampler.argmaxOnly && req.opts.logprobs === undefined);
     });
-    // Otherwise a step with no verification windows whose sampled tokens all come without penalties
-    // or logprobs draws them on the backend (temperature, min-p, top-k, top-p): each row's uniform
-    // comes from its request's stream as Sampler.sample would take it, and one id a row comes back.
-    const sampleRows = argmaxOnly || windows.size > 0 ? undefined : this.sampleRowsOf(planned);
-    const { logits, hiddenStates, argmax, sampled } = this.model.forward(batch, this.kv, {
+    // Otherwise a step whose sampled tokens all come without penalties or logprobs draws them on the
+    // backend (temperature, min-p, top-k, top-p): each row's uniform comes from its request's stream as
+    // Sampler.sample would take it, and one id a row comes back. Verification windows join when their
+    // drafts are deterministic: each window row then also returns p of its draft (see verifySampled).
+    const draws = argmaxOnly ? undefined : this.sampleRowsOf(planned);
+    const sampleRows = draws?.rows;
+    const { logits, hiddenStates, argmax, sampled, excludedProbs } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
       ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows } } : {}),
@@ -311,9 +314,18 @@ export class Engine {
     if (this.spec && windowPlans.length > 0) {
       const windows = windowPlans.map((p) => p.window!);
       const rows = windowPlans.map((p) => p.row);
-      const results = argmax
-        ? this.spec.verifyArgmax(windows, windowPlans.map((p) => argmax.subarray(p.logitRow, p.logitRow + p.window!.tokens.length)), hiddenStates, rows)
-        : this.spec.verify(windows, windowPlans.map((p) => rowLogits(p.logitRow, p.window!.tokens.length)), hiddenStates, rows);
+      const span = (p: PlannedChunk): [number, number] => [p.logitRow, p.logitRow + p.window!.tokens.length];
+      let results: ReturnType<SpeculativeDecoder['verify']>;
+      if (argmax) {
+        results = this.spec.verifyArgmax(windows, windowPlans.map((p) => argmax.subarray(...span(p))), hiddenStates, rows);
+      } else if (sampled) {
+        // Windows without drafts exclude nothing: a step of only those returns no probabilities.
+        const probs = excludedProbs ?? new Float32Array(sampled.length);
+        const windowDraws = windowPlans.map((p): WindowDraws => ({ plan: draws!.plans.get(p.chunk.seq)!, draws: sampled.subarray(...span(p)), excludedProbs: probs.subarray(...span(p)) }));
+        results = this.spec.verifySampled(windows, windowDraws, hiddenStates, rows);
+      } else {
+        results = this.spec.verify(windows, windowPlans.map((p) => rowLogits(p.logitRow, p.window!.tokens.length)), hiddenStates, rows);
+      }
       windowPlans.forEach((p, i) => verified.set(p.chunk.seq, results[i]));
     }
 
@@ -343,14 +355,28 @@ export class Engine {
   }
 
   /**
-   * One sampling row per token this step samples (the chunks that finish their prompt or decode, in
-   * logit-row order), each drawing its uniform now; undefined, drawing nothing, where a request needs
-   * its logits (penalties, logprobs).
+   * One sampling row per logit row of the step, in order: a row for each chunk that finishes its
+   * prompt or decodes (its uniform drawn now), and a window's verification rows (planned from a copy
+   * of its stream, which moves when the window is verified); undefined, drawing nothing, where a
+   * request needs its logits (penalties, logprobs) or a window its logits (sampled drafts, forced
+   * acceptance: SpeculativeDecoder.canVerifySampled).
    */
-  private sampleRowsOf(planned: ReturnType<Engine['buildBatch']>['planned']): GpuSamplingRow[] | undefined {
-    const sampling = planned.filter(({ chunk }) => chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens).map(({ chunk }) => chunk.seq);
-    if (sampling.length === 0 || sampling.some((req) => req.sampler.penalised || req.opts.logprobs !== undefined)) return undefined;
-    return sampling.map((req) => req.sampler.drawRow());
+  private sampleRowsOf(planned: PlannedChunk[]): { rows: GpuSamplingRow[]; plans: Map<Request, SampledVerification> } | undefined {
+    const sampling = planned.filter(({ chunk, window }) => window || chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens);
+    if (sampling.length === 0) return undefined;
+    if (sampling.some(({ chunk, window }) => chunk.seq.sampler.penalised || chunk.seq.opts.logprobs !== undefined || (window && !this.spec!.canVerifySampled(window)))) return undefined;
+    const rows: GpuSamplingRow[] = [];
+    const plans = new Map<Request, SampledVerification>();
+    for (const { chunk, window } of sampling) {
+      if (!window) {
+        rows.push(chunk.seq.sampler.drawRow());
+        continue;
+      }
+      const plan = this.spec!.planSampled(window);
+      plans.set(chunk.seq, plan);
+      rows.push(...plan.rows);
+    }
+    return { rows, plans };
   }
 
   /**

@@ -247,8 +247,13 @@ export class Sampler {
    */
   drawRow(): DrawParams & { u: number } {
     if (this.penalised) throw new RangeError('Sampler.drawRow: penalties need the logits (sample)');
+    return { ...this.drawParams, u: this.greedy ? 0 : this.rng.next() };
+  }
+
+  /** This request's knobs as a backend's draw takes them (no penalties, no uniform). */
+  get drawParams(): DrawParams {
     const { temperature, topK, topP, minP } = this.params;
-    return { temperature, topK, topP, minP, u: this.greedy ? 0 : this.rng.next() };
+    return { temperature, topK, topP, minP };
   }
 
   /** Record a token chosen outside `sample` (the backend's argmax or draw; see argmaxOnly, drawRow). */
@@ -416,6 +421,54 @@ export function drawFromSupport(support: SamplingSupport, u: number): number {
 export function drawToken(logits: Float32Array, p: DrawParams, u: number): number {
   const support = samplingSupport(logits, p);
   return p.temperature < GREEDY_TEMPERATURE_EPS ? support.ids[0] : drawFromSupport(support, u);
+}
+
+/**
+ * Speculative verification's draw for a deterministic draft x (q one-hot at x), without penalties:
+ * `excludedProb` is p(x) exactly as `Sampler.probabilities` gives it (the float32 weight(x) / total,
+ * 0 when x did not survive the knobs, 1 or 0 when greedy), and `token` is what verifyDrafts
+ * (spec/verifier.ts) emits when it rejects x with uniform u: drawFrom(residual) — the float32
+ * probabilities of the surviving ids other than x, walked in ascending id order with an f64 running
+ * sum, the lowest id whose cumulative value exceeds u × their sum (the last one if rounding put the
+ * target at the sum); when nothing but x has a non-zero float32 probability, the residual is p itself,
+ * from which only x can be drawn. Greedy: the argmax (u unused), as the greedy verifier emits. x may be
+ * any id, also one past the logits (then it has probability 0 and the draw is from p). The reference
+ * of Backend.sampleRows' rows with `exclude`.
+ */
+export function drawResidual(logits: Float32Array, p: DrawParams, exclude: number, u: number): { token: number; excludedProb: number } {
+  const { ids, weights, count, total } = samplingSupport(logits, p);
+  if (p.temperature < GREEDY_TEMPERATURE_EPS) return { token: ids[0], excludedProb: ids[0] === exclude ? 1 : 0 };
+  // p(y) as probabilities() stores it: the f64 quotient rounded to float32.
+  const prob = (y: number): number => Math.fround(weights[y] / total);
+  let excludedProb = 0;
+  let rest = 0;
+  for (let j = 0; j < count; j++) {
+    const y = ids[j];
+    if (y === exclude) excludedProb = prob(y);
+    else rest += prob(y);
+  }
+  if (!(rest > 0)) return { token: exclude, excludedProb };
+  const target = u * rest;
+  let acc = 0;
+  let last = -1;
+  for (let j = 0; j < count; j++) {
+    const y = ids[j];
+    const q = y === exclude ? 0 : prob(y);
+    if (q <= 0) continue; // below float32's range: not in the residual
+    acc += q;
+    last = y;
+    if (target < acc) return { token: y, excludedProb };
+  }
+  return { token: last, excludedProb };
+}
+
+/**
+ * One row of Backend.sampleRows on the host, the reference every backend's is held to: drawToken, or
+ * drawResidual for a row that excludes a draft (excludedProb 0 for the others).
+ */
+export function drawSamplingRow(logits: Float32Array, row: DrawParams & { u: number; exclude?: number }): { token: number; excludedProb: number } {
+  if (row.exclude === undefined) return { token: drawToken(logits, row, row.u), excludedProb: 0 };
+  return drawResidual(logits, row, row.exclude, row.u);
 }
 
 /** Top-p over candidates already sorted by probability: the shortest prefix with mass ≥ topP. */

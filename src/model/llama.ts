@@ -1,7 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import { argmax, drawToken } from '../engine/sampler.js';
+import { argmax, drawSamplingRow } from '../engine/sampler.js';
 import { checkSamplingRows, linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
@@ -34,7 +34,8 @@ export interface ForwardOptions {
    * row of `rows` (temperature, min-p, top-k, top-p, and the uniform u the caller drew from the
    * request's Rng) instead of returning the logits: on the backend where it can (Backend.sampleRows,
    * one id a row crosses back), else on the host. Either way the token drawToken (engine/sampler.ts)
-   * would draw from the logits with that u. Not with argmaxOnly.
+   * would draw from the logits with that u. Not with argmaxOnly. Rows with `exclude` (speculative
+   * verification) draw drawResidual's token and return p(exclude) in `excludedProbs`.
    */
   sampleRows?: { vocab: number; rows: GpuSamplingRow[] };
 }
@@ -46,6 +47,8 @@ export interface ForwardResult {
   argmax?: Int32Array;
   /** With sampleRows: per logit row, the token drawn. */
   sampled?: Int32Array;
+  /** With sampleRows of which some row has `exclude`: per logit row, p(exclude) (0 for rows without). */
+  excludedProbs?: Float32Array;
   /** captured hidden states per requested index, [numTokens × hidden] each. */
   hiddenStates?: Map<number, Float32Array>;
 }
@@ -154,8 +157,9 @@ export class LlamaModel {
     }
     if (opts.sampleRows) {
       const { vocab, rows } = opts.sampleRows;
-      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows) : sampleRowsOnHost(be.toHost(logitsT), c.vocabSize, vocab, rows);
-      return finish({ logits: new Float32Array(0), sampled });
+      const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
+      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows, excludedProbs) : sampleRowsOnHost(be.toHost(logitsT), c.vocabSize, vocab, rows, excludedProbs);
+      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}) });
     }
     const logits = be.toHost(logitsT);
     return finish({ logits });
@@ -184,8 +188,12 @@ function argmaxRowsOnHost(x: Float32Array, cols: number, n: number): Int32Array 
   return out;
 }
 
-/** Backend.sampleRows on the host: rows of `cols` logits, each drawn over its first `n` by drawToken. */
-function sampleRowsOnHost(x: Float32Array, cols: number, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
-  checkSamplingRows(x.length / cols, cols, n, rows);
-  return Int32Array.from(rows, (r, i) => drawToken(x.subarray(i * cols, i * cols + n), r, r.u));
+/** Backend.sampleRows on the host: rows of `cols` logits, each drawn over its first `n` by drawSamplingRow. */
+function sampleRowsOnHost(x: Float32Array, cols: number, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array {
+  checkSamplingRows(x.length / cols, cols, n, rows, excludedProbs);
+  return Int32Array.from(rows, (r, i) => {
+    const { token, excludedProb } = drawSamplingRow(x.subarray(i * cols, i * cols + n), r);
+    if (excludedProbs) excludedProbs[i] = excludedProb;
+    return token;
+  });
 }

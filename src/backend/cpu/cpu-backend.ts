@@ -5,7 +5,7 @@ import { checkSamplingRows, type AttentionBatch, type Backend, type GpuSamplingR
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
-import { drawToken } from '../../engine/sampler.js';
+import { drawSamplingRow } from '../../engine/sampler.js';
 
 export class CpuTensor implements Tensor {
   constructor(
@@ -208,11 +208,15 @@ export class CpuBackend implements Backend {
     return new CpuTensor(out, t(gate).shape);
   }
 
-  /** Backend.sampleRows through the host sampler's own pipeline (drawToken): the reference itself. */
-  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
+  /** Backend.sampleRows through the host sampler's own pipeline (drawSamplingRow): the reference itself. */
+  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array {
     const src = t(x);
-    checkSamplingRows(src.rows, src.cols, n, rows);
-    return Int32Array.from(rows, (r, i) => drawToken(src.data.subarray(i * src.cols, i * src.cols + n), r, r.u));
+    checkSamplingRows(src.rows, src.cols, n, rows, excludedProbs);
+    return Int32Array.from(rows, (r, i) => {
+      const { token, excludedProb } = drawSamplingRow(src.data.subarray(i * src.cols, i * src.cols + n), r);
+      if (excludedProbs) excludedProbs[i] = excludedProb;
+      return token;
+    });
   }
 
   addInPlace(a: Tensor, b: Tensor): void {

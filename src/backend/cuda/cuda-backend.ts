@@ -754,8 +754,8 @@ export class CudaBackend implements Backend {
   }
 
   /** Backend.sampleRows: kernels/sampling.cu sample_rows, a block a row (sampling.ts). */
-  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[]): Int32Array {
-    return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params));
+  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array {
+    return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params), excludedProbs);
   }
 
   addInPlace(a: Tensor, b: Tensor): void {

@@ -29,6 +29,8 @@ export interface LoopOptions {
   samplingVocabSize?: number;
   /** false: read every step's logits back even when all requests are plain greedy (default true). */
   argmaxVerification?: boolean;
+  /** false: read the logits back for windows the backend could verify by its draws (default true; SpeculativeDecoderOptions). */
+  sampledVerification?: boolean;
 }
 
 export interface LoopResult {
@@ -64,6 +66,7 @@ export function generateWithSpeculation(model: LlamaModel, requests: readonly Lo
     verify: options.verify,
     samplingVocabSize: options.samplingVocabSize,
     argmaxVerification: options.argmaxVerification,
+    sampledVerification: options.sampledVerification,
   });
   const eos = new Set(options.eosTokenIds ?? c.eosTokenIds);
 

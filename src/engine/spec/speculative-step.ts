@@ -1,7 +1,8 @@
 // One speculative decode step over the running sequences: draft k tokens each, verify all windows
 // in ONE target forward pass ([newest token, drafts] per sequence, varlen), accept losslessly,
 // report what each sequence gained and how much target KV to keep, and tell the proposer. A step of
-// plain greedy sequences reads back only each window row's argmax, not the logits.
+// plain greedy sequences reads back only each window row's argmax, not the logits; one whose drafts
+// are all deterministic (no penalties) reads back each row's draw and one probability.
 // Takes a minimal view of the engine (model, KV storage, per-sequence state), not the Engine class.
 
 import type { KvCacheStorage } from '../../backend/backend.js';
@@ -11,7 +12,7 @@ import { maskPaddedVocab, type Sampler, type TokenCounts } from '../sampler.js';
 import { buildForwardBatch, type BatchRun } from './batch.js';
 import { SpecDecodeMetrics } from './metrics.js';
 import { checkProposal, fuseHiddenStates, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
-import { verifyDrafts, verifyDraftsByArgmax, type VerifyFn, type VerifyResult } from './verifier.js';
+import { planSampledVerification, verifyDrafts, verifyDraftsByArgmax, verifyDraftsSampled, type SampledVerification, type VerifyFn, type VerifyResult } from './verifier.js';
 
 export interface SpecTarget {
   model: LlamaModel;
@@ -48,7 +49,7 @@ export interface SpecStepResult {
   tokens: number[];
   /**
    * Target logits that chose/verified each new token (views; row i for tokens[i]), for logprobs.
-   * Absent when the window was verified from the target's argmax alone (`verifyArgmax`).
+   * Absent when the window was verified without the logits (`verifyArgmax`, `verifySampled`).
    */
   tokenLogits?: Float32Array[];
   numDraftTokens: number;
@@ -76,6 +77,21 @@ export interface SpeculativeDecoderOptions {
    * reads the logits (to compare the two paths).
    */
   argmaxVerification?: boolean;
+  /**
+   * Windows of sequences without penalties whose drafts are deterministic (no `probs`) may be verified
+   * from the backend's draws (`verifySampled`: each row's token and p of its draft read back instead of
+   * its logits). Default true; false always reads the logits (to compare the two paths).
+   */
+  sampledVerification?: boolean;
+}
+
+/** One window's draws for `verifySampled`: its plan, and the backend's answer to the plan's rows. */
+export interface WindowDraws {
+  plan: SampledVerification;
+  /** tokens.length tokens drawn for plan.rows. */
+  draws: ArrayLike<number>;
+  /** tokens.length values: p(exclude) of each row (Backend.sampleRows' excludedProbs). */
+  excludedProbs: ArrayLike<number>;
 }
 
 export class SpeculativeDecoder {
@@ -87,6 +103,8 @@ export class SpeculativeDecoder {
    * not with a replaced verifier, which needs the logits.
    */
   readonly argmaxVerification: boolean;
+  /** Whether qualifying windows may be verified from the backend's draws (see `verifySampled`); not with a replaced verifier. */
+  readonly sampledVerification: boolean;
   private readonly verify_: VerifyFn;
 
   constructor(
@@ -100,6 +118,7 @@ export class SpeculativeDecoder {
     this.metrics = new SpecDecodeMetrics(k);
     this.verify_ = options.verify ?? verifyDrafts;
     this.argmaxVerification = (options.argmaxVerification ?? true) && options.verify === undefined;
+    this.sampledVerification = (options.sampledVerification ?? true) && options.verify === undefined;
     const vocab = target.model.config.vocabSize;
     const usable = options.samplingVocabSize ?? vocab;
     if (!(Number.isInteger(usable) && usable >= 1 && usable <= vocab)) throw new RangeError(`SpeculativeDecoder: samplingVocabSize must be an integer in 1..${vocab} (the model's vocab_size), got ${usable}`);
@@ -184,6 +203,41 @@ export class SpeculativeDecoder {
     }));
   }
 
+  /**
+   * Whether this window may be verified from the backend's draws (`verifySampled`): its sequence has
+   * no penalties (which change p with every accepted draft) and its drafts are deterministic (q
+   * one-hot: n-gram, or a greedy draft pass) and not the synthetic proposer's forced acceptances; a
+   * greedy sequence's (argmax rows) only where argmax verification is on. Logprobs need the logits
+   * too; that is the caller's to check.
+   */
+  canVerifySampled(w: SpecWindow): boolean {
+    const s = w.seq.sampler;
+    return this.sampledVerification && !s.penalised && (!s.greedy || this.argmaxVerification) && w.proposal.probs === undefined && w.proposal.forcedAccept === undefined;
+  }
+
+  /**
+   * The backend's sampling rows for a window `canVerifySampled` allows (tokens.length rows, one a
+   * window row, in order), and the stream values they were made with; the stream does not move until
+   * `verifySampled`. Greedy sequences get plain greedy rows (the argmax).
+   */
+  planSampled(w: SpecWindow): SampledVerification {
+    if (!this.canVerifySampled(w)) throw new Error(`SpeculativeDecoder.planSampled: sequence ${w.seq.id}'s window must be verified from the logits (penalties, sampled drafts, forced acceptance, or sampledVerification off)`);
+    return planSampledVerification(w.proposal.tokens, w.seq.sampler);
+  }
+
+  /**
+   * `verify` from the backend's draws over each window's `planSampled` rows (Backend.sampleRows, or
+   * the forward's sampleRows option) instead of its logits: token for token what `verify` gives from
+   * the same rows' logits, each sequence's stream left where verifyDrafts leaves it. The results
+   * carry no tokenLogits (no logprobs).
+   */
+  verifySampled(windows: readonly SpecWindow[], windowDraws: readonly WindowDraws[], hiddenStates?: Map<number, Float32Array>, windowRows?: readonly number[]): SpecStepResult[] {
+    return this.settle(windows, hiddenStates, windowRows, (w, i) => {
+      const { plan, draws, excludedProbs } = windowDraws[i];
+      return { v: verifyDraftsSampled({ drafts: w.proposal.tokens, sampler: w.seq.sampler, plan, draws, excludedProbs }) };
+    });
+  }
+
   /** Whether a step over these sequences may be verified from the argmax alone (`verifyArgmax`). */
   canVerifyByArgmax(seqs: readonly { sampler: Sampler }[]): boolean {
     return this.argmaxVerification && seqs.every((s) => s.sampler.argmaxOnly);
@@ -225,7 +279,9 @@ export class SpeculativeDecoder {
   /**
    * propose + one target forward over all windows + verify: a whole decode step for these sequences.
    * When every sequence samples plain greedily the forward returns each row's argmax over the
-   * sampling vocabulary instead of the logits (one id a row crosses back), verified by `verifyArgmax`.
+   * sampling vocabulary instead of the logits (one id a row crosses back), verified by `verifyArgmax`;
+   * otherwise, when every window `canVerifySampled`, each row's draw and p of its draft (two values a
+   * row), verified by `verifySampled`.
    */
   step(seqs: readonly SpecSequence[]): SpecStepResult[] {
     if (seqs.length === 0) return [];
@@ -235,9 +291,11 @@ export class SpeculativeDecoder {
     const runs: BatchRun[] = windows.map((w) => ({ blocks: w.seq.blocks, start: w.start, tokens: w.tokens }));
     const layers = this.proposer.targetHiddenStateLayers;
     const byArgmax = this.canVerifyByArgmax(seqs);
+    const plans = !byArgmax && windows.every((w) => this.canVerifySampled(w)) ? windows.map((w) => this.planSampled(w)) : undefined;
     const out: ForwardResult = model.forward(buildForwardBatch(runs, 'all'), kv, {
       ...(layers.length > 0 ? { captureHiddenStates: [...layers] } : {}),
       ...(byArgmax ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
+      ...(plans ? { sampleRows: { vocab: this.samplingVocabSize, rows: plans.flatMap((p) => p.rows) } } : {}),
     });
     const windowRows: number[] = [];
     let row = 0;
@@ -249,6 +307,17 @@ export class SpeculativeDecoder {
       const ids = out.argmax;
       if (!ids || ids.length !== row) throw new Error(`SpeculativeDecoder.step: the forward returned ${ids?.length ?? 'no'} argmax ids for ${row} window rows`);
       return this.verifyArgmax(windows, windows.map((w, i) => ids.subarray(windowRows[i], windowRows[i] + w.tokens.length)), out.hiddenStates, windowRows);
+    }
+    if (plans) {
+      const { sampled, excludedProbs } = out;
+      if (!sampled || sampled.length !== row) throw new Error(`SpeculativeDecoder.step: the forward returned ${sampled?.length ?? 'no'} draws for ${row} window rows`);
+      // Windows without drafts have no excluded rows, so a step of only those returns no probabilities.
+      const probs = excludedProbs ?? new Float32Array(row);
+      const draws = windows.map((w, i) => {
+        const [a, b] = [windowRows[i], windowRows[i] + w.tokens.length];
+        return { plan: plans[i], draws: sampled.subarray(a, b), excludedProbs: probs.subarray(a, b) };
+      });
+      return this.verifySampled(windows, draws, out.hiddenStates, windowRows);
     }
     maskPaddedVocab(out.logits, vocab, this.samplingVocabSize);
     const windowLogits = windows.map((w, i) => out.logits.subarray(windowRows[i] * vocab, (windowRows[i] + w.tokens.length) * vocab));

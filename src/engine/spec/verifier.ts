@@ -3,8 +3,10 @@
 // without penalties `verifyDraftsByArgmax` does it from the backend's per-row argmax, no logits).
 // Sampling: Leviathan/Chen rejection sampling against the target's FINAL distribution p (penalties,
 // temperature, min-p, top-k, top-p exactly as without speculation), so the output is distributed
-// exactly as if the target had sampled every token itself.
+// exactly as if the target had sampled every token itself. Deterministic drafts without penalties may
+// be verified from the backend's draws instead of the logits (`verifyDraftsSampled`), with the same result.
 
+import type { GpuSamplingRow } from '../../backend/backend.js';
 import type { Sampler, TokenCounts } from '../sampler.js';
 import { drawFrom } from './proposer.js';
 
@@ -116,6 +118,81 @@ export function verifyDraftsByArgmax(input: ArgmaxVerifyInput): VerifyResult {
   let i = 0;
   while (i < k && drafts[i] === argmax[i]) i++;
   return emit(i);
+}
+
+/**
+ * What the backend draws for one window verified without its logits (`verifyDraftsSampled`): a
+ * sampling row per window row, and the values of the sequence's stream the verification may take.
+ */
+export interface SampledVerification {
+  /**
+   * k + 1 rows for Backend.sampleRows, in window order. Sampled requests: row i < k excludes draft x_i
+   * with u = v_(i+1) (its residual draw, should x_i be rejected) and returns p_i(x_i); row k is the
+   * bonus token's plain draw with u = v_k. Greedy requests: k + 1 plain greedy rows (the argmax).
+   */
+  rows: GpuSamplingRow[];
+  /** v_0..v_k, the stream's next k + 1 values (drawn from a copy: the stream itself has not moved); empty when greedy. */
+  values: Float64Array;
+}
+
+/**
+ * The rows to draw one window's verification on the backend, for drafts with q one-hot (no `probs`)
+ * and a request without penalties. verifyDrafts takes from the stream, in order, one value per
+ * acceptance test and one for the residual or bonus draw that ends the window, so the values it would
+ * use are the stream's next k + 1 whatever happens: row i's residual draw would follow test i, and the
+ * bonus draw would follow test k − 1. They are read from a clone; `verifyDraftsSampled` moves the
+ * stream on by as many as verifyDrafts would have taken.
+ */
+export function planSampledVerification(drafts: readonly number[], sampler: Sampler): SampledVerification {
+  if (sampler.penalised) throw new RangeError('planSampledVerification: penalties change p with every accepted draft; verify from the logits (verifyDrafts)');
+  const k = drafts.length;
+  if (sampler.greedy) return { rows: Array.from({ length: k + 1 }, () => sampler.drawRow()), values: new Float64Array(0) };
+  const stream = sampler.rng.clone();
+  const values = Float64Array.from({ length: k + 1 }, () => stream.next());
+  const knobs = sampler.drawParams;
+  const rows: GpuSamplingRow[] = drafts.map((x, i) => ({ ...knobs, u: values[i + 1], exclude: x }));
+  rows.push({ ...knobs, u: values[k] });
+  return { rows, values };
+}
+
+export interface SampledVerifyInput {
+  /** Drafted target-vocabulary ids x_1..x_k (deterministic: q one-hot). */
+  drafts: readonly number[];
+  /** The sequence's sampler, without penalties; its stream is moved on here. */
+  sampler: Sampler;
+  /** What `planSampledVerification` gave for these drafts (before the stream moved). */
+  plan: SampledVerification;
+  /** k + 1 tokens the backend drew for plan.rows. */
+  draws: ArrayLike<number>;
+  /** k + 1 values: for row i < k, p_i(x_i) as the backend returned it for the excluded draft (row k's is unused). */
+  excludedProbs: ArrayLike<number>;
+}
+
+/**
+ * `verifyDrafts` for deterministic drafts, from the backend's draws (Backend.sampleRows over the
+ * rows of `planSampledVerification`) instead of the logits: token for token what verifyDrafts gives
+ * from the same rows, with the stream left at the same place. With q one-hot, draft i is accepted iff
+ * v_i · 1 < p_i(x_i), and a rejection at i emits drawFrom(residual p_i − onehot(x_i), v_(i+1)), which
+ * is row i's draw; all accepted emits sampler.sample(row k) with v_k, row k's draw. verifyDrafts took
+ * i + 2 values on a rejection at i, k + 1 when all were accepted. Greedy: the argmax rows, verified as
+ * `verifyDraftsByArgmax` does. (A row whose logits are all -inf or NaN fails the backend's draw even
+ * where verifyDrafts would have stopped before it: the same error, for a model that is broken anyway.)
+ */
+export function verifyDraftsSampled(input: SampledVerifyInput): VerifyResult {
+  const { drafts, sampler, plan, draws, excludedProbs } = input;
+  const k = drafts.length;
+  if (draws.length !== k + 1 || excludedProbs.length !== k + 1 || plan.rows.length !== k + 1) {
+    throw new RangeError(`verifyDraftsSampled: ${k} drafts need ${k + 1} rows, draws and excluded probabilities, got ${plan.rows.length}, ${draws.length} and ${excludedProbs.length}`);
+  }
+  if (sampler.greedy) return verifyDraftsByArgmax({ drafts, argmax: draws, sampler });
+  if (sampler.penalised || plan.values.length !== k + 1) throw new RangeError('verifyDraftsSampled: the plan is not a sampled one of these drafts (planSampledVerification)');
+  let i = 0;
+  while (i < k && plan.values[i] < excludedProbs[i]) i++;
+  const token = draws[i];
+  sampler.chose(token); // throws, as sampling the row would, when every logit of the row is -inf or NaN
+  const taken = i < k ? i + 2 : k + 1;
+  for (let j = 0; j < taken; j++) sampler.rng.next();
+  return { numAccepted: i, tokens: [...drafts.slice(0, i), token] };
 }
 
 /** max(0, p − q), with q one-hot at x when absent; p itself if rounding left no mass. */

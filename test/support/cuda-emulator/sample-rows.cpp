@@ -1,7 +1,10 @@
 // kernels/sampling.cu's sample_rows on the CPU (emu.h), driven by test/cuda-sampling-emulated.test.ts.
 // stdin, little-endian: int32 rows, cols, n, threads; float32 x[rows × cols]; float64 params[rows × 8]
-// (as src/backend/cuda/sampling.ts packs them). stdout: int32 ids[rows].
+// (as src/backend/cuda/sampling.ts packs them). stdout: int32 ids[rows], then float32 prob[rows]
+// (p of each row's excluded draft, 0 without one).
 #include "emu.h"
+// The kernel finds the second half of `out` (p of excluded drafts) from the grid's size.
+inline EmuDim gridDim;
 #include "sampling.cu"
 #include <cstdio>
 
@@ -13,8 +16,11 @@ int main() {
   std::vector<double> p((size_t)rows * SAMPLE_PARAMS);
   if (fread(x.data(), 4, x.size(), stdin) != x.size()) return 2;
   if (fread(p.data(), 8, p.size(), stdin) != p.size()) return 3;
-  std::vector<int> out(rows, -2);
+  // ids (-2 until written), then p's float32 bits (rows without an excluded draft leave theirs at 0).
+  std::vector<int> out(2 * (size_t)rows, 0);
+  std::fill(out.begin(), out.begin() + rows, -2);
+  gridDim.x = rows;
   emu::launch(rows, threads, [&] { sample_rows(x.data(), p.data(), out.data(), cols, n); });
-  if (fwrite(out.data(), 4, rows, stdout) != (size_t)rows) return 4;
+  if (fwrite(out.data(), 4, out.size(), stdout) != out.size()) return 4;
   return 0;
 }

@@ -77,12 +77,22 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
 // until the bin is one key (or holds one candidate); ties at that key are cut in id order, as the
 // host's heaps do. Each level is one pass over the row. The exp() of every token is taken once, in
 // the weight pass; later passes take it only for the few tokens their key test lets through.
+//
+// Residual mode (a row with an excluded draft x ≥ 0: speculative verification of a deterministic
+// draft, drawResidual in sampler.ts): the row also returns p(x) = (float)(w(x) / total), the float32
+// probability Sampler.probabilities stores (0 if x did not survive), and draws instead from the
+// residual: the float32 probabilities (float)(w(y) / total) of the survivors y ≠ x that are above 0,
+// as fixed-point weights, by the same walk; if no such y exists, x (the residual is then p itself, in
+// which only x has mass). `total` is the exact sum rounded to f64 where the host rounds a running
+// sum, so a probability can differ from the host's by one float32 ulp where the quotient lies within
+// that rounding of a float32 rounding boundary (rare; docs/cuda.md).
 
 #define SAMPLE_BINS 2048
 #define SAMPLE_BIN_BITS 11
 #define POS_INF __int_as_float(0x7f800000)
 #define NO_ID 0x7fffffff
-// Per row in `params`: temperature, topP, the min-p weight floor, u, topK, greedy (0/1), 2 spare.
+// Per row in `params`: temperature, topP, the min-p weight floor, u, topK, greedy (0/1), the excluded
+// draft (residual mode; -1: none), 1 spare.
 #define SAMPLE_PARAMS 8
 
 #define TWO44 17592186044416.0
@@ -506,7 +516,9 @@ __device__ Cut select_cut(const Row& r, Shared& s, Cut cut, bool mass, int topK,
 
 // One block per row of x ([rows, cols]; ids 0..n-1 of each), blockDim.x a multiple of 32 up to 512
 // (the host launches 512; at 1024 threads ptxas would spill).
-// params: SAMPLE_PARAMS doubles a row. out: the sampled id, or -1 when every logit is −inf or NaN.
+// params: SAMPLE_PARAMS doubles a row. out: out[row] the sampled id, or -1 when every logit is −inf or
+// NaN; for a row that excludes a draft, also out[rows + row] = the float32 bits of p(draft) (so out
+// holds 2 × rows words when any row does; other rows leave that word alone).
 extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, int* __restrict__ out, int cols, int n) {
   __shared__ Shared s;
   __shared__ float s_max, s_min;
@@ -523,6 +535,8 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   const double u = p[3];
   const int topK = (int)p[4];
   const bool greedy = p[5] != 0.0;
+  const int exclude = p[6] >= 0.0 ? (int)p[6] : -1;
+  int* const prob = out + gridDim.x + blockIdx.x;
 
   // Pass 1: the max (ties to the lowest id, NaN never wins: the greedy pick) and the smallest
   // logit above −inf (the bottom of the keys' range).
@@ -563,7 +577,11 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   }
   r.max = s_max;
   if (greedy || r.max == NEG_INF) {
-    if (threadIdx.x == 0) out[blockIdx.x] = r.max == NEG_INF ? -1 : s_arg;
+    if (threadIdx.x == 0) {
+      out[blockIdx.x] = r.max == NEG_INF ? -1 : s_arg;
+      // Greedy p is one-hot at the argmax.
+      if (exclude >= 0) *prob = (int)__float_as_uint(r.max != NEG_INF && exclude == s_arg ? 1.0f : 0.0f);
+    }
     return;
   }
   r.inf = r.max == POS_INF;
@@ -615,11 +633,16 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
     cutP = select_cut(r, s, cutK, true, topK, topP, massBins, !massBins, survivors, cutApplied ? cutK.key : keyLo, keyHi);
     cutApplied = true;
   }
-  auto survivor = [&](int i, float v, Fx& m) {
+  // Whether id i (logit v) survives every filter, with its weight w.
+  auto survives = [&](int i, float v, double& w) {
     const u32 k = order_key(v);
     if (!passes(cutK, k, i) || !passes(cutP, k, i)) return false;
-    const double w = row_weight(r, v);
-    if (!(w >= r.minW)) return false;
+    w = row_weight(r, v);
+    return w >= r.minW;
+  };
+  auto survivor = [&](int i, float v, Fx& m) {
+    double w;
+    if (!survives(i, v, w)) return false;
     m = fx_weight(w);
     return true;
   };
@@ -645,9 +668,51 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   __syncthreads();
   Fx total = fx(0, 0);
   for (int w = 0; w < warps; w++) total = fx_add(total, fx(s.seg_hi[w], s.seg_lo[w]));
-  const Fx target = fx_of(u * fx_to_double(total));
-  const int w = crossing_segment(s, fx(0, 0), target, true);
-  int id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, survivor);
-  if (id == NO_ID) id = last;
-  if (threadIdx.x == 0) out[blockIdx.x] = id;
+  if (exclude < 0) {
+    const Fx target = fx_of(u * fx_to_double(total));
+    const int w = crossing_segment(s, fx(0, 0), target, true);
+    int id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, survivor);
+    if (id == NO_ID) id = last;
+    if (threadIdx.x == 0) out[blockIdx.x] = id;
+    return;
+  }
+
+  // Residual mode: the probabilities as the host stores them, float32 quotients of the f64 total.
+  const double T = fx_to_double(total);
+  auto residual = [&](int i, float v, Fx& m) {
+    double w;
+    if (i == exclude || !survives(i, v, w)) return false;
+    const float q = (float)(w / T);
+    if (!(q > 0.0f)) return false;  // below float32's range: the host's residual drops it too
+    m = fx_weight((double)q);
+    return true;
+  };
+  sum = fx(0, 0);
+  count = 0;
+  last = -1;
+  for_segment(r, [&](int i, float v) {
+    Fx m;
+    if (!residual(i, v, m)) return;
+    sum = fx_add(sum, m);
+    count++;
+    last = i;
+  });
+  __syncthreads();  // every thread has read the survivors' segment totals
+  store_segment(s, sum, count);
+  count = block_int_sum(count);
+  last = block_int_max(last);
+  int id = exclude;  // nothing but x has mass: the host then draws from p itself, which can only give x
+  if (count > 0) {
+    Fx rtotal = fx(0, 0);
+    for (int w = 0; w < warps; w++) rtotal = fx_add(rtotal, fx(s.seg_hi[w], s.seg_lo[w]));
+    const Fx target = fx_of(u * fx_to_double(rtotal));
+    const int w = crossing_segment(s, fx(0, 0), target, true);
+    id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, residual);
+    if (id == NO_ID) id = last;
+  }
+  if (threadIdx.x == 0) {
+    out[blockIdx.x] = id;
+    double w;
+    *prob = (int)__float_as_uint(exclude < n && survives(exclude, r.x[exclude], w) ? (float)(w / T) : 0.0f);
+  }
 }

@@ -1,0 +1,356 @@
+// Speculative windows of sampled requests verified from the backend's draws (one token and one
+// probability a window row) instead of their logits. Checked on the CPU: drawResidual is the literal
+// residual draw of verifyDrafts (Sampler.probabilities, p − onehot(x), drawFrom); over many random
+// windows the planned rows through the CPU backend's sampleRows, verified by verifyDraftsSampled, give
+// verifyDrafts' tokens from the same logits and leave the random stream at the same place; which
+// windows qualify; the step loop and the engine take the path (counted on the forward's options) and
+// give exactly the tokens of the logits path, over a padded vocabulary too; with a GPU, the engine on
+// the GPU's draws against the host verifying the GPU's logits (skips without one). Fresh random
+// inputs each run (TACHYON_TEST_SEED replays one). The GPU's draws row by row: test/cuda-sampling.test.ts.
+
+import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import type { GpuSamplingRow } from '../src/backend/backend.js';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { Engine, type EngineOptions } from '../src/engine/engine.js';
+import { drawResidual, maskPaddedVocab, Sampler, TokenCounts } from '../src/engine/sampler.js';
+import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
+import { generateWithSpeculation } from '../src/engine/spec/generate-loop.js';
+import { NgramProposer } from '../src/engine/spec/ngram.js';
+import { drawFrom } from '../src/engine/spec/proposer.js';
+import { SpeculativeDecoder, type SpecWindow } from '../src/engine/spec/speculative-step.js';
+import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
+import { KvBlockPool, SequenceBlocks } from '../src/engine/kv-cache.js';
+import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
+import type { ForwardOptions, LlamaModel } from '../src/model/llama.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { openTestGpu, testRandom } from './support/cuda.js';
+import { fixturesDir } from './support/paths.js';
+import { loadLlama } from './support/run-model.js';
+import { SamplingInputs } from './support/sampling.js';
+import { TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+
+const { seed: SEED, rng } = testRandom();
+const inputs = new SamplingInputs(rng);
+const none = new TokenCounts();
+const cpu = new CpuBackend();
+
+/** [rows × V] random logits, each row with a finite value among its first n ids (no row is empty). */
+function windowLogits(rows: number, V: number, n: number): Float32Array {
+  const x = new Float32Array(rows * V);
+  for (let r = 0; r < rows; r++) {
+    const row = inputs.logits(V, false);
+    if (!row.subarray(0, n).some((v) => v > -Infinity)) row[inputs.int(n)] = 1;
+    x.set(row, r * V);
+  }
+  return x;
+}
+
+describe('drawResidual is verifyDrafts’ residual draw', () => {
+  it('the token of drawFrom(p − onehot(x), u) over Sampler.probabilities, and p(x), for random rows, knobs, drafts and u', () => {
+    let fallbacks = 0;
+    for (let c = 0; c < 3000; c++) {
+      const V = inputs.pick([1, 2, 7, 100, 1000, 4000]);
+      const knobs = inputs.knobs(false);
+      const row = windowLogits(1, V, V);
+      const x = inputs.draft(row, V, V, knobs);
+      const u = inputs.pick([0, 1 - 2 ** -53, rng.next(), rng.next()]);
+      // The literal definition, as verifyDrafts computes it.
+      const p = new Sampler(resolveSamplingParams({ ...knobs, seed: 1 }), V).probabilities(row, none);
+      const r = new Float32Array(V);
+      let mass = 0;
+      for (let y = 0; y < V; y++) {
+        const v = p[y] - (y === x ? 1 : 0);
+        if (v > 0) {
+          r[y] = v;
+          mass += v;
+        }
+      }
+      if (!(mass > 0)) fallbacks++;
+      const want = drawFrom(mass > 0 ? r : p, u);
+      const got = drawResidual(row, knobs, x, u);
+      assert.equal(got.token, want, `case ${c}: V ${V}, ${JSON.stringify(knobs)}, x ${x}, u ${u} (seed ${SEED})`);
+      assert.ok(Object.is(got.excludedProb, x < V ? p[x] : 0), `case ${c}: p(x) ${got.excludedProb}, probabilities() says ${p[x]} (seed ${SEED})`);
+    }
+    assert.ok(fallbacks > 0, 'some residuals were empty (x the only token with mass)');
+  });
+
+  it('greedy: the argmax, with p(x) one-hot', () => {
+    const row = Float32Array.from([0, 3, 1, 3]);
+    const knobs = { temperature: 0, topK: 0, topP: 1, minP: 0 };
+    assert.deepEqual(drawResidual(row, knobs, 1, 0.5), { token: 1, excludedProb: 1 });
+    assert.deepEqual(drawResidual(row, knobs, 3, 0.5), { token: 1, excludedProb: 0 });
+  });
+});
+
+describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts from the logits', () => {
+  it('token for token, the stream at the same place, over random windows (k 0..6, random knobs, drafts the favourite, random, filtered out or padded)', () => {
+    const seen = new Set<string>();
+    let windows = 0;
+    for (let c = 0; c < 400; c++) {
+      const V = inputs.pick([3, 40, 300, 2000]);
+      // A padded vocabulary: only the first n ids may be drawn (the engine masks the rest for verifyDrafts).
+      const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
+      const knobs = inputs.knobs();
+      const params = resolveSamplingParams({ ...knobs, seed: inputs.int(2 ** 31) });
+      const host = new Sampler(params, V);
+      const device = new Sampler(params, V);
+      for (let step = 0; step < 4; step++) {
+        const k = inputs.int(7);
+        const logits = windowLogits(k + 1, V, n);
+        const drafts = Array.from({ length: k }, (_, i) => inputs.draft(logits.subarray(i * V, (i + 1) * V), n, V, knobs));
+        const masked = logits.slice();
+        maskPaddedVocab(masked, V, n);
+        const want = verifyDrafts({ drafts, logits: masked, sampler: host, counts: none });
+
+        const plan = planSampledVerification(drafts, device);
+        const excludedProbs = new Float32Array(k + 1);
+        const draws = cpu.sampleRows(cpu.fromHost(logits, [k + 1, V]), n, plan.rows, excludedProbs);
+        const got = verifyDraftsSampled({ drafts, sampler: device, plan, draws, excludedProbs });
+        const what = `case ${c} step ${step}: V ${V}, n ${n}, ${JSON.stringify(knobs)}, drafts ${JSON.stringify(drafts)} (seed ${SEED})`;
+        assert.deepEqual(got, want, what);
+        assert.equal(device.rng.clone().next(), host.rng.clone().next(), `${what}: the stream is where verifyDrafts left it`);
+        seen.add(`${k}:${got.numAccepted}`);
+        windows++;
+      }
+    }
+    // Rejections at every place and whole windows accepted, long ones included.
+    for (const [k, a] of [[1, 0], [1, 1], [3, 0], [3, 2], [3, 3], [6, 6]]) assert.ok(seen.has(`${k}:${a}`), `k ${k} with ${a} accepted never happened in ${windows} windows (seed ${SEED})`);
+  });
+
+  it('plans from a copy of the stream: row i excludes draft i with u = v_(i+1), the bonus row takes v_k, the stream unmoved', () => {
+    const sampler = new Sampler(resolveSamplingParams({ temperature: 0.8, topK: 5, seed: 42 }), 10);
+    const twin = sampler.rng.clone();
+    const plan = planSampledVerification([4, 7, 1], sampler);
+    const v = [twin.next(), twin.next(), twin.next(), twin.next()];
+    assert.deepEqual([...plan.values], v);
+    const knobs = { temperature: 0.8, topK: 5, topP: 1, minP: 0 };
+    assert.deepEqual(plan.rows, [{ ...knobs, u: v[1], exclude: 4 }, { ...knobs, u: v[2], exclude: 7 }, { ...knobs, u: v[3], exclude: 1 }, { ...knobs, u: v[3] }]);
+    assert.equal(sampler.rng.next(), v[0], 'planning took nothing from the stream');
+    // Greedy requests: argmax rows, nothing drawn.
+    const greedy = new Sampler(resolveSamplingParams({ temperature: 0, seed: 1 }), 10);
+    const g = planSampledVerification([2], greedy);
+    assert.equal(g.values.length, 0);
+    assert.deepEqual(g.rows.map((r) => [r.temperature, r.exclude]), [[0, undefined], [0, undefined]]);
+  });
+
+  it('refuses penalised samplers and answers of the wrong length, naming them', () => {
+    const penalised = new Sampler(resolveSamplingParams({ temperature: 0.8, repetitionPenalty: 1.2 }), 10);
+    assert.throws(() => planSampledVerification([1], penalised), /penalties change p with every accepted draft/);
+    const sampler = new Sampler(resolveSamplingParams({ temperature: 0.8, seed: 3 }), 10);
+    const plan = planSampledVerification([1, 2], sampler);
+    assert.throws(() => verifyDraftsSampled({ drafts: [1, 2], sampler, plan, draws: [1, 2], excludedProbs: [0, 0, 0] }), /2 drafts need 3 rows, draws and excluded probabilities, got 3, 2 and 3/);
+    assert.throws(() => verifyDraftsSampled({ drafts: [1, 2], sampler, plan, draws: [-1, 2, 3], excludedProbs: [0, 0, 0] }), /every logit is -inf or NaN/);
+  });
+
+  it('sampleRows refuses a bad exclude and a wrong excludedProbs length', () => {
+    const x = cpu.fromHost(Float32Array.from([1, 2, 3, 4]), [2, 2]);
+    const ok: GpuSamplingRow = { temperature: 1, topK: 0, topP: 1, minP: 0, u: 0.5 };
+    assert.throws(() => cpu.sampleRows(x, 2, [ok, { ...ok, exclude: -1 }]), /row 1: exclude must be a token id/);
+    assert.throws(() => cpu.sampleRows(x, 2, [ok, { ...ok, exclude: 1.5 }]), /row 1: exclude must be a token id/);
+    assert.throws(() => cpu.sampleRows(x, 2, [ok, ok], new Float32Array(3)), /excludedProbs has 3 values for 2 logit rows/);
+    // An id past the logits is allowed: p(x) = 0, the draw is from p.
+    const probs = new Float32Array(2).fill(-1);
+    cpu.sampleRows(x, 2, [ok, { ...ok, exclude: 99 }], probs);
+    assert.deepEqual([...probs], [0, 0]);
+  });
+});
+
+// ---- windows that qualify, the step loop, the engine ----------------------------------------------
+
+const K = 3;
+
+interface ForwardCall {
+  sampleRows?: GpuSamplingRow[];
+  argmax: boolean;
+  logitRows: number;
+  numSeqs: number;
+}
+
+/** Record every forward of `model` until `stop()`. */
+function recordForwards(model: LlamaModel): { calls: ForwardCall[]; stop: () => void } {
+  const calls: ForwardCall[] = [];
+  const forward = model.forward.bind(model);
+  model.forward = (batch, kv, opts?: ForwardOptions) => {
+    calls.push({ sampleRows: opts?.sampleRows?.rows, argmax: opts?.argmaxOnly !== undefined, logitRows: batch.logitRows.length, numSeqs: batch.numSeqs });
+    return forward(batch, kv, opts);
+  };
+  return { calls, stop: () => delete (model as { forward?: unknown }).forward };
+}
+
+const excludes = (c: ForwardCall) => (c.sampleRows ?? []).some((r) => r.exclude !== undefined);
+
+describe('which windows the backend may verify by its draws', () => {
+  it('deterministic drafts of requests without penalties; not sampled drafts, forced acceptance, penalties, or with the option off', () => {
+    const target = loadLlama(writeTinyCheckpoint(TINY_LLAMA), cpu);
+    const kv = cpu.allocKvCache({ numLayers: 2, numBlocks: 4, blockSize: 16, numKvHeads: 2, headDim: 8 });
+    const window = (params: Partial<SamplingParams>, proposal: SpecWindow['proposal']): SpecWindow => ({
+      seq: { id: 0, tokens: [1, 2], blocks: new SequenceBlocks(new KvBlockPool(4, 16)), sampler: new Sampler(resolveSamplingParams(params), 64), counts: new TokenCounts() },
+      proposal, start: 1, tokens: [2, ...proposal.tokens],
+    });
+    const on = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K });
+    const sampled = { temperature: 0.7 };
+    assert.ok(on.canVerifySampled(window(sampled, { tokens: [3, 4] })));
+    assert.ok(on.canVerifySampled(window({ temperature: 0 }, { tokens: [3] })));
+    assert.ok(!on.canVerifySampled(window(sampled, { tokens: [3], probs: [new Float32Array(64)] })));
+    assert.ok(!on.canVerifySampled(window(sampled, { tokens: [3], forcedAccept: 1 })));
+    assert.ok(!on.canVerifySampled(window({ temperature: 0.7, presencePenalty: 0.5 }, { tokens: [3] })));
+    assert.throws(() => on.planSampled(window({ temperature: 0.7, frequencyPenalty: 0.5 }, { tokens: [3] })), /must be verified from the logits/);
+    const off = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K, sampledVerification: false });
+    assert.ok(!off.canVerifySampled(window(sampled, { tokens: [3] })));
+    const replaced = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K, verify: verifyDrafts });
+    assert.ok(!replaced.canVerifySampled(window(sampled, { tokens: [3] })));
+    // Greedy windows go through the draws only where argmax verification is on (off: the logits).
+    const noArgmax = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K, argmaxVerification: false });
+    assert.ok(!noArgmax.canVerifySampled(window({ temperature: 0 }, { tokens: [3] })));
+    assert.ok(noArgmax.canVerifySampled(window(sampled, { tokens: [3] })));
+  });
+});
+
+// Logs and lists, whose continuations repeat what came before: prompt lookup's drafts are often accepted.
+const fixture = JSON.parse(readFileSync(join(fixturesDir(), 'default-models', 'greedy.json'), 'utf8')) as { target: { prompt_ids: number[] }[] };
+const PROMPTS = [1, 3, 7, 9].map((i) => fixture.target[i].prompt_ids);
+
+const sampledParams = (i: number, extra: Partial<SamplingParams> = {}) =>
+  resolveSamplingParams({ temperature: [0.3, 0.7, 1, 0.5][i % 4], topK: [0, 40, 0, 5][i % 4], topP: [1, 0.9, 0.95, 1][i % 4], minP: [0, 0.02, 0, 0.1][i % 4], seed: (SEED + i) % 1_000_000, maxTokens: 20, ignoreEos: true, ...extra });
+
+const ENGINE: EngineOptions = { maxModelLen: 256, maxNumSeqs: 8, maxNumBatchedTokens: 256, kvCacheTokens: 4096, blockSize: 16 };
+
+interface Req {
+  id: string;
+  prompt: number[];
+  params: SamplingParams;
+  logprobs?: number;
+  /** Added before this engine step (default 0). */
+  at?: number;
+}
+
+/** Requests through an engine with n-gram speculation: the tokens, every step's forward options, the counters. */
+function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer): { tokens: Map<string, number[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
+  const engine = new Engine(model, tok, [], { ...ENGINE, speculative: { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K } });
+  const rec = recordForwards(model);
+  const tokens = new Map<string, number[]>();
+  try {
+    for (let n = 0; n === 0 || engine.hasWork() || requests.some((r) => (r.at ?? 0) >= n); n++) {
+      assert.ok(n < 5000, 'the engine did not finish');
+      for (const r of requests.filter((r) => (r.at ?? 0) === n)) engine.addRequest(r.id, r.prompt, r.params, r.logprobs === undefined ? {} : { logprobs: r.logprobs });
+      for (const out of engine.step()) tokens.set(out.requestId, [...(tokens.get(out.requestId) ?? []), ...out.newTokenIds]);
+    }
+  } finally {
+    rec.stop();
+  }
+  const s = engine.stats().specDecode;
+  return { tokens, calls: rec.calls, accepted: s.numAcceptedTokens, drafted: s.numDraftTokens };
+}
+
+/** The same requests with logprobs, so every step verifies from the logits (the same batches). */
+const viaLogits = (model: LlamaModel, requests: Req[], tok?: Tokenizer) => runEngine(model, requests.map((r) => ({ ...r, logprobs: r.logprobs ?? 0 })), tok);
+
+/** Sampled requests, a greedy one and a late prefill in one batch: the same tokens as the logits path, every step drawing on the backend. */
+function checkMixedBatch(target: LlamaModel): void {
+  const requests: Req[] = [
+    ...PROMPTS.slice(0, 3).map((prompt, i) => ({ id: `s${i}`, prompt, params: sampledParams(i) })),
+    { id: 'greedy', prompt: PROMPTS[3], params: resolveSamplingParams({ temperature: 0, maxTokens: 20, ignoreEos: true }) },
+    // Arrives late: its prefill shares steps with the others' windows.
+    { id: 'late', prompt: PROMPTS[0].concat(PROMPTS[2]), params: sampledParams(3, { maxTokens: 12 }), at: 3 },
+  ];
+  const want = viaLogits(target, requests);
+  assert.ok(want.calls.every((c) => c.sampleRows === undefined && !c.argmax));
+  const got = runEngine(target, requests);
+  for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
+  assert.deepEqual([got.drafted, got.accepted], [want.drafted, want.accepted]);
+  assert.ok(got.drafted > 0 && got.accepted > 0, `drafted ${got.drafted}, accepted ${got.accepted}`);
+  const steps = got.calls.filter((c) => c.logitRows > 0);
+  // (A step where only the greedy request samples takes its argmax.)
+  assert.ok(steps.every((c) => c.sampleRows !== undefined || c.argmax), 'no step read the logits');
+  assert.ok(steps.some(excludes), 'windows with drafts were verified by residual rows');
+  assert.ok(steps.some((c) => excludes(c) && c.sampleRows!.some((r) => r.temperature === 0)), 'a step held sampled windows and the greedy one together');
+}
+
+describe('sampled n-gram speculation verified by the backend’s draws (CPU)', () => {
+  let target: LlamaModel;
+  before(() => {
+    target = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu);
+  });
+
+  it('the step loop: the same tokens and acceptances as verifying from the logits, every verification forward drawing on the backend', () => {
+    const requests = PROMPTS.map((promptIds, i) => ({ promptIds, params: sampledParams(i) }));
+    const rec = recordForwards(target);
+    let fast;
+    try {
+      fast = generateWithSpeculation(target, requests, { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K });
+    } finally {
+      rec.stop();
+    }
+    const slow = generateWithSpeculation(target, requests, { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K, sampledVerification: false });
+    assert.deepEqual(fast.outputs, slow.outputs, `seed ${SEED}`);
+    assert.deepEqual(fast.metrics, slow.metrics);
+    const verification = rec.calls.filter((c) => c.logitRows > 0);
+    assert.ok(verification.length > 0 && verification.every((c) => c.sampleRows !== undefined), 'every verification forward drew on the backend');
+    assert.ok(verification.some(excludes), 'windows with drafts were verified by residual rows');
+    assert.ok(fast.metrics.numDraftTokens > 0 && fast.metrics.numAcceptedTokens > 0, JSON.stringify(fast.metrics));
+  });
+
+  it('the engine: sampled, greedy and a late prefill in one batch, the tokens of the logits path, every step drawing on the backend', () => checkMixedBatch(target));
+
+  it('a penalised request in the batch makes those steps read the logits; every request stays correct', () => {
+    const requests: Req[] = [
+      { id: 's0', prompt: PROMPTS[0], params: sampledParams(0) },
+      { id: 's1', prompt: PROMPTS[1], params: sampledParams(1, { maxTokens: 30 }) },
+      { id: 'penalised', prompt: PROMPTS[2], params: sampledParams(2, { maxTokens: 6, repetitionPenalty: 1.2 }) },
+    ];
+    const want = viaLogits(target, requests);
+    const got = runEngine(target, requests);
+    for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
+    const steps = got.calls.filter((c) => c.logitRows > 0);
+    // The penalised request runs in the first steps (6 tokens), s1 alone at the end (30 tokens).
+    assert.equal(steps[0].sampleRows, undefined, 'a step with the penalised request reads the logits');
+    assert.ok(steps[steps.length - 1].sampleRows !== undefined, 'steps without it draw on the backend');
+  });
+
+  it('a padded vocabulary (model 1024 ids, tokenizer 1009): draws over the tokenizer’s ids, as masking the logits', () => {
+    // The real ids' lm_head rows are scaled up less than the padded ones, so unmasked the padded ids would win.
+    const cfg = { ...TINY_LLAMA, vocab_size: 1024 };
+    const tensors = tinyTensors(cfg);
+    const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
+    for (let i = 0; i < head.length; i++) head[i] *= i < 1009 * cfg.hidden_size ? 3 : 12;
+    tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
+    const dir = writeTinyCheckpoint(cfg, tensors);
+    const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
+    const padTokenizer = Tokenizer.load(dir);
+    assert.equal(padTokenizer.vocabSize, 1009);
+    const model = loadLlama(dir, cpu);
+    const texts = ['abc abc abc abc', 'The lidar and the lidar and the', 'xyz xyz xyz'];
+    const requests: Req[] = texts.map((t, i) => ({ id: `p${i}`, prompt: padTokenizer.encode(t), params: sampledParams(i, { temperature: 0.4, maxTokens: 24 }) }));
+    const want = viaLogits(model, requests, padTokenizer);
+    const got = runEngine(model, requests, padTokenizer);
+    for (const r of requests) {
+      assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
+      assert.ok(got.tokens.get(r.id)!.every((t) => t < 1009));
+    }
+    assert.ok(got.drafted > 0);
+    assert.ok(got.calls.filter((c) => c.logitRows > 0).every((c) => c.sampleRows !== undefined) && got.calls.some(excludes));
+  });
+});
+
+// ---- CUDA: the draws come from the GPU (sample_rows in residual mode) -------------------------------
+
+const { gpu, skipReason } = await openTestGpu();
+
+describe('sampled n-gram speculation verified by the GPU’s draws', { skip: skipReason }, () => {
+  it('the engine, replaying its steps as CUDA graphs: the tokens of verifying the GPU’s logits on the host, every step drawing on the GPU', () => {
+    const g = gpu!;
+    const sync = g.driver.syncEveryLaunch;
+    g.driver.syncEveryLaunch = false; // graphs record only when launches are not synchronised one by one
+    try {
+      const replays = g.graphs.stats.replays;
+      checkMixedBatch(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), g));
+      if (g.graphs.enabled) assert.ok(g.graphs.stats.replays > replays, 'steps were replayed from graphs');
+    } finally {
+      g.driver.syncEveryLaunch = sync;
+    }
+  });
+});
