@@ -111,6 +111,7 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
       [8, 4096, 4090, 6, 64],
       [24, 1000, 1000, 8, 64],
       [32, 31, 31, 6, 64],
+      [16, 31, 31, 4, SAMPLE_THREADS],
       [4, 5000, 4999, 2, SAMPLE_THREADS],
     ];
     let draws = 0;
@@ -162,6 +163,39 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
       // rounding of its last boundary, where tail probabilities vanish in its running sum).
       differingDraws(x, V, n, knobs, ids, `${pick} ${JSON.stringify(c)} (seed ${SEED})`);
       assert.deepEqual([...probs], want.map((w) => w.excludedProb), `${pick} ${JSON.stringify(c)}: p(draft) (seed ${SEED})`);
+    }
+  });
+
+  it('residual probabilities far below fixed point’s 2^-88 (the draft the favourite of a peaked row): drawResidual’s token, at 64 and 512 threads', () => {
+    // The H100's failure under seed 2140136291 (test/cuda-sampling.test.ts, [512, 31] n 31, call 4, row
+    // 208): x[19] = 23.37 at t = 0.35 leaves the others q ≈ e^-60 or less, which truncated to units of
+    // 2^-88 drew id 1 where the host draws 3.
+    const failed = Float32Array.from([-1, -0.5, -1, 2, -2.5, -0.5, -1, -0.5, -1, -Infinity, 2, -1, 2, -1.5, 1.5, -1, -Infinity, 2, -2, 23.36565399169922, 1.5, -Infinity, -2, 1, 0.5, -2, 0.5, 2.5, -3, 0.5, -2.5]);
+    const knobs = { temperature: 0.34982325103752965, topK: 50, topP: 1, minP: 0, u: 0.0678548020113714, exclude: 19 };
+    for (const threads of [64, SAMPLE_THREADS]) {
+      const { ids, probs } = sampleRowsWithProbs(failed, 31, 31, [knobs], threads);
+      assert.deepEqual([ids[0], probs[0]], [3, 1], `the replayed row at ${threads} threads`);
+    }
+    // Fresh peaked rows: the draft's logit t × (62 to 100) above the rest, so every residual q lies
+    // between float32's subnormals and 2^-88 (top-p and min-p off: they would empty the residual).
+    for (const [rows, V, threads] of [[16, 31, SAMPLE_THREADS], [8, 700, 64], [4, 5000, SAMPLE_THREADS]]) {
+      for (let call = 0; call < 2; call++) {
+        const x = randomRows(rows, V);
+        const knobs = Array.from({ length: rows }, (_, r) => {
+          const k = { ...inputs.row(false), topP: 1, minP: 0 };
+          const row = x.subarray(r * V, (r + 1) * V);
+          const exclude = inputs.int(V);
+          row[exclude] = -Infinity;
+          let top = -Infinity;
+          for (const v of row) if (v > top) top = v;
+          row[exclude] = top + k.temperature * (62 + 38 * rng.next());
+          return { ...k, exclude };
+        });
+        const { ids, probs } = sampleRowsWithProbs(x, V, V, knobs, threads);
+        // Boundary cases only, as everywhere; differingDraws fails on any other difference.
+        const exceptions = differingDraws(x, V, V, knobs, ids, `peaked [${rows}, ${V}], ${threads} threads, call ${call} (seed ${SEED})`, probs);
+        assert.ok(exceptions.length <= 1, exceptions.join('\n'));
+      }
     }
   });
 

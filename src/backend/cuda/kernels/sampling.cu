@@ -82,6 +82,7 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
 // draft, drawResidual in sampler.ts): the row also returns p(x) = (float)(w(x) / total), the float32
 // probability Sampler.probabilities stores (0 if x did not survive), and draws instead from the
 // residual: the float32 probabilities (float)(w(y) / total) of the survivors y ≠ x that are above 0,
+// scaled by the power of two that puts the largest in [0.5, 1) (they can all be far below 2^-88) and
 // as fixed-point weights, by the same walk; if no such y exists, x (the residual is then p itself, in
 // which only x has mass). `total` is the exact sum rounded to f64 where the host rounds a running
 // sum, so a probability can differ from the host's by one float32 ulp where the quotient lies within
@@ -679,30 +680,50 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
 
   // Residual mode: the probabilities as the host stores them, float32 quotients of the f64 total.
   const double T = fx_to_double(total);
-  auto residual = [&](int i, float v, Fx& m) {
+  auto residual_q = [&](int i, float v, float& q) {
     double w;
     if (i == exclude || !survives(i, v, w)) return false;
-    const float q = (float)(w / T);
-    if (!(q > 0.0f)) return false;  // below float32's range: the host's residual drops it too
-    m = fx_weight((double)q);
-    return true;
+    q = (float)(w / T);
+    return q > 0.0f;  // below float32's range: the host's residual drops it too
   };
-  sum = fx(0, 0);
+  // First the largest q (positive floats order as their bits), the count and the last id.
+  int qmax = 0;
   count = 0;
   last = -1;
   for_segment(r, [&](int i, float v) {
-    Fx m;
-    if (!residual(i, v, m)) return;
-    sum = fx_add(sum, m);
+    float q;
+    if (!residual_q(i, v, q)) return;
+    qmax = max(qmax, (int)__float_as_uint(q));
     count++;
     last = i;
   });
-  __syncthreads();  // every thread has read the survivors' segment totals
-  store_segment(s, sum, count);
   count = block_int_sum(count);
   last = block_int_max(last);
+  qmax = block_int_max(qmax);
   int id = exclude;  // nothing but x has mass: the host then draws from p itself, which can only give x
   if (count > 0) {
+    // The residual's q can all lie far below fixed point's unit 2^-88 (x the favourite of a peaked
+    // row: q ≈ e^-60), where truncation would erase their ratios. So the weights are q × 2^(126 − e),
+    // e the largest q's biased exponent: the largest lands in [0.5, 1), the scaling is exact and
+    // scales u × total with it, so the draw is the host's with fixed point's usual precision.
+    const double scale = ldexp(1.0, 126 - (qmax >> 23));
+    auto residual = [&](int i, float v, Fx& m) {
+      float q;
+      if (!residual_q(i, v, q)) return false;
+      m = fx_weight((double)q * scale);
+      return true;
+    };
+    sum = fx(0, 0);
+    int mine = 0;
+    for_segment(r, [&](int i, float v) {
+      Fx m;
+      if (!residual(i, v, m)) return;
+      sum = fx_add(sum, m);
+      mine++;
+    });
+    __syncthreads();  // every thread has read the survivors' segment totals
+    store_segment(s, sum, mine);
+    __syncthreads();
     Fx rtotal = fx(0, 0);
     for (int w = 0; w < warps; w++) rtotal = fx_add(rtotal, fx(s.seg_hi[w], s.seg_lo[w]));
     const Fx target = fx_of(u * fx_to_double(rtotal));
