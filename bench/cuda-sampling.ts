@@ -10,8 +10,6 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
@@ -19,7 +17,7 @@ import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling
 import { Rng } from '../src/engine/rng.js';
 import { drawToken } from '../src/engine/sampler.js';
 import { packageRoot } from '../src/model/default-model.js';
-import { KernelTimer, median } from './kernel-timer.js';
+import { KernelTimer, wallUs } from './kernel-timer.js';
 import { machineInfo } from './machine.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '50' }, vocab: { type: 'string', default: '128256' }, output: { type: 'string' } } });
@@ -65,20 +63,6 @@ interface Row {
 }
 const results: Row[] = [];
 
-/** Wall µs per call of `fn` (median of 5 trials of `n` calls, after a warm-up trial; `setup` untimed before each). */
-async function wallUs(setup: () => void, fn: () => void, n: number): Promise<number> {
-  const trials: number[] = [];
-  for (let trial = 0; trial < 6; trial++) {
-    await nextTurn(); // the last trial's tensors go back to the pool
-    setup();
-    d.synchronize();
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) fn();
-    const us = ((performance.now() - t0) * 1000) / n;
-    if (trial > 0) trials.push(us);
-  }
-  return median(trials);
-}
 
 for (const rows of [1, 8]) {
   const host = new Float32Array(rows * V);
@@ -102,15 +86,15 @@ for (const rows of [1, 8]) {
     );
     // As the engine calls it: the step's logits tensor, the op, the ids back.
     let t: Tensor | undefined;
-    const callUs = await wallUs(
+    const callUs = await wallUs(backend,
       () => (t = backend.fromHost(host, [rows, V])),
       () => (greedy ? backend.argmaxRows(t!, V) : backend.sampleRows(t!, V, knobs)),
       reps,
     );
     // What it replaces: the logits read back, then the host sampler per row.
     const readBack = new Float32Array(rows * V);
-    const readBackUs = await wallUs(() => {}, () => d.download(readBack, logits, readBack.byteLength), reps);
-    const hostUs = await wallUs(
+    const readBackUs = await wallUs(backend, () => {}, () => d.download(readBack, logits, readBack.byteLength), reps);
+    const hostUs = await wallUs(backend,
       () => {},
       () => {
         d.download(readBack, logits, readBack.byteLength);

@@ -11,8 +11,6 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
@@ -22,7 +20,7 @@ import { Sampler, TokenCounts } from '../src/engine/sampler.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
 import { packageRoot } from '../src/model/default-model.js';
-import { KernelTimer, median } from './kernel-timer.js';
+import { KernelTimer, wallUs } from './kernel-timer.js';
 import { machineInfo } from './machine.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '30' }, vocab: { type: 'string', default: '128256' }, k: { type: 'string', default: '3' }, output: { type: 'string' } } });
@@ -73,23 +71,6 @@ interface Row {
 }
 const results: Row[] = [];
 
-/** Wall µs per call of `fn` (median of 5 trials of `n` calls after a warm-up trial; `setup` untimed before each call). */
-async function wallUs(setup: () => void, fn: () => void, n: number): Promise<number> {
-  const trials: number[] = [];
-  for (let trial = 0; trial < 6; trial++) {
-    await nextTurn(); // the last trial's tensors go back to the pool
-    let us = 0;
-    for (let i = 0; i < n; i++) {
-      setup();
-      d.synchronize();
-      const t0 = performance.now();
-      fn();
-      us += (performance.now() - t0) * 1000;
-    }
-    if (trial > 0) trials.push(us / n);
-  }
-  return median(trials);
-}
 
 for (const batch of [1, 8]) {
   const rows = batch * (K + 1);
@@ -117,7 +98,7 @@ for (const batch of [1, 8]) {
     // As the engine does it: plan from the streams, the step's logits tensor, sampleRows, verify.
     let t: Tensor | undefined;
     let live: Sampler[] = [];
-    const deviceUs = await wallUs(
+    const deviceUs = await wallUs(backend,
       () => {
         t = backend.fromHost(host, [rows, V]);
         live = samplers();
@@ -131,19 +112,17 @@ for (const batch of [1, 8]) {
           verifyDraftsSampled({ drafts: drafts[b], sampler: live[b], plan, draws: ids.subarray(a, e), excludedProbs: probs.subarray(a, e) });
         });
       },
-      reps,
-    );
+      reps, 'call');
     // What it replaces: every window row's logits read back, then verifyDrafts per window.
     const readBack = new Float32Array(rows * V);
-    const readBackUs = await wallUs(() => {}, () => d.download(readBack, logits, readBack.byteLength), reps);
-    const hostUs = await wallUs(
+    const readBackUs = await wallUs(backend, () => {}, () => d.download(readBack, logits, readBack.byteLength), reps, 'call');
+    const hostUs = await wallUs(backend,
       () => (live = samplers()),
       () => {
         d.download(readBack, logits, readBack.byteLength);
         live.forEach((s, b) => verifyDrafts({ drafts: drafts[b], logits: readBack.subarray(b * (K + 1) * V, (b + 1) * (K + 1) * V), sampler: s, counts: none }));
       },
-      Math.max(5, Math.floor(reps / 5)),
-    );
+      Math.max(5, Math.floor(reps / 5)), 'call');
     results.push({ case: c.name, batch, rows, residualKernelUs, plainKernelUs, deviceUs, hostUs, readBackUs });
     console.log(`${c.name}, batch ${batch} (${rows} rows): kernel ${residualKernelUs.toFixed(1)} µs residual, ${plainKernelUs.toFixed(1)} µs plain; GPU path ${deviceUs.toFixed(0)} µs; host path ${hostUs.toFixed(0)} µs (read back ${readBackUs.toFixed(0)} µs)`);
   }

@@ -1,7 +1,8 @@
 // Device time of a kernel call, as the microbenchmarks measure it: events around `reps` back-to-back
 // calls queued behind a large device copy. The copy keeps the GPU busy while the host queues the
 // launches (a launch through koffi costs 5–7 µs of host time, about what the smallest GEMVs take), so
-// the events time the kernels back to back, as in a decode step where the GPU is the bottleneck.
+// the events time the kernels back to back, as in a decode step where the GPU is the bottleneck. And
+// the host wall time of a call, device work included (wallUs), for paths that read results back.
 
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
@@ -49,6 +50,40 @@ export class KernelTimer {
     this.backend.driver.memFree(this.src);
     this.backend.driver.memFree(this.dst);
   }
+}
+
+/**
+ * Host wall µs per call of `fn`, device work included: the median of 5 trials of `n` calls after a
+ * warm-up trial, each trial after a turn of the event loop (the last trial's activations go back to
+ * the pool). `setup` runs untimed, the device idle after it, before each trial ('trial') or before
+ * each call ('call': calls that consume what setup made, such as a request's random stream).
+ */
+export async function wallUs(backend: CudaBackend, setup: () => void, fn: () => void, n: number, setupBefore: 'trial' | 'call' = 'trial'): Promise<number> {
+  const d = backend.driver;
+  const ready = () => {
+    setup();
+    d.synchronize();
+  };
+  const trials: number[] = [];
+  for (let trial = 0; trial < 6; trial++) {
+    await nextTurn();
+    let us = 0;
+    if (setupBefore === 'trial') {
+      ready();
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) fn();
+      us = (performance.now() - t0) * 1000;
+    } else {
+      for (let i = 0; i < n; i++) {
+        ready();
+        const t0 = performance.now();
+        fn();
+        us += (performance.now() - t0) * 1000;
+      }
+    }
+    if (trial > 0) trials.push(us / n);
+  }
+  return median(trials);
 }
 
 export function median(xs: number[]): number {

@@ -27,6 +27,7 @@ import { createInt8Weight, quantizeInt8 } from '../src/quant/int8.js';
 import { createNvfp4Weight, E2M1_VALUES, packE2m1, quantizeNvfp4 } from '../src/quant/nvfp4.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
 const mmaQ8 = await import('../src/backend/cuda/gemv-mma-q8.js').catch(() => undefined);
@@ -341,17 +342,8 @@ describe('the default model with --quantization fp8 / w8a16 / nvfp4 on the mma G
         const model = m.loaded.model;
         const be = model.backend as CudaBackend;
         const c = model.config;
-        const logitsOf = (tokens: number[]) => {
-          const kv = be.allocKvCache({ numLayers: c.numLayers, numBlocks: 1, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
-          const n = tokens.length;
-          return model.forward(
-            {
-              numTokens: n, numSeqs: 1, tokens: Int32Array.from(tokens), positions: Int32Array.from({ length: n }, (_, i) => i), seqIndex: new Int32Array(n),
-              slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from([0]), maxBlocksPerSeq: 1, logitRows: Int32Array.from({ length: n }, (_, i) => i),
-            },
-            kv,
-          ).logits;
-        };
+        // Every row's logits of a prompt from position 0, in a fresh cache.
+        const logitsOf = (tokens: number[]) => new ModelRunner(model, 1, 16).step([{ seq: 0, start: 0, tokens }])[0];
         const format = method === 'w8a16' ? 'int8' : method;
         for (let p = 0; p < 2; p++) {
           const tokens = Array.from({ length: 8 }, () => randInt(c.vocabSize));

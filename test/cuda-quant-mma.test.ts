@@ -17,6 +17,7 @@ import { LLM } from '../src/llm.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import { quantizeInt4 } from '../src/quant/int4.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
 const mmaInt4 = await import('../src/backend/cuda/gemv-mma-int4.js').catch(() => undefined);
@@ -179,17 +180,8 @@ describe('the default model with --quantization w4a16 on the int4 mma GEMV', { s
       const model = m.loaded.model;
       const be = model.backend as CudaBackend;
       const c = model.config;
-      const logitsOf = (tokens: number[]) => {
-        const kv = be.allocKvCache({ numLayers: c.numLayers, numBlocks: 1, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
-        const n = tokens.length;
-        return model.forward(
-          {
-            numTokens: n, numSeqs: 1, tokens: Int32Array.from(tokens), positions: Int32Array.from({ length: n }, (_, i) => i), seqIndex: new Int32Array(n),
-            slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from([0]), maxBlocksPerSeq: 1, logitRows: Int32Array.from({ length: n }, (_, i) => i),
-          },
-          kv,
-        ).logits;
-      };
+      // Every row's logits of a prompt from position 0, in a fresh cache.
+      const logitsOf = (tokens: number[]) => new ModelRunner(model, 1, 16).step([{ seq: 0, start: 0, tokens }])[0];
       for (let p = 0; p < 2; p++) {
         const tokens = Array.from({ length: 8 }, () => randInt(c.vocabSize));
         await nextTurn();
