@@ -9,7 +9,7 @@ import { WORKSPACE_BYTES } from '../plan/memory.js';
 
 export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 
-/** Steps of at most this many tokens take the CUDA backend's GEMVs (cuda-backend.ts GEMV_MAX_T), more its GEMMs. */
+/** Steps of at most this many tokens take the CUDA backend's GEMVs (and may be recorded as CUDA graphs), more its GEMMs. */
 export const GEMV_MAX_TOKENS = 8;
 
 /** Smallest step the automatic --max-num-batched-tokens choice goes down to: the GEMV size. */

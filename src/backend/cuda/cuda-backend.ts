@@ -2,6 +2,7 @@
 // f16; f32 stays f32), activations and the KV cache are float32, and every op is a kernel from
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
+import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
 import type { AttentionBatch, Backend, GpuSamplingRow, KvCacheSpec, KvCacheStorage, RandomWeightSpec, Tensor, Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
@@ -139,7 +140,6 @@ function sameContents(a: Int32Array | Float32Array, b: Int32Array | Float32Array
   return true;
 }
 
-const GEMV_MAX_T = 8;
 /** decodeGemv 'auto': matrices of at most this many rows take the tensor-core GEMV (see decodeGemv). */
 const MMA_AUTO_MAX_ROWS = 8192;
 
@@ -556,7 +556,7 @@ export class CudaBackend implements Backend {
     const out = this.tensor([T, N]);
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
     const args = [W.ptr, src.ptr, b, out.ptr, T, N, K];
-    if (T <= GEMV_MAX_T) {
+    if (T <= GEMV_MAX_TOKENS) {
       if (this.mmaFor(W, T)) {
         mmaGemv(this, src, W, b, out);
         return out;
@@ -583,7 +583,7 @@ export class CudaBackend implements Backend {
     if (src.cols !== K) throw new Error(`linear: input has ${src.cols} columns, weight expects ${K}`);
     const T = src.rows;
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
-    if (T <= GEMV_MAX_T) {
+    if (T <= GEMV_MAX_TOKENS) {
       const out = this.tensor([T, N]);
       if (T > 0) this.quant.gemv(w, src.ptr, T, b, out.ptr);
       return out;

@@ -5,6 +5,7 @@
 // formats, act-order int4, prefill, odd K, the 'row' GEMV) runs the separate ops. Both paths give bitwise the same results: the kernels
 // share gemv_splitk's loop (kernels/gemv-core.cuh) and silu_mul's expression.
 
+import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
 import type { Tensor, Weight } from '../backend.js';
 import { CudaDenseWeight, CudaTensor, type CudaBackend } from './cuda-backend.js';
 import type { CudaQuantizedWeight, QuantGemvFormat, QuantizedWeights } from './quantized-weights.js';
@@ -45,7 +46,6 @@ const VARIANTS: Record<FusedGemvVariant, VariantSpec> = {
   persist: { file: 'linear-fused-variants.cu', rows: 4, maxTokens: [1, 8], persistent: true },
 };
 
-const GEMV_MAX_T = 8;
 const THREADS = 256;
 /** The persistent kernels are built with __launch_bounds__(256, 2): two blocks fit on every SM. */
 const PERSIST_BLOCKS_PER_SM = 2;
@@ -59,7 +59,7 @@ const DTYPE_BYTES = { bf16: 2, f16: 2, f32: 4 } as const;
 function fusable(be: CudaBackend, x: Tensor, weights: readonly Weight[]): CudaDenseWeight[] | undefined {
   if (!be.fusedLinears || be.gemvKernel === 'row') return undefined; // 'row' sums in another order
   const t = x as CudaTensor;
-  if (t.rows < 1 || t.rows > GEMV_MAX_T || t.shape.length !== 2) return undefined;
+  if (t.rows < 1 || t.rows > GEMV_MAX_TOKENS || t.shape.length !== 2) return undefined;
   const dense: CudaDenseWeight[] = [];
   for (const w of weights) {
     if (!(w instanceof CudaDenseWeight) || w.shape.length !== 2) return undefined;
@@ -111,7 +111,7 @@ const quantOf = (be: CudaBackend) => be.quantized;
  */
 function quantFusable(be: CudaBackend, x: Tensor, weights: readonly Weight[]): QuantGemvFormat | undefined {
   const t = x as CudaTensor;
-  if (!be.fusedLinears || t.rows < 1 || t.rows > GEMV_MAX_T || t.shape.length !== 2) return undefined;
+  if (!be.fusedLinears || t.rows < 1 || t.rows > GEMV_MAX_TOKENS || t.shape.length !== 2) return undefined;
   return quantOf(be).fusedFormat(weights, t.cols);
 }
 

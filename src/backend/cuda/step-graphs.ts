@@ -24,6 +24,7 @@
 
 import { CudaError, type CudaDriver, type DevicePtr, type Handle, type KernelLaunch, type LaunchRecorder } from './driver.js';
 import { PoolArena, type DevicePool, type PooledBuffer } from './memory-pool.js';
+import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
 
 /** Host arrays of a step as the kernels see them on the device (the backend's StepUploads, or a graph's slots). */
 export interface Uploads {
@@ -48,8 +49,6 @@ export interface StepGraphStats {
   evicted: number;
 }
 
-/** Tokens a step may have and still be recorded: the decode GEMVs' range (larger steps call cuBLASLt). */
-export const DEFAULT_MAX_GRAPH_TOKENS = 8;
 /** Graphs kept at once (least recently used dropped first). */
 export const DEFAULT_MAX_GRAPHS = 32;
 
@@ -286,8 +285,8 @@ class Recording implements LaunchRecorder {
 
 export class StepGraphs {
   enabled: boolean;
-  /** Steps of more tokens run eagerly. */
-  maxTokens = DEFAULT_MAX_GRAPH_TOKENS;
+  /** Steps of more tokens run eagerly: beyond the decode GEMVs' range they call cuBLASLt. */
+  maxTokens = GEMV_MAX_TOKENS;
   maxGraphs = DEFAULT_MAX_GRAPHS;
   readonly stats: StepGraphStats = { steps: 0, eager: 0, builds: 0, replays: 0, patchedNodes: 0, interrupted: 0, evicted: 0 };
   private readonly graphs = new Map<string, StepGraph>();
