@@ -81,3 +81,78 @@ __device__ __forceinline__ float block_sum(float v) {
   float s = lane < warps ? partial[lane] : 0.f;
   return warp_sum(s);
 }
+
+// ---- programmatic dependent launch (sm_90+) -----------------------------------------------------
+// The driver launches every kernel with programmatic stream serialization on sm_90+ (driver.ts), so
+// a kernel may start while the one before it in the stream is still running. Every kernel therefore
+// calls pdl_wait() (or pdl_begin()) before it reads anything an earlier kernel wrote and before it
+// writes anything, and before any return, so that its completion still implies its predecessor's
+// (test/cuda-pdl-source.test.ts checks the first part). What may run before the wait: issuing L2
+// prefetches of weights, which move no data a thread can see. pdl_trigger() lets the next kernel's
+// blocks start as soon as every block of this one has started: they take free SM slots and prefetch
+// their weights while this kernel finishes, instead of the GPU draining between kernels.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// The start of a kernel with nothing to prefetch.
+__device__ __forceinline__ void pdl_begin() {
+  pdl_trigger();
+  pdl_wait();
+}
+// Ask L2 to fetch `bytes` (a multiple of 16, from a 16-byte aligned address) of weights that this
+// block will read after its pdl_wait(). Only a hint: no thread sees the data, so it is safe before
+// the wait. sm_80–87 have no bulk prefetch; there it does nothing.
+__device__ __forceinline__ void prefetch_l2(const void* p, u32 bytes) {
+#if __CUDA_ARCH__ >= 900
+  if (bytes) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+// L2 prefetch of bytes [b0, b1) of weight rows row0 .. row0 + rows - 1 (those below N; rows
+// rowBytes apart), in 4 KB pieces spread over the block's threads. Unaligned rows are skipped (the
+// kernels that take them are not the fast path).
+#define PREFETCH_PIECE 4096u
+__device__ __forceinline__ void prefetch_rows_l2(const void* w, u64 rowBytes, int row0, int rows, int N, u64 b0, u64 b1) {
+#if __CUDA_ARCH__ >= 900
+  int n = min(rows, N - row0);
+  if (n <= 0 || b1 <= b0 || (((u64)w | rowBytes | b0 | b1) & 15)) return;
+  const char* base = (const char*)w + (u64)row0 * rowBytes + b0;
+  u64 span = b1 - b0;
+  if (b0 == 0 && b1 == rowBytes) {  // whole rows: one contiguous range
+    span *= n;
+    n = 1;
+  }
+  const u32 pieces = (u32)((span + PREFETCH_PIECE - 1) / PREFETCH_PIECE);
+  for (u32 i = threadIdx.x; i < n * pieces; i += blockDim.x) {
+    const u32 r = i / pieces, p = i % pieces;
+    const u64 off = (u64)p * PREFETCH_PIECE;
+    prefetch_l2(base + r * rowBytes + off, (u32)min((u64)PREFETCH_PIECE, span - off));
+  }
+#endif
+}
+
+// The start of a GEMV block: let the next kernel launch, prefetch this block's weight rows (whole,
+// or bytes [b0, b1) of each), then wait for the kernels before it. While the block waits for the
+// previous kernel (a norm, attention, another GEMV) its weights are already streaming into L2.
+__device__ __forceinline__ void pdl_wait_after_prefetch(const void* w, u64 rowBytes, int row0, int rows, int N, u64 b0, u64 b1) {
+  pdl_trigger();
+  prefetch_rows_l2(w, rowBytes, row0, rows, N, b0, b1);
+  pdl_wait();
+}
+__device__ __forceinline__ void pdl_wait_after_prefetch(const void* w, u64 rowBytes, int row0, int rows, int N) {
+  pdl_wait_after_prefetch(w, rowBytes, row0, rows, N, 0, rowBytes);
+}
+// The same for the same rows of two matrices (gate and up).
+__device__ __forceinline__ void pdl_wait_after_prefetch_pair(const void* wa, const void* wb, u64 rowBytes, int row0, int rows, int N) {
+  pdl_trigger();
+  prefetch_rows_l2(wa, rowBytes, row0, rows, N, 0, rowBytes);
+  prefetch_rows_l2(wb, rowBytes, row0, rows, N, 0, rowBytes);
+  pdl_wait();
+}
