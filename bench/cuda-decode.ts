@@ -4,10 +4,8 @@
 // bandwidth, over the measured step time) and saves JSON with the GPU. Measures; never passes or fails.
 //
 //   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b]
-//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--graphs on,off] [--pdl on,off] [--output FILE]
+//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--graphs on,off] [--output FILE]
 // --graphs: forward steps with CUDA graphs (step-graphs.ts) on, off, or both to compare.
-// --pdl: programmatic dependent launch (driver.ts: kernels overlap their predecessor's tail and
-// prefetch their weights) on, off, or both; every --graphs mode runs with each.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -35,7 +33,6 @@ const { values } = parseArgs({
     'no-dummy-8b': { type: 'boolean', default: false },
     formats: { type: 'string', default: 'bf16,fp8,w8a16,w4a16,nvfp4' },
     graphs: { type: 'string', default: 'on,off' },
-    pdl: { type: 'string', default: 'on,off' },
     output: { type: 'string' },
   },
 });
@@ -44,10 +41,6 @@ const decodeLen = Number(values['decode-len']);
 const batches = values.batch!.split(',').map(Number);
 const graphModes = values.graphs!.split(',').map((g) => {
   if (g !== 'on' && g !== 'off') throw new Error(`--graphs takes on, off or both, got '${g}'`);
-  return g === 'on';
-});
-const pdlModes = values.pdl!.split(',').map((g) => {
-  if (g !== 'on' && g !== 'off') throw new Error(`--pdl takes on, off or both, got '${g}'`);
   return g === 'on';
 });
 
@@ -144,8 +137,6 @@ interface Row {
   path: 'forward' | 'engine';
   /** CUDA graphs over decode steps. */
   graphs: boolean;
-  /** Programmatic dependent launch (driver.ts). */
-  pdl: boolean;
   /** The int4 and the fp8/int8/nvfp4 decode GEMVs (QuantizedWeights.decodeGemv / q8DecodeGemv). */
   quantGemv: string;
   batch: number;
@@ -172,24 +163,20 @@ async function timeForward(name: string, model: LlamaModel, batch: number): Prom
   // tensor cores above; QuantizedWeights.chooseDecodeGemvs).
   backend.quantized.chooseDecodeGemvs(batch);
   for (const graphs of graphModes) {
-    for (const pdl of pdlModes) {
-      backend.graphs.enabled = graphs;
-      backend.driver.setProgrammaticLaunch(pdl);
-      const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
-      const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
-      const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
-      out.push(row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights), graphs));
-    }
+    backend.graphs.enabled = graphs;
+    const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
+    const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
+    const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
+    out.push(row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights), graphs));
   }
   backend.graphs.enabled = true;
-  backend.driver.setProgrammaticLaunch(true);
   return out;
 }
 
 function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number, graphs: boolean): Row {
   const rooflineStepMs = (wBytes / (copyGBs * 1e9)) * 1000;
   return {
-    model, path, graphs, pdl: backend.driver.programmaticLaunch, quantGemv: `${backend.quantized.decodeGemv}/${backend.quantized.q8DecodeGemv}`, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
+    model, path, graphs, quantGemv: `${backend.quantized.decodeGemv}/${backend.quantized.q8DecodeGemv}`, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
     decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineStepMs, rooflineRatio: rooflineStepMs / stepMs,
   };
 }
@@ -236,11 +223,11 @@ if (!values['no-dummy-8b']) {
 
 // ---- report ----
 console.log('');
-console.log('| model | path | graphs | pdl | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
-console.log('|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| model | path | graphs | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
+console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   console.log(
-    `| ${r.model} | ${r.path} | ${r.graphs ? 'on' : 'off'} | ${r.pdl ? 'on' : 'off'} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
+    `| ${r.model} | ${r.path} | ${r.graphs ? 'on' : 'off'} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
   );
 }
 const machine = machineInfo();

@@ -81,9 +81,6 @@ class DriverApi {
   readonly cuGraphLaunch: Fn;
   readonly cuGraphExecDestroy: Fn;
   readonly cuGraphDestroy: Fn;
-  /** Programmatic dependent launch (CUDA 12.3+ drivers); undefined where the driver lacks them. */
-  readonly cuLaunchKernelEx: Fn | undefined;
-  readonly cuGraphAddDependencies: Fn | undefined;
 
   constructor(lib: ReturnType<typeof koffi.load>) {
     const f = (sig: string) => lib.func(sig) as Fn;
@@ -127,15 +124,6 @@ class DriverApi {
     this.cuGraphLaunch = f('int cuGraphLaunch(void *exec, void *stream)');
     this.cuGraphExecDestroy = f('int cuGraphExecDestroy(void *exec)');
     this.cuGraphDestroy = f('int cuGraphDestroy(void *graph)');
-    const optional = (sig: string) => {
-      try {
-        return f(sig);
-      } catch {
-        return undefined;
-      }
-    };
-    this.cuLaunchKernelEx = optional('int cuLaunchKernelEx(const void *config, void *f, void *params, void *extra)');
-    this.cuGraphAddDependencies = optional('int cuGraphAddDependencies_v2(void *graph, void *from, void *to, const void *edgeData, size_t count)');
   }
 }
 
@@ -158,22 +146,6 @@ function driverApi(): DriverApi {
 export type ArgKind = 'p' | 'i' | 'u' | 'l' | 'f';
 
 const MAX_KERNEL_ARGS = 32;
-
-/** CUlaunchAttributeID of programmatic stream serialization, and the graph edge that matches it. */
-const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
-const CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC = 1;
-const CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC = 1;
-
-/**
- * Whether kernels may overlap the one before them in the stream (programmatic dependent launch): on
- * by default where the GPU has it (sm_90+); $TACHYON_CUDA_PDL=0 turns it off.
- */
-export function programmaticLaunchFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env.TACHYON_CUDA_PDL;
-  if (v === undefined || v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new CudaError(`TACHYON_CUDA_PDL must be 0 or 1, got '${v}'`);
-}
 
 /** A kernel launch as queued: the function, its shape and its arguments' bytes (8 per argument). */
 export interface KernelLaunch {
@@ -220,27 +192,8 @@ export class CudaDriver {
   recorder: LaunchRecorder | undefined;
   /** CUDA_KERNEL_NODE_PARAMS for graph nodes (kernelNodeParams). */
   private readonly nodeParams = Buffer.alloc(72);
-  /**
-   * Programmatic dependent launch: every kernel is launched (and every graph node chained) so that it
-   * may start while the kernel before it runs; each kernel waits for its predecessor with
-   * griddepcontrol.wait before touching its data (kernels/common.cuh), and GEMVs prefetch their
-   * weights into L2 meanwhile. On for sm_90+ unless $TACHYON_CUDA_PDL=0; off where the driver lacks
-   * cuLaunchKernelEx or programmatic graph edges. Tests and benchmarks may turn it off and on
-   * (setProgrammaticLaunch); graphs keep the edges they were built with.
-   */
-  get programmaticLaunch(): boolean {
-    return this.pdl;
-  }
-  /** Whether this GPU and driver can launch programmatically at all. */
-  readonly programmaticLaunchSupported: boolean;
-  private pdl: boolean;
-  /** CUlaunchConfig for cuLaunchKernelEx (grid, block, shared bytes, stream, one attribute). */
-  private readonly launchConfig = Buffer.alloc(56);
-  private readonly launchAttribute = Buffer.alloc(72);
-  /** CUgraphEdgeData of a programmatic edge. */
-  private readonly programmaticEdge = Buffer.from([CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC, 0, CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC, 0, 0, 0, 0, 0]);
 
-  constructor(ordinal = 0, programmaticLaunch = programmaticLaunchFromEnv()) {
+  constructor(ordinal = 0) {
     const api = (this.api = driverApi());
     this.check(api.cuInit(0), 'cuInit');
     const count = [0];
@@ -275,20 +228,6 @@ export class CudaDriver {
     this.stream = stream[0];
     const base = koffi.address(this.argStorage);
     for (let i = 0; i < MAX_KERNEL_ARGS; i++) this.argPointers.writeBigUInt64LE(base + BigInt(8 * i), 8 * i);
-    this.programmaticLaunchSupported = this.device.computeCapability >= 90 && !!api.cuLaunchKernelEx && !!api.cuGraphAddDependencies;
-    this.pdl = programmaticLaunch && this.programmaticLaunchSupported;
-    // CUlaunchConfig: 7 × u32 (grid, block, shared bytes), pad, stream @32, attrs @40, numAttrs @48.
-    this.launchConfig.writeBigUInt64LE(koffi.address(this.stream), 32);
-    this.launchConfig.writeBigUInt64LE(koffi.address(this.launchAttribute), 40);
-    this.launchConfig.writeUInt32LE(1, 48);
-    // CUlaunchAttribute: id, pad, then the value union (programmaticStreamSerializationAllowed = 1).
-    this.launchAttribute.writeUInt32LE(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, 0);
-    this.launchAttribute.writeInt32LE(1, 8);
-  }
-
-  /** Turn programmatic dependent launch on (where supported) or off for the launches that follow. */
-  setProgrammaticLaunch(on: boolean): void {
-    this.pdl = on && this.programmaticLaunchSupported;
   }
 
   private attribute(attr: number): number {
@@ -418,20 +357,7 @@ export class CudaDriver {
 
   /** cuLaunchKernel with the arguments now in argStorage. */
   private launchNow(fn: Handle, name: string, grid: [number, number, number], block: number, sharedBytes: number): void {
-    let rc: unknown;
-    if (this.programmaticLaunch) {
-      const c = this.launchConfig;
-      c.writeUInt32LE(grid[0], 0);
-      c.writeUInt32LE(grid[1], 4);
-      c.writeUInt32LE(grid[2], 8);
-      c.writeUInt32LE(block, 12);
-      c.writeUInt32LE(1, 16);
-      c.writeUInt32LE(1, 20);
-      c.writeUInt32LE(sharedBytes, 24);
-      rc = this.api.cuLaunchKernelEx!(c, fn, this.argPointers, null);
-    } else {
-      rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
-    }
+    const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
     this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
     if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
   }
@@ -445,10 +371,7 @@ export class CudaDriver {
     return g[0];
   }
 
-  /**
-   * Append `l` to `graph` after node `after` (none: a root). Returns the new node. With programmatic
-   * launch the edge is programmatic, as the stream would have launched it.
-   */
+  /** Append `l` to `graph` after node `after` (none: a root). Returns the new node. */
   addKernelNode(graph: Handle, after: Handle | undefined, l: KernelLaunch): Handle {
     const node: Handle[] = [null];
     let deps: Buffer | null = null;
@@ -456,13 +379,7 @@ export class CudaDriver {
       deps = Buffer.alloc(8);
       deps.writeBigUInt64LE(koffi.address(after));
     }
-    const programmatic = deps !== null && this.programmaticLaunch;
-    this.check(this.api.cuGraphAddKernelNode(node, graph, programmatic ? null : deps, programmatic ? 0 : deps ? 1 : 0, this.kernelNodeParams(l)), `cuGraphAddKernelNode(${l.name})`);
-    if (programmatic) {
-      const to = Buffer.alloc(8);
-      to.writeBigUInt64LE(koffi.address(node[0]));
-      this.check(this.api.cuGraphAddDependencies!(graph, deps, to, this.programmaticEdge, 1), `cuGraphAddDependencies(programmatic, ${l.name})`);
-    }
+    this.check(this.api.cuGraphAddKernelNode(node, graph, deps, deps ? 1 : 0, this.kernelNodeParams(l)), `cuGraphAddKernelNode(${l.name})`);
     return node[0];
   }
 

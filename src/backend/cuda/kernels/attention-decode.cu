@@ -348,12 +348,11 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
 }
 
 #define DECODE_KERNEL(D, GB)                                                                                                       \
-  extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_BLOCKS(D, GB)) decode_attention_d##D##_g##GB(               \
+  extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_BLOCKS(D, GB)) decode_attention_d##D##_g##GB(                      \
       const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out,            \
       float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
       const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
       int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {                                     \
-    pdl_begin();                                                                                                                   \
     decode_attention<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex, maxBlocksPerSeq,  \
                             blockSize, numHeads, numKvHeads, scale, window, forcedChunk);                                          \
   }

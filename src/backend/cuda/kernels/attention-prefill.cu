@@ -290,7 +290,6 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out, \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
       int numHeads, int numKvHeads, float scale, int window) {                                                          \
-    pdl_begin();                                                                                                        \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
                                 scale, window);                                                                         \
   }

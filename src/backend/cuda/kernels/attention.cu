@@ -11,7 +11,6 @@ extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
     const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out,
     const int* __restrict__ positions, const int* __restrict__ seqIndex, const int* __restrict__ blockTables,
     int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim, float scale, int window) {
-  pdl_begin();
   __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
   __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_D * 32];
   const int tok = blockIdx.x, h = blockIdx.y;

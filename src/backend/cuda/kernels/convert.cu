@@ -41,18 +41,15 @@ __device__ __forceinline__ void to_half(const float* __restrict__ x, u16* __rest
 }
 
 extern "C" __global__ void __launch_bounds__(256) f32_to_bf16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
-  pdl_begin();
   to_half<true>(x, y, n);
 }
 extern "C" __global__ void __launch_bounds__(256) f32_to_f16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
-  pdl_begin();
   to_half<false>(x, y, n);
 }
 
 // y[t, n] += bias[n] over [T, N] (when cuBLASLt's bias epilogue is not used): grid (columns, rows),
 // rows striding past the grid's 65535 limit.
 extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __restrict__ bias, int T, int N) {
-  pdl_begin();
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   for (int t = blockIdx.y; t < T; t += gridDim.y) y[(u64)t * N + n] += bias[n];
@@ -82,7 +79,6 @@ __device__ __forceinline__ float block_max(float v) {
 // do the FP8 tensor cores: the host launches this kernel only there.
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
                                                                                 float* __restrict__ scales, int K) {
-  pdl_begin();
 #if __CUDA_ARCH__ >= 890
   const float4* row = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * K);
   const int groups = K / 4;
@@ -112,7 +108,6 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(c
 // from cuBLASLt (ldd ≥ N, padded to 16 bytes); d may be y itself (ldd = N). Grid (columns, rows).
 extern "C" __global__ void scale_fp8_product(const float* d, const float* __restrict__ xScale, const float* __restrict__ wScale,
                                              const float* __restrict__ bias, float* y, int T, int N, int ldd) {
-  pdl_begin();
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   const float ws = wScale[n], b = bias ? bias[n] : 0.f;

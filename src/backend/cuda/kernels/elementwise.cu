@@ -2,13 +2,12 @@
 // row selection (RoPE is in rope-kv.cu).
 #include "common.cuh"
 
-#define EMBEDDING(NAME, W)                                                                          \
-  extern "C" __global__ void NAME(const W::T* __restrict__ table, const int* __restrict__ ids,      \
+#define EMBEDDING(NAME, W)                                                                           \
+  extern "C" __global__ void NAME(const W::T* __restrict__ table, const int* __restrict__ ids,       \
                                   float* __restrict__ out, int hidden) {                            \
-    pdl_begin();                                                                                    \
     const W::T* row = table + (u64)ids[blockIdx.x] * hidden;                                        \
     float* dst = out + (u64)blockIdx.x * hidden;                                                    \
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = W::one(row + i);                \
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = W::one(row + i);               \
   }
 EMBEDDING(embedding_bf16, WBf16)
 EMBEDDING(embedding_f16, WF16)
@@ -16,7 +15,6 @@ EMBEDDING(embedding_f32, WF32)
 
 extern "C" __global__ void silu_mul(const float* __restrict__ gate, const float* __restrict__ up,
                                     float* __restrict__ out, u64 n) {
-  pdl_begin();
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
     float g = gate[i];
     out[i] = (g / (1.f + expf(-g))) * up[i];
@@ -24,13 +22,11 @@ extern "C" __global__ void silu_mul(const float* __restrict__ gate, const float*
 }
 
 extern "C" __global__ void add_inplace(float* __restrict__ a, const float* __restrict__ b, u64 n) {
-  pdl_begin();
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) a[i] += b[i];
 }
 
 extern "C" __global__ void select_rows(const float* __restrict__ x, const int* __restrict__ rows,
                                        float* __restrict__ out, int cols) {
-  pdl_begin();
   const float* src = x + (u64)rows[blockIdx.x] * cols;
   float* dst = out + (u64)blockIdx.x * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
@@ -41,7 +37,6 @@ extern "C" __global__ void select_rows(const float* __restrict__ x, const int* _
 // runs rope-kv.cu. In place on the first 2·half dims of every head of row blockIdx.x; cos/sin [T, half].
 extern "C" __global__ void rope_per_token(float* __restrict__ x, const float* __restrict__ cosv,
                                 const float* __restrict__ sinv, int cols, int headDim, int half) {
-  pdl_begin();
   const int r = blockIdx.x;
   const int heads = cols / headDim;
   float* row = x + (u64)r * cols;
@@ -57,7 +52,6 @@ extern "C" __global__ void rope_per_token(float* __restrict__ x, const float* __
 
 // Random bf16 values uniform in [-scale, scale) from a counter hash: dummy weights made on the GPU.
 extern "C" __global__ void fill_random_bf16(u16* __restrict__ out, u64 n, u32 seed, float scale) {
-  pdl_begin();
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
     u32 h = (u32)i * 0x9E3779B1u ^ (u32)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
     h ^= h >> 15; h *= 0x2C1B3C6Du; h ^= h >> 12; h *= 0x297A2D39u; h ^= h >> 15;

@@ -143,11 +143,10 @@ __device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int l
   mma_finish<R, 1, false>(acc, nullptr, 1.f, bias, y, part, counters, T, N, S, row0);
 }
 
-#define I4_KERNEL(R, BOUNDS)                                                                                                       \
+#define I4_KERNEL(R, BOUNDS)                                                                                                   \
   extern "C" __global__ void BOUNDS gemv_mma_int4_r##R(const uint4* w, int loads, const float* scales, const unsigned char* zeros, \
-                                                       int G, int groupShift, const float* x, const float* bias, float* y,         \
-                                                       float* part, u32* counters, int T, int N, int K, int S) {                   \
-    pdl_wait_after_prefetch_tile(w, (u64)loads * 16, blockIdx.x * 16 * R, 16 * R, N, 64, loads >> 2, S);                           \
+                                                       int G, int groupShift, const float* x, const float* bias, float* y,       \
+                                                       float* part, u32* counters, int T, int N, int K, int S) {                  \
     gemv_mma_int4<R>(w, loads, scales, zeros, G, groupShift, x, bias, y, part, counters, T, N, K, S);                              \
   }
 

@@ -300,21 +300,18 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
   mma_finish<R, G, true>(acc, nullptr, globalScale, bias, y, part, counters, T, N, S, row0);
 }
 
-#define Q8_MMA_KERNELS(R, BOUNDS)                                                                                                 \
+#define Q8_MMA_KERNELS(R, BOUNDS)                                                                                                  \
   extern "C" __global__ void BOUNDS gemv_mma_fp8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
-                                                     float* part, u32* counters, int T, int N, int K, int S) {                    \
-    pdl_wait_after_prefetch_tile(w, (u64)K, blockIdx.x * 16 * R, 16 * R, N, 64, (K + 63) >> 6, S);                                \
+                                                     float* part, u32* counters, int T, int N, int K, int S) {                       \
     gemv_mma_q8<true, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                    \
   }                                                                                                                               \
   extern "C" __global__ void BOUNDS gemv_mma_int8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
-                                                      float* part, u32* counters, int T, int N, int K, int S) {                   \
-    pdl_wait_after_prefetch_tile(w, (u64)K, blockIdx.x * 16 * R, 16 * R, N, 64, (K + 63) >> 6, S);                                \
+                                                      float* part, u32* counters, int T, int N, int K, int S) {                      \
     gemv_mma_q8<false, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                   \
   }                                                                                                                               \
-  extern "C" __global__ void BOUNDS gemv_mma_nvfp4_r##R(const uint4* w, int loads, const u8* blockScales, float globalScale,      \
-                                                       const float* x, const float* bias, float* y, float* part, u32* counters,   \
-                                                       int T, int N, int K, int S) {                                              \
-    pdl_wait_after_prefetch_tile(w, (u64)loads * 16, blockIdx.x * 16 * R, 16 * R, N, 64, loads >> 2, S);                          \
+  extern "C" __global__ void BOUNDS gemv_mma_nvfp4_r##R(const uint4* w, int loads, const u8* blockScales, float globalScale,          \
+                                                       const float* x, const float* bias, float* y, float* part, u32* counters,    \
+                                                       int T, int N, int K, int S) {                                               \
     gemv_mma_nvfp4<R>(w, loads, blockScales, globalScale, x, bias, y, part, counters, T, N, K, S);                                \
   }
 

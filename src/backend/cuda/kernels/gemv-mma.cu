@@ -124,18 +124,15 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
 
 #define MMA_KERNELS(R, BOUNDS)                                                                                          \
   extern "C" __global__ void BOUNDS gemv_mma_bf16_r##R(const u16* w, const float* x, const float* bias, float* y, int T, int N, int K) { \
-    pdl_wait_after_prefetch(w, (u64)K * 2, blockIdx.x * 16 * R, 16 * R, N);                                             \
     gemv_mma_bf16<R>(w, x, bias, y, T, N, K, blockIdx.x);                                                               \
   }                                                                                                                     \
-  /* Up to three matrices of one input (q, k, v) in one grid: blocks 0..tiles0-1 take the first's   */                  \
+  /* Up to three matrices of one input (q, k, v) in one grid: blocks 0..tiles0-1 take the first's   */                 \
   /* rows, and so on; each matrix's outputs are linear's bits.                                       */                 \
-  extern "C" __global__ void BOUNDS gemv_mma_many_bf16_r##R(const float* x, int T, int K, const u16* w0, const float* b0, \
+  extern "C" __global__ void BOUNDS gemv_mma_many_bf16_r##R(const float* x, int T, int K, const u16* w0, const float* b0,  \
                                                             float* y0, int n0, const u16* w1, const float* b1, float* y1, \
-                                                            int n1, const u16* w2, const float* b2, float* y2, int n2) { \
-    const int t0 = (n0 + 16 * R - 1) / (16 * R), t1 = (n1 + 16 * R - 1) / (16 * R);                                     \
-    const int b = blockIdx.x, m = b < t0 ? 0 : b < t0 + t1 ? 1 : 2;                                                     \
-    pdl_wait_after_prefetch(m == 0 ? w0 : m == 1 ? w1 : w2, (u64)K * 2, 16 * R * (m == 0 ? b : m == 1 ? b - t0 : b - t0 - t1), \
-                            16 * R, m == 0 ? n0 : m == 1 ? n1 : n2);                                                    \
+                                                            int n1, const u16* w2, const float* b2, float* y2, int n2) {  \
+    const int t0 = (n0 + 16 * R - 1) / (16 * R), t1 = (n1 + 16 * R - 1) / (16 * R);                                    \
+    const int b = blockIdx.x;                                                                                           \
     if (b < t0) gemv_mma_bf16<R>(w0, x, b0, y0, T, n0, K, b);                                                           \
     else if (b < t0 + t1) gemv_mma_bf16<R>(w1, x, b1, y1, T, n1, K, b - t0);                                            \
     else gemv_mma_bf16<R>(w2, x, b2, y2, T, n2, K, b - t0 - t1);                                                        \

@@ -7,15 +7,6 @@
 #define MMA_WARPS 8
 #define MMA_THREADS (MMA_WARPS * 32)
 
-// The start of a block (pdl_wait_after_prefetch): its 16·R rows from row0, restricted to its split
-// of K (gridDim.y = S splits of `chunks` chunks of chunkBytes each; rows are rowBytes long).
-__device__ __forceinline__ void pdl_wait_after_prefetch_tile(const void* w, u64 rowBytes, int row0, int rows, int N, u32 chunkBytes,
-                                                             int chunks, int S) {
-  const int per = (chunks + S - 1) / S;
-  const u64 b0 = min(rowBytes, (u64)chunkBytes * blockIdx.y * per), b1 = min(rowBytes, (u64)chunkBytes * (blockIdx.y + 1) * per);
-  pdl_wait_after_prefetch(w, rowBytes, row0, rows, N, b0, b1);
-}
-
 // ---- loads (predicated rather than branched, so a group's loads stay in flight together) -----------
 
 // 16 bytes of a weight, read once: kept out of L1, which holds x. Zeros where !ok.

@@ -5,7 +5,6 @@
 // Token blockIdx.x's k and v rows ([T, width]) into its slot.
 extern "C" __global__ void write_kv(float* __restrict__ kc, float* __restrict__ vc, const float* __restrict__ k,
                                     const float* __restrict__ v, const int* __restrict__ slots, int width) {
-  pdl_begin();
   const u64 dst = (u64)slots[blockIdx.x] * width, src = (u64)blockIdx.x * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
     kc[dst + i] = k[src + i];
@@ -15,7 +14,6 @@ extern "C" __global__ void write_kv(float* __restrict__ kc, float* __restrict__ 
 
 // Block srcBlock → dstBlock in every layer (blockIdx.x) of K (blockIdx.y = 0) and V (= 1).
 extern "C" __global__ void copy_kv_block(float* kc, float* vc, u64 layerFloats, u64 blockFloats, int srcBlock, int dstBlock) {
-  pdl_begin();
   float* base = (blockIdx.y == 0 ? kc : vc) + blockIdx.x * layerFloats;
   const float* src = base + (u64)srcBlock * blockFloats;
   float* dst = base + (u64)dstBlock * blockFloats;

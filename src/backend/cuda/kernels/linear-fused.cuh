@@ -49,12 +49,6 @@ struct ManyJob {
 #pragma unroll
     for (int r = 0; r < RW; r++) wr[r] = w + (u64)min(row0 + r, n - 1) * K;  // rows past n re-read the last
   }
-  // The kernel's start for group g: prefetch the group's rows (pdl_wait_after_prefetch), then wait.
-  __device__ __forceinline__ void pdl_wait_after_prefetch(int g) const {
-    int row0;
-    const int m = locate(g, row0);
-    ::pdl_wait_after_prefetch(m == 0 ? w0 : m == 1 ? w1 : w2, (u64)K * sizeof(T), row0, RW, m == 0 ? n0 : m == 1 ? n1 : n2);
-  }
   __device__ __forceinline__ void finish(int g, const float (*part)[RW * TMAX], int T) const {
     int row0;
     const int m = locate(g, row0);
@@ -81,8 +75,6 @@ struct SiluJob {
   int N, K;
 
   __device__ __forceinline__ int groups() const { return (N + RG - 1) / RG; }
-  // The kernel's start for group g: prefetch the group's rows of gate and of up, then wait.
-  __device__ __forceinline__ void pdl_wait_after_prefetch(int g) const { pdl_wait_after_prefetch_pair(wg, wu, (u64)K * sizeof(T), g * RG, RG, N); }
   __device__ __forceinline__ void rows(int g, const T* (&wr)[RW]) const {
 #pragma unroll
     for (int r = 0; r < RG; r++) {
@@ -181,7 +173,7 @@ __device__ __forceinline__ void run_persistent(const Job& job, const float* __re
 }
 
 #define MANY_PARAMS(W)                                                                                   \
-  const float *x, int T, int K, const W::T *w0, const float *b0, float *y0, int n0, const W::T *w1,      \
+  const float *x, int T, int K, const W::T *w0, const float *b0, float *y0, int n0, const W::T *w1,     \
       const float *b1, float *y1, int n1, const W::T *w2, const float *b2, float *y2, int n2, int xInShared
 #define MANY_JOB(W, RW, TMAX) \
   ManyJob<W, RW, TMAX> job = {w0, w1, w2, b0, b1, b2, y0, y1, y2, n0, n1, n2, K}
@@ -192,15 +184,13 @@ __device__ __forceinline__ void run_persistent(const Job& job, const float* __re
 // One variant for one weight type and token bound: gemv_many_<name>_<dtype>_t<TMAX>, gemv_silu_<...>.
 #define FUSED_KERNELS(NAME, SUFFIX, W, TMAX, RW, U, LOAD, RUN, MINBLOCKS)                                 \
   extern "C" __global__ void __launch_bounds__(SK_WARPS * 32, MINBLOCKS)                                  \
-      gemv_many_##NAME##_##SUFFIX##_t##TMAX(MANY_PARAMS(W)) {                                             \
+      gemv_many_##NAME##_##SUFFIX##_t##TMAX(MANY_PARAMS(W)) {                                              \
     MANY_JOB(W, RW, TMAX);                                                                                \
-    job.pdl_wait_after_prefetch(blockIdx.x);                                                              \
     RUN<SplitK<W, RW, U, TMAX, LOAD>, TMAX>(job, x, T, K RUN##_EXTRA);                                    \
   }                                                                                                       \
   extern "C" __global__ void __launch_bounds__(SK_WARPS * 32, MINBLOCKS)                                  \
-      gemv_silu_##NAME##_##SUFFIX##_t##TMAX(SILU_PARAMS(W)) {                                             \
+      gemv_silu_##NAME##_##SUFFIX##_t##TMAX(SILU_PARAMS(W)) {                                              \
     SILU_JOB(W, RW, TMAX);                                                                                \
-    job.pdl_wait_after_prefetch(blockIdx.x);                                                              \
     RUN<SplitK<W, RW, U, TMAX, LOAD>, TMAX>(job, x, T, K RUN##_EXTRA);                                    \
   }
 #define run_block_EXTRA

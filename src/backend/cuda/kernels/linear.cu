@@ -165,22 +165,18 @@ __device__ __forceinline__ void gemm_tiled(const typename W::T* __restrict__ w, 
 #define LINEAR_KERNELS(SUFFIX, W)                                                                           \
   extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_vec_##SUFFIX(                          \
       const W::T* w, const float* x, const float* bias, float* y, int T, int N, int K) {                    \
-    pdl_wait_after_prefetch(w, (u64)K * sizeof(W::T), blockIdx.x * GEMV_WARPS, GEMV_WARPS, N);              \
     gemv_vec<W, 1>(w, x, bias, y, T, N, K);                                                                 \
   }                                                                                                         \
-  extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) gemv_splitk_##SUFFIX(                         \
+  extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) gemv_splitk_##SUFFIX(                        \
       const W::T* w, const float* x, const float* bias, float* y, int T, int N, int K) {                    \
-    pdl_wait_after_prefetch(w, (u64)K * sizeof(W::T), blockIdx.x * SK_ROWS, SK_ROWS, N);                    \
     gemv_splitk<W>(w, x, bias, y, T, N, K);                                                                 \
   }                                                                                                         \
   extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_scalar_##SUFFIX(                       \
       const W::T* w, const float* x, const float* bias, float* y, int T, int N, int K) {                    \
-    pdl_begin();                                                                                            \
     gemv_scalar<W>(w, x, bias, y, T, N, K);                                                                 \
   }                                                                                                         \
   extern "C" __global__ void __launch_bounds__(256) gemm_tiled_##SUFFIX(                                    \
       const W::T* w, const float* x, const float* bias, float* y, int T, int N, int K) {                    \
-    pdl_begin();                                                                                            \
     gemm_tiled<W>(w, x, bias, y, T, N, K);                                                                  \
   }
 LINEAR_KERNELS(bf16, WBf16)

@@ -117,19 +117,16 @@ __device__ __forceinline__ void rms_norm_warp(const float* x, const float* __res
 
 #define NORM_KERNELS(V)                                                                                              \
   extern "C" __global__ void __launch_bounds__(1024) rms_norm_b##V(const float* x, const float* __restrict__ w,      \
-                                                                   float* out, int cols, float eps) {                \
-    pdl_begin();                                                                                                     \
+                                                                   float* out, int cols, float eps) {               \
     rms_norm_block<V>(x, w, out, cols, eps);                                                                         \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_b##V(                                              \
       const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
       int cols, float eps) {                                                                                         \
-    pdl_begin();                                                                                                     \
     add_rms_norm_block<V>(x, residual, w, out, cols, eps);                                                           \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(NORM_WARP_ROWS * 32) rms_norm_w##V(                                   \
       const float* x, const float* __restrict__ w, float* out, int rows, int cols, float eps) {                      \
-    pdl_begin();                                                                                                     \
     rms_norm_warp<V>(x, w, out, rows, cols, eps);                                                                    \
   }
 NORM_KERNELS(1)
@@ -139,7 +136,6 @@ NORM_KERNELS(4)
 
 // Scalar kernels (one block per row) for rows the vector kernels do not take.
 extern "C" __global__ void rms_norm(const float* x, const float* __restrict__ w, float* out, int cols, float eps) {
-  pdl_begin();
   const float* src = x + (u64)blockIdx.x * cols;
   float* dst = out + (u64)blockIdx.x * cols;
   float ss = 0.f;
@@ -151,7 +147,6 @@ extern "C" __global__ void rms_norm(const float* x, const float* __restrict__ w,
 
 extern "C" __global__ void add_rms_norm(const float* __restrict__ x, float* __restrict__ residual,
                                         const float* __restrict__ w, float* __restrict__ out, int cols, float eps) {
-  pdl_begin();
   const float* a = x + (u64)blockIdx.x * cols;
   float* r = residual + (u64)blockIdx.x * cols;
   float* dst = out + (u64)blockIdx.x * cols;

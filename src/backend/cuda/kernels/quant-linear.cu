@@ -365,25 +365,21 @@ __device__ __forceinline__ void gemv_q4(const uint4* __restrict__ w, int loads, 
 
 extern "C" __global__ void __launch_bounds__(Q8_THREADS) qgemv_fp8(const u8* w, const float* rowScale, const float* x, const float* bias,
                                                                     float* y, int T, int N, int K) {
-  pdl_wait_after_prefetch(w, (u64)K, blockIdx.x * QROWS, QROWS, N);
   gemv_q8<true>(w, rowScale, x, bias, y, T, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(Q8_THREADS) qgemv_int8(const u8* w, const float* rowScale, const float* x, const float* bias,
                                                                      float* y, int T, int N, int K) {
-  pdl_wait_after_prefetch(w, (u64)K, blockIdx.x * QROWS, QROWS, N);
   gemv_q8<false>(w, rowScale, x, bias, y, T, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(Q4_THREADS) qgemv_int4(const uint4* w, int loads, const float* scales, const u8* zeros, int G,
                                                                      int groupShift, const float* x, const float* bias, float* y, int T, int N, int K) {
-  pdl_wait_after_prefetch(w, (u64)loads * 16, blockIdx.x * QROWS, QROWS, N);
   gemv_q4(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, y, T, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(Q4_THREADS) qgemv_nvfp4(const uint4* w, int loads, const u8* blockScales, const float* mult,
                                                                       const float* x, const float* bias, float* y, int T, int N, int K) {
-  pdl_wait_after_prefetch(w, (u64)loads * 16, blockIdx.x * QROWS, QROWS, N);
   __shared__ float m[256];
   for (int i = threadIdx.x; i < 256; i += Q4_THREADS) m[i] = mult[i];
   __syncthreads();
@@ -541,32 +537,28 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
 // (ptxas, 128 threads, sm_90: fp8/int8 r16_t1 128, r8_t8 255; int4 r8_t1 168, r4_t8 225; nvfp4
 // r8_t1 127; sm_87 alike). 4-bit r16 and r8_t8 are not made (they would spill); quantized-weights.ts
 // lists the same set (V2_ROWS).
-#define QV2_Q8(R, TM)                                                                                                           \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_fp8_r##R##_t##TM(                                         \
+#define QV2_Q8(R, TM)                                                                                                             \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_fp8_r##R##_t##TM(                                             \
       const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
-    pdl_wait_after_prefetch(w, (u64)K, blockIdx.x * R, R, N);                                                                   \
-    gemv_q8_v2<true, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                       \
-  }                                                                                                                             \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int8_r##R##_t##TM(                                        \
+    gemv_q8_v2<true, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                         \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int8_r##R##_t##TM(                                            \
       const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
-    pdl_wait_after_prefetch(w, (u64)K, blockIdx.x * R, R, N);                                                                   \
-    gemv_q8_v2<false, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                      \
+    gemv_q8_v2<false, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                        \
   }
-#define QV2_Q4(R, TM)                                                                                                               \
+#define QV2_Q4(R, TM)                                                                                                             \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int4_r##R##_t##TM(                                            \
-      const uint4* w, int loads, const float* scales, const u8* zeros, int G, int groupShift, const float* x, const float* bias,    \
+      const uint4* w, int loads, const float* scales, const u8* zeros, int G, int groupShift, const float* x, const float* bias,  \
       float* y, int T, int N, int K) {                                                                                              \
-    pdl_wait_after_prefetch(w, (u64)loads * 16, blockIdx.x * R, R, N);                                                              \
-    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});          \
+    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});        \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_nvfp4_r##R##_t##TM(                                           \
-      const uint4* w, int loads, const u8* blockScales, const float* mult, const float* x, const float* bias, float* y, int T,      \
+      const uint4* w, int loads, const u8* blockScales, const float* mult, const float* x, const float* bias, float* y, int T,    \
       int N, int K) {                                                                                                               \
-    pdl_wait_after_prefetch(w, (u64)loads * 16, blockIdx.x * R, R, N);                                                              \
     __shared__ float m[256];                                                                                                        \
-    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                            \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});               \
+    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});             \
   }
 
 QV2_Q8(4, 1) QV2_Q8(4, 2) QV2_Q8(4, 4) QV2_Q8(4, 8)
@@ -612,76 +604,70 @@ struct SiluStore {
   __device__ __forceinline__ void operator()(int, int t, int row, float u) const { y[(u64)t * N + row] = (g / (1.f + expf(-g))) * u; }
 };
 
-#define QF_Q8(FMT, FP8, R, TM)                                                                                                     \
+#define QF_Q8(FMT, FP8, R, TM)                                                                                                    \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_##FMT##_r##R##_t##TM(                                    \
-      const float* x, int T, int K, const u8* w0, const float* s0, const float* b0, float* y0, int n0, const u8* w1,               \
-      const float* s1, const float* b1, float* y1, int n1, const u8* w2, const float* s2, const float* b2, float* y2, int n2) {    \
-    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                    \
-    const int n = p.pick(n0, n1, n2);                                                                                              \
-    pdl_wait_after_prefetch(p.pick(w0, w1, w2), (u64)K, p.row0, R, n);                                                             \
-    gemv_q8_v2<FP8, R, TM>(p.pick(w0, w1, w2), p.pick(s0, s1, s2), x, p.pick(b0, b1, b2), T, n, K, p.row0,                         \
-                           StoreY{p.pick(y0, y1, y2), n});                                                                         \
-  }                                                                                                                                \
+      const float* x, int T, int K, const u8* w0, const float* s0, const float* b0, float* y0, int n0, const u8* w1,              \
+      const float* s1, const float* b1, float* y1, int n1, const u8* w2, const float* s2, const float* b2, float* y2, int n2) {  \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
+    gemv_q8_v2<FP8, R, TM>(p.pick(w0, w1, w2), p.pick(s0, s1, s2), x, p.pick(b0, b1, b2), T, n, K, p.row0,                       \
+                           StoreY{p.pick(y0, y1, y2), n});                                                                          \
+  }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_##FMT##_r##R##_t##TM(                                    \
-      const float* x, int T, int K, int N, const u8* wg, const float* sg, const float* bg, const u8* wu, const float* su,          \
-      const float* bu, float* y) {                                                                                                 \
-    pdl_wait_after_prefetch_pair(wg, wu, (u64)K, blockIdx.x * R, R, N);                                                            \
-    float g = 0.f;                                                                                                                 \
+      const float* x, int T, int K, int N, const u8* wg, const float* sg, const float* bg, const u8* wu, const float* su,         \
+      const float* bu, float* y) {                                                                                                  \
+    float g = 0.f;                                                                                                                  \
     gemv_q8_v2<FP8, R, TM>(wg, sg, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                                                  \
     __syncthreads(); /* finish_v2's shared partial sums are reused */                                                              \
     gemv_q8_v2<FP8, R, TM>(wu, su, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});                                            \
   }
 
-#define QF_INT4(R, TM)                                                                                                           \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_int4_r##R##_t##TM(                                     \
+#define QF_INT4(R, TM)                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_int4_r##R##_t##TM(                                       \
       const float* x, int T, int K, int loads, int G, int groupShift, const uint4* w0, const float* sc0, const u8* z0,           \
       const float* b0, float* y0, int n0, const uint4* w1, const float* sc1, const u8* z1, const float* b1, float* y1, int n1,   \
       const uint4* w2, const float* sc2, const u8* z2, const float* b2, float* y2, int n2) {                                     \
-    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                  \
-    const int n = p.pick(n0, n1, n2);                                                                                            \
-    pdl_wait_after_prefetch(p.pick(w0, w1, w2), (u64)loads * 16, p.row0, R, n);                                                  \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
     gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Int4Scales{p.pick(sc0, sc1, sc2), p.pick(z0, z1, z2), G, groupShift}, x,        \
-                      p.pick(b0, b1, b2), T, n, K, p.row0, StoreY{p.pick(y0, y1, y2), n});                                       \
-  }                                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_int4_r##R##_t##TM(                                     \
+                      p.pick(b0, b1, b2), T, n, K, p.row0, StoreY{p.pick(y0, y1, y2), n});                                          \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_int4_r##R##_t##TM(                                       \
       const float* x, int T, int K, int N, int loads, int G, int groupShift, const uint4* wg, const float* scg, const u8* zg,    \
       const float* bg, const uint4* wu, const float* scu, const u8* zu, const float* bu, float* y) {                             \
-    pdl_wait_after_prefetch_pair(wg, wu, (u64)loads * 16, blockIdx.x * R, R, N);                                                 \
-    float g = 0.f;                                                                                                               \
+    float g = 0.f;                                                                                                                  \
     gemv_q4_v2<R, TM>(wg, loads, Int4Scales{scg, zg, G, groupShift}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});              \
-    __syncthreads();                                                                                                             \
+    __syncthreads();                                                                                                                \
     gemv_q4_v2<R, TM>(wu, loads, Int4Scales{scu, zu, G, groupShift}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});        \
   }
 
-#define QF_NVFP4(R, TM)                                                                                                             \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_nvfp4_r##R##_t##TM(                                       \
-      const float* x, int T, int K, int loads, const uint4* w0, const u8* bs0, const float* m0, const float* b0, float* y0,         \
-      int n0, const uint4* w1, const u8* bs1, const float* m1, const float* b1, float* y1, int n1, const uint4* w2,                 \
-      const u8* bs2, const float* m2, const float* b2, float* y2, int n2) {                                                         \
+#define QF_NVFP4(R, TM)                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int loads, const uint4* w0, const u8* bs0, const float* m0, const float* b0, float* y0,      \
+      int n0, const uint4* w1, const u8* bs1, const float* m1, const float* b1, float* y1, int n1, const uint4* w2,              \
+      const u8* bs2, const float* m2, const float* b2, float* y2, int n2) {                                                      \
     const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
     const int n = p.pick(n0, n1, n2);                                                                                               \
-    pdl_wait_after_prefetch(p.pick(w0, w1, w2), (u64)loads * 16, p.row0, R, n);                                                     \
     __shared__ float m[256];                                                                                                        \
     const float* mult = p.pick(m0, m1, m2);                                                                                         \
-    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                            \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Nvfp4Scales{p.pick(bs0, bs1, bs2), m, K >> 4}, x, p.pick(b0, b1, b2), T, n, K,     \
+    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Nvfp4Scales{p.pick(bs0, bs1, bs2), m, K >> 4}, x, p.pick(b0, b1, b2), T, n, K, \
                       p.row0, StoreY{p.pick(y0, y1, y2), n});                                                                       \
   }                                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_nvfp4_r##R##_t##TM(                                       \
-      const float* x, int T, int K, int N, int loads, const uint4* wg, const u8* bsg, const float* mg, const float* bg,             \
-      const uint4* wu, const u8* bsu, const float* mu, const float* bu, float* y) {                                                 \
-    pdl_wait_after_prefetch_pair(wg, wu, (u64)loads * 16, blockIdx.x * R, R, N);                                                    \
-    __shared__ float m[2][256]; /* gate's multipliers, up's */                                                                      \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int N, int loads, const uint4* wg, const u8* bsg, const float* mg, const float* bg,          \
+      const uint4* wu, const u8* bsu, const float* mu, const float* bu, float* y) {                                              \
+    __shared__ float m[2][256]; /* gate's multipliers, up's */                                                                     \
     for (int i = threadIdx.x; i < 256; i += QV2_THREADS) {                                                                          \
       m[0][i] = mg[i];                                                                                                              \
       m[1][i] = mu[i];                                                                                                              \
     }                                                                                                                               \
     __syncthreads();                                                                                                                \
     float g = 0.f;                                                                                                                  \
-    gemv_q4_v2<R, TM>(wg, loads, Nvfp4Scales{bsg, m[0], K >> 4}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                     \
+    gemv_q4_v2<R, TM>(wg, loads, Nvfp4Scales{bsg, m[0], K >> 4}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                  \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(wu, loads, Nvfp4Scales{bsu, m[1], K >> 4}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});               \
+    gemv_q4_v2<R, TM>(wu, loads, Nvfp4Scales{bsu, m[1], K >> 4}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});            \
   }
 
 // The single-matrix kernels' (R, TM) set without 16 rows, which no format prefers (measured; it
@@ -726,19 +712,16 @@ __device__ __forceinline__ void gemv_exact(const V& v, const float* __restrict__
 }
 
 extern "C" __global__ void qgemv_exact_fp8(const u8* codes, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {
-  pdl_begin();
   gemv_exact(Fp8View{codes, rowScale, K}, x, bias, y, T, N, K);
 }
 
 extern "C" __global__ void qgemv_exact_int8(const s8* codes, const float* scale, const float* x, const float* bias, float* y, int T, int N, int K) {
-  pdl_begin();
   gemv_exact(Int8View{codes, scale, K}, x, bias, y, T, N, K);
 }
 
 extern "C" __global__ void qgemv_exact_int4(const u32* packed, const float* scales, const u8* zeros, const int* gIdx, const int* perm,
                                             int wordsPerRow, int G, int groupSize, int tiled, const float* x, const float* bias,
                                             float* y, int T, int N, int K) {
-  pdl_begin();
   gemv_exact(Int4View{packed, scales, zeros, gIdx, perm, wordsPerRow, G, groupSize, tiled}, x, bias, y, T, N, K);
 }
 
@@ -758,24 +741,20 @@ __device__ __forceinline__ void dequant(const V& v, void* out, int bf16, int N, 
 }
 
 extern "C" __global__ void dequant_fp8(const u8* codes, const float* rowScale, void* out, int bf16, int N, int K) {
-  pdl_begin();
   dequant(Fp8View{codes, rowScale, K}, out, bf16, N, K);
 }
 
 extern "C" __global__ void dequant_int8(const s8* codes, const float* scale, void* out, int bf16, int N, int K) {
-  pdl_begin();
   dequant(Int8View{codes, scale, K}, out, bf16, N, K);
 }
 
 extern "C" __global__ void dequant_int4(const u32* packed, const float* scales, const u8* zeros, const int* gIdx, const int* perm,
                                         int wordsPerRow, int G, int groupSize, int tiled, void* out, int bf16, int N, int K) {
-  pdl_begin();
   dequant(Int4View{packed, scales, zeros, gIdx, perm, wordsPerRow, G, groupSize, tiled}, out, bf16, N, K);
 }
 
 extern "C" __global__ void dequant_nvfp4(const u32* packed, const u8* blockScales, const float* mult, int wordsPerRow, void* out, int bf16,
                                          int N, int K) {
-  pdl_begin();
   dequant(Nvfp4View{packed, blockScales, mult, wordsPerRow, K}, out, bf16, N, K);
 }
 
@@ -786,7 +765,6 @@ extern "C" __global__ void dequant_nvfp4(const u32* packed, const u8* blockScale
 // column perm[j]. Columns ≥ K (padding up to the tile) are zero.
 extern "C" __global__ void repack_4bit(const u32* __restrict__ src, const int* __restrict__ perm, u32* __restrict__ dst, int N, int K,
                                        int srcWords, int dstWords) {
-  pdl_begin();
   const u64 total = (u64)N * dstWords;
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
     const int r = (int)(i / dstWords), d = (int)(i % dstWords);
@@ -812,14 +790,12 @@ extern "C" __global__ void repack_4bit(const u32* __restrict__ src, const int* _
 
 // out[t, j] = x[t, perm[j]]: the activations in the sorted column order of an act-order int4 weight.
 extern "C" __global__ void gather_columns(const float* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out, int K) {
-  pdl_begin();
   const u64 base = (u64)blockIdx.y * K;
   for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x) out[base + j] = x[base + perm[j]];
 }
 
 // *found = 1 if any of the n E4M3 codes is NaN (0x7f or 0xff).
 extern "C" __global__ void fp8_find_nan(const u8* __restrict__ codes, u64 n, u32* found) {
-  pdl_begin();
   const u64 words = n >> 2;
   const u32* w = reinterpret_cast<const u32*>(codes);
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < words; i += (u64)gridDim.x * blockDim.x) {
@@ -845,21 +821,17 @@ __device__ __forceinline__ float uniform01(u64 i, u32 seed) { return (hash_bits(
 
 // Dense values uniform in [-scale, scale), rounded to the storage type.
 extern "C" __global__ void random_dense_bf16(u16* out, u64 n, u32 seed, float scale) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = f32_to_bf16((2.f * uniform01(i, seed) - 1.f) * scale);
 }
 extern "C" __global__ void random_dense_f16(u16* out, u64 n, u32 seed, float scale) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = f32_to_f16((2.f * uniform01(i, seed) - 1.f) * scale);
 }
 extern "C" __global__ void random_dense_f32(float* out, u64 n, u32 seed, float scale) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = (2.f * uniform01(i, seed) - 1.f) * scale;
 }
 // A vector held as float32 whose values are those of `dtype` (0 f32, 1 bf16, 2 f16), as loadDense
 // would hold a checkpoint's.
 extern "C" __global__ void random_vector(float* out, u64 n, u32 seed, float scale, int dtype) {
-  pdl_begin();
   GRID_STRIDE(i, n) {
     const float v = (2.f * uniform01(i, seed) - 1.f) * scale;
     out[i] = dtype == 1 ? bf16_to_f32(f32_to_bf16(v)) : dtype == 2 ? f16_to_f32(f32_to_f16(v)) : v;
@@ -868,7 +840,6 @@ extern "C" __global__ void random_vector(float* out, u64 n, u32 seed, float scal
 
 // Positive scales uniform in [lo, hi).
 extern "C" __global__ void random_scales(float* out, u64 n, u32 seed, float lo, float hi) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = lo + (hi - lo) * uniform01(i, seed);
 }
 
@@ -884,19 +855,16 @@ __device__ __forceinline__ u32 encode_e4m3(float x) {
 
 // E4M3 codes of values uniform in [-448, 448): what quantizeFp8 makes of a row whose absmax is the scale.
 extern "C" __global__ void random_fp8_codes(u8* out, u64 n, u32 seed) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = (u8)encode_e4m3((2.f * uniform01(i, seed) - 1.f) * 448.f);
 }
 
 // int8 codes in [-127, 127] (quantizeInt8's range).
 extern "C" __global__ void random_int8_codes(s8* out, u64 n, u32 seed) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = (s8)__float2int_rn((2.f * uniform01(i, seed) - 1.f) * 127.f);
 }
 
 // Random 4-bit codes, canonical (tiled = 0) or tiled rows of wordsPerRow words; columns ≥ K zero.
 extern "C" __global__ void random_4bit(u32* out, int N, int wordsPerRow, int K, int tiled, u32 seed) {
-  pdl_begin();
   GRID_STRIDE(i, (u64)N * wordsPerRow) {
     const int d = (int)(i % wordsPerRow);
     int n = d;
@@ -912,6 +880,5 @@ extern "C" __global__ void random_4bit(u32* out, int N, int wordsPerRow, int K, 
 
 // E4M3 block scales for nvfp4: codes 0x70..0x7e (128 to 448), a spread like ModelOpt's amax/6/globalScale.
 extern "C" __global__ void random_block_scales(u8* out, u64 n, u32 seed) {
-  pdl_begin();
   GRID_STRIDE(i, n) out[i] = (u8)(0x70u + hash_bits(i, seed) % 15u);
 }

@@ -18,7 +18,6 @@ __device__ __forceinline__ void rope_pair(float* p1, float* p2, float c, float s
 // In place on the first 2·half dims of every head of x [T, cols].
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(float* __restrict__ x, const float* __restrict__ cosv,
                                                                  const float* __restrict__ sinv, int cols, int headDim, int half) {
-  pdl_begin();
   const int t = blockIdx.x;
   const int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   if (j >= (cols / headDim) * half) return;
@@ -34,7 +33,6 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(
     float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ cosv,
     const float* __restrict__ sinv, float* __restrict__ kc, float* __restrict__ vc, const int* __restrict__ slots,
     int qHeads, int kvHeads, int headDim, int half) {
-  pdl_begin();
   const int t = blockIdx.x;
   int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   const float* cs = cosv + t * half;

@@ -14,7 +14,6 @@ __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
 
 // One block per row; blockDim.x a multiple of 32, at most 1024.
 extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restrict__ out, int cols, int n) {
-  pdl_begin();
   const float* row = x + (u64)blockIdx.x * cols;
   float bv = NEG_INF;
   int bi = -1;
@@ -522,7 +521,6 @@ __device__ Cut select_cut(const Row& r, Shared& s, Cut cut, bool mass, int topK,
 // NaN; for a row that excludes a draft, also out[rows + row] = the float32 bits of p(draft) (so out
 // holds 2 × rows words when any row does; other rows leave that word alone).
 extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, int* __restrict__ out, int cols, int n) {
-  pdl_begin();
   __shared__ Shared s;
   __shared__ float s_max, s_min;
   __shared__ int s_arg;
