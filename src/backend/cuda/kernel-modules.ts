@@ -23,6 +23,17 @@ export function kernelCacheDir(): string {
 
 const COMPILE_OPTIONS = ['-std=c++17', '--fmad=true'];
 
+/**
+ * Macros for every kernel module from $TACHYON_NVRTC_DEFINES ("NAME=VALUE NAME2"), so a benchmark
+ * can compare compile-time variants of a kernel in one checkout (e.g. QGEMV_PIPELINE=0, see
+ * quant-linear.cu); part of the cache key.
+ */
+export function kernelDefinesFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  const words = (env.TACHYON_NVRTC_DEFINES ?? '').split(/\s+/).filter(Boolean);
+  for (const w of words) if (!/^[A-Za-z_]\w*(=[\w.+-]*)?$/.test(w)) throw new Error(`TACHYON_NVRTC_DEFINES: '${w}' is not NAME or NAME=VALUE`);
+  return words.map((w) => `-D${w}`);
+}
+
 export interface ModuleStats {
   file: string;
   target: string;
@@ -88,9 +99,10 @@ export class KernelModules {
     const t0 = performance.now();
     const cc = this.driver.device.computeCapability;
     const target = this.nvrtc.targetFor(cc);
-    const options = [...COMPILE_OPTIONS, `--include-path=${this.sourceDir}`];
+    const defines = kernelDefinesFromEnv();
+    const options = [...COMPILE_OPTIONS, ...defines, `--include-path=${this.sourceDir}`];
     const key = createHash('sha256')
-      .update([this.treeHash, file, target.kind, target.arch, COMPILE_OPTIONS.join(' '), this.nvrtc.version].join('\n'))
+      .update([this.treeHash, file, target.kind, target.arch, COMPILE_OPTIONS.join(' '), defines.join(' '), this.nvrtc.version].join('\n'))
       .digest('hex')
       .slice(0, 32);
     const cached = this.cacheDir ? join(this.cacheDir, `${file.replace(/\W/g, '_')}-${target.arch}-${key}.${target.kind}`) : undefined;
