@@ -125,6 +125,8 @@ interface FormatResult {
   engineMaxNumBatchedTokens?: number;
   /** The forward on the tiled float32 GEMM, for comparison (one run). */
   tiledForwardMs?: number;
+  /** The forward with the MLP's intermediate in float32 (backend.mlpInHalf = false), median of the repeats. */
+  float32MlpForwardMs?: number;
   cublasBoundMs?: number | null;
   linearsInForwardMs?: number;
   attentionMs?: number;
@@ -260,8 +262,11 @@ for (const format of values.formats!.split(',')) {
   r.prefillPath = blas ? { half: blas.counters.half - path0.half, fp8: blas.counters.fp8 - path0.fp8 } : undefined;
   const eng = await timeEngine(model, 1 + repeats);
   r.engineTtftMs = median(eng.ms.slice(1));
+  backend.mlpInHalf = false;
+  r.float32MlpForwardMs = median((await timeTtft(model, 1 + repeats)).slice(1));
+  backend.mlpInHalf = true;
   r.engineMaxNumBatchedTokens = eng.maxNumBatchedTokens;
-  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens})`);
+  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms`);
   if (r.prefillPath) console.log(`  prefill linears on cuBLASLt in those forwards: ${r.prefillPath.half} bf16/f16, ${r.prefillPath.fp8} FP8 (the rest on other kernels)`);
 
   r.linears = await timeLinears(weights.layers[0], weights.lmHead);
@@ -290,16 +295,16 @@ for (const format of values.formats!.split(',')) {
 // ---- report ----
 const fmt = (v: number | null | undefined, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
 console.log('');
-console.log(`| format | TTFT forward ms | TTFT engine ms | cuBLAS-bound ms | TTFT / bound | linears in forward ms | attention ms | rest ms | tiled-GEMM forward ms |`);
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log(`| format | TTFT forward ms | TTFT engine ms | cuBLAS-bound ms | TTFT / bound | float32-MLP forward ms | linears in forward ms | attention ms | rest ms | tiled-GEMM forward ms |`);
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
   if (r.skipped) {
-    console.log(`| ${r.format} | skipped: ${r.skipped} | | | | | | | |`);
+    console.log(`| ${r.format} | skipped: ${r.skipped} | | | | | | | | |`);
     continue;
   }
   const ratio = r.cublasBoundMs ? r.forwardTtftMs! / r.cublasBoundMs : null;
   console.log(
-    `| ${r.format} | ${fmt(r.forwardTtftMs)} | ${fmt(r.engineTtftMs)} | ${fmt(r.cublasBoundMs)} | ${ratio === null ? '—' : `${ratio.toFixed(2)}×`} | ${fmt(r.linearsInForwardMs)} | ${fmt(r.attentionMs)} | ${fmt(r.restMs)} | ${fmt(r.tiledForwardMs)} |`,
+    `| ${r.format} | ${fmt(r.forwardTtftMs)} | ${fmt(r.engineTtftMs)} | ${fmt(r.cublasBoundMs)} | ${ratio === null ? '—' : `${ratio.toFixed(2)}×`} | ${fmt(r.float32MlpForwardMs)} | ${fmt(r.linearsInForwardMs)} | ${fmt(r.attentionMs)} | ${fmt(r.restMs)} | ${fmt(r.tiledForwardMs)} |`,
   );
 }
 console.log('\ngoal: TTFT within 1.5× of the cuBLAS-bound time (the sum of cuBLASLt\'s GEMM time over every linear at this prompt length, lm_head for the last token only)');
@@ -322,7 +327,7 @@ writeFileSync(
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
         "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (bf16, or e4m3 for fp8); " +
-        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention',
+        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.mlpInHalf = false',
       machine,
       results,
     },

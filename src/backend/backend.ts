@@ -128,6 +128,12 @@ export interface Backend {
    * bitwise (call it through `linearSiluMul(backend, …)` below).
    */
   linearSiluMul?(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor;
+  /**
+   * The MLP: linear(linearSiluMul(x, gate, up, gateBias, upBias), down, downBias), where the backend
+   * may keep the intermediate in a narrower type than its activations (the CUDA backend's prefill
+   * holds it in bf16, which the down GEMM reads anyway). Optional; call it through `mlp(backend, …)`.
+   */
+  mlp?(x: Tensor, gate: Weight, up: Weight, down: Weight, biases?: MlpBiases): Tensor;
   /** Rotate-half RoPE in place on the first rotaryDim dims of every head; cos/sin are [T, rotaryDim/2]. */
   rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void;
   /** silu(gate) · up, elementwise. */
@@ -197,6 +203,27 @@ export function linearSiluMul(backend: Backend, x: Tensor, gate: Weight, up: Wei
   const out = backend.siluMul(g, u);
   backend.release?.(g, u);
   return out;
+}
+
+/** The optional biases of an MLP's three linears. */
+export interface MlpBiases {
+  gate?: Weight;
+  up?: Weight;
+  down?: Weight;
+}
+
+/** The MLP through the backend's `mlp` where it has one, else linearSiluMul then the down linear. */
+export function mlp(backend: Backend, x: Tensor, gate: Weight, up: Weight, down: Weight, biases: MlpBiases = {}): Tensor {
+  if (backend.mlp) return backend.mlp(x, gate, up, down, biases);
+  return mlpByLinears(backend, x, gate, up, down, biases);
+}
+
+/** linearSiluMul, the down linear, the intermediate released: what `mlp` means. */
+export function mlpByLinears(backend: Backend, x: Tensor, gate: Weight, up: Weight, down: Weight, biases: MlpBiases = {}): Tensor {
+  const act = linearSiluMul(backend, x, gate, up, biases.gate, biases.up);
+  const y = backend.linear(act, down, biases.down);
+  backend.release?.(act);
+  return y;
 }
 
 /** Rotate q and k in place and store k and v at `slots`: the backend's fused op where it has one, else rope, rope, writeKv. */

@@ -6,7 +6,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor, type Weight } from '../backend/backend.js';
+import { linearMany, mlp, ropeWriteKv, type AttentionBatch, type Backend, type KvCacheStorage, type Tensor, type Weight } from '../backend/backend.js';
 import { ModelLoadError } from '../errors.js';
 import { parseModelConfig, type RopeConfig } from './config.js';
 import type { SafetensorsCheckpoint, HostTensor } from './load/safetensors.js';
@@ -283,7 +283,7 @@ export class Eagle3Model {
     const o = be.linear(attn, W.o);
     const residual = c.normBeforeResidual ? b : g;
     const m = be.addRmsNorm(o, residual, W.postAttentionNorm, c.rmsNormEps);
-    const down = be.linear(linearSiluMul(be, m, W.gate, W.up), W.down);
+    const down = mlp(be, m, W.gate, W.up, W.down);
     be.addInPlace(residual, down);
     if (batch.logitRows.length === 0) return { hidden: residual, logits: new Float32Array(0) };
     const last = be.selectRows(residual, batch.logitRows);

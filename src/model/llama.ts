@@ -2,7 +2,7 @@
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
 import { argmax, drawSamplingRow } from '../engine/sampler.js';
-import { checkSamplingRows, linearMany, linearSiluMul, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
+import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -137,11 +137,17 @@ export class LlamaModel {
       const n = be.addRmsNorm(o, residual, L.postAttentionNorm, c.rmsNormEps);
       be.release?.(o);
       observe?.(l, 'gate_up', be.toHost(n));
-      const act = linearSiluMul(be, n, L.gate, L.up, L.gateBias, L.upBias);
+      const biases = { gate: L.gateBias, up: L.upBias, down: L.downBias };
+      if (observe) {
+        // Calibration reads the down linear's input, which `mlp` need not make.
+        const act = linearSiluMul(be, n, L.gate, L.up, L.gateBias, L.upBias);
+        observe(l, 'down', be.toHost(act));
+        x = be.linear(act, L.down, L.downBias);
+        be.release?.(act);
+      } else {
+        x = mlp(be, n, L.gate, L.up, L.down, biases);
+      }
       be.release?.(n);
-      observe?.(l, 'down', be.toHost(act));
-      x = be.linear(act, L.down, L.downBias);
-      be.release?.(act);
     }
     be.addInPlace(residual, x);
     keepHidden(c.numLayers);

@@ -144,8 +144,8 @@ const CUDA_TYPE: Record<GemmOperand, number> = { bf16: CUDA_R_16BF, f16: CUDA_R_
 /**
  * One GEMM's shape in cuBLAS's column-major terms, for nn.Linear: m = output features (rows of the
  * weight), n = tokens, k = input features. A is the weight, row-major [m, k] (column-major [k, m],
- * used transposed); B the activations, row-major [n, k]; D float32 row-major [n, ldd] (column-major
- * [m, n] with leading dimension ldd ≥ m).
+ * used transposed); B the activations, row-major [n, k]; D row-major [n, ldd] (column-major [m, n]
+ * with leading dimension ldd ≥ m), float32 unless `out` is 'half' (bf16/f16 D: the operand type).
  */
 export interface GemmShape {
   type: GemmOperand;
@@ -153,6 +153,15 @@ export interface GemmShape {
   n: number;
   k: number;
   ldd: number;
+  /** D's type: float32 (the default), or the operands' 16-bit type (not for e4m3). */
+  out?: 'f32' | 'half';
+}
+
+/** The CUDA type of a GEMM's D. */
+function outType(s: GemmShape): number {
+  if (s.out !== 'half') return CUDA_R_32F;
+  if (s.type === 'e4m3') throw new CudaError('cuBLASLt GEMM: a 16-bit D needs 16-bit operands, not e4m3');
+  return CUDA_TYPE[s.type];
 }
 
 /** A cached descriptor set and the algorithm cuBLASLt's heuristic chose for it. */
@@ -265,7 +274,7 @@ export class CublasLt {
   private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr): Plan | null {
     const wantBias = bias !== 0 && this.biasEpilogue;
     const aligns = [a, b, d, wantBias ? bias : 0].map(alignmentOf);
-    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
+    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${shape.out ?? 'f32'} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
     let plan = this.plans.get(key);
     if (plan === undefined) {
       // With a bias, the epilogue first; where it is refused, the plain GEMM (the caller adds the bias).
@@ -302,7 +311,7 @@ export class CublasLt {
         create(api.cublasLtMatrixLayoutCreate, api.cublasLtMatrixLayoutDestroy, 'cublasLtMatrixLayoutCreate', type, rows, cols, ld);
       const a = layout(CUDA_TYPE[shape.type], shape.k, shape.m, shape.k);
       const b = layout(CUDA_TYPE[shape.type], shape.k, shape.n, shape.k);
-      const d = layout(CUDA_R_32F, shape.m, shape.n, shape.ldd);
+      const d = layout(outType(shape), shape.m, shape.n, shape.ldd);
       const p: Handle[] = [null];
       this.check(api.cublasLtMatmulPreferenceCreate(p), 'cublasLtMatmulPreferenceCreate');
       pref = p[0];
@@ -348,7 +357,7 @@ function check(lib: CublasLtLibrary, rc: unknown, what: string): void {
 }
 
 function describe(s: GemmShape): string {
-  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → float32 D, ld ${s.ldd}`;
+  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → ${s.out === 'half' ? s.type : 'float32'} D, ld ${s.ldd}`;
 }
 
 const MAX_GRID_Y = 65535;
@@ -394,11 +403,38 @@ export class CublasLtPrefill {
     const xh = xCast ?? this.pool.alloc(n * 2);
     const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N };
     if (!this.lt.canRun(shape, w, xh.ptr, y, bias)) return undefined;
-    if (!xCast) this.launch(`f32_to_${dtype}`, [Math.max(1, Math.min(Math.ceil(n / (8 * 256)), this.gridStrideBlocks)), 1, 1], 256, 'ppl', [x, xh.ptr, n]);
+    if (!xCast) this.cast(x, xh.ptr, n, dtype);
     const biasDone = this.lt.matmul(shape, w, xh.ptr, y, bias);
     if (!biasDone) this.launch('add_bias_rows', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'ppii', [y, bias, T, N]);
     this.counters.half++;
     return xh;
+  }
+
+  /** dst = x rounded to dtype, n values (x float32). */
+  cast(x: DevicePtr, dst: DevicePtr, n: number, dtype: 'bf16' | 'f16'): void {
+    this.launch(`f32_to_${dtype}`, this.elementwiseGrid(n), 256, 'ppl', [x, dst, n]);
+  }
+
+  private elementwiseGrid(n: number): [number, number, number] {
+    return [Math.max(1, Math.min(Math.ceil(n / (8 * 256)), this.gridStrideBlocks)), 1, 1];
+  }
+
+  /**
+   * y [T, N] = xh [T, K] · Wᵀ with xh and W in dtype and y in dtype too (no bias): the prefill MLP's
+   * gate and up, and its down from the half intermediate when `out` is 'f32'. False (nothing
+   * launched) where cuBLASLt has no algorithm for it.
+   */
+  halfGemm(xh: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, y: DevicePtr, out: 'f32' | 'half'): boolean {
+    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N, out };
+    if (!this.lt.canRun(shape, w, xh, y)) return false;
+    this.lt.matmul(shape, w, xh, y);
+    this.counters.half++;
+    return true;
+  }
+
+  /** y = silu(g) · u over n values of dtype (convert.cu silu_mul_bf16 / silu_mul_f16). */
+  siluMulHalf(g: DevicePtr, u: DevicePtr, y: DevicePtr, n: number, dtype: 'bf16' | 'f16'): void {
+    this.launch(`silu_mul_${dtype}`, this.elementwiseGrid(n), 256, 'pppl', [g, u, y, n]);
   }
 
   /**

@@ -681,6 +681,11 @@ export class QuantizedWeights {
   }
 
   /** The weight as bf16 [N, K] (round to nearest even) in the prefill scratch matrix, for this GEMM only. */
+  /** A pointer aligned as the scratch matrix bf16Copy writes (a pool allocation: 256 bytes), for cuBLASLt's plans. */
+  get scratchAlignment(): DevicePtr {
+    return this.scratch?.ptr ?? 256;
+  }
+
   bf16Copy(w: CudaQuantizedWeight): DevicePtr {
     const s = this.scratch!; // made when the weight was loaded, at least this large
     this.dequantize(w, s.ptr, 'bf16');

@@ -47,6 +47,41 @@ extern "C" __global__ void __launch_bounds__(256) f32_to_f16(const float* __rest
   to_half<false>(x, y, n);
 }
 
+// The prefill MLP's middle (CudaBackend.mlp): y = silu(g) · u over n values of bf16 or f16 gate and
+// up (the GEMMs' outputs), written in the same type as the down GEMM's input: silu_mul's float32
+// expression (elementwise.cu) on the widened values, rounded once at the end. 8 values a step.
+__device__ __forceinline__ float half_lo(u32 v, bool bf16) { return bf16 ? __uint_as_float(v << 16) : f16_to_f32((u16)(v & 0xffffu)); }
+__device__ __forceinline__ float half_hi(u32 v, bool bf16) { return bf16 ? __uint_as_float(v & 0xffff0000u) : f16_to_f32((u16)(v >> 16)); }
+__device__ __forceinline__ float silu_times(float g, float u) { return (g / (1.f + expf(-g))) * u; }
+template <bool BF16>
+__device__ __forceinline__ void silu_mul_half(const u16* __restrict__ g, const u16* __restrict__ u, u16* __restrict__ y, u64 n) {
+  const u64 stride = (u64)gridDim.x * blockDim.x;
+  const u64 first = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+  const u64 groups = n / 8;
+  for (u64 i = first; i < groups; i += stride) {
+    const uint4 a = reinterpret_cast<const uint4*>(g)[i], b = reinterpret_cast<const uint4*>(u)[i];
+    const u32 av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+    u32 o[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const float lo = silu_times(half_lo(av[j], BF16), half_lo(bv[j], BF16));
+      const float hi = silu_times(half_hi(av[j], BF16), half_hi(bv[j], BF16));
+      o[j] = BF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
+    }
+    reinterpret_cast<uint4*>(y)[i] = make_uint4(o[0], o[1], o[2], o[3]);
+  }
+  for (u64 i = groups * 8 + first; i < n; i += stride) {
+    const float v = silu_times(half_lo(g[i], BF16), half_lo(u[i], BF16));
+    y[i] = (u16)(BF16 ? pack_bf16x2(v, 0.f) : pack_f16x2(v, 0.f));
+  }
+}
+extern "C" __global__ void __launch_bounds__(256) silu_mul_bf16(const u16* __restrict__ g, const u16* __restrict__ u, u16* __restrict__ y, u64 n) {
+  silu_mul_half<true>(g, u, y, n);
+}
+extern "C" __global__ void __launch_bounds__(256) silu_mul_f16(const u16* __restrict__ g, const u16* __restrict__ u, u16* __restrict__ y, u64 n) {
+  silu_mul_half<false>(g, u, y, n);
+}
+
 // y[t, n] += bias[n] over [T, N] (when cuBLASLt's bias epilogue is not used): grid (columns, rows),
 // rows striding past the grid's 65535 limit.
 extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __restrict__ bias, int T, int N) {

@@ -1,0 +1,147 @@
+// The CUDA backend's MLP (CudaBackend.mlp): prefill steps on cuBLASLt keep the intermediate in the
+// weights' 16-bit type (gate and up written in bf16/f16, silu·mul over them, down reading it). Held
+// against the CPU backend's float32 MLP on fresh random inputs, for dense bf16 and f16 weights and
+// quantized ones (their bf16 copies), at prefill-sized steps and odd sizes; and where the path does
+// not apply (decode steps, biases, FP8's W8A8 GEMM, mlpInHalf off) it must give linearSiluMul and
+// linear's bits. Without a GPU the suite skips with the reason.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { mlp, mlpByLinears, type Backend, type Weight } from '../src/backend/backend.js';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { f32ToBf16 } from '../src/model/load/dtype.js';
+import type { HostTensor } from '../src/model/load/safetensors.js';
+import { quantizeWeight, type QuantizationMethod } from '../src/quant/online.js';
+import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+
+const { gpu, skipReason } = await openTestGpu();
+const cpu = new CpuBackend();
+const { seed: SEED, uniform } = testRandom();
+const { assertClose, assertBitwise } = comparisons(SEED);
+
+/** float32 → IEEE half bits (round to nearest even; the test values are normal). */
+function f32ToF16(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = ((u >>> 23) & 0xff) - 127 + 15;
+  if (exp <= 0) return sign;
+  const mant = u & 0x7fffff;
+  let h = sign | (exp << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
+  return h;
+}
+
+type Kind = 'BF16' | 'F16' | QuantizationMethod;
+
+/** One [rows, cols] weight of random values on both backends, dense in a 16-bit type or quantized. */
+function weight(kind: Kind, rows: number, cols: number): { c: Weight; g: Weight } {
+  const vals = uniform(rows * cols, -1 / Math.sqrt(cols), 1 / Math.sqrt(cols));
+  if (kind === 'BF16' || kind === 'F16') {
+    const bits = Uint16Array.from(vals, (v) => (kind === 'BF16' ? f32ToBf16(v) : f32ToF16(v)));
+    const t: HostTensor = { dtype: kind, shape: [rows, cols], bytes: new Uint8Array(bits.buffer) };
+    return { c: cpu.loadDense('w', t), g: gpu!.loadDense('w', t) };
+  }
+  const q = quantizeWeight(kind, vals, rows, cols, 'w');
+  return { c: cpu.loadQuantized('w', q), g: gpu!.loadQuantized('w', q) };
+}
+
+function bias(n: number): { c: Weight; g: Weight } {
+  const t: HostTensor = { dtype: 'F32', shape: [n], bytes: new Uint8Array(uniform(n, -0.1, 0.1).buffer) };
+  return { c: cpu.loadDense('b', t), g: gpu!.loadDense('b', t) };
+}
+
+/** An MLP of hidden size H and intermediate size N on both backends. */
+function mlpWeights(kind: Kind, H: number, N: number) {
+  const gate = weight(kind, N, H);
+  const up = weight(kind, N, H);
+  const down = weight(kind, H, N);
+  return { gate, up, down };
+}
+
+function run(be: Backend, x: Float32Array, T: number, H: number, w: ReturnType<typeof mlpWeights>, side: 'c' | 'g', viaLinears = false): Float32Array {
+  const xt = be.fromHost(x, [T, H]);
+  const y = (viaLinears ? mlpByLinears : mlp)(be, xt, w.gate[side], w.up[side], w.down[side]);
+  const out = be.toHost(y);
+  be.release?.(xt, y);
+  return out;
+}
+
+describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
+  const be = gpu!;
+
+  const cases: { kind: Kind; H: number; N: number; T: number; bound: number }[] = [
+    // Llama-like widths at prefill sizes; odd token counts; an intermediate that is not a multiple of 8.
+    { kind: 'BF16', H: 512, N: 1408, T: 64, bound: 1e-2 },
+    { kind: 'BF16', H: 256, N: 680, T: 9, bound: 1e-2 },
+    { kind: 'BF16', H: 384, N: 1030, T: 137, bound: 1e-2 },
+    { kind: 'F16', H: 512, N: 1408, T: 33, bound: 3e-3 },
+    { kind: 'w4a16', H: 512, N: 1408, T: 48, bound: 1e-2 },
+    { kind: 'w8a16', H: 256, N: 768, T: 20, bound: 1e-2 },
+  ];
+  for (const c of cases) {
+    it(`${c.kind} [${c.N}×${c.H}] at ${c.T} tokens: the CPU's float32 MLP within ${c.bound}, through the 16-bit path`, () => {
+      const w = mlpWeights(c.kind, c.H, c.N);
+      const x = uniform(c.T * c.H, -2, 2);
+      const want = run(cpu, x, c.T, c.H, w, 'c');
+      const names = launchesOf(be, () => {
+        const got = run(be, x, c.T, c.H, w, 'g');
+        assertClose(got, want, c.bound, `${c.kind} mlp, ${c.T} tokens`);
+      });
+      // The 16-bit silu·mul ran, the float32 one did not.
+      const half = c.kind === 'F16' ? 'silu_mul_f16' : 'silu_mul_bf16';
+      assert.ok(names.includes(half), `${half} launched (${names.join(', ')})`);
+      assert.ok(!names.includes('silu_mul'), 'no float32 silu_mul');
+    });
+  }
+
+  it('rounds no more than the gate and up outputs: close to the float32 path', () => {
+    const H = 512, N = 1408, T = 96;
+    const w = mlpWeights('BF16', H, N);
+    const x = uniform(T * H, -2, 2);
+    const half = run(be, x, T, H, w, 'g');
+    be.mlpInHalf = false;
+    try {
+      const f32 = run(be, x, T, H, w, 'g');
+      // bf16 has 8 significant bits: one more rounding of gate and up moves the result by ~2⁻⁹.
+      assertClose(half, f32, 5e-3, '16-bit against float32 intermediate');
+      assert.ok(half.some((v, i) => v !== f32[i]), 'the two paths are different computations');
+    } finally {
+      be.mlpInHalf = true;
+    }
+  });
+
+  it('leaves decode steps, biases, FP8 and mlpInHalf = false to linearSiluMul and linear, bit for bit', () => {
+    const H = 256, N = 640;
+    const bf = mlpWeights('BF16', H, N);
+    const checks: Array<{ what: string; T: number; w: ReturnType<typeof mlpWeights>; biased?: boolean; off?: boolean }> = [
+      { what: 'a decode step (8 tokens)', T: 8, w: bf },
+      { what: 'one token', T: 1, w: bf },
+      { what: 'biases', T: 40, w: bf, biased: true },
+      { what: 'FP8 weights (W8A8 on sm_89+, else dequantised)', T: 40, w: mlpWeights('fp8', H, N) },
+      { what: 'mlpInHalf off', T: 40, w: bf, off: true },
+    ];
+    for (const c of checks) {
+      const x = uniform(c.T * H, -2, 2);
+      const biases = c.biased ? { gate: bias(N).g, up: bias(N).g, down: bias(H).g } : {};
+      const fp8Dequantised = c.what.startsWith('FP8') && !be.canMatmulFp8(H);
+      if (fp8Dequantised) continue; // no W8A8 here: FP8 weights take the bf16 path like the others
+      be.mlpInHalf = !c.off;
+      try {
+        const xt = be.fromHost(x, [c.T, H]);
+        const got = be.toHost(mlp(be, xt, c.w.gate.g, c.w.up.g, c.w.down.g, biases));
+        const want = be.toHost(mlpByLinears(be, xt, c.w.gate.g, c.w.up.g, c.w.down.g, biases));
+        assertBitwise(got, want, c.what);
+      } finally {
+        be.mlpInHalf = true;
+      }
+    }
+  });
+
+  it('refuses weights that do not chain, naming their shapes', () => {
+    const w = mlpWeights('BF16', 256, 640);
+    const bad = weight('BF16', 256, 512);
+    const xt = be.fromHost(uniform(40 * 256), [40, 256]);
+    assert.throws(() => be.mlp(xt, w.gate.g, w.up.g, bad.g), /mlp: gate \[640, 256\], up \[640, 256\] and down \[256, 512\] do not chain/);
+  });
+});
