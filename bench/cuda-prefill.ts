@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { Backend, RandomWeightSpec, Weight } from '../src/backend/backend.js';
+import { mlp, type Backend, type RandomWeightSpec, type Weight } from '../src/backend/backend.js';
 import { CudaBackend, CudaDenseWeight, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
 import type { GemmOperand } from '../src/backend/cuda/cublaslt.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
@@ -125,6 +125,8 @@ interface FormatResult {
   engineMaxNumBatchedTokens?: number;
   /** The forward on the tiled float32 GEMM, for comparison (one run). */
   tiledForwardMs?: number;
+  /** One layer's backend.mlp, device ms, with the intermediate in 16 bits and in float32. */
+  mlpLayerMs?: { half: number; f32: number; siluF32: number; siluHalf: number };
   /** The forward with the MLP's intermediate in float32 (backend.mlpInHalf = false), median of the repeats. */
   float32MlpForwardMs?: number;
   cublasBoundMs?: number | null;
@@ -217,6 +219,30 @@ async function timeLinears(layer: LayerWeights, lmHead: Weight): Promise<LinearT
   return out;
 }
 
+/** One layer's MLP over the whole prompt (backend.mlp), with its intermediate in 16 bits and in float32: device ms each. */
+async function timeMlp(layer: LayerWeights, hidden: number): Promise<{ half: number; f32: number; siluF32: number; siluHalf: number }> {
+  let x = activation(L, hidden);
+  const once = () => deviceMs(() => (x = activation(L, hidden)), () => mlp(backend, x, layer.gate, layer.up, layer.down), 5);
+  const half = await once();
+  backend.mlpInHalf = false;
+  const f32 = await once();
+  backend.mlpInHalf = true;
+  // Its elementwise middle alone: silu·mul over [L, intermediate] in float32, and in bf16.
+  const n = L * layer.gate.shape[0];
+  let g = activation(L, layer.gate.shape[0]);
+  let u = g;
+  const fresh = () => {
+    g = activation(L, layer.gate.shape[0]);
+    u = activation(L, layer.gate.shape[0]);
+  };
+  const siluF32 = await deviceMs(fresh, () => backend.release(backend.siluMul(g, u)), 10);
+  const hb = backend.driver.memAlloc(3 * n * 2);
+  const siluHalf = blas ? await deviceMs(() => undefined, () => blas.siluMulHalf(hb, hb + n * 2, hb + n * 4, n, 'bf16'), 10) : NaN;
+  backend.driver.synchronize();
+  backend.driver.memFree(hb);
+  return { half, f32, siluF32, siluHalf };
+}
+
 /** One layer's attention over the whole causal prompt (the KV written first), device time. */
 async function timeAttention(c: ModelConfig): Promise<number> {
   const blocks = Math.ceil(L / 16);
@@ -256,15 +282,22 @@ for (const format of values.formats!.split(',')) {
 
   backend.prefillGemm = 'auto';
   const path0 = blas ? { ...blas.counters } : { half: 0, fp8: 0 };
-  const runs = await timeTtft(model, 1 + repeats); // the first run plans cuBLASLt's GEMMs and compiles kernels
-  r.forwardTtftRunsMs = runs.slice(1);
+  await timeTtft(model, 1); // plans cuBLASLt's GEMMs and compiles kernels
+  // The MLP's intermediate in 16 bits (the default) and in float32, runs interleaved so that drift
+  // of the machine (seen: ±10% between runs minutes apart) falls on both alike.
+  r.forwardTtftRunsMs = [];
+  const f32Runs: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    r.forwardTtftRunsMs.push(...(await timeTtft(model, 1)));
+    backend.mlpInHalf = false;
+    f32Runs.push(...(await timeTtft(model, 1)));
+    backend.mlpInHalf = true;
+  }
   r.forwardTtftMs = median(r.forwardTtftRunsMs);
+  r.float32MlpForwardMs = median(f32Runs);
   r.prefillPath = blas ? { half: blas.counters.half - path0.half, fp8: blas.counters.fp8 - path0.fp8 } : undefined;
   const eng = await timeEngine(model, 1 + repeats);
   r.engineTtftMs = median(eng.ms.slice(1));
-  backend.mlpInHalf = false;
-  r.float32MlpForwardMs = median((await timeTtft(model, 1 + repeats)).slice(1));
-  backend.mlpInHalf = true;
   r.engineMaxNumBatchedTokens = eng.maxNumBatchedTokens;
   console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms`);
   if (r.prefillPath) console.log(`  prefill linears on cuBLASLt in those forwards: ${r.prefillPath.half} bf16/f16, ${r.prefillPath.fp8} FP8 (the rest on other kernels)`);
@@ -277,6 +310,8 @@ for (const format of values.formats!.split(',')) {
   r.cublasBoundMs = Number.isFinite(bound) ? bound : null;
   r.linearsInForwardMs = layers * perLayer('linearMs') + head.linearMs;
   r.attentionMs = layers * (await timeAttention(config));
+  r.mlpLayerMs = await timeMlp(weights.layers[0], config.hiddenSize);
+  console.log(`  one layer's MLP (backend.mlp): ${(r.mlpLayerMs.half * 1000).toFixed(0)} µs with a 16-bit intermediate, ${(r.mlpLayerMs.f32 * 1000).toFixed(0)} µs in float32; silu·mul alone ${(r.mlpLayerMs.siluF32 * 1000).toFixed(0)} µs float32, ${(r.mlpLayerMs.siluHalf * 1000).toFixed(0)} µs bf16`);
   r.restMs = r.forwardTtftMs - r.linearsInForwardMs - r.attentionMs;
 
   if (!values['no-tiled']) {
