@@ -127,7 +127,7 @@ interface FormatResult {
   tiledForwardMs?: number;
   /** One layer's backend.mlp, device ms, with the intermediate in 16 bits and in float32. */
   mlpLayerMs?: { half: number; f32: number; siluF32: number; siluHalf: number };
-  /** The forward with the MLP's intermediate in float32 (backend.mlpInHalf = false), median of the repeats. */
+  /** The forward with the MLP's intermediate in float32 (backend.fusedMlp = false), median of the repeats. */
   float32MlpForwardMs?: number;
   cublasBoundMs?: number | null;
   linearsInForwardMs?: number;
@@ -224,9 +224,9 @@ async function timeMlp(layer: LayerWeights, hidden: number): Promise<{ half: num
   let x = activation(L, hidden);
   const once = () => deviceMs(() => (x = activation(L, hidden)), () => mlp(backend, x, layer.gate, layer.up, layer.down), 5);
   const half = await once();
-  backend.mlpInHalf = false;
+  backend.fusedMlp = false;
   const f32 = await once();
-  backend.mlpInHalf = true;
+  backend.fusedMlp = true;
   // Its elementwise middle alone: silu·mul over [L, intermediate] in float32, and in bf16.
   const n = L * layer.gate.shape[0];
   let g = activation(L, layer.gate.shape[0]);
@@ -289,9 +289,9 @@ for (const format of values.formats!.split(',')) {
   const f32Runs: number[] = [];
   for (let i = 0; i < repeats; i++) {
     r.forwardTtftRunsMs.push(...(await timeTtft(model, 1)));
-    backend.mlpInHalf = false;
+    backend.fusedMlp = false;
     f32Runs.push(...(await timeTtft(model, 1)));
-    backend.mlpInHalf = true;
+    backend.fusedMlp = true;
   }
   r.forwardTtftMs = median(r.forwardTtftRunsMs);
   r.float32MlpForwardMs = median(f32Runs);
@@ -362,7 +362,7 @@ writeFileSync(
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
         "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (bf16, or e4m3 for fp8); " +
-        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.mlpInHalf = false',
+        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false',
       machine,
       results,
     },

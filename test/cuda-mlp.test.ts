@@ -2,7 +2,7 @@
 // weights' 16-bit type (gate and up written in bf16/f16, silu·mul over them, down reading it). Held
 // against the CPU backend's float32 MLP on fresh random inputs, for dense bf16 and f16 weights and
 // quantized ones (their bf16 copies), at prefill-sized steps and odd sizes; and where the path does
-// not apply (decode steps, biases, FP8's W8A8 GEMM, mlpInHalf off) it must give linearSiluMul and
+// not apply (decode steps, biases, FP8's W8A8 GEMM, fusedMlp off) it must give linearSiluMul and
 // linear's bits. Without a GPU the suite skips with the reason.
 
 import assert from 'node:assert/strict';
@@ -100,42 +100,61 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     const w = mlpWeights('BF16', H, N);
     const x = uniform(T * H, -2, 2);
     const half = run(be, x, T, H, w, 'g');
-    be.mlpInHalf = false;
+    be.fusedMlp = false;
     try {
       const f32 = run(be, x, T, H, w, 'g');
       // bf16 has 8 significant bits: one more rounding of gate and up moves the result by ~2⁻⁹.
       assertClose(half, f32, 5e-3, '16-bit against float32 intermediate');
       assert.ok(half.some((v, i) => v !== f32[i]), 'the two paths are different computations');
     } finally {
-      be.mlpInHalf = true;
+      be.fusedMlp = true;
     }
   });
 
-  it('leaves decode steps, biases, FP8 and mlpInHalf = false to linearSiluMul and linear, bit for bit', () => {
+  it('leaves decode steps, biases, FP8 and fusedMlp = false to linearSiluMul and linear, bit for bit', () => {
     const H = 256, N = 640;
     const bf = mlpWeights('BF16', H, N);
     const checks: Array<{ what: string; T: number; w: ReturnType<typeof mlpWeights>; biased?: boolean; off?: boolean }> = [
       { what: 'a decode step (8 tokens)', T: 8, w: bf },
       { what: 'one token', T: 1, w: bf },
       { what: 'biases', T: 40, w: bf, biased: true },
-      { what: 'FP8 weights (W8A8 on sm_89+, else dequantised)', T: 40, w: mlpWeights('fp8', H, N) },
-      { what: 'mlpInHalf off', T: 40, w: bf, off: true },
+      { what: 'fusedMlp off', T: 40, w: bf, off: true },
     ];
     for (const c of checks) {
       const x = uniform(c.T * H, -2, 2);
       const biases = c.biased ? { gate: bias(N).g, up: bias(N).g, down: bias(H).g } : {};
-      const fp8Dequantised = c.what.startsWith('FP8') && !be.canMatmulFp8(H);
-      if (fp8Dequantised) continue; // no W8A8 here: FP8 weights take the bf16 path like the others
-      be.mlpInHalf = !c.off;
+      be.fusedMlp = !c.off;
       try {
         const xt = be.fromHost(x, [c.T, H]);
         const got = be.toHost(mlp(be, xt, c.w.gate.g, c.w.up.g, c.w.down.g, biases));
         const want = be.toHost(mlpByLinears(be, xt, c.w.gate.g, c.w.up.g, c.w.down.g, biases));
         assertBitwise(got, want, c.what);
       } finally {
-        be.mlpInHalf = true;
+        be.fusedMlp = true;
       }
     }
+  });
+
+  it('FP8 weights on the FP8 tensor cores: one kernel from the GEMMs to down\'s input, the values of the separate ops', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
+    const H = 256, N = 640, T = 72;
+    const w = mlpWeights('fp8', H, N);
+    const x = uniform(T * H, -2, 2);
+    let got: Float32Array = new Float32Array(0);
+    const names = launchesOf(be, () => (got = run(be, x, T, H, w, 'g')));
+    assert.deepEqual(
+      names.filter((n) => /quantize|silu|scale_fp8/.test(n)),
+      ['quantize_rows_e4m3', 'silu_mul_quantize_e4m3', 'scale_fp8_product'],
+      'x quantised once, the middle in one kernel, down scaled',
+    );
+    be.fusedMlp = false;
+    try {
+      const want = run(be, x, T, H, w, 'g');
+      // The same float32 expressions in one kernel instead of three: equal but for a zero's sign.
+      assertClose(got, want, 1e-6, 'fused FP8 MLP against scale, silu_mul, quantise');
+    } finally {
+      be.fusedMlp = true;
+    }
+    assertClose(got, run(cpu, x, T, H, w, 'c'), 1e-1, 'fused FP8 MLP against the CPU (exact activations, two FP8 roundings of them on the GPU)');
   });
 
   it('refuses weights that do not chain, naming their shapes', () => {

@@ -444,21 +444,68 @@ export class CublasLtPrefill {
    * compute capability ≥ 8.9 and K a multiple of 16 (see fp8GemmUnsupportedReason).
    */
   fp8(x: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, bias: DevicePtr, y: DevicePtr): boolean {
-    const reason = fp8GemmUnsupportedReason(this.driver.device.computeCapability, K);
-    if (reason) throw new CudaError(`matmulFp8: ${reason}`);
     const xq = this.pool.alloc(T * K);
     const xScales = this.pool.alloc(T * 4);
-    // cuBLASLt wants D's rows 16-byte aligned: an N that is not a multiple of 4 goes through a padded scratch.
-    const ldd = Math.ceil(N / 4) * 4;
-    const d = ldd === N ? y : this.pool.alloc(T * ldd * 4).ptr;
-    const shape: GemmShape = { type: 'e4m3', m: N, n: T, k: K, ldd };
-    // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
-    if (!this.lt.canRun(shape, codes, xq.ptr, d)) return false;
-    this.launch('quantize_rows_e4m3', [T, 1, 1], 256, 'pppi', [x, xq.ptr, xScales.ptr, K]);
-    this.lt.matmul(shape, codes, xq.ptr, d);
-    this.launch('scale_fp8_product', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'pppppiii', [d, xScales.ptr, wScales, bias, y, T, N, ldd]);
+    try {
+      // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
+      const ldd = CublasLtPrefill.fp8Ldd(N);
+      if (!this.canFp8(T, N, K, codes, xq.ptr, ldd === N ? y : 0)) return false;
+      this.quantizeRows(x, T, K, xq.ptr, xScales.ptr);
+      this.fp8GemmScaled(xq.ptr, xScales.ptr, T, codes, wScales, N, K, bias, y);
+      return true;
+    } finally {
+      // Stream order: the kernels queued read them before any later use of the memory.
+      this.pool.release(xq);
+      this.pool.release(xScales);
+    }
+  }
+
+  /** D's leading dimension for an FP8 GEMM of N outputs: cuBLASLt wants its rows 16-byte aligned. */
+  static fp8Ldd(N: number): number {
+    return Math.ceil(N / 4) * 4;
+  }
+
+  /**
+   * Whether cuBLASLt has an FP8 algorithm for [T, K] · [N, K]ᵀ with these operand addresses (d: the
+   * GEMM's output, 0 for a pool scratch, whose alignment 0 stands for).
+   */
+  canFp8(T: number, N: number, K: number, codes: DevicePtr, xq: DevicePtr, d: DevicePtr): boolean {
+    const reason = fp8GemmUnsupportedReason(this.driver.device.computeCapability, K);
+    if (reason) throw new CudaError(`matmulFp8: ${reason}`);
+    return this.lt.canRun({ type: 'e4m3', m: N, n: T, k: K, ldd: CublasLtPrefill.fp8Ldd(N) }, codes, xq, d);
+  }
+
+  /** x [T, K] float32 quantised per token: codes (e4m3, [T, K]) and scales (absmax / 448, [T]). */
+  quantizeRows(x: DevicePtr, T: number, K: number, codes: DevicePtr, scales: DevicePtr): void {
+    this.launch('quantize_rows_e4m3', [T, 1, 1], 256, 'pppi', [x, codes, scales, K]);
+  }
+
+  /**
+   * The FP8 GEMM of per-token codes xq (scales xScales) with weight codes (per-row wScales), into
+   * float32 y [T, N] with the bias: the GEMM into y (or a padded scratch), then scale_fp8_product.
+   * Check canFp8 first.
+   */
+  fp8GemmScaled(xq: DevicePtr, xScales: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, bias: DevicePtr, y: DevicePtr): void {
+    const ldd = CublasLtPrefill.fp8Ldd(N);
+    const scratch = ldd === N ? undefined : this.pool.alloc(T * ldd * 4);
+    const d = scratch?.ptr ?? y;
+    this.fp8Gemm(xq, T, codes, N, K, d);
+    this.launch('scale_fp8_product', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'pppppiii', [d, xScales, wScales, bias, y, T, N, ldd]);
+    if (scratch) this.pool.release(scratch);
+  }
+
+  /** d [T, fp8Ldd(N)] float32 = xq · codesᵀ with unit scales (the FP8 GEMM alone). Check canFp8 first. */
+  fp8Gemm(xq: DevicePtr, T: number, codes: DevicePtr, N: number, K: number, d: DevicePtr): void {
+    this.lt.matmul({ type: 'e4m3', m: N, n: T, k: K, ldd: CublasLtPrefill.fp8Ldd(N) }, codes, xq, d);
     this.counters.fp8++;
-    return true;
+  }
+
+  /**
+   * The FP8 MLP's middle: from the gate and up GEMMs' unscaled outputs dg, du [T, fp8Ldd(N)], the
+   * down GEMM's input quantised per token (convert.cu silu_mul_quantize_e4m3).
+   */
+  siluMulQuantizeFp8(dg: DevicePtr, du: DevicePtr, xScales: DevicePtr, wsGate: DevicePtr, wsUp: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
+    this.launch('silu_mul_quantize_e4m3', [T, 1, 1], 256, 'pppppppii', [dg, du, xScales, wsGate, wsUp, codes, scales, N, CublasLtPrefill.fp8Ldd(N)]);
   }
 }
 

@@ -139,6 +139,48 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(c
 #endif
 }
 
+// The FP8 prefill MLP's middle (CudaBackend.mlp on W8A8): one block per token row t. From the FP8
+// GEMMs' float32 outputs dg and du [T, ldd] it forms gate = dg · (xScale[t] · wsGate[n]) and up
+// likewise (scale_fp8_product's values), a = silu(gate) · up (silu_mul's expression), and quantises
+// the row of a for the down GEMM as quantize_rows_e4m3 does (absmax / 448, codes e4m3(a / scale)):
+// bitwise what those three kernels give, without writing gate, up or a. The row is formed twice
+// (absmax first), its second read from L2. N a multiple of 4.
+__device__ __forceinline__ float fp8_silu_at(const float* dg, const float* du, float xs, const float* wsg, const float* wsu, int n) {
+  const float g = dg[n] * (xs * wsg[n]);
+  const float u = du[n] * (xs * wsu[n]);
+  return (g / (1.f + expf(-g))) * u;
+}
+extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4m3(
+    const float* __restrict__ dg, const float* __restrict__ du, const float* __restrict__ xScale, const float* __restrict__ wsGate,
+    const float* __restrict__ wsUp, u32* __restrict__ codes, float* __restrict__ scales, int N, int ldd) {
+#if __CUDA_ARCH__ >= 890
+  const float* g = dg + (u64)blockIdx.x * ldd;
+  const float* u = du + (u64)blockIdx.x * ldd;
+  const float xs = xScale[blockIdx.x];
+  const int groups = N / 4;
+  float m = 0.f;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) m = fmaxf(m, fabsf(fp8_silu_at(g, u, xs, wsGate, wsUp, 4 * i + j)));
+  }
+  m = block_max(m);
+  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
+  if (threadIdx.x == 0) scales[blockIdx.x] = s;
+  u32* out = codes + (u64)blockIdx.x * groups;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) v[j] = fp8_silu_at(g, u, xs, wsGate, wsUp, 4 * i + j);
+    unsigned short lo, hi;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
+    out[i] = (u32)lo | ((u32)hi << 16);
+  }
+#else
+  __trap();
+#endif
+}
+
 // The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
 // from cuBLASLt (ldd ≥ N, padded to 16 bytes); d may be y itself (ldd = N). Grid (columns, rows).
 extern "C" __global__ void scale_fp8_product(const float* d, const float* __restrict__ xScale, const float* __restrict__ wScale,
