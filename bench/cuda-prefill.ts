@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { mlp, type Backend, type RandomWeightSpec, type Weight } from '../src/backend/backend.js';
+import { mlp, type Backend, type KvCacheStorage, type RandomWeightSpec, type Weight } from '../src/backend/backend.js';
 import { CudaBackend, CudaDenseWeight, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
 import type { GemmOperand } from '../src/backend/cuda/cublaslt.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
@@ -154,10 +154,14 @@ function gemmOperand(w: Weight): { ptr: DevicePtr; type: GemmOperand } | undefin
   return undefined;
 }
 
+/** One KV cache per model, kept across timed runs, so no run pays for allocating (or the collector freeing) 0.5 GB. */
+const kvCaches = new WeakMap<LlamaModel, KvCacheStorage>();
+
 async function timeTtft(model: LlamaModel, runs: number): Promise<number[]> {
   const c = model.config;
   const blocks = Math.ceil((L + 1) / 16);
-  const kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+  let kv = kvCaches.get(model);
+  if (!kv) kvCaches.set(model, (kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim })));
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     await nextTurn();

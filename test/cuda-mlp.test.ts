@@ -157,6 +157,24 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     assertClose(got, run(cpu, x, T, H, w, 'c'), 1e-1, 'fused FP8 MLP against the CPU (exact activations, two FP8 roundings of them on the GPU)');
   });
 
+  it('FP8 linears of one input (q, k, v) quantise it once, and again after it changes in place', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
+    const H = 256, T = 40;
+    const ws = [weight('fp8', 256, H), weight('fp8', 64, H), weight('fp8', 64, H)];
+    const x = uniform(T * H, -2, 2);
+    const xt = be.fromHost(x, [T, H]);
+    let got: Float32Array[] = [];
+    const names = launchesOf(be, () => (got = ws.map((w) => be.toHost(be.linear(xt, w.g)))));
+    assert.equal(names.filter((n) => n === 'quantize_rows_e4m3').length, 1, `one quantisation for three linears (${names.join(', ')})`);
+    // Each against a linear of its own fresh copy of x (quantised for it alone).
+    ws.forEach((w, i) => assertBitwise(got[i], be.toHost(be.linear(be.fromHost(x, [T, H]), w.g)), `FP8 linear ${i} from the shared quantisation`));
+    const twice = uniform(T * H, -2, 2);
+    const again = launchesOf(be, () => {
+      be.addInPlace(xt, be.fromHost(twice, [T, H]));
+      be.linear(xt, ws[0].g);
+    });
+    assert.equal(again.filter((n) => n === 'quantize_rows_e4m3').length, 1, 'x changed in place: quantised again');
+  });
+
   it('refuses weights that do not chain, naming their shapes', () => {
     const w = mlpWeights('BF16', 256, 640);
     const bad = weight('BF16', 256, 512);

@@ -437,29 +437,6 @@ export class CublasLtPrefill {
     this.launch(`silu_mul_${dtype}`, this.elementwiseGrid(n), 256, 'pppl', [g, u, y, n]);
   }
 
-  /**
-   * y [T, N] = x [T, K] · Wᵀ (+ bias) for an FP8 weight: W[n, k] = e4m3(codes[n, k]) · wScales[n].
-   * x is quantised per token (scale = absmax / 448, e4m3 codes), cuBLASLt multiplies the codes with
-   * unit scales into float32, and a last kernel applies xScale[t] · wScale[n] and the bias. Needs
-   * compute capability ≥ 8.9 and K a multiple of 16 (see fp8GemmUnsupportedReason).
-   */
-  fp8(x: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, bias: DevicePtr, y: DevicePtr): boolean {
-    const xq = this.pool.alloc(T * K);
-    const xScales = this.pool.alloc(T * 4);
-    try {
-      // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
-      const ldd = CublasLtPrefill.fp8Ldd(N);
-      if (!this.canFp8(T, N, K, codes, xq.ptr, ldd === N ? y : 0)) return false;
-      this.quantizeRows(x, T, K, xq.ptr, xScales.ptr);
-      this.fp8GemmScaled(xq.ptr, xScales.ptr, T, codes, wScales, N, K, bias, y);
-      return true;
-    } finally {
-      // Stream order: the kernels queued read them before any later use of the memory.
-      this.pool.release(xq);
-      this.pool.release(xScales);
-    }
-  }
-
   /** D's leading dimension for an FP8 GEMM of N outputs: cuBLASLt wants its rows 16-byte aligned. */
   static fp8Ldd(N: number): number {
     return Math.ceil(N / 4) * 4;

@@ -803,8 +803,44 @@ export class CudaBackend implements Backend {
     if (x.cols !== K) throw new Error(`matmulFp8: input has ${x.cols} columns, weight expects ${K}`);
     const blas = this.cublasLt();
     if (!blas) throw new CudaError(`matmulFp8: cuBLASLt is not in use (prefillGemm '${this.prefillGemm}'${this.prefill && 'reason' in this.prefill ? `; ${this.prefill.reason}` : ''})`);
-    const out = this.tensor([x.rows, N]);
-    return blas.fp8(x.ptr, x.rows, codes, rowScales, N, K, bias, out.ptr) ? out : undefined;
+    const T = x.rows;
+    const out = this.tensor([T, N]);
+    const q = this.quantizedInput(x);
+    const d = CublasLtPrefill.fp8Ldd(N) === N ? out.ptr : 0;
+    // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
+    if (!blas.canFp8(T, N, K, codes, q?.codes.ptr ?? 0, d)) {
+      this.release(out);
+      return undefined;
+    }
+    const { codes: xq, scales: xs } = q ?? this.quantizeInput(blas, x);
+    blas.fp8GemmScaled(xq.ptr, xs.ptr, T, codes, rowScales, N, K, bias, out.ptr);
+    return out;
+  }
+
+  /**
+   * The last FP8 linear's input quantised per token, kept like castCache: q, k and v (three FP8
+   * linears of one input) quantise it once. Dropped by any in-place op (inPlaceEpoch) and when the
+   * pool recycles its buffers.
+   */
+  private fp8Cache?: { x: CudaTensor; epoch: number; codes: PooledBuffer; scales: PooledBuffer; generations: [number, number] };
+
+  /** The cached quantisation of x, if it is still valid. */
+  private quantizedInput(x: CudaTensor): { codes: PooledBuffer; scales: PooledBuffer } | undefined {
+    const c = this.fp8Cache;
+    const valid = c && c.x === x && c.epoch === this.inPlaceEpoch && c.codes.generation === c.generations[0] && c.scales.generation === c.generations[1];
+    return valid ? c : undefined;
+  }
+
+  /** Quantise x per token into new buffers, which replace the cached ones (released: stream order keeps earlier GEMMs first). */
+  private quantizeInput(blas: CublasLtPrefill, x: CudaTensor): { codes: PooledBuffer; scales: PooledBuffer } {
+    const codes = this.pool.alloc(x.rows * x.cols);
+    const scales = this.pool.alloc(x.rows * 4);
+    blas.quantizeRows(x.ptr, x.rows, x.cols, codes.ptr, scales.ptr);
+    const old = this.fp8Cache;
+    if (old && old.codes.generation === old.generations[0]) this.pool.release(old.codes);
+    if (old && old.scales.generation === old.generations[1]) this.pool.release(old.scales);
+    this.fp8Cache = { x, epoch: this.inPlaceEpoch, codes, scales, generations: [codes.generation, scales.generation] };
+    return { codes, scales };
   }
 
   /** A thread per (token, rotated pair): rope-kv.cu. */
