@@ -25,8 +25,8 @@ const COMPILE_OPTIONS = ['-std=c++17', '--fmad=true'];
 
 /**
  * Macros for every kernel module from $TACHYON_NVRTC_DEFINES ("NAME=VALUE NAME2"), so a benchmark
- * can compare compile-time variants of a kernel in one checkout (e.g. QGEMV_PIPELINE=0, see
- * quant-linear.cu); part of the cache key.
+ * can compare compile-time variants of a kernel in one checkout (docs/cuda.md, "Tried and
+ * reverted", used it for the quantized GEMV's load order); part of the cache key.
  */
 export function kernelDefinesFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
   const words = (env.TACHYON_NVRTC_DEFINES ?? '').split(/\s+/).filter(Boolean);

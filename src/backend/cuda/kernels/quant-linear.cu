@@ -441,76 +441,22 @@ __device__ __forceinline__ void finish_v2(float (&acc)[ROWS][TMAX], const float*
   }
 }
 
-// The v2 loop is software-pipelined (QGEMV_PIPELINE, default on): a thread's loads of its next round
-// are issued before the products of the current one, and a round's loads of the first round come
-// from the caller, so the fused gate/up kernel issues gate's and up's first loads together. Measured
-// on the H100 (bench/cuda-quant-gemv.ts), before: a block's single round of loads (K = 4096) waited
-// a full memory latency, then computed and reduced with nothing in flight, so an SM slot alternated
-// between the two; gate/up waited twice in a row. Only loads move: every product and sum is in the
-// same order, so outputs are the same bits either way.
-#ifndef QGEMV_PIPELINE
-#define QGEMV_PIPELINE 1
-#endif
-
-// fp8 / int8 (K a multiple of 16): round c of a thread is 16-byte load c of each of the ROWS rows
-// row0.. (rows past N re-read the last); thread i takes rounds i, i + 128, …
-template <int ROWS>
-struct Q8Rows {
-  const u8* __restrict__ w;
-  int N, K, row0;
-  __device__ __forceinline__ int rounds() const { return K >> 4; }
-  __device__ __forceinline__ void load(uint4 (&raw)[ROWS], int c) const {
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(reinterpret_cast<const uint4*>(w + (u64)min(row0 + r, N - 1) * K) + c);
-  }
-  // This thread's first round, for the caller to issue early (nothing when the thread has none).
-  __device__ __forceinline__ void first(uint4 (&raw)[ROWS]) const {
-    if ((int)threadIdx.x < rounds()) load(raw, threadIdx.x);
-  }
-};
-
-// int4 / nvfp4, tiled: round c is load c (16 bytes) of each of the ROWS rows of `loads` loads.
-template <int ROWS>
-struct Q4Rows {
-  const uint4* __restrict__ w;
-  int loads, N, row0;
-  __device__ __forceinline__ int rounds() const { return loads; }
-  __device__ __forceinline__ void load(uint4 (&raw)[ROWS], int c) const {
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(w + (u64)min(row0 + r, N - 1) * loads + c);
-  }
-  __device__ __forceinline__ void first(uint4 (&raw)[ROWS]) const {
-    if ((int)threadIdx.x < rounds()) load(raw, threadIdx.x);
-  }
-};
-
-// The rounds of a thread, `raw` holding the first (Rows::first): with the pipeline, round c + 128's
-// loads are issued before round c's products (`body(c, cur)`).
-template <int ROWS, class Rows, class Body>
-__device__ __forceinline__ void for_rounds(const Rows& rows, uint4 (&raw)[ROWS], const Body& body) {
-  const int n = rows.rounds();
-  for (int c = threadIdx.x; c < n; c += QV2_THREADS) {
-    uint4 cur[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) cur[r] = raw[r];
-    const bool more = c + QV2_THREADS < n;
-    if (QGEMV_PIPELINE && more) rows.load(raw, c + QV2_THREADS);
-    body(c, cur);
-    if (!QGEMV_PIPELINE && more) rows.load(raw, c + QV2_THREADS);
-  }
-}
-
-// fp8 / int8: per word of 4 codes, x's float4 of each token is loaded once and serves every row.
+// fp8 / int8 (K a multiple of 16): thread i takes 16-byte loads i, i + 128, … of each of the ROWS
+// rows row0.., all ROWS issued before the first is used. Per word of 4 codes, x's float4 of each
+// token is loaded once and serves every row.
 template <bool FP8, int ROWS, int TMAX, class Out>
-__device__ __forceinline__ void gemv_q8_v2(const Q8Rows<ROWS>& rows, uint4 (&raw)[ROWS], const float* __restrict__ rowScale,
-                                           const float* __restrict__ x, const float* __restrict__ bias, int T, const Out& out) {
-  const int K = rows.K;
+__device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
+                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
+  const int loads = K >> 4;
   float acc[ROWS][TMAX];
 #pragma unroll
   for (int r = 0; r < ROWS; r++)
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
-  for_rounds<ROWS>(rows, raw, [&](int c, const uint4(&cur)[ROWS]) {
+  for (int c = threadIdx.x; c < loads; c += QV2_THREADS) {
+    uint4 raw[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(reinterpret_cast<const uint4*>(w + (u64)min(row0 + r, N - 1) * K) + c);  // rows past N re-read the last
     const float* xc = x + c * 16;
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -521,38 +467,31 @@ __device__ __forceinline__ void gemv_q8_v2(const Q8Rows<ROWS>& rows, uint4 (&raw
 #pragma unroll
       for (int r = 0; r < ROWS; r++) {
         float d[4];
-        if (FP8) fp8x4(word_of(cur[r], q), d);
-        else int8x4(word_of(cur[r], q), d);
+        if (FP8) fp8x4(word_of(raw[r], q), d);
+        else int8x4(word_of(raw[r], q), d);
 #pragma unroll
         for (int t = 0; t < TMAX; t++)
           if (t < T) acc[r][t] = dot4(d, xv[t], acc[r][t]);
       }
     }
-  });
-  finish_v2<ROWS, TMAX>(acc, rowScale, bias, T, rows.N, rows.row0, out);
-}
-// The same with this thread's first round loaded here.
-template <bool FP8, int ROWS, int TMAX, class Out>
-__device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
-                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
-  const Q8Rows<ROWS> rows{w, N, K, row0};
-  uint4 raw[ROWS];
-  rows.first(raw);
-  gemv_q8_v2<FP8, ROWS, TMAX>(rows, raw, rowScale, x, bias, T, out);
+  }
+  finish_v2<ROWS, TMAX>(acc, rowScale, bias, T, N, row0, out);
 }
 
 // int4 / nvfp4, tiled (see gemv_q4): the same loads and 16-column blocks, each block's sum scaled
-// once; ROWS loads in flight per thread (twice that while the pipeline runs).
+// once; ROWS loads in flight per thread.
 template <int ROWS, int TMAX, class S, class Out>
-__device__ __forceinline__ void gemv_q4_v2(const Q4Rows<ROWS>& rows, uint4 (&raw)[ROWS], const S& sc, const float* __restrict__ x,
-                                           const float* __restrict__ bias, int T, int K, const Out& out) {
-  const int N = rows.N, row0 = rows.row0;
+__device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int loads, const S& sc, const float* __restrict__ x,
+                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
   float acc[ROWS][TMAX];
 #pragma unroll
   for (int r = 0; r < ROWS; r++)
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
-  for_rounds<ROWS>(rows, raw, [&](int c, const uint4(&cur)[ROWS]) {
+  for (int c = threadIdx.x; c < loads; c += QV2_THREADS) {
+    uint4 raw[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(w + (u64)min(row0 + r, N - 1) * loads + c);
     const int col0 = (c >> 3) * TILE_COLS + (c & 7) * 16;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -577,7 +516,7 @@ __device__ __forceinline__ void gemv_q4_v2(const Q4Rows<ROWS>& rows, uint4 (&raw
 #pragma unroll
           for (int r = 0; r < ROWS; r++) {
             float d[4];
-            sc.decode4(sc.split(word_of(cur[r], 2 * h + j)), q, zm[r], d);
+            sc.decode4(sc.split(word_of(raw[r], 2 * h + j)), q, zm[r], d);
 #pragma unroll
             for (int t = 0; t < TMAX; t++)
               if (t < T) part[r][t] = dot4(d, xv[t], part[r][t]);
@@ -590,16 +529,8 @@ __device__ __forceinline__ void gemv_q4_v2(const Q4Rows<ROWS>& rows, uint4 (&raw
         for (int t = 0; t < TMAX; t++)
           if (t < T) acc[r][t] = fmaf(part[r][t], mul[r], acc[r][t]);
     }
-  });
+  }
   finish_v2<ROWS, TMAX>(acc, nullptr, bias, T, N, row0, out);
-}
-template <int ROWS, int TMAX, class S, class Out>
-__device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int loads, const S& sc, const float* __restrict__ x,
-                                           const float* __restrict__ bias, int T, int N, int K, int row0, const Out& out) {
-  const Q4Rows<ROWS> rows{w, loads, N, row0};
-  uint4 raw[ROWS];
-  rows.first(raw);
-  gemv_q4_v2<ROWS, TMAX>(rows, raw, sc, x, bias, T, K, out);
 }
 
 // Kernels qgemv2_<format>_r<ROWS>_t<TMAX>: the combinations that fit in registers without spilling
@@ -607,27 +538,27 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
 // r8_t1 127; sm_87 alike). 4-bit r16 and r8_t8 are not made (they would spill); quantized-weights.ts
 // lists the same set (V2_ROWS).
 #define QV2_Q8(R, TM)                                                                                                             \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_fp8_r##R##_t##TM(                                           \
-      const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                     \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_fp8_r##R##_t##TM(                                             \
+      const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
     gemv_q8_v2<true, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                         \
-  }                                                                                                                               \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int8_r##R##_t##TM(                                          \
-      const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                     \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int8_r##R##_t##TM(                                            \
+      const u8* w, const float* rowScale, const float* x, const float* bias, float* y, int T, int N, int K) {                   \
     gemv_q8_v2<false, R, TM>(w, rowScale, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});                                        \
   }
-#define QV2_Q4(R, TM)                                                                                                               \
+#define QV2_Q4(R, TM)                                                                                                             \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_int4_r##R##_t##TM(                                            \
-      const uint4* w, int loads, const float* scales, const u8* zeros, int G, int groupShift, const float* x, const float* bias,    \
+      const uint4* w, int loads, const float* scales, const u8* zeros, int G, int groupShift, const float* x, const float* bias,  \
       float* y, int T, int N, int K) {                                                                                              \
-    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});          \
+    gemv_q4_v2<R, TM>(w, loads, Int4Scales{scales, zeros, G, groupShift}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});        \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2_nvfp4_r##R##_t##TM(                                           \
-      const uint4* w, int loads, const u8* blockScales, const float* mult, const float* x, const float* bias, float* y, int T,      \
+      const uint4* w, int loads, const u8* blockScales, const float* mult, const float* x, const float* bias, float* y, int T,    \
       int N, int K) {                                                                                                               \
     __shared__ float m[256];                                                                                                        \
-    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                            \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});               \
+    gemv_q4_v2<R, TM>(w, loads, Nvfp4Scales{blockScales, m, K >> 4}, x, bias, T, N, K, blockIdx.x * R, StoreY{y, N});             \
   }
 
 QV2_Q8(4, 1) QV2_Q8(4, 2) QV2_Q8(4, 4) QV2_Q8(4, 8)
@@ -673,83 +604,70 @@ struct SiluStore {
   __device__ __forceinline__ void operator()(int, int t, int row, float u) const { y[(u64)t * N + row] = (g / (1.f + expf(-g))) * u; }
 };
 
-#define QF_Q8(FMT, FP8, R, TM)                                                                                                      \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_##FMT##_r##R##_t##TM(                                     \
-      const float* x, int T, int K, const u8* w0, const float* s0, const float* b0, float* y0, int n0, const u8* w1,                \
-      const float* s1, const float* b1, float* y1, int n1, const u8* w2, const float* s2, const float* b2, float* y2, int n2) {     \
+#define QF_Q8(FMT, FP8, R, TM)                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_##FMT##_r##R##_t##TM(                                    \
+      const float* x, int T, int K, const u8* w0, const float* s0, const float* b0, float* y0, int n0, const u8* w1,              \
+      const float* s1, const float* b1, float* y1, int n1, const u8* w2, const float* s2, const float* b2, float* y2, int n2) {  \
     const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
     const int n = p.pick(n0, n1, n2);                                                                                               \
-    gemv_q8_v2<FP8, R, TM>(p.pick(w0, w1, w2), p.pick(s0, s1, s2), x, p.pick(b0, b1, b2), T, n, K, p.row0,                          \
+    gemv_q8_v2<FP8, R, TM>(p.pick(w0, w1, w2), p.pick(s0, s1, s2), x, p.pick(b0, b1, b2), T, n, K, p.row0,                       \
                            StoreY{p.pick(y0, y1, y2), n});                                                                          \
   }                                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_##FMT##_r##R##_t##TM(                                     \
-      const float* x, int T, int K, int N, const u8* wg, const float* sg, const float* bg, const u8* wu, const float* su,           \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_##FMT##_r##R##_t##TM(                                    \
+      const float* x, int T, int K, int N, const u8* wg, const float* sg, const float* bg, const u8* wu, const float* su,         \
       const float* bu, float* y) {                                                                                                  \
-    /* gate's and up's first loads together: up's are in flight during gate's products */                                           \
-    const Q8Rows<R> gate{wg, N, K, (int)blockIdx.x * R}, up{wu, N, K, (int)blockIdx.x * R};                                         \
-    uint4 rg[R], ru[R];                                                                                                             \
-    gate.first(rg);                                                                                                                 \
-    up.first(ru);                                                                                                                   \
     float g = 0.f;                                                                                                                  \
-    gemv_q8_v2<FP8, R, TM>(gate, rg, sg, x, bg, T, KeepGate{&g});                                                                   \
-    __syncthreads(); /* finish_v2's shared partial sums are reused */                                                               \
-    gemv_q8_v2<FP8, R, TM>(up, ru, su, x, bu, T, SiluStore{y, N, g});                                                               \
+    gemv_q8_v2<FP8, R, TM>(wg, sg, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                                                  \
+    __syncthreads(); /* finish_v2's shared partial sums are reused */                                                              \
+    gemv_q8_v2<FP8, R, TM>(wu, su, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});                                            \
   }
 
-#define QF_INT4(R, TM)                                                                                                           \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_int4_r##R##_t##TM(                                     \
+#define QF_INT4(R, TM)                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_int4_r##R##_t##TM(                                       \
       const float* x, int T, int K, int loads, int G, int groupShift, const uint4* w0, const float* sc0, const u8* z0,           \
       const float* b0, float* y0, int n0, const uint4* w1, const float* sc1, const u8* z1, const float* b1, float* y1, int n1,   \
       const uint4* w2, const float* sc2, const u8* z2, const float* b2, float* y2, int n2) {                                     \
-    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                  \
-    const int n = p.pick(n0, n1, n2);                                                                                            \
+    const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
+    const int n = p.pick(n0, n1, n2);                                                                                               \
     gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Int4Scales{p.pick(sc0, sc1, sc2), p.pick(z0, z1, z2), G, groupShift}, x,        \
-                      p.pick(b0, b1, b2), T, n, K, p.row0, StoreY{p.pick(y0, y1, y2), n});                                       \
-  }                                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_int4_r##R##_t##TM(                                     \
+                      p.pick(b0, b1, b2), T, n, K, p.row0, StoreY{p.pick(y0, y1, y2), n});                                          \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_int4_r##R##_t##TM(                                       \
       const float* x, int T, int K, int N, int loads, int G, int groupShift, const uint4* wg, const float* scg, const u8* zg,    \
       const float* bg, const uint4* wu, const float* scu, const u8* zu, const float* bu, float* y) {                             \
-    const Q4Rows<R> gate{wg, loads, N, (int)blockIdx.x * R}, up{wu, loads, N, (int)blockIdx.x * R};                              \
-    uint4 rg[R], ru[R];                                                                                                          \
-    gate.first(rg);                                                                                                              \
-    up.first(ru);                                                                                                                \
-    float g = 0.f;                                                                                                               \
-    gemv_q4_v2<R, TM>(gate, rg, Int4Scales{scg, zg, G, groupShift}, x, bg, T, K, KeepGate{&g});                                  \
-    __syncthreads();                                                                                                             \
-    gemv_q4_v2<R, TM>(up, ru, Int4Scales{scu, zu, G, groupShift}, x, bu, T, K, SiluStore{y, N, g});                              \
+    float g = 0.f;                                                                                                                  \
+    gemv_q4_v2<R, TM>(wg, loads, Int4Scales{scg, zg, G, groupShift}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});              \
+    __syncthreads();                                                                                                                \
+    gemv_q4_v2<R, TM>(wu, loads, Int4Scales{scu, zu, G, groupShift}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});        \
   }
 
-#define QF_NVFP4(R, TM)                                                                                                             \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_nvfp4_r##R##_t##TM(                                       \
-      const float* x, int T, int K, int loads, const uint4* w0, const u8* bs0, const float* m0, const float* b0, float* y0,         \
-      int n0, const uint4* w1, const u8* bs1, const float* m1, const float* b1, float* y1, int n1, const uint4* w2,                 \
-      const u8* bs2, const float* m2, const float* b2, float* y2, int n2) {                                                         \
+#define QF_NVFP4(R, TM)                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2many_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int loads, const uint4* w0, const u8* bs0, const float* m0, const float* b0, float* y0,      \
+      int n0, const uint4* w1, const u8* bs1, const float* m1, const float* b1, float* y1, int n1, const uint4* w2,              \
+      const u8* bs2, const float* m2, const float* b2, float* y2, int n2) {                                                      \
     const ManyPick p = ManyPick::of<R>(n0, n1);                                                                                     \
     const int n = p.pick(n0, n1, n2);                                                                                               \
     __shared__ float m[256];                                                                                                        \
     const float* mult = p.pick(m0, m1, m2);                                                                                         \
-    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                            \
+    for (int i = threadIdx.x; i < 256; i += QV2_THREADS) m[i] = mult[i];                                                           \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Nvfp4Scales{p.pick(bs0, bs1, bs2), m, K >> 4}, x, p.pick(b0, b1, b2), T, n, K,     \
+    gemv_q4_v2<R, TM>(p.pick(w0, w1, w2), loads, Nvfp4Scales{p.pick(bs0, bs1, bs2), m, K >> 4}, x, p.pick(b0, b1, b2), T, n, K, \
                       p.row0, StoreY{p.pick(y0, y1, y2), n});                                                                       \
   }                                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_nvfp4_r##R##_t##TM(                                       \
-      const float* x, int T, int K, int N, int loads, const uint4* wg, const u8* bsg, const float* mg, const float* bg,             \
-      const uint4* wu, const u8* bsu, const float* mu, const float* bu, float* y) {                                                 \
-    const Q4Rows<R> gate{wg, loads, N, (int)blockIdx.x * R}, up{wu, loads, N, (int)blockIdx.x * R};                                 \
-    uint4 rg[R], ru[R];                                                                                                             \
-    gate.first(rg);                                                                                                                 \
-    up.first(ru);                                                                                                                   \
-    __shared__ float m[2][256]; /* gate's multipliers, up's */                                                                      \
+  extern "C" __global__ void __launch_bounds__(QV2_THREADS, 1) qgemv2silu_nvfp4_r##R##_t##TM(                                      \
+      const float* x, int T, int K, int N, int loads, const uint4* wg, const u8* bsg, const float* mg, const float* bg,          \
+      const uint4* wu, const u8* bsu, const float* mu, const float* bu, float* y) {                                              \
+    __shared__ float m[2][256]; /* gate's multipliers, up's */                                                                     \
     for (int i = threadIdx.x; i < 256; i += QV2_THREADS) {                                                                          \
       m[0][i] = mg[i];                                                                                                              \
       m[1][i] = mu[i];                                                                                                              \
     }                                                                                                                               \
     __syncthreads();                                                                                                                \
     float g = 0.f;                                                                                                                  \
-    gemv_q4_v2<R, TM>(gate, rg, Nvfp4Scales{bsg, m[0], K >> 4}, x, bg, T, K, KeepGate{&g});                                         \
+    gemv_q4_v2<R, TM>(wg, loads, Nvfp4Scales{bsg, m[0], K >> 4}, x, bg, T, N, K, blockIdx.x * R, KeepGate{&g});                  \
     __syncthreads();                                                                                                                \
-    gemv_q4_v2<R, TM>(up, ru, Nvfp4Scales{bsu, m[1], K >> 4}, x, bu, T, K, SiluStore{y, N, g});                                     \
+    gemv_q4_v2<R, TM>(wu, loads, Nvfp4Scales{bsu, m[1], K >> 4}, x, bu, T, N, K, blockIdx.x * R, SiluStore{y, N, g});            \
   }
 
 // The single-matrix kernels' (R, TM) set without 16 rows, which no format prefers (measured; it
