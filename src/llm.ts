@@ -107,6 +107,8 @@ export interface GenerationResult {
   finishReason: FinishReason;
   usage: Usage;
   timings: Timings;
+  /** One per token in tokenIds, when logprobs were asked for. */
+  logprobs?: Logprobs[];
 }
 
 interface Listener {
@@ -209,7 +211,7 @@ export class LLM {
   }
 
   /** Run a generation to the end and return text, ids, usage and timings. */
-  async complete(prompt: string | number[], params: GenerateParams = {}, opts: { addSpecialTokens?: boolean } = {}): Promise<GenerationResult> {
+  async complete(prompt: string | number[], params: GenerateParams = {}, opts: GenerateOptions = {}): Promise<GenerationResult> {
     return collect(this.generate(prompt, params, opts));
   }
 
@@ -443,15 +445,17 @@ export async function collect(stream: AsyncIterable<GenerateChunk>): Promise<Gen
   let first = 0;
   let text = '';
   const tokenIds: number[] = [];
+  let logprobs: Logprobs[] | undefined;
   let last: GenerateChunk | undefined;
   for await (const chunk of stream) {
     if (chunk.tokenIds.length > 0 && first === 0) first = performance.now();
     text += chunk.text;
     tokenIds.push(...chunk.tokenIds);
+    if (chunk.logprobs) (logprobs ??= []).push(...chunk.logprobs);
     last = chunk;
   }
   const end = performance.now();
-  return { text, tokenIds, finishReason: last?.finishReason ?? 'stop', usage: last!.usage, timings: timingsOf(t0, first || end, end, last!.usage) };
+  return { text, tokenIds, finishReason: last?.finishReason ?? 'stop', usage: last!.usage, timings: timingsOf(t0, first || end, end, last!.usage), ...(logprobs ? { logprobs } : {}) };
 }
 
 export function timingsOf(start: number, firstToken: number, end: number, usage: Usage): Timings {

@@ -188,7 +188,7 @@ describe("the forward's sampleRows option (CPU)", () => {
 });
 
 describe('the engine draws sampled tokens through sampleRows', () => {
-  it('takes the path for requests without penalties or logprobs, with the tokens the logits path draws', async () => {
+  it('takes the path for requests without penalties, with the tokens and logprobs the logits path gives', async () => {
     const { LLM } = await import('../src/llm.js');
     const llm = await LLM.load({ device: 'cpu' });
     try {
@@ -202,13 +202,16 @@ describe('the engine draws sampled tokens through sampleRows', () => {
         return forward(batch, kv, opts);
       };
       const params = { maxTokens: 24, temperature: 0.9, topP: 0.92, topK: 40, minP: 0.02, seed: SEED % 100_000, ignoreEos: true };
-      // The same request alone twice: through sampleRows, then with logprobs (which need the logits).
-      const drawn = await llm.complete('The robot', params);
+      // The same request twice through sampleRows (logprobs computed after the draw, from the logits
+      // on this backend: it has no logprobRows), then through the engine's logits path.
+      const drawn = await llm.complete('The robot', params, { logprobs: 3 });
       const steps = sampleRowSteps;
-      const viaLogits = await collectIds(llm, 'The robot', params);
+      const viaLogits = await throughLogits(llm, () => llm.complete('The robot', params, { logprobs: 3 }));
       assert.equal(steps, 24, 'every sampled token of the first request came from sampleRows');
-      assert.ok(logitSteps >= 24, 'logprobs made the second request read the logits');
-      assert.deepEqual(drawn.tokenIds, viaLogits, `seed ${SEED}`);
+      assert.ok(logitSteps >= 24, 'the second request read the logits');
+      assert.deepEqual(drawn.tokenIds, viaLogits.tokenIds, `seed ${SEED}`);
+      assert.deepEqual(drawn.logprobs, viaLogits.logprobs, `seed ${SEED}: logprobs`);
+      assert.equal(drawn.logprobs?.length, 24);
       // A penalty makes its steps read the logits; a greedy request in the same batch is still right.
       sampleRowSteps = 0;
       const [penalised, greedy] = await Promise.all([
@@ -225,9 +228,15 @@ describe('the engine draws sampled tokens through sampleRows', () => {
   });
 });
 
-/** A request's token ids when it asks for logprobs (so the engine reads its logits). */
-async function collectIds(llm: import('../src/llm.js').LLM, prompt: string, params: Record<string, unknown>): Promise<number[]> {
-  const ids: number[] = [];
-  for await (const chunk of llm.generate(prompt, params, { logprobs: 1 })) ids.push(...chunk.tokenIds);
-  return ids;
+/** `run` with the engine's backend draws turned off, so every sampled token comes from the logits on the host. */
+async function throughLogits<T>(llm: import('../src/llm.js').LLM, run: () => Promise<T>): Promise<T> {
+  const engine = llm.engine as unknown as { sampleRowsOf: (planned: unknown) => unknown };
+  const own = Object.getOwnPropertyDescriptor(engine, 'sampleRowsOf');
+  engine.sampleRowsOf = () => undefined;
+  try {
+    return await run();
+  } finally {
+    if (own) Object.defineProperty(engine, 'sampleRowsOf', own);
+    else delete (engine as { sampleRowsOf?: unknown }).sampleRowsOf;
+  }
 }

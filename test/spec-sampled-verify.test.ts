@@ -228,8 +228,10 @@ interface Req {
 }
 
 /** Requests through an engine with n-gram speculation: the tokens, every step's forward options, the counters. */
-function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer): { tokens: Map<string, number[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
+function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPath = false): { tokens: Map<string, number[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
   const engine = new Engine(model, tok, [], { ...ENGINE, speculative: { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K } });
+  // The engine's logits path for every step: no backend draws (its private choice, replaced here).
+  if (logitsPath) Object.assign(engine, { sampleRowsOf: () => undefined });
   const rec = recordForwards(model);
   const tokens = new Map<string, number[]>();
   try {
@@ -245,8 +247,8 @@ function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer): { token
   return { tokens, calls: rec.calls, accepted: s.numAcceptedTokens, drafted: s.numDraftTokens };
 }
 
-/** The same requests with logprobs, so every step verifies from the logits (the same batches). */
-const viaLogits = (model: LlamaModel, requests: Req[], tok?: Tokenizer) => runEngine(model, requests.map((r) => ({ ...r, logprobs: r.logprobs ?? 0 })), tok);
+/** The same requests through the logits path: no backend draws, and logprobs so no step takes the argmax alone (the same batches). */
+const viaLogits = (model: LlamaModel, requests: Req[], tok?: Tokenizer) => runEngine(model, requests.map((r) => ({ ...r, logprobs: r.logprobs ?? 0 })), tok, true);
 
 /** Sampled requests, a greedy one and a late prefill in one batch: the same tokens as the logits path, every step drawing on the backend. */
 function checkMixedBatch(target: LlamaModel): void {

@@ -1,6 +1,7 @@
 // The small, fixed set of operations LLM inference needs. A model is written once against this
 // interface; the CPU backend is the reference implementation and the CUDA backend the fast one.
 
+import type { Logprobs } from '../engine/sampler.js';
 import type { HostTensor } from '../model/load/safetensors.js';
 import type { QuantizedWeight } from '../quant/format.js';
 import type { QuantizationMethod } from '../quant/online.js';
@@ -154,6 +155,15 @@ export interface Backend {
    * drawResidual computes it (0 for rows without `exclude`): one more value a row read back.
    */
   sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array;
+  /**
+   * Token logprobs of logit rows (one LogprobRow per row of x, each over its first n values): what
+   * computeLogprobs (engine/sampler.ts) gives for the row's raw logits — the token's log-softmax, its
+   * rank and the topN best — without the logits leaving the device. Optional; rows may ask at most
+   * `maxTopLogprobs` alternatives. Throws ALL_MASKED for a row whose every value is -inf or NaN.
+   */
+  logprobRows?(x: Tensor, n: number, rows: readonly LogprobRow[]): Logprobs[];
+  /** The most alternatives logprobRows returns a row. */
+  readonly maxTopLogprobs?: number;
   /** a += b, in place. */
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */
@@ -235,6 +245,24 @@ export function ropeWriteKv(
   backend.rope(q, headDim, rotaryDim, cos, sin);
   backend.rope(k, headDim, rotaryDim, cos, sin);
   backend.writeKv(cache, layer, k, v, slots);
+}
+
+/** One logit row's logprobs question for Backend.logprobRows. */
+export interface LogprobRow {
+  /** The id whose logprob and rank are asked (usually the token just drawn), in 0..n-1. */
+  token: number;
+  /** Alternatives to return, best first. */
+  topN: number;
+}
+
+/** logprobRows' arguments, checked the same way on every backend. */
+export function checkLogprobRows(xRows: number, cols: number, n: number, rows: readonly LogprobRow[], maxTop: number): void {
+  if (rows.length !== xRows) throw new RangeError(`logprobRows: ${rows.length} rows for ${xRows} logit rows`);
+  if (!(Number.isInteger(n) && n >= 1 && n <= cols)) throw new RangeError(`logprobRows: n must be in 1..${cols}, got ${n}`);
+  rows.forEach((r, i) => {
+    if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < n)) throw new RangeError(`logprobRows: row ${i}: token id ${r.token} is outside the vocabulary of ${n}`);
+    if (!(Number.isInteger(r.topN) && r.topN >= 0 && r.topN <= maxTop)) throw new RangeError(`logprobRows: row ${i}: topN must be an integer in 0..${maxTop}, got ${r.topN}`);
+  });
 }
 
 /**

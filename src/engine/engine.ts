@@ -299,10 +299,12 @@ export class Engine {
     // drafts are deterministic: each window row then also returns p of its draft (see verifySampled).
     const draws = argmaxOnly ? undefined : this.sampleRowsOf(planned);
     const sampleRows = draws?.rows;
-    const { logits, hiddenStates, argmax, sampled, excludedProbs } = this.model.forward(batch, this.kv, {
+    const wantLogprobs = draws?.logprobs.some((k) => k !== undefined);
+    const { logits, hiddenStates, argmax, sampled, excludedProbs, logprobs: sampledLogprobs } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
       ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows } } : {}),
+      ...(wantLogprobs ? { logprobs: draws!.logprobs } : {}),
     });
     const vocab = this.model.config.vocabSize;
     maskPaddedVocab(logits, vocab, this.samplingVocabSize);
@@ -343,7 +345,8 @@ export class Engine {
       if (argmax || sampled) {
         const token = (argmax ?? sampled)![logitRow];
         req.sampler.chose(token);
-        outputs.push(this.acceptToken(req, token));
+        const lp = sampledLogprobs?.[logitRow];
+        outputs.push(this.acceptToken(req, token, lp ? [lp] : undefined));
         continue;
       }
       const last = rowLogits(logitRow);
@@ -357,26 +360,32 @@ export class Engine {
   /**
    * One sampling row per logit row of the step, in order: a row for each chunk that finishes its
    * prompt or decodes (its uniform drawn now), and a window's verification rows (planned from a copy
-   * of its stream, which moves when the window is verified); undefined, drawing nothing, where a
-   * request needs its logits (penalties, logprobs) or a window its logits (sampled drafts, forced
-   * acceptance: SpeculativeDecoder.canVerifySampled).
+   * of its stream, which moves when the window is verified), and per row the logprobs its request
+   * asks (computed after the draw, on the backend where it can); undefined, drawing nothing, where a
+   * request needs its logits (penalties, logprobs of a verified window) or a window its logits
+   * (sampled drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
    */
-  private sampleRowsOf(planned: PlannedChunk[]): { rows: GpuSamplingRow[]; plans: Map<Request, SampledVerification> } | undefined {
+  private sampleRowsOf(planned: PlannedChunk[]): { rows: GpuSamplingRow[]; plans: Map<Request, SampledVerification>; logprobs: (number | undefined)[] } | undefined {
     const sampling = planned.filter(({ chunk, window }) => window || chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens);
     if (sampling.length === 0) return undefined;
-    if (sampling.some(({ chunk, window }) => chunk.seq.sampler.penalised || chunk.seq.opts.logprobs !== undefined || (window && !this.spec!.canVerifySampled(window)))) return undefined;
+    const needsLogits = ({ chunk, window }: PlannedChunk) =>
+      chunk.seq.sampler.penalised || (window && (chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window)));
+    if (sampling.some(needsLogits)) return undefined;
     const rows: GpuSamplingRow[] = [];
+    const logprobs: (number | undefined)[] = [];
     const plans = new Map<Request, SampledVerification>();
     for (const { chunk, window } of sampling) {
       if (!window) {
         rows.push(chunk.seq.sampler.drawRow());
+        logprobs.push(chunk.seq.opts.logprobs);
         continue;
       }
       const plan = this.spec!.planSampled(window);
       plans.set(chunk.seq, plan);
       rows.push(...plan.rows);
+      logprobs.push(...plan.rows.map(() => undefined));
     }
-    return { rows, plans };
+    return { rows, plans, logprobs };
   }
 
   /**

@@ -1,7 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import { argmax, drawSamplingRow } from '../engine/sampler.js';
+import { argmax, computeLogprobs, drawSamplingRow, type Logprobs } from '../engine/sampler.js';
 import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
@@ -38,6 +38,12 @@ export interface ForwardOptions {
    * verification) draw drawResidual's token and return p(exclude) in `excludedProbs`.
    */
   sampleRows?: { vocab: number; rows: GpuSamplingRow[] };
+  /**
+   * With sampleRows: per logit row, how many alternatives its token's logprobs list (undefined: no
+   * logprobs for that row). Computed on the backend (logprobRows) where it can, else from the row's
+   * logits on the host.
+   */
+  logprobs?: readonly (number | undefined)[];
 }
 
 export interface ForwardResult {
@@ -49,6 +55,8 @@ export interface ForwardResult {
   sampled?: Int32Array;
   /** With sampleRows of which some row has `exclude`: per logit row, p(exclude) (0 for rows without). */
   excludedProbs?: Float32Array;
+  /** With logprobs: per logit row, its sampled token's logprobs (undefined for rows that asked none). */
+  logprobs?: (Logprobs | undefined)[];
   /** captured hidden states per requested index, [numTokens × hidden] each. */
   hiddenStates?: Map<number, Float32Array>;
 }
@@ -164,11 +172,32 @@ export class LlamaModel {
     if (opts.sampleRows) {
       const { vocab, rows } = opts.sampleRows;
       const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
-      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows, excludedProbs) : sampleRowsOnHost(be.toHost(logitsT), c.vocabSize, vocab, rows, excludedProbs);
-      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}) });
+      const host = be.sampleRows ? undefined : be.toHost(logitsT);
+      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, c.vocabSize, vocab, rows, excludedProbs);
+      const logprobs = opts.logprobs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, host, vocab, sampled, opts.logprobs) : undefined;
+      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}), ...(logprobs ? { logprobs } : {}) });
     }
     const logits = be.toHost(logitsT);
     return finish({ logits });
+  }
+
+  /**
+   * The sampled tokens' logprobs of the rows that ask (topN defined): on the backend where it has
+   * logprobRows and can return that many alternatives, else from the rows' logits on the host.
+   */
+  private rowLogprobs(logitsT: Tensor, host: Float32Array | undefined, vocab: number, sampled: Int32Array, topNs: readonly (number | undefined)[]): (Logprobs | undefined)[] {
+    const be = this.backend;
+    const cols = this.config.vocabSize;
+    const asked = topNs.flatMap((k, r) => (k === undefined ? [] : [r]));
+    if (be.logprobRows && asked.every((r) => topNs[r]! <= (be.maxTopLogprobs ?? 0))) {
+      const rowsT = asked.length === topNs.length ? logitsT : be.selectRows(logitsT, Int32Array.from(asked));
+      const got = be.logprobRows(rowsT, vocab, asked.map((r) => ({ token: sampled[r], topN: topNs[r]! })));
+      const out: (Logprobs | undefined)[] = new Array(topNs.length).fill(undefined);
+      asked.forEach((r, i) => (out[r] = got[i]));
+      return out;
+    }
+    const x = host ?? be.toHost(logitsT);
+    return topNs.map((k, r) => (k === undefined ? undefined : computeLogprobs(x.subarray(r * cols, r * cols + vocab), k, sampled[r])));
   }
 
   /** Per-token cos/sin; dynamic NTK rescales per sequence from its longest position in this step. */

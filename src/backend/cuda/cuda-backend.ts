@@ -3,7 +3,7 @@
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
 import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
-import { mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
+import { mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
@@ -18,6 +18,8 @@ import { Nvrtc } from './nvrtc.js';
 import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWeight } from './quantized-weights.js';
 import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
+import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
+import type { Logprobs } from '../../engine/sampler.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** How a weight is stored on the device. */
@@ -913,6 +915,13 @@ export class CudaBackend implements Backend {
   /** Backend.sampleRows: kernels/sampling.cu sample_rows, a block a row (sampling.ts). */
   sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array {
     return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params), excludedProbs);
+  }
+
+  readonly maxTopLogprobs = GPU_MAX_TOP_LOGPROBS;
+
+  /** kernels/logprobs.cu: a block a row, the row's logprobs statistics and top alternatives read back (logprobs.ts). */
+  logprobRows(x: Tensor, n: number, rows: readonly LogprobRow[]): Logprobs[] {
+    return logprobRowsOnGpu(this, x as CudaTensor, n, rows, (ids) => this.uploads.get('logprobRows', ids));
   }
 
   addInPlace(a: Tensor, b: Tensor): void {
