@@ -98,12 +98,15 @@ describe('one step\'s memory on the CUDA backend', () => {
     const ff = c.intermediateSize;
     for (const tokens of [1, 8, 9, 256, 2048]) {
       const rows = Math.min(tokens, 64);
-      const layerFloats = 4 * h + 2 * q + 2 * kv + 3 * ff;
       const gemm = tokens > 8;
-      // One bf16 copy alive at a time: the widest input (down's ff columns), and the lm_head's.
-      const copies = gemm ? tokens * 2 * Math.max(h, q, ff) + (rows > 8 ? rows * h * 2 : 0) : 0;
-      const raw = 4 * (tokens * (2 * h + layerFloats) + rows * (2 * h + c.vocabSize) + tokens * (4 + c.headDim)) + copies;
-      const buffers = 2 + (gemm ? 12 : 11) + 4 + 6;
+      // A GEMM step's MLP keeps gate, up and their product in bf16 (with its input's bf16 copy); a
+      // decode step counts them in float32.
+      const layerFloats = 4 * h + 2 * q + 2 * kv + (gemm ? 0 : 3 * ff);
+      const mlpHalf = gemm ? tokens * 2 * (3 * ff + h) : 0;
+      // One bf16 copy alive at a time: the widest input of q/k/v and o, and the lm_head's.
+      const copies = gemm ? tokens * 2 * Math.max(h, q) + (rows > 8 ? rows * h * 2 : 0) : 0;
+      const raw = 4 * (tokens * (2 * h + layerFloats) + rows * (2 * h + c.vocabSize) + tokens * (4 + c.headDim)) + mlpHalf + copies;
+      const buffers = 2 + (gemm ? 8 + 4 + 1 : 11) + 4 + 6;
       const est = stepActivationBytes(c, tokens, 64);
       assert.ok(est >= raw, `${tokens} tokens: ${est} < ${raw}`);
       assert.ok(est <= raw * 1.25 + buffers * 1024, `${tokens} tokens: ${est} is more than a quarter over ${raw}`);
@@ -114,7 +117,9 @@ describe('one step\'s memory on the CUDA backend', () => {
     assert.ok(stepActivationBytes(llama70b, 2048, 64) < 2 * GiB);
     // No logits rows, no logits; float32 weights take the float32 kernel, no copies.
     assert.ok(stepActivationBytes(c, 16, 0) < stepActivationBytes(c, 16, 1) - c.vocabSize * 4);
-    assert.ok(stepActivationBytes(c, 16, 1, { linears: 'f32', lmHead: 'f32' }) < stepActivationBytes(c, 16, 1) - 16 * 2 * ff);
+    assert.ok(stepActivationBytes(c, 16, 16, { linears: 'f32', lmHead: 'f32' }) < stepActivationBytes(c, 16, 16, { linears: 'f32', lmHead: 'bf16' }));
+    // FP8 on its tensor cores: gate's and up's float32 GEMM outputs, more than the bf16 middle.
+    assert.ok(stepActivationBytes(c, 2048, 1, { linears: 'fp8', lmHead: 'bf16' }) > stepActivationBytes(c, 2048, 1));
   });
 
   it('quantized linears cost no per-step weight copies (their bf16 scratch is allocated at load)', () => {

@@ -34,15 +34,19 @@ export interface StepWeightFormats {
  * peak on the CUDA backend. The forward gives each intermediate back as soon as it is used
  * (Backend.release), so at any moment a step holds:
  * - the residual stream and the current normed input (float32, per token);
- * - one layer's float32 intermediates: q, k, v, the attention output, o, the post-attention norm,
- *   gate, up, their product and down (counted all at once: an upper bound);
- * - for a step of more than 8 tokens (GEMMs), one linear's input rounded to bf16/f16 for cuBLASLt
- *   (the largest; a copy is released when the next replaces it). Quantized weights are dequantised
- *   into one scratch allocated at load, already counted in the memory in use after loading;
+ * - one layer's float32 intermediates: q, k, v, the attention output, o, the post-attention norm and
+ *   down, and the MLP's middle (counted all at once: an upper bound). The MLP's middle: for a step of
+ *   more than 8 tokens (GEMMs, CudaBackend.mlp) its input rounded to 16 bits and gate, up and their
+ *   product in bf16 — or, for FP8 weights on the FP8 tensor cores, the quantised input, gate's and
+ *   up's float32 GEMM outputs and the product's FP8 codes; for fewer tokens gate, up and product in
+ *   float32 (the fused decode kernels make none of them, so an upper bound there too);
+ * - for a step of more than 8 tokens, one linear's input rounded to bf16/f16 for cuBLASLt (the
+ *   widest of q/k/v and o; a copy is released when the next replaces it). Quantized weights are
+ *   dequantised into one scratch allocated at load, already counted in the memory in use after loading;
  * - the logits rows and the per-step uploads (ids, positions, slots, RoPE tables).
  * Each buffer is rounded up to the pool's size class (at most 25% more, 1 KiB at least). An upper
- * bound the GPU test holds the pool's measured growth to (test/dummy-load.test.ts); steps of 1-8
- * tokens, whose fused decode kernels make no gate/up tensors, take less.
+ * bound the GPU test holds the pool's measured growth to (test/dummy-load.test.ts), for the default
+ * path (CudaBackend.fusedMlp; turning it off for a comparison takes the float32 middle at any size).
  */
 export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitRows: number, formats: StepWeightFormats = { linears: 'bf16', lmHead: 'bf16' }): number {
   const h = cfg.hiddenSize;
@@ -51,9 +55,13 @@ export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitR
   const ff = cfg.intermediateSize;
   const buffer = (bytes: number) => Math.max(1024, Math.ceil(bytes * 1.25));
   const f32 = (n: number) => buffer(n * 4);
-  let perLayer = [h, q, kv, kv, q, h, h, ff, ff, ff, h].reduce((a, n) => a + f32(tokens * n), 0);
-  // The input copy for cuBLASLt: the widest input of q/k/v, o, gate/up, down (one alive at a time).
-  if (tokens > GEMV_MAX_TOKENS && formats.linears !== 'f32') perLayer += buffer(tokens * Math.max(h, q, ff) * 2);
+  const gemms = tokens > GEMV_MAX_TOKENS && formats.linears !== 'f32';
+  let perLayer = [h, q, kv, kv, q, h, h, h].reduce((a, n) => a + f32(tokens * n), 0);
+  if (!gemms) perLayer += 3 * f32(tokens * ff);
+  else if (formats.linears === 'fp8') perLayer += 2 * f32(tokens * Math.ceil(ff / 4) * 4) + buffer(tokens * h) + buffer(tokens * ff) + 2 * f32(tokens);
+  else perLayer += 3 * buffer(tokens * ff * 2) + buffer(tokens * h * 2);
+  // The input copy for cuBLASLt: the widest input of q/k/v and o (one alive at a time).
+  if (gemms) perLayer += buffer(tokens * Math.max(h, q) * 2);
   const rows = Math.min(tokens, logitRows);
   let head = rows > 0 ? f32(rows * h) * 2 + f32(rows * cfg.vocabSize) : 0;
   if (rows > GEMV_MAX_TOKENS && formats.lmHead !== 'f32') head += buffer(rows * h * 2);
