@@ -3,8 +3,10 @@
 // ids, 1 and 8 rows; plain temperature, top-k 50, top-p 0.9, all three with min-p, and greedy (the
 // argmax kernel) for scale. Per case: the kernel's device µs (events around back-to-back launches
 // queued behind a device copy), the µs of one sampleRows call as the engine makes it (upload, launch,
-// read back, wall clock), and the host path's µs (read back, then drawToken per row). Prints a
-// markdown table; saves JSON with the GPU. Measures; never passes or fails.
+// read back, wall clock), and the host path's µs (read back, then drawToken per row). Then token
+// logprobs (CudaBackend.logprobRows, kernels/logprobs.cu) for 5 and 20 alternatives against the
+// logits read back and computeLogprobs per row. Prints markdown tables; saves JSON with the GPU.
+// Measures; never passes or fails.
 //
 //   node dist/bench/cuda-sampling.js [--reps 50] [--vocab 128256] [--output FILE]
 
@@ -15,7 +17,7 @@ import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
-import { drawToken } from '../src/engine/sampler.js';
+import { computeLogprobs, drawToken } from '../src/engine/sampler.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { KernelTimer, wallUs } from './kernel-timer.js';
 import { machineInfo } from './machine.js';
@@ -110,9 +112,44 @@ for (const rows of [1, 8]) {
   d.memFree(params);
 }
 
+// ---- token logprobs (Backend.logprobRows) against the logits read back and computeLogprobs ----
+interface LogprobRowTiming {
+  rows: number;
+  topN: number;
+  callUs: number;
+  hostUs: number;
+}
+const logprobResults: LogprobRowTiming[] = [];
+for (const rows of [1, 8]) {
+  const host = new Float32Array(rows * V);
+  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
+  const logits = d.memAlloc(host.byteLength);
+  d.upload(logits, host);
+  const readBack = new Float32Array(rows * V);
+  for (const topN of [5, 20]) {
+    const asks = Array.from({ length: rows }, () => ({ token: Math.floor(rng.next() * V), topN }));
+    let t: Tensor | undefined;
+    const callUs = await wallUs(backend, () => (t = backend.fromHost(host, [rows, V])), () => backend.logprobRows(t!, V, asks), reps);
+    const hostUs = await wallUs(backend,
+      () => {},
+      () => {
+        d.download(readBack, logits, readBack.byteLength);
+        for (let r = 0; r < rows; r++) computeLogprobs(readBack.subarray(r * V, (r + 1) * V), topN, asks[r].token);
+      },
+      Math.max(5, Math.floor(reps / 5)),
+    );
+    logprobResults.push({ rows, topN, callUs, hostUs });
+    console.log(`logprobs, ${rows} row(s), top ${topN}: logprobRows call ${callUs.toFixed(1)} µs; host path ${hostUs.toFixed(0)} µs`);
+  }
+  d.memFree(logits);
+}
+
 console.log(`\n| case | rows | kernel µs | sampleRows call µs | host path µs (read back + drawToken) | of which read back µs |`);
 console.log('|---|---|---|---|---|---|');
 for (const r of results) console.log(`| ${r.case} | ${r.rows} | ${r.kernelUs.toFixed(1)} | ${r.callUs.toFixed(1)} | ${r.hostUs.toFixed(0)} | ${r.readBackUs.toFixed(0)} |`);
+console.log(`\n| logprobs | rows | top | logprobRows call µs | host path µs (read back + computeLogprobs) |`);
+console.log('|---|---|---|---|---|');
+for (const r of logprobResults) console.log(`| logprobs | ${r.rows} | ${r.topN} | ${r.callUs.toFixed(1)} | ${r.hostUs.toFixed(0)} |`);
 
 const machine = machineInfo();
 const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
@@ -120,7 +157,7 @@ const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-samp
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(
   file,
-  JSON.stringify({ bench: 'cuda-sampling', machine, gpu: { name: gpu.name, computeCapability: gpu.computeCapability, multiprocessors: gpu.multiprocessors }, vocab: V, reps, results }, null, 2) + '\n',
+  JSON.stringify({ bench: 'cuda-sampling', machine, gpu: { name: gpu.name, computeCapability: gpu.computeCapability, multiprocessors: gpu.multiprocessors }, vocab: V, reps, results, logprobs: logprobResults }, null, 2) + '\n',
 );
 console.log(`saved ${file}`);
 timer.free();
