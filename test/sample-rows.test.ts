@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { checkSamplingRows, type Backend } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
-import { ALL_MASKED, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, Sampler, TokenCounts } from '../src/engine/sampler.js';
+import { ALL_MASKED, applyPenaltiesFromCounts, applyPenaltyRow, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, penaltyRow, Sampler, TokenCounts } from '../src/engine/sampler.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { loadLlama } from './support/run-model.js';
 import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
@@ -171,6 +171,34 @@ function checkForward(backend: Backend): void {
   }
 }
 
+describe('penalties as a backend applies them (PenaltyRow)', () => {
+  it('penaltyRow + applyPenaltyRow change the logits bit for bit as applyPenaltiesFromCounts, and CpuBackend.applyPenalties leaves x alone', () => {
+    const rng = new Rng(SEED);
+    const V = 500;
+    for (let trial = 0; trial < 20; trial++) {
+      const logits = Float32Array.from({ length: V }, () => 20 * (rng.next() - 0.5));
+      // Prompt and output ids, some repeated, some past the vocabulary (ignored), and knobs of either sign.
+      const ids = (n: number) => Array.from({ length: n }, () => Math.floor(rng.next() * (V + 20)));
+      const counts = new TokenCounts(ids(30), ids(40));
+      const params = resolveSamplingParams({ repetitionPenalty: 0.5 + 1.5 * rng.next(), frequencyPenalty: 2 * rng.next() - 1, presencePenalty: 2 * rng.next() - 1 });
+      const want = logits.slice();
+      applyPenaltiesFromCounts(want, counts, params);
+      const row = penaltyRow(counts, params)!;
+      const got = logits.slice();
+      applyPenaltyRow(got, row);
+      assert.deepEqual(new Uint32Array(got.buffer), new Uint32Array(want.buffer), `trial ${trial}`);
+      const be = new CpuBackend();
+      const x = be.fromHost(new Float32Array([...logits, ...logits]), [2, V]);
+      const y = be.toHost(be.applyPenalties(x, [row, undefined]));
+      assert.deepEqual(y.subarray(0, V), want);
+      assert.deepEqual(y.subarray(V), logits, 'a row without penalties is copied as it is');
+      assert.deepEqual(be.toHost(x).subarray(0, V), logits, 'x keeps its raw logits');
+    }
+    assert.equal(penaltyRow(new TokenCounts([1, 2], [3]), resolveSamplingParams({})), undefined, 'no penalties: no row');
+    assert.equal(penaltyRow(new TokenCounts(), resolveSamplingParams({ repetitionPenalty: 1.2 })), undefined, 'nothing seen: no row');
+  });
+});
+
 describe("the forward's sampleRows option (CPU)", () => {
   it('draws drawToken’s tokens through the backend’s sampleRows', () => checkForward(new CpuBackend()));
 
@@ -188,7 +216,7 @@ describe("the forward's sampleRows option (CPU)", () => {
 });
 
 describe('the engine draws sampled tokens through sampleRows', () => {
-  it('takes the path for requests without penalties, with the tokens and logprobs the logits path gives', async () => {
+  it('takes the path for every request outside a verified window, with the tokens and logprobs the logits path gives', async () => {
     const { LLM } = await import('../src/llm.js');
     const llm = await LLM.load({ device: 'cpu' });
     try {
@@ -212,14 +240,22 @@ describe('the engine draws sampled tokens through sampleRows', () => {
       assert.deepEqual(drawn.tokenIds, viaLogits.tokenIds, `seed ${SEED}`);
       assert.deepEqual(drawn.logprobs, viaLogits.logprobs, `seed ${SEED}: logprobs`);
       assert.equal(drawn.logprobs?.length, 24);
-      // A penalty makes its steps read the logits; a greedy request in the same batch is still right.
+      // Penalised requests draw on the backend too (their logits penalised there first), with the
+      // logits path's tokens; a greedy request in the same batch is still right.
       sampleRowSteps = 0;
-      const [penalised, greedy] = await Promise.all([
-        llm.complete('Once upon a time', { ...params, repetitionPenalty: 1.2 }),
-        llm.complete('Once upon a time', { maxTokens: 24, temperature: 0, ignoreEos: true }),
-      ]);
+      const penalties = { repetitionPenalty: 1.3, frequencyPenalty: 0.4, presencePenalty: 0.3 };
+      const both = () =>
+        Promise.all([
+          llm.complete('Once upon a time', { ...params, ...penalties }),
+          llm.complete('Once upon a time', { ...params, temperature: 0, ...penalties, seed: undefined }),
+          llm.complete('Once upon a time', { maxTokens: 24, temperature: 0, ignoreEos: true }),
+        ]);
+      const [penalised, penalisedGreedy, greedy] = await both();
       assert.equal(penalised.tokenIds.length, 24);
-      assert.equal(sampleRowSteps, 0, 'no step with a penalised request samples on the backend');
+      assert.ok(sampleRowSteps >= 24, `penalised requests sampled on the backend (${sampleRowSteps} steps)`);
+      const [penalisedLogits, penalisedGreedyLogits] = await throughLogits(llm, both);
+      assert.deepEqual(penalised.tokenIds, penalisedLogits.tokenIds, `seed ${SEED}: penalised, sampled`);
+      assert.deepEqual(penalisedGreedy.tokenIds, penalisedGreedyLogits.tokenIds, 'penalised, greedy');
       const greedyAlone = await llm.complete('Once upon a time', { maxTokens: 24, temperature: 0, ignoreEos: true });
       assert.deepEqual(greedy.tokenIds, greedyAlone.tokenIds);
     } finally {

@@ -1,7 +1,7 @@
 // The small, fixed set of operations LLM inference needs. A model is written once against this
 // interface; the CPU backend is the reference implementation and the CUDA backend the fast one.
 
-import type { Logprobs } from '../engine/sampler.js';
+import type { Logprobs, PenaltyRow } from '../engine/sampler.js';
 import type { HostTensor } from '../model/load/safetensors.js';
 import type { QuantizedWeight } from '../quant/format.js';
 import type { QuantizationMethod } from '../quant/online.js';
@@ -164,6 +164,12 @@ export interface Backend {
   logprobRows?(x: Tensor, n: number, rows: readonly LogprobRow[]): Logprobs[];
   /** The most alternatives logprobRows returns a row. */
   readonly maxTopLogprobs?: number;
+  /**
+   * A copy of logit rows x with each row's penalties applied (rows[r] undefined: row r as it is), as
+   * applyPenaltyRow (engine/sampler.ts) applies them, bit for bit; x is unchanged (its raw logits
+   * still serve logprobs). Optional: without it the forward applies them on the host.
+   */
+  applyPenalties?(x: Tensor, rows: readonly (PenaltyRow | undefined)[]): Tensor;
   /** a += b, in place. */
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */

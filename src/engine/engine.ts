@@ -9,7 +9,7 @@ import type { Tokenizer } from '../model/tokenizer.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { DEFAULT_BLOCK_SIZE, KvBlockPool, SequenceBlocks } from './kv-cache.js';
 import { PrefixCache } from './prefix-cache.js';
-import { maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from './sampler.js';
+import { maskPaddedVocab, penaltyRow, Sampler, TokenCounts, type Logprobs, type PenaltyRow } from './sampler.js';
 import type { SamplingParams } from './sampling-params.js';
 import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
 import type { Proposer } from './spec/proposer.js';
@@ -162,6 +162,14 @@ class Request implements SchedulableSequence {
 }
 
 /** Where a scheduled chunk's tokens sit in the step's batch, and its speculative window if any. */
+/** A step's draws on the backend (sampleRowsOf): per logit row its draw, the logprobs it asks and the penalties its logits take. */
+interface SampleDraws {
+  rows: GpuSamplingRow[];
+  plans: Map<Request, SampledVerification>;
+  logprobs: (number | undefined)[];
+  penalties: (PenaltyRow | undefined)[];
+}
+
 interface PlannedChunk {
   chunk: ScheduledChunk<Request>;
   /** Batch row of the chunk's first token. */
@@ -303,7 +311,7 @@ export class Engine {
     const { logits, hiddenStates, argmax, sampled, excludedProbs, logprobs: sampledLogprobs } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
-      ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows } } : {}),
+      ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows, ...(draws!.penalties.some((p) => p) ? { penalties: draws!.penalties } : {}) } } : {}),
       ...(wantLogprobs ? { logprobs: draws!.logprobs } : {}),
     });
     const vocab = this.model.config.vocabSize;
@@ -360,32 +368,36 @@ export class Engine {
   /**
    * One sampling row per logit row of the step, in order: a row for each chunk that finishes its
    * prompt or decodes (its uniform drawn now), and a window's verification rows (planned from a copy
-   * of its stream, which moves when the window is verified), and per row the logprobs its request
-   * asks (computed after the draw, on the backend where it can); undefined, drawing nothing, where a
-   * request needs its logits (penalties, logprobs of a verified window) or a window its logits
-   * (sampled drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
+   * of its stream, which moves when the window is verified), and per row the penalties its logits
+   * take before the draw and the logprobs its request asks (both on the backend where it can);
+   * undefined, drawing nothing, where a window needs its logits (penalties or logprobs of its
+   * request, sampled drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
    */
-  private sampleRowsOf(planned: PlannedChunk[]): { rows: GpuSamplingRow[]; plans: Map<Request, SampledVerification>; logprobs: (number | undefined)[] } | undefined {
+  private sampleRowsOf(planned: PlannedChunk[]): SampleDraws | undefined {
     const sampling = planned.filter(({ chunk, window }) => window || chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens);
     if (sampling.length === 0) return undefined;
-    const needsLogits = ({ chunk, window }: PlannedChunk) =>
-      chunk.seq.sampler.penalised || (window && (chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window)));
-    if (sampling.some(needsLogits)) return undefined;
+    const windowNeedsLogits = ({ chunk, window }: PlannedChunk) =>
+      window !== undefined && (chunk.seq.sampler.penalised || chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window));
+    if (sampling.some(windowNeedsLogits)) return undefined;
     const rows: GpuSamplingRow[] = [];
     const logprobs: (number | undefined)[] = [];
+    const penalties: (PenaltyRow | undefined)[] = [];
     const plans = new Map<Request, SampledVerification>();
     for (const { chunk, window } of sampling) {
+      const req = chunk.seq;
       if (!window) {
-        rows.push(chunk.seq.sampler.drawRow());
-        logprobs.push(chunk.seq.opts.logprobs);
+        rows.push(req.sampler.drawRow());
+        logprobs.push(req.opts.logprobs);
+        penalties.push(req.sampler.penalised ? penaltyRow(req.counts, req.params) : undefined);
         continue;
       }
       const plan = this.spec!.planSampled(window);
-      plans.set(chunk.seq, plan);
+      plans.set(req, plan);
       rows.push(...plan.rows);
       logprobs.push(...plan.rows.map(() => undefined));
+      penalties.push(...plan.rows.map(() => undefined));
     }
-    return { rows, plans, logprobs };
+    return { rows, plans, logprobs, penalties };
   }
 
   /**

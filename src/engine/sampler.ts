@@ -86,21 +86,58 @@ export function applyPenalties(logits: Float32Array, promptIds: ArrayLike<number
 
 /** `applyPenalties` over counts the engine maintains incrementally: O(counts.size), not O(vocab). */
 export function applyPenaltiesFromCounts(logits: Float32Array, counts: TokenCounts, p: SamplingParams): void {
-  const rep = p.repetitionPenalty;
-  const freq = p.frequencyPenalty;
-  const presence = p.presencePenalty;
-  if (rep === 1 && freq === 0 && presence === 0) return;
+  if (!hasPenalties(p)) return;
   const n = logits.length;
   counts.forEach((id, outputCount) => {
-    if (id >= n) return;
-    let v = logits[id];
-    if (rep !== 1) v = v > 0 ? v / rep : v * rep;
-    if (outputCount > 0) {
-      v -= freq * outputCount;
-      v -= presence;
-    }
-    logits[id] = v;
+    if (id < n) logits[id] = penalisedLogit(logits[id], outputCount, p);
   });
+}
+
+/**
+ * One seen token's logit after the penalties, in float64 as JavaScript computes it (the caller's
+ * Float32Array store rounds it once): what kernels/penalties.cu computes too, bit for bit.
+ */
+export function penalisedLogit(x: number, outputCount: number, p: PenaltyParams): number {
+  let v = x;
+  if (p.repetitionPenalty !== 1) v = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty;
+  if (outputCount > 0) {
+    v -= p.frequencyPenalty * outputCount;
+    v -= p.presencePenalty;
+  }
+  return v;
+}
+
+/** The three penalties' knobs. */
+export type PenaltyParams = Pick<SamplingParams, 'repetitionPenalty' | 'frequencyPenalty' | 'presencePenalty'>;
+
+/**
+ * A row's penalties as a backend applies them (Backend.applyPenalties): every seen id (prompt or
+ * output) with its output count, and the knobs. Undefined when nothing would change.
+ */
+export interface PenaltyRow extends PenaltyParams {
+  ids: Int32Array;
+  outputCounts: Int32Array;
+}
+
+/** The PenaltyRow of counts under p; undefined without penalties or with nothing seen. */
+export function penaltyRow(counts: TokenCounts, p: SamplingParams): PenaltyRow | undefined {
+  if (!hasPenalties(p) || counts.size === 0) return undefined;
+  const ids = new Int32Array(counts.size);
+  const outputCounts = new Int32Array(counts.size);
+  let i = 0;
+  counts.forEach((id, outputCount) => {
+    ids[i] = id;
+    outputCounts[i++] = outputCount;
+  });
+  return { ids, outputCounts, repetitionPenalty: p.repetitionPenalty, frequencyPenalty: p.frequencyPenalty, presencePenalty: p.presencePenalty };
+}
+
+/** A PenaltyRow applied to one row of logits in place (ids beyond the row ignored): applyPenaltiesFromCounts over its lists. */
+export function applyPenaltyRow(logits: Float32Array, row: PenaltyRow): void {
+  for (let i = 0; i < row.ids.length; i++) {
+    const id = row.ids[i];
+    if (id < logits.length) logits[id] = penalisedLogit(logits[id], row.outputCounts[i], row);
+  }
 }
 
 /**
@@ -241,12 +278,12 @@ export class Sampler {
   }
 
   /**
-   * This step's draw for a backend that samples (Backend.sampleRows: no penalties): the knobs and the
-   * uniform u, taken from this sampler's stream exactly as `sample` would take it (one `rng.next()` in
-   * random mode, none when greedy). `chose` then records the token the backend drew.
+   * This step's draw for a backend that samples (Backend.sampleRows): the knobs and the uniform u,
+   * taken from this sampler's stream exactly as `sample` would take it (one `rng.next()` in random
+   * mode, none when greedy). A penalised sequence's logits take `penaltyRow(counts, params)` first
+   * (Backend.applyPenalties). `chose` then records the token the backend drew.
    */
   drawRow(): DrawParams & { u: number } {
-    if (this.penalised) throw new RangeError('Sampler.drawRow: penalties need the logits (sample)');
     return { ...this.drawParams, u: this.greedy ? 0 : this.rng.next() };
   }
 

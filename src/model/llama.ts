@@ -1,7 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import { argmax, computeLogprobs, drawSamplingRow, type Logprobs } from '../engine/sampler.js';
+import { applyPenaltyRow, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
 import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
@@ -37,7 +37,12 @@ export interface ForwardOptions {
    * would draw from the logits with that u. Not with argmaxOnly. Rows with `exclude` (speculative
    * verification) draw drawResidual's token and return p(exclude) in `excludedProbs`.
    */
-  sampleRows?: { vocab: number; rows: GpuSamplingRow[] };
+  sampleRows?: {
+    vocab: number;
+    rows: GpuSamplingRow[];
+    /** Per row, the penalties its logits take before the draw (Backend.applyPenalties; logprobs still see the raw logits). */
+    penalties?: readonly (PenaltyRow | undefined)[];
+  };
   /**
    * With sampleRows: per logit row, how many alternatives its token's logprobs list (undefined: no
    * logprobs for that row). Computed on the backend (logprobRows) where it can, else from the row's
@@ -170,15 +175,27 @@ export class LlamaModel {
       return finish({ logits: new Float32Array(0), argmax });
     }
     if (opts.sampleRows) {
-      const { vocab, rows } = opts.sampleRows;
+      const { vocab, rows, penalties } = opts.sampleRows;
       const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
-      const host = be.sampleRows ? undefined : be.toHost(logitsT);
-      const sampled = be.sampleRows ? be.sampleRows(logitsT, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, c.vocabSize, vocab, rows, excludedProbs);
-      const logprobs = opts.logprobs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, host, vocab, sampled, opts.logprobs) : undefined;
+      const penalised = penalties?.some((p) => p !== undefined) ? this.penalisedLogits(logitsT, penalties) : logitsT;
+      const host = be.sampleRows ? undefined : be.toHost(penalised);
+      const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, c.vocabSize, vocab, rows, excludedProbs);
+      if (penalised !== logitsT) be.release?.(penalised);
+      const logprobs = opts.logprobs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, penalised === logitsT ? host : undefined, vocab, sampled, opts.logprobs) : undefined;
       return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}), ...(logprobs ? { logprobs } : {}) });
     }
     const logits = be.toHost(logitsT);
     return finish({ logits });
+  }
+
+  /** The logits with each row's penalties applied (a copy): on the backend where it can, else on the host. */
+  private penalisedLogits(logitsT: Tensor, penalties: readonly (PenaltyRow | undefined)[]): Tensor {
+    const be = this.backend;
+    if (be.applyPenalties) return be.applyPenalties(logitsT, penalties);
+    const x = be.toHost(logitsT).slice();
+    const cols = this.config.vocabSize;
+    penalties.forEach((p, r) => p && applyPenaltyRow(x.subarray(r * cols, (r + 1) * cols), p));
+    return be.fromHost(x, [penalties.length, cols]);
   }
 
   /**

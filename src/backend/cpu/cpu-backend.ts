@@ -5,7 +5,7 @@ import { checkSamplingRows, type AttentionBatch, type Backend, type GpuSamplingR
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
-import { drawSamplingRow } from '../../engine/sampler.js';
+import { applyPenaltyRow, drawSamplingRow, type PenaltyRow } from '../../engine/sampler.js';
 
 export class CpuTensor implements Tensor {
   constructor(
@@ -217,6 +217,14 @@ export class CpuBackend implements Backend {
       if (excludedProbs) excludedProbs[i] = excludedProb;
       return token;
     });
+  }
+
+  applyPenalties(x: Tensor, rows: readonly (PenaltyRow | undefined)[]): Tensor {
+    const src = t(x);
+    if (rows.length !== src.rows) throw new RangeError(`applyPenalties: ${rows.length} penalty rows for ${src.rows} logit rows`);
+    const out = src.data.slice();
+    rows.forEach((p, r) => p && applyPenaltyRow(out.subarray(r * src.cols, (r + 1) * src.cols), p));
+    return new CpuTensor(out, src.shape);
   }
 
   addInPlace(a: Tensor, b: Tensor): void {

@@ -19,7 +19,7 @@ import { CudaFp8Weight, QuantizedWeights, isCudaQuantized, type CudaQuantizedWei
 import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
-import type { Logprobs } from '../../engine/sampler.js';
+import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** How a weight is stored on the device. */
@@ -918,6 +918,34 @@ export class CudaBackend implements Backend {
   }
 
   readonly maxTopLogprobs = GPU_MAX_TOP_LOGPROBS;
+
+  /** A copy of the logits with the rows' penalties applied: kernels/penalties.cu, a thread per seen id. */
+  applyPenalties(x: Tensor, rows: readonly (PenaltyRow | undefined)[]): Tensor {
+    const src = x as CudaTensor;
+    if (rows.length !== src.rows) throw new RangeError(`applyPenalties: ${rows.length} penalty rows for ${src.rows} logit rows`);
+    const out = this.tensor(src.shape);
+    this.driver.copyDeviceToDevice(out.ptr, src.ptr, src.numel * 4);
+    const entries = rows.reduce((a, p) => a + (p?.ids.length ?? 0), 0);
+    if (entries === 0) return out;
+    const rowOf = new Int32Array(entries);
+    const ids = new Int32Array(entries);
+    const counts = new Int32Array(entries);
+    const params = new Float64Array(3 * rows.length);
+    let e = 0;
+    rows.forEach((p, r) => {
+      if (!p) return;
+      rowOf.fill(r, e, e + p.ids.length);
+      ids.set(p.ids, e);
+      counts.set(p.outputCounts, e);
+      e += p.ids.length;
+      params.set([p.repetitionPenalty, p.frequencyPenalty, p.presencePenalty], 3 * r);
+    });
+    const u = (key: string, a: Int32Array) => this.uploads.get(`applyPenalties.${key}`, a);
+    this.launch('penalties.cu', 'apply_penalties', [Math.ceil(entries / 256), 1, 1], 256, 'pppppii', [
+      out.ptr, u('rows', rowOf), u('ids', ids), u('counts', counts), u('params', new Int32Array(params.buffer)), entries, src.cols,
+    ]);
+    return out;
+  }
 
   /** kernels/logprobs.cu: a block a row, the row's logprobs statistics and top alternatives read back (logprobs.ts). */
   logprobRows(x: Tensor, n: number, rows: readonly LogprobRow[]): Logprobs[] {
