@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import type { DevicePtr } from '../src/backend/cuda/driver.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
 import { computeLogprobs, drawToken } from '../src/engine/sampler.js';
@@ -65,13 +66,18 @@ interface Row {
 }
 const results: Row[] = [];
 
-
-for (const rows of [1, 8]) {
+/** `rows` model-like logit rows on the host and a plain device copy (a tensor would last one step only). */
+function logitRows(rows: number): { host: Float32Array; logits: DevicePtr } {
   const host = new Float32Array(rows * V);
   for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
-  // Device copies made outside the timed steps (a tensor lasts one step): plain buffers.
   const logits = d.memAlloc(host.byteLength);
   d.upload(logits, host);
+  return { host, logits };
+}
+
+
+for (const rows of [1, 8]) {
+  const { host, logits } = logitRows(rows);
   const out = d.memAlloc(rows * 4);
   const params = d.memAlloc(rows * 64);
   for (const c of CASES) {
@@ -121,10 +127,7 @@ interface LogprobRowTiming {
 }
 const logprobResults: LogprobRowTiming[] = [];
 for (const rows of [1, 8]) {
-  const host = new Float32Array(rows * V);
-  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
-  const logits = d.memAlloc(host.byteLength);
-  d.upload(logits, host);
+  const { host, logits } = logitRows(rows);
   const readBack = new Float32Array(rows * V);
   for (const topN of [5, 20]) {
     const asks = Array.from({ length: rows }, () => ({ token: Math.floor(rng.next() * V), topN }));

@@ -8,37 +8,16 @@
 // a C++20 compiler.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { GPU_MAX_TOP_LOGPROBS, LOGPROB_STRIDE, logprobsFromRowStats } from '../src/backend/cuda/logprobs.js';
 import { ALL_MASKED, computeLogprobs } from '../src/engine/sampler.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { testRandom } from './support/cuda.js';
+import { buildEmulated } from './support/cuda-emulator.js';
 import { assertSameLogprobs } from './support/logprobs.js';
 
 const { seed: SEED, rng } = testRandom();
-const CXX = process.env.CXX ?? 'g++';
-const FLAGS = ['-std=c++20', '-O2', '-frounding-math', '-Wno-unknown-pragmas', '-pthread'];
-
-function build(): { bin?: string; skipReason: string | false } {
-  const dir = mkdtempSync(join(tmpdir(), 'tachyon-emu-lp-'));
-  writeFileSync(join(dir, 'probe.cpp'), '#include <barrier>\n#include <atomic>\nint main() { std::barrier<> b(1); int x = 0; std::atomic_ref<int>(x).fetch_add(1); b.arrive_and_wait(); return 0; }\n');
-  const probe = spawnSync(CXX, [...FLAGS, '-o', join(dir, 'probe'), join(dir, 'probe.cpp')], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    return { skipReason: `no C++20 compiler to run the CUDA emulator (${CXX}: ${probe.error?.message ?? probe.stderr.split('\n')[0]})` };
-  }
-  const root = packageRoot();
-  const bin = join(dir, 'logprob-rows');
-  const emulator = join(root, 'test', 'support', 'cuda-emulator');
-  execFileSync(CXX, [...FLAGS, `-I${join(root, 'src', 'backend', 'cuda', 'kernels')}`, `-I${emulator}`, '-o', bin, join(emulator, 'logprob-rows.cpp')], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return { bin, skipReason: false };
-}
-const { bin, skipReason } = build();
+const { bin, skipReason } = buildEmulated('logprob-rows');
 
 /** logprob_rows over x [rows, cols] (first n of each row), tokens[r] asked: each row's statistics. */
 function kernelStats(x: Float32Array, cols: number, n: number, tokens: Int32Array): Array<{ words: Int32Array; sum: number }> {

@@ -8,40 +8,18 @@
 // exp, its memory model, the launch). Skips, saying why, without a C++20 compiler (g++ ≥ 11).
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
 import { drawSamplingRow, drawToken } from '../src/engine/sampler.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { testRandom } from './support/cuda.js';
+import { buildEmulated } from './support/cuda-emulator.js';
 import { differingDraws, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
 
 const { seed: SEED, rng } = testRandom();
 const inputs = new SamplingInputs(rng);
-const CXX = process.env.CXX ?? 'g++';
-const FLAGS = ['-std=c++20', '-O2', '-frounding-math', '-Wno-unknown-pragmas', '-pthread'];
-
-/** The emulated kernel's executable, or why there is none. */
-function build(): { bin?: string; skipReason: string | false } {
-  const dir = mkdtempSync(join(tmpdir(), 'tachyon-emu-'));
-  // A compiler that cannot build this probe cannot build the emulator: skip. One that can must build it.
-  writeFileSync(join(dir, 'probe.cpp'), '#include <barrier>\n#include <atomic>\nint main() { std::barrier<> b(1); int x = 0; std::atomic_ref<int>(x).fetch_add(1); b.arrive_and_wait(); return 0; }\n');
-  const probe = spawnSync(CXX, [...FLAGS, '-o', join(dir, 'probe'), join(dir, 'probe.cpp')], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    return { skipReason: `no C++20 compiler to run the CUDA emulator (${CXX}: ${probe.error?.message ?? probe.stderr.split('\n')[0]})` };
-  }
-  const root = packageRoot();
-  const bin = join(dir, 'sample-rows');
-  const kernels = join(root, 'src', 'backend', 'cuda', 'kernels');
-  const emulator = join(root, 'test', 'support', 'cuda-emulator');
-  execFileSync(CXX, [...FLAGS, `-I${kernels}`, `-I${emulator}`, '-o', bin, join(emulator, 'sample-rows.cpp')], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return { bin, skipReason: false };
-}
-const { bin, skipReason } = build();
+const { bin, skipReason } = buildEmulated('sample-rows');
 
 /** sample_rows on x [rows, cols] over the first n ids, `threads` a block: the ids, and p of each row's excluded draft. */
 function sampleRowsWithProbs(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): { ids: Int32Array; probs: Float32Array } {
