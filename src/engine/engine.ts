@@ -161,7 +161,6 @@ class Request implements SchedulableSequence {
   }
 }
 
-/** Where a scheduled chunk's tokens sit in the step's batch, and its speculative window if any. */
 /** A step's draws on the backend (sampleRowsOf): per logit row its draw, the logprobs it asks and the penalties its logits take. */
 interface SampleDraws {
   rows: GpuSamplingRow[];
@@ -170,6 +169,7 @@ interface SampleDraws {
   penalties: (PenaltyRow | undefined)[];
 }
 
+/** Where a scheduled chunk's tokens sit in the step's batch, and its speculative window if any. */
 interface PlannedChunk {
   chunk: ScheduledChunk<Request>;
   /** Batch row of the chunk's first token. */

@@ -209,6 +209,7 @@ export class LlamaModel {
     if (be.logprobRows && asked.every((r) => topNs[r]! <= (be.maxTopLogprobs ?? 0))) {
       const rowsT = asked.length === topNs.length ? logitsT : be.selectRows(logitsT, Int32Array.from(asked));
       const got = be.logprobRows(rowsT, vocab, asked.map((r) => ({ token: sampled[r], topN: topNs[r]! })));
+      if (rowsT !== logitsT) be.release?.(rowsT);
       const out: (Logprobs | undefined)[] = new Array(topNs.length).fill(undefined);
       asked.forEach((r, i) => (out[r] = got[i]));
       return out;
