@@ -86,28 +86,34 @@ describe('drawResidual is verifyDrafts’ residual draw', () => {
 });
 
 describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts from the logits', () => {
-  it('token for token, the stream at the same place, over random windows (k 0..6, random knobs, drafts the favourite, random, filtered out or padded)', () => {
+  it('token for token, the stream at the same place, over random windows (k 0..6, random knobs and penalties, drafts the favourite, random, filtered out or padded)', () => {
     const seen = new Set<string>();
     let windows = 0;
+    let penalisedWindows = 0;
     for (let c = 0; c < 400; c++) {
       const V = inputs.pick([3, 40, 300, 2000]);
       // A padded vocabulary: only the first n ids may be drawn (the engine masks the rest for verifyDrafts).
       const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
       const knobs = inputs.knobs();
-      const params = resolveSamplingParams({ ...knobs, seed: inputs.int(2 ** 31) });
+      // A third of the requests are penalised, with a history the penalties see (and the drafts join).
+      const penalties = rng.next() < 0.33 ? { repetitionPenalty: 0.7 + rng.next(), frequencyPenalty: rng.next() - 0.3, presencePenalty: rng.next() - 0.3 } : {};
+      const params = resolveSamplingParams({ ...knobs, ...penalties, seed: inputs.int(2 ** 31) });
       const host = new Sampler(params, V);
       const device = new Sampler(params, V);
+      const counts = host.penalised ? new TokenCounts(Array.from({ length: 20 }, () => inputs.int(V)), Array.from({ length: 10 }, () => inputs.int(V))) : none;
       for (let step = 0; step < 4; step++) {
         const k = inputs.int(7);
         const logits = windowLogits(k + 1, V, n);
         const drafts = Array.from({ length: k }, (_, i) => inputs.draft(logits.subarray(i * V, (i + 1) * V), n, V, knobs));
         const masked = logits.slice();
         maskPaddedVocab(masked, V, n);
-        const want = verifyDrafts({ drafts, logits: masked, sampler: host, counts: none });
+        const want = verifyDrafts({ drafts, logits: masked, sampler: host, counts });
 
-        const plan = planSampledVerification(drafts, device);
+        const plan = planSampledVerification(drafts, device, counts);
         const excludedProbs = new Float32Array(k + 1);
-        const draws = cpu.sampleRows(cpu.fromHost(logits, [k + 1, V]), n, plan.rows, excludedProbs);
+        const x = cpu.fromHost(logits, [k + 1, V]);
+        if (plan.penalties) penalisedWindows++;
+        const draws = cpu.sampleRows(plan.penalties ? cpu.applyPenalties(x, plan.penalties) : x, n, plan.rows, excludedProbs);
         const got = verifyDraftsSampled({ drafts, sampler: device, plan, draws, excludedProbs });
         const what = `case ${c} step ${step}: V ${V}, n ${n}, ${JSON.stringify(knobs)}, drafts ${JSON.stringify(drafts)} (seed ${SEED})`;
         assert.deepEqual(got, want, what);
@@ -118,6 +124,7 @@ describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts
     }
     // Rejections at every place and whole windows accepted, long ones included.
     for (const [k, a] of [[1, 0], [1, 1], [3, 0], [3, 2], [3, 3], [6, 6]]) assert.ok(seen.has(`${k}:${a}`), `k ${k} with ${a} accepted never happened in ${windows} windows (seed ${SEED})`);
+    assert.ok(penalisedWindows > 100, `${penalisedWindows} penalised windows`);
   });
 
   it('plans from a copy of the stream: row i excludes draft i with u = v_(i+1), the bonus row takes v_k, the stream unmoved', () => {
@@ -136,9 +143,22 @@ describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts
     assert.deepEqual(g.rows.map((r) => [r.temperature, r.exclude]), [[0, undefined], [0, undefined]]);
   });
 
-  it('refuses penalised samplers and answers of the wrong length, naming them', () => {
+  it('plans a penalised window\'s rows with the counts each row\'s p sees, leaving the counts as they were', () => {
+    const penalised = new Sampler(resolveSamplingParams({ temperature: 0.8, repetitionPenalty: 1.2, frequencyPenalty: 0.5 }), 10);
+    const counts = new TokenCounts([5, 6], [1]);
+    const plan = planSampledVerification([1, 2], penalised, counts);
+    const lists = plan.penalties!.map((p) => new Map([...p!.ids].map((id, i) => [id, p!.outputCounts[i]])));
+    assert.deepEqual(lists.map((m) => [...m].sort((a, b) => a[0] - b[0])), [
+      [[1, 1], [5, 0], [6, 0]],
+      [[1, 2], [5, 0], [6, 0]],
+      [[1, 2], [2, 1], [5, 0], [6, 0]],
+    ]);
+    assert.deepEqual(counts, new TokenCounts([5, 6], [1]), 'the counts are left as they were');
+  });
+
+  it('refuses a penalised sampler without counts and answers of the wrong length, naming them', () => {
     const penalised = new Sampler(resolveSamplingParams({ temperature: 0.8, repetitionPenalty: 1.2 }), 10);
-    assert.throws(() => planSampledVerification([1], penalised), /penalties change p with every accepted draft/);
+    assert.throws(() => planSampledVerification([1], penalised), /a penalised request needs its token counts/);
     const sampler = new Sampler(resolveSamplingParams({ temperature: 0.8, seed: 3 }), 10);
     const plan = planSampledVerification([1, 2], sampler);
     assert.throws(() => verifyDraftsSampled({ drafts: [1, 2], sampler, plan, draws: [1, 2], excludedProbs: [0, 0, 0] }), /2 drafts need 3 rows, draws and excluded probabilities, got 3, 2 and 3/);
@@ -164,6 +184,8 @@ const K = 3;
 
 interface ForwardCall {
   sampleRows?: GpuSamplingRow[];
+  /** Some row's logits took penalties before the draw. */
+  penalised: boolean;
   argmax: boolean;
   logitRows: number;
   numSeqs: number;
@@ -174,7 +196,7 @@ function recordForwards(model: LlamaModel): { calls: ForwardCall[]; stop: () => 
   const calls: ForwardCall[] = [];
   const forward = model.forward.bind(model);
   model.forward = (batch, kv, opts?: ForwardOptions) => {
-    calls.push({ sampleRows: opts?.sampleRows?.rows, argmax: opts?.argmaxOnly !== undefined, logitRows: batch.logitRows.length, numSeqs: batch.numSeqs });
+    calls.push({ sampleRows: opts?.sampleRows?.rows, penalised: opts?.sampleRows?.penalties !== undefined, argmax: opts?.argmaxOnly !== undefined, logitRows: batch.logitRows.length, numSeqs: batch.numSeqs });
     return forward(batch, kv, opts);
   };
   return { calls, stop: () => delete (model as { forward?: unknown }).forward };
@@ -183,7 +205,7 @@ function recordForwards(model: LlamaModel): { calls: ForwardCall[]; stop: () => 
 const excludes = (c: ForwardCall) => (c.sampleRows ?? []).some((r) => r.exclude !== undefined);
 
 describe('which windows the backend may verify by its draws', () => {
-  it('deterministic drafts of requests without penalties; not sampled drafts, forced acceptance, penalties, or with the option off', () => {
+  it('deterministic drafts, penalised requests\' too; not sampled drafts, forced acceptance, or with the option off', () => {
     const target = loadLlama(writeTinyCheckpoint(TINY_LLAMA), cpu);
     const kv = cpu.allocKvCache({ numLayers: 2, numBlocks: 4, blockSize: 16, numKvHeads: 2, headDim: 8 });
     const window = (params: Partial<SamplingParams>, proposal: SpecWindow['proposal']): SpecWindow => ({
@@ -196,8 +218,8 @@ describe('which windows the backend may verify by its draws', () => {
     assert.ok(on.canVerifySampled(window({ temperature: 0 }, { tokens: [3] })));
     assert.ok(!on.canVerifySampled(window(sampled, { tokens: [3], probs: [new Float32Array(64)] })));
     assert.ok(!on.canVerifySampled(window(sampled, { tokens: [3], forcedAccept: 1 })));
-    assert.ok(!on.canVerifySampled(window({ temperature: 0.7, presencePenalty: 0.5 }, { tokens: [3] })));
-    assert.throws(() => on.planSampled(window({ temperature: 0.7, frequencyPenalty: 0.5 }, { tokens: [3] })), /must be verified from the logits/);
+    assert.ok(on.canVerifySampled(window({ temperature: 0.7, presencePenalty: 0.5 }, { tokens: [3] })));
+    assert.throws(() => on.planSampled(window(sampled, { tokens: [3], forcedAccept: 1 })), /must be verified from the logits/);
     const off = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K, sampledVerification: false });
     assert.ok(!off.canVerifySampled(window(sampled, { tokens: [3] })));
     const replaced = new SpeculativeDecoder({ model: target, kv }, new NgramProposer(1, 3), { numSpeculativeTokens: K, verify: verifyDrafts });
@@ -297,7 +319,7 @@ describe('sampled n-gram speculation verified by the backend’s draws (CPU)', (
 
   it('the engine: sampled, greedy and a late prefill in one batch, the tokens of the logits path, every step drawing on the backend', () => checkMixedBatch(target));
 
-  it('a penalised request\'s windows make those steps read the logits; every request stays correct', () => {
+  it('a penalised request\'s windows are verified from draws of penalised rows: the tokens of the logits path', () => {
     const requests: Req[] = [
       { id: 's0', prompt: PROMPTS[0], params: sampledParams(0) },
       { id: 's1', prompt: PROMPTS[1], params: sampledParams(1, { maxTokens: 30 }) },
@@ -306,12 +328,11 @@ describe('sampled n-gram speculation verified by the backend’s draws (CPU)', (
     const want = viaLogits(target, requests);
     const got = runEngine(target, requests);
     for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
+    assert.deepEqual([got.drafted, got.accepted], [want.drafted, want.accepted]);
     const steps = got.calls.filter((c) => c.logitRows > 0);
-    // The penalised request runs in the first steps (6 tokens), s1 alone at the end (30 tokens). Its
-    // prefill draws on the backend (penalties applied there); its verified windows need the logits.
-    assert.ok(steps[0].sampleRows !== undefined, 'the prefill step draws on the backend, penalties and all');
-    assert.ok(steps.slice(0, 6).some((c) => c.sampleRows === undefined), 'a step verifying the penalised request\'s window reads the logits');
-    assert.ok(steps[steps.length - 1].sampleRows !== undefined, 'steps without it draw on the backend');
+    // The penalised request runs in the first steps (6 tokens), s1 alone at the end (30 tokens).
+    assert.ok(steps.every((c) => c.sampleRows !== undefined), 'every step drew on the backend');
+    assert.ok(steps.some((c) => c.penalised && excludes(c)), 'a step verified windows with penalised rows');
   });
 
   it('a padded vocabulary (model 1024 ids, tokenizer 1009): draws over the tokenizer’s ids, as masking the logits', () => {

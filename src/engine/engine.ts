@@ -370,14 +370,14 @@ export class Engine {
    * prompt or decodes (its uniform drawn now), and a window's verification rows (planned from a copy
    * of its stream, which moves when the window is verified), and per row the penalties its logits
    * take before the draw and the logprobs its request asks (both on the backend where it can);
-   * undefined, drawing nothing, where a window needs its logits (penalties or logprobs of its
-   * request, sampled drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
+   * undefined, drawing nothing, where a window needs its logits (logprobs of its request, sampled
+   * drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
    */
   private sampleRowsOf(planned: PlannedChunk[]): SampleDraws | undefined {
     const sampling = planned.filter(({ chunk, window }) => window || chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens);
     if (sampling.length === 0) return undefined;
     const windowNeedsLogits = ({ chunk, window }: PlannedChunk) =>
-      window !== undefined && (chunk.seq.sampler.penalised || chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window));
+      window !== undefined && (chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window));
     if (sampling.some(windowNeedsLogits)) return undefined;
     const rows: GpuSamplingRow[] = [];
     const logprobs: (number | undefined)[] = [];
@@ -395,7 +395,7 @@ export class Engine {
       plans.set(req, plan);
       rows.push(...plan.rows);
       logprobs.push(...plan.rows.map(() => undefined));
-      penalties.push(...plan.rows.map(() => undefined));
+      penalties.push(...(plan.penalties ?? plan.rows.map(() => undefined)));
     }
     return { rows, plans, logprobs, penalties };
   }

@@ -8,7 +8,7 @@
 import type { KvCacheStorage } from '../../backend/backend.js';
 import type { ForwardResult, LlamaModel } from '../../model/llama.js';
 import type { SequenceBlocks } from '../kv-cache.js';
-import { maskPaddedVocab, type Sampler, type TokenCounts } from '../sampler.js';
+import { maskPaddedVocab, type PenaltyRow, type Sampler, type TokenCounts } from '../sampler.js';
 import { buildForwardBatch, type BatchRun } from './batch.js';
 import { SpecDecodeMetrics } from './metrics.js';
 import { checkProposal, fuseHiddenStates, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
@@ -92,6 +92,12 @@ export interface WindowDraws {
   draws: ArrayLike<number>;
   /** tokens.length values: p(exclude) of each row (Backend.sampleRows' excludedProbs). */
   excludedProbs: ArrayLike<number>;
+}
+
+/** The plans' per-row penalties for the forward's sampleRows (nothing when no window is penalised). */
+function penaltiesOf(plans: readonly SampledVerification[]): { penalties?: (PenaltyRow | undefined)[] } {
+  if (!plans.some((p) => p.penalties)) return {};
+  return { penalties: plans.flatMap((p) => p.penalties ?? p.rows.map(() => undefined)) };
 }
 
 export class SpeculativeDecoder {
@@ -204,15 +210,15 @@ export class SpeculativeDecoder {
   }
 
   /**
-   * Whether this window may be verified from the backend's draws (`verifySampled`): its sequence has
-   * no penalties (which change p with every accepted draft) and its drafts are deterministic (q
-   * one-hot: n-gram, or a greedy draft pass) and not the synthetic proposer's forced acceptances; a
-   * greedy sequence's (argmax rows) only where argmax verification is on. Logprobs need the logits
-   * too; that is the caller's to check.
+   * Whether this window may be verified from the backend's draws (`verifySampled`): its drafts are
+   * deterministic (q one-hot: n-gram, or a greedy draft pass) and not the synthetic proposer's forced
+   * acceptances; a greedy sequence's (argmax rows) only where argmax verification is on. A penalised
+   * sequence's rows carry their penalties (each row's counts with the drafts before it:
+   * planSampledVerification). Logprobs need the logits; that is the caller's to check.
    */
   canVerifySampled(w: SpecWindow): boolean {
     const s = w.seq.sampler;
-    return this.sampledVerification && !s.penalised && (!s.greedy || this.argmaxVerification) && w.proposal.probs === undefined && w.proposal.forcedAccept === undefined;
+    return this.sampledVerification && (!s.greedy || this.argmaxVerification) && w.proposal.probs === undefined && w.proposal.forcedAccept === undefined;
   }
 
   /**
@@ -222,7 +228,7 @@ export class SpeculativeDecoder {
    */
   planSampled(w: SpecWindow): SampledVerification {
     if (!this.canVerifySampled(w)) throw new Error(`SpeculativeDecoder.planSampled: sequence ${w.seq.id}'s window must be verified from the logits (penalties, sampled drafts, forced acceptance, or sampledVerification off)`);
-    return planSampledVerification(w.proposal.tokens, w.seq.sampler);
+    return planSampledVerification(w.proposal.tokens, w.seq.sampler, w.seq.counts);
   }
 
   /**
@@ -295,7 +301,7 @@ export class SpeculativeDecoder {
     const out: ForwardResult = model.forward(buildForwardBatch(runs, 'all'), kv, {
       ...(layers.length > 0 ? { captureHiddenStates: [...layers] } : {}),
       ...(byArgmax ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
-      ...(plans ? { sampleRows: { vocab: this.samplingVocabSize, rows: plans.flatMap((p) => p.rows) } } : {}),
+      ...(plans ? { sampleRows: { vocab: this.samplingVocabSize, rows: plans.flatMap((p) => p.rows), ...penaltiesOf(plans) } } : {}),
     });
     const windowRows: number[] = [];
     let row = 0;

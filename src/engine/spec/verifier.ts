@@ -7,7 +7,7 @@
 // be verified from the backend's draws instead of the logits (`verifyDraftsSampled`), with the same result.
 
 import type { GpuSamplingRow } from '../../backend/backend.js';
-import type { Sampler, TokenCounts } from '../sampler.js';
+import { penaltyRow, type PenaltyRow, type Sampler, type TokenCounts } from '../sampler.js';
 import { drawFrom } from './proposer.js';
 
 export interface VerifyInput {
@@ -109,15 +109,21 @@ export function verifyDraftsByArgmax(input: ArgmaxVerifyInput): VerifyResult {
   const k = drafts.length;
   if (argmax.length !== k + 1) throw new RangeError(`verifyDraftsByArgmax: ${k} drafts need ${k + 1} argmax ids (one per window row), got ${argmax.length}`);
   if (!sampler.argmaxOnly) throw new Error('verifyDraftsByArgmax: the sequence does not sample plain greedily (temperature > 0 or penalties); its drafts must be verified from the logits');
-  const emit = (numAccepted: number): VerifyResult => {
-    const t = argmax[numAccepted];
-    sampler.chose(t); // throws, as sampling the row would, when every logit of the row is -inf or NaN
-    return { numAccepted, tokens: [...drafts.slice(0, numAccepted), t] };
-  };
-  if (input.forcedAccept !== undefined) return emit(Math.max(0, Math.min(k, input.forcedAccept)));
+  if (input.forcedAccept !== undefined) return emitGreedy(drafts, argmax, sampler, Math.max(0, Math.min(k, input.forcedAccept)));
+  return acceptWhileGreedy(drafts, argmax, sampler);
+}
+
+/** Greedy verification from each row's greedy choice (`ids`, k + 1): accept while x_i equals row i − 1's choice, then emit the next choice. */
+function acceptWhileGreedy(drafts: readonly number[], ids: ArrayLike<number>, sampler: Sampler): VerifyResult {
   let i = 0;
-  while (i < k && drafts[i] === argmax[i]) i++;
-  return emit(i);
+  while (i < drafts.length && drafts[i] === ids[i]) i++;
+  return emitGreedy(drafts, ids, sampler, i);
+}
+
+function emitGreedy(drafts: readonly number[], ids: ArrayLike<number>, sampler: Sampler, numAccepted: number): VerifyResult {
+  const t = ids[numAccepted];
+  sampler.chose(t); // throws, as sampling the row would, when every logit of the row is -inf or NaN
+  return { numAccepted, tokens: [...drafts.slice(0, numAccepted), t] };
 }
 
 /**
@@ -133,32 +139,54 @@ export interface SampledVerification {
   rows: GpuSamplingRow[];
   /** v_0..v_k, the stream's next k + 1 values (drawn from a copy: the stream itself has not moved); empty when greedy. */
   values: Float64Array;
+  /**
+   * A penalised request's k + 1 rows' penalties (Backend.applyPenalties before the draws): row i's
+   * are those of the request's counts with drafts x_1..x_i added as output, as verifyDrafts counts
+   * them when it computes p_i. Absent without penalties.
+   */
+  penalties?: (PenaltyRow | undefined)[];
 }
 
 /**
- * The rows to draw one window's verification on the backend, for drafts with q one-hot (no `probs`)
- * and a request without penalties. verifyDrafts takes from the stream, in order, one value per
+ * The rows to draw one window's verification on the backend, for drafts with q one-hot (no `probs`);
+ * a penalised request's rows also get their penalties (`counts`: the request's, left as they were).
+ * verifyDrafts takes from the stream, in order, one value per
  * acceptance test and one for the residual or bonus draw that ends the window, so the values it would
  * use are the stream's next k + 1 whatever happens: row i's residual draw would follow test i, and the
  * bonus draw would follow test k − 1. They are read from a clone; `verifyDraftsSampled` moves the
  * stream on by as many as verifyDrafts would have taken.
  */
-export function planSampledVerification(drafts: readonly number[], sampler: Sampler): SampledVerification {
-  if (sampler.penalised) throw new RangeError('planSampledVerification: penalties change p with every accepted draft; verify from the logits (verifyDrafts)');
+export function planSampledVerification(drafts: readonly number[], sampler: Sampler, counts?: TokenCounts): SampledVerification {
+  if (sampler.penalised && !counts) throw new RangeError('planSampledVerification: a penalised request needs its token counts (each row\'s penalties see the drafts before it)');
   const k = drafts.length;
-  if (sampler.greedy) return { rows: Array.from({ length: k + 1 }, () => sampler.drawRow()), values: new Float64Array(0) };
+  const penalties = sampler.penalised ? windowPenalties(drafts, counts!, sampler) : undefined;
+  if (sampler.greedy) return { rows: Array.from({ length: k + 1 }, () => sampler.drawRow()), values: new Float64Array(0), ...(penalties ? { penalties } : {}) };
   const stream = sampler.rng.clone();
   const values = Float64Array.from({ length: k + 1 }, () => stream.next());
   const knobs = sampler.drawParams;
   const rows: GpuSamplingRow[] = drafts.map((x, i) => ({ ...knobs, u: values[i + 1], exclude: x }));
   rows.push({ ...knobs, u: values[k] });
-  return { rows, values };
+  return { rows, values, ...(penalties ? { penalties } : {}) };
+}
+
+/** Row i's penalties: `counts` with x_1..x_i added as output (and taken out again before returning). */
+function windowPenalties(drafts: readonly number[], counts: TokenCounts, sampler: Sampler): (PenaltyRow | undefined)[] {
+  const rows: (PenaltyRow | undefined)[] = [penaltyRow(counts, sampler.params)];
+  try {
+    for (const x of drafts) {
+      counts.addOutput(x);
+      rows.push(penaltyRow(counts, sampler.params));
+    }
+  } finally {
+    for (let j = rows.length - 2; j >= 0; j--) counts.removeOutput(drafts[j]);
+  }
+  return rows;
 }
 
 export interface SampledVerifyInput {
   /** Drafted target-vocabulary ids x_1..x_k (deterministic: q one-hot). */
   drafts: readonly number[];
-  /** The sequence's sampler, without penalties; its stream is moved on here. */
+  /** The sequence's sampler; its stream is moved on here. */
   sampler: Sampler;
   /** What `planSampledVerification` gave for these drafts (before the stream moved). */
   plan: SampledVerification;
@@ -184,8 +212,9 @@ export function verifyDraftsSampled(input: SampledVerifyInput): VerifyResult {
   if (draws.length !== k + 1 || excludedProbs.length !== k + 1 || plan.rows.length !== k + 1) {
     throw new RangeError(`verifyDraftsSampled: ${k} drafts need ${k + 1} rows, draws and excluded probabilities, got ${plan.rows.length}, ${draws.length} and ${excludedProbs.length}`);
   }
-  if (sampler.greedy) return verifyDraftsByArgmax({ drafts, argmax: draws, sampler });
-  if (sampler.penalised || plan.values.length !== k + 1) throw new RangeError('verifyDraftsSampled: the plan is not a sampled one of these drafts (planSampledVerification)');
+  // Greedy: each row's draw is its argmax (after the row's penalties, when the plan has them).
+  if (sampler.greedy) return acceptWhileGreedy(drafts, draws, sampler);
+  if (plan.values.length !== k + 1) throw new RangeError('verifyDraftsSampled: the plan is not a sampled one of these drafts (planSampledVerification)');
   let i = 0;
   while (i < k && plan.values[i] < excludedProbs[i]) i++;
   const token = draws[i];
