@@ -15,7 +15,7 @@ import { before, describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Engine, type EngineOptions } from '../src/engine/engine.js';
-import { drawResidual, maskPaddedVocab, Sampler, TokenCounts } from '../src/engine/sampler.js';
+import { drawResidual, maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from '../src/engine/sampler.js';
 import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
 import { generateWithSpeculation } from '../src/engine/spec/generate-loop.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
@@ -28,6 +28,7 @@ import type { ForwardOptions, LlamaModel } from '../src/model/llama.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { openTestGpu, testRandom } from './support/cuda.js';
 import { fixturesDir } from './support/paths.js';
+import { assertSameLogprobs } from './support/logprobs.js';
 import { loadLlama } from './support/run-model.js';
 import { SamplingInputs } from './support/sampling.js';
 import { TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
@@ -250,23 +251,27 @@ interface Req {
 }
 
 /** Requests through an engine with n-gram speculation: the tokens, every step's forward options, the counters. */
-function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPath = false): { tokens: Map<string, number[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
+function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPath = false): { tokens: Map<string, number[]>; logprobs: Map<string, Logprobs[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
   const engine = new Engine(model, tok, [], { ...ENGINE, speculative: { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K } });
   // The engine's logits path for every step: no backend draws (its private choice, replaced here).
   if (logitsPath) Object.assign(engine, { sampleRowsOf: () => undefined });
   const rec = recordForwards(model);
   const tokens = new Map<string, number[]>();
+  const logprobs = new Map<string, Logprobs[]>();
   try {
     for (let n = 0; n === 0 || engine.hasWork() || requests.some((r) => (r.at ?? 0) >= n); n++) {
       assert.ok(n < 5000, 'the engine did not finish');
       for (const r of requests.filter((r) => (r.at ?? 0) === n)) engine.addRequest(r.id, r.prompt, r.params, r.logprobs === undefined ? {} : { logprobs: r.logprobs });
-      for (const out of engine.step()) tokens.set(out.requestId, [...(tokens.get(out.requestId) ?? []), ...out.newTokenIds]);
+      for (const out of engine.step()) {
+        tokens.set(out.requestId, [...(tokens.get(out.requestId) ?? []), ...out.newTokenIds]);
+        if (out.logprobs) logprobs.set(out.requestId, [...(logprobs.get(out.requestId) ?? []), ...out.logprobs]);
+      }
     }
   } finally {
     rec.stop();
   }
   const s = engine.stats().specDecode;
-  return { tokens, calls: rec.calls, accepted: s.numAcceptedTokens, drafted: s.numDraftTokens };
+  return { tokens, logprobs, calls: rec.calls, accepted: s.numAcceptedTokens, drafted: s.numDraftTokens };
 }
 
 /** The same requests through the logits path: no backend draws, and logprobs so no step takes the argmax alone (the same batches). */
@@ -279,6 +284,8 @@ function checkMixedBatch(target: LlamaModel): void {
     { id: 'greedy', prompt: PROMPTS[3], params: resolveSamplingParams({ temperature: 0, maxTokens: 20, ignoreEos: true }) },
     // Arrives late: its prefill shares steps with the others' windows.
     { id: 'late', prompt: PROMPTS[0].concat(PROMPTS[2]), params: sampledParams(3, { maxTokens: 12 }), at: 3 },
+    // Asks logprobs: its windows' rows answer for their drafts and their draws.
+    { id: 'logprobs', prompt: PROMPTS[2], params: sampledParams(5, { maxTokens: 16 }), logprobs: 3 },
   ];
   const want = viaLogits(target, requests);
   assert.ok(want.calls.every((c) => c.sampleRows === undefined && !c.argmax));
@@ -286,6 +293,9 @@ function checkMixedBatch(target: LlamaModel): void {
   for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
   assert.deepEqual([got.drafted, got.accepted], [want.drafted, want.accepted]);
   assert.ok(got.drafted > 0 && got.accepted > 0, `drafted ${got.drafted}, accepted ${got.accepted}`);
+  const lp = got.logprobs.get('logprobs')!;
+  assert.equal(lp.length, got.tokens.get('logprobs')!.length, 'a logprobs entry a token');
+  lp.forEach((l, t) => assertSameLogprobs(l, want.logprobs.get('logprobs')![t], `logprobs request, token ${t}`, SEED));
   const steps = got.calls.filter((c) => c.logitRows > 0);
   // (A step where only the greedy request samples takes its argmax.)
   assert.ok(steps.every((c) => c.sampleRows !== undefined || c.argmax), 'no step read the logits');

@@ -166,6 +166,8 @@ interface SampleDraws {
   rows: GpuSamplingRow[];
   plans: Map<Request, SampledVerification>;
   logprobs: (number | undefined)[];
+  /** A verification row's draft, whose logprobs the row also answers (emitted if it is accepted). */
+  alternates: (number | undefined)[];
   penalties: (PenaltyRow | undefined)[];
 }
 
@@ -308,11 +310,11 @@ export class Engine {
     const draws = argmaxOnly ? undefined : this.sampleRowsOf(planned);
     const sampleRows = draws?.rows;
     const wantLogprobs = draws?.logprobs.some((k) => k !== undefined);
-    const { logits, hiddenStates, argmax, sampled, excludedProbs, logprobs: sampledLogprobs } = this.model.forward(batch, this.kv, {
+    const { logits, hiddenStates, argmax, sampled, excludedProbs, logprobs: sampledLogprobs, alternateLogprobs } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
       ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows, ...(draws!.penalties.some((p) => p) ? { penalties: draws!.penalties } : {}) } } : {}),
-      ...(wantLogprobs ? { logprobs: draws!.logprobs } : {}),
+      ...(wantLogprobs ? { logprobs: draws!.logprobs, logprobAlternates: draws!.alternates } : {}),
     });
     const vocab = this.model.config.vocabSize;
     maskPaddedVocab(logits, vocab, this.samplingVocabSize);
@@ -343,7 +345,10 @@ export class Engine {
       const req = chunk.seq;
       const result = window && verified.get(req);
       if (result) {
-        outputs.push(this.acceptVerified(req, result));
+        // Drawn windows' logprobs: row j answers for its draft (accepted) and for its own draw (emitted at the first rejection).
+        const span = (a?: (Logprobs | undefined)[]) => a?.slice(logitRow, logitRow + window.tokens.length);
+        const rowLogprobs = sampledLogprobs && { drawn: span(sampledLogprobs)!, drafts: span(alternateLogprobs) ?? [] };
+        outputs.push(this.acceptVerified(req, result, rowLogprobs));
         continue;
       }
       req.numComputed += chunk.count;
@@ -370,17 +375,17 @@ export class Engine {
    * prompt or decodes (its uniform drawn now), and a window's verification rows (planned from a copy
    * of its stream, which moves when the window is verified), and per row the penalties its logits
    * take before the draw and the logprobs its request asks (both on the backend where it can);
-   * undefined, drawing nothing, where a window needs its logits (logprobs of its request, sampled
-   * drafts, forced acceptance: SpeculativeDecoder.canVerifySampled).
+   * undefined, drawing nothing, where a window needs its logits (sampled drafts, forced acceptance:
+   * SpeculativeDecoder.canVerifySampled).
    */
   private sampleRowsOf(planned: PlannedChunk[]): SampleDraws | undefined {
     const sampling = planned.filter(({ chunk, window }) => window || chunk.seq.numComputed + chunk.count >= chunk.seq.numTokens);
     if (sampling.length === 0) return undefined;
-    const windowNeedsLogits = ({ chunk, window }: PlannedChunk) =>
-      window !== undefined && (chunk.seq.opts.logprobs !== undefined || !this.spec!.canVerifySampled(window));
+    const windowNeedsLogits = ({ window }: PlannedChunk) => window !== undefined && !this.spec!.canVerifySampled(window);
     if (sampling.some(windowNeedsLogits)) return undefined;
     const rows: GpuSamplingRow[] = [];
     const logprobs: (number | undefined)[] = [];
+    const alternates: (number | undefined)[] = [];
     const penalties: (PenaltyRow | undefined)[] = [];
     const plans = new Map<Request, SampledVerification>();
     for (const { chunk, window } of sampling) {
@@ -388,16 +393,20 @@ export class Engine {
       if (!window) {
         rows.push(req.sampler.drawRow());
         logprobs.push(req.opts.logprobs);
+        alternates.push(undefined);
         penalties.push(req.sampler.penalised ? penaltyRow(req.counts, req.params) : undefined);
         continue;
       }
       const plan = this.spec!.planSampled(window);
       plans.set(req, plan);
       rows.push(...plan.rows);
-      logprobs.push(...plan.rows.map(() => undefined));
+      logprobs.push(...plan.rows.map(() => req.opts.logprobs));
+      // Row i also answers for draft x_(i+1) (a draft past the sampling vocabulary is never accepted).
+      const drafts = window.proposal.tokens;
+      alternates.push(...plan.rows.map((_, i) => (req.opts.logprobs !== undefined && i < drafts.length && drafts[i] < this.samplingVocabSize ? drafts[i] : undefined)));
       penalties.push(...(plan.penalties ?? plan.rows.map(() => undefined)));
     }
-    return { rows, plans, logprobs, penalties };
+    return { rows, plans, logprobs, alternates, penalties };
   }
 
   /**
@@ -455,15 +464,20 @@ export class Engine {
   }
 
   /** Take a verified window's tokens one by one (a stop can cut them short) as one output. */
-  private acceptVerified(req: Request, result: ReturnType<SpeculativeDecoder['verify']>[number]): RequestOutput {
+  /**
+   * `rowLogprobs`: for a window verified from draws, its rows' logprobs of their draws and of their
+   * drafts (the verified tokens are drafts x_1..x_a then row a's draw); else they come from the
+   * window's logits in `result`.
+   */
+  private acceptVerified(req: Request, result: ReturnType<SpeculativeDecoder['verify']>[number], rowLogprobs?: { drawn: (Logprobs | undefined)[]; drafts: (Logprobs | undefined)[] }): RequestOutput {
     // The target keeps K/V for the newest token and the accepted drafts; the rest is rolled back.
     req.numComputed = result.keepKvTokens;
     req.blocks.truncate(result.keepKvTokens);
     const merged: RequestOutput = { requestId: req.id, newTokenIds: [], text: '', finished: false, promptTokens: req.promptIds.length, outputTokens: 0 };
     for (let j = 0; j < result.tokens.length && !merged.finished; j++) {
       const token = result.tokens[j];
-      // A request with logprobs is never verified from the argmax alone, so its logits are here.
-      const logprobs = req.opts.logprobs === undefined ? undefined : [req.sampler.logprobs(result.tokenLogits![j], req.opts.logprobs, token)];
+      // A request with logprobs is never verified from the argmax alone: its logits are here, or its rows answered.
+      const logprobs = req.opts.logprobs === undefined ? undefined : [this.verifiedLogprobs(req, result, j, token, rowLogprobs)];
       const out = this.acceptToken(req, token, logprobs);
       merged.newTokenIds.push(...out.newTokenIds);
       merged.text += out.text;
@@ -475,6 +489,14 @@ export class Engine {
     }
     if (!merged.finished) this.prefixCache.commit(req.blocks, req.numComputed, (i) => req.tokenAt(i));
     return merged;
+  }
+
+  /** The logprobs of a window's j-th verified token (see acceptVerified). */
+  private verifiedLogprobs(req: Request, result: ReturnType<SpeculativeDecoder['verify']>[number], j: number, token: number, rowLogprobs?: { drawn: (Logprobs | undefined)[]; drafts: (Logprobs | undefined)[] }): Logprobs {
+    if (!rowLogprobs) return req.sampler.logprobs(result.tokenLogits![j], req.opts.logprobs!, token);
+    const lp = j < result.numAccepted ? rowLogprobs.drafts[j] : rowLogprobs.drawn[j];
+    if (!lp || lp.tokenId !== token) throw new Error(`engine: no logprobs for token ${token} at row ${j} of ${req.id}'s window`);
+    return lp;
   }
 
   private acceptToken(req: Request, token: number, logprobs?: Logprobs[]): RequestOutput {

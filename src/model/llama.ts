@@ -2,7 +2,7 @@
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
 import { applyPenaltyRow, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
-import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type Tensor } from '../backend/backend.js';
+import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -49,6 +49,11 @@ export interface ForwardOptions {
    * logits on the host.
    */
   logprobs?: readonly (number | undefined)[];
+  /**
+   * With logprobs: per logit row, a second token whose logprobs that row also answers (a
+   * verification row's draft, emitted should it be accepted); undefined: none.
+   */
+  logprobAlternates?: readonly (number | undefined)[];
 }
 
 export interface ForwardResult {
@@ -62,6 +67,8 @@ export interface ForwardResult {
   excludedProbs?: Float32Array;
   /** With logprobs: per logit row, its sampled token's logprobs (undefined for rows that asked none). */
   logprobs?: (Logprobs | undefined)[];
+  /** With logprobAlternates: per logit row, its alternate token's logprobs. */
+  alternateLogprobs?: (Logprobs | undefined)[];
   /** captured hidden states per requested index, [numTokens × hidden] each. */
   hiddenStates?: Map<number, Float32Array>;
 }
@@ -181,8 +188,16 @@ export class LlamaModel {
       const host = be.sampleRows ? undefined : be.toHost(penalised);
       const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, c.vocabSize, vocab, rows, excludedProbs);
       if (penalised !== logitsT) be.release?.(penalised);
-      const logprobs = opts.logprobs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, penalised === logitsT ? host : undefined, vocab, sampled, opts.logprobs) : undefined;
-      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}), ...(logprobs ? { logprobs } : {}) });
+      let hostLogits = penalised === logitsT ? host : undefined;
+      const hostOf = () => (hostLogits ??= be.toHost(logitsT));
+      const topNs = opts.logprobs;
+      const logprobs = topNs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, hostOf, vocab, topNs.map((k, r) => (k === undefined ? undefined : { token: sampled[r], topN: k }))) : undefined;
+      const alts = opts.logprobAlternates;
+      const alternateLogprobs =
+        logprobs && alts?.some((t) => t !== undefined)
+          ? this.rowLogprobs(logitsT, hostOf, vocab, topNs!.map((k, r) => (k === undefined || alts[r] === undefined ? undefined : { token: alts[r]!, topN: k })))
+          : undefined;
+      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}), ...(logprobs ? { logprobs } : {}), ...(alternateLogprobs ? { alternateLogprobs } : {}) });
     }
     const logits = be.toHost(logitsT);
     return finish({ logits });
@@ -199,23 +214,24 @@ export class LlamaModel {
   }
 
   /**
-   * The sampled tokens' logprobs of the rows that ask (topN defined): on the backend where it has
-   * logprobRows and can return that many alternatives, else from the rows' logits on the host.
+   * The logprobs of the rows that ask (a token and how many alternatives): on the backend where it
+   * has logprobRows and can return that many alternatives, else from the rows' logits on the host
+   * (`hostOf`, read back once for the step).
    */
-  private rowLogprobs(logitsT: Tensor, host: Float32Array | undefined, vocab: number, sampled: Int32Array, topNs: readonly (number | undefined)[]): (Logprobs | undefined)[] {
+  private rowLogprobs(logitsT: Tensor, hostOf: () => Float32Array, vocab: number, asks: readonly (LogprobRow | undefined)[]): (Logprobs | undefined)[] {
     const be = this.backend;
     const cols = this.config.vocabSize;
-    const asked = topNs.flatMap((k, r) => (k === undefined ? [] : [r]));
-    if (be.logprobRows && asked.every((r) => topNs[r]! <= (be.maxTopLogprobs ?? 0))) {
-      const rowsT = asked.length === topNs.length ? logitsT : be.selectRows(logitsT, Int32Array.from(asked));
-      const got = be.logprobRows(rowsT, vocab, asked.map((r) => ({ token: sampled[r], topN: topNs[r]! })));
+    const asked = asks.flatMap((a, r) => (a === undefined ? [] : [r]));
+    if (be.logprobRows && asked.every((r) => asks[r]!.topN <= (be.maxTopLogprobs ?? 0))) {
+      const rowsT = asked.length === asks.length ? logitsT : be.selectRows(logitsT, Int32Array.from(asked));
+      const got = be.logprobRows(rowsT, vocab, asked.map((r) => asks[r]!));
       if (rowsT !== logitsT) be.release?.(rowsT);
-      const out: (Logprobs | undefined)[] = new Array(topNs.length).fill(undefined);
+      const out: (Logprobs | undefined)[] = new Array(asks.length).fill(undefined);
       asked.forEach((r, i) => (out[r] = got[i]));
       return out;
     }
-    const x = host ?? be.toHost(logitsT);
-    return topNs.map((k, r) => (k === undefined ? undefined : computeLogprobs(x.subarray(r * cols, r * cols + vocab), k, sampled[r])));
+    const x = hostOf();
+    return asks.map((a, r) => (a === undefined ? undefined : computeLogprobs(x.subarray(r * cols, r * cols + vocab), a.topN, a.token)));
   }
 
   /** Per-token cos/sin; dynamic NTK rescales per sequence from its longest position in this step. */
