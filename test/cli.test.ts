@@ -164,8 +164,10 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
     // ~1e-3 and can flip a near-tied greedy answer (cuda-cublaslt and cuda-gemv-mma tests check those).
     const report = (device: string) => {
       const args = builtArgs(['eval', '--device', device, '--max-tokens-eval', '512', '--json', '--quiet']);
-      const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000, env: { ...process.env, TACHYON_PREFILL_GEMM: 'tiled', TACHYON_DECODE_GEMV: 'fma' } });
-      assert.equal(r.status, 0, r.stderr);
+      // Each report takes about a minute alone on the GPU machine (the CPU one most); beside the other
+      // suites' processes it took over two: a hang guard, not a speed bound.
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 360_000, env: { ...process.env, TACHYON_PREFILL_GEMM: 'tiled', TACHYON_DECODE_GEMV: 'fma' } });
+      assert.equal(r.status, 0, r.signal ? `eval --device ${device} killed by ${r.signal} (over 6 minutes)` : r.stderr);
       return JSON.parse(r.stdout);
     };
     const gpu = report('cuda');
