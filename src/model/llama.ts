@@ -181,26 +181,37 @@ export class LlamaModel {
       const argmax = be.argmaxRows ? be.argmaxRows(logitsT, n) : argmaxRowsOnHost(be.toHost(logitsT), c.vocabSize, n);
       return finish({ logits: new Float32Array(0), argmax });
     }
-    if (opts.sampleRows) {
-      const { vocab, rows, penalties } = opts.sampleRows;
-      const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
-      const penalised = penalties?.some((p) => p !== undefined) ? this.penalisedLogits(logitsT, penalties) : logitsT;
-      const host = be.sampleRows ? undefined : be.toHost(penalised);
-      const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, c.vocabSize, vocab, rows, excludedProbs);
-      if (penalised !== logitsT) be.release?.(penalised);
-      let hostLogits = penalised === logitsT ? host : undefined;
-      const hostOf = () => (hostLogits ??= be.toHost(logitsT));
-      const topNs = opts.logprobs;
-      const logprobs = topNs?.some((k) => k !== undefined) ? this.rowLogprobs(logitsT, hostOf, vocab, topNs.map((k, r) => (k === undefined ? undefined : { token: sampled[r], topN: k }))) : undefined;
-      const alts = opts.logprobAlternates;
-      const alternateLogprobs =
-        logprobs && alts?.some((t) => t !== undefined)
-          ? this.rowLogprobs(logitsT, hostOf, vocab, topNs!.map((k, r) => (k === undefined || alts[r] === undefined ? undefined : { token: alts[r]!, topN: k })))
-          : undefined;
-      return finish({ logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}), ...(logprobs ? { logprobs } : {}), ...(alternateLogprobs ? { alternateLogprobs } : {}) });
-    }
+    if (opts.sampleRows) return finish(this.drawRows(logitsT, opts.sampleRows, opts.logprobs, opts.logprobAlternates));
     const logits = be.toHost(logitsT);
     return finish({ logits });
+  }
+
+  /**
+   * The sampleRows option: each row's penalties applied to a copy of the logits, the rows drawn (on
+   * the backend where it samples), then the logprobs asked — of each row's draw and, where given, of
+   * its alternate token — from the raw logits.
+   */
+  private drawRows(
+    logitsT: Tensor,
+    { vocab, rows, penalties }: NonNullable<ForwardOptions['sampleRows']>,
+    topNs?: readonly (number | undefined)[],
+    alternates?: readonly (number | undefined)[],
+  ): Omit<ForwardResult, 'hiddenStates'> {
+    const be = this.backend;
+    const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
+    const penalised = penalties?.some((p) => p !== undefined) ? this.penalisedLogits(logitsT, penalties) : logitsT;
+    const host = be.sampleRows ? undefined : be.toHost(penalised);
+    const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, this.config.vocabSize, vocab, rows, excludedProbs);
+    if (penalised !== logitsT) be.release?.(penalised);
+    const result: Omit<ForwardResult, 'hiddenStates'> = { logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}) };
+    if (!topNs?.some((k) => k !== undefined)) return result;
+    // The raw logits on the host at most once, where a backend has no logprobRows.
+    let hostLogits = penalised === logitsT ? host : undefined;
+    const hostOf = () => (hostLogits ??= be.toHost(logitsT));
+    const asks = (tokenOf: (r: number) => number | undefined) => topNs.map((k, r) => (k === undefined || tokenOf(r) === undefined ? undefined : { token: tokenOf(r)!, topN: k }));
+    result.logprobs = this.rowLogprobs(logitsT, hostOf, vocab, asks((r) => sampled[r]));
+    if (alternates?.some((t) => t !== undefined)) result.alternateLogprobs = this.rowLogprobs(logitsT, hostOf, vocab, asks((r) => alternates[r]));
+    return result;
   }
 
   /** The logits with each row's penalties applied (a copy): on the backend where it can, else on the host. */
