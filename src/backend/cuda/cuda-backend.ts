@@ -11,7 +11,7 @@ import type { QuantizedWeight } from '../../quant/format.js';
 import { CublasLtPrefill, fp8GemmUnsupportedReason, openCublasLtPrefill, prefillGemmFromEnv } from './cublaslt.js';
 import { CudaDriver, CudaError, type DeviceInfo, type DevicePtr } from './driver.js';
 import { KernelModules, kernelCacheDir } from './kernel-modules.js';
-import { DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
+import { DerivedInputCache, DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
 import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fused-linear.js';
 import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
 import { Nvrtc } from './nvrtc.js';
@@ -21,6 +21,17 @@ import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
+
+/** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
+function mlpShape(x: CudaTensor, gate: Weight, up: Weight, down: Weight): { N: number; K: number; H: number } {
+  const [N, K] = gate.shape;
+  const H = down.shape[0];
+  if (up.shape[0] !== N || up.shape[1] !== K || down.shape[1] !== N) {
+    throw new RangeError(`mlp: gate [${gate.shape.join(', ')}], up [${up.shape.join(', ')}] and down [${down.shape.join(', ')}] do not chain`);
+  }
+  if (x.cols !== K) throw new Error(`mlp: input has ${x.cols} columns, gate expects ${K}`);
+  return { N, K, H };
+}
 
 /** How a weight is stored on the device. */
 export type DeviceDtype = 'bf16' | 'f16' | 'f32';
@@ -658,12 +669,7 @@ export class CudaBackend implements Backend {
    */
   private mlpFp8(x: CudaTensor, gate: Weight, up: Weight, down: Weight): CudaTensor | undefined {
     if (!(gate instanceof CudaFp8Weight && up instanceof CudaFp8Weight && down instanceof CudaFp8Weight)) return undefined;
-    const [N, K] = gate.shape;
-    const H = down.shape[0];
-    if (up.shape[0] !== N || up.shape[1] !== K || down.shape[1] !== N) {
-      throw new RangeError(`mlp: gate [${gate.shape.join(', ')}], up [${up.shape.join(', ')}] and down [${down.shape.join(', ')}] do not chain`);
-    }
-    if (x.cols !== K) throw new Error(`mlp: input has ${x.cols} columns, gate expects ${K}`);
+    const { N, K, H } = mlpShape(x, gate, up, down);
     if (!this.canMatmulFp8(K) || !this.canMatmulFp8(N)) return undefined;
     const blas = this.cublasLt()!;
     const T = x.rows;
@@ -698,12 +704,7 @@ export class CudaBackend implements Backend {
     const ops = [gate, up, down].map((w) => this.halfOperand(w));
     const dtype = ops[0]?.dtype;
     if (!blas || !dtype || ops.some((o) => o?.dtype !== dtype)) return undefined;
-    const [N, K] = gate.shape;
-    const H = down.shape[0];
-    if (up.shape[0] !== N || up.shape[1] !== K || down.shape[1] !== N) {
-      throw new RangeError(`mlp: gate [${gate.shape.join(', ')}], up [${up.shape.join(', ')}] and down [${down.shape.join(', ')}] do not chain`);
-    }
-    if (x.cols !== K) throw new Error(`mlp: input has ${x.cols} columns, gate expects ${K}`);
+    const { N, K, H } = mlpShape(x, gate, up, down);
     const T = x.rows;
     const xh = this.pool.alloc(T * K * 2);
     const g = this.pool.alloc(T * N * 2);
@@ -751,8 +752,9 @@ export class CudaBackend implements Backend {
     return this.decodeGemv === 'mma' || w.shape[0] <= MMA_AUTO_MAX_ROWS;
   }
 
-  /** The last prefill input rounded for cuBLASLt (see matmul); valid while no in-place op ran since. */
-  private castCache?: { x: CudaTensor; dtype: DeviceDtype; epoch: number; buf: PooledBuffer; generation: number };
+  /** The last prefill input rounded for cuBLASLt (see matmul), and the last one quantised for FP8 (matmulFp8). */
+  private castCache?: DerivedInputCache<CudaTensor>;
+  private fp8Cache?: DerivedInputCache<CudaTensor>;
   /** Counts in-place ops on activations, so cached derivatives of a tensor know when it may have changed. */
   private inPlaceEpoch = 0;
 
@@ -767,13 +769,10 @@ export class CudaBackend implements Backend {
     if (blas) {
       // q, k and v (and gate, up) read the same input: round it to bf16/f16 once. An in-place op
       // anywhere in between (rope, addInPlace, the norms' residual) drops the cached copy.
-      const c = this.castCache;
-      const reuse = c && c.x === x && c.dtype === dtype && c.epoch === this.inPlaceEpoch && c.buf.generation === c.generation ? c.buf : undefined;
-      const buf = blas.half(x.ptr, T, w, dtype as 'bf16' | 'f16', N, K, bias, out.ptr, reuse);
+      const cache = (this.castCache ??= new DerivedInputCache(this.pool));
+      const buf = blas.half(x.ptr, T, w, dtype as 'bf16' | 'f16', N, K, bias, out.ptr, cache.get(x, dtype, this.inPlaceEpoch)?.[0]);
       if (buf) {
-        // The copy it replaces goes back to the pool now: GEMMs already queued still read it first.
-        if (c && c.buf !== buf && c.buf.generation === c.generation) this.pool.release(c.buf);
-        this.castCache = { x, dtype, epoch: this.inPlaceEpoch, buf, generation: buf.generation };
+        cache.set(x, dtype, this.inPlaceEpoch, [buf]);
         return out;
       }
     }
@@ -807,42 +806,24 @@ export class CudaBackend implements Backend {
     if (!blas) throw new CudaError(`matmulFp8: cuBLASLt is not in use (prefillGemm '${this.prefillGemm}'${this.prefill && 'reason' in this.prefill ? `; ${this.prefill.reason}` : ''})`);
     const T = x.rows;
     const out = this.tensor([T, N]);
-    const q = this.quantizedInput(x);
+    // q, k and v (three FP8 linears of one input) quantise it once, as bf16 ones cast it once.
+    const cache = (this.fp8Cache ??= new DerivedInputCache(this.pool));
+    const kept = cache.get(x, 'e4m3', this.inPlaceEpoch);
     const d = CublasLtPrefill.fp8Ldd(N) === N ? out.ptr : 0;
     // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
-    if (!blas.canFp8(T, N, K, codes, q?.codes.ptr ?? 0, d)) {
+    if (!blas.canFp8(T, N, K, codes, kept?.[0].ptr ?? 0, d)) {
       this.release(out);
       return undefined;
     }
-    const { codes: xq, scales: xs } = q ?? this.quantizeInput(blas, x);
+    let [xq, xs] = kept ?? [];
+    if (!xq || !xs) {
+      xq = this.pool.alloc(T * K);
+      xs = this.pool.alloc(T * 4);
+      blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
+      cache.set(x, 'e4m3', this.inPlaceEpoch, [xq, xs]);
+    }
     blas.fp8GemmScaled(xq.ptr, xs.ptr, T, codes, rowScales, N, K, bias, out.ptr);
     return out;
-  }
-
-  /**
-   * The last FP8 linear's input quantised per token, kept like castCache: q, k and v (three FP8
-   * linears of one input) quantise it once. Dropped by any in-place op (inPlaceEpoch) and when the
-   * pool recycles its buffers.
-   */
-  private fp8Cache?: { x: CudaTensor; epoch: number; codes: PooledBuffer; scales: PooledBuffer; generations: [number, number] };
-
-  /** The cached quantisation of x, if it is still valid. */
-  private quantizedInput(x: CudaTensor): { codes: PooledBuffer; scales: PooledBuffer } | undefined {
-    const c = this.fp8Cache;
-    const valid = c && c.x === x && c.epoch === this.inPlaceEpoch && c.codes.generation === c.generations[0] && c.scales.generation === c.generations[1];
-    return valid ? c : undefined;
-  }
-
-  /** Quantise x per token into new buffers, which replace the cached ones (released: stream order keeps earlier GEMMs first). */
-  private quantizeInput(blas: CublasLtPrefill, x: CudaTensor): { codes: PooledBuffer; scales: PooledBuffer } {
-    const codes = this.pool.alloc(x.rows * x.cols);
-    const scales = this.pool.alloc(x.rows * 4);
-    blas.quantizeRows(x.ptr, x.rows, x.cols, codes.ptr, scales.ptr);
-    const old = this.fp8Cache;
-    if (old && old.codes.generation === old.generations[0]) this.pool.release(old.codes);
-    if (old && old.scales.generation === old.generations[1]) this.pool.release(old.scales);
-    this.fp8Cache = { x, epoch: this.inPlaceEpoch, codes, scales, generations: [codes.generation, scales.generation] };
-    return { codes, scales };
   }
 
   /** A thread per (token, rotated pair): rope-kv.cu. */

@@ -195,3 +195,30 @@ export function fmtBytes(n: number): string {
   if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
   return `${(n / 1024).toFixed(1)} KiB`;
 }
+
+/**
+ * One thing derived from an activation and kept for the next op that wants the same (prefill's
+ * bf16 cast of a linear's input, its per-token FP8 quantisation: q, k and v read one input). Valid
+ * while it comes from the same tensor and kind, no in-place op ran since (the caller's epoch), and
+ * the pool has not recycled its buffers. A new entry gives the old one's buffers back (stream order
+ * keeps work already queued reading them first).
+ */
+export class DerivedInputCache<X> {
+  private entry?: { x: X; kind: string; epoch: number; bufs: PooledBuffer[]; generations: number[] };
+
+  constructor(private readonly pool: DevicePool) {}
+
+  /** The kept buffers for (x, kind) at this epoch, or undefined. */
+  get(x: X, kind: string, epoch: number): PooledBuffer[] | undefined {
+    const e = this.entry;
+    if (!e || e.x !== x || e.kind !== kind || e.epoch !== epoch) return undefined;
+    return e.bufs.every((b, i) => b.generation === e.generations[i]) ? e.bufs : undefined;
+  }
+
+  /** Keep `bufs` for (x, kind) at this epoch; the previous entry's buffers not among them go back to the pool. */
+  set(x: X, kind: string, epoch: number, bufs: PooledBuffer[]): void {
+    const old = this.entry;
+    if (old) old.bufs.forEach((b, i) => !bufs.includes(b) && b.generation === old.generations[i] && this.pool.release(b));
+    this.entry = { x, kind, epoch, bufs, generations: bufs.map((b) => b.generation) };
+  }
+}
