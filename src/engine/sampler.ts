@@ -132,6 +132,11 @@ export function penaltyRow(counts: TokenCounts, p: SamplingParams): PenaltyRow |
   return { ids, outputCounts, repetitionPenalty: p.repetitionPenalty, frequencyPenalty: p.frequencyPenalty, presencePenalty: p.presencePenalty };
 }
 
+/** Logit rows [rows.length, cols] in place, row r taking rows[r]'s penalties (undefined: none). */
+export function applyPenaltyRows(logits: Float32Array, cols: number, rows: readonly (PenaltyRow | undefined)[]): void {
+  rows.forEach((p, r) => p && applyPenaltyRow(logits.subarray(r * cols, (r + 1) * cols), p));
+}
+
 /** A PenaltyRow applied to one row of logits in place (ids beyond the row ignored): applyPenaltiesFromCounts over its lists. */
 export function applyPenaltyRow(logits: Float32Array, row: PenaltyRow): void {
   for (let i = 0; i < row.ids.length; i++) {

@@ -1,7 +1,7 @@
 // The Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written once against the Backend
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
-import { applyPenaltyRow, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
+import { applyPenaltyRows, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
 import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies } from './rope.js';
@@ -219,9 +219,8 @@ export class LlamaModel {
     const be = this.backend;
     if (be.applyPenalties) return be.applyPenalties(logitsT, penalties);
     const x = be.toHost(logitsT).slice();
-    const cols = this.config.vocabSize;
-    penalties.forEach((p, r) => p && applyPenaltyRow(x.subarray(r * cols, (r + 1) * cols), p));
-    return be.fromHost(x, [penalties.length, cols]);
+    applyPenaltyRows(x, this.config.vocabSize, penalties);
+    return be.fromHost(x, [penalties.length, this.config.vocabSize]);
   }
 
   /**

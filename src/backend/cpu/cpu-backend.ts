@@ -5,7 +5,7 @@ import { checkSamplingRows, type AttentionBatch, type Backend, type GpuSamplingR
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
-import { applyPenaltyRow, drawSamplingRow, type PenaltyRow } from '../../engine/sampler.js';
+import { applyPenaltyRows, drawSamplingRow, type PenaltyRow } from '../../engine/sampler.js';
 
 export class CpuTensor implements Tensor {
   constructor(
@@ -223,7 +223,7 @@ export class CpuBackend implements Backend {
     const src = t(x);
     if (rows.length !== src.rows) throw new RangeError(`applyPenalties: ${rows.length} penalty rows for ${src.rows} logit rows`);
     const out = src.data.slice();
-    rows.forEach((p, r) => p && applyPenaltyRow(out.subarray(r * src.cols, (r + 1) * src.cols), p));
+    applyPenaltyRows(out, src.cols, rows);
     return new CpuTensor(out, src.shape);
   }
 
