@@ -57,14 +57,14 @@ export function logprobRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows
   checkLogprobRows(x.rows, x.cols, n, rows, GPU_MAX_TOP_LOGPROBS);
   if (x.rows === 0) return [];
   const tokens = upload(Int32Array.from(rows, (r) => r.token));
-  const sums = be.pool.alloc(x.rows * 8);
-  const out = be.pool.alloc(x.rows * LOGPROB_STRIDE * 4);
-  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], THREADS, 'ppiipp', [x.ptr, tokens, x.cols, n, sums.ptr, out.ptr]);
-  const words = new Int32Array(x.rows * LOGPROB_STRIDE);
-  const rowSums = new Float64Array(x.rows);
-  be.driver.download(words, out.ptr, words.byteLength);
-  be.driver.download(rowSums, sums.ptr, rowSums.byteLength);
-  be.pool.release(sums);
-  be.pool.release(out);
+  // One buffer, one read back: the rows' float64 sums, then their words.
+  const sumBytes = x.rows * 8;
+  const buf = be.pool.alloc(sumBytes + x.rows * LOGPROB_STRIDE * 4);
+  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], THREADS, 'ppiipp', [x.ptr, tokens, x.cols, n, buf.ptr, buf.ptr + sumBytes]);
+  const back = new ArrayBuffer(sumBytes + x.rows * LOGPROB_STRIDE * 4);
+  be.driver.download(new Uint8Array(back), buf.ptr);
+  be.pool.release(buf);
+  const rowSums = new Float64Array(back, 0, x.rows);
+  const words = new Int32Array(back, sumBytes);
   return rows.map((r, i) => logprobsFromRowStats({ words: words.subarray(i * LOGPROB_STRIDE, (i + 1) * LOGPROB_STRIDE), sum: rowSums[i] }, r.token, r.topN, n));
 }
