@@ -18,6 +18,7 @@ import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
+import { modelLikeLogits } from './model-like-logits.js';
 import { computeLogprobs, drawToken } from '../src/engine/sampler.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { KernelTimer, wallUs } from './kernel-timer.js';
@@ -34,18 +35,6 @@ const d = backend.driver;
 console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), vocabulary ${V}`);
 const timer = new KernelTimer(backend);
 const rng = new Rng(1);
-
-/**
- * Logits shaped like a language model's: most ids spread around 0 (sd ~2.5), a few hundred well above
- * the rest, one clear favourite, so top-k and top-p cut where they would in practice.
- */
-function modelLikeLogits(n: number): Float32Array {
-  const x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = 2.5 * (rng.next() + rng.next() + rng.next() + rng.next() - 2) * 1.7;
-  for (let j = 0; j < 300; j++) x[Math.floor(rng.next() * n)] = 8 + 8 * rng.next();
-  x[Math.floor(rng.next() * n)] = 18;
-  return x;
-}
 
 const CASES: Array<{ name: string; knobs: Omit<GpuSamplingRow, 'u'> }> = [
   { name: 'temperature 0.8', knobs: { temperature: 0.8, topK: 0, topP: 1, minP: 0 } },
@@ -69,7 +58,7 @@ const results: Row[] = [];
 /** `rows` model-like logit rows on the host and a plain device copy (a tensor would last one step only). */
 function logitRows(rows: number): { host: Float32Array; logits: DevicePtr } {
   const host = new Float32Array(rows * V);
-  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
+  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(rng, V), r * V);
   const logits = d.memAlloc(host.byteLength);
   d.upload(logits, host);
   return { host, logits };

@@ -16,6 +16,7 @@ import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
+import { modelLikeLogits } from './model-like-logits.js';
 import { Sampler, TokenCounts } from '../src/engine/sampler.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
@@ -36,15 +37,6 @@ console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors
 const timer = new KernelTimer(backend);
 const rng = new Rng(1);
 const none = new TokenCounts();
-
-/** Logits shaped like a language model's (as bench/cuda-sampling.ts makes them): a spread, a few hundred well above it, one favourite. */
-function modelLikeLogits(n: number): Float32Array {
-  const x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = 2.5 * (rng.next() + rng.next() + rng.next() + rng.next() - 2) * 1.7;
-  for (let j = 0; j < 300; j++) x[Math.floor(rng.next() * n)] = 8 + 8 * rng.next();
-  x[Math.floor(rng.next() * n)] = 18;
-  return x;
-}
 
 /** The favourite of a row (a draft the target often accepts). */
 function favourite(row: Float32Array): number {
@@ -75,7 +67,7 @@ const results: Row[] = [];
 for (const batch of [1, 8]) {
   const rows = batch * (K + 1);
   const host = new Float32Array(rows * V);
-  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(V), r * V);
+  for (let r = 0; r < rows; r++) host.set(modelLikeLogits(rng, V), r * V);
   // Each window's drafts: the favourite of its row half the time, else a random id.
   const drafts = Array.from({ length: batch }, (_, b) => Array.from({ length: K }, (_, i) => (rng.next() < 0.5 ? favourite(host.subarray((b * (K + 1) + i) * V, (b * (K + 1) + i + 1) * V)) : Math.floor(rng.next() * V))));
   const logits = d.memAlloc(host.byteLength);
