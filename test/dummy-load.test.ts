@@ -28,7 +28,7 @@ import { f16ToF32 } from '../src/model/load/dtype.js';
 import { weightBytes } from '../src/plan/memory.js';
 import { findPreset } from '../src/plan/presets.js';
 import { fixturesDir } from './support/paths.js';
-import { TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { writePaddedVocabCheckpoint } from './support/tiny-checkpoint.js';
 
 let gpu: CudaBackend | undefined;
 let skipReason: string | false = false;
@@ -255,14 +255,7 @@ describe('padded vocabulary', () => {
   it('a model whose vocab_size exceeds its tokenizer never emits an id the tokenizer cannot decode', async () => {
     // 1024 ids over a 1009-token tokenizer; every real id's lm_head row is zero and the padded ones are
     // random, so without the rule the padded ids would win almost every step.
-    const cfg = { ...TINY_LLAMA, vocab_size: 1024 };
-    const tensors = tinyTensors(cfg);
-    const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
-    head.fill(0, 0, 1009 * cfg.hidden_size);
-    tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
-    const dir = writeTinyCheckpoint(cfg, tensors);
-    const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
+    const { dir, cfg } = writePaddedVocabCheckpoint(0);
 
     const llm = await LLM.load({ model: dir, device: 'cpu' });
     try {

@@ -7,7 +7,7 @@
 // batch makes those steps read the logits, still correct. The CUDA half skips without a GPU.
 
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
@@ -32,7 +32,7 @@ import { Tokenizer } from '../src/model/tokenizer.js';
 import { openTestGpu } from './support/cuda.js';
 import { fixturesDir } from './support/paths.js';
 import { ModelRunner, loadLlama } from './support/run-model.js';
-import { TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { writePaddedVocabCheckpoint } from './support/tiny-checkpoint.js';
 
 const fixture = JSON.parse(readFileSync(join(fixturesDir(), 'default-models', 'greedy.json'), 'utf8')) as { target: { prompt_ids: number[] }[] };
 const PROMPTS = [0, 1, 2, 5].map((i) => fixture.target[i].prompt_ids);
@@ -372,14 +372,7 @@ describe('the engine verifies plain greedy windows from the argmax (CPU)', () =>
 
   it('a padded vocabulary (model 1024 ids, tokenizer 1009): windows verified over the tokenizer\'s ids, as masking the logits', () => {
     // Real ids' lm_head rows are scaled down so the padded ids win the raw argmax; the masked argmax still varies.
-    const cfg = { ...TINY_LLAMA, vocab_size: 1024 };
-    const tensors = tinyTensors(cfg);
-    const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
-    for (let i = 0; i < 1009 * cfg.hidden_size; i++) head[i] *= 0.2;
-    tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
-    const dir = writeTinyCheckpoint(cfg, tensors);
-    const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
+    const { dir } = writePaddedVocabCheckpoint(0.2);
     const tokenizer = Tokenizer.load(dir);
     assert.equal(tokenizer.vocabSize, 1009);
     const model = loadLlama(dir, new CpuBackend());

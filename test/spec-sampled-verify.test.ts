@@ -9,7 +9,7 @@
 // inputs each run (TACHYON_TEST_SEED replays one). The GPU's draws row by row: test/cuda-sampling.test.ts.
 
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
@@ -31,7 +31,7 @@ import { fixturesDir } from './support/paths.js';
 import { assertSameLogprobs } from './support/logprobs.js';
 import { loadLlama } from './support/run-model.js';
 import { SamplingInputs } from './support/sampling.js';
-import { TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { TINY_LLAMA, writeTinyCheckpoint, writePaddedVocabCheckpoint } from './support/tiny-checkpoint.js';
 
 const { seed: SEED, rng } = testRandom();
 const inputs = new SamplingInputs(rng);
@@ -347,14 +347,7 @@ describe('sampled n-gram speculation verified by the backend’s draws (CPU)', (
 
   it('a padded vocabulary (model 1024 ids, tokenizer 1009): draws over the tokenizer’s ids, as masking the logits', () => {
     // The real ids' lm_head rows are scaled up less than the padded ones, so unmasked the padded ids would win.
-    const cfg = { ...TINY_LLAMA, vocab_size: 1024 };
-    const tensors = tinyTensors(cfg);
-    const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
-    for (let i = 0; i < head.length; i++) head[i] *= i < 1009 * cfg.hidden_size ? 3 : 12;
-    tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
-    const dir = writeTinyCheckpoint(cfg, tensors);
-    const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
+    const { dir } = writePaddedVocabCheckpoint(3, 12);
     const padTokenizer = Tokenizer.load(dir);
     assert.equal(padTokenizer.vocabSize, 1009);
     const model = loadLlama(dir, cpu);

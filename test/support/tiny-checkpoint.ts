@@ -1,11 +1,12 @@
 // Writes small random Llama-family checkpoints to a temporary folder, for tests that need a model
 // on disk but not a transformers reference (loader errors, engine bookkeeping).
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeSafetensors, type HostTensor } from '../../src/model/load/safetensors.js';
 import { Rng } from '../../src/engine/rng.js';
+import { fixturesDir } from './paths.js';
 
 export interface TinyConfig {
   architectures: string[];
@@ -75,4 +76,24 @@ export function writeTinyCheckpoint(cfg: TinyConfig = TINY_LLAMA, tensors = tiny
   writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg, null, 2));
   writeFileSync(join(dir, 'model.safetensors'), encodeSafetensors(tensors, { format: 'pt' }));
   return dir;
+}
+
+/** The ids the byte-level Llama-3 test tokenizer decodes; a padded checkpoint's vocabulary goes past them. */
+export const PADDED_TOKENIZER_SIZE = 1009;
+
+/**
+ * A tiny checkpoint of 1024 ids over the 1009-token byte-level tokenizer (a padded vocabulary, as
+ * Qwen pads its lm_head): the lm_head rows of the real ids scaled by `realRows`, the padded ones by
+ * `paddedRows`, so a test can make the raw logits favour ids the tokenizer cannot decode.
+ */
+export function writePaddedVocabCheckpoint(realRows: number, paddedRows = 1): { dir: string; cfg: TinyConfig } {
+  const cfg = { ...TINY_LLAMA, vocab_size: 1024 };
+  const tensors = tinyTensors(cfg);
+  const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
+  for (let i = 0; i < head.length; i++) head[i] *= i < PADDED_TOKENIZER_SIZE * cfg.hidden_size ? realRows : paddedRows;
+  tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
+  const dir = writeTinyCheckpoint(cfg, tensors);
+  const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
+  return { dir, cfg };
 }
