@@ -68,7 +68,11 @@ export class KernelModules {
     this.treeHash = h.digest('hex');
   }
 
-  /** A kernel by module file (e.g. 'linear.cu') and extern "C" name, compiled and loaded on first use. */
+  /**
+   * A kernel by module and extern "C" name, compiled and loaded on first use. A module is a file
+   * (e.g. 'linear.cu'), or a file compiled with macros defined: 'attention-decode.cu+KV_BF16' (see
+   * moduleVariant), a separate module with its own cache entry.
+   */
   fn(file: string, name: string): Handle {
     const key = `${file}:${name}`;
     let f = this.functions.get(key);
@@ -91,21 +95,22 @@ export class KernelModules {
     return this.nvrtc.compile(source, file, cc, options).image;
   }
 
-  module(file: string): Handle {
-    let m = this.modules.get(file);
+  module(name: string): Handle {
+    let m = this.modules.get(name);
     if (m !== undefined) return m;
+    const [file, ...variant] = name.split('+');
     const source = this.sources.get(file);
     if (source === undefined) throw new Error(`kernel source ${file} is missing from ${this.sourceDir}`);
     const t0 = performance.now();
     const cc = this.driver.device.computeCapability;
     const target = this.nvrtc.targetFor(cc);
-    const defines = kernelDefinesFromEnv();
+    const defines = [...variant.map((d) => `-D${d}`), ...kernelDefinesFromEnv()];
     const options = [...COMPILE_OPTIONS, ...defines, `--include-path=${this.sourceDir}`];
     const key = createHash('sha256')
       .update([this.treeHash, file, target.kind, target.arch, COMPILE_OPTIONS.join(' '), defines.join(' '), this.nvrtc.version].join('\n'))
       .digest('hex')
       .slice(0, 32);
-    const cached = this.cacheDir ? join(this.cacheDir, `${file.replace(/\W/g, '_')}-${target.arch}-${key}.${target.kind}`) : undefined;
+    const cached = this.cacheDir ? join(this.cacheDir, `${name.replace(/\W/g, '_')}-${target.arch}-${key}.${target.kind}`) : undefined;
     let image: Uint8Array | undefined;
     let fromCache = false;
     if (cached) {
@@ -120,11 +125,16 @@ export class KernelModules {
       image = this.compileParallel(source, file, cc, options);
       if (cached) writeAtomically(cached, image);
     }
-    m = this.driver.loadModule(image, `${file} for ${target.arch}`);
-    this.modules.set(file, m);
-    this.stats.push({ file, target: target.arch, fromCache, ms: performance.now() - t0 });
+    m = this.driver.loadModule(image, `${name} for ${target.arch}`);
+    this.modules.set(name, m);
+    this.stats.push({ file: name, target: target.arch, fromCache, ms: performance.now() - t0 });
     return m;
   }
+}
+
+/** `file` compiled with each of `defines` (NAME or NAME=VALUE) defined: a module name for KernelModules.fn. */
+export function moduleVariant(file: string, ...defines: string[]): string {
+  return [file, ...defines].join('+');
 }
 
 /**
