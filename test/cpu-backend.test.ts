@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
+import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 
 const be = new CpuBackend();
 const rng = new Rng(7);
@@ -41,6 +42,41 @@ describe('cpu backend', () => {
         }
       }
     }
+  });
+
+  it('a bf16 KV cache: half the bytes, K and V rounded to nearest even once, attention exactly as over float32 copies of the rounded values; block copies move them', () => {
+    const heads = 4, kvHeads = 2, headDim = 8, blockSize = 4, len = 11;
+    const spec = { numLayers: 2, numBlocks: 8, blockSize, numKvHeads: kvHeads, headDim };
+    const bf = new CpuBackend({ kvDtype: 'bf16' }).allocKvCache(spec); // the backend's default dtype
+    const f32 = be.allocKvCache(spec);
+    assert.equal(bf.dtype, 'bf16');
+    assert.equal(f32.dtype, 'float32');
+    assert.equal(bf.bytes * 2, f32.bytes);
+    assert.equal(be.allocKvCache({ ...spec, dtype: 'bf16' }).dtype, 'bf16', 'a spec names its own dtype');
+    const blocks = [5, 2, 7];
+    const slots = Int32Array.from({ length: len }, (_, p) => blocks[Math.floor(p / blockSize)] * blockSize + (p % blockSize));
+    const k = rand(len * kvHeads * headDim);
+    const v = rand(len * kvHeads * headDim);
+    // Ties round to even: 1 + 2⁻⁸ (halfway between 1 and 1 + 2⁻⁷) → 1, 1 + 3·2⁻⁸ → 1 + 2⁻⁶.
+    k[0] = 1 + 2 ** -8;
+    k[1] = 1 + 3 * 2 ** -8;
+    const rounded = (x: Float32Array) => x.map((y) => bf16ToF32(f32ToBf16(y)));
+    assert.deepEqual([rounded(k)[0], rounded(k)[1]], [1, 1 + 2 ** -6]);
+    const width = kvHeads * headDim;
+    be.writeKv(bf, 1, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+    be.writeKv(f32, 1, be.fromHost(rounded(k), [len, width]), be.fromHost(rounded(v), [len, width]), slots);
+    const q = rand(len * heads * headDim);
+    const batch = { numTokens: len, numSeqs: 1, positions: Int32Array.from({ length: len }, (_, i) => i), seqIndex: new Int32Array(len), slots, blockTables: Int32Array.from(blocks), maxBlocksPerSeq: 3 };
+    const attend = (cache: typeof bf, b = batch) => be.toHost(be.attention(be.fromHost(q, [len, heads * headDim]), cache, 1, b, 0.3, 0));
+    const want = attend(f32);
+    assert.deepEqual(attend(bf), want);
+    // Differs from attention over the unrounded values (the rounding happened).
+    const exact = be.allocKvCache(spec);
+    be.writeKv(exact, 1, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+    assert.notDeepEqual(attend(exact), want);
+    // Blocks 5, 2, 7 copied to 0, 1, 3: the same attention through the new table.
+    be.copyKvBlocks(bf, [[5, 0], [2, 1], [7, 3]]);
+    assert.deepEqual(attend(bf, { ...batch, blockTables: Int32Array.from([0, 1, 3]) }), want);
   });
 
   it('rope rotates pairs (i, i + rotaryDim/2) and leaves the rest of a partial-rotary head alone', () => {

@@ -23,6 +23,16 @@ export interface Weight {
   readonly bytes: number;
 }
 
+/**
+ * Element type of the KV cache: float32 (the CPU backend's default, the reference) or bf16 (the CUDA
+ * backend's default, as vLLM's `--kv-cache-dtype auto` keeps K and V in the model's dtype): half the
+ * memory, so twice the tokens, and half the bytes attention reads. K and V are rounded to nearest
+ * even once, when written.
+ */
+export type KvDtype = 'float32' | 'bf16';
+export const KV_DTYPES: readonly KvDtype[] = ['float32', 'bf16'];
+export const KV_DTYPE_BYTES: Record<KvDtype, number> = { float32: 4, bf16: 2 };
+
 /** Layout of the paged KV cache: blocks of `blockSize` token slots, per layer a K and a V store. */
 export interface KvCacheSpec {
   numLayers: number;
@@ -30,10 +40,14 @@ export interface KvCacheSpec {
   blockSize: number;
   numKvHeads: number;
   headDim: number;
+  /** Element type; the backend's `kvDtype` when omitted. */
+  dtype?: KvDtype;
 }
 
 export interface KvCacheStorage {
   readonly spec: KvCacheSpec;
+  /** The element type the cache was allocated with (its spec's, else the backend's). */
+  readonly dtype: KvDtype;
   readonly bytes: number;
 }
 
@@ -175,6 +189,8 @@ export interface Backend {
   /** Rows `rows` of x → [rows.length, ...]. */
   selectRows(x: Tensor, rows: Int32Array): Tensor;
 
+  /** The element type allocKvCache gives a cache whose spec names none (set when the backend is made). */
+  readonly kvDtype: KvDtype;
   allocKvCache(spec: KvCacheSpec): KvCacheStorage;
   /** Store this step's k, v ([T, kvHeads·headDim]) at each token's slot. */
   writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void;

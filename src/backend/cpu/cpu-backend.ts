@@ -1,9 +1,9 @@
 // The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
 // sum could lose precision). Every faster backend is tested against it.
 
-import { checkSamplingRows, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type Tensor, type Weight } from '../backend.js';
+import { checkSamplingRows, KV_DTYPE_BYTES, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
-import { toFloat32 } from '../../model/load/dtype.js';
+import { bf16ToF32, f32ToBf16, toFloat32 } from '../../model/load/dtype.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
 import { applyPenaltyRows, drawSamplingRow, type PenaltyRow } from '../../engine/sampler.js';
 
@@ -43,23 +43,60 @@ export class CpuQuantizedWeight implements Weight {
   }
 }
 
+/** Per layer a K and a V store: float32 values, or bf16 bit patterns (rounded to nearest even when written). */
 class CpuKvCache implements KvCacheStorage {
-  readonly k: Float32Array[];
-  readonly v: Float32Array[];
+  readonly k: (Float32Array | Uint16Array)[];
+  readonly v: (Float32Array | Uint16Array)[];
   readonly bytes: number;
-  constructor(readonly spec: KvCacheSpec) {
+  constructor(
+    readonly spec: KvCacheSpec,
+    readonly dtype: KvDtype,
+  ) {
     const perLayer = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
-    this.k = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
-    this.v = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
-    this.bytes = 2 * spec.numLayers * perLayer * 4;
+    const store = () => (dtype === 'bf16' ? new Uint16Array(perLayer) : new Float32Array(perLayer));
+    this.k = Array.from({ length: spec.numLayers }, store);
+    this.v = Array.from({ length: spec.numLayers }, store);
+    this.bytes = 2 * spec.numLayers * perLayer * KV_DTYPE_BYTES[dtype];
+  }
+}
+
+/** float32 values of every bf16 bit pattern: reading a bf16 KV store is one lookup an element. */
+const BF16_VALUES = (() => {
+  const t = new Float32Array(65536);
+  for (let b = 0; b < 65536; b++) t[b] = bf16ToF32(b);
+  return t;
+})();
+
+/** Store n values of `src` (from `from`) into a KV store at `to`, rounding to bf16 for a bf16 store. */
+function storeKv(dst: Float32Array | Uint16Array, to: number, src: Float32Array, from: number, n: number): void {
+  if (dst instanceof Float32Array) dst.set(src.subarray(from, from + n), to);
+  else for (let i = 0; i < n; i++) dst[to + i] = f32ToBf16(src[from + i]);
+}
+
+/** Rows (headDim values at `off` within each slot's row) of a KV store, as float32, into `out` one after another. */
+function gatherKv(store: Float32Array | Uint16Array, slots: Int32Array, n: number, rowWidth: number, off: number, headDim: number, out: Float32Array): void {
+  for (let j = 0; j < n; j++) {
+    const at = slots[j] * rowWidth + off;
+    if (store instanceof Float32Array) out.set(store.subarray(at, at + headDim), j * headDim);
+    else for (let d = 0; d < headDim; d++) out[j * headDim + d] = BF16_VALUES[store[at + d]];
   }
 }
 
 const t = (x: Tensor) => x as CpuTensor;
 const w = (x: Weight) => x as CpuDenseWeight;
 
+export interface CpuBackendOptions {
+  /** KV cache element type (default float32: the CPU computes in float32 and is the reference). */
+  kvDtype?: KvDtype;
+}
+
 export class CpuBackend implements Backend {
   readonly name = 'cpu';
+  readonly kvDtype: KvDtype;
+
+  constructor(options: CpuBackendOptions = {}) {
+    this.kvDtype = options.kvDtype ?? 'float32';
+  }
 
   loadDense(name: string, tensor: HostTensor): Weight {
     return new CpuDenseWeight(toFloat32(tensor, name), tensor.shape, tensor.bytes.byteLength, String(tensor.dtype).toLowerCase());
@@ -242,7 +279,7 @@ export class CpuBackend implements Backend {
   }
 
   allocKvCache(spec: KvCacheSpec): KvCacheStorage {
-    return new CpuKvCache(spec);
+    return new CpuKvCache(spec, spec.dtype ?? this.kvDtype);
   }
 
   writeKv(cache: KvCacheStorage, layer: number, k: Tensor, v: Tensor, slots: Int32Array): void {
@@ -251,8 +288,8 @@ export class CpuBackend implements Backend {
     const ks = t(k).data;
     const vs = t(v).data;
     for (let i = 0; i < slots.length; i++) {
-      c.k[layer].set(ks.subarray(i * width, (i + 1) * width), slots[i] * width);
-      c.v[layer].set(vs.subarray(i * width, (i + 1) * width), slots[i] * width);
+      storeKv(c.k[layer], slots[i] * width, ks, i * width, width);
+      storeKv(c.v[layer], slots[i] * width, vs, i * width, width);
     }
   }
 
@@ -263,12 +300,13 @@ export class CpuBackend implements Backend {
     const numHeads = t(q).cols / headDim;
     const group = numHeads / numKvHeads;
     const kvWidth = numKvHeads * headDim;
-    const K = c.k[layer];
-    const V = c.v[layer];
     const out = new Float32Array(qs.length);
     const maxLen = batch.maxBlocksPerSeq * blockSize;
     const scores = new Float64Array(maxLen);
     const slotOf = new Int32Array(maxLen);
+    // One KV head's visible rows, as float32, shared by the query heads of its group.
+    const K = new Float32Array(maxLen * headDim);
+    const V = new Float32Array(maxLen * headDim);
     for (let tok = 0; tok < batch.numTokens; tok++) {
       const pos = batch.positions[tok];
       const seq = batch.seqIndex[tok];
@@ -279,27 +317,29 @@ export class CpuBackend implements Backend {
         const block = batch.blockTables[seq * batch.maxBlocksPerSeq + Math.floor(p / blockSize)];
         slotOf[j] = block * blockSize + (p % blockSize);
       }
-      for (let h = 0; h < numHeads; h++) {
-        const qOff = tok * numHeads * headDim + h * headDim;
-        const kvh = Math.floor(h / group);
-        let max = -Infinity;
-        for (let j = 0; j < n; j++) {
-          const kOff = slotOf[j] * kvWidth + kvh * headDim;
-          let s = 0;
-          for (let d = 0; d < headDim; d++) s += qs[qOff + d] * K[kOff + d];
-          s *= scale;
-          scores[j] = s;
-          if (s > max) max = s;
-        }
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          scores[j] = Math.exp(scores[j] - max);
-          sum += scores[j];
-        }
-        for (let d = 0; d < headDim; d++) {
-          let acc = 0;
-          for (let j = 0; j < n; j++) acc += scores[j] * V[slotOf[j] * kvWidth + kvh * headDim + d];
-          out[qOff + d] = acc / sum;
+      for (let kvh = 0; kvh < numKvHeads; kvh++) {
+        gatherKv(c.k[layer], slotOf, n, kvWidth, kvh * headDim, headDim, K);
+        gatherKv(c.v[layer], slotOf, n, kvWidth, kvh * headDim, headDim, V);
+        for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+          const qOff = tok * numHeads * headDim + h * headDim;
+          let max = -Infinity;
+          for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let d = 0; d < headDim; d++) s += qs[qOff + d] * K[j * headDim + d];
+            s *= scale;
+            scores[j] = s;
+            if (s > max) max = s;
+          }
+          let sum = 0;
+          for (let j = 0; j < n; j++) {
+            scores[j] = Math.exp(scores[j] - max);
+            sum += scores[j];
+          }
+          for (let d = 0; d < headDim; d++) {
+            let acc = 0;
+            for (let j = 0; j < n; j++) acc += scores[j] * V[j * headDim + d];
+            out[qOff + d] = acc / sum;
+          }
         }
       }
     }
