@@ -3,14 +3,16 @@
 // prefill chunks, chunks continuing a cached prompt, mixed steps and long decode contexts. Bounds:
 // the prefill kernel rounds q, k, v and the probabilities to bf16 (8 significant bits), so it is held
 // to a relative error of 1e-2 (a row-level emulation of it in float64 gives 2e-3 to 4e-3 on these
-// inputs); the float32 paths (split-K decode, the original kernel) to 1e-5.
+// inputs); the float32 paths (split-K decode, the original kernel) to 1e-5. Each scenario runs with a
+// float32 KV cache, and the main ones again with a bf16 cache on both backends (the CPU's reads the
+// same rounded values, so the bounds are the same).
 // The host-side planning (runs, tiles, checks, split sizes) is tested without a GPU; the GPU suites
 // skip with the reason when no device, libcuda or NVRTC is present.
 
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import type { AttentionBatch } from '../src/backend/backend.js';
+import type { AttentionBatch, KvDtype } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
@@ -201,6 +203,8 @@ interface Scenario {
   windows: number[];
   /** Decode split sizes to try (0: chosen per step). */
   chunks?: number[];
+  /** KV cache element type on both backends (default float32). */
+  kvDtype?: KvDtype;
 }
 
 describe('CUDA attention against the CPU reference', { skip: skipReason }, () => {
@@ -214,9 +218,10 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
 
   /**
    * Write every position of every sequence through writeKv (the earlier ones as a past step would,
-   * then this step's) into blocks scattered over the cache, on both backends.
+   * then this step's) into blocks scattered over the cache, on both backends (and into `mirror`, a
+   * second GPU cache of that element type, when given).
    */
-  function fill(sc: Scenario) {
+  function fill(sc: Scenario, mirror?: KvDtype) {
     const { heads, kvHeads, headDim, blockSize, seqs } = sc;
     const blocksPerSeq = seqs.map(([start, n]) => Math.ceil((start + n) / blockSize));
     const numBlocks = blocksPerSeq.reduce((a, b) => a + b, 0) + 5;
@@ -227,10 +232,11 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
     }
     const offsets = blocksPerSeq.map((_, s) => blocksPerSeq.slice(0, s).reduce((a, b) => a + b, 0));
     const batch = batchOf(seqs, blockSize, (s, b) => perm[offsets[s] + b]);
-    const spec = { numLayers: 2, numBlocks, blockSize, numKvHeads: kvHeads, headDim };
+    const spec = { numLayers: 2, numBlocks, blockSize, numKvHeads: kvHeads, headDim, dtype: sc.kvDtype ?? 'float32' };
     const layer = 1;
     const cc = cpu.allocKvCache(spec);
     const gc = g().allocKvCache(spec);
+    const gm = mirror ? g().allocKvCache({ ...spec, dtype: mirror }) : undefined;
     const width = kvHeads * headDim;
     const slotOf = (s: number, p: number) => batch.blockTables[s * batch.maxBlocksPerSeq + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
     const write = (slots: Int32Array) => {
@@ -239,10 +245,11 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
       const v = uniform(slots.length * width);
       cpu.writeKv(cc, layer, cpu.fromHost(k.slice(), [slots.length, width]), cpu.fromHost(v.slice(), [slots.length, width]), slots);
       g().writeKv(gc, layer, g().fromHost(k, [slots.length, width]), g().fromHost(v, [slots.length, width]), slots);
+      if (gm) g().writeKv(gm, layer, g().fromHost(k, [slots.length, width]), g().fromHost(v, [slots.length, width]), slots);
     };
     write(Int32Array.from(seqs.flatMap(([start], s) => Array.from({ length: start }, (_, p) => slotOf(s, p)))));
     write(batch.slots);
-    return { batch, cc, gc, layer, q: uniform(batch.numTokens * heads * headDim), scale: 1 / Math.sqrt(headDim) };
+    return { batch, cc, gc, gm, layer, q: uniform(batch.numTokens * heads * headDim), scale: 1 / Math.sqrt(headDim) };
   }
 
   /** One GPU attention call with the given kernel settings (restored after), on poisoned free memory. */
@@ -267,7 +274,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
   async function check(sc: Scenario): Promise<void> {
     const { heads, headDim, blockSize, seqs } = sc;
     const what = (k: string, w: number, chunk = 0, rows = 0) =>
-      `${heads}:${sc.kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, seqs ${JSON.stringify(seqs)}, window ${w}, kernel ${k}${chunk ? ` chunk ${chunk}` : ''}${rows ? ` ${rows}-row tiles` : ''} (seed ${SEED})`;
+      `${heads}:${sc.kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${sc.kvDtype ?? 'float32'} KV, seqs ${JSON.stringify(seqs)}, window ${w}, kernel ${k}${chunk ? ` chunk ${chunk}` : ''}${rows ? ` ${rows}-row tiles` : ''} (seed ${SEED})`;
     const { batch, cc, gc, layer, q: qHost, scale } = fill(sc);
     const T = batch.numTokens;
 
@@ -310,33 +317,53 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
 
   // Ragged prefill chunks from position 0 (not multiples of the 64-row tile), several sequences in one step.
   const ragged: Array<[number, number]> = [[0, 300], [0, 129], [0, 65], [0, 64], [0, 17], [0, 16], [0, 15], [0, 2], [0, 1]];
-  for (const [heads, kvHeads, headDim, blockSize] of [[32, 8, 128, 16], [32, 8, 64, 32], [8, 1, 64, 16], [8, 1, 128, 32], [4, 4, 128, 16], [4, 4, 64, 32], [64, 8, 64, 16], [64, 8, 128, 32]]) {
-    it(`prefill chunks of 1..300 tokens from position 0: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, windows 0/7/100`, async () => {
-      await check({ heads, kvHeads, headDim, blockSize, seqs: ragged, windows: [0, 7, 100] });
+  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [
+    [32, 8, 128, 16, 'float32'], [32, 8, 64, 32, 'float32'], [8, 1, 64, 16, 'float32'], [8, 1, 128, 32, 'float32'], [4, 4, 128, 16, 'float32'], [4, 4, 64, 32, 'float32'], [64, 8, 64, 16, 'float32'], [64, 8, 128, 32, 'float32'],
+    [32, 8, 128, 16, 'bf16'], [8, 1, 64, 32, 'bf16'], [4, 4, 128, 16, 'bf16'],
+  ] as const) {
+    it(`prefill chunks of 1..300 tokens from position 0: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV, windows 0/7/100`, async () => {
+      await check({ heads, kvHeads, headDim, blockSize, seqs: ragged, windows: [0, 7, 100], kvDtype });
     });
   }
 
   // A chunk continuing a cached prompt, another starting mid-block, decode tokens and a short
   // verification-like run, all in one step (auto: the chunks on tensor cores, the rest split-K).
-  for (const [heads, kvHeads, headDim, blockSize] of [[32, 8, 128, 16], [8, 1, 64, 32], [4, 4, 128, 32], [64, 8, 64, 16]]) {
-    it(`mixed step (continuing chunks, decode tokens, a 5-token run): ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}`, async () => {
-      await check({ heads, kvHeads, headDim, blockSize, seqs: [[200, 37], [777, 1], [64, 100], [31, 1], [40, 5], [13, 70]], windows: [0, 7, 100] });
+  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [[32, 8, 128, 16, 'float32'], [8, 1, 64, 32, 'float32'], [4, 4, 128, 32, 'float32'], [64, 8, 64, 16, 'float32'], [32, 8, 128, 16, 'bf16'], [64, 8, 64, 16, 'bf16']] as const) {
+    it(`mixed step (continuing chunks, decode tokens, a 5-token run): ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV`, async () => {
+      await check({ heads, kvHeads, headDim, blockSize, seqs: [[200, 37], [777, 1], [64, 100], [31, 1], [40, 5], [13, 70]], windows: [0, 7, 100], kvDtype });
     });
   }
 
   // Decode: long contexts at batch 1 and 8, split over positions (auto, forced chunk sizes, one
   // split; chunk 32 at context 4096 is the kernel's most splits, 128: one per thread in its merge).
   const chunks = [0, 32, 64, 100, 1 << 20];
-  for (const [heads, kvHeads, headDim, blockSize] of [[64, 8, 128, 16], [32, 8, 128, 32], [8, 1, 64, 16], [4, 4, 64, 32], [28, 4, 128, 16]]) {
-    it(`decode at batch 1, context 4096: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}`, async () => {
-      await check({ heads, kvHeads, headDim, blockSize, seqs: [[4095, 1]], windows: [0, 7, 100], chunks });
+  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [
+    [64, 8, 128, 16, 'float32'], [32, 8, 128, 32, 'float32'], [8, 1, 64, 16, 'float32'], [4, 4, 64, 32, 'float32'], [28, 4, 128, 16, 'float32'],
+    [64, 8, 128, 16, 'bf16'], [8, 1, 64, 16, 'bf16'],
+  ] as const) {
+    it(`decode at batch 1, context 4096: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV`, async () => {
+      await check({ heads, kvHeads, headDim, blockSize, seqs: [[4095, 1]], windows: [0, 7, 100], chunks, kvDtype });
     });
-    it(`decode at batch 8, contexts 1..4096, and a 4-token verification run: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}`, async () => {
+    it(`decode at batch 8, contexts 1..4096, and a 4-token verification run: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV`, async () => {
       const seqs: Array<[number, number]> = [[4095, 1], [3000, 1], [2047, 1], [1499, 1], [776, 1], [128, 1], [63, 1], [0, 1]];
-      await check({ heads, kvHeads, headDim, blockSize, seqs, windows: [0, 100], chunks });
-      await check({ heads, kvHeads, headDim, blockSize, seqs: [[900, 4], [33, 1], [2500, 1]], windows: [0, 7], chunks });
+      await check({ heads, kvHeads, headDim, blockSize, seqs, windows: [0, 100], chunks, kvDtype });
+      await check({ heads, kvHeads, headDim, blockSize, seqs: [[900, 4], [33, 1], [2500, 1]], windows: [0, 7], chunks, kvDtype });
     });
   }
+
+  it('the tensor-core prefill kernel gives the same bits from a bf16 cache as from a float32 one (it rounds K and V to bf16 either way)', async () => {
+    for (const [heads, kvHeads, headDim] of [[32, 8, 128], [8, 1, 64]]) {
+      const sc: Scenario = { heads, kvHeads, headDim, blockSize: 16, seqs: [[0, 300], [200, 37], [13, 70]], windows: [0] };
+      const f32 = fill(sc, 'bf16');
+      const bf = f32.gm!;
+      assert.equal(bf.bytes * 2, f32.gc.bytes, 'half the bytes');
+      for (const window of [0, 7]) {
+        const a = await run('prefill', 0, 0, f32.q, f32.gc, f32.layer, f32.batch, f32.scale, window);
+        const b = await run('prefill', 0, 0, f32.q, bf, f32.layer, f32.batch, f32.scale, window);
+        assert.deepEqual(b, a, `${heads}:${kvHeads} heads, head_dim ${headDim}, window ${window} (seed ${SEED})`);
+      }
+    }
+  });
 
   // Batch invariance: a decode token's chunking depends on its own context only, so its output is
   // the same bits alone, in a batch of 8, or beside a prefill chunk; and the kernel's chunk rule

@@ -185,18 +185,19 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
 
   // A ragged step over three sequences with scattered blocks: a prefill chunk from 0, a single
   // decode token deep in its sequence, and a chunk continuing a prompt (earlier positions cached).
-  for (const [heads, kvHeads, headDim] of [[8, 2, 32], [4, 4, 64], [8, 1, 128], [16, 8, 128], [2, 1, 256]]) {
+  for (const [heads, kvHeads, headDim, kvDtype] of [[8, 2, 32, 'float32'], [4, 4, 64, 'float32'], [8, 1, 128, 'float32'], [16, 8, 128, 'float32'], [2, 1, 256, 'float32'], [8, 2, 32, 'bf16'], [16, 8, 128, 'bf16']] as const) {
     // At head_dim 64 and 128 the 17-token chunk runs on the tensor-core prefill kernel, which rounds
     // q, k, v and the probabilities to bf16: about 3e-3 relative, bounded at 1e-2 (see
     // test/cuda-attention.test.ts). Other head sizes keep the float32 kernel (≤ 1e-5).
     const bound = headDim === 64 || headDim === 128 ? 1e-2 : 1e-5;
-    it(`writeKv + paged attention: ${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, ragged batch, with and without a window (≤ ${bound})`, async () => {
+    it(`writeKv + paged attention: ${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, ${kvDtype} KV, ragged batch, with and without a window, copyKvBlocks (≤ ${bound})`, async () => {
       await fresh();
       const blockSize = 16;
       const numBlocks = 40;
-      const spec = { numLayers: 2, numBlocks, blockSize, numKvHeads: kvHeads, headDim };
+      const spec = { numLayers: 2, numBlocks, blockSize, numKvHeads: kvHeads, headDim, dtype: kvDtype };
       const cc = cpu.allocKvCache(spec);
       const gc = g().allocKvCache(spec);
+      assert.equal(gc.bytes, cc.bytes);
       const kvWidth = kvHeads * headDim;
       // Sequences: [first position of this step, tokens this step]
       const seqs: Array<[number, number]> = [[0, 17], [70, 1], [5, 6]];
@@ -315,35 +316,41 @@ describe('CUDA backend end to end on the default model', { skip: skipReason }, (
     assert.deepEqual(llm.warnings, []);
   });
 
-  it('one prefill + decode forward: logits match the CPU backend (relative error ≤ 1e-4)', async () => {
-    const dir = embeddedModelDir(DEFAULT_MODEL_NAME);
-    const onCpu = await LLM.load({ model: dir, device: 'cpu' });
-    const onGpu = await LLM.load({ model: dir, device: 'cuda' });
-    const prompt = Array.from({ length: 40 }, () => randInt(onCpu.config.vocabSize));
-    const run = async (m: LLM) => (await m.complete(prompt, { temperature: 0, maxTokens: 12, ignoreEos: true })).tokenIds;
-    // Logits are compared through a direct forward of the same batch on both backends.
-    const logitsOf = (m: LLM) => {
-      const model = m.loaded.model;
-      const c = model.config;
-      const kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks: 8, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
-      const n = prompt.length;
-      const batch = {
-        numTokens: n, numSeqs: 1, tokens: Int32Array.from(prompt), positions: Int32Array.from({ length: n }, (_, i) => i),
-        seqIndex: new Int32Array(n), slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]),
-        maxBlocksPerSeq: 8, logitRows: Int32Array.from([n - 1, 7, 20]),
+  // bf16 K and V on both backends: the ~1e-7 relative differences of the float32 k and v they compute
+  // put an element on either side of a bf16 rounding boundary now and then, a one-ulp (2⁻⁸) difference
+  // of that element; seen 4e-4 relative in the logits, bounded at 1e-3.
+  for (const [kvCacheDtype, bound] of [['bf16', 1e-3], ['float32', 1e-4]] as const) {
+    it(`one prefill + decode forward: logits match the CPU backend (relative error ≤ ${bound}), ${kvCacheDtype} KV on both`, async () => {
+      const dir = embeddedModelDir(DEFAULT_MODEL_NAME);
+      const onCpu = await LLM.load({ model: dir, device: 'cpu', kvCacheDtype });
+      const onGpu = await LLM.load({ model: dir, device: 'cuda', kvCacheDtype: kvCacheDtype === 'bf16' ? 'auto' : kvCacheDtype });
+      assert.equal(onGpu.loaded.model.backend.kvDtype, kvCacheDtype);
+      const prompt = Array.from({ length: 40 }, () => randInt(onCpu.config.vocabSize));
+      const run = async (m: LLM) => (await m.complete(prompt, { temperature: 0, maxTokens: 12, ignoreEos: true })).tokenIds;
+      // Logits are compared through a direct forward of the same batch on both backends.
+      const logitsOf = (m: LLM) => {
+        const model = m.loaded.model;
+        const c = model.config;
+        const kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks: 8, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+        const n = prompt.length;
+        const batch = {
+          numTokens: n, numSeqs: 1, tokens: Int32Array.from(prompt), positions: Int32Array.from({ length: n }, (_, i) => i),
+          seqIndex: new Int32Array(n), slots: Int32Array.from({ length: n }, (_, i) => i), blockTables: Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]),
+          maxBlocksPerSeq: 8, logitRows: Int32Array.from([n - 1, 7, 20]),
+        };
+        const prefill = model.forward(batch, kv).logits;
+        const decode = model.forward({ ...batch, numTokens: 1, tokens: Int32Array.from([5]), positions: Int32Array.from([n]), seqIndex: new Int32Array(1), slots: Int32Array.from([n]), logitRows: Int32Array.from([0]) }, kv).logits;
+        return { prefill, decode };
       };
-      const prefill = model.forward(batch, kv).logits;
-      const decode = model.forward({ ...batch, numTokens: 1, tokens: Int32Array.from([5]), positions: Int32Array.from([n]), seqIndex: new Int32Array(1), slots: Int32Array.from([n]), logitRows: Int32Array.from([0]) }, kv).logits;
-      return { prefill, decode };
-    };
-    const a = logitsOf(onGpu);
-    const b = logitsOf(onCpu);
-    assertClose(a.prefill, b.prefill, 1e-4, 'prefill logits');
-    assertClose(a.decode, b.decode, 1e-4, 'decode logits');
-    assert.deepEqual(await run(onGpu), await run(onCpu));
-    await onCpu.close();
-    await onGpu.close();
-  });
+      const a = logitsOf(onGpu);
+      const b = logitsOf(onCpu);
+      assertClose(a.prefill, b.prefill, bound, 'prefill logits');
+      assertClose(a.decode, b.decode, bound, 'decode logits');
+      assert.deepEqual(await run(onGpu), await run(onCpu));
+      await onCpu.close();
+      await onGpu.close();
+    });
+  }
 
   it('greedy continuations of the fixture prompts equal transformers\' (all prompts batched at once)', async () => {
     const fixture = JSON.parse(readFileSync(join(fixturesDir(), 'default-models', 'greedy.json'), 'utf8')) as { target: GreedyCase[] };

@@ -341,7 +341,7 @@ describe('end to end: the default model (bf16) with cuBLASLt prefill', { skip: s
   it('prefill logits of the fixture prompts match the CPU (relative error ≤ 3e-2) and ran on cuBLASLt', async () => {
     const dir = embeddedModelDir(DEFAULT_MODEL_NAME);
     onGpu ??= await LLM.load({ model: dir, device: 'cuda' });
-    onCpu ??= await LLM.load({ model: dir, device: 'cpu' });
+    onCpu ??= await LLM.load({ model: dir, device: 'cpu', kvCacheDtype: 'bf16' }); // as CUDA's default
     (onGpu.loaded.model.backend as CudaBackend).prefillGemm = 'cublaslt';
     const prompts = fixture().target.map((c) => c.prompt_ids);
     const logitsOf = (m: LLM) => {

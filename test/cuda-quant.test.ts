@@ -682,7 +682,9 @@ describe('CUDA quantized end to end on the default model', { skip: skipReason },
     for (const m of models) await m.close();
   });
   const load = async (device: 'cpu' | 'cuda', quantization: QuantizationMethod) => {
-    const m = await LLM.load({ device, quantization });
+    // float32 K and V on both, so the two differ by their kernels only (a bf16 cache on both would
+    // turn the backends' ~1e-7 differences into occasional one-ulp bf16 differences of K and V).
+    const m = await LLM.load({ device, quantization, kvCacheDtype: 'float32' });
     models.push(m);
     return m;
   };

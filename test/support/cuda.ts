@@ -8,12 +8,14 @@ import { Rng } from '../../src/engine/rng.js';
 
 /**
  * A CUDA backend that names the kernel that failed (a synchronisation after every launch), or why
- * there is none: `skipReason` goes straight to `describe(…, { skip })`.
+ * there is none: `skipReason` goes straight to `describe(…, { skip })`. Its KV caches are float32
+ * unless a spec says otherwise, like the CPU reference's, so suites compare op by op; the bf16
+ * cache (LLM.load's default on CUDA) has its own cases (cuda-attention.test.ts, the end-to-end tests).
  */
 export async function openTestGpu(): Promise<{ gpu?: CudaBackend; skipReason: string | false }> {
   try {
     const cuda = await import('../../src/backend/cuda/cuda-backend.js');
-    const opened = cuda.openCudaBackend({ syncEveryLaunch: true });
+    const opened = cuda.openCudaBackend({ syncEveryLaunch: true, kvDtype: 'float32' });
     if ('backend' in opened) return { gpu: opened.backend, skipReason: false };
     return { skipReason: `no CUDA device: ${opened.reason}` };
   } catch (err) {

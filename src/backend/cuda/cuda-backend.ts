@@ -3,14 +3,14 @@
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
 import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
-import { mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
+import { KV_DTYPE_BYTES, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
 import type { QuantizedWeight } from '../../quant/format.js';
 import { CublasLtPrefill, fp8GemmUnsupportedReason, openCublasLtPrefill, prefillGemmFromEnv } from './cublaslt.js';
 import { CudaDriver, CudaError, type DeviceInfo, type DevicePtr } from './driver.js';
-import { KernelModules, kernelCacheDir } from './kernel-modules.js';
+import { KernelModules, kernelCacheDir, moduleVariant } from './kernel-modules.js';
 import { DerivedInputCache, DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
 import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fused-linear.js';
 import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
@@ -90,16 +90,30 @@ export class CudaDenseWeight implements Weight {
 
 class CudaKvCache implements KvCacheStorage {
   readonly bytes: number;
-  /** Floats of one layer's K (or V) store. */
-  readonly layerFloats: number;
+  /** Bytes of one layer's K (or V) store. */
+  readonly layerBytes: number;
+  /** Bytes of one block of one layer's K (or V) store. */
+  readonly blockBytes: number;
   constructor(
     readonly spec: KvCacheSpec,
+    readonly dtype: KvDtype,
     readonly k: DevicePtr,
     readonly v: DevicePtr,
   ) {
-    this.layerFloats = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
-    this.bytes = 2 * spec.numLayers * this.layerFloats * 4;
+    this.blockBytes = spec.blockSize * spec.numKvHeads * spec.headDim * KV_DTYPE_BYTES[dtype];
+    this.layerBytes = spec.numBlocks * this.blockBytes;
+    this.bytes = 2 * spec.numLayers * this.layerBytes;
   }
+
+  /** The module of `file`'s kernels for this cache (kvModule). */
+  module(file: string): string {
+    return kvModule(file, this.dtype);
+  }
+}
+
+/** The kernels reading or writing a KV cache of `dtype`: `file` as it is (float32), or compiled with KV_BF16 (common.cuh kv_t). */
+function kvModule(file: string, dtype: KvDtype): string {
+  return dtype === 'bf16' ? moduleVariant(file, 'KV_BF16') : file;
 }
 
 /** A weight format this backend cannot run yet; LLM.load on device 'auto' falls back to the CPU on it. */
@@ -119,6 +133,8 @@ export interface CudaBackendOptions {
   kernelCacheDir?: string | null;
   /** Replay decode steps as CUDA graphs (step-graphs.ts; default: on unless $TACHYON_CUDA_GRAPHS=0). */
   cudaGraphs?: boolean;
+  /** KV cache element type (default bf16: half the memory and attention reads of float32). */
+  kvDtype?: KvDtype;
 }
 
 /** Host arrays of the current step (ids, slots, positions, block tables, RoPE tables) kept on the device. */
@@ -180,6 +196,8 @@ export type AttentionKernel = 'auto' | 'paged' | 'decode' | 'prefill';
 const DECODE_THREADS = 128;
 /** What every attention kernel launch of one call shares. */
 interface AttentionLaunch {
+  /** The kernel module for the cache's element type (CudaKvCache.module). */
+  module: (file: string) => string;
   q: DevicePtr;
   kc: DevicePtr;
   vc: DevicePtr;
@@ -289,6 +307,7 @@ export class CudaBackend implements Backend {
   private counters = { ptr: 0 as DevicePtr, ints: 0 };
   private prefill?: CublasLtPrefill | { reason: string };
   kvBytesOnDevice = 0;
+  readonly kvDtype: KvDtype;
   private readonly gridStrideBlocks: number;
   /** fp8, int8, int4 and nvfp4 weights (quantized-weights.ts). */
   private readonly quant: QuantizedWeights;
@@ -298,6 +317,7 @@ export class CudaBackend implements Backend {
     this.driver = sharedDriver ??= new CudaDriver(options.device ?? 0);
     this.nvrtc = sharedNvrtc ??= Nvrtc.load();
     if (options.syncEveryLaunch) this.driver.syncEveryLaunch = true;
+    this.kvDtype = options.kvDtype ?? 'bf16';
     const cacheDir = options.kernelCacheDir === null ? undefined : (options.kernelCacheDir ?? kernelCacheDir());
     this.kernels = new KernelModules(this.driver, this.nvrtc, undefined, cacheDir);
     this.pool = new DevicePool(this.driver);
@@ -353,7 +373,8 @@ export class CudaBackend implements Backend {
 
   /** Compile and load every kernel module now (otherwise each compiles on first use). */
   warmUp(): void {
-    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu', 'quant-linear.cu', 'sampling.cu']) this.kernels.module(f);
+    for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'quant-linear.cu', 'sampling.cu']) this.kernels.module(f);
+    for (const f of ['attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu']) this.kernels.module(kvModule(f, this.kvDtype));
   }
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
@@ -868,7 +889,7 @@ export class CudaBackend implements Backend {
     if (slots.length === 0) return;
     const qHeads = qt.cols / headDim;
     const items = qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
-    this.launch('rope-kv.cu', 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiii', [
+    this.launch(c.module('rope-kv.cu'), 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiii', [
       qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half,
     ]);
   }
@@ -954,16 +975,19 @@ export class CudaBackend implements Backend {
   // ---- KV cache and attention ----------------------------------------------------------------
 
   allocKvCache(spec: KvCacheSpec): KvCacheStorage {
-    const floats = spec.numLayers * spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
-    const k = this.ownedAlloc(floats * 4);
-    const v = this.ownedAlloc(floats * 4);
-    const cache = new CudaKvCache(spec, k, v);
+    const dtype = spec.dtype ?? this.kvDtype;
+    // Elements are 2 or 4 bytes and head_dim is even: every store is whole 4-byte words.
+    if (dtype === 'bf16' && spec.headDim % 2 !== 0) throw new RangeError(`allocKvCache: a bf16 KV cache needs an even head_dim, not ${spec.headDim}`);
+    const bytes = spec.numLayers * spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim * KV_DTYPE_BYTES[dtype];
+    const k = this.ownedAlloc(bytes);
+    const v = this.ownedAlloc(bytes);
+    const cache = new CudaKvCache(spec, dtype, k, v);
     this.owned.register(cache, k);
     this.owned.register(cache, v);
     this.kvBytesOnDevice += cache.bytes;
     // Zeroed like the CPU's, so a stray read of an unwritten slot is at least finite.
-    this.driver.fill32(k, 0, floats);
-    this.driver.fill32(v, 0, floats);
+    this.driver.fill32(k, 0, bytes / 4);
+    this.driver.fill32(v, 0, bytes / 4);
     return cache;
   }
 
@@ -974,7 +998,7 @@ export class CudaBackend implements Backend {
     const vt = v as CudaTensor;
     const { off, slotsPtr } = this.kvTarget('writeKv', c, layer, kt, vt, slots);
     if (slots.length === 0) return;
-    this.launch('kv-cache.cu', 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppi', [c.k + off, c.v + off, kt.ptr, vt.ptr, slotsPtr, width]);
+    this.launch(c.module('kv-cache.cu'), 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppi', [c.k + off, c.v + off, kt.ptr, vt.ptr, slotsPtr, width]);
   }
 
   /**
@@ -990,7 +1014,7 @@ export class CudaBackend implements Backend {
     for (let i = 0; i < slots.length; i++) {
       if (slots[i] < 0 || slots[i] >= numSlots) throw new RangeError(`${op}: slot ${slots[i]} (token ${i}) is outside the KV cache's ${numSlots} slots`);
     }
-    return { off: layer * c.layerFloats * 4, slotsPtr: slots.length > 0 ? this.uploads.get('slots', slots) : 0 };
+    return { off: layer * c.layerBytes, slotsPtr: slots.length > 0 ? this.uploads.get('slots', slots) : 0 };
   }
 
   attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor {
@@ -1005,18 +1029,18 @@ export class CudaBackend implements Backend {
     // Planned once per step (cached while the batch arrays are unchanged); checks positions and blocks.
     const plan = this.attentionPlanner.plan(batch, blockSize, c.spec.numBlocks, window);
     const tables = this.uploads.get('blockTables', batch.blockTables);
-    const off = layer * c.layerFloats * 4;
+    const off = layer * c.layerBytes;
     const kc = c.k + off;
     const vc = c.v + off;
     // The tiled kernels exist for head_dim 64 and 128; other sizes keep the original kernel.
     const tiled = headDim === 64 || headDim === 128;
     const kernel = this.attentionKernel !== 'auto' ? this.attentionKernel : !tiled ? 'paged' : plan.longestRun >= PREFILL_MIN_RUN ? 'prefill' : 'decode';
     if (kernel !== 'paged' && !tiled) throw new CudaError(`attention: the ${kernel} kernel needs head_dim 64 or 128, not ${headDim}`);
-    const a: AttentionLaunch = { q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
+    const a: AttentionLaunch = { module: (f) => c.module(f), q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
     if (kernel === 'paged') {
       const positions = this.uploads.get('positions', batch.positions);
       const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
-      this.launch('attention.cu', 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifi', [
+      this.launch(c.module('attention.cu'), 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifi', [
         qt.ptr, kc, vc, out.ptr, positions, seqIndex, tables,
         batch.maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
       ]);
@@ -1045,7 +1069,7 @@ export class CudaBackend implements Backend {
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
-    this.launch('attention-prefill.cu', `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
+    this.launch(a.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window,
     ]);
   }
@@ -1079,7 +1103,7 @@ export class CudaBackend implements Backend {
     const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
     const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
     try {
-      this.launch('attention-decode.cu', `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
+      this.launch(a.module('attention-decode.cu'), `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
         a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
         a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk,
       ]);
@@ -1115,10 +1139,10 @@ export class CudaBackend implements Backend {
 
   copyKvBlocks(cache: KvCacheStorage, pairs: Array<[number, number]>): void {
     const c = cache as CudaKvCache;
-    const blockFloats = c.spec.blockSize * c.spec.numKvHeads * c.spec.headDim;
     // One launch per pair, in order, so chains (a → b, b → c) behave as the CPU's sequential copies.
+    // Copied as 4-byte words whatever the element type (a block's bytes are a multiple of 4).
     for (const [src, dst] of pairs) {
-      this.launch('kv-cache.cu', 'copy_kv_block', [c.spec.numLayers, 2, 1], 256, 'ppllii', [c.k, c.v, c.layerFloats, blockFloats, src, dst]);
+      this.launch(c.module('kv-cache.cu'), 'copy_kv_block', [c.spec.numLayers, 2, 1], 256, 'ppllii', [c.k, c.v, c.layerBytes / 4, c.blockBytes / 4, src, dst]);
     }
   }
 

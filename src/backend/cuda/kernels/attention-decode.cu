@@ -1,4 +1,4 @@
-// Decode attention over the paged float32 KV cache, split over positions ("flash decoding"), one
+// Decode attention over the paged KV cache (float32, or bf16 under KV_BF16: common.cuh), split over positions ("flash decoding"), one
 // block per (token, KV head, group of up to 8 of its query heads, chunk of positions). `tokens`
 // lists the step's tokens to serve (the short runs of a step whose prefill chunks take the
 // tensor-core kernel), or is null for all of them.
@@ -21,7 +21,8 @@
 // each head's output; q sits in shared memory. The U × GB partial dot products of an iteration are
 // summed across the warp by a reduce-scatter (each shuffle level halves the values a lane
 // carries; 32 values at a time), so after ~32 shuffles lane i holds the full score of (position,
-// head) i / R: one exp per lane per 32 scores. Everything is float32, as the reference.
+// head) i / R: one exp per lane per 32 scores. Everything is float32, as the reference (bf16 K and V
+// are widened exactly as they are loaded).
 #include "common.cuh"
 
 #define DEC_WARPS 4
@@ -78,9 +79,20 @@ __device__ __forceinline__ float reduce_scatter(float* v, int lane) {
   else return v[0];
 }
 
-// A lane's E floats of a K or V row (one 16- or 8-byte load), or zeros.
+// A lane's E values of a K or V row as floats (one load of E elements: 16 or 8 bytes of float32, 8
+// or 4 of bf16), or zeros.
 template <int E>
-__device__ __forceinline__ void load_row(float* x, const float* p, bool ok) {
+__device__ __forceinline__ void load_row(float* x, const kv_t* p, bool ok) {
+#ifdef KV_BF16
+  if constexpr (E == 4) {
+    const uint2 a = ok ? *reinterpret_cast<const uint2*>(p) : uint2{0u, 0u};
+    x[0] = __uint_as_float(a.x << 16), x[1] = __uint_as_float(a.x & 0xffff0000u);
+    x[2] = __uint_as_float(a.y << 16), x[3] = __uint_as_float(a.y & 0xffff0000u);
+  } else {
+    const u32 a = ok ? *reinterpret_cast<const u32*>(p) : 0u;
+    x[0] = __uint_as_float(a << 16), x[1] = __uint_as_float(a & 0xffff0000u);
+  }
+#else
   if constexpr (E == 4) {
     const float4 a = ok ? *reinterpret_cast<const float4*>(p) : float4{0.f, 0.f, 0.f, 0.f};
     x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
@@ -88,10 +100,11 @@ __device__ __forceinline__ void load_row(float* x, const float* p, bool ok) {
     const float2 a = ok ? *reinterpret_cast<const float2*>(p) : float2{0.f, 0.f};
     x[0] = a.x, x[1] = a.y;
   }
+#endif
 }
 
 template <int D, int GB>
-__device__ __forceinline__ void decode_attention(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+__device__ __forceinline__ void decode_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                  float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
                                                  int* __restrict__ counters, const int* __restrict__ tokens, const int* __restrict__ positions,
                                                  const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq,
@@ -349,7 +362,7 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
 
 #define DECODE_KERNEL(D, GB)                                                                                                       \
   extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_BLOCKS(D, GB)) decode_attention_d##D##_g##GB(                      \
-      const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out,            \
+      const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,              \
       float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
       const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
       int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {                                     \

@@ -1,21 +1,25 @@
-// Prefill attention on tensor cores (flash-attention-2 style) over the paged float32 KV cache.
+// Prefill attention on tensor cores (flash-attention-2 style) over the paged KV cache (float32, or
+// bf16 in the KV_BF16 build: common.cuh).
 //
 // A block takes one query tile (up to 16·WARPS consecutive tokens of one sequence at consecutive
 // positions, built on the host: attention-plan.ts) for one head; WARPS is 8 (128-row tiles: each
 // K/V tile read serves twice the rows) or 4 (64-row tiles, twice the blocks, for short prompts). Its
 // warps own 16 query rows each. The block walks the sequence's visible positions in tiles of 32
-// through the block table, pipelined: each thread copies its share of the next tile's float32 K and
-// V rows into a staging buffer with cp.async (no registers held, all of a tile's loads in flight at
-// once) while the warps compute on the current tile; then it rounds its own staged floats to bf16
-// into the compute tiles. S = Q·Kᵀ and O += P·V run on `mma.sync.m16n8k16` (bf16 inputs, float32
-// accumulators); the softmax is online and in float32 (scores scaled in float32, max-subtracted,
-// exp2). Numbers: q, k, v and the probabilities are rounded to bf16 (8 significant bits) before the
-// products, so results differ from the float32 reference by about 1e-3 relative (the tests bound it;
-// see docs/cuda.md).
+// through the block table, pipelined: each thread copies its share of the next tile's K and V rows
+// with cp.async (no registers held, all of a tile's loads in flight at once) while the warps compute
+// on the current tile. From a float32 cache the copies land in a float32 staging buffer, and each
+// thread then rounds its own staged floats to bf16 into the compute tiles; from a bf16 cache they
+// land in the compute tiles themselves, which are double-buffered instead. S = Q·Kᵀ and O += P·V run
+// on `mma.sync.m16n8k16` (bf16 inputs, float32 accumulators); the softmax is online and in float32
+// (scores scaled in float32, max-subtracted, exp2). Numbers: q, k, v and the probabilities are
+// rounded to bf16 (8 significant bits) before the products, so results differ from the float32
+// reference by about 1e-3 relative (the tests bound it; see docs/cuda.md), and a bf16 cache gives
+// the same bits as a float32 one (its values are rounded once, when written, the same way).
 //
-// Shared memory, 48 KiB at head_dim 128 (the static limit, so no opt-in attribute is needed):
-// float32 staging 2 × 16 KiB + bf16 tiles 2 × 8 KiB. The bf16 tiles are unpadded; the 16-byte chunk
-// c of row r is stored at chunk c ^ (r & 7), so the 8 rows an `ldmatrix` reads hit distinct banks.
+// Shared memory at head_dim 128, within the 48 KiB static limit (so no opt-in attribute is needed):
+// float32 cache, float32 staging 2 × 16 KiB + bf16 tiles 2 × 8 KiB; bf16 cache, two bf16 tile pairs,
+// 32 KiB. The bf16 tiles are unpadded; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7),
+// so the 8 rows an `ldmatrix` reads hit distinct banks.
 //
 // mma fragment layouts (PTX ISA, m16n8k16, .bf16): with g = lane / 4 and t = lane % 4,
 //   A (16×16, row-major): regs {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}
@@ -74,7 +78,7 @@ __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1)
 
 // 16 bytes global → shared without passing through registers; ok = false writes 16 zero bytes
 // (src-size 0: nothing is read).
-__device__ __forceinline__ void cp_async16(u32 dst, const float* src, bool ok) {
+__device__ __forceinline__ void cp_async16(u32 dst, const kv_t* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
@@ -83,12 +87,21 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};
 // the tile's rows are tokens first.. at positions pos0.. (consecutive). Grid: (heads, tiles).
 template <int D, int WARPS>
-__device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+__device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
                                                   int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window) {
   constexpr int THREADS = WARPS * 32;
   constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
+#ifdef KV_BF16
+  constexpr int C8 = D / 8;                  // 16-byte chunks (8 bf16) per K/V row
+  constexpr int NL = PF_KV * C8 / THREADS;   // chunks a thread copies per tile, per K and per V
+  constexpr int RSTEP = THREADS / C8;        // rows between a thread's successive chunks
+  static_assert(NL * THREADS == PF_KV * C8, "threads must divide the tile");
+  constexpr u32 TILE_BYTES = PF_KV * D * 2;
+  __shared__ __align__(128) u16 kb[2 * PF_KV * D];  // two bf16 tiles each: computed on, being filled
+  __shared__ __align__(128) u16 vb[2 * PF_KV * D];
+#else
   constexpr int C4 = D / 4;                  // float4s per K/V row
   constexpr int NL = PF_KV * C4 / THREADS;   // float4s a thread stages per tile, per K and per V
   constexpr int RSTEP = THREADS / C4;        // rows between a thread's successive float4s
@@ -97,6 +110,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   __shared__ __align__(128) float vf[PF_KV * D];
   __shared__ __align__(128) u16 kb[PF_KV * D];    // bf16 tile being computed on, swizzled chunks
   __shared__ __align__(128) u16 vb[PF_KV * D];
+#endif
 
   const int h = blockIdx.x;
   const int* tile = tiles + 4 * blockIdx.y;
@@ -113,11 +127,33 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   const int warpRows = min(16, count - warp * 16);                // ≤ 0: a warp of padding rows
   const int warpFirstPos = pos0 + warp * 16, warpLastPos = warpFirstPos + warpRows - 1;
 
+#ifdef KV_BF16
+  // The chunks this thread copies: rows sr + i·RSTEP, chunk c8, stored at chunk c8 ^ (row & 7) of
+  // tile buffer `buf`.
+  const int sr = threadIdx.x / C8, c8 = threadIdx.x % C8;
+  const kv_t* kcol = kc + kvh * D + c8 * 8;
+  const kv_t* vcol = vc + kvh * D + c8 * 8;
+  // Queue the copies of positions t0.. into buffer buf (rows past `last` are zero, so no NaN from
+  // unwritten slots reaches a product).
+  auto stage = [&](int t0, int buf) {
+#pragma unroll
+    for (int i = 0; i < NL; i++) {
+      const int r = sr + i * RSTEP, p = t0 + r;
+      const bool ok = p <= last;
+      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      const u32 at = buf * TILE_BYTES + (r * D + ((c8 ^ (r & 7)) << 3)) * 2;
+      cp_async16(shared_addr(kb) + at, kcol + off, ok);
+      cp_async16(shared_addr(vb) + at, vcol + off, ok);
+    }
+    cp_async_commit();
+  };
+  stage(first, 0);  // in flight while q is read
+#else
   // The float4s this thread stages and converts: rows sr + i·RSTEP, column c4 (the same ones every
   // tile, so a thread only ever reads back what its own cp.async wrote: no barrier needed there).
   const int sr = threadIdx.x / C4, c4 = threadIdx.x % C4;
-  const float* kcol = kc + kvh * D + c4 * 4;
-  const float* vcol = vc + kvh * D + c4 * 4;
+  const kv_t* kcol = kc + kvh * D + c4 * 4;
+  const kv_t* vcol = vc + kvh * D + c4 * 4;
   const u32 kfThread = shared_addr(kf) + (sr * D + c4 * 4) * 4, vfThread = shared_addr(vf) + (sr * D + c4 * 4) * 4;
   // Queue the copies of positions t0.. (rows past `last` are zero, so no NaN from unwritten slots reaches a product).
   auto stage = [&](int t0) {
@@ -144,6 +180,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     }
   };
   stage(first);  // in flight while q is read
+#endif
 
   // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
   u32 qa[KS][4];
@@ -179,9 +216,17 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   for (int t0 = first; t0 <= last; t0 += PF_KV) {
     cp_async_wait_all();  // this thread's copies of tile t0 have landed
     __syncthreads();      // every warp is done with the previous bf16 tile
+#ifdef KV_BF16
+    // Tile t0 is complete in buffer `buf`; the other buffer, computed on last iteration, takes the next.
+    const int buf = ((t0 - first) / PF_KV) & 1;
+    if (t0 + PF_KV <= last) stage(t0 + PF_KV, buf ^ 1);
+    const u32 tileOff = buf * TILE_BYTES;
+#else
     convert();
     if (t0 + PF_KV <= last) stage(t0 + PF_KV);  // the staging slots are this thread's, just read
     __syncthreads();      // the bf16 tile is complete
+    const u32 tileOff = 0;
+#endif
     // Nothing in this tile is visible to any of this warp's rows: causally after them, or before
     // the window of the earliest of them.
     if (warpRows <= 0 || t0 > warpLastPos || (window > 0 && t0 + PF_KV - 1 <= warpFirstPos - window)) continue;
@@ -196,7 +241,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       for (int np = 0; np < 2; np++) {
         // matrices: (positions +0..7, dims +0..7), (+0..7, +8..15), (+8..15, +0..7), (+8..15, +8..15)
         u32 b0, b1, b2, b3;
-        ldmatrix_x4(kbLane + np * 16 * D * 2 + (((2 * k + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        ldmatrix_x4(kbLane + tileOff + np * 16 * D * 2 + (((2 * k + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
         mma_bf16(s[2 * np], qa[k], b0, b1);
         mma_bf16(s[2 * np + 1], qa[k], b2, b3);
       }
@@ -258,7 +303,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       for (int dp = 0; dp < D / 16; dp++) {
         // matrices: (positions +0..7, dims +0..7), (+8..15, +0..7), (+0..7, +8..15), (+8..15, +8..15)
         u32 b0, b1, b2, b3;
-        ldmatrix_x4_trans(vbLane + k * 16 * D * 2 + (((2 * dp + vChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        ldmatrix_x4_trans(vbLane + tileOff + k * 16 * D * 2 + (((2 * dp + vChunk) ^ mrow) << 4), b0, b1, b2, b3);
         mma_bf16(o[2 * dp], pa[k], b0, b1);
         mma_bf16(o[2 * dp + 1], pa[k], b2, b3);
       }
@@ -287,7 +332,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 
 #define PREFILL_KERNEL(D, WARPS)                                                                                        \
   extern "C" __global__ void __launch_bounds__(WARPS * 32, PF_MIN_BLOCKS(WARPS)) prefill_attention_d##D##_w##WARPS(     \
-      const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out, \
+      const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,   \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
       int numHeads, int numKvHeads, float scale, int window) {                                                          \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \

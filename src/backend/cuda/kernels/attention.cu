@@ -1,14 +1,14 @@
 // Causal attention over the paged KV cache for a flattened, varlen batch (prefill chunks and
 // decode tokens alike). One block per (token, head); its warps take the token's visible positions
 // in turn (through the sequence's block table), each keeping an online softmax, merged at the end.
-// KV cache per layer: [numBlocks·blockSize slots, numKvHeads·headDim] float32.
+// KV cache per layer: [numBlocks·blockSize slots, numKvHeads·headDim] kv_t (float32, or bf16: common.cuh).
 #include "common.cuh"
 
 #define ATTN_WARPS 8
 #define ATTN_MAX_D 8  // dims per lane: headDim ≤ 256
 
 extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
-    const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, float* __restrict__ out,
+    const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,
     const int* __restrict__ positions, const int* __restrict__ seqIndex, const int* __restrict__ blockTables,
     int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim, float scale, int window) {
   __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
@@ -32,13 +32,13 @@ extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
   float m = NEG_INF, l = 0.f;
   for (int p = first + warp; p <= pos; p += ATTN_WARPS) {
     const int slot = table[p / blockSize] * blockSize + p % blockSize;
-    const float* kp = kc + (u64)slot * kvWidth + kvh * headDim;
-    const float* vp = vc + (u64)slot * kvWidth + kvh * headDim;
+    const kv_t* kp = kc + (u64)slot * kvWidth + kvh * headDim;
+    const kv_t* vp = vc + (u64)slot * kvWidth + kvh * headDim;
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < ATTN_MAX_D; i++) {
       const int d = lane + 32 * i;
-      if (d < headDim) s += qv[i] * kp[d];
+      if (d < headDim) s += qv[i] * kv_to_f32(kp[d]);
     }
     s = warp_sum(s);
     const float mNew = fmaxf(m, s);
@@ -48,7 +48,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
 #pragma unroll
     for (int i = 0; i < ATTN_MAX_D; i++) {
       const int d = lane + 32 * i;
-      if (d < headDim) acc[i] = acc[i] * corr + e * vp[d];
+      if (d < headDim) acc[i] = acc[i] * corr + e * kv_to_f32(vp[d]);
     }
     m = mNew;
   }

@@ -23,6 +23,23 @@ __device__ __forceinline__ u16 f32_to_bf16(float x) {
   return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// KV cache element: float32, or bf16 in a module compiled with KV_BF16 (the backend picks the module
+// by the cache's dtype: cuda-backend.ts kvModule). Stores round to nearest even (the PTX conversion,
+// as the CPU backend's f32ToBf16 for every finite value).
+#ifdef KV_BF16
+typedef u16 kv_t;
+__device__ __forceinline__ float kv_to_f32(kv_t x) { return bf16_to_f32(x); }
+__device__ __forceinline__ kv_t f32_to_kv(float x) {
+  u16 r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+  return r;
+}
+#else
+typedef float kv_t;
+__device__ __forceinline__ float kv_to_f32(kv_t x) { return x; }
+__device__ __forceinline__ kv_t f32_to_kv(float x) { return x; }
+#endif
+
 // Weight storage types: each loads one element, or 16 bytes at once (V elements), as float32.
 struct WBf16 {
   typedef u16 T;
