@@ -1,7 +1,7 @@
 // The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
 // generate() and chat() stream chunks as async iterators.
 
-import type { Backend } from './backend/backend.js';
+import { KV_DTYPE_BYTES, KV_DTYPES, type Backend, type KvDtype } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
@@ -38,8 +38,14 @@ export interface LoadOptions {
   maxNumBatchedTokens?: number;
   /** KV cache capacity in tokens. */
   kvCacheTokens?: number;
-  /** KV cache capacity in bytes (float32 K and V); used when kvCacheTokens is not given. */
+  /** KV cache capacity in bytes (of kvCacheDtype K and V); used when kvCacheTokens is not given. */
   kvCacheMemoryBytes?: number;
+  /**
+   * KV cache element type: 'auto' (default) is bf16 on CUDA (as vLLM's auto: the model's dtype; half
+   * the memory and attention reads of float32) and float32 on the CPU (the reference); 'bf16' or
+   * 'float32' on either backend.
+   */
+  kvCacheDtype?: 'auto' | KvDtype | 'bfloat16';
   /**
    * CUDA: the fraction of the GPU's total memory this engine may use for weights, activations and the
    * KV cache (vLLM's gpu_memory_utilization, default 0.9); the KV cache gets what the rest leaves.
@@ -132,11 +138,12 @@ export class LLM {
     // Parse the speculative config before the (slow) weight load, so a typo fails at once.
     const specConfig = options.speculativeConfig === undefined ? undefined : parseSpeculativeConfig(options.speculativeConfig);
     if (options.gpuMemoryUtilization !== undefined) checkGpuMemoryUtilization(options.gpuMemoryUtilization);
+    const kvDtype = parseKvCacheDtype(options.kvCacheDtype);
     const { loaded, deviceNote } = await loadOnDevice(options.device ?? 'auto', source, {
       quantization: parseQuantizationMethod(options.quantization),
       onProgress: options.onProgress,
       loadFormat,
-    }, { cudaGraphs: options.enforceEager ? false : undefined });
+    }, kvDtype, { cudaGraphs: options.enforceEager ? false : undefined, kvDtype });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
     const maxNumSeqs = options.maxNumSeqs ?? 64;
@@ -292,9 +299,10 @@ export class LLM {
  * The CUDA module is imported only here, so a machine without it never loads its bindings.
  */
 async function loadOnDevice(
-  device: string, source: ModelSource, opts: LoadModelOptions, cudaOptions: import('./backend/cuda/cuda-backend.js').CudaBackendOptions = {},
+  device: string, source: ModelSource, opts: LoadModelOptions, kvDtype: KvDtype | undefined, cudaOptions: import('./backend/cuda/cuda-backend.js').CudaBackendOptions = {},
 ): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
-  if (device === 'cpu') return { loaded: loadModel(source, new CpuBackend(), opts) };
+  const cpu = () => new CpuBackend({ kvDtype });
+  if (device === 'cpu') return { loaded: loadModel(source, cpu(), opts) };
   if (device !== 'auto' && device !== 'cuda') throw new InvalidRequestError(`device '${device}' is not supported; supported: auto, cpu, cuda`);
   let cuda: typeof import('./backend/cuda/cuda-backend.js') | undefined;
   let reason: string;
@@ -306,7 +314,7 @@ async function loadOnDevice(
         return { loaded: loadModel(source, opened.backend, opts) };
       } catch (err) {
         if (device === 'auto' && err instanceof cuda.CudaUnsupportedError) {
-          return { loaded: loadModel(source, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU: ${err.message}` };
+          return { loaded: loadModel(source, cpu(), opts), deviceNote: `device auto: running on the CPU: ${err.message}` };
         }
         throw err;
       }
@@ -317,13 +325,22 @@ async function loadOnDevice(
     reason = `the CUDA bindings could not be loaded: ${(err as Error).message.split('\n')[0]}`;
   }
   if (device === 'cuda') throw new InvalidRequestError(`device cuda: CUDA is not available: ${reason}`);
-  return { loaded: loadModel(source, new CpuBackend(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
+  return { loaded: loadModel(source, cpu(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
 }
 
-/** KV cache tokens that fit in `bytes` of float32 K and V; undefined when no budget is given. */
-function kvCacheTokensFor(bytes: number | undefined, c: { numLayers: number; numKvHeads: number; headDim: number }): number | undefined {
+/** kvCacheDtype's element type; undefined for 'auto' (the backend's default). */
+function parseKvCacheDtype(v: string | undefined): KvDtype | undefined {
+  if (v === undefined || v === 'auto') return undefined;
+  if (v === 'bfloat16') return 'bf16'; // vLLM's spelling
+  if ((KV_DTYPES as readonly string[]).includes(v)) return v as KvDtype;
+  const fp8 = v.startsWith('fp8') ? ' (an FP8 KV cache is not implemented yet; `tachyon plan --kv-cache-dtype fp8` models one)' : '';
+  throw new InvalidRequestError(`kv_cache_dtype '${v}' is not supported${fp8}; supported: auto, ${KV_DTYPES.join(', ')}`);
+}
+
+/** KV cache tokens that fit in `bytes` of `dtype` K and V; undefined when no budget is given. */
+function kvCacheTokensFor(bytes: number | undefined, c: { numLayers: number; numKvHeads: number; headDim: number }, dtype: KvDtype): number | undefined {
   if (bytes === undefined) return undefined;
-  const perToken = kvBytesPerToken(c);
+  const perToken = kvBytesPerToken(c, KV_DTYPE_BYTES[dtype]);
   const tokens = kvTokensForMemory(bytes, perToken, DEFAULT_BLOCK_SIZE);
   if (tokens < DEFAULT_BLOCK_SIZE) throw new InvalidRequestError(`kv_cache_memory ${bytes} bytes holds no KV block: one block of ${DEFAULT_BLOCK_SIZE} tokens takes ${perToken * DEFAULT_BLOCK_SIZE} bytes`);
   return tokens;
@@ -341,13 +358,15 @@ interface PreparedProposer {
 
 function prepareProposer(config: SpeculativeConfig, loaded: LoadedModel): PreparedProposer {
   const opts = (kvCacheTokens: number) => ({ kvCacheTokens, blockSize: DEFAULT_BLOCK_SIZE });
+  // The proposer's cache is allocated on the target's backend, in its KV dtype.
+  const elementBytes = KV_DTYPE_BYTES[loaded.model.backend.kvDtype];
   if (config.method === 'draft_model') {
     const draft = loadDraftModel(config.model!, loaded.model, loaded.tokenizerDir);
-    return { kvBytesPerToken: kvBytesPerToken(draft.config), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
+    return { kvBytesPerToken: kvBytesPerToken(draft.config, elementBytes), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
   }
   if (config.method === 'eagle3') {
     const head = loadEagle3Head(config.model!, loaded.model);
-    const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim });
+    const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim }, elementBytes);
     return { kvBytesPerToken: perToken, build: (t) => new Eagle3Proposer(head, loaded.config.numLayers, opts(t)) };
   }
   // n-gram and synthetic proposers hold no model and no cache.
@@ -369,7 +388,9 @@ interface KvSizing {
 function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen: number; maxNumSeqs: number; proposer?: PreparedProposer; numSpeculativeTokens: number }): KvSizing {
   const notes: string[] = [];
   const warnings: string[] = [];
-  const explicit = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config);
+  const kvDtype = loaded.model.backend.kvDtype;
+  const perToken = kvBytesPerToken(loaded.config, KV_DTYPE_BYTES[kvDtype]);
+  const explicit = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config, kvDtype);
   const gpu = gpuMemory(loaded.model.backend);
   if (!gpu) {
     if (options.gpuMemoryUtilization !== undefined) {
@@ -407,7 +428,7 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
     }
   }
   if (explicit !== undefined) {
-    notes.push(`KV cache: ${explicit} tokens as given (${((explicit * kvBytesPerToken(loaded.config)) / 2 ** 30).toFixed(2)} GiB, float32)`);
+    notes.push(`KV cache: ${explicit} tokens as given (${((explicit * perToken) / 2 ** 30).toFixed(2)} GiB, ${kvDtype})`);
     return { kvCacheTokens: explicit, maxNumBatchedTokens, notes, warnings };
   }
   const budget = kvCacheBudget({
@@ -415,7 +436,8 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
     usedBytes,
     gpuMemoryUtilization: utilization,
     activationBytes: activationFor(maxNumBatchedTokens),
-    kvBytesPerToken: kvBytesPerToken(loaded.config) + (s.proposer?.kvBytesPerToken ?? 0),
+    kvBytesPerToken: perToken + (s.proposer?.kvBytesPerToken ?? 0),
+    kvDtype,
     blockSize: DEFAULT_BLOCK_SIZE,
     maxModelLen: s.maxModelLen,
     maxNumSeqs: s.maxNumSeqs,

@@ -160,10 +160,10 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
   });
 
   it('eval --device cuda scores the default model as the CPU does', { skip: cudaReason === undefined ? false : `no CUDA device: ${cudaReason}` }, () => {
-    // The float32 path on both (tiled prefill GEMM, FMA decode GEMV): bf16 activations move logits by
+    // The float32 path on both (tiled prefill GEMM, FMA decode GEMV, float32 KV): bf16 activations move logits by
     // ~1e-3 and can flip a near-tied greedy answer (cuda-cublaslt and cuda-gemv-mma tests check those).
     const report = (device: string) => {
-      const args = builtArgs(['eval', '--device', device, '--max-tokens-eval', '512', '--json', '--quiet']);
+      const args = builtArgs(['eval', '--device', device, '--kv-cache-dtype', 'float32', '--max-tokens-eval', '512', '--json', '--quiet']);
       // Each report takes about a minute alone on the GPU machine (the CPU one most); beside the other
       // suites' processes it took over two: a hang guard, not a speed bound.
       const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 360_000, env: { ...process.env, TACHYON_PREFILL_GEMM: 'tiled', TACHYON_DECODE_GEMV: 'fma' } });

@@ -303,13 +303,14 @@ describe('dummy presets on CUDA', { skip: skipReason }, () => {
       checkShapes(c, llm.loaded.model.weights);
       assert.deepEqual(llm.loaded.weightBytes, { bf16: weightBytes(c, 'bf16').totalBytes });
       const tokens = llm.engine.pool.numBlocks * llm.engine.options.blockSize;
-      const kvBytes = tokens * kvBytesPerToken(c);
+      assert.equal(llm.loaded.model.backend.kvDtype, 'bf16', 'the CUDA default');
+      const kvBytes = tokens * kvBytesPerToken(c, 2);
       assert.ok(tokens >= 4096, `${tokens} tokens`);
       // 6 GiB less the weights, plus slack: other test files share the GPU and may free memory while
       // this one loads (seen: 6.7 GiB once), which the utilization then rightly hands to the cache.
       assert.ok(kvBytes <= 8 * GiB, `KV cache of ${kvBytes} bytes is over the 6 GiB allowed (+2 GiB slack)`);
       const line = llm.notes.find((n) => n.startsWith('KV cache:'));
-      assert.match(line ?? '', new RegExp(`^KV cache: ${tokens} tokens \\([\\d.]+ GiB, float32\\), max concurrency ${(tokens / 4096).toFixed(2)}× at max_model_len 4096`));
+      assert.match(line ?? '', new RegExp(`^KV cache: ${tokens} tokens \\([\\d.]+ GiB, bf16\\), max concurrency ${(tokens / 4096).toFixed(2)}× at max_model_len 4096`));
       const r = await llm.complete('The robot', { maxTokens: 32, temperature: 1, seed: 1, ignoreEos: true });
       assert.equal(r.tokenIds.length, 32);
       assert.ok(r.tokenIds.every((t) => t < TOKENIZER_SIZE), `ids ${r.tokenIds.filter((t) => t >= TOKENIZER_SIZE)}`);

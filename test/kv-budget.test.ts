@@ -23,7 +23,8 @@ const base: KvBudgetInput = {
   usedBytes: 20 * GiB,
   gpuMemoryUtilization: 0.9,
   activationBytes: 1 * GiB,
-  kvBytesPerToken: kvBytesPerToken(llama8b),
+  kvBytesPerToken: kvBytesPerToken(llama8b, 4),
+  kvDtype: 'float32',
   blockSize: 16,
   maxModelLen: 4096,
   maxNumSeqs: 1000,
@@ -42,6 +43,12 @@ describe('KV cache budget', () => {
     assert.equal(b.maxConcurrency, (12984 * 16) / 4096);
     assert.equal(b.capped, false);
     assert.equal(kvCacheLine(b, 4096, 1000), 'KV cache: 207744 tokens (50.72 GiB, float32), max concurrency 50.72× at max_model_len 4096');
+  });
+
+  it('a bf16 cache (half the bytes a token) holds twice the tokens in the same memory, and the line says bf16', () => {
+    const b = kvCacheBudget({ ...base, kvBytesPerToken: kvBytesPerToken(llama8b, 2), kvDtype: 'bf16' });
+    assert.equal(b.tokens, 2 * 12984 * 16);
+    assert.equal(kvCacheLine(b, 4096, 1000), 'KV cache: 415488 tokens (50.72 GiB, bf16), max concurrency 101.44× at max_model_len 4096');
   });
 
   it('rounds down to whole blocks', () => {

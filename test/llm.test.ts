@@ -83,3 +83,28 @@ describe('LLM (library API)', () => {
     assert.throws(() => llm.generate(long, { maxTokens: 1 }), (e: unknown) => e instanceof CapacityError && /maximum context length is \d+ tokens, but the prompt has \d+ tokens/.test(e.message));
   });
 });
+
+describe('LLM KV cache element type', () => {
+  it('bf16 K and V (kvCacheDtype, also spelled bfloat16) take half the bytes a token: twice the tokens from one budget, the same greedy answer here', async () => {
+    const bytes = 1 << 20;
+    const f32 = await LLM.load({ device: 'cpu', kvCacheMemoryBytes: bytes });
+    const bf = await LLM.load({ device: 'cpu', kvCacheMemoryBytes: bytes, kvCacheDtype: 'bfloat16' });
+    try {
+      assert.equal(f32.loaded.model.backend.kvDtype, 'float32', "the CPU's auto");
+      assert.equal(bf.loaded.model.backend.kvDtype, 'bf16');
+      assert.equal(bf.engine.pool.numBlocks, 2 * f32.engine.pool.numBlocks);
+      const prompt = 'The robot walked into the market and';
+      const [a, b] = await Promise.all([f32, bf].map((m) => m.complete(prompt, { temperature: 0, maxTokens: 24, ignoreEos: true })));
+      assert.deepEqual(b.tokenIds, a.tokenIds);
+    } finally {
+      await f32.close();
+      await bf.close();
+    }
+  });
+
+  it('an unknown or FP8 KV dtype is refused, naming the supported ones', async () => {
+    await assert.rejects(LLM.load({ device: 'cpu', kvCacheDtype: 'float16' as 'bf16' }), (e: unknown) =>
+      e instanceof InvalidRequestError && /kv_cache_dtype 'float16' is not supported; supported: auto, float32, bf16/.test(e.message));
+    await assert.rejects(LLM.load({ device: 'cpu', kvCacheDtype: 'fp8_e4m3' as 'bf16' }), /kv_cache_dtype 'fp8_e4m3' is not supported \(an FP8 KV cache is not implemented yet; `tachyon plan --kv-cache-dtype fp8` models one\)/);
+  });
+});

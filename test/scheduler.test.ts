@@ -180,9 +180,10 @@ describe('KV block pool', () => {
     assert.notEqual(blockHash(h1, [3, 4]), blockHash(blockHash(undefined, [9, 9]), [3, 4]), 'same block after a different prefix');
   });
 
-  it('sizes the cache from a memory budget: 2 × layers × kv_heads × head_dim × 4 bytes per token', () => {
-    const perToken = kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 });
+  it('sizes the cache from a memory budget: 2 × layers × kv_heads × head_dim × element bytes per token', () => {
+    const perToken = kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 4);
     assert.equal(perToken, 4096);
+    assert.equal(kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 2), 2048, 'bf16');
     assert.equal(kvTokensForMemory(1 << 20, perToken, 16), 256);
     assert.equal(kvTokensForMemory(perToken * 16 * 3 + 100, perToken, 16), 48, 'whole blocks only');
   });

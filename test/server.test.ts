@@ -344,7 +344,7 @@ describe('tachyon serve under load limits', () => {
   it('a tiny KV budget preempts and recomputes, and every output still equals running alone', async () => {
     const model = writeServerTestModel(256);
     // 24 blocks of 16 tokens (2 layers × 2 kv heads × 8 dims × 4 bytes × 2 = 256 bytes per token).
-    const llm = await LLM.load({ model, kvCacheMemoryBytes: 256 * 16 * 24 });
+    const llm = await LLM.load({ model, kvCacheMemoryBytes: 256 * 16 * 24, kvCacheDtype: 'float32' });
     assert.equal(llm.engine.pool.numBlocks, 24);
     const server = await startServer(llm, { port: 0, modelName: MODEL, version: '0' });
     try {

@@ -32,6 +32,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--quantization <method>', 'quantize weights at load: fp8 | w8a16 | w4a16 | nvfp4 (embeddings and lm_head stay as stored)')
     .option('--gpu-memory-utilization <f>', 'CUDA: fraction of the GPU\'s memory for weights, activations and the KV cache, in (0, 1] (default 0.9); the KV cache gets what is left', floatArg('--gpu-memory-utilization'))
+    .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32', 'auto')
     .option('--enforce-eager', 'CUDA: run every decode step op by op instead of replaying it as a CUDA graph (slower; for debugging and comparison)')
     .option('--speculative-config <json>', 'speculative decoding, vLLM\'s keys: {"method": "draft_model"|"eagle3"|"ngram", "num_speculative_tokens": k, "model": DIR, ...}');
 }
@@ -58,6 +59,7 @@ export interface ModelFlags {
   device: string;
   quantization?: string;
   gpuMemoryUtilization?: number;
+  kvCacheDtype?: string;
   enforceEager?: boolean;
   speculativeConfig?: string;
 }
@@ -94,6 +96,7 @@ export function loadOptionsFrom(flags: ModelFlags, opts: { progress?: boolean } 
     device: flags.device,
     quantization: flags.quantization,
     gpuMemoryUtilization: f,
+    kvCacheDtype: flags.kvCacheDtype as LoadOptions['kvCacheDtype'],
     enforceEager: flags.enforceEager,
     speculativeConfig: flags.speculativeConfig,
     onProgress: opts.progress === false ? undefined : loadProgress(),

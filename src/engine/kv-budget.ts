@@ -78,6 +78,8 @@ export interface KvBudgetInput {
   activationBytes: number;
   /** KV bytes per token of every cache sized with the target's token count (target + draft model). */
   kvBytesPerToken: number;
+  /** Their element type, for messages. */
+  kvDtype: string;
   blockSize: number;
   maxModelLen: number;
   /** More than maxNumSeqs × maxModelLen tokens can never be held by running sequences at once. */
@@ -87,6 +89,8 @@ export interface KvBudgetInput {
 export interface KvBudget {
   tokens: number;
   bytes: number;
+  /** The element type (KvBudgetInput.kvDtype). */
+  dtype: string;
   /** F × total − used − reserve: what the KV cache could take before rounding and the cap. */
   availableBytes: number;
   /** Activations + workspace set aside for the largest step. */
@@ -125,17 +129,17 @@ export function kvCacheBudget(input: KvBudgetInput): KvBudget {
     const fits = tokens > 0 ? `at most ${tokens} tokens fit` : 'not one KV block fits';
     throw new CapacityError(
       `the KV cache cannot hold one sequence of max_model_len ${maxModelLen}: that needs ${gib(seqTokens * perToken)} ` +
-        `(${perToken} bytes per token, float32), but only ${gib(Math.max(0, availableBytes))} is left (${situation}); ` +
+        `(${perToken} bytes per token, ${input.kvDtype}), but only ${gib(Math.max(0, availableBytes))} is left (${situation}); ` +
         `lower --max-model-len (${fits}) or raise --gpu-memory-utilization`,
     );
   }
-  return { tokens, bytes: tokens * perToken, availableBytes, reserveBytes, maxConcurrency: tokens / maxModelLen, capped: byMemory > cap };
+  return { tokens, bytes: tokens * perToken, dtype: input.kvDtype, availableBytes, reserveBytes, maxConcurrency: tokens / maxModelLen, capped: byMemory > cap };
 }
 
 /** vLLM's two start-up lines in one: the cache's size and how many full-length requests it holds. */
 export function kvCacheLine(b: KvBudget, maxModelLen: number, maxNumSeqs: number): string {
   const capped = b.capped ? ` (capped at max_num_seqs ${maxNumSeqs} × max_model_len; ${gib(b.availableBytes)} was available)` : '';
-  return `KV cache: ${b.tokens} tokens (${gib(b.bytes)}, float32), max concurrency ${b.maxConcurrency.toFixed(2)}× at max_model_len ${maxModelLen}${capped}`;
+  return `KV cache: ${b.tokens} tokens (${gib(b.bytes)}, ${b.dtype}), max concurrency ${b.maxConcurrency.toFixed(2)}× at max_model_len ${maxModelLen}${capped}`;
 }
 
 /**

@@ -7,7 +7,7 @@ import { CapacityError } from '../errors.js';
 export const DEFAULT_BLOCK_SIZE = 16;
 
 /** Bytes one token's K and V take in every layer: 2 × layers × kv_heads × head_dim × element size. */
-export function kvBytesPerToken(shape: { numLayers: number; numKvHeads: number; headDim: number }, bytesPerElement = 4): number {
+export function kvBytesPerToken(shape: { numLayers: number; numKvHeads: number; headDim: number }, bytesPerElement: number): number {
   return 2 * shape.numLayers * shape.numKvHeads * shape.headDim * bytesPerElement;
 }
 
