@@ -11,30 +11,33 @@
 //    the device-to-device copy bandwidth, and kernel launches per call.
 // The numbers before this kernel generation (H100, 2026-11-23) are in docs/cuda.md, "Attention".
 // L2 is flushed (a 256 MiB memset) before every timed call: in a model each layer reads its own KV.
+// The KV cache is bf16 (the CUDA default) or, with --kv-dtype float32, float32.
 // Prints markdown tables and saves JSON with the machine and GPU. Measures; never passes or fails.
 //
-//   node dist/bench/cuda-attention.js [--reps 9] [--output FILE]
+//   node dist/bench/cuda-attention.js [--reps 9] [--kv-dtype bf16|float32] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { AttentionBatch, KvCacheStorage } from '../src/backend/backend.js';
+import { KV_DTYPE_BYTES, type AttentionBatch, type KvCacheStorage, type KvDtype } from '../src/backend/backend.js';
 import { decodeChunk } from '../src/backend/cuda/attention-plan.js';
 import { CudaBackend, type AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { machineInfo } from './machine.js';
 
-const { values } = parseArgs({ options: { reps: { type: 'string', default: '9' }, output: { type: 'string' } } });
+const { values } = parseArgs({ options: { reps: { type: 'string', default: '9' }, 'kv-dtype': { type: 'string', default: 'bf16' }, output: { type: 'string' } } });
 const reps = Number(values.reps);
+const kvDtype = values['kv-dtype'] as KvDtype;
+if (!(kvDtype in KV_DTYPE_BYTES)) throw new Error(`--kv-dtype ${kvDtype}: bf16 or float32`);
 
-const backend = new CudaBackend();
+const backend = new CudaBackend({ kvDtype });
 const t0 = performance.now();
 backend.warmUp();
 const warmUpMs = performance.now() - t0;
 const copyGBs = backend.measureCopyBandwidth();
 const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write); kernels ready in ${warmUpMs.toFixed(0)} ms`);
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write); kernels ready in ${warmUpMs.toFixed(0)} ms; KV cache ${kvDtype}`);
 
 const driver = backend.driver;
 const FLUSH_BYTES = 256 * 2 ** 20;
@@ -177,7 +180,7 @@ for (const [model, heads, contexts] of shapes) {
   for (const b of [1, 8]) {
     for (const context of contexts) {
       const batch = batchOf(Array.from({ length: b }, (_, s) => [s, context - 1]), maxBatch, blockTables, maxBlocksPerSeq);
-      const kvBytes = b * context * kvHeads * headDim * 4 * 2;
+      const kvBytes = b * context * kvHeads * headDim * KV_DTYPE_BYTES[kvDtype] * 2;
       const qHost = noise.subarray(0, b * heads * headDim);
       const auto = decodeChunk(context);
       const variants: Array<[AttentionKernel, number]> = [['paged', 0], ['decode', 0]];
@@ -220,7 +223,7 @@ for (const r of decodeRows) {
 driver.memFree(flush);
 const machine = machineInfo();
 const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-attention-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-attention-${gpuSlug}-${machine.date.slice(0, 10)}-kv-${kvDtype}.json`);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,
@@ -230,8 +233,9 @@ writeFileSync(
       gpu: { ...gpu, copyGBs },
       kernels: { warmUpMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
       reps,
+      kvDtype,
       notes:
-        'device ms per call, median over calls each after a 256 MiB L2 flush; prefill TFLOP/s = 4 · headDim · heads · Σ visible positions; decode KV GB/s = batch · context · kvHeads · headDim · 4 B · 2 (K, V) / time',
+        'device ms per call, median over calls each after a 256 MiB L2 flush; prefill TFLOP/s = 4 · headDim · heads · Σ visible positions; decode KV GB/s = batch · context · kvHeads · headDim · element bytes (kvDtype) · 2 (K, V) / time',
       machine,
       prefill: prefillRows,
       decode: decodeRows,

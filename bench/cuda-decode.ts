@@ -244,7 +244,7 @@ writeFileSync(
       kernels: { warmUpMs, modules: backend.kernels.stats, nvrtc: { path: backend.nvrtc.path, version: backend.nvrtc.version } },
       launchUs, linear: linearRows, pool: backend.pool.counters, graphs: { ...backend.graphs.stats, ...backend.graphs.size },
       promptLen, decodeLen, dummy8b: dummy ?? null,
-      notes: 'decodeStepMs is the median forward step (forward path) or the mean decode step through LLM.generate (engine path); rooflineRatio = (weight bytes per step / copy bandwidth) / step time; activations and KV cache are float32',
+      notes: `decodeStepMs is the median forward step (forward path) or the mean decode step through LLM.generate (engine path); rooflineRatio = (weight bytes per step / copy bandwidth) / step time; activations are float32, the KV cache ${backend.kvDtype}`,
       machine, rows,
     },
     null,

@@ -5,7 +5,7 @@
 // attention) to say where the rest goes. Prints a table, saves JSON with the GPU. Measures; never
 // passes or fails.
 //
-//   node --expose-gc dist/bench/cuda-prefill.js [--prompt-len 2048] [--formats bf16,fp8] [--repeats 3] [--no-tiled] [--output FILE]
+//   node --expose-gc dist/bench/cuda-prefill.js [--prompt-len 2048] [--formats bf16,fp8] [--repeats 3] [--no-tiled] [--kv-dtype bf16|float32] [--output FILE]
 //
 // The issue's goal: TTFT within 1.5× of the cuBLAS-bound time.
 
@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { mlp, type Backend, type KvCacheStorage, type RandomWeightSpec, type Weight } from '../src/backend/backend.js';
+import { KV_DTYPE_BYTES, type KvDtype } from '../src/backend/backend.js';
 import { CudaBackend, CudaDenseWeight, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
 import type { GemmOperand } from '../src/backend/cuda/cublaslt.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
@@ -35,17 +36,20 @@ const { values } = parseArgs({
     formats: { type: 'string', default: 'bf16,fp8' },
     repeats: { type: 'string', default: '3' },
     'no-tiled': { type: 'boolean', default: false },
+    'kv-dtype': { type: 'string', default: 'bf16' },
     output: { type: 'string' },
   },
 });
 const L = Number(values['prompt-len']);
 const repeats = Number(values.repeats);
 
-const backend = new CudaBackend();
+const kvDtype = values['kv-dtype'] as KvDtype;
+if (!(kvDtype in KV_DTYPE_BYTES)) throw new Error(`--kv-dtype ${kvDtype}: bf16 or float32`);
+const backend = new CudaBackend({ kvDtype });
 backend.warmUp();
 const gpu = backend.device;
 const blas = backend.cublasLt();
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs, ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB)`);
+console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs, ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB); KV cache ${kvDtype}`);
 console.log(blas ? `cuBLASLt ${blas.lt.version} (${blas.lt.path})` : 'cuBLASLt not found: prefill runs on the tiled float32 kernel and there is no cuBLAS-bound time');
 
 const raw = findPreset('llama-3.1-8b')!;
@@ -362,6 +366,7 @@ writeFileSync(
       model: { preset: 'llama-3.1-8b', config: raw, weights: 'random (--load-format dummy), made on the GPU' },
       promptLen: L,
       repeats,
+      kvDtype,
       notes:
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
