@@ -51,7 +51,8 @@ describe('tachyon eval', () => {
   });
 
   it('scores every position from one forward, with the logits token-by-token decoding gives', async () => {
-    const llm = await LLM.load({ model: dir });
+    // float32 K and V (CUDA's default is bf16), as the CPU runner below keeps them.
+    const llm = await LLM.load({ model: dir, kvCacheDtype: 'float32' });
     const inputs = prepareInputs(llm, TEXT, [], { contextLen: 24, maxTokensEval: 40 });
     assert.equal(inputs.textTokens, 40);
     assert.ok(inputs.textTokensAvailable > 100);
