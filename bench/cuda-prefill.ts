@@ -46,6 +46,8 @@ const repeats = Number(values.repeats);
 const kvDtype = values['kv-dtype'] as KvDtype;
 if (!(kvDtype in KV_DTYPE_BYTES)) throw new Error(`--kv-dtype ${kvDtype}: bf16 or float32`);
 const backend = new CudaBackend({ kvDtype });
+/** Timed too, interleaved, for comparison. */
+const otherKvDtype: KvDtype = kvDtype === 'bf16' ? 'float32' : 'bf16';
 backend.warmUp();
 const gpu = backend.device;
 const blas = backend.cublasLt();
@@ -133,6 +135,8 @@ interface FormatResult {
   mlpLayerMs?: { half: number; f32: number; siluF32: number; siluHalf: number };
   /** The forward with the MLP's intermediate in float32 (backend.fusedMlp = false), median of the repeats. */
   float32MlpForwardMs?: number;
+  /** The forward with a KV cache of the other element type (otherKvDtype), median of the repeats. */
+  otherKvForwardMs?: number;
   cublasBoundMs?: number | null;
   linearsInForwardMs?: number;
   attentionMs?: number;
@@ -158,14 +162,16 @@ function gemmOperand(w: Weight): { ptr: DevicePtr; type: GemmOperand } | undefin
   return undefined;
 }
 
-/** One KV cache per model, kept across timed runs, so no run pays for allocating (or the collector freeing) 0.5 GB. */
-const kvCaches = new WeakMap<LlamaModel, KvCacheStorage>();
+/** One KV cache per model and element type, kept across timed runs, so no run pays for allocating (or the collector freeing) 0.5 GB. */
+const kvCaches = new WeakMap<LlamaModel, Map<KvDtype, KvCacheStorage>>();
 
-async function timeTtft(model: LlamaModel, runs: number): Promise<number[]> {
+async function timeTtft(model: LlamaModel, runs: number, dtype: KvDtype = kvDtype): Promise<number[]> {
   const c = model.config;
   const blocks = Math.ceil((L + 1) / 16);
-  let kv = kvCaches.get(model);
-  if (!kv) kvCaches.set(model, (kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim })));
+  const caches = kvCaches.get(model) ?? new Map<KvDtype, KvCacheStorage>();
+  kvCaches.set(model, caches);
+  let kv = caches.get(dtype);
+  if (!kv) caches.set(dtype, (kv = backend.allocKvCache({ numLayers: c.numLayers, numBlocks: blocks, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim, dtype })));
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     await nextTurn();
@@ -291,23 +297,28 @@ for (const format of values.formats!.split(',')) {
   backend.prefillGemm = 'auto';
   const path0 = blas ? { ...blas.counters } : { half: 0, fp8: 0 };
   await timeTtft(model, 1); // plans cuBLASLt's GEMMs and compiles kernels
-  // The MLP's intermediate in 16 bits (the default) and in float32, runs interleaved so that drift
-  // of the machine (seen: ±10% between runs minutes apart) falls on both alike.
+  await timeTtft(model, 1, otherKvDtype);
+  // The MLP's intermediate in 16 bits (the default) and in float32, and the other KV element type,
+  // runs interleaved so that drift of the machine (seen: ±10% between runs minutes apart) falls on
+  // all alike.
   r.forwardTtftRunsMs = [];
   const f32Runs: number[] = [];
+  const otherKvRuns: number[] = [];
   for (let i = 0; i < repeats; i++) {
     r.forwardTtftRunsMs.push(...(await timeTtft(model, 1)));
     backend.fusedMlp = false;
     f32Runs.push(...(await timeTtft(model, 1)));
     backend.fusedMlp = true;
+    otherKvRuns.push(...(await timeTtft(model, 1, otherKvDtype)));
   }
   r.forwardTtftMs = median(r.forwardTtftRunsMs);
   r.float32MlpForwardMs = median(f32Runs);
+  r.otherKvForwardMs = median(otherKvRuns);
   r.prefillPath = blas ? { half: blas.counters.half - path0.half, fp8: blas.counters.fp8 - path0.fp8 } : undefined;
   const eng = await timeEngine(model, 1 + repeats);
   r.engineTtftMs = median(eng.ms.slice(1));
   r.engineMaxNumBatchedTokens = eng.maxNumBatchedTokens;
-  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms`);
+  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms, with a ${otherKvDtype} KV cache ${r.otherKvForwardMs.toFixed(1)} ms`);
   if (r.prefillPath) console.log(`  prefill linears on cuBLASLt in those forwards: ${r.prefillPath.half} bf16/f16, ${r.prefillPath.fp8} FP8 (the rest on other kernels)`);
 
   r.linears = await timeLinears(weights.layers[0], weights.lmHead);
@@ -338,16 +349,16 @@ for (const format of values.formats!.split(',')) {
 // ---- report ----
 const fmt = (v: number | null | undefined, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
 console.log('');
-console.log(`| format | TTFT forward ms | TTFT engine ms | cuBLAS-bound ms | TTFT / bound | float32-MLP forward ms | linears in forward ms | attention ms | rest ms | tiled-GEMM forward ms |`);
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log(`| format | TTFT forward ms | TTFT engine ms | cuBLAS-bound ms | TTFT / bound | float32-MLP forward ms | ${otherKvDtype}-KV forward ms | linears in forward ms | attention ms | rest ms | tiled-GEMM forward ms |`);
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
   if (r.skipped) {
-    console.log(`| ${r.format} | skipped: ${r.skipped} | | | | | | | | |`);
+    console.log(`| ${r.format} | skipped: ${r.skipped} | | | | | | | | | |`);
     continue;
   }
   const ratio = r.cublasBoundMs ? r.forwardTtftMs! / r.cublasBoundMs : null;
   console.log(
-    `| ${r.format} | ${fmt(r.forwardTtftMs)} | ${fmt(r.engineTtftMs)} | ${fmt(r.cublasBoundMs)} | ${ratio === null ? '—' : `${ratio.toFixed(2)}×`} | ${fmt(r.float32MlpForwardMs)} | ${fmt(r.linearsInForwardMs)} | ${fmt(r.attentionMs)} | ${fmt(r.restMs)} | ${fmt(r.tiledForwardMs)} |`,
+    `| ${r.format} | ${fmt(r.forwardTtftMs)} | ${fmt(r.engineTtftMs)} | ${fmt(r.cublasBoundMs)} | ${ratio === null ? '—' : `${ratio.toFixed(2)}×`} | ${fmt(r.float32MlpForwardMs)} | ${fmt(r.otherKvForwardMs)} | ${fmt(r.linearsInForwardMs)} | ${fmt(r.attentionMs)} | ${fmt(r.restMs)} | ${fmt(r.tiledForwardMs)} |`,
   );
 }
 console.log('\ngoal: TTFT within 1.5× of the cuBLAS-bound time (the sum of cuBLASLt\'s GEMM time over every linear at this prompt length, lm_head for the last token only)');
@@ -371,7 +382,8 @@ writeFileSync(
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
         "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (bf16, or e4m3 for fp8); " +
-        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false',
+        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false; otherKvForwardMs: the forward with a KV cache of otherKvDtype (runs of the three kinds interleaved)',
+      otherKvDtype,
       machine,
       results,
     },
