@@ -216,7 +216,7 @@ export const DECODE_MAX_SPLITS = 128;
 /**
  * Positions per chunk of decode attention for a token that sees `n` positions (the same rule as
  * kernels/attention-decode.cu decode_chunk): about 16 chunks, a multiple of 32 (one iteration of a
- * block's 4 warps × 8 positions), between 32 and 1024, and at most DECODE_MAX_SPLITS chunks.
+ * block's 4 warps × 8 positions; from a bf16 cache a warp takes 16), between 32 and 1024, and at most DECODE_MAX_SPLITS chunks.
  * It depends on the token's own context only, never on the batch: a token's output is the same
  * bits whichever tokens share its step. 16 chunks give a batch-1 70B step (8 KV heads) 128 blocks
  * at contexts ≥ 512; the chunks of a token are merged inside the same launch, so splitting costs no
