@@ -4,7 +4,7 @@
 import { applyPenaltyRows, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
 import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
-import { ropeCosSin, ropeFrequencies } from './rope.js';
+import { ropeCosSin, ropeFrequencies, RopeTable } from './rope.js';
 import type { ModelWeights } from './weights.js';
 
 /** One step's tokens, flattened across sequences, with where each goes in the paged KV cache. */
@@ -78,7 +78,8 @@ let nextModelId = 0;
 
 export class LlamaModel {
   private readonly id = nextModelId++;
-  private readonly staticRope?: { invFreq: Float64Array; attentionFactor: number };
+  /** cos/sin rows by position, for every RoPE type but dynamic NTK (whose frequencies depend on the sequence's length). */
+  private readonly staticRope?: RopeTable;
   readonly attentionScale: number;
 
   constructor(
@@ -86,7 +87,10 @@ export class LlamaModel {
     readonly weights: ModelWeights,
     readonly backend: Backend,
   ) {
-    if (config.rope.type !== 'dynamic') this.staticRope = ropeFrequencies(config.rope, 0);
+    if (config.rope.type !== 'dynamic') {
+      const { invFreq, attentionFactor } = ropeFrequencies(config.rope, 0);
+      this.staticRope = new RopeTable(invFreq, attentionFactor);
+    }
     this.attentionScale = 1 / Math.sqrt(config.headDim);
   }
 
@@ -247,9 +251,7 @@ export class LlamaModel {
   /** Per-token cos/sin; dynamic NTK rescales per sequence from its longest position in this step. */
   private ropeTables(batch: ForwardBatch): { cos: Float32Array; sin: Float32Array } {
     const n = batch.numTokens;
-    if (this.staticRope) {
-      return ropeCosSin(batch.positions, new Array(n).fill(this.staticRope.invFreq), new Array(n).fill(this.staticRope.attentionFactor));
-    }
+    if (this.staticRope) return this.staticRope.lookup(batch.positions);
     const seqLen = new Int32Array(batch.numSeqs);
     for (let i = 0; i < n; i++) seqLen[batch.seqIndex[i]] = Math.max(seqLen[batch.seqIndex[i]], batch.positions[i] + 1);
     const perSeq = Array.from(seqLen, (len) => ropeFrequencies(this.config.rope, len));

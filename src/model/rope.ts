@@ -107,3 +107,52 @@ export function ropeCosSin(positions: ArrayLike<number>, invFreqs: ArrayLike<Flo
   }
   return { cos, sin };
 }
+
+/**
+ * ropeCosSin for one fixed frequency set (every RoPE type but dynamic NTK), from a table of rows by
+ * position computed once (grown by doubling to the largest position asked): a 2048-token prefill
+ * gathers 2048 rows instead of computing 262,144 cosines and sines on the host each step. The rows
+ * are the same values ropeCosSin computes.
+ */
+export class RopeTable {
+  private cos = new Float32Array(0);
+  private sin = new Float32Array(0);
+  private rows = 0;
+
+  constructor(
+    private readonly invFreq: Float64Array,
+    private readonly attentionFactor: number,
+  ) {}
+
+  lookup(positions: ArrayLike<number>): { cos: Float32Array; sin: Float32Array } {
+    const half = this.invFreq.length;
+    let top = 0;
+    for (let t = 0; t < positions.length; t++) {
+      const p = positions[t];
+      if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`RoPE: position ${p} (token ${t}) is not a non-negative integer`);
+      top = Math.max(top, p);
+    }
+    if (top >= this.rows) this.grow(Math.max(top + 1, 2 * this.rows, 256));
+    const cos = new Float32Array(positions.length * half);
+    const sin = new Float32Array(positions.length * half);
+    for (let t = 0; t < positions.length; t++) {
+      const p = positions[t] * half;
+      cos.set(this.cos.subarray(p, p + half), t * half);
+      sin.set(this.sin.subarray(p, p + half), t * half);
+    }
+    return { cos, sin };
+  }
+
+  private grow(rows: number): void {
+    const positions = Int32Array.from({ length: rows - this.rows }, (_, i) => this.rows + i);
+    const more = ropeCosSin(positions, new Array(positions.length).fill(this.invFreq), new Array(positions.length).fill(this.attentionFactor));
+    const half = this.invFreq.length;
+    const cos = new Float32Array(rows * half);
+    const sin = new Float32Array(rows * half);
+    cos.set(this.cos);
+    sin.set(this.sin);
+    cos.set(more.cos, this.rows * half);
+    sin.set(more.sin, this.rows * half);
+    [this.cos, this.sin, this.rows] = [cos, sin, rows];
+  }
+}
