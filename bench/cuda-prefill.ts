@@ -28,6 +28,7 @@ import type { LayerWeights } from '../src/model/weights.js';
 import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { randomTokenIds } from './engine-timing.js';
+import { OpProfiler, type OpProfile } from './op-profile.js';
 import { machineInfo } from './machine.js';
 
 const { values } = parseArgs({
@@ -143,6 +144,9 @@ interface FormatResult {
   restMs?: number;
   linears?: LinearTiming[];
   prefillPath?: { half: number; fp8: number };
+  /** One forward with events around every backend op (op-profile.ts): device ms by op, and the GPU's idle gaps. */
+  opProfile?: OpProfile;
+  opProfiles?: Array<{ wallMs: number; spanMs: number; gapsMs: number }>;
 }
 
 /** The weights' own random generator where the backend has one; for bf16 without it, randomBf16 on the GPU. */
@@ -332,6 +336,20 @@ for (const format of values.formats!.split(',')) {
   r.mlpLayerMs = await timeMlp(weights.layers[0], config.hiddenSize);
   console.log(`  one layer's MLP (backend.mlp): ${(r.mlpLayerMs.half * 1000).toFixed(0)} µs with a 16-bit intermediate, ${(r.mlpLayerMs.f32 * 1000).toFixed(0)} µs in float32; silu·mul alone ${(r.mlpLayerMs.siluF32 * 1000).toFixed(0)} µs float32, ${(r.mlpLayerMs.siluHalf * 1000).toFixed(0)} µs bf16`);
   r.restMs = r.forwardTtftMs - r.linearsInForwardMs - r.attentionMs;
+  // The same forward op by op: the profiled run of median wall time, and every run's wall, span and gaps.
+  const profiler = new OpProfiler(backend);
+  const profiled = new LlamaModel(config, weights, profiler.backend);
+  const profiles: OpProfile[] = [];
+  for (let i = 0; i <= repeats; i++) {
+    await nextTurn();
+    profiler.reset();
+    const [wallMs] = await timeTtft(profiled, 1);
+    if (i > 0) profiles.push({ ...profiler.collect(), wallMs });
+  }
+  r.opProfiles = profiles.map(({ spanMs, gapsMs, wallMs }) => ({ spanMs, gapsMs, wallMs: wallMs! }));
+  r.opProfile = [...profiles].sort((a, b) => a.wallMs! - b.wallMs!)[profiles.length >> 1];
+  console.log(`  profiled forwards, wall / GPU span / gaps ms: ${r.opProfiles.map((p) => `${p.wallMs.toFixed(1)}/${p.spanMs.toFixed(1)}/${p.gapsMs.toFixed(1)}`).join(', ')}`);
+  console.log(`  by op (the profiled forward of median wall time): ` + r.opProfile.ops.map((o) => `${o.op} ${o.ms.toFixed(2)} ms/${o.calls} (host ${o.hostMs.toFixed(2)})`).join(', '));
 
   if (!values['no-tiled']) {
     backend.prefillGemm = 'tiled';
