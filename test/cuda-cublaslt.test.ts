@@ -286,6 +286,7 @@ describe('cuBLASLt prefill GEMMs against the CPU reference', { skip: skipReason 
           const what = `FP8 [${N}, ${K}] × ${T} rows${withBias ? ' + bias' : ''}`;
           const got = withDevice([q.codes, q.scales, ...(bias ? [bias] : [])], ([codes, scales, b]) => {
             const before = lt!.counters.matmuls;
+            const outerBefore = g().cublasLt()!.counters.fp8OuterScaled;
             const y = g().matmulFp8(g().fromHost(x, [T, K]) as CudaTensor, codes, scales, N, K, b ?? 0);
             // cuBLASLt may have no FP8 algorithm for an odd N (seen: 37 on the H100): refused, nothing run.
             if (!y) {
@@ -294,6 +295,10 @@ describe('cuBLASLt prefill GEMMs against the CPU reference', { skip: skipReason 
               return undefined;
             }
             assert.equal(lt!.counters.matmuls, before + 1, 'cuBLASLt ran');
+            // Without a bias and with 16-byte rows, cuBLAS ≥ 12.9 on Hopper scales inside the GEMM.
+            const [major, minor] = lt!.version.split('.').map(Number);
+            const outer = !bias && N % 4 === 0 && g().device.computeCapability >= 90 && major * 100 + minor >= 1209;
+            assert.equal(g().cublasLt()!.counters.fp8OuterScaled - outerBefore, outer ? 1 : 0, `${what}: outer-vector scaling ${outer ? 'expected' : 'not expected'}`);
             return g().toHost(y);
           });
           if (!got) continue;

@@ -23,6 +23,7 @@ const CUDA_R_16BF = 14;
 const CUDA_R_8F_E4M3 = 28;
 // cublasStatus_t, cublasComputeType_t, cublasOperation_t (cublas_api.h)
 const CUBLAS_STATUS_NOT_SUPPORTED = 15;
+const CUBLAS_STATUS_INVALID_VALUE = 7;
 const CUBLAS_COMPUTE_32F = 68;
 const CUBLAS_OP_N = 0;
 const CUBLAS_OP_T = 1;
@@ -31,6 +32,12 @@ const DESC_TRANSA = 3;
 const DESC_TRANSB = 4;
 const DESC_EPILOGUE = 7;
 const DESC_BIAS_POINTER = 8;
+const DESC_A_SCALE_POINTER = 17;
+const DESC_B_SCALE_POINTER = 18;
+const DESC_A_SCALE_MODE = 31;
+const DESC_B_SCALE_MODE = 32;
+/** cublasLtMatmulMatrixScale_t: a float32 vector, M values for A and N for B (cuBLAS 12.9+, Hopper and newer). */
+const MATRIX_SCALE_OUTER_VEC_32F = 3;
 // cublasLtEpilogue_t
 const EPILOGUE_DEFAULT = 1;
 const EPILOGUE_BIAS = 4;
@@ -153,15 +160,19 @@ export interface GemmShape {
   n: number;
   k: number;
   ldd: number;
-  /** D's type: float32 (the default), or the operands' 16-bit type (not for e4m3). */
+  /** D's type: float32 (the default), or 16 bits: the operands' type, bf16 for e4m3. */
   out?: 'f32' | 'half';
+  /**
+   * e4m3: D[i, j] is scaled by aScale[i] · bScale[j] inside the GEMM (float32 vectors of m and n
+   * values given to matmul; cuBLASLt's outer-vector scaling), instead of unit scales.
+   */
+  outerScales?: boolean;
 }
 
 /** The CUDA type of a GEMM's D. */
 function outType(s: GemmShape): number {
   if (s.out !== 'half') return CUDA_R_32F;
-  if (s.type === 'e4m3') throw new CudaError('cuBLASLt GEMM: a 16-bit D needs 16-bit operands, not e4m3');
-  return CUDA_TYPE[s.type];
+  return s.type === 'e4m3' ? CUDA_R_16BF : CUDA_TYPE[s.type];
 }
 
 /** A cached descriptor set and the algorithm cuBLASLt's heuristic chose for it. */
@@ -240,8 +251,8 @@ export class CublasLt {
   }
 
   /** Whether cuBLASLt has an algorithm for this GEMM (asked once per shape, alignments and bias; the answer is kept). */
-  canRun(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0): boolean {
-    return this.plan(shape, a, b, d, bias) !== null;
+  canRun(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0, scales?: { a: DevicePtr; b: DevicePtr }): boolean {
+    return this.plan(shape, a, b, d, bias, scales) !== null;
   }
 
   /**
@@ -249,8 +260,9 @@ export class CublasLt {
    * Returns whether the bias was added (false: cuBLASLt's bias epilogue is off or refused this
    * GEMM, and the caller must add it). Throws if cuBLASLt has no algorithm for it (see canRun).
    */
-  matmul(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0): boolean {
-    const plan = this.plan(shape, a, b, d, bias);
+  matmul(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr = 0, scales?: { a: DevicePtr; b: DevicePtr }): boolean {
+    if (!shape.outerScales !== !scales) throw new CudaError(`cuBLASLt GEMM: ${shape.outerScales ? 'outer scales need their vectors' : 'scale vectors given for a GEMM without outer scales'}`);
+    const plan = this.plan(shape, a, b, d, bias, scales);
     if (!plan) {
       throw new CudaError(
         `cuBLASLt ${this.version} has no algorithm for ${describe(shape)} on ${this.driver.device.name} (sm_${this.driver.device.computeCapability}); ` +
@@ -261,6 +273,10 @@ export class CublasLt {
     // Not a kernel launch a recorded step (step-graphs.ts) can hold: its deferred launches go first.
     this.driver.recorder?.interrupt();
     if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
+    if (scales) {
+      this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_A_SCALE_POINTER, u64(scales.a), 8), 'cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)');
+      this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_B_SCALE_POINTER, u64(scales.b), 8), 'cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)');
+    }
     const what = `cublasLtMatmul(${describe(shape)})`;
     this.check(
       api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, this.zero, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, this.driver.stream),
@@ -271,14 +287,14 @@ export class CublasLt {
     return bias === 0 || plan.biasInEpilogue;
   }
 
-  private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr): Plan | null {
+  private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr, scales?: { a: DevicePtr; b: DevicePtr }): Plan | null {
     const wantBias = bias !== 0 && this.biasEpilogue;
     const aligns = [a, b, d, wantBias ? bias : 0].map(alignmentOf);
-    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${shape.out ?? 'f32'} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
+    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${shape.out ?? 'f32'} ${shape.outerScales ? 'outer' : 'unit'} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
     let plan = this.plans.get(key);
     if (plan === undefined) {
       // With a bias, the epilogue first; where it is refused, the plain GEMM (the caller adds the bias).
-      plan = (wantBias ? this.tryPlan(shape, aligns, bias) : undefined) ?? this.tryPlan(shape, aligns, 0) ?? null;
+      plan = (wantBias ? this.tryPlan(shape, aligns, bias, scales) : undefined) ?? this.tryPlan(shape, aligns, 0, scales) ?? null;
       this.plans.set(key, plan);
       this.counters.plans++;
     }
@@ -286,7 +302,7 @@ export class CublasLt {
   }
 
   /** Descriptors and the heuristic's best algorithm, or undefined when it has none (descriptors freed). */
-  private tryPlan(shape: GemmShape, aligns: number[], bias: DevicePtr): Plan | undefined {
+  private tryPlan(shape: GemmShape, aligns: number[], bias: DevicePtr, scales?: { a: DevicePtr; b: DevicePtr }): Plan | undefined {
     const api = this.lib.api;
     const made: Array<{ destroy: Fn; h: Handle }> = [];
     const create = (fn: Fn, destroy: Fn, what: string, ...args: unknown[]): Handle => {
@@ -307,6 +323,15 @@ export class CublasLt {
       set(DESC_EPILOGUE, u32(bias ? EPILOGUE_BIAS : EPILOGUE_DEFAULT), 'EPILOGUE');
       // The heuristic reads the bias pointer's alignment; each call sets the pointer again.
       if (bias) set(DESC_BIAS_POINTER, u64(bias), 'BIAS_POINTER');
+      if (shape.outerScales) {
+        set(DESC_A_SCALE_MODE, i32(MATRIX_SCALE_OUTER_VEC_32F), 'A_SCALE_MODE');
+        set(DESC_B_SCALE_MODE, i32(MATRIX_SCALE_OUTER_VEC_32F), 'B_SCALE_MODE');
+        // As with the bias, the heuristic may look at them; each call sets them again.
+        if (scales) {
+          set(DESC_A_SCALE_POINTER, u64(scales.a), 'A_SCALE_POINTER');
+          set(DESC_B_SCALE_POINTER, u64(scales.b), 'B_SCALE_POINTER');
+        }
+      }
       const layout = (type: number, rows: number, cols: number, ld: number) =>
         create(api.cublasLtMatrixLayoutCreate, api.cublasLtMatrixLayoutDestroy, 'cublasLtMatrixLayoutCreate', type, rows, cols, ld);
       const a = layout(CUDA_TYPE[shape.type], shape.k, shape.m, shape.k);
@@ -326,7 +351,8 @@ export class CublasLt {
       const returned = [0];
       const rc = api.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, d, d, pref, HEURISTIC_CANDIDATES, results, returned);
       // NOT_SUPPORTED: no algorithm for this combination (e.g. with the bias epilogue); the caller tries another.
-      if (rc === CUBLAS_STATUS_NOT_SUPPORTED) return undefined;
+      // INVALID_VALUE for outer-vector scales: this cuBLASLt or GPU does not scale that way (refused, not an error).
+      if (rc === CUBLAS_STATUS_NOT_SUPPORTED || (shape.outerScales && rc === CUBLAS_STATUS_INVALID_VALUE)) return undefined;
       this.check(rc, `cublasLtMatmulAlgoGetHeuristic(${describe(shape)})`);
       // Results come best first; take the first that is usable.
       for (let i = 0; i < returned[0] && !plan; i++) {
@@ -357,7 +383,7 @@ function check(lib: CublasLtLibrary, rc: unknown, what: string): void {
 }
 
 function describe(s: GemmShape): string {
-  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → ${s.out === 'half' ? s.type : 'float32'} D, ld ${s.ldd}`;
+  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → ${s.out === 'half' ? s.type : 'float32'} D, ld ${s.ldd}${s.outerScales ? ', outer-vector scales' : ''}`;
 }
 
 const MAX_GRID_Y = 65535;
@@ -377,7 +403,7 @@ export function fp8GemmUnsupportedReason(computeCapability: number, K: number): 
 export class CublasLtPrefill {
   private readonly gridStrideBlocks: number;
   /** Calls per path (tests check which one ran; benchmarks report it). */
-  readonly counters = { half: 0, fp8: 0 };
+  readonly counters = { half: 0, fp8: 0, fp8OuterScaled: 0 };
 
   constructor(
     readonly lt: CublasLt,
@@ -459,11 +485,19 @@ export class CublasLtPrefill {
 
   /**
    * The FP8 GEMM of per-token codes xq (scales xScales) with weight codes (per-row wScales), into
-   * float32 y [T, N] with the bias: the GEMM into y (or a padded scratch), then scale_fp8_product.
-   * Check canFp8 first.
+   * float32 y [T, N] with the bias. Where cuBLASLt scales by vectors itself (cuBLAS 12.9+ on Hopper
+   * and newer; no bias; rows of N floats 16-byte aligned) one GEMM does it all; otherwise the GEMM
+   * with unit scales into y (or a padded scratch), then scale_fp8_product. Check canFp8 first.
    */
   fp8GemmScaled(xq: DevicePtr, xScales: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, bias: DevicePtr, y: DevicePtr): void {
     const ldd = CublasLtPrefill.fp8Ldd(N);
+    const scaled: GemmShape = { type: 'e4m3', m: N, n: T, k: K, ldd, outerScales: true };
+    if (bias === 0 && ldd === N && this.lt.canRun(scaled, codes, xq, y, 0, { a: wScales, b: xScales })) {
+      this.lt.matmul(scaled, codes, xq, y, 0, { a: wScales, b: xScales });
+      this.counters.fp8++;
+      this.counters.fp8OuterScaled++;
+      return;
+    }
     const scratch = ldd === N ? undefined : this.pool.alloc(T * ldd * 4);
     const d = scratch?.ptr ?? y;
     this.fp8Gemm(xq, T, codes, N, K, d);
