@@ -147,14 +147,17 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     const outerScaled = be.device.computeCapability >= 90 && major * 100 + minor >= 1209;
     assert.deepEqual(
       names.filter((n) => /quantize|silu|scale_fp8/.test(n)),
-      ['quantize_rows_e4m3', 'silu_mul_quantize_e4m3', ...(outerScaled ? [] : ['scale_fp8_product'])],
-      `x quantised once, the middle in one kernel, down scaled${outerScaled ? ' inside its GEMM' : ''}`,
+      outerScaled ? ['quantize_rows_e4m3', 'silu_mul_quantize_bf16_e4m3'] : ['quantize_rows_e4m3', 'silu_mul_quantize_e4m3', 'scale_fp8_product'],
+      outerScaled ? 'x quantised once, gate and up scaled by their GEMMs into bf16, the middle in one kernel, down scaled by its GEMM' : 'x quantised once, the middle in one kernel, down scaled',
     );
     be.fusedMlp = false;
     try {
       const want = run(be, x, T, H, w, 'g');
-      // The same float32 expressions in one kernel instead of three: equal but for a zero's sign.
-      assertClose(got, want, 1e-6, 'fused FP8 MLP against scale, silu_mul, quantise');
+      // Without outer scaling: the same float32 expressions in one kernel instead of three, equal but
+      // for a zero's sign. With it, gate and up are rounded to bf16 first (2⁻⁹ relative), which tips
+      // a few percent of down's e4m3 input codes to the neighbouring code (a step of 2⁻³): seen
+      // 1.6e-2 relative, bounded at 5e-2 (the FP8 quantisation itself is held to 1e-1 below).
+      assertClose(got, want, outerScaled ? 5e-2 : 1e-6, 'fused FP8 MLP against the separate linears, silu_mul, quantise');
     } finally {
       be.fusedMlp = true;
     }

@@ -518,6 +518,28 @@ export class CublasLtPrefill {
   siluMulQuantizeFp8(dg: DevicePtr, du: DevicePtr, xScales: DevicePtr, wsGate: DevicePtr, wsUp: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
     this.launch('silu_mul_quantize_e4m3', [T, 1, 1], 256, 'pppppppii', [dg, du, xScales, wsGate, wsUp, codes, scales, N, CublasLtPrefill.fp8Ldd(N)]);
   }
+
+  /** The FP8 GEMM scaled inside cuBLASLt into bf16 d [T, N] (fp8GemmScaledHalf): whether it can run (N a multiple of 8: 16-byte rows). */
+  canFp8ScaledHalf(T: number, N: number, K: number, codes: DevicePtr, wScales: DevicePtr, xq: DevicePtr, xScales: DevicePtr, d: DevicePtr): boolean {
+    return N % 8 === 0 && this.lt.canRun(scaledHalf(T, N, K), codes, xq, d, 0, { a: wScales, b: xScales });
+  }
+
+  /** d [T, N] bf16 = (xq · codesᵀ) · xScales[t] · wScales[n], scaled by cuBLASLt (outer vectors). Check canFp8ScaledHalf first. */
+  fp8GemmScaledHalf(xq: DevicePtr, xScales: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, d: DevicePtr): void {
+    this.lt.matmul(scaledHalf(T, N, K), codes, xq, d, 0, { a: wScales, b: xScales });
+    this.counters.fp8++;
+    this.counters.fp8OuterScaled++;
+  }
+
+  /** The FP8 MLP's middle from gate and up already scaled, in bf16 [T, N]: down's input quantised per token. */
+  siluMulQuantizeBf16(g: DevicePtr, u: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
+    this.launch('silu_mul_quantize_bf16_e4m3', [T, 1, 1], 256, 'ppppi', [g, u, codes, scales, N]);
+  }
+}
+
+/** An FP8 GEMM of T tokens into bf16 [T, N], scaled by per-row and per-token vectors inside cuBLASLt. */
+function scaledHalf(T: number, N: number, K: number): GemmShape {
+  return { type: 'e4m3', m: N, n: T, k: K, ldd: N, out: 'half', outerScales: true };
 }
 
 /**

@@ -685,9 +685,11 @@ export class CudaBackend implements Backend {
 
   /**
    * mlp for FP8 weights on the FP8 tensor cores (W8A8, as linear runs them): x quantised per token
-   * once for gate and up, their GEMMs' float32 outputs scaled, silu·mul'd and quantised for down in
-   * one kernel (silu_mul_quantize_e4m3, the same values as scale_fp8_product, silu_mul and
-   * quantize_rows_e4m3 give), then down's GEMM and scaling. Undefined (nothing launched) where it
+   * once for gate and up; where cuBLASLt scales by vectors (outer-vector scaling), their GEMMs write
+   * gate and up scaled, in bf16, and one kernel silu·mul's and quantises them for down
+   * (silu_mul_quantize_bf16_e4m3); elsewhere their float32 outputs are scaled, silu·mul'd and
+   * quantised in one kernel (silu_mul_quantize_e4m3, the values scale_fp8_product, silu_mul and
+   * quantize_rows_e4m3 give). Then down's GEMM and scaling. Undefined (nothing launched) where it
    * does not apply.
    */
   private mlpFp8(x: CudaTensor, gate: Weight, up: Weight, down: Weight): CudaTensor | undefined {
@@ -699,20 +701,31 @@ export class CudaBackend implements Backend {
     const ldd = CublasLtPrefill.fp8Ldd(N);
     const xq = this.pool.alloc(T * K);
     const xs = this.pool.alloc(T * 4);
-    const dg = this.pool.alloc(T * ldd * 4);
-    const du = this.pool.alloc(T * ldd * 4);
+    // Gate and up scaled inside their GEMMs into bf16 where cuBLASLt can (outer-vector scaling), else
+    // unscaled float32 that the middle kernel scales.
+    const halfBytes = T * N * 2;
+    const dg = this.pool.alloc(Math.max(halfBytes, T * ldd * 4));
+    const du = this.pool.alloc(Math.max(halfBytes, T * ldd * 4));
     const aq = this.pool.alloc(T * N);
     const as = this.pool.alloc(T * 4);
     const out = this.tensor([T, H]);
+    const half =
+      blas.canFp8ScaledHalf(T, N, K, gate.codes, gate.rowScales, xq.ptr, xs.ptr, dg.ptr) &&
+      blas.canFp8ScaledHalf(T, N, K, up.codes, up.rowScales, xq.ptr, xs.ptr, du.ptr);
     const runs =
-      blas.canFp8(T, N, K, gate.codes, xq.ptr, dg.ptr) &&
-      blas.canFp8(T, N, K, up.codes, xq.ptr, du.ptr) &&
+      (half || (blas.canFp8(T, N, K, gate.codes, xq.ptr, dg.ptr) && blas.canFp8(T, N, K, up.codes, xq.ptr, du.ptr))) &&
       blas.canFp8(T, H, N, down.codes, aq.ptr, CublasLtPrefill.fp8Ldd(H) === H ? out.ptr : 0);
     if (runs) {
       blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
-      blas.fp8Gemm(xq.ptr, T, gate.codes, N, K, dg.ptr);
-      blas.fp8Gemm(xq.ptr, T, up.codes, N, K, du.ptr);
-      blas.siluMulQuantizeFp8(dg.ptr, du.ptr, xs.ptr, gate.rowScales, up.rowScales, T, N, aq.ptr, as.ptr);
+      if (half) {
+        blas.fp8GemmScaledHalf(xq.ptr, xs.ptr, T, gate.codes, gate.rowScales, N, K, dg.ptr);
+        blas.fp8GemmScaledHalf(xq.ptr, xs.ptr, T, up.codes, up.rowScales, N, K, du.ptr);
+        blas.siluMulQuantizeBf16(dg.ptr, du.ptr, T, N, aq.ptr, as.ptr);
+      } else {
+        blas.fp8Gemm(xq.ptr, T, gate.codes, N, K, dg.ptr);
+        blas.fp8Gemm(xq.ptr, T, up.codes, N, K, du.ptr);
+        blas.siluMulQuantizeFp8(dg.ptr, du.ptr, xs.ptr, gate.rowScales, up.rowScales, T, N, aq.ptr, as.ptr);
+      }
       blas.fp8GemmScaled(aq.ptr, as.ptr, T, down.codes, down.rowScales, H, N, 0, out.ptr);
     }
     for (const b of [xq, xs, dg, du, aq, as]) this.pool.release(b);

@@ -181,6 +181,45 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4
 #endif
 }
 
+// The same middle from gate and up already scaled by their GEMMs and written as bf16 [T, N] (cuBLASLt's
+// outer-vector scaling): a = silu(gate) · up (silu_mul_bf16's expression) quantised per row as
+// quantize_rows_e4m3 does. N a multiple of 4; each thread reads 4 values of gate and of up (8 bytes).
+__device__ __forceinline__ void bf16_silu4(const u16* g, const u16* u, int i, float* v) {
+  const uint2 a = reinterpret_cast<const uint2*>(g)[i], b = reinterpret_cast<const uint2*>(u)[i];
+  v[0] = silu_times(__uint_as_float(a.x << 16), __uint_as_float(b.x << 16));
+  v[1] = silu_times(__uint_as_float(a.x & 0xffff0000u), __uint_as_float(b.x & 0xffff0000u));
+  v[2] = silu_times(__uint_as_float(a.y << 16), __uint_as_float(b.y << 16));
+  v[3] = silu_times(__uint_as_float(a.y & 0xffff0000u), __uint_as_float(b.y & 0xffff0000u));
+}
+extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_bf16_e4m3(
+    const u16* __restrict__ gate, const u16* __restrict__ up, u32* __restrict__ codes, float* __restrict__ scales, int N) {
+#if __CUDA_ARCH__ >= 890
+  const u16* g = gate + (u64)blockIdx.x * N;
+  const u16* u = up + (u64)blockIdx.x * N;
+  const int groups = N / 4;
+  float m = 0.f;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    float v[4];
+    bf16_silu4(g, u, i, v);
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+  }
+  m = block_max(m);
+  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
+  if (threadIdx.x == 0) scales[blockIdx.x] = s;
+  u32* out = codes + (u64)blockIdx.x * groups;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    float v[4];
+    bf16_silu4(g, u, i, v);
+    unsigned short lo, hi;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
+    out[i] = (u32)lo | ((u32)hi << 16);
+  }
+#else
+  __trap();
+#endif
+}
+
 // The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
 // from cuBLASLt (ldd ≥ N, padded to 16 bytes); d may be y itself (ldd = N). Grid (columns, rows).
 extern "C" __global__ void scale_fp8_product(const float* d, const float* __restrict__ xScale, const float* __restrict__ wScale,
