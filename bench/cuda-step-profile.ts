@@ -17,6 +17,7 @@ import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { DecodeRunner } from './decode-steps.js';
+import { OpProfiler, type OpProfile } from './op-profile.js';
 
 const { values } = parseArgs({
   options: {
@@ -79,3 +80,22 @@ console.log('| step wall ms | host issue ms (until the read-back) | GPU span ms 
 console.log('|---:|---:|---:|---:|');
 console.log(`| ${med(last.map((r) => r.wall)).toFixed(3)} | ${med(last.map((r) => r.issue)).toFixed(3)} | ${med(last.map((r) => r.gpu)).toFixed(3)} | ${rows[rows.length - 1].launches} |`);
 console.log(`ncu plan: --launch-skip ${firstLaunchOfLast} --launch-count ${rows[rows.length - 1].launches}`);
+
+// The same step op by op (op-profile.ts), eager: events around every Backend call (a recorded
+// graph could not hold them). Device time per op summed over the layers, median step of 5.
+backend.graphs.enabled = false;
+const profiler = new OpProfiler(backend);
+const profiledRunner = new DecodeRunner(new LlamaModel(config, model.weights, profiler.backend), batch, context + 8);
+profiledRunner.prefill(prompt);
+const profiles: OpProfile[] = [];
+for (let i = 0; i < 6; i++) {
+  await nextTurn();
+  profiler.reset();
+  next = profiledRunner.step(next, context + i);
+  if (i > 0) profiles.push(profiler.collect());
+}
+const p = profiles.sort((a, b) => a.spanMs - b.spanMs)[profiles.length >> 1];
+console.log(`\nOne eager step by op (GPU span ${(p.spanMs * 1000).toFixed(0)} µs, GPU idle between ops ${(p.gapsMs * 1000).toFixed(0)} µs; the events add a little):`);
+console.log('| op | calls | device µs | µs a call | host µs |');
+console.log('|---|---:|---:|---:|---:|');
+for (const o of p.ops) console.log(`| ${o.op} | ${o.calls} | ${(o.ms * 1000).toFixed(0)} | ${((o.ms * 1000) / o.calls).toFixed(1)} | ${(o.hostMs * 1000).toFixed(0)} |`);
