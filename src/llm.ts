@@ -328,13 +328,13 @@ async function loadOnDevice(
   return { loaded: loadModel(source, cpu(), opts), deviceNote: `device auto: running on the CPU (CUDA is not available: ${reason})` };
 }
 
-/** kvCacheDtype's element type; undefined for 'auto' (the backend's default). */
-function parseKvCacheDtype(v: string | undefined): KvDtype | undefined {
+/** kvCacheDtype's element type; undefined for 'auto' (the backend's default). `name` is the option as the user spelled it. */
+export function parseKvCacheDtype(v: string | undefined, name = 'kv_cache_dtype'): KvDtype | undefined {
   if (v === undefined || v === 'auto') return undefined;
   if (v === 'bfloat16') return 'bf16'; // vLLM's spelling
   if ((KV_DTYPES as readonly string[]).includes(v)) return v as KvDtype;
   const fp8 = v.startsWith('fp8') ? ' (an FP8 KV cache is not implemented yet; `tachyon plan --kv-cache-dtype fp8` models one)' : '';
-  throw new InvalidRequestError(`kv_cache_dtype '${v}' is not supported${fp8}; supported: auto, ${KV_DTYPES.join(', ')}`);
+  throw new InvalidRequestError(`${name} '${v}' is not supported${fp8}; supported: auto, ${KV_DTYPES.join(', ')}`);
 }
 
 /** KV cache tokens that fit in `bytes` of `dtype` K and V; undefined when no budget is given. */

@@ -101,6 +101,12 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
     r = runBuilt('serve', '--max-num-batched-tokens', '0');
     assert.equal(r.status, 1);
     assert.match(r.stderr, /--max-num-batched-tokens must be >= 1, got 0/);
+    r = runBuilt('generate', '--prompt', 'x', '--kv-cache-dtype', 'float16');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--kv-cache-dtype 'float16' is not supported; supported: auto, float32, bf16/);
+    r = runBuilt('serve', '--kv-cache-dtype', 'fp8');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--kv-cache-dtype 'fp8' is not supported \(an FP8 KV cache is not implemented yet/);
   });
 
   it('generate and chat run dummy weights from a config.json-only folder, sampling only the borrowed tokenizer\'s ids', () => {

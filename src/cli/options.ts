@@ -3,7 +3,7 @@
 
 import { InvalidArgumentError, type Command } from 'commander';
 import { InvalidRequestError } from '../errors.js';
-import type { GenerateParams, LLM, LoadOptions } from '../llm.js';
+import { parseKvCacheDtype, type GenerateParams, type LLM, type LoadOptions } from '../llm.js';
 import { LOAD_FORMATS } from '../model/load-model.js';
 
 export function intArg(name: string) {
@@ -87,6 +87,7 @@ export function loadOptionsFrom(flags: ModelFlags, opts: { progress?: boolean } 
   if (!(LOAD_FORMATS as readonly string[]).includes(loadFormat)) {
     throw new InvalidRequestError(`--load-format '${loadFormat}' is not supported; supported: ${LOAD_FORMATS.join(', ')}`);
   }
+  parseKvCacheDtype(flags.kvCacheDtype, '--kv-cache-dtype'); // named as typed, before the (slow) load
   const f = flags.gpuMemoryUtilization;
   if (f !== undefined && !(f > 0 && f <= 1)) throw new InvalidRequestError(`--gpu-memory-utilization must be in (0, 1], got ${f}`);
   return {
