@@ -108,35 +108,47 @@ __device__ __forceinline__ float block_max(float v) {
   return m;
 }
 
+// One row quantised per token as quantize_rows_e4m3 defines it (block = row): absmax over the row's
+// values, scale = absmax / 448 (float32 epsilon for an all-zero row), codes = e4m3(value / scale),
+// round to nearest even, saturating. `values(i, v)` gives the row's values 4i..4i+3; it is called
+// twice per group (absmax first, then the codes: the block does not hold the row in registers).
+template <typename Values>
+__device__ __forceinline__ void quantize_row_e4m3(const Values& values, int groups, u32* __restrict__ codes, float* __restrict__ scales) {
+#if __CUDA_ARCH__ >= 890
+  float m = 0.f;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    float v[4];
+    values(i, v);
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+  }
+  m = block_max(m);
+  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
+  if (threadIdx.x == 0) scales[blockIdx.x] = s;
+  u32* out = codes + (u64)blockIdx.x * groups;
+  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+    float v[4];
+    values(i, v);
+    unsigned short lo, hi;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
+    out[i] = (u32)lo | ((u32)hi << 16);
+  }
+#else
+  __trap();
+#endif
+}
+
 // Per-token dynamic FP8: one block per row of x [T, K] (K a multiple of 4). scale = absmax / 448,
 // codes = e4m3(x / scale), round to nearest even, saturating at ±448 (what the CPU's encodeE4m3
 // does; both divisions are IEEE float32). The e4m3 conversion instruction exists from sm_89 on, as
 // do the FP8 tensor cores: the host launches this kernel only there.
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
                                                                                 float* __restrict__ scales, int K) {
-#if __CUDA_ARCH__ >= 890
   const float4* row = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * K);
-  const int groups = K / 4;
-  float m = 0.f;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    const float4 v = row[i];
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-  }
-  m = block_max(m);
-  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
-  if (threadIdx.x == 0) scales[blockIdx.x] = s;
-  u32* out = codes + (u64)blockIdx.x * groups;
-  // The row is read a second time (from L1/L2): the block does not hold it in registers.
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    const float4 v = row[i];
-    unsigned short lo, hi;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v.y / s), "f"(v.x / s));
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v.w / s), "f"(v.z / s));
-    out[i] = (u32)lo | ((u32)hi << 16);
-  }
-#else
-  __trap();
-#endif
+  quantize_row_e4m3([&](int i, float* v) {
+    const float4 a = row[i];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  }, K / 4, codes, scales);
 }
 
 // The FP8 prefill MLP's middle (CudaBackend.mlp on W8A8): one block per token row t. From the FP8
@@ -153,71 +165,29 @@ __device__ __forceinline__ float fp8_silu_at(const float* dg, const float* du, f
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4m3(
     const float* __restrict__ dg, const float* __restrict__ du, const float* __restrict__ xScale, const float* __restrict__ wsGate,
     const float* __restrict__ wsUp, u32* __restrict__ codes, float* __restrict__ scales, int N, int ldd) {
-#if __CUDA_ARCH__ >= 890
   const float* g = dg + (u64)blockIdx.x * ldd;
   const float* u = du + (u64)blockIdx.x * ldd;
   const float xs = xScale[blockIdx.x];
-  const int groups = N / 4;
-  float m = 0.f;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-#pragma unroll
-    for (int j = 0; j < 4; j++) m = fmaxf(m, fabsf(fp8_silu_at(g, u, xs, wsGate, wsUp, 4 * i + j)));
-  }
-  m = block_max(m);
-  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
-  if (threadIdx.x == 0) scales[blockIdx.x] = s;
-  u32* out = codes + (u64)blockIdx.x * groups;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    float v[4];
+  quantize_row_e4m3([&](int i, float* v) {
 #pragma unroll
     for (int j = 0; j < 4; j++) v[j] = fp8_silu_at(g, u, xs, wsGate, wsUp, 4 * i + j);
-    unsigned short lo, hi;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
-    out[i] = (u32)lo | ((u32)hi << 16);
-  }
-#else
-  __trap();
-#endif
+  }, N / 4, codes, scales);
 }
 
 // The same middle from gate and up already scaled by their GEMMs and written as bf16 [T, N] (cuBLASLt's
 // outer-vector scaling): a = silu(gate) · up (silu_mul_bf16's expression) quantised per row as
 // quantize_rows_e4m3 does. N a multiple of 4; each thread reads 4 values of gate and of up (8 bytes).
-__device__ __forceinline__ void bf16_silu4(const u16* g, const u16* u, int i, float* v) {
-  const uint2 a = reinterpret_cast<const uint2*>(g)[i], b = reinterpret_cast<const uint2*>(u)[i];
-  v[0] = silu_times(__uint_as_float(a.x << 16), __uint_as_float(b.x << 16));
-  v[1] = silu_times(__uint_as_float(a.x & 0xffff0000u), __uint_as_float(b.x & 0xffff0000u));
-  v[2] = silu_times(__uint_as_float(a.y << 16), __uint_as_float(b.y << 16));
-  v[3] = silu_times(__uint_as_float(a.y & 0xffff0000u), __uint_as_float(b.y & 0xffff0000u));
-}
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_bf16_e4m3(
     const u16* __restrict__ gate, const u16* __restrict__ up, u32* __restrict__ codes, float* __restrict__ scales, int N) {
-#if __CUDA_ARCH__ >= 890
-  const u16* g = gate + (u64)blockIdx.x * N;
-  const u16* u = up + (u64)blockIdx.x * N;
-  const int groups = N / 4;
-  float m = 0.f;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    float v[4];
-    bf16_silu4(g, u, i, v);
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
-  }
-  m = block_max(m);
-  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
-  if (threadIdx.x == 0) scales[blockIdx.x] = s;
-  u32* out = codes + (u64)blockIdx.x * groups;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    float v[4];
-    bf16_silu4(g, u, i, v);
-    unsigned short lo, hi;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
-    out[i] = (u32)lo | ((u32)hi << 16);
-  }
-#else
-  __trap();
-#endif
+  const uint2* g = reinterpret_cast<const uint2*>(gate + (u64)blockIdx.x * N);
+  const uint2* u = reinterpret_cast<const uint2*>(up + (u64)blockIdx.x * N);
+  quantize_row_e4m3([&](int i, float* v) {
+    const uint2 a = g[i], b = u[i];
+    v[0] = silu_times(__uint_as_float(a.x << 16), __uint_as_float(b.x << 16));
+    v[1] = silu_times(__uint_as_float(a.x & 0xffff0000u), __uint_as_float(b.x & 0xffff0000u));
+    v[2] = silu_times(__uint_as_float(a.y << 16), __uint_as_float(b.y << 16));
+    v[3] = silu_times(__uint_as_float(a.y & 0xffff0000u), __uint_as_float(b.y & 0xffff0000u));
+  }, N / 4, codes, scales);
 }
 
 // The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
