@@ -22,22 +22,17 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvCacheStorage, type KvDtype } from '../src/backend/backend.js';
 import { decodeChunk } from '../src/backend/cuda/attention-plan.js';
-import { CudaBackend, type AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
+import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { machineInfo } from './machine.js';
+import { openBenchGpu } from './bench-gpu.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '9' }, 'kv-dtype': { type: 'string', default: 'bf16' }, output: { type: 'string' } } });
 const reps = Number(values.reps);
 const kvDtype = values['kv-dtype'] as KvDtype;
 if (!(kvDtype in KV_DTYPE_BYTES)) throw new Error(`--kv-dtype ${kvDtype}: bf16 or float32`);
 
-const backend = new CudaBackend({ kvDtype });
-const t0 = performance.now();
-backend.warmUp();
-const warmUpMs = performance.now() - t0;
-const copyGBs = backend.measureCopyBandwidth();
-const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write); kernels ready in ${warmUpMs.toFixed(0)} ms; KV cache ${kvDtype}`);
+const { backend, gpu, copyGBs, kernelsMs: warmUpMs } = openBenchGpu({ options: { kvDtype }, note: `KV cache ${kvDtype}` });
 
 const driver = backend.driver;
 const FLUSH_BYTES = 256 * 2 ** 20;

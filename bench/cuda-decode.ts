@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { CudaBackend, type GemvKernel } from '../src/backend/cuda/cuda-backend.js';
+import type { CudaBackend, GemvKernel } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
@@ -23,6 +23,7 @@ import type { QuantizationMethod } from '../src/quant/online.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
 import { machineInfo } from './machine.js';
+import { openBenchGpu } from './bench-gpu.js';
 
 const { values } = parseArgs({
   options: {
@@ -44,14 +45,7 @@ const graphModes = values.graphs!.split(',').map((g) => {
   return g === 'on';
 });
 
-const backend = new CudaBackend();
-const t0 = performance.now();
-backend.warmUp();
-const warmUpMs = performance.now() - t0;
-const copyGBs = backend.measureCopyBandwidth();
-const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs, ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
-console.log(`kernels ready in ${warmUpMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'} ${s.ms.toFixed(0)} ms`).join(', ')}`);
+const { backend, gpu, copyGBs, kernelsMs: warmUpMs } = openBenchGpu();
 
 // ---- kernel microbenchmarks: launch cost, the linear kernels at Llama-3.1-8B shapes ----
 function medianOf(xs: number[]): number {

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
-import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
@@ -21,6 +20,7 @@ import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
+import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
@@ -39,13 +39,7 @@ const decodeSteps = Number(values['decode-steps']);
 const promptLen = Number(values['prompt-len']);
 
 const started = performance.now();
-const backend = new CudaBackend();
-backend.warmUp();
-backend.kernels.module('gemv-mma.cu');
-const copyGBs = backend.measureCopyBandwidth();
-const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
-console.log(`kernels: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'} ${s.ms.toFixed(0)} ms`).join(', ')}`);
+const { backend, gpu, copyGBs } = openBenchGpu({ modules: ['gemv-mma.cu'] });
 
 const timer = new KernelTimer(backend);
 const deviceUs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.us(setup, fn, reps);

@@ -15,11 +15,11 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
-import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { quantGemvV2, type QuantGemvFormat, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
 import { packageRoot } from '../src/model/default-model.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { machineInfo } from './machine.js';
+import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
@@ -30,14 +30,7 @@ const { values } = parseArgs({
 });
 const tokenCounts = values.tokens!.split(',').map(Number);
 
-const backend = new CudaBackend();
-const t0 = performance.now();
-for (const f of ['linear.cu', 'quant-linear.cu']) backend.kernels.module(f);
-const compileMs = performance.now() - t0;
-const copyGBs = backend.measureCopyBandwidth();
-const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
-console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
+const { backend, gpu, copyGBs, kernelsMs: compileMs } = openBenchGpu({ warmUp: false, modules: ['linear.cu', 'quant-linear.cu'] });
 
 // The quantized GEMV kernels to compare (QuantizedWeights.kernel / .rows; the backend keeps them private).
 const quant = backend.quantized;

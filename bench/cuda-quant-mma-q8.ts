@@ -17,7 +17,6 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
-import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { q8MmaPlan, type Q8DecodeGemv, type Q8MmaFormat } from '../src/backend/cuda/gemv-mma-q8.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { packageRoot } from '../src/model/default-model.js';
@@ -28,6 +27,7 @@ import type { QuantizationMethod } from '../src/quant/online.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
 import { machineInfo } from './machine.js';
+import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
 const { values } = parseArgs({
@@ -50,14 +50,7 @@ const decodeSteps = Number(values['decode-steps']);
 const promptLen = Number(values['prompt-len']);
 
 const started = performance.now();
-const backend = new CudaBackend();
-const t0 = performance.now();
-for (const f of ['quant-linear.cu', 'gemv-mma-q8.cu']) backend.kernels.module(f);
-const compileMs = performance.now() - t0;
-const copyGBs = backend.measureCopyBandwidth();
-const gpu = backend.device;
-console.log(`GPU ${gpu.name} (sm_${gpu.computeCapability}, ${gpu.multiprocessors} SMs), device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
-console.log(`kernels ready in ${compileMs.toFixed(0)} ms: ${backend.kernels.stats.map((s) => `${s.file} ${s.fromCache ? 'cached' : 'compiled'}`).join(', ')}`);
+const { backend, gpu, copyGBs, kernelsMs: compileMs } = openBenchGpu({ warmUp: false, modules: ['quant-linear.cu', 'gemv-mma-q8.cu'] });
 const quant = backend.quantized;
 
 const timer = new KernelTimer(backend);
