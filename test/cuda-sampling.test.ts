@@ -52,6 +52,31 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
     });
   }
 
+  /**
+   * Draws over fresh random logits for each [rows, cols, n (the ids sampled over), calls] shape, each
+   * row with the knobs `knobsFor` gives; with `withProbs` rows may exclude a draft and p(draft) is
+   * compared too. At most MAX_EXCEPTIONS_PER_DRAW of the draws may differ (see differingDraws).
+   */
+  async function checkDraws(
+    shapes: Array<[number, number, number, number]>,
+    knobsFor: (x: Float32Array, rows: number, cols: number, n: number) => GpuSamplingRow[],
+    withProbs: boolean,
+  ): Promise<void> {
+    let draws = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
+        const knobs = knobsFor(x, rows, cols, n);
+        const { ids, probs } = withProbs ? await sampleWithProbs(x, rows, cols, n, knobs) : { ids: await sampleOnGpu(x, rows, cols, n, knobs), probs: undefined };
+        draws += rows;
+        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs));
+      }
+    }
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+  }
+
   it('draws the host sampler’s token for every draw: vocabularies of 31 to 128256 ids, padded ones, ties, masks, NaN, +inf, large logits', async () => {
     // [rows, cols, n (the ids sampled over), calls]
     const shapes: Array<[number, number, number, number]> = [
@@ -64,19 +89,7 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
       [256, 1000, 997, 20],
       [512, 31, 31, 10],
     ];
-    let draws = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = new Float32Array(rows * cols);
-        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
-        const knobs = Array.from({ length: rows }, () => inputs.row());
-        const got = await sampleOnGpu(x, rows, cols, n, knobs);
-        draws += rows;
-        exceptions.push(...differingDraws(x, cols, n, knobs, got, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`));
-      }
-    }
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+    await checkDraws(shapes, (_, rows) => Array.from({ length: rows }, () => inputs.row()), false);
   });
 
   it('rows that exclude a draft: drawResidual’s token and p(draft) bit for bit, beside plain rows, vocabularies of 31 to 128256 ids', async () => {
@@ -89,19 +102,7 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
       [256, 1000, 997, 12],
       [512, 31, 31, 8],
     ];
-    let draws = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = new Float32Array(rows * cols);
-        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
-        const knobs = residualKnobs(x, rows, cols, n);
-        const { ids, probs } = await sampleWithProbs(x, rows, cols, n, knobs);
-        draws += rows;
-        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs));
-      }
-    }
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+    await checkDraws(shapes, residualKnobs, true);
   });
 
   it('residual edge rows: the draft the only token left, the favourite of a peaked row, filtered out, masked, past n, greedy, u = 0 and just below 1', async () => {
