@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Rng } from '../src/engine/rng.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
+import { decodeE4m3, encodeE4m3 } from '../src/quant/fp8-e4m3.js';
 
 const be = new CpuBackend();
 const rng = new Rng(7);
@@ -77,6 +78,34 @@ describe('cpu backend', () => {
     // Blocks 5, 2, 7 copied to 0, 1, 3: the same attention through the new table.
     be.copyKvBlocks(bf, [[5, 0], [2, 1], [7, 3]]);
     assert.deepEqual(attend(bf, { ...batch, blockTables: Int32Array.from([0, 1, 3]) }), want);
+  });
+
+  it('an fp8 KV cache: a quarter of the bytes, E4M3 codes rounded to nearest even and saturated at ±448, attention exactly as over their values', () => {
+    const heads = 2, kvHeads = 1, headDim = 8, blockSize = 4, len = 6;
+    const spec = { numLayers: 1, numBlocks: 4, blockSize, numKvHeads: kvHeads, headDim };
+    const fp8 = be.allocKvCache({ ...spec, dtype: 'fp8' });
+    const f32 = be.allocKvCache(spec);
+    assert.equal(fp8.dtype, 'fp8');
+    assert.equal(fp8.bytes * 4, f32.bytes);
+    const slots = Int32Array.from({ length: len }, (_, p) => 4 + p); // blocks 1 and 2
+    const k = rand(len * kvHeads * headDim);
+    const v = rand(len * kvHeads * headDim);
+    // 1 + 2⁻⁴ lies halfway between 1 and 1 + 2⁻³: to even, 1; 1 + 3·2⁻⁴ → 1 + 2⁻²; 1000 saturates to 448.
+    k[0] = 1 + 2 ** -4;
+    k[1] = 1 + 3 * 2 ** -4;
+    v[2] = 1000;
+    const rounded = (x: Float32Array) => x.map((y) => decodeE4m3(encodeE4m3(y)));
+    assert.deepEqual([rounded(k)[0], rounded(k)[1], rounded(v)[2]], [1, 1.25, 448]);
+    const width = kvHeads * headDim;
+    be.writeKv(fp8, 0, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+    be.writeKv(f32, 0, be.fromHost(rounded(k), [len, width]), be.fromHost(rounded(v), [len, width]), slots);
+    const q = rand(len * heads * headDim);
+    const batch = { numTokens: len, numSeqs: 1, positions: Int32Array.from({ length: len }, (_, i) => i), seqIndex: new Int32Array(len), slots, blockTables: Int32Array.of(1, 2), maxBlocksPerSeq: 2 };
+    const attend = (cache: typeof fp8, b = batch) => be.toHost(be.attention(be.fromHost(q, [len, heads * headDim]), cache, 0, b, 0.3, 0));
+    const want = attend(f32);
+    assert.deepEqual(attend(fp8), want);
+    be.copyKvBlocks(fp8, [[1, 0], [2, 3]]);
+    assert.deepEqual(attend(fp8, { ...batch, blockTables: Int32Array.of(0, 3) }), want);
   });
 
   it('rope rotates pairs (i, i + rotaryDim/2) and leaves the rest of a partial-rotary head alone', () => {

@@ -4,8 +4,8 @@
 // the prefill kernel rounds q, k, v and the probabilities to bf16 (8 significant bits), so it is held
 // to a relative error of 1e-2 (a row-level emulation of it in float64 gives 2e-3 to 4e-3 on these
 // inputs); the float32 paths (split-K decode, the original kernel) to 1e-5. Each scenario runs with a
-// float32 KV cache, and the main ones again with a bf16 cache on both backends (the CPU's reads the
-// same rounded values, so the bounds are the same).
+// float32 KV cache, and the main ones again with bf16 and fp8 caches on both backends (the CPU's
+// reads the same rounded values, so the bounds are the same).
 // The host-side planning (runs, tiles, checks, split sizes) is tested without a GPU; the GPU suites
 // skip with the reason when no device, libcuda or NVRTC is present.
 
@@ -320,6 +320,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
   for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [
     [32, 8, 128, 16, 'float32'], [32, 8, 64, 32, 'float32'], [8, 1, 64, 16, 'float32'], [8, 1, 128, 32, 'float32'], [4, 4, 128, 16, 'float32'], [4, 4, 64, 32, 'float32'], [64, 8, 64, 16, 'float32'], [64, 8, 128, 32, 'float32'],
     [32, 8, 128, 16, 'bf16'], [8, 1, 64, 32, 'bf16'], [4, 4, 128, 16, 'bf16'],
+    [32, 8, 128, 16, 'fp8'], [8, 1, 64, 32, 'fp8'],
   ] as const) {
     it(`prefill chunks of 1..300 tokens from position 0: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV, windows 0/7/100`, async () => {
       await check({ heads, kvHeads, headDim, blockSize, seqs: ragged, windows: [0, 7, 100], kvDtype });
@@ -328,7 +329,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
 
   // A chunk continuing a cached prompt, another starting mid-block, decode tokens and a short
   // verification-like run, all in one step (auto: the chunks on tensor cores, the rest split-K).
-  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [[32, 8, 128, 16, 'float32'], [8, 1, 64, 32, 'float32'], [4, 4, 128, 32, 'float32'], [64, 8, 64, 16, 'float32'], [32, 8, 128, 16, 'bf16'], [64, 8, 64, 16, 'bf16']] as const) {
+  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [[32, 8, 128, 16, 'float32'], [8, 1, 64, 32, 'float32'], [4, 4, 128, 32, 'float32'], [64, 8, 64, 16, 'float32'], [32, 8, 128, 16, 'bf16'], [64, 8, 64, 16, 'bf16'], [32, 8, 128, 16, 'fp8']] as const) {
     it(`mixed step (continuing chunks, decode tokens, a 5-token run): ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV`, async () => {
       await check({ heads, kvHeads, headDim, blockSize, seqs: [[200, 37], [777, 1], [64, 100], [31, 1], [40, 5], [13, 70]], windows: [0, 7, 100], kvDtype });
     });
@@ -339,7 +340,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
   const chunks = [0, 32, 64, 100, 1 << 20];
   for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [
     [64, 8, 128, 16, 'float32'], [32, 8, 128, 32, 'float32'], [8, 1, 64, 16, 'float32'], [4, 4, 64, 32, 'float32'], [28, 4, 128, 16, 'float32'],
-    [64, 8, 128, 16, 'bf16'], [8, 1, 64, 16, 'bf16'],
+    [64, 8, 128, 16, 'bf16'], [8, 1, 64, 16, 'bf16'], [64, 8, 128, 16, 'fp8'], [8, 1, 64, 16, 'fp8'],
   ] as const) {
     it(`decode at batch 1, context 4096: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV`, async () => {
       await check({ heads, kvHeads, headDim, blockSize, seqs: [[4095, 1]], windows: [0, 7, 100], chunks, kvDtype });

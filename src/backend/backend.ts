@@ -24,14 +24,15 @@ export interface Weight {
 }
 
 /**
- * Element type of the KV cache: float32 (the CPU backend's default, the reference) or bf16 (the CUDA
- * backend's default, as vLLM's `--kv-cache-dtype auto` keeps K and V in the model's dtype): half the
- * memory, so twice the tokens, and half the bytes attention reads. K and V are rounded to nearest
- * even once, when written.
+ * Element type of the KV cache: float32 (the CPU backend's default, the reference), bf16 (the CUDA
+ * backend's default, as vLLM's `--kv-cache-dtype auto` keeps K and V in the model's dtype: half the
+ * memory, so twice the tokens, and half the bytes attention reads) or fp8 (E4M3 with a scale of 1,
+ * as vLLM's `fp8` without calibrated scales: a quarter of float32's bytes; values beyond ±448
+ * saturate). K and V are rounded to nearest even once, when written, and widened exactly when read.
  */
-export type KvDtype = 'float32' | 'bf16';
-export const KV_DTYPES: readonly KvDtype[] = ['float32', 'bf16'];
-export const KV_DTYPE_BYTES: Record<KvDtype, number> = { float32: 4, bf16: 2 };
+export type KvDtype = 'float32' | 'bf16' | 'fp8';
+export const KV_DTYPES: readonly KvDtype[] = ['float32', 'bf16', 'fp8'];
+export const KV_DTYPE_BYTES: Record<KvDtype, number> = { float32: 4, bf16: 2, fp8: 1 };
 
 /** Layout of the paged KV cache: blocks of `blockSize` token slots, per layer a K and a V store. */
 export interface KvCacheSpec {

@@ -4,6 +4,7 @@
 import { checkSamplingRows, KV_DTYPE_BYTES, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { bf16ToF32, f32ToBf16, toFloat32 } from '../../model/load/dtype.js';
+import { E4M3_VALUES, encodeE4m3 } from '../../quant/fp8-e4m3.js';
 import { dequantize, linearQuantized, type QuantizedWeight } from '../../quant/format.js';
 import { applyPenaltyRows, drawSamplingRow, type PenaltyRow } from '../../engine/sampler.js';
 
@@ -43,17 +44,20 @@ export class CpuQuantizedWeight implements Weight {
   }
 }
 
-/** Per layer a K and a V store: float32 values, or bf16 bit patterns (rounded to nearest even when written). */
+/** A layer's K or V store: float32 values, bf16 bit patterns or E4M3 codes (rounded to nearest even when written). */
+type KvStore = Float32Array | Uint16Array | Uint8Array;
+
+/** Per layer a K and a V store of the cache's element type. */
 class CpuKvCache implements KvCacheStorage {
-  readonly k: (Float32Array | Uint16Array)[];
-  readonly v: (Float32Array | Uint16Array)[];
+  readonly k: KvStore[];
+  readonly v: KvStore[];
   readonly bytes: number;
   constructor(
     readonly spec: KvCacheSpec,
     readonly dtype: KvDtype,
   ) {
     const perLayer = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
-    const store = () => (dtype === 'bf16' ? new Uint16Array(perLayer) : new Float32Array(perLayer));
+    const store = () => (dtype === 'bf16' ? new Uint16Array(perLayer) : dtype === 'fp8' ? new Uint8Array(perLayer) : new Float32Array(perLayer));
     this.k = Array.from({ length: spec.numLayers }, store);
     this.v = Array.from({ length: spec.numLayers }, store);
     this.bytes = 2 * spec.numLayers * perLayer * KV_DTYPE_BYTES[dtype];
@@ -67,18 +71,20 @@ const BF16_VALUES = (() => {
   return t;
 })();
 
-/** Store n values of `src` (from `from`) into a KV store at `to`, rounding to bf16 for a bf16 store. */
-function storeKv(dst: Float32Array | Uint16Array, to: number, src: Float32Array, from: number, n: number): void {
+/** Store n values of `src` (from `from`) into a KV store at `to`, rounding to its element type. */
+function storeKv(dst: KvStore, to: number, src: Float32Array, from: number, n: number): void {
   if (dst instanceof Float32Array) dst.set(src.subarray(from, from + n), to);
-  else for (let i = 0; i < n; i++) dst[to + i] = f32ToBf16(src[from + i]);
+  else if (dst instanceof Uint16Array) for (let i = 0; i < n; i++) dst[to + i] = f32ToBf16(src[from + i]);
+  else for (let i = 0; i < n; i++) dst[to + i] = encodeE4m3(src[from + i]);
 }
 
 /** Rows (headDim values at `off` within each slot's row) of a KV store, as float32, into `out` one after another. */
-function gatherKv(store: Float32Array | Uint16Array, slots: Int32Array, n: number, rowWidth: number, off: number, headDim: number, out: Float32Array): void {
+function gatherKv(store: KvStore, slots: Int32Array, n: number, rowWidth: number, off: number, headDim: number, out: Float32Array): void {
+  const values = store instanceof Uint16Array ? BF16_VALUES : E4M3_VALUES;
   for (let j = 0; j < n; j++) {
     const at = slots[j] * rowWidth + off;
     if (store instanceof Float32Array) out.set(store.subarray(at, at + headDim), j * headDim);
-    else for (let d = 0; d < headDim; d++) out[j * headDim + d] = BF16_VALUES[store[at + d]];
+    else for (let d = 0; d < headDim; d++) out[j * headDim + d] = values[store[at + d]];
   }
 }
 

@@ -111,9 +111,9 @@ class CudaKvCache implements KvCacheStorage {
   }
 }
 
-/** The kernels reading or writing a KV cache of `dtype`: `file` as it is (float32), or compiled with KV_BF16 (common.cuh kv_t). */
+/** The kernels reading or writing a KV cache of `dtype`: `file` as it is (float32), or compiled with KV_BF16 or KV_FP8 (common.cuh kv_t). */
 function kvModule(file: string, dtype: KvDtype): string {
-  return dtype === 'bf16' ? moduleVariant(file, 'KV_BF16') : file;
+  return dtype === 'float32' ? file : moduleVariant(file, dtype === 'bf16' ? 'KV_BF16' : 'KV_FP8');
 }
 
 /** A weight format this backend cannot run yet; LLM.load on device 'auto' falls back to the CPU on it. */
@@ -991,8 +991,10 @@ export class CudaBackend implements Backend {
 
   allocKvCache(spec: KvCacheSpec): KvCacheStorage {
     const dtype = spec.dtype ?? this.kvDtype;
-    // Elements are 2 or 4 bytes and head_dim is even: every store is whole 4-byte words.
-    if (dtype === 'bf16' && spec.headDim % 2 !== 0) throw new RangeError(`allocKvCache: a bf16 KV cache needs an even head_dim, not ${spec.headDim}`);
+    // Block copies move 4-byte words and the kernels load a lane's elements as one word: a row of
+    // head_dim elements must be whole words (an even head_dim for bf16, a multiple of 4 for fp8).
+    const perWord = 4 / KV_DTYPE_BYTES[dtype];
+    if (spec.headDim % perWord !== 0) throw new RangeError(`allocKvCache: a ${dtype} KV cache needs head_dim to be a multiple of ${perWord}, not ${spec.headDim}`);
     const bytes = spec.numLayers * spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim * KV_DTYPE_BYTES[dtype];
     const k = this.ownedAlloc(bytes);
     const v = this.ownedAlloc(bytes);

@@ -1,4 +1,4 @@
-// Decode attention over the paged KV cache (float32, or bf16 under KV_BF16: common.cuh), split over positions ("flash decoding"), one
+// Decode attention over the paged KV cache (float32, bf16 or FP8: common.cuh kv_t), split over positions ("flash decoding"), one
 // block per (token, KV head, group of up to 8 of its query heads, chunk of positions). `tokens`
 // lists the step's tokens to serve (the short runs of a step whose prefill chunks take the
 // tensor-core kernel), or is null for all of them.
@@ -80,10 +80,14 @@ __device__ __forceinline__ float reduce_scatter(float* v, int lane) {
 }
 
 // A lane's E values of a K or V row as floats (one load of E elements: 16 or 8 bytes of float32, 8
-// or 4 of bf16), or zeros.
+// or 4 of bf16, 4 or 2 of FP8; widened exactly), or zeros.
 template <int E>
 __device__ __forceinline__ void load_row(float* x, const kv_t* p, bool ok) {
-#ifdef KV_BF16
+#if defined(KV_FP8)
+  const u32 a = !ok ? 0u : E == 4 ? *reinterpret_cast<const u32*>(p) : *reinterpret_cast<const u16*>(p);
+#pragma unroll
+  for (int e = 0; e < E; e++) x[e] = e4m3_to_f32((a >> (8 * e)) & 0xffu);
+#elif defined(KV_BF16)
   if constexpr (E == 4) {
     const uint2 a = ok ? *reinterpret_cast<const uint2*>(p) : uint2{0u, 0u};
     x[0] = __uint_as_float(a.x << 16), x[1] = __uint_as_float(a.x & 0xffff0000u);

@@ -1,5 +1,5 @@
-// Prefill attention on tensor cores (flash-attention-2 style) over the paged KV cache (float32, or
-// bf16 in the KV_BF16 build: common.cuh).
+// Prefill attention on tensor cores (flash-attention-2 style) over the paged KV cache (float32, bf16
+// in the KV_BF16 build, FP8 E4M3 in the KV_FP8 one: common.cuh).
 //
 // A block takes one query tile (up to 16·WARPS consecutive tokens of one sequence at consecutive
 // positions, built on the host: attention-plan.ts) for one head; WARPS is 8 (128-row tiles: each
@@ -7,9 +7,9 @@
 // warps own 16 query rows each. The block walks the sequence's visible positions in tiles of 32
 // through the block table, pipelined: each thread copies its share of the next tile's K and V rows
 // with cp.async (no registers held, all of a tile's loads in flight at once) while the warps compute
-// on the current tile. From a float32 cache the copies land in a float32 staging buffer, and each
-// thread then rounds its own staged floats to bf16 into the compute tiles; from a bf16 cache they
-// land in the compute tiles themselves, which are double-buffered instead. S = Q·Kᵀ and O += P·V run
+// on the current tile. From a float32 (FP8) cache the copies land in a float32 (FP8) staging buffer,
+// and each thread then rounds (widens: exact) its own staged values to bf16 into the compute tiles;
+// from a bf16 cache they land in the compute tiles themselves, which are double-buffered instead. S = Q·Kᵀ and O += P·V run
 // on `mma.sync.m16n8k16` (bf16 inputs, float32 accumulators); the softmax is online and in float32
 // (scores scaled in float32, max-subtracted, exp2). Numbers: q, k, v and the probabilities are
 // rounded to bf16 (8 significant bits) before the products, so results differ from the float32
@@ -101,6 +101,14 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   constexpr u32 TILE_BYTES = PF_KV * D * 2;
   __shared__ __align__(128) u16 kb[2 * PF_KV * D];  // two bf16 tiles each: computed on, being filled
   __shared__ __align__(128) u16 vb[2 * PF_KV * D];
+#elif defined(KV_FP8)
+  constexpr int C16 = D / 16;                // 16-byte chunks (16 e4m3 codes) per K/V row
+  constexpr int CHUNKS = PF_KV * C16;        // per tile, per K and per V
+  constexpr int NL = (CHUNKS + THREADS - 1) / THREADS;  // chunks a thread stages (the last round may be partial)
+  __shared__ __align__(128) unsigned char kq[PF_KV * D];  // FP8 staging of the next tile (cp.async)
+  __shared__ __align__(128) unsigned char vq[PF_KV * D];
+  __shared__ __align__(128) u16 kb[PF_KV * D];            // bf16 tile being computed on, swizzled chunks
+  __shared__ __align__(128) u16 vb[PF_KV * D];
 #else
   constexpr int C4 = D / 4;                  // float4s per K/V row
   constexpr int NL = PF_KV * C4 / THREADS;   // float4s a thread stages per tile, per K and per V
@@ -148,6 +156,50 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     cp_async_commit();
   };
   stage(first, 0);  // in flight while q is read
+#elif defined(KV_FP8)
+  // The chunks this thread stages and widens: chunk id threadIdx.x + i·THREADS (row id / C16, chunk
+  // id % C16), the same ones every tile, so a thread only reads back what its own cp.async wrote.
+  auto stage = [&](int t0) {
+#pragma unroll
+    for (int i = 0; i < NL; i++) {
+      const int id = threadIdx.x + i * THREADS;
+      if (NL * THREADS != CHUNKS && id >= CHUNKS) break;
+      const int r = id / C16, c16 = id % C16, p = t0 + r;
+      const bool ok = p <= last;
+      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      cp_async16(shared_addr(kq) + r * D + c16 * 16, kc + kvh * D + c16 * 16 + off, ok);
+      cp_async16(shared_addr(vq) + r * D + c16 * 16, vc + kvh * D + c16 * 16 + off, ok);
+    }
+    cp_async_commit();
+  };
+  // 16 staged codes → 16 bf16 (exact: e4m3 has 3 mantissa bits) in the two 16-byte chunks 2·c16
+  // and 2·c16 + 1 of row r, each stored at chunk c ^ (r & 7).
+  auto widen = [](const unsigned char* src, u16* dst, int r, int c16) {
+    const uint4 q = *reinterpret_cast<const uint4*>(src + r * D + c16 * 16);
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const u32 word = w[2 * h + j / 2], sh = 16 * (j & 1);
+        const u32 lo = __float_as_uint(e4m3_to_f32((word >> sh) & 0xffu)) >> 16;
+        const u32 hi = __float_as_uint(e4m3_to_f32((word >> (sh + 8)) & 0xffu)) >> 16;
+        o[j] = lo | (hi << 16);
+      }
+      *reinterpret_cast<uint4*>(dst + r * D + (((2 * c16 + h) ^ (r & 7)) << 3)) = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+  };
+  auto convert = [&]() {
+#pragma unroll
+    for (int i = 0; i < NL; i++) {
+      const int id = threadIdx.x + i * THREADS;
+      if (NL * THREADS != CHUNKS && id >= CHUNKS) break;
+      widen(kq, kb, id / C16, id % C16);
+      widen(vq, vb, id / C16, id % C16);
+    }
+  };
+  stage(first);  // in flight while q is read
 #else
   // The float4s this thread stages and converts: rows sr + i·RSTEP, column c4 (the same ones every
   // tile, so a thread only ever reads back what its own cp.async wrote: no barrier needed there).

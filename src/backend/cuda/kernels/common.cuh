@@ -23,10 +23,33 @@ __device__ __forceinline__ u16 f32_to_bf16(float x) {
   return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-// KV cache element: float32, or bf16 in a module compiled with KV_BF16 (the backend picks the module
-// by the cache's dtype: cuda-backend.ts kvModule). Stores round to nearest even (the PTX conversion,
-// as the CPU backend's f32ToBf16 for every finite value).
-#ifdef KV_BF16
+// KV cache element: float32, bf16 in a module compiled with KV_BF16, or FP8 E4M3 (scale 1) with
+// KV_FP8 (the backend picks the module by the cache's dtype: cuda-backend.ts kvModule). bf16 stores
+// round to nearest even (the PTX conversion, as the CPU backend's f32ToBf16 for every finite value);
+// FP8 stores round to nearest even after clamping to ±448, NaN to 0x7F, in integer arithmetic on any
+// GPU (the CPU's encodeE4m3, bit for bit; sm_87 has no FP8 conversion instruction), and loads widen
+// exactly.
+#if defined(KV_FP8)
+typedef unsigned char kv_t;
+// The code's bits placed at float32's exponent/mantissa boundary read as 2^(E-127)·(1 + M/8), or for
+// E = 0 as the float32 subnormal M·2^-129; one multiply by 2^120 makes both the E4M3 value (no branch,
+// so no divergence across a warp's codes; float32 subnormals are kept: no --ftz). 0x7F is NaN.
+__device__ __forceinline__ float e4m3_to_f32(u32 c) {
+  const float v = __uint_as_float(((c & 0x80u) << 24) | ((c & 0x7fu) << 20)) * 0x1p120f;
+  return (c & 0x7fu) == 0x7fu ? __int_as_float(0x7fc00000) : v;
+}
+__device__ __forceinline__ float kv_to_f32(kv_t x) { return e4m3_to_f32(x); }
+__device__ __forceinline__ kv_t f32_to_kv(float x) {
+  const u32 u = __float_as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7f;
+  const u32 sign = (u >> 24) & 0x80u;
+  const u32 m = __float_as_uint(fminf(__uint_as_float(u & 0x7fffffffu), 448.f));
+  u32 code;
+  if (m < (121u << 23)) code = __float2uint_rn(__uint_as_float(m) * 512.f);  // below 2^-6: units of 2^-9
+  else code = (m - (120u << 23) + 0x7ffffu + ((m >> 20) & 1u)) >> 20;       // ties to even via the kept bit
+  return (kv_t)(sign | code);
+}
+#elif defined(KV_BF16)
 typedef u16 kv_t;
 __device__ __forceinline__ float kv_to_f32(kv_t x) { return bf16_to_f32(x); }
 __device__ __forceinline__ kv_t f32_to_kv(float x) {
