@@ -42,10 +42,10 @@ export interface LoadOptions {
   kvCacheMemoryBytes?: number;
   /**
    * KV cache element type: 'auto' (default) is bf16 on CUDA (as vLLM's auto: the model's dtype; half
-   * the memory and attention reads of float32) and float32 on the CPU (the reference); 'bf16' or
-   * 'float32' on either backend.
+   * the memory and attention reads of float32) and float32 on the CPU (the reference); 'bf16',
+   * 'float32' or 'fp8' (E4M3, scale 1: a quarter of float32's memory) on either backend.
    */
-  kvCacheDtype?: 'auto' | KvDtype | 'bfloat16';
+  kvCacheDtype?: 'auto' | KvDtype | 'bfloat16' | 'fp8_e4m3';
   /**
    * CUDA: the fraction of the GPU's total memory this engine may use for weights, activations and the
    * KV cache (vLLM's gpu_memory_utilization, default 0.9); the KV cache gets what the rest leaves.
@@ -331,10 +331,11 @@ async function loadOnDevice(
 /** kvCacheDtype's element type; undefined for 'auto' (the backend's default). `name` is the option as the user spelled it. */
 export function parseKvCacheDtype(v: string | undefined, name = 'kv_cache_dtype'): KvDtype | undefined {
   if (v === undefined || v === 'auto') return undefined;
-  if (v === 'bfloat16') return 'bf16'; // vLLM's spelling
+  if (v === 'bfloat16') return 'bf16'; // vLLM's spellings
+  if (v === 'fp8_e4m3') return 'fp8';
   if ((KV_DTYPES as readonly string[]).includes(v)) return v as KvDtype;
-  const fp8 = v.startsWith('fp8') ? ' (an FP8 KV cache is not implemented yet; `tachyon plan --kv-cache-dtype fp8` models one)' : '';
-  throw new InvalidRequestError(`${name} '${v}' is not supported${fp8}; supported: auto, ${KV_DTYPES.join(', ')}`);
+  const e5m2 = v === 'fp8_e5m2' ? ' (FP8 K and V are E4M3 here)' : '';
+  throw new InvalidRequestError(`${name} '${v}' is not supported${e5m2}; supported: auto, ${KV_DTYPES.join(', ')} (fp8 also as fp8_e4m3)`);
 }
 
 /** KV cache tokens that fit in `bytes` of `dtype` K and V; undefined when no budget is given. */

@@ -103,10 +103,10 @@ describe('model-loading flags: --load-format, shape presets, --gpu-memory-utiliz
     assert.match(r.stderr, /--max-num-batched-tokens must be >= 1, got 0/);
     r = runBuilt('generate', '--prompt', 'x', '--kv-cache-dtype', 'float16');
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /--kv-cache-dtype 'float16' is not supported; supported: auto, float32, bf16/);
-    r = runBuilt('serve', '--kv-cache-dtype', 'fp8');
+    assert.match(r.stderr, /--kv-cache-dtype 'float16' is not supported; supported: auto, float32, bf16, fp8/);
+    r = runBuilt('serve', '--kv-cache-dtype', 'fp8_e5m2');
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /--kv-cache-dtype 'fp8' is not supported \(an FP8 KV cache is not implemented yet/);
+    assert.match(r.stderr, /--kv-cache-dtype 'fp8_e5m2' is not supported \(FP8 K and V are E4M3 here\)/);
   });
 
   it('generate and chat run dummy weights from a config.json-only folder, sampling only the borrowed tokenizer\'s ids', () => {

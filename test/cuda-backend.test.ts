@@ -185,7 +185,7 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
 
   // A ragged step over three sequences with scattered blocks: a prefill chunk from 0, a single
   // decode token deep in its sequence, and a chunk continuing a prompt (earlier positions cached).
-  for (const [heads, kvHeads, headDim, kvDtype] of [[8, 2, 32, 'float32'], [4, 4, 64, 'float32'], [8, 1, 128, 'float32'], [16, 8, 128, 'float32'], [2, 1, 256, 'float32'], [8, 2, 32, 'bf16'], [16, 8, 128, 'bf16']] as const) {
+  for (const [heads, kvHeads, headDim, kvDtype] of [[8, 2, 32, 'float32'], [4, 4, 64, 'float32'], [8, 1, 128, 'float32'], [16, 8, 128, 'float32'], [2, 1, 256, 'float32'], [8, 2, 32, 'bf16'], [16, 8, 128, 'bf16'], [8, 2, 32, 'fp8'], [16, 8, 128, 'fp8']] as const) {
     // At head_dim 64 and 128 the 17-token chunk runs on the tensor-core prefill kernel, which rounds
     // q, k, v and the probabilities to bf16: about 3e-3 relative, bounded at 1e-2 (see
     // test/cuda-attention.test.ts). Other head sizes keep the float32 kernel (≤ 1e-5).
@@ -318,8 +318,10 @@ describe('CUDA backend end to end on the default model', { skip: skipReason }, (
 
   // bf16 K and V on both backends: the ~1e-7 relative differences of the float32 k and v they compute
   // put an element on either side of a bf16 rounding boundary now and then, a one-ulp (2⁻⁸) difference
-  // of that element; seen 4e-4 relative in the logits, bounded at 1e-3.
-  for (const [kvCacheDtype, bound] of [['bf16', 1e-3], ['float32', 1e-4]] as const) {
+  // of that element; seen 4e-4 to 1.2e-3 relative in the logits (it depends on which elements tip),
+  // bounded at 5e-3. With fp8 K and V a tipped element moves by an E4M3 step (2⁻³), so the logits by
+  // more (bounded at 3e-2) and a greedy token may differ: only the logits are compared there.
+  for (const [kvCacheDtype, bound] of [['bf16', 5e-3], ['float32', 1e-4], ['fp8', 3e-2]] as const) {
     it(`one prefill + decode forward: logits match the CPU backend (relative error ≤ ${bound}), ${kvCacheDtype} KV on both`, async () => {
       const dir = embeddedModelDir(DEFAULT_MODEL_NAME);
       const onCpu = await LLM.load({ model: dir, device: 'cpu', kvCacheDtype });
@@ -346,7 +348,8 @@ describe('CUDA backend end to end on the default model', { skip: skipReason }, (
       const b = logitsOf(onCpu);
       assertClose(a.prefill, b.prefill, bound, 'prefill logits');
       assertClose(a.decode, b.decode, bound, 'decode logits');
-      assert.deepEqual(await run(onGpu), await run(onCpu));
+      if (kvCacheDtype !== 'fp8') assert.deepEqual(await run(onGpu), await run(onCpu));
+      else assert.equal((await run(onGpu)).length, 12);
       await onCpu.close();
       await onGpu.close();
     });

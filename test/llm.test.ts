@@ -102,9 +102,24 @@ describe('LLM KV cache element type', () => {
     }
   });
 
-  it('an unknown or FP8 KV dtype is refused, naming the supported ones', async () => {
+  it('fp8 K and V (also spelled fp8_e4m3) take a quarter of float32\'s bytes: four times the tokens from one budget', async () => {
+    const bytes = 1 << 20;
+    const f32 = await LLM.load({ device: 'cpu', kvCacheMemoryBytes: bytes });
+    const fp8 = await LLM.load({ device: 'cpu', kvCacheMemoryBytes: bytes, kvCacheDtype: 'fp8_e4m3' });
+    try {
+      assert.equal(fp8.loaded.model.backend.kvDtype, 'fp8');
+      assert.equal(fp8.engine.pool.numBlocks, 4 * f32.engine.pool.numBlocks);
+      const r = await fp8.complete('The robot walked into the market and', { temperature: 0, maxTokens: 24, ignoreEos: true });
+      assert.equal(r.tokenIds.length, 24);
+    } finally {
+      await f32.close();
+      await fp8.close();
+    }
+  });
+
+  it('an unknown KV dtype or E5M2 is refused, naming the supported ones', async () => {
     await assert.rejects(LLM.load({ device: 'cpu', kvCacheDtype: 'float16' as 'bf16' }), (e: unknown) =>
-      e instanceof InvalidRequestError && /kv_cache_dtype 'float16' is not supported; supported: auto, float32, bf16/.test(e.message));
-    await assert.rejects(LLM.load({ device: 'cpu', kvCacheDtype: 'fp8_e4m3' as 'bf16' }), /kv_cache_dtype 'fp8_e4m3' is not supported \(an FP8 KV cache is not implemented yet; `tachyon plan --kv-cache-dtype fp8` models one\)/);
+      e instanceof InvalidRequestError && /kv_cache_dtype 'float16' is not supported; supported: auto, float32, bf16, fp8 \(fp8 also as fp8_e4m3\)/.test(e.message));
+    await assert.rejects(LLM.load({ device: 'cpu', kvCacheDtype: 'fp8_e5m2' as 'bf16' }), /kv_cache_dtype 'fp8_e5m2' is not supported \(FP8 K and V are E4M3 here\)/);
   });
 });

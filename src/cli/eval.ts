@@ -33,7 +33,7 @@ export function evalCommand(): Command {
     .option('--context-len <n>', 'window length in tokens (default: min(max_position_embeddings, 512))', intArg('--context-len'))
     .option('--max-model-len <n>', 'longest task prompt + answer (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
-    .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32', 'auto')
+    .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)', 'auto')
     .option('--json', 'print one JSON object instead of the table')
     .option('--quiet', 'no progress on stderr')
     .action(async (flags: EvalFlags) => {
