@@ -98,6 +98,19 @@ describe('tachyon eval', () => {
     assert.equal(r.baseline.weightBytes, r.candidate.weightBytes);
   });
 
+  it('the KV cache\'s element type as the candidate: bf16 and fp8 K and V against float32, fp8 further off, the types in the report', async () => {
+    const against = (kvCacheDtype: 'bf16' | 'fp8') =>
+      evaluate({ baseline: { model: dir, kvCacheDtype: 'float32' }, candidate: { model: dir, kvCacheDtype }, text: TEXT, contextLen: 64, maxTokensEval: 200 });
+    const bf16 = await against('bf16');
+    const fp8 = await against('fp8');
+    assert.equal(fp8.baseline.kvCacheDtype, 'float32');
+    assert.equal(fp8.candidate.kvCacheDtype, 'fp8');
+    assert.equal(fp8.candidate.weightBytes, fp8.baseline.weightBytes);
+    assert.ok(bf16.comparison.kld.mean > 0, 'bf16 rounding of K and V moves the logits');
+    assert.ok(fp8.comparison.kld.mean > bf16.comparison.kld.mean, `fp8 ${fp8.comparison.kld.mean} vs bf16 ${bf16.comparison.kld.mean}`);
+    assert.ok(fp8.comparison.top1Agreement > 0.9, `agreement ${fp8.comparison.top1Agreement}`);
+  });
+
   describe('against quantized versions', () => {
     const reports: Record<string, EvalReport> = {};
     before(async () => {
@@ -188,6 +201,13 @@ describe('tachyon eval', () => {
       assert.ok(out.comparison.kld.mean > 0 && out.comparison.kld.mean < 0.05);
       assert.ok(out.comparison.top1Agreement > 0.9);
       assert.equal(out.baseline.accuracy, undefined);
+      const kv = run('--model', dir, '--kv-cache-dtype', 'fp8', '--baseline-kv-cache-dtype', 'float32', '--text', join(work, 'text.txt'), '--context-len', '64', '--max-tokens-eval', '60', '--json', '--quiet');
+      assert.equal(kv.status, 0, kv.stderr);
+      const kvOut = JSON.parse(kv.stdout);
+      assert.deepEqual([kvOut.baseline.kvCacheDtype, kvOut.candidate.kvCacheDtype], ['float32', 'fp8']);
+      const bad = run('--model', dir, '--baseline-kv-cache-dtype', 'int8', '--text', join(work, 'text.txt'));
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /--baseline-kv-cache-dtype 'int8' is not supported; supported: auto, float32, bf16, fp8/);
     });
 
     it('without --text the default model is scored on the held-out text it ships; FP8 is nearly lossless there', () => {

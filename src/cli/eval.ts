@@ -8,10 +8,12 @@ import { findHeldoutTasks, findHeldoutText, HELDOUT_TEXT_FILES, readTaskFile, re
 import { formatReportTable } from '../eval/report.js';
 import { resolveModelDir } from '../model/default-model.js';
 import { intArg, loadOptionsFrom, type ModelFlags } from './options.js';
+import { parseKvCacheDtype, type LoadOptions } from '../llm.js';
 
 interface EvalFlags extends ModelFlags {
   baselineModel?: string;
   baselineQuantization: string;
+  baselineKvCacheDtype?: string;
   text?: string;
   tasks?: string;
   maxTokensEval: number;
@@ -34,6 +36,7 @@ export function evalCommand(): Command {
     .option('--max-model-len <n>', 'longest task prompt + answer (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)', 'auto')
+    .option('--baseline-kv-cache-dtype <dtype>', 'the baseline\'s KV cache element type (default: --kv-cache-dtype), e.g. bf16 against an fp8 candidate')
     .option('--json', 'print one JSON object instead of the table')
     .option('--quiet', 'no progress on stderr')
     .action(async (flags: EvalFlags) => {
@@ -51,7 +54,7 @@ export function evalCommand(): Command {
       const common = { ...loadOptionsFrom({ ...flags, model: undefined, quantization: undefined }, { progress: !flags.quiet }), kvCacheTokens: Math.max(flags.maxModelLen ?? 0, 8192) };
       const progress = flags.quiet ? undefined : throttledProgress(2000);
       const report = await evaluate({
-        baseline: { ...common, model: baselineDir, quantization: flags.baselineQuantization },
+        baseline: { ...common, model: baselineDir, quantization: flags.baselineQuantization, kvCacheDtype: baselineKvCacheDtype(flags) },
         candidate: { ...common, model: candidateDir, quantization: flags.quantization },
         text,
         tasks,
@@ -64,6 +67,13 @@ export function evalCommand(): Command {
       if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
       else process.stdout.write(formatReportTable(report) + '\n');
     });
+}
+
+/** --baseline-kv-cache-dtype, checked and named as typed; the candidate's when not given. */
+function baselineKvCacheDtype(flags: EvalFlags): LoadOptions['kvCacheDtype'] {
+  const v = flags.baselineKvCacheDtype ?? flags.kvCacheDtype;
+  parseKvCacheDtype(v, flags.baselineKvCacheDtype === undefined ? '--kv-cache-dtype' : '--baseline-kv-cache-dtype');
+  return v as LoadOptions['kvCacheDtype'];
 }
 
 /** Progress lines on stderr: the first and last of each stage, and at most one every `intervalMs` between. */

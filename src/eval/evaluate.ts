@@ -149,6 +149,8 @@ export interface ConfigurationRun {
   label: string;
   model: string;
   quantization: string;
+  /** The KV cache's element type (float32, bf16, fp8). */
+  kvCacheDtype: string;
   weightBytes: number;
   weightBytesByFormat: Record<string, number>;
   /** Per scored position. */
@@ -225,6 +227,7 @@ export async function runConfiguration(
     label,
     model: llm.loaded.dir,
     quantization: llm.loaded.quantization ?? 'none',
+    kvCacheDtype: llm.loaded.model.backend.kvDtype,
     weightBytes: Object.values(weightBytesByFormat).reduce((a, b) => a + b, 0),
     weightBytesByFormat,
     nll,
@@ -272,6 +275,7 @@ export interface ConfigurationSummary {
   label: string;
   model: string;
   quantization: string;
+  kvCacheDtype: string;
   weightBytes: number;
   weightBytesByFormat: Record<string, number>;
   scoredTokens: number;
@@ -322,6 +326,7 @@ export function summarize(run: ConfigurationRun, inputs: EvalInputs): Configurat
     label: run.label,
     model: run.model,
     quantization: run.quantization,
+    kvCacheDtype: run.kvCacheDtype,
     weightBytes: run.weightBytes,
     weightBytesByFormat: run.weightBytesByFormat,
     scoredTokens: scored,

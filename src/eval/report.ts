@@ -35,8 +35,8 @@ export function formatReportTable(r: EvalReport): string {
   }
   if (i.tasks > 0) what.push(`${i.tasks} task${i.tasks === 1 ? '' : 's'}`);
   lines.push(what.join('; '));
-  lines.push(`baseline:  ${b.model} (${b.quantization})`);
-  lines.push(`candidate: ${c.model} (${c.quantization})`);
+  lines.push(`baseline:  ${b.model} (${b.quantization}, KV cache ${b.kvCacheDtype})`);
+  lines.push(`candidate: ${c.model} (${c.quantization}, KV cache ${c.kvCacheDtype})`);
   lines.push('');
   lines.push('| metric | baseline | candidate | ratio / delta |');
   lines.push('|---|---:|---:|---:|');
