@@ -309,6 +309,11 @@ describe('bench sweep', { timeout: 90_000 }, () => {
       ['quantization=none,spec=none', 'quantization=none,spec=eagle3x3', 'quantization=fp8,spec=none', 'quantization=fp8,spec=eagle3x3'],
     );
     assert.deepEqual(c[3]!.args, ['--quantization', 'fp8', '--speculative-config', '{"method":"eagle3","num_speculative_tokens":3}']);
+    const kv = serverConfigsFromFlags(['w4a16'], [], ['bf16', 'fp8']);
+    assert.deepEqual(kv, [
+      { name: 'quantization=w4a16,kv=bf16', args: ['--quantization', 'w4a16', '--kv-cache-dtype', 'bf16'] },
+      { name: 'quantization=w4a16,kv=fp8', args: ['--quantization', 'w4a16', '--kv-cache-dtype', 'fp8'] },
+    ]);
     assert.deepEqual(splitCommandLine(`node "my dir/x.js" --a 'b c'`), ['node', 'my dir/x.js', '--a', 'b c']);
   });
 

@@ -46,16 +46,21 @@ export function parseServerConfigs(raw: unknown, source: string): ServerConfig[]
 }
 
 /** The cross product of --quantization a,b and --speculative-config values ("none" = without). */
-export function serverConfigsFromFlags(quantizations: string[] = [], speculativeConfigs: string[] = []): ServerConfig[] {
+export function serverConfigsFromFlags(quantizations: string[] = [], speculativeConfigs: string[] = [], kvCacheDtypes: string[] = []): ServerConfig[] {
   const quants = quantizations.length ? quantizations : [undefined];
   const specs = speculativeConfigs.length ? speculativeConfigs : [undefined];
+  const kvs = kvCacheDtypes.length ? kvCacheDtypes : [undefined];
   const out: ServerConfig[] = [];
   for (const q of quants) {
-    for (const s of specs) {
+    for (const kv of kvs) for (const s of specs) {
       const args: string[] = [];
       const name: string[] = [];
       if (q && q !== 'none') args.push('--quantization', q);
       name.push(q ? `quantization=${q}` : 'quantization=none');
+      if (kv) {
+        args.push('--kv-cache-dtype', kv);
+        name.push(`kv=${kv}`);
+      }
       if (s && s !== 'none') {
         let parsed: unknown;
         try {

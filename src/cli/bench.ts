@@ -289,6 +289,7 @@ interface SweepFlags extends BenchFlags {
   concurrency: string;
   serverConfigs?: string;
   quantization?: string;
+  kvCacheDtype?: string;
   speculativeConfig?: string[];
   serveCommand?: string;
   serveArgs?: string;
@@ -302,6 +303,7 @@ function sweepCommand(): Command {
     .requiredOption('--concurrency <list>', 'max concurrencies to run, e.g. 1,4,16')
     .option('--server-configs <file>', 'JSON list of server configurations: {"name", "args": [...]} or flag objects like {"quantization": "fp8"}')
     .option('--quantization <list>', 'start a server per quantization, e.g. none,fp8,w4a16')
+    .option('--kv-cache-dtype <list>', 'and per KV cache element type, e.g. bf16,fp8')
     .option('--speculative-config <json>', 'start servers with this speculative config (repeatable; "none" for without)', collect)
     .option('--serve-command <cmd>', 'command that starts a server; gets --host, --port and the configuration\'s flags (default: this tachyon\'s `serve`)')
     .option('--serve-args <args>', 'flags every started server gets, e.g. "--model /models/llama --max-model-len 4096"')
@@ -313,7 +315,7 @@ function sweepCommand(): Command {
     const concurrencies = f.concurrency.split(',').map((s) => Number(s.trim()));
     let configs: ServerConfig[] | undefined;
     if (f.serverConfigs) {
-      if (f.quantization || f.speculativeConfig) throw new InvalidRequestError('use either --server-configs or --quantization/--speculative-config, not both');
+      if (f.quantization || f.speculativeConfig || f.kvCacheDtype) throw new InvalidRequestError('use either --server-configs or --quantization/--kv-cache-dtype/--speculative-config, not both');
       let raw: unknown;
       try {
         raw = JSON.parse(readFileSync(f.serverConfigs, 'utf8'));
@@ -321,8 +323,9 @@ function sweepCommand(): Command {
         throw new InvalidRequestError(`--server-configs ${f.serverConfigs}: ${(err as Error).message}`);
       }
       configs = parseServerConfigs(raw, f.serverConfigs);
-    } else if (f.quantization || f.speculativeConfig) {
-      configs = serverConfigsFromFlags(f.quantization?.split(',').map((s) => s.trim()), f.speculativeConfig);
+    } else if (f.quantization || f.speculativeConfig || f.kvCacheDtype) {
+      const list = (v?: string) => v?.split(',').map((s) => s.trim());
+      configs = serverConfigsFromFlags(list(f.quantization), f.speculativeConfig, list(f.kvCacheDtype));
     }
     let output = f.output ?? `sweep-${resultDate()}.json`;
     if (!f.output && f.resultDir) {
