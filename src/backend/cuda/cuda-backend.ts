@@ -198,8 +198,8 @@ export type AttentionKernel = 'auto' | 'paged' | 'decode' | 'prefill';
 const DECODE_THREADS = 128;
 /** What every attention kernel launch of one call shares. */
 interface AttentionLaunch {
-  /** The kernel module for the cache's element type (CudaKvCache.module). */
-  module: (file: string) => string;
+  /** The cache read (its element type picks the kernels' module). */
+  cache: CudaKvCache;
   q: DevicePtr;
   kc: DevicePtr;
   vc: DevicePtr;
@@ -1053,7 +1053,7 @@ export class CudaBackend implements Backend {
     const tiled = headDim === 64 || headDim === 128;
     const kernel = this.attentionKernel !== 'auto' ? this.attentionKernel : !tiled ? 'paged' : plan.longestRun >= PREFILL_MIN_RUN ? 'prefill' : 'decode';
     if (kernel !== 'paged' && !tiled) throw new CudaError(`attention: the ${kernel} kernel needs head_dim 64 or 128, not ${headDim}`);
-    const a: AttentionLaunch = { module: (f) => c.module(f), q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
+    const a: AttentionLaunch = { cache: c, q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
     if (kernel === 'paged') {
       const positions = this.uploads.get('positions', batch.positions);
       const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
@@ -1086,7 +1086,7 @@ export class CudaBackend implements Backend {
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
-    this.launch(a.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
+    this.launch(a.cache.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window,
     ]);
   }
@@ -1120,7 +1120,7 @@ export class CudaBackend implements Backend {
     const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
     const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
     try {
-      this.launch(a.module('attention-decode.cu'), `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
+      this.launch(a.cache.module('attention-decode.cu'), `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
         a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
         a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk,
       ]);
