@@ -3,6 +3,8 @@
 // cache per token, a draft model or EAGLE-3 head, and the runtime's activation, workspace and
 // CUDA-graph overheads. Every estimate that is not exact arithmetic says where it comes from.
 
+import { KV_DTYPE_BYTES } from '../backend/backend.js';
+import { DEFAULT_BLOCK_SIZE, kvBytesPerToken as engineKvBytesPerToken } from '../engine/kv-cache.js';
 import type { ModelConfig } from '../model/config.js';
 
 export const WEIGHT_FORMATS = ['bf16', 'fp8', 'w8a16', 'w4a16', 'nvfp4'] as const;
@@ -12,7 +14,7 @@ export const KV_CACHE_DTYPES = ['bf16', 'fp8'] as const;
 export type KvCacheDtype = (typeof KV_CACHE_DTYPES)[number];
 
 /** Tokens per paged-KV block (the engine's default): a sequence's KV is allocated in whole blocks. */
-export const KV_BLOCK_SIZE = 16;
+export const KV_BLOCK_SIZE = DEFAULT_BLOCK_SIZE;
 /** Group size of W4A16 scales (compressed-tensors W4A16 preset, GPTQ/AWQ g128). */
 export const INT4_GROUP_SIZE = 128;
 /** NVFP4 block size: one E4M3 scale per 16 weights. */
@@ -115,9 +117,9 @@ export function weightBytes(cfg: ModelConfig, format: WeightFormat): WeightBreak
   };
 }
 
-/** KV bytes for one token in every layer: 2 (K and V) × kv_heads × head_dim × dtype bytes, summed over layers. */
+/** KV bytes for one token in every layer: the engine's count (engine/kv-cache.ts) at this element type's size. */
 export function kvBytesPerToken(cfg: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>, kvDtype: KvCacheDtype): number {
-  return 2 * cfg.numLayers * cfg.numKvHeads * cfg.headDim * (kvDtype === 'fp8' ? 1 : 2);
+  return engineKvBytesPerToken(cfg, KV_DTYPE_BYTES[kvDtype]);
 }
 
 /**
@@ -125,7 +127,7 @@ export function kvBytesPerToken(cfg: Pick<ModelConfig, 'numLayers' | 'numKvHeads
  * keeps at most its window (rounded up to a block) of them.
  */
 export function kvBytesPerSequence(cfg: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim' | 'slidingWindows'>, kvDtype: KvCacheDtype, tokens: number): number {
-  const perLayerToken = 2 * cfg.numKvHeads * cfg.headDim * (kvDtype === 'fp8' ? 1 : 2);
+  const perLayerToken = engineKvBytesPerToken({ numLayers: 1, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim }, KV_DTYPE_BYTES[kvDtype]);
   const rounded = Math.ceil(tokens / KV_BLOCK_SIZE) * KV_BLOCK_SIZE;
   let total = 0;
   for (let l = 0; l < cfg.numLayers; l++) {
