@@ -1,7 +1,7 @@
 // The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
 // generate() and chat() stream chunks as async iterators.
 
-import { KV_DTYPE_BYTES, KV_DTYPES, type Backend, type KvDtype } from './backend/backend.js';
+import { KV_DTYPES, type Backend, type KvDtype } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
@@ -341,7 +341,7 @@ export function parseKvCacheDtype(v: string | undefined, name = 'kv_cache_dtype'
 /** KV cache tokens that fit in `bytes` of `dtype` K and V; undefined when no budget is given. */
 function kvCacheTokensFor(bytes: number | undefined, c: { numLayers: number; numKvHeads: number; headDim: number }, dtype: KvDtype): number | undefined {
   if (bytes === undefined) return undefined;
-  const perToken = kvBytesPerToken(c, KV_DTYPE_BYTES[dtype]);
+  const perToken = kvBytesPerToken(c, dtype);
   const tokens = kvTokensForMemory(bytes, perToken, DEFAULT_BLOCK_SIZE);
   if (tokens < DEFAULT_BLOCK_SIZE) throw new InvalidRequestError(`kv_cache_memory ${bytes} bytes holds no KV block: one block of ${DEFAULT_BLOCK_SIZE} tokens takes ${perToken * DEFAULT_BLOCK_SIZE} bytes`);
   return tokens;
@@ -360,14 +360,14 @@ interface PreparedProposer {
 function prepareProposer(config: SpeculativeConfig, loaded: LoadedModel): PreparedProposer {
   const opts = (kvCacheTokens: number) => ({ kvCacheTokens, blockSize: DEFAULT_BLOCK_SIZE });
   // The proposer's cache is allocated on the target's backend, in its KV dtype.
-  const elementBytes = KV_DTYPE_BYTES[loaded.model.backend.kvDtype];
+  const kvDtype = loaded.model.backend.kvDtype;
   if (config.method === 'draft_model') {
     const draft = loadDraftModel(config.model!, loaded.model, loaded.tokenizerDir);
-    return { kvBytesPerToken: kvBytesPerToken(draft.config, elementBytes), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
+    return { kvBytesPerToken: kvBytesPerToken(draft.config, kvDtype), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
   }
   if (config.method === 'eagle3') {
     const head = loadEagle3Head(config.model!, loaded.model);
-    const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim }, elementBytes);
+    const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim }, kvDtype);
     return { kvBytesPerToken: perToken, build: (t) => new Eagle3Proposer(head, loaded.config.numLayers, opts(t)) };
   }
   // n-gram and synthetic proposers hold no model and no cache.
@@ -390,7 +390,7 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
   const notes: string[] = [];
   const warnings: string[] = [];
   const kvDtype = loaded.model.backend.kvDtype;
-  const perToken = kvBytesPerToken(loaded.config, KV_DTYPE_BYTES[kvDtype]);
+  const perToken = kvBytesPerToken(loaded.config, kvDtype);
   const explicit = options.kvCacheTokens ?? kvCacheTokensFor(options.kvCacheMemoryBytes, loaded.config, kvDtype);
   const gpu = gpuMemory(loaded.model.backend);
   if (!gpu) {

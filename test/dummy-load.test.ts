@@ -304,7 +304,7 @@ describe('dummy presets on CUDA', { skip: skipReason }, () => {
       assert.deepEqual(llm.loaded.weightBytes, { bf16: weightBytes(c, 'bf16').totalBytes });
       const tokens = llm.engine.pool.numBlocks * llm.engine.options.blockSize;
       assert.equal(llm.loaded.model.backend.kvDtype, 'bf16', 'the CUDA default');
-      const kvBytes = tokens * kvBytesPerToken(c, 2);
+      const kvBytes = tokens * kvBytesPerToken(c, 'bf16');
       assert.ok(tokens >= 4096, `${tokens} tokens`);
       // 6 GiB less the weights, plus slack: other test files share the GPU and may free memory while
       // this one loads (seen: 6.7 GiB once), which the utilization then rightly hands to the cache.

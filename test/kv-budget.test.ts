@@ -23,7 +23,7 @@ const base: KvBudgetInput = {
   usedBytes: 20 * GiB,
   gpuMemoryUtilization: 0.9,
   activationBytes: 1 * GiB,
-  kvBytesPerToken: kvBytesPerToken(llama8b, 4),
+  kvBytesPerToken: kvBytesPerToken(llama8b, 'float32'),
   kvDtype: 'float32',
   blockSize: 16,
   maxModelLen: 4096,
@@ -46,7 +46,7 @@ describe('KV cache budget', () => {
   });
 
   it('a bf16 cache (half the bytes a token) holds twice the tokens in the same memory, and the line says bf16', () => {
-    const b = kvCacheBudget({ ...base, kvBytesPerToken: kvBytesPerToken(llama8b, 2), kvDtype: 'bf16' });
+    const b = kvCacheBudget({ ...base, kvBytesPerToken: kvBytesPerToken(llama8b, 'bf16'), kvDtype: 'bf16' });
     assert.equal(b.tokens, 2 * 12984 * 16);
     assert.equal(kvCacheLine(b, 4096, 1000), 'KV cache: 415488 tokens (50.72 GiB, bf16), max concurrency 101.44× at max_model_len 4096');
   });

@@ -181,9 +181,9 @@ describe('KV block pool', () => {
   });
 
   it('sizes the cache from a memory budget: 2 × layers × kv_heads × head_dim × element bytes per token', () => {
-    const perToken = kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 4);
+    const perToken = kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 'float32');
     assert.equal(perToken, 4096);
-    assert.equal(kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 2), 2048, 'bf16');
+    assert.equal(kvBytesPerToken({ numLayers: 8, numKvHeads: 2, headDim: 32 }, 'bf16'), 2048, 'bf16');
     assert.equal(kvTokensForMemory(1 << 20, perToken, 16), 256);
     assert.equal(kvTokensForMemory(perToken * 16 * 3 + 100, perToken, 16), 48, 'whole blocks only');
   });

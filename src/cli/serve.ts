@@ -5,7 +5,6 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kvBytesPerToken } from '../engine/kv-cache.js';
-import { KV_DTYPE_BYTES } from '../backend/backend.js';
 import { CapacityError, InvalidRequestError } from '../errors.js';
 import { LLM } from '../llm.js';
 import { DEFAULT_MODEL_NAME, packageRoot } from '../model/default-model.js';
@@ -63,7 +62,7 @@ export function serveCommand(): Command {
     const { maxModelLen, blockSize } = llm.engine.options;
     const kvTokens = llm.engine.pool.numBlocks * blockSize;
     if (kvTokens < maxModelLen) {
-      const perToken = kvBytesPerToken(llm.config, KV_DTYPE_BYTES[llm.loaded.model.backend.kvDtype]);
+      const perToken = kvBytesPerToken(llm.config, llm.loaded.model.backend.kvDtype);
       throw new CapacityError(
         `the KV cache holds ${kvTokens} tokens, fewer than max_model_len ${maxModelLen}: give --kv-cache-memory at least ` +
           `${Math.ceil(maxModelLen / blockSize) * blockSize * perToken} bytes (${perToken} bytes per token) or lower --max-model-len`,

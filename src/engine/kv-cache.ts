@@ -2,13 +2,14 @@
 // blocks can be shared between sequences (prefix caching), and each sequence's block table mapping
 // its token positions to physical slots.
 
+import { KV_DTYPE_BYTES, type KvDtype } from '../backend/backend.js';
 import { CapacityError } from '../errors.js';
 
 export const DEFAULT_BLOCK_SIZE = 16;
 
-/** Bytes one token's K and V take in every layer: 2 × layers × kv_heads × head_dim × element size. */
-export function kvBytesPerToken(shape: { numLayers: number; numKvHeads: number; headDim: number }, bytesPerElement: number): number {
-  return 2 * shape.numLayers * shape.numKvHeads * shape.headDim * bytesPerElement;
+/** Bytes one token's K and V take in every layer: 2 × layers × kv_heads × head_dim × the element's size. */
+export function kvBytesPerToken(shape: { numLayers: number; numKvHeads: number; headDim: number }, dtype: KvDtype): number {
+  return 2 * shape.numLayers * shape.numKvHeads * shape.headDim * KV_DTYPE_BYTES[dtype];
 }
 
 /** Whole tokens (a multiple of the block size) a KV cache of `bytes` holds. */

@@ -3,8 +3,7 @@
 // cache per token, a draft model or EAGLE-3 head, and the runtime's activation, workspace and
 // CUDA-graph overheads. Every estimate that is not exact arithmetic says where it comes from.
 
-import { KV_DTYPE_BYTES } from '../backend/backend.js';
-import { DEFAULT_BLOCK_SIZE, kvBytesPerToken as engineKvBytesPerToken } from '../engine/kv-cache.js';
+import { DEFAULT_BLOCK_SIZE, kvBytesPerToken } from '../engine/kv-cache.js';
 import type { ModelConfig } from '../model/config.js';
 
 export const WEIGHT_FORMATS = ['bf16', 'fp8', 'w8a16', 'w4a16', 'nvfp4'] as const;
@@ -117,17 +116,15 @@ export function weightBytes(cfg: ModelConfig, format: WeightFormat): WeightBreak
   };
 }
 
-/** KV bytes for one token in every layer: the engine's count (engine/kv-cache.ts) at this element type's size. */
-export function kvBytesPerToken(cfg: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>, kvDtype: KvCacheDtype): number {
-  return engineKvBytesPerToken(cfg, KV_DTYPE_BYTES[kvDtype]);
-}
+/** KV bytes for one token in every layer: the engine's count. */
+export { kvBytesPerToken };
 
 /**
  * KV bytes for one sequence of `tokens` tokens, allocated in whole blocks; a sliding-window layer
  * keeps at most its window (rounded up to a block) of them.
  */
 export function kvBytesPerSequence(cfg: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim' | 'slidingWindows'>, kvDtype: KvCacheDtype, tokens: number): number {
-  const perLayerToken = engineKvBytesPerToken({ numLayers: 1, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim }, KV_DTYPE_BYTES[kvDtype]);
+  const perLayerToken = kvBytesPerToken({ numLayers: 1, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim }, kvDtype);
   const rounded = Math.ceil(tokens / KV_BLOCK_SIZE) * KV_BLOCK_SIZE;
   let total = 0;
   for (let l = 0; l < cfg.numLayers; l++) {
