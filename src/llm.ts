@@ -143,7 +143,7 @@ export class LLM {
       quantization: parseQuantizationMethod(options.quantization),
       onProgress: options.onProgress,
       loadFormat,
-    }, kvDtype, { cudaGraphs: options.enforceEager ? false : undefined, kvDtype });
+    }, { cudaGraphs: options.enforceEager ? false : undefined, kvDtype });
     const maxModelLen = options.maxModelLen ?? loaded.config.maxPositionEmbeddings;
     if (!(Number.isInteger(maxModelLen) && maxModelLen > 0)) throw new InvalidRequestError(`max_model_len must be a positive integer, got ${maxModelLen}`);
     const maxNumSeqs = options.maxNumSeqs ?? 64;
@@ -299,9 +299,10 @@ export class LLM {
  * The CUDA module is imported only here, so a machine without it never loads its bindings.
  */
 async function loadOnDevice(
-  device: string, source: ModelSource, opts: LoadModelOptions, kvDtype: KvDtype | undefined, cudaOptions: import('./backend/cuda/cuda-backend.js').CudaBackendOptions = {},
+  device: string, source: ModelSource, opts: LoadModelOptions, cudaOptions: import('./backend/cuda/cuda-backend.js').CudaBackendOptions = {},
 ): Promise<{ loaded: LoadedModel; deviceNote?: string }> {
-  const cpu = () => new CpuBackend({ kvDtype });
+  // The KV element type asked for holds on whichever backend the model lands.
+  const cpu = () => new CpuBackend({ kvDtype: cudaOptions.kvDtype });
   if (device === 'cpu') return { loaded: loadModel(source, cpu(), opts) };
   if (device !== 'auto' && device !== 'cuda') throw new InvalidRequestError(`device '${device}' is not supported; supported: auto, cpu, cuda`);
   let cuda: typeof import('./backend/cuda/cuda-backend.js') | undefined;
