@@ -7,7 +7,7 @@ import { DEFAULT_MAX_TOKENS_EVAL, evaluate, formatProgress, type Progress } from
 import { findHeldoutTasks, findHeldoutText, HELDOUT_TEXT_FILES, readTaskFile, readTextFile, type TaskItem } from '../eval/inputs.js';
 import { formatReportTable } from '../eval/report.js';
 import { resolveModelDir } from '../model/default-model.js';
-import { intArg, loadOptionsFrom, type ModelFlags } from './options.js';
+import { intArg, KV_CACHE_DTYPE_HELP, loadOptionsFrom, type ModelFlags } from './options.js';
 import { parseKvCacheDtype, type LoadOptions } from '../llm.js';
 
 interface EvalFlags extends ModelFlags {
@@ -35,7 +35,7 @@ export function evalCommand(): Command {
     .option('--context-len <n>', 'window length in tokens (default: min(max_position_embeddings, 512))', intArg('--context-len'))
     .option('--max-model-len <n>', 'longest task prompt + answer (default: the model\'s max_position_embeddings)', intArg('--max-model-len'))
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
-    .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)', 'auto')
+    .option('--kv-cache-dtype <dtype>', KV_CACHE_DTYPE_HELP, 'auto')
     .option('--baseline-kv-cache-dtype <dtype>', 'the baseline\'s KV cache element type (default: --kv-cache-dtype), e.g. bf16 against an fp8 candidate')
     .option('--json', 'print one JSON object instead of the table')
     .option('--quiet', 'no progress on stderr')

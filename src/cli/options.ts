@@ -24,6 +24,9 @@ export function floatArg(name: string) {
 
 const collectStrings = (v: string, prev: string[] = []) => [...prev, v];
 
+/** --kv-cache-dtype's help (model commands and eval). */
+export const KV_CACHE_DTYPE_HELP = 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)';
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--model <dir|preset>', 'Hugging Face model directory (default: the embedded tachyon-tiny); with --load-format dummy also a shape preset (llama-3.1-8b, llama-3.3-70b, qwen3-8b, ...: tachyon plan --list)')
@@ -32,7 +35,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--device <device>', 'auto (CUDA when a GPU, libcuda and NVRTC are present, else CPU) | cpu | cuda', 'auto')
     .option('--quantization <method>', 'quantize weights at load: fp8 | w8a16 | w4a16 | nvfp4 (embeddings and lm_head stay as stored)')
     .option('--gpu-memory-utilization <f>', 'CUDA: fraction of the GPU\'s memory for weights, activations and the KV cache, in (0, 1] (default 0.9); the KV cache gets what is left', floatArg('--gpu-memory-utilization'))
-    .option('--kv-cache-dtype <dtype>', 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)', 'auto')
+    .option('--kv-cache-dtype <dtype>', KV_CACHE_DTYPE_HELP, 'auto')
     .option('--enforce-eager', 'CUDA: run every decode step op by op instead of replaying it as a CUDA graph (slower; for debugging and comparison)')
     .option('--speculative-config <json>', 'speculative decoding, vLLM\'s keys: {"method": "draft_model"|"eagle3"|"ngram", "num_speculative_tokens": k, "model": DIR, ...}');
 }
