@@ -1,5 +1,6 @@
 // The int4 tensor-core GEMV (kernels/gemv-mma-int4.cu, QuantizedWeights.decodeGemv = 'mma') against
-// the CPU's linearQuantized on fresh random weights and inputs, free memory poisoned: the kernel runs
+// the CPU's linearQuantized on fresh random weights and inputs, free memory poisoned (and its fused
+// q/k/v and gate/up·SiLU kernels against it): the kernel runs
 // the mma on codes minus the zero point (exact in bf16) and x rounded to bf16, sums in float32 and
 // scales each group's sum in float32, so against the CPU given the same bf16-rounded x it must agree
 // to float32 rounding (≤ 1e-5), and against the exact x to bf16's 2⁻⁹ (≤ 1e-2). A token's result must
@@ -43,14 +44,25 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.match(m.int4MmaRefusal({ ...tiled, layout: 'canonical' }, 2)!, /canonical/);
   });
 
-  it('plans two m-tiles only where every SM gets two blocks, and splits K only where the tiles are fewer than the SMs', () => {
+  it('splits K only where the row tiles are fewer than the SMs, each split keeping ≥ 4 column tiles', () => {
     const m = mmaInt4!;
-    assert.deepEqual(m.int4MmaPlan(14336, 4096, 132), { rows: 2, splits: 1, tiles: 448 });
-    assert.deepEqual(m.int4MmaPlan(4096, 4096, 132), { rows: 1, splits: 1, tiles: 256 });
-    // 64 tiles: K = 4096 has 32 chunks of 128 columns, at least one for each of a block's 8 warps.
-    assert.deepEqual(m.int4MmaPlan(1024, 4096, 132), { rows: 1, splits: 4, tiles: 64 });
-    assert.deepEqual(m.int4MmaPlan(1024, 256, 132), { rows: 1, splits: 1, tiles: 64 });
-    assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { rows: 1, splits: 14, tiles: 5 });
+    assert.deepEqual(m.int4MmaPlan(14336, 4096, 132), { splits: 1, tiles: 896 });
+    assert.deepEqual(m.int4MmaPlan(4096, 4096, 132), { splits: 1, tiles: 256 });
+    // 64 tiles: ⌈264 / 64⌉ = 5 blocks wanted, K = 4096 has 16 column tiles, 4 for each split.
+    assert.deepEqual(m.int4MmaPlan(1024, 4096, 132), { splits: 4, tiles: 64 });
+    assert.deepEqual(m.int4MmaPlan(1024, 256, 132), { splits: 1, tiles: 64 });
+    assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { splits: 14, tiles: 5 });
+  });
+
+  it('fuses int4 weights on mma that agree on K, grouping and zero points', () => {
+    const m = mmaInt4!;
+    const d = { rows: 64, cols: 512, layout: 'tiled' as const, packed: 1, wordsPerRow: 64, groupSize: 128, numGroups: 4, groupShift: 7, scales: 2, zeros: 0, perm: 0, gIdx: 0 };
+    assert.equal(m.int4MmaFusable([d, { ...d, rows: 32 }]), true);
+    assert.equal(m.int4MmaFusable([d, { ...d, zeros: 3 }]), false);
+    assert.equal(m.int4MmaFusable([d, { ...d, cols: 768, numGroups: 6, wordsPerRow: 96 }]), false);
+    assert.equal(m.int4MmaFusable([d, { ...d, groupSize: 64, groupShift: 6, numGroups: 8 }]), false);
+    assert.equal(m.int4MmaFusable([{ ...d, groupSize: 32, groupShift: 5, numGroups: 16 }]), false);
+    assert.equal(m.int4MmaFusable([]), false);
   });
 
   it('$TACHYON_QUANT_DECODE_GEMV: mma (the default; fma where $TACHYON_DECODE_GEMV pins fma) or fma, anything else named', () => {
@@ -92,7 +104,7 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
   };
 
   const SHAPES: [number, number][] = [
-    [75, 256], // one tile; K split over blocks
+    [75, 256], // one column tile
     [333, 320], // a padded tile (K % 256 = 64: half 1 of tile 1 is padding)
     [45, 4096],
     [2200, 512], // more tiles than SMs: no split
@@ -149,27 +161,43 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     }
   });
 
-  it('linearMany and linearSiluMul on mma: the separate mma linears (and silu_mul), bitwise', async () => {
-    const K = 512;
-    const ws = [weights(96, K, 128, true), weights(32, K, 128, true), weights(32, K, 128, true)];
-    const biases = [vec(96), undefined, vec(32)];
-    const gate = weights(200, K, 128, false);
-    const up = weights(200, K, 128, false);
-    for (const T of [1, 5, 8]) {
-      const x = uniform(T * K);
-      await fresh();
-      const names = withMma(true, () =>
-        launchesOf(be(), () => {
-          const many = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y));
+  it('linearMany and linearSiluMul on mma: one launch each, bitwise the separate mma linears (and silu_mul)', async () => {
+    // K 512: no split; 4096: the small matrices split K over blocks; 320: a padded tile; g64 and asymmetric variants.
+    const cases: [number, number, boolean][] = [[512, 128, true], [4096, 128, false], [320, 64, true], [1024, 64, false], [768, -1, true]];
+    for (const [K, groupSize, symmetric] of cases) {
+      const gs = groupSize === -1 ? K : groupSize;
+      const ws = [weights(96, K, gs, symmetric), weights(32, K, gs, symmetric), weights(40, K, gs, symmetric)];
+      const biases = [vec(96), undefined, vec(40)];
+      const gate = weights(200, K, gs, symmetric);
+      const up = weights(200, K, gs, symmetric);
+      const bg = vec(200);
+      for (const T of [1, 5, 8]) {
+        const what = `K ${K} group ${gs} ${symmetric ? 'sym' : 'asym'} × ${T}`;
+        const x = uniform(T * K);
+        await fresh();
+        withMma(true, () => {
+          let many: Float32Array[] = [];
+          const manyLaunches = launchesOf(be(), () => (many = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y))));
+          assert.deepEqual(manyLaunches.filter((n) => n.startsWith('gemv_')), [`gemv_mma_int4many${symmetric ? '' : '_zp'}${gs === 64 ? '_g64' : ''}`], `${what}: linearMany launches ${manyLaunches.join(', ')}`);
           const sep = ws.map((w, i) => be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, biases[i]?.g)));
-          many.forEach((y, i) => assertBitwise(y, sep[i], `T ${T} linearMany output ${i}`));
-          const silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g));
-          const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g), be().linear(be().fromHost(x, [T, K]), up.g)));
-          assertBitwise(silu, ref, `T ${T} linearSiluMul`);
-        }),
-      );
-      assert.ok(!names.some((n) => n.startsWith('qgemv2')), `T ${T}: no FMA GEMV launch: ${names.join(', ')}`);
+          many.forEach((y, i) => assertBitwise(y, sep[i], `${what} linearMany output ${i}`));
+          let silu: Float32Array = new Float32Array();
+          const siluLaunches = launchesOf(be(), () => (silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g, bg.g))));
+          assert.deepEqual(siluLaunches.filter((n) => n.startsWith('gemv_') || n === 'silu_mul'), [`gemv_mma_int4silu${symmetric ? '' : '_zp'}${gs === 64 ? '_g64' : ''}`], `${what}: linearSiluMul launches ${siluLaunches.join(', ')}`);
+          const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g, bg.g), be().linear(be().fromHost(x, [T, K]), up.g)));
+          assertBitwise(silu, ref, `${what} linearSiluMul`);
+        });
+      }
     }
+  });
+
+  it('weights that do not agree on the kernel variant run one by one on mma', async () => {
+    const K = 512;
+    const ws = [weights(64, K, 128, true), weights(64, K, 128, false)];
+    const x = uniform(2 * K);
+    await fresh();
+    const names = withMma(true, () => launchesOf(be(), () => void be().linearMany(be().fromHost(x, [2, K]), ws.map((w) => w.g))));
+    assert.deepEqual(names.filter((n) => n.startsWith('gemv_')), ['gemv_mma_int4', 'gemv_mma_int4_zp'], names.join(', '));
   });
 });
 
@@ -197,7 +225,9 @@ describe('the default model with --quantization w4a16 on the int4 mma GEMV', { s
         } finally {
           be.quantized.decodeGemv = 'fma';
         }
-        assert.ok(names.filter((n) => n.startsWith('gemv_mma_int4')).length >= 7 * c.numLayers, `the int4 linears on mma: ${[...new Set(names)].join(', ')}`);
+        // A layer: q/k/v in one launch, o, gate/up·SiLU in one launch, down.
+        assert.equal(names.filter((n) => n.startsWith('gemv_mma_int4')).length, 4 * c.numLayers, `the int4 linears on mma: ${[...new Set(names)].join(', ')}`);
+        assert.equal(names.filter((n) => n.startsWith('gemv_mma_int4silu')).length, c.numLayers, 'gate/up·SiLU fused');
         assert.ok(!names.some((n) => n.startsWith('qgemv2')), 'no FMA int4 GEMV');
         // Every int4 linear rounds its input to bf16 (2⁻⁹ each, 7 a layer).
         assertClose(mmaLogits, fma, 3e-2, `prompt ${p}: logits on the int4 mma GEMV vs FMA`);

@@ -1,8 +1,9 @@
-// The tensor-core GEMV for int4 (w4a16) weights (kernels/gemv-mma-int4.cu), opt-in through
-// QuantizedWeights.decodeGemv = 'mma' (or $TACHYON_QUANT_DECODE_GEMV=mma): tiled int4 weights
-// without an act-order permutation, groups of ≥ 64 columns (or the whole row), 1–8 tokens. x is
-// rounded to bf16 inside the kernel; the codes minus the zero point are exact in bf16, products exact,
-// sums float32 and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
+// The tensor-core GEMV for int4 (w4a16) weights (kernels/gemv-mma-int4.cu), used where
+// QuantizedWeights.decodeGemv = 'mma' (the default; $TACHYON_QUANT_DECODE_GEMV sets it): tiled int4
+// weights without an act-order permutation, groups of ≥ 64 columns (or the whole row), 1–8 tokens,
+// one matrix, up to three in one launch (q/k/v) or gate and up writing silu(g)·u. x is rounded to bf16
+// inside the kernel; the codes minus the zero point are exact in bf16, products exact, sums float32
+// and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
 
 import type { DevicePtr } from './driver.js';
 import type { Int4DeviceParts } from './quantized-weights.js';
@@ -12,7 +13,6 @@ export const INT4_MMA_THREADS = 256;
 const MAX_TOKENS = 8;
 /** Smallest group the kernel takes: a mma step's 16 k lie in an aligned run of 64 columns. */
 const MIN_GROUP_SHIFT = 6;
-const WARPS = 8;
 
 export type QuantDecodeGemv = 'fma' | 'mma';
 
@@ -41,18 +41,18 @@ export function int4MmaRefusal(d: Pick<Int4DeviceParts, 'layout' | 'perm' | 'gro
 }
 
 /**
- * m-tiles (16 rows) a block takes and how many blocks split each tile's K: 2 m-tiles (each x value
- * loaded serves 32 rows) where that still gives every SM two blocks; where the tiles are fewer than
- * the SMs, K is split over up to ⌈2·SMs / tiles⌉ blocks, each warp keeping at least one chunk. Depends
- * on N, K and the GPU only (never on the tokens), so results stay batch-invariant. Pure.
+ * Row tiles (16 rows, one a block) and how many blocks split each tile's K (S): where the tiles are
+ * fewer than the SMs, K is split over up to ⌈2·SMs / tiles⌉ blocks, each keeping at least 4 of the
+ * row's 256-column tiles (half its 8 warps busy). Depends on N, K and the GPU only (never on the
+ * tokens), so results stay batch-invariant; the fused kernels use each matrix's own plan, so their
+ * outputs are bitwise the single kernel's. Pure.
  */
-export function int4MmaPlan(N: number, K: number, multiprocessors: number): { rows: 1 | 2; splits: number; tiles: number } {
-  const rows: 1 | 2 = Math.ceil(N / 32) >= 2 * multiprocessors ? 2 : 1;
-  const tiles = Math.ceil(N / (16 * rows));
-  const chunks = Math.ceil(K / 256) * 2; // half tiles of 128 columns
+export function int4MmaPlan(N: number, K: number, multiprocessors: number): { splits: number; tiles: number } {
+  const tiles = Math.ceil(N / 16);
+  const kTiles = Math.ceil(K / 256);
   let splits = 1;
-  if (tiles < multiprocessors) splits = Math.max(1, Math.min(Math.ceil((2 * multiprocessors) / tiles), Math.floor(chunks / WARPS)));
-  return { rows, splits, tiles };
+  if (tiles < multiprocessors) splits = Math.max(1, Math.min(Math.ceil((2 * multiprocessors) / tiles), Math.floor(kTiles / 4)));
+  return { splits, tiles };
 }
 
 /** What the launcher needs from its owner (QuantizedWeights). */
@@ -66,15 +66,66 @@ export interface Int4MmaLauncher {
   counters(n: number): DevicePtr;
 }
 
+/** The kernels' suffix for a weight's zero points and group size (each combination is compiled apart). */
+function variant(d: Int4DeviceParts): string {
+  return (d.zeros ? '_zp' : '') + (d.groupShift === MIN_GROUP_SHIFT ? '_g64' : '');
+}
+
+/** Partial sums a matrix's blocks write: [tiles][S][m-tiles a block][16 rows][T] floats (none where S = 1). */
+const partFloats = (p: { splits: number; tiles: number }, mTiles: number, T: number) => (p.splits > 1 ? p.tiles * p.splits * mTiles * 16 * T : 0);
+
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
 export function int4MmaGemv(l: Int4MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const { rows: N, cols: K } = d;
   const p = int4MmaPlan(N, K, l.multiprocessors);
-  const kernel = `gemv_mma_int4_r${p.rows}`;
-  const part = p.splits > 1 ? l.scratch(p.splits * T * N) : undefined;
+  const part = p.splits > 1 ? l.scratch(partFloats(p, 1, T)) : undefined;
   const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
-  l.launch(kernel, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
+  l.launch(`gemv_mma_int4${variant(d)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
     d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits,
+  ]);
+  part?.release();
+}
+
+/**
+ * Whether the fused int4 mma kernels can take these weights together: each taken by the mma GEMV,
+ * all [*, K] with one grouping and all with zero points or none (one kernel variant). Pure.
+ */
+export function int4MmaFusable(ds: readonly Int4DeviceParts[]): boolean {
+  const d0 = ds[0];
+  return ds.length > 0 && ds.every((d) => int4MmaRefusal(d, 1) === undefined && d.cols === d0.cols && d.numGroups === d0.numGroups && d.groupShift === d0.groupShift && !d.zeros === !d0.zeros);
+}
+
+/**
+ * y_i = x · W_iᵀ (+ bias_i) for up to 3 weights (int4MmaFusable) in one launch: each matrix's blocks
+ * as the single kernel's plan for it, so every y_i is bitwise int4MmaGemv's.
+ */
+export function int4MmaGemvMany(l: Int4MmaLauncher, ds: readonly Int4DeviceParts[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
+  if (ds.length < 1 || ds.length > 3) throw new RangeError(`int4 mma gemvMany: ${ds.length} weights, it takes 1 to 3`);
+  const K = ds[0].cols;
+  const plans = ds.map((d) => int4MmaPlan(d.rows, K, l.multiprocessors));
+  const blocks = plans.reduce((n, p) => n + p.tiles * p.splits, 0);
+  const split = plans.filter((p) => p.splits > 1);
+  const part = split.length > 0 ? l.scratch(split.reduce((n, p) => n + partFloats(p, 1, T), 0)) : undefined;
+  const counters = split.length > 0 ? l.counters(split.reduce((n, p) => n + p.tiles, 0)) : 0;
+  const d0 = ds[0];
+  const args: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part?.ptr ?? 0, counters];
+  for (let i = 0; i < 3; i++) {
+    const d = ds[i];
+    args.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
+  }
+  l.launch(`gemv_mma_int4many${variant(d0)}`, [blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
+  part?.release();
+}
+
+/** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (int4MmaFusable([gate, up]), same N); bitwise two int4MmaGemv and silu_mul. */
+export function int4MmaGemvSiluMul(l: Int4MmaLauncher, gate: Int4DeviceParts, up: Int4DeviceParts, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
+  const { rows: N, cols: K } = gate;
+  const p = int4MmaPlan(N, K, l.multiprocessors);
+  const part = p.splits > 1 ? l.scratch(partFloats(p, 2, T)) : undefined;
+  const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
+  l.launch(`gemv_mma_int4silu${variant(gate)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), [
+    x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part?.ptr ?? 0, counters, p.splits,
+    gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,
   ]);
   part?.release();
 }

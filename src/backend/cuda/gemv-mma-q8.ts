@@ -81,7 +81,7 @@ export function q8MmaChosen(setting: Q8DecodeGemv, w: Q8MmaShape, T: number): bo
 }
 
 /**
- * m-tiles (16 rows) a block takes and how many blocks split each tile's K, as int4MmaPlan: 2 m-tiles
+ * m-tiles (16 rows) a block takes and how many blocks split each tile's K: 2 m-tiles
  * (each x value loaded serves 32 rows) where every SM still gets two blocks; where the tiles are fewer
  * than the SMs, K is split over up to ⌈2·SMs / tiles⌉ blocks, each warp keeping at least one chunk
  * (64 columns for fp8/int8, 128 for nvfp4). Depends on the format, N, K and the GPU only (never on the

@@ -26,7 +26,7 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, int4MmaGemv, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { INT4_MMA_FILE, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
 import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaGemv, type Q8DecodeGemv, type Q8MmaLauncher } from './gemv-mma-q8.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
@@ -601,9 +601,12 @@ export class QuantizedWeights {
     if (this.kernel !== 'v2' || weights.length === 0) return undefined;
     const first = weights[0];
     if (!isCudaQuantized(first)) return undefined;
-    // A weight on a mma GEMV (int4, or fp8/int8/nvfp4 as q8DecodeGemv chooses): no fused kernel, so
-    // the separate linears (fused-linear.ts falls back).
-    if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) return undefined;
+    // int4 weights on the mma GEMV have fused mma kernels (gemv-mma-int4.ts) when they agree on the
+    // kernel variant; fp8/int8/nvfp4 on theirs have none, so the separate linears (fused-linear.ts falls back).
+    if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) {
+      const onInt4Mma = weights.every((w) => w instanceof CudaInt4Weight && this.takesMma(w, 1) && w.shape[1] === K);
+      return onInt4Mma && int4MmaFusable(weights.map((w) => (w as CudaInt4Weight).d)) ? 'int4' : undefined;
+    }
     for (const w of weights) {
       if (!isCudaQuantized(w) || w.format !== first.format || w.shape[1] !== K) return undefined;
     }
@@ -627,6 +630,10 @@ export class QuantizedWeights {
    */
   gemvMany(format: QuantGemvFormat, ws: readonly CudaQuantizedWeight[], biases: readonly DevicePtr[], x: DevicePtr, T: number, ys: readonly DevicePtr[]): void {
     if (ws.length < 1 || ws.length > 3) throw new RangeError(`quantized gemvMany: ${ws.length} weights, it takes 1 to 3`);
+    if (format === 'int4' && this.takesMma(ws[0], T)) {
+      int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
+      return;
+    }
     const K = ws[0].shape[1];
     const totalN = ws.reduce((n, w) => n + w.shape[0], 0);
     // Forced rows apply where a fused kernel has them (none has 16: those calls choose as 'auto').
@@ -662,6 +669,10 @@ export class QuantizedWeights {
   gemvSiluMul(format: QuantGemvFormat, gate: CudaQuantizedWeight, up: CudaQuantizedWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
     const [N, K] = gate.shape;
     if (up.shape[0] !== N || up.shape[1] !== K) throw new RangeError(`quantized gemvSiluMul: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] differ`);
+    if (format === 'int4' && this.takesMma(gate, T)) {
+      int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
+      return;
+    }
     // A block takes R rows of gate, then the same R rows of up.
     const v = quantGemvV2(format, N, T, this.rows === 16 ? 'auto' : this.rows, 'fused');
     const grid: [number, number, number] = [Math.ceil(N / v.rows), 1, 1];

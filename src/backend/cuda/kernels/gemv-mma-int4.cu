@@ -1,8 +1,9 @@
 // Tensor-core GEMV for int4 (w4a16) weights in the tiled 4-bit layout, 1..8 tokens:
-// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. Opt-in (QuantizedWeights.decodeGemv =
-// 'mma'); the FMA kernels of quant-linear.cu stay the default. At 8 tokens those are bound by 8
-// float32 FMAs per weight element; here one mma.sync.m16n8k16 (bf16 × bf16 → float32) does 16 rows
-// × 16 k × 8 tokens, as gemv-mma.cu does for bf16 weights (read its header for the fragment shapes).
+// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. One mma.sync.m16n8k16 (bf16 × bf16 →
+// float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for bf16 weights (read its header for
+// the fragment shapes). Three entry points share one body: a matrix (gemv_mma_int4_*), up to three
+// matrices in one grid (q/k/v: gemv_mma_int4many_*) and gate with up writing silu(g)·u
+// (gemv_mma_int4silu_*); every output is bitwise what the single-matrix kernel (and silu_mul) gives.
 //
 // Exactness: the mma runs on the codes minus the zero point (integers in −15..15, exact in bf16) and
 // x rounded to bf16 (cvt.rn), so every product is exact and sums are float32. A group's partial sum
@@ -12,28 +13,39 @@
 // blocks b = c % 8 and b + 8 of tile c / 8 (256 columns): words 0–1 columns 16b..16b+15 ("half 0"),
 // words 2–3 the same 16 columns + 128 ("half 1"). Nibble e of a word is its column e.
 //
-// Mapping: a "chunk" is half a tile's loads (4 loads, 128 columns). The 4 lanes q = 0..3 of a row
-// take its loads 4c + q, i.e. blocks 4(c % 2) + q: in each half they cover one aligned run of 64
-// columns. Each word (8 columns) feeds two mma steps: nibbles (0, 4) and (1, 5) are the lane's
-// k-slots {2q, 2q+1} and {2q+8, 2q+9} of the first step, (2, 6) and (3, 7) of the second, and x is
-// loaded at the same columns. A step's 16 k thus lie in one 64-column run, so with groups of ≥ 64
-// columns (or the whole row) each half of a chunk is one group: 4 mma steps into a fresh float32 D,
-// then acc += D · scale (row g and row g + 8 each by their own scale). Smaller groups would put one
-// step across groups; the host keeps them on the FMA kernel.
+// Mapping: a warp takes whole tiles (256 columns) of its block's m-tiles (16 rows each). Lane (g, q)
+// holds rows g and g + 8 and loads 8t + q and 8t + 4 + q of each: in each half, the 4 lanes q of a
+// row cover two aligned 64-column runs. Each word (8 columns) feeds two mma steps: nibbles (0, 4) and
+// (1, 5) are the lane's k-slots {2q, 2q+1} and {2q+8, 2q+9} of the first step, (2, 6) and (3, 7) of
+// the second, and x is read at the same columns. A step's 16 k lie in one 64-column run, so with
+// groups of ≥ 64 columns (or the whole row) a step never spans groups: the steps of a group go into a
+// fresh float32 D, then acc += D · scale (row g and row g + 8 each by their own scale).
 //
 // Decoding: (W >> 4i) & 0x000f000f | 0x43004300 is the bf16 pair (128 + nibble i, 128 + nibble
 // i + 4); one fma.rn.bf16x2 by 1 with −(128 + zero) gives nibble − zero exactly.
 //
-// Split K: the block's 8 warps take chunks w, w + 8, ... of the block's range (GROUP chunks' loads
-// issued before their mmas), then meet in shared memory in warp order. Where the grid would leave
-// SMs idle (small N), gridDim.y = S blocks split a row tile's chunks into S ranges; each writes its
-// sums to `part`, and the last to finish (an atomic ticket per tile) adds the S partials in order
-// 0..S−1 and the bias. S depends on N and K only, so a token's result is the same bits alone or in
-// a batch of 8 (rows of x past T are zero; an mma's output column depends on its own B column).
+// Why it is shaped this way (H100, one token, Nsight Compute): the one-token int4 GEMV is bound by
+// instructions as much as by memory (2 weights a byte), so the body keeps to the decode and the mma:
+// x rows past T are not masked (they only feed output columns that are never written), padding is
+// handled on a separate path, and addresses advance by whole tiles. Each warp loads its next tile
+// (codes, scales, zero points) before it works on the current one, so a tile's loads are always in
+// flight while the SM decodes.
+//
+// Split K: a block's 8 warps take tiles w, w + 8, ... of its range, then meet in shared memory in warp
+// order. Where the grid would leave SMs idle (small N), S blocks split a row tile's tiles into S
+// ranges; each writes its sums to `part`, and the last to finish (an atomic ticket per tile) adds the
+// S partials in order 0..S−1 and the bias. S depends on N and K only, so a token's result is the same
+// bits alone or in a batch of 8 (an mma's output column depends on its own B column only).
 #include "gemv-mma.cuh"
 
-// Chunks a warp loads before using them.
-#define I4_GROUP 2
+// 16 bytes of a weight, read once, past L1 (the caller keeps the address in bounds).
+__device__ __forceinline__ uint4 ld_w16(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float4 ld_x(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
 // Nibbles i and i + 4 of w as the bf16 pair (nibble i − zero, nibble i + 4 − zero); negz = the pair
 // −(128 + zero) twice.
@@ -42,113 +54,343 @@ __device__ __forceinline__ u32 nib_pair(u32 w, int i, u32 negz) {
   return fma_bf16x2(p, 0x3f803f80u, negz);
 }
 
-// R m-tiles (16 rows each) per block; block (tile, s) takes rows tile·16R.. and chunk range s of S.
-// scales float32 [N, G], zeros u8 [N, G] or null (symmetric: 8); groupShift ≥ 6 (31: one group).
-// part: float32 [S, T, N] scratch and counters: u32 per tile, zero between launches (used when S > 1).
-template <int R>
-__device__ __forceinline__ void gemv_mma_int4(const uint4* __restrict__ w, int loads, const float* __restrict__ scales,
-                                              const unsigned char* __restrict__ zeros, int G, int groupShift,
-                                              const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
-                                              float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
+// −(128 + zero) as a bf16 pair; a symmetric weight's zero is 8.
+__device__ __forceinline__ u32 neg_zero(u32 z) { return (0xc300u | z) * 0x00010001u; }
+#define I4_SYM_NEGZ 0xc308c308u
+// Tiles a warp holds in registers: one worked on while the next loads. (3 measured the same on the
+// H100 at every 8B shape, and spills in the zero-point variants.)
+#ifndef I4_STAGES
+#define I4_STAGES 2
+#endif
+
+// One matrix's pointers and rows.
+struct I4Matrix {
+  const uint4* w;
+  const float* scales;       // float32 [N, G]
+  const unsigned char* zeros;  // u8 [N, G], or null (symmetric)
+  const float* bias;
+  float* y;
+  int N;
+};
+
+// What a warp holds for one tile of one m-tile: the codes (rows g and g + 8, the tile's two loads)
+// and, per row, the scales and zero points of the tile's groups (each 64-column run with groups of
+// 64, else each half).
+template <bool ZP, bool G64>
+struct I4Stage {
+  static constexpr int NG = G64 ? 4 : 2;
+  uint4 w[2][2];
+  float s[2][NG];
+  u32 z[2][ZP ? NG : 1];
+};
+
+// The lane's rows of one m-tile: pointers at tile 0.
+struct I4Lane {
+  const uint4* w[2];
+  const float* s[2];
+  const unsigned char* z[2];
+};
+
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_load(I4Stage<ZP, G64>& st, const I4Lane& ln, int t, int G, int groupShift) {
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    st.w[h][0] = ld_w16(ln.w[h] + 8 * t);
+    st.w[h][1] = ld_w16(ln.w[h] + 8 * t + 4);
+  }
+#pragma unroll
+  for (int gi = 0; gi < I4Stage<ZP, G64>::NG; gi++) {
+    // Padding tiles may lie past the last group: clamp (their sums are zero anyway).
+    const int grp = min((256 * t + (G64 ? 64 : 128) * gi) >> groupShift, G - 1);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      st.s[h][gi] = __ldg(ln.s[h] + grp);
+      if constexpr (ZP) st.z[h][gi] = __ldg(ln.z[h] + grp);
+    }
+  }
+}
+
+// The mma steps of one 64-column run (chunk c of half hf) into d. MASKED: the run crosses K, so
+// lanes whose 16 columns lie past it use x = 0 (the codes there are padding).
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const float4 (&x)[2][2], u32 mask, float (&d)[4]) {
+  u32 nz0 = I4_SYM_NEGZ, nz1 = I4_SYM_NEGZ;
+  if constexpr (ZP) {
+    nz0 = neg_zero(st.z[0][gi]);
+    nz1 = neg_zero(st.z[1][gi]);
+  }
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const float4 x0 = x[j][0], x1 = x[j][1];
+    // B pairs: columns (e, e + 4) for e = 0..3 (x = 0 on masked lanes: their codes are padding).
+    const u32 b[4] = {bf16x2(x0.x, x1.x) & mask, bf16x2(x0.y, x1.y) & mask, bf16x2(x0.z, x1.z) & mask, bf16x2(x0.w, x1.w) & mask};
+    const u32 w0 = word_at(st.w[0][c], 2 * hf + j), w1 = word_at(st.w[1][c], 2 * hf + j);
+    mma_bf16(d, nib_pair(w0, 0, nz0), nib_pair(w1, 0, nz1), nib_pair(w0, 1, nz0), nib_pair(w1, 1, nz1), b[0], b[1]);
+    mma_bf16(d, nib_pair(w0, 2, nz0), nib_pair(w1, 2, nz1), nib_pair(w0, 3, nz0), nib_pair(w1, 3, nz1), b[2], b[3]);
+  }
+}
+
+// acc += this tile's group sums · scales. xt: x at the tile's first column for this lane (+ 16q);
+// xrow: the lane's x row (an address in bounds for lanes past K). Each half's x (32 floats a lane)
+// is loaded at once, so a tile waits for x twice, not once a run.
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_compute(const I4Stage<ZP, G64>& st, int t, const float* __restrict__ xt, const float* __restrict__ xrow,
+                                           int K, int q, float (&acc)[4]) {
+  float d[4];
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    const int half = 256 * t + 128 * hf;
+    if (half >= K) break;  // padding (the same for the whole warp)
+    float4 x[2][2][2];
+    u32 mask[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      const bool in = half + 64 * c + 16 * q < K;
+      mask[c] = in ? 0xffffffffu : 0u;
+      const float* xc = in ? xt + 128 * hf + 64 * c : xrow;
+#pragma unroll
+      for (int j = 0; j < 2; j++) x[c][j][0] = ld_x(xc + 8 * j), x[c][j][1] = ld_x(xc + 8 * j + 4);
+    }
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      const int gi = G64 ? 2 * hf + c : hf;
+      if (G64 || c == 0) d[0] = d[1] = d[2] = d[3] = 0.f;
+      i4_run<ZP, G64>(st, hf, c, gi, x[c], mask[c], d);
+      if (G64 || c == 1) {
+        // D: d[0..1] row g, d[2..3] row g + 8 (tokens 2q, 2q + 1).
+        acc[0] = fmaf(d[0], st.s[0][gi], acc[0]);
+        acc[1] = fmaf(d[1], st.s[0][gi], acc[1]);
+        acc[2] = fmaf(d[2], st.s[1][gi], acc[2]);
+        acc[3] = fmaf(d[3], st.s[1][gi], acc[3]);
+      }
+    }
+  }
+}
+
+// The warp's share of R m-tiles (rows row0[r].. of mat[r]; R = 2 for gate and up) over tiles
+// [kt0, kt1): tiles kt0 + warp, + 8, ..., loaded I4_STAGES − 1 items ahead of their use.
+template <int R, bool ZP, bool G64>
+__device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const int (&row0)[R], int loads, int G, int groupShift,
+                                        const float* __restrict__ x, int T, int K, int kt0, int kt1, float (&acc)[R][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int q = lane & 3;
-  const int tile = blockIdx.x;
-  const int split = blockIdx.y;
-  const int row0 = tile * 16 * R;
-  const int chunks = loads >> 2;
-  const int per = (chunks + S - 1) / S;
-  const int cBegin = split * per;
-  const int cEnd = min(chunks, cBegin + per);
-
-  // This lane's two rows of each m-tile: rows past N load nothing (their outputs are not written;
-  // their scales are read at row N − 1 to stay in bounds).
-  const uint4* wrow[R][2];
-  int srow[R][2];
-  bool rowOk[R][2];
+  I4Lane ln[R];
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const int row = row0 + 16 * r + g + 8 * h;
-      rowOk[r][h] = row < N;
-      srow[r][h] = min(row, N - 1) * G;
-      wrow[r][h] = w + (u64)(rowOk[r][h] ? row : 0) * loads + q;
+      // Rows past N read row N − 1 (their outputs are not written).
+      const int row = min(row0[r] + g + 8 * h, mat[r]->N - 1);
+      ln[r].w[h] = mat[r]->w + (u64)row * loads + q;
+      ln[r].s[h] = mat[r]->scales + (u64)row * G;
+      ln[r].z[h] = ZP ? mat[r]->zeros + (u64)row * G : nullptr;
     }
-  const bool tokOk = g < T;
-  const float* xrow = x + (u64)(tokOk ? g : 0) * K;
+  // Token rows past T read row T − 1: they feed only output columns that are never written.
+  const float* xrow = x + (u64)min(g, T - 1) * K;
+  const float* xl = xrow + 16 * q;
 
-  float acc[1][R][4];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.f;
+  // Work items: (tile kt0 + warp + 8k, m-tile r) for k = 0, 1, ... and r = 0..R−1, in that order.
+  // I4_STAGES of them are in registers: item i is worked on while items i + 1 .. i + I4_STAGES − 1
+  // are loading. The loop is unrolled over lcm(I4_STAGES, R) items so every stage and m-tile index is
+  // a constant (the arrays stay in registers).
+  constexpr int L = R == 1 ? I4_STAGES : (I4_STAGES % 2 ? 2 * I4_STAGES : I4_STAGES);
+  const int first = kt0 + warp;
+  const int items = first < kt1 ? R * ((kt1 - first + MMA_WARPS - 1) / MMA_WARPS) : 0;
+  I4Stage<ZP, G64> st[I4_STAGES];
+#pragma unroll
+  for (int u = 0; u < I4_STAGES - 1; u++)
+    if (u < items) i4_load(st[u], ln[u % R], first + MMA_WARPS * (u / R), G, groupShift);
+  for (int i0 = 0; i0 < items; i0 += L) {
+#pragma unroll
+    for (int u = 0; u < L; u++) {
+      const int i = i0 + u;
+      if (i >= items) break;
+      const int ahead = i + I4_STAGES - 1;
+      if (ahead < items) i4_load(st[(u + I4_STAGES - 1) % I4_STAGES], ln[(u + I4_STAGES - 1) % R], first + MMA_WARPS * (ahead / R), G, groupShift);
+      const int t = first + MMA_WARPS * (i / R);
+      i4_compute(st[u % I4_STAGES], t, xl + 256 * t, xrow, K, q, acc[u % R]);
+    }
+  }
+}
+
+// The block's sums → outputs: the warps' fragments in warp order, then (S > 1) the S blocks of this
+// tile in split order, the last of them to finish (an atomic ticket, reset by that block) adding.
+// emit(m, t, s) gets the sums s[r] of row m of each m-tile for token t. part: this tile's
+// [S][R][16][T] float32 slots; counter: this tile's ticket.
+template <int R, class Emit>
+__device__ __forceinline__ void i4_finish(const float (&acc)[R][4], int T, int S, int split, float* __restrict__ part,
+                                          u32* __restrict__ counter, const Emit& emit) {
+  __shared__ float partial[MMA_WARPS][R][32][4];
+  __shared__ int lastBlock;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) acc[0][r][i] = 0.f;
-
-  for (int c0 = cBegin + warp * I4_GROUP; c0 < cEnd; c0 += MMA_WARPS * I4_GROUP) {
-    uint4 a[I4_GROUP][R][2];
+    for (int i = 0; i < 4; i++) partial[warp][r][lane][i] = acc[r][i];
+  __syncthreads();
+  // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
+  // 2·(m / 8) + t % 2.
+  const int o = threadIdx.x;
+  const int m = (o >> 3) & 15;
+  const int t = o & 7;
+  const bool mine = o < 128 && t < T;
+  float s[R];
+  if (mine) {
+    const int src = 4 * (m & 7) + (t >> 1);
+    const int reg = 2 * (m >> 3) + (t & 1);
 #pragma unroll
-    for (int u = 0; u < I4_GROUP; u++) {
-      const bool in = c0 + u < cEnd;
+    for (int r = 0; r < R; r++) {
+      float v = partial[0][r][src][reg];
 #pragma unroll
-      for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) a[u][r][h] = ldg_w(wrow[r][h] + 4 * (c0 + u), in && rowOk[r][h]);
-    }
-#pragma unroll
-    for (int u = 0; u < I4_GROUP; u++) {
-      const int c = c0 + u;
-      if (c >= cEnd) break;
-      // The chunk's two halves: 64-column runs starting at run[hf]; this lane's 16 columns at +16q.
-#pragma unroll
-      for (int hf = 0; hf < 2; hf++) {
-        const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
-        if (run >= K) break;  // padding (the same for the whole warp)
-        const int col = run + 16 * q;
-        const bool xin = tokOk && col < K;  // padded columns: x = 0, so they add nothing
-        const float4 x0 = ldg_x4(xrow + col, xin), x1 = ldg_x4(xrow + col + 4, xin);
-        const float4 x2 = ldg_x4(xrow + col + 8, xin), x3 = ldg_x4(xrow + col + 12, xin);
-        // B pairs per word: columns (e, e + 4) for e = 0..3.
-        const u32 b[2][4] = {{bf16x2(x0.x, x1.x), bf16x2(x0.y, x1.y), bf16x2(x0.z, x1.z), bf16x2(x0.w, x1.w)},
-                             {bf16x2(x2.x, x3.x), bf16x2(x2.y, x3.y), bf16x2(x2.z, x3.z), bf16x2(x2.w, x3.w)}};
-        const int grp = run >> groupShift;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          u32 negz[2];
-          float sc[2];
-#pragma unroll
-          for (int h = 0; h < 2; h++) {
-            const int gi = srow[r][h] + grp;
-            sc[h] = scales[gi];
-            const u32 z = zeros ? (u32)zeros[gi] : 8u;
-            negz[h] = (0xc300u | z) * 0x00010001u;
-          }
-          float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-          for (int j = 0; j < 2; j++) {
-            const u32 w0 = word_at(a[u][r][0], 2 * hf + j), w1 = word_at(a[u][r][1], 2 * hf + j);
-            mma_bf16(d, nib_pair(w0, 0, negz[0]), nib_pair(w1, 0, negz[1]), nib_pair(w0, 1, negz[0]), nib_pair(w1, 1, negz[1]), b[j][0], b[j][1]);
-            mma_bf16(d, nib_pair(w0, 2, negz[0]), nib_pair(w1, 2, negz[1]), nib_pair(w0, 3, negz[0]), nib_pair(w1, 3, negz[1]), b[j][2], b[j][3]);
-          }
-          // D: d[0..1] row g, d[2..3] row g + 8 (tokens 2q, 2q + 1).
-          acc[0][r][0] = fmaf(d[0], sc[0], acc[0][r][0]);
-          acc[0][r][1] = fmaf(d[1], sc[0], acc[0][r][1]);
-          acc[0][r][2] = fmaf(d[2], sc[1], acc[0][r][2]);
-          acc[0][r][3] = fmaf(d[3], sc[1], acc[0][r][3]);
-        }
-      }
+      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][r][src][reg];
+      s[r] = v;
     }
   }
-
-  mma_finish<R, 1, false>(acc, nullptr, 1.f, bias, y, part, counters, T, N, S, row0);
+  if (S == 1) {
+    if (mine) emit(m, t, s);
+    return;
+  }
+  if (mine) {
+#pragma unroll
+    for (int r = 0; r < R; r++) part[((split * R + r) * 16 + m) * T + t] = s[r];
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastBlock = atomicAdd(counter, 1u) == (u32)(S - 1);
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  if (mine) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = ld_cg(part + (r * 16 + m) * T + t);
+      for (int sp = 1; sp < S; sp++) v += ld_cg(part + ((sp * R + r) * 16 + m) * T + t);
+      s[r] = v;
+    }
+    emit(m, t, s);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
 
-#define I4_KERNEL(R, BOUNDS)                                                                                                   \
-  extern "C" __global__ void BOUNDS gemv_mma_int4_r##R(const uint4* w, int loads, const float* scales, const unsigned char* zeros, \
-                                                       int G, int groupShift, const float* x, const float* bias, float* y,       \
-                                                       float* part, u32* counters, int T, int N, int K, int S) {                  \
-    gemv_mma_int4<R>(w, loads, scales, zeros, G, groupShift, x, bias, y, part, counters, T, N, K, S);                              \
+// The split's tile range of a row: S ranges of ceil(tiles / S).
+__device__ __forceinline__ void i4_range(int loads, int S, int split, int& kt0, int& kt1) {
+  const int tiles = loads >> 3;
+  const int per = (tiles + S - 1) / S;
+  kt0 = split * per;
+  kt1 = min(tiles, kt0 + per);
+}
+
+// y = sum (+ bias) for the rows of an m-tile.
+struct I4StoreRows {
+  const I4Matrix* mat;
+  int row0;
+  __device__ __forceinline__ void operator()(int m, int t, const float (&s)[1]) const {
+    const int row = row0 + m;
+    if (row < mat->N) mat->y[(u64)t * mat->N + row] = mat->bias ? s[0] + mat->bias[row] : s[0];
+  }
+};
+
+// y = silu(gate + bg) · (up + bu), silu_mul's expression (elementwise.cu).
+struct I4StoreSilu {
+  const I4Matrix* gate;
+  const I4Matrix* up;
+  float* y;
+  int row0;
+  __device__ __forceinline__ void operator()(int m, int t, const float (&s)[2]) const {
+    const int row = row0 + m;
+    if (row >= gate->N) return;
+    const float g = gate->bias ? s[0] + gate->bias[row] : s[0];
+    const float u = up->bias ? s[1] + up->bias[row] : s[1];
+    y[(u64)t * gate->N + row] = (g / (1.f + expf(-g))) * u;
+  }
+};
+
+// gemv_mma_int4[_zp][_g64]: block (tile, split) takes rows tile·16.. and tile range split of S.
+// part: float32 [tiles][S][16][T], counters: u32 per tile, zero between launches (used when S > 1).
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, float* part, u32* counters,
+                                          int T, int K, int S) {
+  const int tile = blockIdx.x, split = blockIdx.y;
+  const I4Matrix* mat[1] = {&mt};
+  const int row0[1] = {tile * 16};
+  int kt0, kt1;
+  i4_range(loads, S, split, kt0, kt1);
+  float acc[1][4];
+  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
+  i4_finish<1>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
+}
+
+// gemv_mma_int4many[_zp][_g64]: up to 3 matrices (N = 0: absent), one m-tile a block: matrix i's
+// ceil(N_i / 16) · S_i blocks follow matrix i − 1's, tile-major (its S_i splits adjacent). S_i is
+// what the single-matrix kernel uses for N_i, so every output is bitwise that kernel's. part and
+// counters: the regions of the matrices with S_i > 1 (as the single kernel's) one after another.
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
+                                        int groupShift, const float* x, float* part, u32* counters, int T, int K) {
+  const int tiles0 = (m0.N + 15) >> 4, tiles1 = (m1.N + 15) >> 4;
+  const int end0 = tiles0 * S0, end1 = end0 + tiles1 * S1;
+  const int b = blockIdx.x;
+  const int i = b < end0 ? 0 : b < end1 ? 1 : 2;
+  const I4Matrix mt = i == 0 ? m0 : i == 1 ? m1 : m2;
+  const int S = i == 0 ? S0 : i == 1 ? S1 : S2;
+  const int local = b - (i == 0 ? 0 : i == 1 ? end0 : end1);
+  const u64 part0 = S0 > 1 ? (u64)end0 * 16 * T : 0, part1 = S1 > 1 ? (u64)(end1 - end0) * 16 * T : 0;
+  const u64 partOff = i == 0 ? 0 : i == 1 ? part0 : part0 + part1;
+  const int count0 = S0 > 1 ? tiles0 : 0, count1 = S1 > 1 ? tiles1 : 0;
+  const int counterOff = i == 0 ? 0 : i == 1 ? count0 : count0 + count1;
+  const int tile = local / S, split = local % S;
+  const I4Matrix* mat[1] = {&mt};
+  const int row0[1] = {tile * 16};
+  int kt0, kt1;
+  i4_range(loads, S, split, kt0, kt1);
+  float acc[1][4];
+  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
+  i4_finish<1>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, I4StoreRows{&mt, tile * 16});
+}
+
+// gemv_mma_int4silu_[zp][_g64]: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up
+// (m-tile 1). part: [tiles][S][2][16][T].
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x,
+                                        float* part, u32* counters, int T, int K, int S) {
+  const int tile = blockIdx.x, split = blockIdx.y;
+  const I4Matrix* mat[2] = {&gate, &up};
+  const int row0[2] = {tile * 16, tile * 16};
+  int kt0, kt1;
+  i4_range(loads, S, split, kt0, kt1);
+  float acc[2][4];
+  i4_rows<2, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
+  i4_finish<2>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});
+}
+
+#define I4_KERNELS(SUFFIX, ZP, G64)                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4##SUFFIX(                                               \
+      const uint4* w, int loads, const float* s, const unsigned char* z, int G, int groupShift, const float* x, const float* b,     \
+      float* y, float* part, u32* counters, int T, int N, int K, int S) {                                                           \
+    i4_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, part, counters, T, K, S);                                 \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4many##SUFFIX(                                           \
+      const float* x, int T, int K, int loads, int G, int groupShift, float* part, u32* counters,                                   \
+      const uint4* w0, const float* s0, const unsigned char* z0, const float* b0, float* y0, int n0, int S0,                        \
+      const uint4* w1, const float* s1, const unsigned char* z1, const float* b1, float* y1, int n1, int S1,                        \
+      const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2) {                      \
+    i4_many<ZP, G64>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2}, S2, \
+                     loads, G, groupShift, x, part, counters, T, K);                                                                \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4silu##SUFFIX(                                           \
+      const float* x, int T, int K, int N, int loads, int G, int groupShift, float* part, u32* counters, int S,                    \
+      const uint4* gw, const float* gs, const unsigned char* gz, const float* gb,                                                    \
+      const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y) {                                       \
+    i4_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, part,   \
+                     counters, T, K, S);                                                                                            \
   }
 
-I4_KERNEL(1, __launch_bounds__(MMA_THREADS, 2))
-I4_KERNEL(2, __launch_bounds__(MMA_THREADS, 2))
+I4_KERNELS(, false, false)
+I4_KERNELS(_zp, true, false)
+I4_KERNELS(_g64, false, true)
+I4_KERNELS(_zp_g64, true, true)
