@@ -5,6 +5,7 @@
 // HBM), and the int4 bytes (codes + scales) over that time as a share of the device-to-device copy
 // bandwidth. Then whole decode steps of an 8B-shaped w4a16 model (random weights) at batch 1 and 8
 // with the option off and on. Prints tables and saves JSON. Measures; never passes or fails.
+// Then the fused q/k/v (linearMany) and gate/up·SiLU (linearSiluMul) the same way, with launches per call.
 // Separate from bench/cuda-quant-gemv.ts so that it stays under a minute.
 //
 //   node dist/bench/cuda-quant-mma.js [--tokens 1,2,4,8] [--batch 1,8] [--decode-steps 16] [--output FILE]
@@ -48,7 +49,7 @@ interface Row {
   shape: [number, number];
   role: string;
   kernel: 'fma' | 'mma';
-  /** mma: m-tiles a block and blocks splitting K (int4MmaPlan). */
+  /** mma: blocks splitting K (int4MmaPlan). */
   plan?: string;
   weightBytes: number;
   tokens: number;
@@ -78,11 +79,54 @@ for (const [N, K, role] of shapes) {
       const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => backend.linear(x, ws[i % copies]), 30);
       const p = int4MmaPlan(N, K, gpu.multiprocessors);
       rows.push({
-        shape: [N, K], role, kernel, plan: kernel === 'mma' ? `r${p.rows} × ${p.splits} splits` : undefined, weightBytes: first.bytes, tokens: T,
+        shape: [N, K], role, kernel, plan: kernel === 'mma' ? `${p.splits} split${p.splits > 1 ? 's' : ''}` : undefined, weightBytes: first.bytes, tokens: T,
         us: ms * 1000, ofCopy: first.bytes / (ms / 1000) / 1e9 / copyGBs,
       });
     }
     quant.decodeGemv = 'fma';
+  }
+}
+
+// ---- the fused decode linears: q/k/v through linearMany, gate/up·SiLU through linearSiluMul ----
+
+interface FusedRow {
+  op: string;
+  kernel: 'fma' | 'mma';
+  tokens: number;
+  launches: number;
+  weightBytes: number;
+  us: number;
+  ofCopy: number;
+}
+const fusedRows: FusedRow[] = [];
+{
+  (globalThis as { gc?: () => void }).gc?.();
+  await nextTurn();
+  const K = 4096;
+  const make = (N: number): Weight => backend.randomWeight(`fused.w4a16`, { shape: [N, K], dtype: 'bf16', method: 'w4a16', seed: seed++, scale: 1 / Math.sqrt(K) });
+  const sets = [
+    { op: 'q/k/v (linearMany)', make: () => [make(4096), make(1024), make(1024)] },
+    { op: 'gate/up·SiLU (linearSiluMul)', make: () => [make(14336), make(14336)] },
+  ];
+  for (const set of sets) {
+    const first = set.make();
+    const bytes = first.reduce((n, w) => n + w.bytes, 0);
+    const copies = Math.max(1, Math.ceil(256e6 / bytes));
+    const all = [first, ...Array.from({ length: copies - 1 }, set.make)];
+    const run = (x: ReturnType<typeof backend.fromHost>, ws: Weight[]) => (ws.length === 3 ? backend.linearMany(x, ws) : backend.linearSiluMul(x, ws[0], ws[1]));
+    for (const T of tokenCounts) {
+      for (const kernel of ['fma', 'mma'] as const) {
+        quant.decodeGemv = kernel;
+        const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.cos(i));
+        let x = backend.fromHost(xHost, [T, K]);
+        const l0 = backend.driver.launches;
+        run(x, all[0]);
+        const launches = backend.driver.launches - l0;
+        const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => void run(x, all[i % copies]), 30);
+        fusedRows.push({ op: set.op, kernel, tokens: T, launches, weightBytes: bytes, us: ms * 1000, ofCopy: bytes / (ms / 1000) / 1e9 / copyGBs });
+      }
+      quant.decodeGemv = 'fma';
+    }
   }
 }
 
@@ -91,6 +135,14 @@ console.log('| W [N, K] | role | kernel | MB | tokens | µs | of copy BW |');
 console.log('|---|---|---|---:|---:|---:|---:|');
 for (const r of rows) {
   console.log(`| ${r.shape.join('×')} | ${r.role} | ${r.kernel}${r.plan ? ` (${r.plan})` : ''} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
+}
+
+console.log('');
+console.log('Fused decode linears (K = 4096):');
+console.log('| op | kernel | launches | MB | tokens | µs | of copy BW |');
+console.log('|---|---|---:|---:|---:|---:|---:|');
+for (const r of fusedRows) {
+  console.log(`| ${r.op} | ${r.kernel} | ${r.launches} | ${(r.weightBytes / 1e6).toFixed(1)} | ${r.tokens} | ${r.us.toFixed(1)} | ${(100 * r.ofCopy).toFixed(0)}% |`);
 }
 
 // ---- decode steps of an 8B-shaped w4a16 model, the option off and on ----
@@ -145,9 +197,11 @@ writeFileSync(
         'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu); ' +
         'us: device time per call (events, median of 3 trials of 30 calls behind a 2 GiB device copy, rotating over weight copies totalling >= 256 MB); ' +
         'ofCopy: int4 bytes (codes + scales) per second / the device-to-device copy bandwidth (read + write); ' +
+        'fusedRows: q/k/v (4096, 1024, 1024 rows) through linearMany and gate/up (14336 rows each) through linearSiluMul at K = 4096, launches per call; ' +
         'stepRows: host wall time of a decode step of an 8B-shaped w4a16 model with random weights, QuantizedWeights.decodeGemv off (fma) and on (mma)',
       machine,
       rows,
+      fusedRows,
       stepRows,
     },
     null,
