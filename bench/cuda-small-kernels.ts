@@ -136,11 +136,11 @@ for (const T of [1, 8, 2048]) {
   const shape = `q ${HEADS}, kv ${KV_HEADS} × ${HEAD_DIM}`;
   const items = HEADS * half + KV_HEADS * half + width;
   record('rope + writeKv', shape, T, 'rope_write_kv (fused)', await deviceUs(setup, () =>
-    launchRaw('rope-kv.cu', 'rope_write_kv', [T, Math.ceil(items / 256), 1], 256, 'ppppppppiiii', [ptr(q), ptr(k), ptr(v), c, sn, kc, vc, sl, HEADS, KV_HEADS, HEAD_DIM, half])));
+    launchRaw('rope-kv.cu', 'rope_write_kv', [T, Math.ceil(items / 256), 1], 256, 'ppppppppiiiiff', [ptr(q), ptr(k), ptr(v), c, sn, kc, vc, sl, HEADS, KV_HEADS, HEAD_DIM, half, 1, 1])));
   record('rope + writeKv', shape, T, 'rope, rope, write_kv (new rope)', await deviceUs(setup, () => {
     ropeNew(q, HEADS);
     ropeNew(k, KV_HEADS);
-    launchRaw('kv-cache.cu', 'write_kv', [T, 1, 1], 512, 'pppppi', [kc, vc, ptr(k), ptr(v), sl, width]);
+    launchRaw('kv-cache.cu', 'write_kv', [T, 1, 1], 512, 'pppppiff', [kc, vc, ptr(k), ptr(v), sl, width, 1, 1]);
   }));
 }
 

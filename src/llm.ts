@@ -1,7 +1,7 @@
 // The library entry: `LLM.load()` gives Node programs the same engine the CLI and server use;
 // generate() and chat() stream chunks as async iterators.
 
-import { KV_DTYPES, type Backend, type KvDtype } from './backend/backend.js';
+import { KV_DTYPES, type Backend, type KvDtype, type KvScales } from './backend/backend.js';
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
@@ -43,7 +43,7 @@ export interface LoadOptions {
   /**
    * KV cache element type: 'auto' (default) is bf16 on CUDA (as vLLM's auto: the model's dtype; half
    * the memory and attention reads of float32) and float32 on the CPU (the reference); 'bf16',
-   * 'float32' or 'fp8' (E4M3, scale 1: a quarter of float32's memory) on either backend.
+   * 'float32' or 'fp8' (E4M3, a quarter of float32's memory; the checkpoint's calibrated k_scale/v_scale if any, else scale 1) on either backend.
    */
   kvCacheDtype?: 'auto' | KvDtype | 'bfloat16' | 'fp8_e4m3';
   /**
@@ -168,6 +168,8 @@ export class LLM {
     if (specConfig?.warning) llm.warnings.push(specConfig.warning);
     llm.warnings.push(...sizing.warnings);
     llm.notes.push(...sizing.notes);
+    const kvScalesNote = kvScalesLine(loaded.model.weights.kvScales, loaded.model.backend.kvDtype);
+    if (kvScalesNote) llm.notes.push(kvScalesNote);
     return llm;
   }
 
@@ -446,6 +448,19 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
   });
   notes.push(kvCacheLine(budget, s.maxModelLen, s.maxNumSeqs));
   return { kvCacheTokens: budget.tokens, maxNumBatchedTokens, notes, warnings };
+}
+
+/**
+ * What a checkpoint's calibrated FP8 KV-cache scales (load/kv-scales.ts) do with this cache type:
+ * applied to an fp8 cache, else a hint that they would be (vLLM's auto keeps the model's dtype too).
+ */
+export function kvScalesLine(scales: readonly KvScales[] | undefined, kvDtype: KvDtype): string | undefined {
+  if (!scales) return undefined;
+  const ks = scales.map((x) => x.k);
+  const vs = scales.map((x) => x.v);
+  const range = (xs: number[]) => `${Math.min(...xs).toPrecision(3)}–${Math.max(...xs).toPrecision(3)}`;
+  if (kvDtype === 'fp8') return `KV cache: fp8 with the checkpoint's calibrated scales (k_scale ${range(ks)}, v_scale ${range(vs)} over ${scales.length} layers)`;
+  return `the checkpoint has calibrated FP8 KV-cache scales: --kv-cache-dtype fp8 stores the cache in FP8 with them (now ${kvDtype}, where they do not apply)`;
 }
 
 /** The formats a step's memory depends on: the decoder linears' (layer 0 stands for all) and the lm_head's. */

@@ -108,6 +108,42 @@ describe('cpu backend', () => {
     assert.deepEqual(attend(fp8, { ...batch, blockTables: Int32Array.of(0, 3) }), want);
   });
 
+  it('an fp8 KV cache with calibrated scales stores e4m3(x / scale) per layer and attends over code · scale; other types ignore the scales', () => {
+    const heads = 2, kvHeads = 1, headDim = 8, blockSize = 4, len = 6, width = kvHeads * headDim;
+    // Layer 0 at scale 1, layer 1 with values far past ±448 that its scales bring into range.
+    const scales = [{ k: 1, v: 1 }, { k: 8, v: 0.5 }];
+    const spec = { numLayers: 2, numBlocks: 4, blockSize, numKvHeads: kvHeads, headDim, scales };
+    const fp8 = be.allocKvCache({ ...spec, dtype: 'fp8' });
+    const f32 = be.allocKvCache({ ...spec, dtype: 'float32' });
+    const slots = Int32Array.from({ length: len }, (_, p) => 4 + p);
+    const k = rand(len * width).map((x) => x * 2000);
+    const v = rand(len * width).map((x) => x * 100);
+    const q = rand(len * heads * headDim);
+    const batch = { numTokens: len, numSeqs: 1, positions: Int32Array.from({ length: len }, (_, i) => i), seqIndex: new Int32Array(len), slots, blockTables: Int32Array.of(1, 2), maxBlocksPerSeq: 2 };
+    const attend = (cache: typeof fp8, layer: number) => be.toHost(be.attention(be.fromHost(q, [len, heads * headDim]), cache, layer, batch, 0.0005, 0));
+    for (const layer of [0, 1]) {
+      be.writeKv(fp8, layer, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+      be.writeKv(f32, layer, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+    }
+    // What the fp8 cache must hold, and the values attention reads back.
+    const { k: ks, v: vs } = scales[1];
+    const dequant = (x: Float32Array, s: number) => x.map((y) => Math.fround(decodeE4m3(encodeE4m3(Math.fround(y / s))) * s));
+    const exact = be.allocKvCache({ ...spec, scales: undefined, dtype: 'float32' });
+    be.writeKv(exact, 1, be.fromHost(dequant(k, ks), [len, width]), be.fromHost(dequant(v, vs), [len, width]), slots);
+    assert.deepEqual(attend(fp8, 1), attend(exact, 1), 'layer 1 attends over e4m3(x / scale) · scale');
+    // Scaled, layer 1 tracks the float cache; at scale 1 (layer 0) K saturates at 448 and attention drifts.
+    const err = (layer: number) => {
+      const got = attend(fp8, layer), want = attend(f32, layer);
+      return Math.max(...got.map((g, i) => Math.abs(g - want[i]))) / Math.max(...want.map(Math.abs));
+    };
+    assert.ok(err(1) < 0.05, `scaled fp8 layer: relative error ${err(1)}`);
+    assert.ok(err(0) > 5 * err(1), `unscaled layer saturates (${err(0)} vs ${err(1)})`);
+    // A float32 cache ignores the scales: exactly the cache without them.
+    const plain = be.allocKvCache({ ...spec, scales: undefined, dtype: 'float32' });
+    be.writeKv(plain, 1, be.fromHost(k, [len, width]), be.fromHost(v, [len, width]), slots);
+    assert.deepEqual(attend(f32, 1), attend(plain, 1));
+  });
+
   it('rope rotates pairs (i, i + rotaryDim/2) and leaves the rest of a partial-rotary head alone', () => {
     const headDim = 8, rotaryDim = 4;
     const x = rand(2 * headDim);

@@ -16,6 +16,8 @@ import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { fixturesDir } from './support/paths.js';
 import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
+import { ModelRunner } from './support/run-model.js';
+import { writeKvScaledPair } from './support/tiny-checkpoint.js';
 
 // This file holds the CUDA backend to the float32 CPU reference with tight bounds, so prefill GEMMs
 // take the float32 tiled kernel here; cuBLASLt's bf16 prefill (activations rounded to bf16) is
@@ -30,7 +32,7 @@ const { gpu, skipReason } = await openTestGpu();
 const cpu = new CpuBackend();
 // Fresh inputs on every run; the seed is in every failure message so a failure can be replayed.
 const { seed: SEED, rng, uniform, randInt } = testRandom();
-const { assertClose } = comparisons(SEED);
+const { assertClose, assertBitwise } = comparisons(SEED);
 
 /** A checkpoint-like tensor of random values in `dtype` (bf16/f16 rounded from float32). */
 function hostTensor(dtype: 'BF16' | 'F16' | 'F32', shape: number[], scale = 1): HostTensor {
@@ -332,8 +334,7 @@ describe('CUDA backend end to end on the default model', { skip: skipReason }, (
       // Logits are compared through a direct forward of the same batch on both backends.
       const logitsOf = (m: LLM) => {
         const model = m.loaded.model;
-        const c = model.config;
-        const kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks: 8, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+        const kv = model.backend.allocKvCache(model.kvCacheSpec(8, 16));
         const n = prompt.length;
         const batch = {
           numTokens: n, numSeqs: 1, tokens: Int32Array.from(prompt), positions: Int32Array.from({ length: n }, (_, i) => i),
@@ -354,6 +355,30 @@ describe('CUDA backend end to end on the default model', { skip: skipReason }, (
       await onGpu.close();
     });
   }
+
+  it('calibrated FP8 KV scales: a checkpoint rescaled by powers of two with matching scales gives bitwise the original\'s logits (prefill and decode kernels), within 3e-2 of the CPU', async () => {
+    // head_dim 64: the tiled prefill and split-K decode kernels (tiny-checkpoint.ts writeKvScaledPair says why the logits must match).
+    const { plainDir, scaledDir } = writeKvScaledPair({ hidden_size: 128, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 256 });
+    const prompt = Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % 1024);
+    const logitsOf = async (dir: string, device: 'cuda' | 'cpu') => {
+      const m = await LLM.load({ model: dir, device, kvCacheDtype: 'fp8', kvCacheTokens: 256 });
+      try {
+        const runner = new ModelRunner(m.loaded.model, 8, 16);
+        const prefill = runner.step([{ seq: 0, start: 0, tokens: prompt }])[0].slice(-1024);
+        const decode = runner.step([{ seq: 0, start: prompt.length, tokens: [7] }])[0];
+        return { prefill, decode };
+      } finally {
+        await m.close();
+      }
+    };
+    const plain = await logitsOf(plainDir, 'cuda');
+    const scaled = await logitsOf(scaledDir, 'cuda');
+    assertBitwise(scaled.prefill, plain.prefill, 'prefill logits, rescaled with scales vs the original');
+    assertBitwise(scaled.decode, plain.decode, 'decode logits, rescaled with scales vs the original');
+    const cpu = await logitsOf(scaledDir, 'cpu');
+    assertClose(scaled.prefill, cpu.prefill, 3e-2, 'prefill logits vs the CPU');
+    assertClose(scaled.decode, cpu.decode, 3e-2, 'decode logits vs the CPU');
+  });
 
   it('greedy continuations of the fixture prompts equal transformers\' (all prompts batched at once)', async () => {
     const fixture = JSON.parse(readFileSync(join(fixturesDir(), 'default-models', 'greedy.json'), 'utf8')) as { target: GreedyCase[] };

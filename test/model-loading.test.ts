@@ -11,7 +11,9 @@ import { loadModelConfig, parseModelConfig } from '../src/model/config.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, toFloat32 } from '../src/model/load/dtype.js';
 import { encodeSafetensors, readSafetensorsHeader, SafetensorsCheckpoint } from '../src/model/load/safetensors.js';
 import { loadModelWeights } from '../src/model/weights.js';
-import { f32Tensor, TINY_LLAMA, tinyTensors, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
+import { kvScalesLine, LLM } from '../src/llm.js';
+import { loadLlama, ModelRunner } from './support/run-model.js';
+import { f32Tensor, TINY_LLAMA, tinyTensors, writeKvScaledPair, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
 
 const throwsLoad = (fn: () => unknown, pattern: RegExp) => assert.throws(fn, (err: unknown) => err instanceof ModelLoadError && pattern.test(err.message));
 
@@ -162,5 +164,55 @@ describe('weights', () => {
     dir = writeTinyCheckpoint(TINY_LLAMA, wrong);
     throwsLoad(() => load(dir), /'model\.layers\.0\.self_attn\.k_proj\.weight' has shape \[32, 32\], config\.json implies \[16, 32\]/);
     assert.ok(readFileSync(join(dir, 'config.json'), 'utf8').includes('LlamaForCausalLM'));
+  });
+
+  it('reads calibrated FP8 KV-cache scales under compressed-tensors\' and ModelOpt\'s names, 1 where a layer has none', () => {
+    const load = (d: string) => loadModelWeights(SafetensorsCheckpoint.open(d), loadModelConfig(d), new CpuBackend());
+    assert.equal(load(writeTinyCheckpoint()).kvScales, undefined, 'none stored: no scales');
+    const scalar = (x: number) => f32Tensor([], () => x);
+    const tensors = tinyTensors(TINY_LLAMA);
+    // compressed-tensors: self_attn.{k,v}_scale (shape [] here); ModelOpt: self_attn.{k,v}_proj.{k,v}_scale (shape [1]).
+    tensors['model.layers.0.self_attn.k_scale'] = scalar(0.25);
+    tensors['model.layers.0.self_attn.v_scale'] = scalar(0.5);
+    tensors['model.layers.1.self_attn.k_proj.k_scale'] = f32Tensor([1], () => 2);
+    const w = load(writeTinyCheckpoint(TINY_LLAMA, tensors));
+    assert.deepEqual(w.kvScales, [{ k: 0.25, v: 0.5 }, { k: 2, v: 1 }]);
+
+    tensors['model.layers.1.self_attn.k_proj.k_scale'] = f32Tensor([1], () => 0);
+    throwsLoad(() => load(writeTinyCheckpoint(TINY_LLAMA, tensors)), /KV cache scale 'model\.layers\.1\.self_attn\.k_proj\.k_scale' must be one finite positive number, got \[0\]/);
+    tensors['model.layers.1.self_attn.k_proj.k_scale'] = f32Tensor([2], () => 1);
+    throwsLoad(() => load(writeTinyCheckpoint(TINY_LLAMA, tensors)), /must be one finite positive number, got \[1, 1\] \(shape \[2\]\)/);
+  });
+});
+
+describe('FP8 KV-cache scales at load', () => {
+  it('says whether the checkpoint\'s scales apply (fp8 cache) or would (other types)', () => {
+    const scales = [{ k: 0.5, v: 0.25 }, { k: 2, v: 0.125 }];
+    assert.equal(kvScalesLine(undefined, 'fp8'), undefined);
+    assert.equal(kvScalesLine(scales, 'fp8'), "KV cache: fp8 with the checkpoint's calibrated scales (k_scale 0.500–2.00, v_scale 0.125–0.250 over 2 layers)");
+    assert.match(kvScalesLine(scales, 'bf16')!, /--kv-cache-dtype fp8 stores the cache in FP8 with them \(now bf16, where they do not apply\)/);
+  });
+
+  it('a model on an fp8 cache applies them: a checkpoint rescaled by powers of two with matching scales gives bitwise the original\'s logits', async () => {
+    const { cfg, plainDir, scaledDir } = writeKvScaledPair();
+    const prompt = Array.from({ length: 12 }, (_, i) => (i * 37 + 5) % cfg.vocab_size);
+    const logits = (dir: string, dropScales = false) => {
+      const model = loadLlama(dir, new CpuBackend({ kvDtype: 'fp8' }));
+      if (dropScales) model.weights.kvScales = undefined;
+      // Prefill, then one decode step: both read K and V back from the cache.
+      const runner = new ModelRunner(model, 16, 4);
+      runner.step([{ seq: 0, start: 0, tokens: prompt }]);
+      return runner.step([{ seq: 0, start: prompt.length, tokens: [7] }])[0];
+    };
+    const want = logits(plainDir);
+    assert.deepEqual(logits(scaledDir), want);
+    assert.notDeepEqual(logits(scaledDir, true), want, 'without its scales the rescaled checkpoint differs');
+
+    const llm = await LLM.load({ model: scaledDir, device: 'cpu', kvCacheDtype: 'fp8', kvCacheTokens: 256 });
+    try {
+      assert.ok(llm.notes.some((n) => n.includes("calibrated scales (k_scale 4.00–4.00, v_scale 64.0–64.0 over 2 layers)")), llm.notes.join('\n'));
+    } finally {
+      await llm.close();
+    }
   });
 });

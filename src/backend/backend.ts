@@ -43,6 +43,22 @@ export interface KvCacheSpec {
   headDim: number;
   /** Element type; the backend's `kvDtype` when omitted. */
   dtype?: KvDtype;
+  /**
+   * Per layer, the calibrated FP8 scales of a quantized checkpoint (`k_scale`, `v_scale`): an fp8
+   * cache stores e4m3(x / scale) and reads code · scale. Omitted: 1. Other element types ignore them.
+   */
+  scales?: readonly KvScales[];
+}
+
+/** One layer's FP8 KV cache scales. */
+export interface KvScales {
+  k: number;
+  v: number;
+}
+
+/** The scales a cache of this spec and element type applies to `layer` (1 unless fp8 with scales). */
+export function kvScalesOf(spec: KvCacheSpec, dtype: KvDtype, layer: number): KvScales {
+  return (dtype === 'fp8' && spec.scales?.[layer]) || { k: 1, v: 1 };
 }
 
 export interface KvCacheStorage {

@@ -25,7 +25,7 @@ export function floatArg(name: string) {
 const collectStrings = (v: string, prev: string[] = []) => [...prev, v];
 
 /** --kv-cache-dtype's help (model commands and eval). */
-export const KV_CACHE_DTYPE_HELP = 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3, scale 1)';
+export const KV_CACHE_DTYPE_HELP = 'KV cache element type: auto (bf16 on CUDA, float32 on the CPU) | bf16 | float32 | fp8 (E4M3; scaled by the k_scale/v_scale of a quantized checkpoint that has them, else scale 1)';
 
 export function addModelOptions(cmd: Command): Command {
   return cmd

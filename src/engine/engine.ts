@@ -203,7 +203,7 @@ export class Engine {
     const c = model.config;
     const numBlocks = Math.ceil(options.kvCacheTokens / options.blockSize);
     this.pool = new KvBlockPool(numBlocks, options.blockSize);
-    this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize: options.blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+    this.kv = model.backend.allocKvCache(model.kvCacheSpec(numBlocks, options.blockSize));
     this.eos = new Set(eosTokenIds);
     this.samplingVocabSize = tokenizer && tokenizer.vocabSize < c.vocabSize ? tokenizer.vocabSize : c.vocabSize;
     if (options.speculative) {

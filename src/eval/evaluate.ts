@@ -110,7 +110,7 @@ export class SequenceLogits {
     const c = model.config;
     const numBlocks = Math.ceil(maxLen / DEFAULT_BLOCK_SIZE);
     this.pool = new KvBlockPool(numBlocks, DEFAULT_BLOCK_SIZE);
-    this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize: DEFAULT_BLOCK_SIZE, numKvHeads: c.numKvHeads, headDim: c.headDim });
+    this.kv = model.backend.allocKvCache(model.kvCacheSpec(numBlocks, DEFAULT_BLOCK_SIZE));
     this.maxRowsPerForward = Math.max(1, Math.floor(MAX_LOGIT_BYTES_PER_FORWARD / (4 * c.vocabSize)));
   }
 

@@ -2,7 +2,7 @@
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
 import { applyPenaltyRows, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
-import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
+import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies, RopeTable } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -92,6 +92,12 @@ export class LlamaModel {
       this.staticRope = new RopeTable(invFreq, attentionFactor);
     }
     this.attentionScale = 1 / Math.sqrt(config.headDim);
+  }
+
+  /** A paged KV cache for this model: its layers and KV heads, and its checkpoint's FP8 scales if any. */
+  kvCacheSpec(numBlocks: number, blockSize: number): KvCacheSpec {
+    const c = this.config;
+    return { numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim, scales: this.weights.kvScales };
   }
 
   forward(batch: ForwardBatch, kv: KvCacheStorage, opts: ForwardOptions = {}): ForwardResult {

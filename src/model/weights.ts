@@ -1,10 +1,11 @@
 // Maps a checkpoint's tensor names onto the Llama-family weight structure, checking every shape
 // against config.json so a mismatched checkpoint fails at load with the tensor named.
 
-import type { Backend, Weight } from '../backend/backend.js';
+import type { Backend, KvScales, Weight } from '../backend/backend.js';
 import { InvalidRequestError, ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './config.js';
 import type { SafetensorsCheckpoint } from './load/safetensors.js';
+import { readKvScales } from './load/kv-scales.js';
 import { quantizeWeight, type QuantizationMethod } from '../quant/online.js';
 import { storedWeightLoader } from '../quant/checkpoint/open.js';
 
@@ -37,6 +38,8 @@ export interface ModelWeights {
   lmHead: Weight;
   /** How a pre-quantized checkpoint stored its weights (e.g. "GPTQ int4 (group 128, format gptq)"). */
   checkpointQuantization?: string;
+  /** Per layer, the checkpoint's calibrated FP8 KV-cache scales (load/kv-scales.ts), if it has them. */
+  kvScales?: KvScales[];
 }
 
 export interface LoadWeightsOptions {
@@ -104,7 +107,7 @@ export function loadModelWeights(ckpt: SafetensorsCheckpoint, config: ModelConfi
   // Some tied checkpoints still store lm_head.weight; the config decides which one is used.
   const lmHead = config.tieWordEmbeddings ? embedTokens : (stored?.load('lm_head.weight', [vocabSize, h]) ?? load('lm_head.weight', [vocabSize, h]));
   onProgress?.(total, total);
-  return { embedTokens, layers, norm, lmHead, checkpointQuantization: stored?.quantization.description };
+  return { embedTokens, layers, norm, lmHead, checkpointQuantization: stored?.quantization.description, kvScales: readKvScales(ckpt, config.numLayers) };
 }
 
 /** Weight bytes by format, for memory reports (`generate --json`). */

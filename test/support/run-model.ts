@@ -39,9 +39,8 @@ export class ModelRunner {
     numBlocks = 64,
     blockSize = 4,
   ) {
-    const c = model.config;
     this.pool = new KvBlockPool(numBlocks, blockSize);
-    this.kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+    this.kv = model.backend.allocKvCache(model.kvCacheSpec(numBlocks, blockSize));
   }
 
   step(chunks: Chunk[]): Float32Array[] {

@@ -92,8 +92,36 @@ export function writePaddedVocabCheckpoint(realRows: number, paddedRows = 1): { 
   const head = new Float32Array(tensors['lm_head.weight'].bytes.slice().buffer);
   for (let i = 0; i < head.length; i++) head[i] *= i < PADDED_TOKENIZER_SIZE * cfg.hidden_size ? realRows : paddedRows;
   tensors['lm_head.weight'] = { ...tensors['lm_head.weight'], bytes: new Uint8Array(head.buffer) };
-  const dir = writeTinyCheckpoint(cfg, tensors);
+  return { dir: withByteTokenizer(writeTinyCheckpoint(cfg, tensors)), cfg };
+}
+
+/** `dir` with the 1009-token byte-level tokenizer added (for a model of at least that many ids), so LLM.load takes it. */
+export function withByteTokenizer(dir: string): string {
   const tok = join(fixturesDir(), 'tokenizers', 'byte-level-llama3');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, f), join(dir, f));
-  return { dir, cfg };
+  return dir;
+}
+
+/**
+ * Two tiny checkpoints (1024 ids, the byte-level tokenizer) that compute the same thing on an FP8 KV
+ * cache: A as made, and B = A with q_proj / 4, k_proj · 4, v_proj · 64, o_proj / 64 and calibrated
+ * KV scales k_scale 4, v_scale 64 in every layer (compressed-tensors' names). Every power-of-two
+ * rescaling is exact, so B's cache holds A's codes (e4m3(4k / 4) = e4m3(k)), reads them back 4× and
+ * 64× larger, and the q and o_proj factors take that out again: B's logits are A's, bitwise, when
+ * the scales are applied. `overrides` change the config (e.g. a head_dim the GPU's tiled attention takes).
+ */
+export function writeKvScaledPair(overrides: Partial<TinyConfig> = {}): { cfg: TinyConfig; plainDir: string; scaledDir: string } {
+  const cfg = { ...TINY_LLAMA, vocab_size: 1024, ...overrides };
+  const tensors = tinyTensors(cfg);
+  const plainDir = withByteTokenizer(writeTinyCheckpoint(cfg, tensors));
+  for (let l = 0; l < cfg.num_hidden_layers; l++) {
+    for (const [m, f] of [['q_proj', 1 / 4], ['k_proj', 4], ['v_proj', 64], ['o_proj', 1 / 64]] as const) {
+      const name = `model.layers.${l}.self_attn.${m}.weight`;
+      const t = new Float32Array(tensors[name].bytes.slice().buffer);
+      tensors[name] = f32Tensor(tensors[name].shape, (i) => t[i] * f);
+    }
+    tensors[`model.layers.${l}.self_attn.k_scale`] = f32Tensor([], () => 4);
+    tensors[`model.layers.${l}.self_attn.v_scale`] = f32Tensor([], () => 64);
+  }
+  return { cfg, plainDir, scaledDir: withByteTokenizer(writeTinyCheckpoint(cfg, tensors)) };
 }

@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
 // sum could lose precision). Every faster backend is tested against it.
 
-import { checkSamplingRows, KV_DTYPE_BYTES, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
+import { checkSamplingRows, KV_DTYPE_BYTES, kvScalesOf, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { bf16ToF32, f32ToBf16, toFloat32 } from '../../model/load/dtype.js';
 import { E4M3_VALUES, encodeE4m3 } from '../../quant/fp8-e4m3.js';
@@ -71,20 +71,25 @@ const BF16_VALUES = (() => {
   return t;
 })();
 
-/** Store n values of `src` (from `from`) into a KV store at `to`, rounding to its element type. */
-function storeKv(dst: KvStore, to: number, src: Float32Array, from: number, n: number): void {
+/** Store n values of `src` (from `from`) into a KV store at `to`, rounding to its element type (fp8: of x / scale). */
+function storeKv(dst: KvStore, to: number, src: Float32Array, from: number, n: number, scale: number): void {
   if (dst instanceof Float32Array) dst.set(src.subarray(from, from + n), to);
   else if (dst instanceof Uint16Array) for (let i = 0; i < n; i++) dst[to + i] = f32ToBf16(src[from + i]);
-  else for (let i = 0; i < n; i++) dst[to + i] = encodeE4m3(src[from + i]);
+  else if (scale === 1) for (let i = 0; i < n; i++) dst[to + i] = encodeE4m3(src[from + i]);
+  else for (let i = 0; i < n; i++) dst[to + i] = encodeE4m3(Math.fround(src[from + i] / scale));
 }
 
-/** Rows (headDim values at `off` within each slot's row) of a KV store, as float32, into `out` one after another. */
-function gatherKv(store: KvStore, slots: Int32Array, n: number, rowWidth: number, off: number, headDim: number, out: Float32Array): void {
+/**
+ * Rows (headDim values at `off` within each slot's row) of a KV store, as float32, into `out` one
+ * after another (fp8: code · scale, rounded to float32).
+ */
+function gatherKv(store: KvStore, slots: Int32Array, n: number, rowWidth: number, off: number, headDim: number, out: Float32Array, scale: number): void {
   const values = store instanceof Uint16Array ? BF16_VALUES : E4M3_VALUES;
   for (let j = 0; j < n; j++) {
     const at = slots[j] * rowWidth + off;
     if (store instanceof Float32Array) out.set(store.subarray(at, at + headDim), j * headDim);
-    else for (let d = 0; d < headDim; d++) out[j * headDim + d] = values[store[at + d]];
+    else if (scale === 1) for (let d = 0; d < headDim; d++) out[j * headDim + d] = values[store[at + d]];
+    else for (let d = 0; d < headDim; d++) out[j * headDim + d] = Math.fround(values[store[at + d]] * scale);
   }
 }
 
@@ -293,9 +298,10 @@ export class CpuBackend implements Backend {
     const width = c.spec.numKvHeads * c.spec.headDim;
     const ks = t(k).data;
     const vs = t(v).data;
+    const scales = kvScalesOf(c.spec, c.dtype, layer);
     for (let i = 0; i < slots.length; i++) {
-      storeKv(c.k[layer], slots[i] * width, ks, i * width, width);
-      storeKv(c.v[layer], slots[i] * width, vs, i * width, width);
+      storeKv(c.k[layer], slots[i] * width, ks, i * width, width, scales.k);
+      storeKv(c.v[layer], slots[i] * width, vs, i * width, width, scales.v);
     }
   }
 
@@ -306,6 +312,7 @@ export class CpuBackend implements Backend {
     const numHeads = t(q).cols / headDim;
     const group = numHeads / numKvHeads;
     const kvWidth = numKvHeads * headDim;
+    const scales = kvScalesOf(c.spec, c.dtype, layer);
     const out = new Float32Array(qs.length);
     const maxLen = batch.maxBlocksPerSeq * blockSize;
     const scores = new Float64Array(maxLen);
@@ -324,8 +331,8 @@ export class CpuBackend implements Backend {
         slotOf[j] = block * blockSize + (p % blockSize);
       }
       for (let kvh = 0; kvh < numKvHeads; kvh++) {
-        gatherKv(c.k[layer], slotOf, n, kvWidth, kvh * headDim, headDim, K);
-        gatherKv(c.v[layer], slotOf, n, kvWidth, kvh * headDim, headDim, V);
+        gatherKv(c.k[layer], slotOf, n, kvWidth, kvh * headDim, headDim, K, scales.k);
+        gatherKv(c.v[layer], slotOf, n, kvWidth, kvh * headDim, headDim, V, scales.v);
         for (let h = kvh * group; h < (kvh + 1) * group; h++) {
           const qOff = tok * numHeads * headDim + h * headDim;
           let max = -Infinity;

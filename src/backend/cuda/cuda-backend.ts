@@ -3,7 +3,7 @@
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
 import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
-import { KV_DTYPE_BYTES, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
+import { KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
@@ -210,7 +210,10 @@ interface AttentionLaunch {
   numKvHeads: number;
   headDim: number;
   blockSize: number;
+  /** The softmax scale, times the cache's K scale (FP8 with calibrated scales). */
   scale: number;
+  /** The cache's V scale: multiplies the output (1 but for FP8 with calibrated scales). */
+  vScale: number;
   window: number;
 }
 
@@ -904,8 +907,9 @@ export class CudaBackend implements Backend {
     if (slots.length === 0) return;
     const qHeads = qt.cols / headDim;
     const items = qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
-    this.launch(c.module('rope-kv.cu'), 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiii', [
-      qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half,
+    const scales = kvScalesOf(c.spec, c.dtype, layer);
+    this.launch(c.module('rope-kv.cu'), 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiiiff', [
+      qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
     ]);
   }
 
@@ -1015,7 +1019,8 @@ export class CudaBackend implements Backend {
     const vt = v as CudaTensor;
     const { off, slotsPtr } = this.kvTarget('writeKv', c, layer, kt, vt, slots);
     if (slots.length === 0) return;
-    this.launch(c.module('kv-cache.cu'), 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppi', [c.k + off, c.v + off, kt.ptr, vt.ptr, slotsPtr, width]);
+    const scales = kvScalesOf(c.spec, c.dtype, layer);
+    this.launch(c.module('kv-cache.cu'), 'write_kv', [slots.length, 1, 1], rowThreads(width), 'pppppiff', [c.k + off, c.v + off, kt.ptr, vt.ptr, slotsPtr, width, scales.k, scales.v]);
   }
 
   /**
@@ -1053,13 +1058,15 @@ export class CudaBackend implements Backend {
     const tiled = headDim === 64 || headDim === 128;
     const kernel = this.attentionKernel !== 'auto' ? this.attentionKernel : !tiled ? 'paged' : plan.longestRun >= PREFILL_MIN_RUN ? 'prefill' : 'decode';
     if (kernel !== 'paged' && !tiled) throw new CudaError(`attention: the ${kernel} kernel needs head_dim 64 or 128, not ${headDim}`);
-    const a: AttentionLaunch = { cache: c, q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale, window };
+    // An FP8 cache's calibrated scales: K's folds into the softmax scale, V's multiplies the output.
+    const kvScales = kvScalesOf(c.spec, c.dtype, layer);
+    const a: AttentionLaunch = { cache: c, q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale: scale * kvScales.k, vScale: kvScales.v, window };
     if (kernel === 'paged') {
       const positions = this.uploads.get('positions', batch.positions);
       const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
-      this.launch(c.module('attention.cu'), 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifi', [
+      this.launch(c.module('attention.cu'), 'paged_attention', [batch.numTokens, numHeads, 1], ATTN_THREADS, 'pppppppiiiiifif', [
         qt.ptr, kc, vc, out.ptr, positions, seqIndex, tables,
-        batch.maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+        batch.maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, a.scale, window, a.vScale,
       ]);
     } else if (kernel === 'decode') {
       this.decodeAttention(a, undefined, undefined);
@@ -1086,8 +1093,8 @@ export class CudaBackend implements Backend {
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
-    this.launch(a.cache.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifi', [
-      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window,
+    this.launch(a.cache.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
+      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale,
     ]);
   }
 
@@ -1120,9 +1127,9 @@ export class CudaBackend implements Backend {
     const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
     const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
     try {
-      this.launch(a.cache.module('attention-decode.cu'), `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifii', [
+      this.launch(a.cache.module('attention-decode.cu'), `decode_attention_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifiif', [
         a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
-        a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk,
+        a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk, a.vScale,
       ]);
     } finally {
       if (scratch) this.pool.release(scratch);

@@ -91,11 +91,10 @@ export class DraftModelProposer implements Proposer {
     readonly draft: LlamaModel,
     options: DraftModelProposerOptions = {},
   ) {
-    const c = draft.config;
     const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
     const numBlocks = Math.ceil((options.kvCacheTokens ?? 16384) / blockSize);
     this.pool = new KvBlockPool(numBlocks, blockSize);
-    this.kv = draft.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+    this.kv = draft.backend.allocKvCache(draft.kvCacheSpec(numBlocks, blockSize));
   }
 
   propose(inputs: ProposeInput[]): Proposal[] {

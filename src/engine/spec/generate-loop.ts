@@ -59,7 +59,7 @@ export function generateWithSpeculation(model: LlamaModel, requests: readonly Lo
   const tokensNeeded = requests.reduce((a, r) => a + Math.ceil((r.promptIds.length + r.params.maxTokens + k + 1) / blockSize) * blockSize, 0);
   const numBlocks = Math.ceil(tokensNeeded / blockSize) + 1;
   const pool = new KvBlockPool(numBlocks, blockSize);
-  const kv = model.backend.allocKvCache({ numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim });
+  const kv = model.backend.allocKvCache(model.kvCacheSpec(numBlocks, blockSize));
   // Without a proposer k is 0: the proposer is never asked, and each step is a plain decode step.
   const decoder = new SpeculativeDecoder({ model, kv }, options.proposer ?? new NgramProposer(1, 1), {
     numSpeculativeTokens: k,

@@ -112,7 +112,8 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
                                                  float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
                                                  int* __restrict__ counters, const int* __restrict__ tokens, const int* __restrict__ positions,
                                                  const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq,
-                                                 int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {
+                                                 int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk,
+                                                 float vScale) {
   constexpr int E = D / 32;             // dims per lane
   constexpr int U = DEC_U;              // positions per warp iteration
   constexpr int N = U * GB;             // scores per iteration (8..64)
@@ -292,7 +293,7 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
       o += s_acc[w][g][d] * f;
     }
     if (nsplit == 1) {
-      out[((u64)tok * numHeads + h0 + g) * D + d] = o / L;
+      out[((u64)tok * numHeads + h0 + g) * D + d] = o / L * vScale;
     } else {
       const u64 part = part0 + (u64)g * gridDim.z + split;
       partOut[part * D + d] = o / L;
@@ -359,7 +360,7 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
         if (s0 + j < nsplit) o += s_w[g][s0 + j] * v[j];
       }
     }
-    out[((u64)tok * numHeads + h0 + g) * D + d] = o / s_m[0][g];
+    out[((u64)tok * numHeads + h0 + g) * D + d] = o / s_m[0][g] * vScale;
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
 }
@@ -369,9 +370,9 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
       const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,              \
       float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
       const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
-      int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk) {                                     \
+      int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk, float vScale) {                       \
     decode_attention<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex, maxBlocksPerSeq,  \
-                            blockSize, numHeads, numKvHeads, scale, window, forcedChunk);                                          \
+                            blockSize, numHeads, numKvHeads, scale, window, forcedChunk, vScale);                                          \
   }
 
 DECODE_KERNEL(64, 1)

@@ -89,7 +89,8 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int D, int WARPS>
 __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
-                                                  int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window) {
+                                                  int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window,
+                                                  float vScale) {
   constexpr int THREADS = WARPS * 32;
   constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
@@ -369,13 +370,13 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   // A real row always sees its own position, so l > 0 there.
   if (row0 < count) {
-    const float inv = 1.f / l0;
+    const float inv = vScale / l0;
     float* op = out + ((u64)(tok0 + row0) * numHeads + h) * D + 2 * t;
 #pragma unroll
     for (int j = 0; j < NT; j++) *reinterpret_cast<float2*>(op + 8 * j) = float2{o[j][0] * inv, o[j][1] * inv};
   }
   if (row1 < count) {
-    const float inv = 1.f / l1;
+    const float inv = vScale / l1;
     float* op = out + ((u64)(tok0 + row1) * numHeads + h) * D + 2 * t;
 #pragma unroll
     for (int j = 0; j < NT; j++) *reinterpret_cast<float2*>(op + 8 * j) = float2{o[j][2] * inv, o[j][3] * inv};
@@ -386,9 +387,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   extern "C" __global__ void __launch_bounds__(WARPS * 32, PF_MIN_BLOCKS(WARPS)) prefill_attention_d##D##_w##WARPS(     \
       const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,   \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
-      int numHeads, int numKvHeads, float scale, int window) {                                                          \
+      int numHeads, int numKvHeads, float scale, int window, float vScale) {                                            \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
-                                scale, window);                                                                         \
+                                scale, window, vScale);                                                                         \
   }
 
 PREFILL_KERNEL(64, 4)

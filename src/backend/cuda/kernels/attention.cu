@@ -10,7 +10,7 @@
 extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
     const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,
     const int* __restrict__ positions, const int* __restrict__ seqIndex, const int* __restrict__ blockTables,
-    int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim, float scale, int window) {
+    int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim, float scale, int window, float vScale) {
   __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
   __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_D * 32];
   const int tok = blockIdx.x, h = blockIdx.y;
@@ -73,6 +73,6 @@ extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) paged_attention(
     float o = 0.f;
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; w++) o += s_acc[w][d] * f[w];
-    op[d] = o / L;
+    op[d] = o / L * vScale;
   }
 }

@@ -49,6 +49,9 @@ __device__ __forceinline__ kv_t f32_to_kv(float x) {
   else code = (m - (120u << 23) + 0x7ffffu + ((m >> 20) & 1u)) >> 20;       // ties to even via the kept bit
   return (kv_t)(sign | code);
 }
+// x stored with the cache's scale: FP8 keeps e4m3(x / scale) (the calibrated k_scale / v_scale of a
+// quantized checkpoint, 1 without them); the other types ignore it.
+__device__ __forceinline__ kv_t f32_to_kv_scaled(float x, float scale) { return f32_to_kv(__fdiv_rn(x, scale)); }
 #elif defined(KV_BF16)
 typedef u16 kv_t;
 __device__ __forceinline__ float kv_to_f32(kv_t x) { return bf16_to_f32(x); }
@@ -57,10 +60,12 @@ __device__ __forceinline__ kv_t f32_to_kv(float x) {
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
   return r;
 }
+__device__ __forceinline__ kv_t f32_to_kv_scaled(float x, float) { return f32_to_kv(x); }
 #else
 typedef float kv_t;
 __device__ __forceinline__ float kv_to_f32(kv_t x) { return x; }
 __device__ __forceinline__ kv_t f32_to_kv(float x) { return x; }
+__device__ __forceinline__ kv_t f32_to_kv_scaled(float x, float) { return f32_to_kv(x); }
 #endif
 
 // Weight storage types: each loads one element, or 16 bytes at once (V elements), as float32.

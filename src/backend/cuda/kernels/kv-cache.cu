@@ -3,13 +3,13 @@
 // all layers in one allocation each.
 #include "common.cuh"
 
-// Token blockIdx.x's k and v rows ([T, width]) into its slot.
+// Token blockIdx.x's k and v rows ([T, width]) into its slot (FP8: divided by the layer's scales).
 extern "C" __global__ void write_kv(kv_t* __restrict__ kc, kv_t* __restrict__ vc, const float* __restrict__ k,
-                                    const float* __restrict__ v, const int* __restrict__ slots, int width) {
+                                    const float* __restrict__ v, const int* __restrict__ slots, int width, float kScale, float vScale) {
   const u64 dst = (u64)slots[blockIdx.x] * width, src = (u64)blockIdx.x * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
-    kc[dst + i] = f32_to_kv(k[src + i]);
-    vc[dst + i] = f32_to_kv(v[src + i]);
+    kc[dst + i] = f32_to_kv_scaled(k[src + i], kScale);
+    vc[dst + i] = f32_to_kv_scaled(v[src + i], vScale);
   }
 }
 

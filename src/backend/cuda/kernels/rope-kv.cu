@@ -32,7 +32,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(float* __restric
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(
     float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ cosv,
     const float* __restrict__ sinv, kv_t* __restrict__ kc, kv_t* __restrict__ vc, const int* __restrict__ slots,
-    int qHeads, int kvHeads, int headDim, int half) {
+    int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale) {
   const int t = blockIdx.x;
   int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   const float* cs = cosv + t * half;
@@ -52,19 +52,19 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(
     const int h = j / half, i = j - h * half;
     float* p = k + src + h * headDim;
     rope_pair(p + i, p + i + half, cs[i], sn[i]);
-    kc[dst + h * headDim + i] = f32_to_kv(p[i]);
-    kc[dst + h * headDim + i + half] = f32_to_kv(p[i + half]);
+    kc[dst + h * headDim + i] = f32_to_kv_scaled(p[i], kScale);
+    kc[dst + h * headDim + i + half] = f32_to_kv_scaled(p[i + half], kScale);
     return;
   }
   j -= kPairs;
   if (j < width) {
-    vc[dst + j] = f32_to_kv(v[src + j]);
+    vc[dst + j] = f32_to_kv_scaled(v[src + j], vScale);
     return;
   }
   j -= width;
   const int tail = headDim - 2 * half;
   if (j < kvHeads * tail) {
     const int h = j / tail, d = h * headDim + 2 * half + (j - h * tail);
-    kc[dst + d] = f32_to_kv(k[src + d]);
+    kc[dst + d] = f32_to_kv_scaled(k[src + d], kScale);
   }
 }
