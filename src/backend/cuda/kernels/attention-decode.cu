@@ -107,6 +107,28 @@ __device__ __forceinline__ void load_row(float* x, const kv_t* p, bool ok) {
 #endif
 }
 
+// out = Σ_s w_s · partial_s / W (· vScale) for each of the block's nh heads × D dims, splits in order,
+// MB splits' loads in flight at a time. w: the split weights per head (shared memory), W their sums.
+template <int MB, int D>
+__device__ __forceinline__ void merge_partials(float* __restrict__ out, const float* __restrict__ partOut, u64 part0, int nsplit, int nh,
+                                               const float (*w)[DEC_MAX_SPLITS], const float* W, float vScale, int tok, int numHeads, int h0) {
+  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
+    const int g = i / D, d = i % D;
+    const float* po = partOut + (part0 + (u64)g * gridDim.z) * D + d;
+    float o = 0.f;
+    for (int s0 = 0; s0 < nsplit; s0 += MB) {
+      float v[MB];
+#pragma unroll
+      for (int j = 0; j < MB; j++) v[j] = load_cg(po + (u64)min(s0 + j, nsplit - 1) * D);
+#pragma unroll
+      for (int j = 0; j < MB; j++) {
+        if (s0 + j < nsplit) o += w[g][s0 + j] * v[j];
+      }
+    }
+    out[((u64)tok * numHeads + h0 + g) * D + d] = o / W[g] * vScale;
+  }
+}
+
 template <int D, int GB>
 __device__ __forceinline__ void decode_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                  float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
@@ -154,7 +176,11 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   // prologue costs one memory latency, not one per q element a thread stages.
   constexpr int QN = (GB * D + DEC_WARPS * 32 - 1) / (DEC_WARPS * 32);  // q floats per thread
   static_assert(DEC_TABLE == DEC_WARPS * 32, "one staged block-table entry per thread");
-  const int blk0 = lo / blockSize, nblk = (hi - 1) / blockSize - blk0 + 1;
+  // Block sizes are powers of two in practice (16 by default): shifts, not integer divisions (~20
+  // instructions each, 8 a warp iteration on the latency path of a short context).
+  const int blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+  const int blk0 = blockShift >= 0 ? lo >> blockShift : lo / blockSize;
+  const int nblk = (blockShift >= 0 ? (hi - 1) >> blockShift : (hi - 1) / blockSize) - blk0 + 1;
   const bool staged = nblk <= DEC_TABLE;
   const int tblEntry = staged && threadIdx.x < nblk ? table[blk0 + threadIdx.x] : 0;
   float qv[QN];
@@ -188,10 +214,18 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
     // All of the iteration's loads first, K then V (positions past the chunk read nothing and give 0).
     float kk[U][E], vv[U][E];
     int slot[U];
+    if (blockShift >= 0) {
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int p = min(base + u, hi - 1);
-      slot[u] = blk[p / blockSize - blk0] * blockSize + p % blockSize;
+      for (int u = 0; u < U; u++) {
+        const int p = min(base + u, hi - 1);
+        slot[u] = (blk[(p >> blockShift) - blk0] << blockShift) + (p & (blockSize - 1));
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int p = min(base + u, hi - 1);
+        slot[u] = blk[p / blockSize - blk0] * blockSize + p % blockSize;
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; u++) load_row<E>(kk[u], kc + (u64)slot[u] * kvWidth + kvh * D + lane * E, base + u < hi);
@@ -331,37 +365,28 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
     }
   }
   __syncthreads();
-  // Weights l_s · exp(m_s − max) in split order, from shared memory.
-  if (threadIdx.x < nh) {
-    const int g = threadIdx.x;
+  // Weights l_s · exp(m_s − max): a warp per head, a lane per split (and split + 32, ...); the max
+  // and the sum W over a fixed shuffle tree (the same for every token with this many splits).
+  for (int g = warp; g < nh; g += DEC_WARPS) {
     float M = NEG_INF;
-    for (int s = 0; s < nsplit; s++) M = fmaxf(M, s_pm[g][s]);
+    for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, s_pm[g][s]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
     float W = 0.f;
-    for (int s = 0; s < nsplit; s++) {
+    for (int s = lane; s < nsplit; s += 32) {
       const float w = s_w[g][s] * expf(s_pm[g][s] - M);
       s_w[g][s] = w;
       W += w;
     }
-    s_m[0][g] = W;
+    W = warp_sum(W);
+    if (lane == 0) s_m[0][g] = W;
   }
   __syncthreads();
-  // The partial outputs, MB splits' loads in flight at a time, summed in split order.
-  constexpr int MB = 16;
-  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
-    const int g = i / D, d = i % D;
-    const float* po = partOut + (part0 + (u64)g * gridDim.z) * D + d;
-    float o = 0.f;
-    for (int s0 = 0; s0 < nsplit; s0 += MB) {
-      float v[MB];
-#pragma unroll
-      for (int j = 0; j < MB; j++) v[j] = load_cg(po + (u64)min(s0 + j, nsplit - 1) * D);
-#pragma unroll
-      for (int j = 0; j < MB; j++) {
-        if (s0 + j < nsplit) o += s_w[g][s0 + j] * v[j];
-      }
-    }
-    out[((u64)tok * numHeads + h0 + g) * D + d] = o / s_m[0][g] * vScale;
-  }
+  // The partial outputs, summed in split order with as many loads in flight as there are splits (up
+  // to 16 at a time): a short context's few splits do not wait on 16 loads.
+  if (nsplit <= 4) merge_partials<4, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
+  else if (nsplit <= 8) merge_partials<8, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
+  else merge_partials<16, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
 }
 
