@@ -120,9 +120,15 @@ describe('fp8/int8/nvfp4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaQ8
     }
   });
 
-  it('QuantizedWeights: weights on the mma GEMV leave the fused q/k/v and gate/up kernels; int4 keeps its own setting', () => {
-    // takesMma and fusedFormat read only the weights' descriptions: no device is touched (the context throws if used).
-    const noDevice = new Proxy({}, { get: () => { throw new Error('no device in this test'); } }) as QuantDeviceContext;
+  it('QuantizedWeights: weights on the mma GEMV take its fused kernels where the plans fit (q/k/v at one m-tile a block, gate/up at two); int4 keeps its own setting', () => {
+    // takesMma and fusedFormat read only the weights' descriptions and the SM count: no device is
+    // touched (the context throws if anything else is used).
+    const noDevice = new Proxy({}, {
+      get: (_, prop) => {
+        if (prop === 'driver') return { device: { multiprocessors: 132 } };
+        throw new Error('no device in this test');
+      },
+    }) as QuantDeviceContext;
     const quant = new QuantizedWeights(noDevice);
     const fp8 = (rows: number, cols: number, nan = false) => new CudaFp8Weight(rows, cols, 1, 2, rows * cols, nan);
     const int8 = (rows: number, cols: number) => new CudaInt8Weight(rows, cols, 1, 2, rows * cols);
@@ -142,9 +148,14 @@ describe('fp8/int8/nvfp4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaQ8
       assert.equal(quant.takesMma(int8(64, 100), T), false, 'K % 16 ≠ 0: the exact kernel');
       assert.equal(quant.takesMma(int4(64, 512), T), false, "int4 follows decodeGemv ('fma' here)");
     }
-    assert.equal(quant.fusedFormat([fp8(256, 512), fp8(64, 512)], 512), undefined);
-    assert.equal(quant.fusedFormat([int8(256, 512), int8(64, 512)], 512), undefined);
-    assert.equal(quant.fusedFormat([nvfp4(96, 512), nvfp4(96, 512)], 512), undefined);
+    assert.equal(quant.fusedFormat([fp8(256, 512), fp8(64, 512)], 512), 'fp8');
+    assert.equal(quant.fusedFormat([int8(256, 512), int8(64, 512), int8(64, 512)], 512), 'int8');
+    assert.equal(quant.fusedFormat([nvfp4(96, 512), nvfp4(96, 512)], 512), 'nvfp4');
+    assert.equal(quant.fusedFormat([fp8(64, 512), int8(64, 512)], 512), undefined, 'two formats');
+    assert.equal(quant.fusedFormat([fp8(9000, 512), fp8(64, 512)], 512), undefined, 'q planned at two m-tiles a block: apart');
+    assert.equal(quant.fusedFormat([fp8(14336, 4096), fp8(14336, 4096)], 4096, 'silu'), 'fp8');
+    assert.equal(quant.fusedFormat([nvfp4(14336, 4096), nvfp4(14336, 4096)], 4096, 'silu'), 'nvfp4');
+    assert.equal(quant.fusedFormat([fp8(200, 512), fp8(200, 512)], 512, 'silu'), undefined, 'one m-tile a block: gate and up apart');
     assert.equal(quant.fusedFormat([int4(96, 512), int4(96, 512)], 512), 'int4');
     assert.equal(quant.fusedFormat([fp8(64, 512, true), fp8(64, 512, true)], 512), undefined, 'NaN codes: the exact kernel has no fused form either');
     quant.q8DecodeGemv = 'auto';
@@ -308,27 +319,43 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
     }
   });
 
-  it('linearMany and linearSiluMul on mma: the separate mma linears (and silu_mul), bitwise; no FMA GEMV', async () => {
-    const K = 512;
+  it('linearMany and linearSiluMul on mma: one fused launch where the plans allow, bitwise the separate mma linears (and silu_mul); no FMA GEMV', async () => {
+    // Gate/up fuse where the single kernel plans two m-tiles a block (⌈N / 32⌉ ≥ 2 · SMs): N = 64 · SMs.
+    const tall = 64 * be().device.multiprocessors;
     for (const v of VARIANTS) {
-      const ws = [load(quantize(v, 96, K)), load(quantize(v, 32, K)), load(quantize(v, 32, K))];
-      const biases = [vec(96), undefined, vec(32)];
-      const gate = load(quantize(v, 200, K));
-      const up = load(quantize(v, 200, K));
-      for (const T of [1, 5, 8]) {
-        const x = uniform(T * K);
-        await fresh();
-        const names = withSetting('mma', () =>
-          launchesOf(be(), () => {
-            const many = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y));
-            const sep = ws.map((w, i) => gpuLinear(x, T, w.g, biases[i]?.g));
-            many.forEach((y, i) => assertBitwise(y, sep[i], `${v} T ${T} linearMany output ${i}`));
-            const silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g));
-            const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g), be().linear(be().fromHost(x, [T, K]), up.g)));
-            assertBitwise(silu, ref, `${v} T ${T} linearSiluMul`);
-          }),
-        );
-        assert.ok(!names.some((n) => n.startsWith('qgemv')), `${v} T ${T}: no FMA GEMV launch: ${names.join(', ')}`);
+      const format = v.startsWith('fp8') ? 'fp8' : v;
+      for (const K of [512, 4096]) {
+        // K 4096: the 32- and 40-row matrices split K over blocks.
+        const ws = [load(quantize(v, 96, K)), load(quantize(v, 32, K)), load(quantize(v, 40, K))];
+        const biases = [vec(96), undefined, vec(40)];
+        const pairs = K === 512 ? [[load(quantize(v, 200, K)), load(quantize(v, 200, K))], [load(quantize(v, tall, K)), load(quantize(v, tall, K))]] : [];
+        const bg = vec(tall);
+        for (const T of [1, 5, 8]) {
+          const what = `${v} K ${K} × ${T}`;
+          const x = uniform(T * K);
+          await fresh();
+          const names = withSetting('mma', () => {
+            const many = launchesOf(be(), () => {
+              const ys = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y));
+              const sep = ws.map((w, i) => gpuLinear(x, T, w.g, biases[i]?.g));
+              ys.forEach((y, i) => assertBitwise(y, sep[i], `${what} linearMany output ${i}`));
+            });
+            assert.equal(many.filter((n) => n === `gemv_mma_${format}many`).length, 1, `${what}: linearMany launches ${many.join(', ')}`);
+            const silus = pairs.map(([gate, up]) => {
+              const N = gate.q.rows;
+              const b = N === tall ? bg.g : undefined;
+              let silu: Float32Array = new Float32Array();
+              const launched = launchesOf(be(), () => (silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g, b))));
+              const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g, b), be().linear(be().fromHost(x, [T, K]), up.g)));
+              assertBitwise(silu, ref, `${what} linearSiluMul [${N}, ${K}]`);
+              const fused = launched.filter((n) => n === `gemv_mma_${format}silu`).length;
+              assert.equal(fused, N === tall ? 1 : 0, `${what} [${N}, ${K}]: ${launched.join(', ')}`);
+              return launched;
+            });
+            return [...many, ...silus.flat()];
+          });
+          assert.ok(!names.some((n) => n.startsWith('qgemv')), `${what}: no FMA GEMV launch: ${names.join(', ')}`);
+        }
       }
     }
   });
@@ -361,7 +388,9 @@ describe('the default model with --quantization fp8 / w8a16 / nvfp4 on the mma G
           } finally {
             be.quantized.q8DecodeGemv = 'fma';
           }
-          assert.ok(names.filter((n) => n.startsWith(`gemv_mma_${format}_r`)).length >= 7 * c.numLayers, `the ${format} linears on mma: ${[...new Set(names)].join(', ')}`);
+          // A layer: q/k/v in one launch, o, gate, up and down (gate/up fuse only where two m-tiles a block are planned: taller models).
+          assert.equal(names.filter((n) => n === `gemv_mma_${format}many`).length, c.numLayers, `q/k/v fused on mma: ${[...new Set(names)].join(', ')}`);
+          assert.ok(names.filter((n) => n.startsWith(`gemv_mma_${format}_r`)).length >= 4 * c.numLayers, `the ${format} linears on mma: ${[...new Set(names)].join(', ')}`);
           assert.ok(!names.some((n) => n.startsWith('qgemv')), `no FMA ${format} GEMV: ${[...new Set(names)].join(', ')}`);
           // Every quantized linear rounds its input to bf16 (2⁻⁹ each, 7 a layer).
           assertClose(mmaLogits, fma, 3e-2, `${method} prompt ${p}: logits on the mma GEMV vs FMA`);

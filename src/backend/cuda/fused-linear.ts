@@ -109,16 +109,16 @@ const quantOf = (be: CudaBackend) => be.quantized;
  * weight quantized alike (QuantizedWeights.fusedFormat). They run for every token count: the v2
  * kernels' results do not depend on it, and fused they read the same bytes in fewer launches.
  */
-function quantFusable(be: CudaBackend, x: Tensor, weights: readonly Weight[]): QuantGemvFormat | undefined {
+function quantFusable(be: CudaBackend, x: Tensor, weights: readonly Weight[], op: 'many' | 'silu'): QuantGemvFormat | undefined {
   const t = x as CudaTensor;
   if (!be.fusedLinears || t.rows < 1 || t.rows > GEMV_MAX_TOKENS || t.shape.length !== 2) return undefined;
-  return quantOf(be).fusedFormat(weights, t.cols);
+  return quantOf(be).fusedFormat(weights, t.cols, op);
 }
 
 /** linear(x, weights[i], biases?.[i]) for every i; matrices three to a launch where the kernels apply. */
 export function fusedLinearMany(be: CudaBackend, x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[], requested: FusedGemvVariant | 'auto' = be.fusedGemv): Tensor[] {
   if (biases && biases.length > weights.length) throw new RangeError(`linearMany: ${biases.length} biases for ${weights.length} weights`);
-  const format = quantFusable(be, x, weights);
+  const format = quantFusable(be, x, weights, 'many');
   if (format) {
     const src = x as CudaTensor;
     const outs = weights.map((w) => new CudaTensor(be.pool, [src.rows, w.shape[0]]));
@@ -156,7 +156,7 @@ export function fusedLinearMany(be: CudaBackend, x: Tensor, weights: readonly We
 
 /** siluMul(linear(x, gate, gateBias), linear(x, up, upBias)), one pass over gate and up where the kernels apply. */
 export function fusedLinearSiluMul(be: CudaBackend, x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight, requested: FusedGemvVariant | 'auto' = be.fusedGemv): Tensor {
-  const format = quantFusable(be, x, [gate, up]);
+  const format = quantFusable(be, x, [gate, up], 'silu');
   if (format && gate.shape[0] === up.shape[0]) {
     const src = x as CudaTensor;
     const N = gate.shape[0];

@@ -114,7 +114,7 @@ export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: num
   if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
   const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
   const kernel = `gemv_mma_${w.format}_r${p.rows}`;
-  const part = p.splits > 1 ? l.scratch(p.splits * T * N) : undefined;
+  const part = p.splits > 1 ? l.scratch(partFloats(p, T)) : undefined;
   const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
   const grid: [number, number, number] = [p.tiles, p.splits, 1];
   const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
@@ -125,4 +125,69 @@ export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: num
     l.launch(kernel, grid, Q8_MMA_THREADS, 'pppppppiiii', [w.codes, scales, x, ...tail]);
   }
   part?.release();
+}
+
+/** Partial sums a matrix's blocks write: [tiles][S][m-tiles a block][16 rows][T] floats (none where S = 1). */
+const partFloats = (p: { rows: number; splits: number; tiles: number }, T: number) => (p.splits > 1 ? p.tiles * p.splits * p.rows * 16 * T : 0);
+
+/** A weight's pointers and scales as the fused kernels take them (fp8/int8: codes, row scales; nvfp4: codes, block scales, global scale). */
+function matrixArgs(w: Q8MmaWeight): number[] {
+  if (w.format === 'nvfp4') return [w.packed, w.blockScales, w.globalScale];
+  return [w.codes, w.format === 'fp8' ? w.rowScales : w.scales];
+}
+
+/**
+ * Whether the fused mma kernels can take these weights as `op`: one format, one K, each taken by the
+ * mma GEMV; q/k/v ('many', at most 3) each planned at one m-tile a block, gate and up ('silu') of one
+ * shape planned at two — the plans the fused kernels share with the single one, so their outputs are
+ * bitwise its. Pure.
+ */
+export function q8MmaFusable(ws: readonly Q8MmaWeight[], op: 'many' | 'silu', multiprocessors: number): boolean {
+  if (ws.length === 0 || (op === 'many' && ws.length > 3) || (op === 'silu' && ws.length !== 2)) return false;
+  const [N0, K] = ws[0].shape;
+  if (!ws.every((w) => w.format === ws[0].format && w.shape[1] === K && q8MmaRefusal(w, 1) === undefined)) return false;
+  if (op === 'silu') return ws[1].shape[0] === N0 && q8MmaPlan(ws[0].format, N0, K, multiprocessors).rows === 2;
+  return ws.every((w) => q8MmaPlan(w.format, w.shape[0], K, multiprocessors).rows === 1);
+}
+
+/**
+ * y_i = x · W_iᵀ (+ bias_i) for up to 3 weights in one launch (q8MmaFusable(…, 'many')), each matrix's
+ * blocks as the single kernel's plan for it: every y_i bitwise q8MmaGemv's.
+ */
+export function q8MmaGemvMany(l: Q8MmaLauncher, ws: readonly Q8MmaWeight[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
+  if (!q8MmaFusable(ws, 'many', l.multiprocessors)) throw new RangeError(`mma gemvMany: these ${ws.length} weights cannot share a launch (q8MmaFusable)`);
+  const format = ws[0].format;
+  const K = ws[0].shape[1];
+  const plans = ws.map((w) => q8MmaPlan(format, w.shape[0], K, l.multiprocessors));
+  const blocks = plans.reduce((n, p) => n + p.tiles * p.splits, 0);
+  const split = plans.filter((p) => p.splits > 1);
+  const part = split.length > 0 ? l.scratch(split.reduce((n, p) => n + partFloats(p, T), 0)) : undefined;
+  const counters = split.length > 0 ? l.counters(split.reduce((n, p) => n + p.tiles, 0)) : 0;
+  const nvfp4 = format === 'nvfp4';
+  const args: number[] = nvfp4 ? [x, T, K, (ws[0] as CudaNvfp4Weight).wordsPerRow / 4, part?.ptr ?? 0, counters] : [x, T, K, part?.ptr ?? 0, counters];
+  for (let i = 0; i < 3; i++) {
+    const w = ws[i];
+    const absent = nvfp4 ? [0, 0, 1, 0, 0, 0, 1] : [0, 0, 0, 0, 0, 1];
+    args.push(...(w ? [...matrixArgs(w), biases[i], ys[i], w.shape[0], plans[i].splits] : absent));
+  }
+  const kinds = nvfp4 ? 'piiipp' + 'ppfppii'.repeat(3) : 'piipp' + 'ppppii'.repeat(3);
+  l.launch(`gemv_mma_${format}many`, [blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
+  part?.release();
+}
+
+/** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (q8MmaFusable([gate, up], 'silu')); bitwise two q8MmaGemv and silu_mul. */
+export function q8MmaGemvSiluMul(l: Q8MmaLauncher, gate: Q8MmaWeight, up: Q8MmaWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
+  if (!q8MmaFusable([gate, up], 'silu', l.multiprocessors)) throw new RangeError('mma gemvSiluMul: gate and up cannot share a launch (q8MmaFusable)');
+  const [N, K] = gate.shape;
+  // Two m-tiles a block in the single plan means as many tiles as SMs twice over: never split.
+  const tiles = Math.ceil(N / 16);
+  if (gate.format === 'nvfp4') {
+    l.launch('gemv_mma_nvfp4silu', [tiles, 1, 1], Q8_MMA_THREADS, 'piiiippi' + 'ppfp' + 'ppfp' + 'p', [
+      x, T, K, N, gate.wordsPerRow / 4, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,
+    ]);
+  } else {
+    l.launch(`gemv_mma_${gate.format}silu`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiippi' + 'ppp' + 'ppp' + 'p', [
+      x, T, K, N, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,
+    ]);
+  }
 }

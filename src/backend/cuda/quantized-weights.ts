@@ -27,7 +27,7 @@ import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/on
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
 import { INT4_MMA_FILE, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
-import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaGemv, type Q8DecodeGemv, type Q8MmaLauncher } from './gemv-mma-q8.js';
+import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaLauncher, type Q8MmaWeight } from './gemv-mma-q8.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
 export const TILE_COLS = 256;
@@ -595,17 +595,21 @@ export class QuantizedWeights {
    * The format whose fused kernels (gemvMany, gemvSiluMul) can take these weights for an input of K
    * columns, or undefined (run them one by one): the v2 kernels, one quantized format, all [*, K],
    * each on its fast kernel (fp8 and int8 with K % 16 = 0 and no NaN codes; int4 tiled without an
-   * act-order permutation — each weight would want x in its own column order — and with one grouping).
+   * act-order permutation — each weight would want x in its own column order — and with one grouping),
+   * or all on the mma GEMVs where their fused kernels take them as `op` (q/k/v: 'many'; gate and up: 'silu').
    */
-  fusedFormat(weights: readonly Weight[], K: number): QuantGemvFormat | undefined {
+  fusedFormat(weights: readonly Weight[], K: number, op: 'many' | 'silu' = 'many'): QuantGemvFormat | undefined {
     if (this.kernel !== 'v2' || weights.length === 0) return undefined;
     const first = weights[0];
     if (!isCudaQuantized(first)) return undefined;
-    // int4 weights on the mma GEMV have fused mma kernels (gemv-mma-int4.ts) when they agree on the
-    // kernel variant; fp8/int8/nvfp4 on theirs have none, so the separate linears (fused-linear.ts falls back).
+    // Weights on the mma GEMVs have fused mma kernels of their own (gemv-mma-int4.ts, gemv-mma-q8.ts)
+    // when all of them are on mma in one format and K; int4 also needs one kernel variant, fp8/int8/
+    // nvfp4 plans the fused kernel shares with the single one (q8MmaFusable).
     if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) {
-      const onInt4Mma = weights.every((w) => w instanceof CudaInt4Weight && this.takesMma(w, 1) && w.shape[1] === K);
-      return onInt4Mma && int4MmaFusable(weights.map((w) => (w as CudaInt4Weight).d)) ? 'int4' : undefined;
+      const onMma = weights.every((w) => isCudaQuantized(w) && this.takesMma(w, 1) && w.format === first.format && w.shape[1] === K);
+      if (!onMma) return undefined;
+      if (first instanceof CudaInt4Weight) return int4MmaFusable(weights.map((w) => (w as CudaInt4Weight).d)) ? 'int4' : undefined;
+      return q8MmaFusable(weights as readonly Q8MmaWeight[], op, this.ctx.driver.device.multiprocessors) ? (first.format as QuantGemvFormat) : undefined;
     }
     for (const w of weights) {
       if (!isCudaQuantized(w) || w.format !== first.format || w.shape[1] !== K) return undefined;
@@ -632,6 +636,10 @@ export class QuantizedWeights {
     if (ws.length < 1 || ws.length > 3) throw new RangeError(`quantized gemvMany: ${ws.length} weights, it takes 1 to 3`);
     if (format === 'int4' && this.takesMma(ws[0], T)) {
       int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
+      return;
+    }
+    if (format !== 'int4' && this.takesMma(ws[0], T)) {
+      q8MmaGemvMany(this.mmaLauncher(Q8_MMA_FILE), ws as readonly Q8MmaWeight[], x, T, biases, ys);
       return;
     }
     const K = ws[0].shape[1];
@@ -671,6 +679,10 @@ export class QuantizedWeights {
     if (up.shape[0] !== N || up.shape[1] !== K) throw new RangeError(`quantized gemvSiluMul: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] differ`);
     if (format === 'int4' && this.takesMma(gate, T)) {
       int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
+      return;
+    }
+    if (format !== 'int4' && this.takesMma(gate, T)) {
+      q8MmaGemvSiluMul(this.mmaLauncher(Q8_MMA_FILE), gate as Q8MmaWeight, up as Q8MmaWeight, bg, bu, x, T, y);
       return;
     }
     // A block takes R rows of gate, then the same R rows of up.

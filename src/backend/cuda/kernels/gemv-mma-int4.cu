@@ -217,66 +217,6 @@ __device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const i
   }
 }
 
-// The block's sums → outputs: the warps' fragments in warp order, then (S > 1) the S blocks of this
-// tile in split order, the last of them to finish (an atomic ticket, reset by that block) adding.
-// emit(m, t, s) gets the sums s[r] of row m of each m-tile for token t. part: this tile's
-// [S][R][16][T] float32 slots; counter: this tile's ticket.
-template <int R, class Emit>
-__device__ __forceinline__ void i4_finish(const float (&acc)[R][4], int T, int S, int split, float* __restrict__ part,
-                                          u32* __restrict__ counter, const Emit& emit) {
-  __shared__ float partial[MMA_WARPS][R][32][4];
-  __shared__ int lastBlock;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) partial[warp][r][lane][i] = acc[r][i];
-  __syncthreads();
-  // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
-  // 2·(m / 8) + t % 2.
-  const int o = threadIdx.x;
-  const int m = (o >> 3) & 15;
-  const int t = o & 7;
-  const bool mine = o < 128 && t < T;
-  float s[R];
-  if (mine) {
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      float v = partial[0][r][src][reg];
-#pragma unroll
-      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][r][src][reg];
-      s[r] = v;
-    }
-  }
-  if (S == 1) {
-    if (mine) emit(m, t, s);
-    return;
-  }
-  if (mine) {
-#pragma unroll
-    for (int r = 0; r < R; r++) part[((split * R + r) * 16 + m) * T + t] = s[r];
-  }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) lastBlock = atomicAdd(counter, 1u) == (u32)(S - 1);
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
-  if (mine) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      float v = ld_cg(part + (r * 16 + m) * T + t);
-      for (int sp = 1; sp < S; sp++) v += ld_cg(part + ((sp * R + r) * 16 + m) * T + t);
-      s[r] = v;
-    }
-    emit(m, t, s);
-  }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
-}
-
 // The split's tile range of a row: S ranges of ceil(tiles / S).
 __device__ __forceinline__ void i4_range(int loads, int S, int split, int& kt0, int& kt1) {
   const int tiles = loads >> 3;
@@ -320,9 +260,9 @@ __device__ __forceinline__ void i4_single(const I4Matrix& mt, int loads, int G, 
   const int row0[1] = {tile * 16};
   int kt0, kt1;
   i4_range(loads, S, split, kt0, kt1);
-  float acc[1][4];
-  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
-  i4_finish<1>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
+  float acc[1][1][4];
+  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit<1, 1>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
 }
 
 // gemv_mma_int4many[_zp][_g64]: up to 3 matrices (N = 0: absent), one m-tile a block: matrix i's
@@ -348,9 +288,9 @@ __device__ __forceinline__ void i4_many(const I4Matrix& m0, int S0, const I4Matr
   const int row0[1] = {tile * 16};
   int kt0, kt1;
   i4_range(loads, S, split, kt0, kt1);
-  float acc[1][4];
-  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
-  i4_finish<1>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, I4StoreRows{&mt, tile * 16});
+  float acc[1][1][4];
+  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit<1, 1>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, I4StoreRows{&mt, tile * 16});
 }
 
 // gemv_mma_int4silu_[zp][_g64]: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up
@@ -363,9 +303,9 @@ __device__ __forceinline__ void i4_silu(const I4Matrix& gate, const I4Matrix& up
   const int row0[2] = {tile * 16, tile * 16};
   int kt0, kt1;
   i4_range(loads, S, split, kt0, kt1);
-  float acc[2][4];
-  i4_rows<2, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc);
-  i4_finish<2>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});
+  float acc[1][2][4];
+  i4_rows<2, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit<2, 1>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});
 }
 
 #define I4_KERNELS(SUFFIX, ZP, G64)                                                                                                \

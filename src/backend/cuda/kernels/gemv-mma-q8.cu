@@ -1,8 +1,8 @@
 // Tensor-core GEMV for fp8 (E4M3), int8 (w8a16) and nvfp4 weights, 1..8 tokens:
 // y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. Chosen per matrix by
-// QuantizedWeights.q8DecodeGemv (gemv-mma-q8.ts); the FMA kernels of quant-linear.cu stay the
-// default. At 8 tokens those are bound by 8 float32 FMAs per weight element; here one
-// mma.sync.m16n8k16 (bf16 × bf16 → float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for
+// QuantizedWeights.q8DecodeGemv (gemv-mma-q8.ts; the default, but engines of one token a step keep
+// the FMA kernels of quant-linear.cu). At 8 tokens those are bound by 8 float32 FMAs per weight
+// element; here one mma.sync.m16n8k16 (bf16 × bf16 → float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for
 // bf16 weights (read its header for the fragment shapes: lane = 4g + q holds A rows g and g + 8 at
 // k-slots {2q, 2q+1, 2q+8, 2q+9}, B token g at the same k-slots, D rows g, g + 8 × tokens 2q, 2q+1).
 //
@@ -36,15 +36,21 @@
 //     bf16 192 + 2·value (0x43 | byte), and one fma by the block's (s/2, −96·s) pair gives value · s,
 //     s = e4m3(block scale). The 256 pairs sit in shared memory, made by the block at its start.
 //
-// Split K as in gemv-mma-int4.cu: the block's 8 warps take groups w, w + 8, … of G chunks of the
-// block's range (G = 4 at one m-tile a block, 2 at two; each group's weight loads issued, predicated,
-// before its mmas, x loaded from L1 per chunk; one accumulator per chunk of the group), add their
-// accumulators in order and meet in shared memory in warp order. Where the row tiles are fewer than
-// the SMs, gridDim.y = S blocks split a tile's chunks into S ranges: each writes its float32 sums to
-// `part`, and the last to finish (an atomic ticket per tile, reset by that block) adds the S partials
-// in order 0..S−1, then scales and adds the bias. S and the rows per block (hence G) depend on the
-// format, N, K and the GPU only, so a token's result is the same bits alone or in a batch of 8 (rows
-// of x past T are zero, and an mma's output column depends on its own B column only).
+// Split K: the block's 8 warps take groups w, w + 8, … of G chunks of the block's range (G = 4 at one
+// m-tile a block, 2 at two; each group's weight loads issued, predicated, before its mmas, x loaded
+// from L1 per chunk; one accumulator per chunk of the group), add their accumulators in order and meet
+// in shared memory in warp order (gemv-mma.cuh mma_finish_emit). Where the row tiles are fewer than
+// the SMs, S blocks split a tile's chunks into S ranges: each writes its float32 sums to `part`, and
+// the last to finish (an atomic ticket per tile, reset by that block) adds the S partials in order
+// 0..S−1, then scales and adds the bias. S and the rows per block (hence G) depend on the format, N, K
+// and the GPU only, so a token's result is the same bits alone or in a batch of 8 (rows of x past T
+// are zero, and an mma's output column depends on its own B column only).
+//
+// Fused launches: gemv_mma_<fmt>many runs up to three matrices planned at one m-tile a block (q/k/v)
+// in one grid, each with its own split; gemv_mma_<fmt>silu runs gate and up planned at two m-tiles a
+// block as a block's two m-tiles (16 rows of each), writing silu(g)·u with silu_mul's expression.
+// Their chunk groups and orders are the single kernel's, so every output is bitwise its (the host
+// checks the plans: gemv-mma-q8.ts q8MmaFusable).
 #include "gemv-mma.cuh"
 
 typedef unsigned char u8;
@@ -121,19 +127,61 @@ __device__ __forceinline__ float e4m3_to_f32(u32 code) {
   return (code & 0x80u) ? -v : v;
 }
 
-template <bool FP8, int R>
-__device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const float* __restrict__ rowScale, const float* __restrict__ x,
-                                            const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
-                                            u32* __restrict__ counters, int T, int N, int K, int S) {
+// One matrix's pointers: fp8/int8 codes row-major [N, K] with a float32 scale per row; or nvfp4 codes
+// in the tiled layout with E4M3 block scales [N, K/16] and a float32 global scale (rowScale null).
+struct Q8Matrix {
+  const void* w;
+  const float* rowScale;
+  const u8* blockScales;
+  float globalScale;
+  const float* bias;
+  float* y;
+  int N;
+};
+
+// The row's float32 sum times what is left of its scale, then the bias (in that order, unfused).
+__device__ __forceinline__ float q8_scaled(const Q8Matrix& m, float s, int row) {
+  const float v = __fmul_rn(s, m.rowScale ? m.rowScale[row] : m.globalScale);
+  return m.bias ? __fadd_rn(v, m.bias[row]) : v;
+}
+
+// y = the scaled sum for the rows of R m-tiles of one matrix.
+template <int R>
+struct Q8StoreRows {
+  const Q8Matrix* mat;
+  int row0;
+  __device__ __forceinline__ void operator()(int m, int t, const float (&s)[R]) const {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int row = row0 + 16 * r + m;
+      if (row < mat->N) mat->y[(u64)t * mat->N + row] = q8_scaled(*mat, s[r], row);
+    }
+  }
+};
+
+// y = silu(gate) · up of the scaled sums, silu_mul's expression (elementwise.cu).
+struct Q8StoreSilu {
+  const Q8Matrix* gate;
+  const Q8Matrix* up;
+  float* y;
+  int row0;
+  __device__ __forceinline__ void operator()(int m, int t, const float (&s)[2]) const {
+    const int row = row0 + m;
+    if (row >= gate->N) return;
+    const float g = q8_scaled(*gate, s[0], row), u = q8_scaled(*up, s[1], row);
+    y[(u64)t * gate->N + row] = (g / (1.f + expf(-g))) * u;
+  }
+};
+
+// fp8 / int8: the lane's share of R m-tiles (rows row0[r].. of mat[r]) over chunks [cBegin, cEnd) of
+// 64 columns, warps taking groups of G chunks in turn.
+template <bool FP8, int R, int G>
+__device__ __forceinline__ void q8_rows(const Q8Matrix* const (&mat)[R], const int (&row0)[R], const float* __restrict__ x, int T, int K,
+                                        int cBegin, int cEnd, float (&acc)[G][R][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int q = lane & 3;
-  const int row0 = blockIdx.x * 16 * R;
-  const int chunks = (K + 63) >> 6;
-  const int per = (chunks + S - 1) / S;
-  const int cBegin = blockIdx.y * per;
-  const int cEnd = min(chunks, cBegin + per);
 
   // This lane's two rows of each m-tile: rows past N load nothing (their outputs are not written).
   const uint4* wrow[R][2];
@@ -142,15 +190,13 @@ __device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const floa
   for (int r = 0; r < R; r++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const int row = row0 + 16 * r + g + 8 * h;
-      rowOk[r][h] = row < N;
-      wrow[r][h] = reinterpret_cast<const uint4*>(w + (u64)(rowOk[r][h] ? row : 0) * K) + q;
+      const int row = row0[r] + g + 8 * h;
+      rowOk[r][h] = row < mat[r]->N;
+      wrow[r][h] = reinterpret_cast<const uint4*>(static_cast<const u8*>(mat[r]->w) + (u64)(rowOk[r][h] ? row : 0) * K) + q;
     }
   const bool tokOk = g < T;
   const float* xrow = x + (u64)(tokOk ? g : 0) * K + 16 * q;
 
-  constexpr int G = Group<R>::G;
-  float acc[G][R][4];
 #pragma unroll
   for (int u = 0; u < G; u++)
 #pragma unroll
@@ -191,33 +237,29 @@ __device__ __forceinline__ void gemv_mma_q8(const u8* __restrict__ w, const floa
       }
     }
   }
-  mma_finish<R, G, true>(acc, rowScale, 1.f, bias, y, part, counters, T, N, S, row0);
 }
 
 // ---- nvfp4: tiled codes, E4M3 block scales [N, K/16], a float32 global scale ----------------------
 
-// loads: 16-byte loads per row (Kp / 32, Kp = K rounded up to 256). Otherwise as gemv_mma_q8.
-template <int R>
-__device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int loads, const u8* __restrict__ blockScales, float globalScale,
-                                               const float* __restrict__ x, const float* __restrict__ bias, float* __restrict__ y,
-                                               float* __restrict__ part, u32* __restrict__ counters, int T, int N, int K, int S) {
-  // (s/2, −96·s) as bf16 pairs for every block scale code s (exact: s has ≤ 4 significant bits).
-  __shared__ uint2 scalePairs[256];
+// (s/2, −96·s) as bf16 pairs for every block scale code s (exact: s has ≤ 4 significant bits), made by
+// each block at its start.
+__device__ __forceinline__ void nvfp4_scale_pairs(uint2* scalePairs) {
   for (int i = threadIdx.x; i < 256; i += MMA_THREADS) {
     const float s = e4m3_to_f32((u32)i);
     scalePairs[i] = make_uint2(bf16x2(0.5f * s, 0.5f * s), bf16x2(-96.f * s, -96.f * s));
   }
   __syncthreads();
+}
 
+// loads: 16-byte loads per row (Kp / 32, Kp = K rounded up to 256); chunks of 128 columns. Otherwise
+// as q8_rows.
+template <int R, int G>
+__device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], const int (&row0)[R], int loads, const uint2* scalePairs,
+                                           const float* __restrict__ x, int T, int K, int cBegin, int cEnd, float (&acc)[G][R][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int q = lane & 3;
-  const int row0 = blockIdx.x * 16 * R;
-  const int chunks = loads >> 2;
-  const int per = (chunks + S - 1) / S;
-  const int cBegin = blockIdx.y * per;
-  const int cEnd = min(chunks, cBegin + per);
   const int blocksPerRow = K >> 4;
 
   const uint4* wrow[R][2];
@@ -227,17 +269,15 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
   for (int r = 0; r < R; r++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const int row = row0 + 16 * r + g + 8 * h;
-      rowOk[r][h] = row < N;
+      const int row = row0[r] + g + 8 * h;
+      rowOk[r][h] = row < mat[r]->N;
       const int rr = rowOk[r][h] ? row : 0;
-      wrow[r][h] = w + (u64)rr * loads + q;
-      srow[r][h] = blockScales + (u64)rr * blocksPerRow;
+      wrow[r][h] = static_cast<const uint4*>(mat[r]->w) + (u64)rr * loads + q;
+      srow[r][h] = mat[r]->blockScales + (u64)rr * blocksPerRow;
     }
   const bool tokOk = g < T;
   const float* xrow = x + (u64)(tokOk ? g : 0) * K;
 
-  constexpr int G = Group<R>::G;
-  float acc[G][R][4];
 #pragma unroll
   for (int u = 0; u < G; u++)
 #pragma unroll
@@ -297,23 +337,148 @@ __device__ __forceinline__ void gemv_mma_nvfp4(const uint4* __restrict__ w, int 
       }
     }
   }
-  mma_finish<R, G, true>(acc, nullptr, globalScale, bias, y, part, counters, T, N, S, row0);
 }
 
-#define Q8_MMA_KERNELS(R, BOUNDS)                                                                                                  \
-  extern "C" __global__ void BOUNDS gemv_mma_fp8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
-                                                     float* part, u32* counters, int T, int N, int K, int S) {                       \
-    gemv_mma_q8<true, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                    \
-  }                                                                                                                               \
-  extern "C" __global__ void BOUNDS gemv_mma_int8_r##R(const u8* w, const float* rowScale, const float* x, const float* bias, float* y, \
-                                                      float* part, u32* counters, int T, int N, int K, int S) {                      \
-    gemv_mma_q8<false, R>(w, rowScale, x, bias, y, part, counters, T, N, K, S);                                                   \
-  }                                                                                                                               \
-  extern "C" __global__ void BOUNDS gemv_mma_nvfp4_r##R(const uint4* w, int loads, const u8* blockScales, float globalScale,          \
-                                                       const float* x, const float* bias, float* y, float* part, u32* counters,    \
-                                                       int T, int N, int K, int S) {                                               \
-    gemv_mma_nvfp4<R>(w, loads, blockScales, globalScale, x, bias, y, part, counters, T, N, K, S);                                \
+// ---- entry points: one matrix, up to three (q/k/v), gate and up writing silu(g)·u ------------------
+
+// Chunks of a row: 64 columns for fp8/int8, 128 (half a tile) for nvfp4.
+template <int FMT>
+__device__ __forceinline__ int q8_chunks(int K, int loads) { return FMT == 2 ? loads >> 2 : (K + 63) >> 6; }
+
+// The split's chunk range: S ranges of ceil(chunks / S).
+__device__ __forceinline__ void q8_range(int chunks, int S, int split, int& c0, int& c1) {
+  const int per = (chunks + S - 1) / S;
+  c0 = split * per;
+  c1 = min(chunks, c0 + per);
+}
+
+// The format's body (FMT 0 fp8, 1 int8, 2 nvfp4) over R m-tiles and chunks [c0, c1).
+template <int FMT, int R, int G>
+__device__ __forceinline__ void q8_body(const Q8Matrix* const (&mat)[R], const int (&row0)[R], int loads, const uint2* scalePairs,
+                                        const float* x, int T, int K, int c0, int c1, float (&acc)[G][R][4]) {
+  if constexpr (FMT == 2) nvfp4_rows<R, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  else q8_rows<FMT == 0, R, G>(mat, row0, x, T, K, c0, c1, acc);
+}
+
+// gemv_mma_<fmt>_r<R>: block (tile, split) takes rows tile·16R.. and chunk range split of S.
+// part: float32 [tiles][S][R][16][T]; counters: u32 per tile, zero between launches (used when S > 1).
+template <int FMT, int R>
+__device__ __forceinline__ void q8_single(const Q8Matrix& mt, int loads, const float* x, float* part, u32* counters, int T, int K, int S) {
+  __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
+  if constexpr (FMT == 2) nvfp4_scale_pairs(scalePairs);
+  constexpr int G = Group<R>::G;
+  const int tile = blockIdx.x, split = blockIdx.y;
+  const Q8Matrix* mat[R];
+  int row0[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    mat[r] = &mt;
+    row0[r] = tile * 16 * R + 16 * r;
+  }
+  int c0, c1;
+  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  float acc[G][R][4];
+  q8_body<FMT, R, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit<R, G>(acc, T, S, split, part + (u64)tile * S * R * 16 * T, counters + tile, Q8StoreRows<R>{&mt, tile * 16 * R});
+}
+
+// gemv_mma_<fmt>many: up to 3 matrices (N = 0: absent), one m-tile a block (the single kernel's plan
+// for each of them must be one m-tile a block: the host checks), matrix i's ceil(N_i / 16) · S_i
+// blocks after matrix i − 1's, tile-major; every output bitwise the single kernel's. part and
+// counters: the regions of the matrices with S_i > 1 one after another.
+template <int FMT>
+__device__ __forceinline__ void q8_many(const Q8Matrix& m0, int S0, const Q8Matrix& m1, int S1, const Q8Matrix& m2, int S2, int loads,
+                                        const float* x, float* part, u32* counters, int T, int K) {
+  __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
+  if constexpr (FMT == 2) nvfp4_scale_pairs(scalePairs);
+  constexpr int G = Group<1>::G;
+  const int tiles0 = (m0.N + 15) >> 4, tiles1 = (m1.N + 15) >> 4;
+  const int end0 = tiles0 * S0, end1 = end0 + tiles1 * S1;
+  const int b = blockIdx.x;
+  const int i = b < end0 ? 0 : b < end1 ? 1 : 2;
+  const Q8Matrix mt = i == 0 ? m0 : i == 1 ? m1 : m2;
+  const int S = i == 0 ? S0 : i == 1 ? S1 : S2;
+  const int local = b - (i == 0 ? 0 : i == 1 ? end0 : end1);
+  const u64 part0 = S0 > 1 ? (u64)end0 * 16 * T : 0, part1 = S1 > 1 ? (u64)(end1 - end0) * 16 * T : 0;
+  const u64 partOff = i == 0 ? 0 : i == 1 ? part0 : part0 + part1;
+  const int count0 = S0 > 1 ? tiles0 : 0, count1 = S1 > 1 ? tiles1 : 0;
+  const int counterOff = i == 0 ? 0 : i == 1 ? count0 : count0 + count1;
+  const int tile = local / S, split = local % S;
+  const Q8Matrix* mat[1] = {&mt};
+  const int row0[1] = {tile * 16};
+  int c0, c1;
+  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  float acc[G][1][4];
+  q8_body<FMT, 1, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit<1, G>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, Q8StoreRows<1>{&mt, tile * 16});
+}
+
+// gemv_mma_<fmt>silu: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up (m-tile
+// 1), in chunk groups as the single kernel's two-m-tile plan (which the host checks gate and up get),
+// so each sum is bitwise the single kernel's. part: [tiles][S][2][16][T].
+template <int FMT>
+__device__ __forceinline__ void q8_silu(const Q8Matrix& gate, const Q8Matrix& up, float* y, int loads, const float* x, float* part, u32* counters,
+                                        int T, int K, int S) {
+  __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
+  if constexpr (FMT == 2) nvfp4_scale_pairs(scalePairs);
+  constexpr int G = Group<2>::G;
+  const int tile = blockIdx.x, split = blockIdx.y;
+  const Q8Matrix* mat[2] = {&gate, &up};
+  const int row0[2] = {tile * 16, tile * 16};
+  int c0, c1;
+  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  float acc[G][2][4];
+  q8_body<FMT, 2, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit<2, G>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, Q8StoreSilu{&gate, &up, y, tile * 16});
+}
+
+// fp8 / int8 pass (codes, row scales); nvfp4 (tiled codes, loads a row, block scales, global scale).
+#define Q8_MAT(P) Q8Matrix{P##w, P##s, nullptr, 1.f, P##b, P##y, P##n}
+#define NVFP4_MAT(P) Q8Matrix{P##w, nullptr, P##bs, P##gs, P##b, P##y, P##n}
+
+#define Q8_SINGLE(FMT, NAME, R)                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##_r##R(                                             \
+      const u8* w, const float* rowScale, const float* x, const float* bias, float* y, float* part, u32* counters, int T, int N,   \
+      int K, int S) {                                                                                                              \
+    q8_single<FMT, R>(Q8Matrix{w, rowScale, nullptr, 1.f, bias, y, N}, 0, x, part, counters, T, K, S);                            \
+  }
+#define Q8_FUSED(FMT, NAME)                                                                                                        \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##many(                                              \
+      const float* x, int T, int K, float* part, u32* counters,                                                                    \
+      const u8* m0w, const float* m0s, const float* m0b, float* m0y, int m0n, int S0,                                              \
+      const u8* m1w, const float* m1s, const float* m1b, float* m1y, int m1n, int S1,                                              \
+      const u8* m2w, const float* m2s, const float* m2b, float* m2y, int m2n, int S2) {                                            \
+    q8_many<FMT>(Q8_MAT(m0), S0, Q8_MAT(m1), S1, Q8_MAT(m2), S2, 0, x, part, counters, T, K);                                      \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##silu(                                              \
+      const float* x, int T, int K, int N, float* part, u32* counters, int S, const u8* gw, const float* gs, const float* gb,       \
+      const u8* uw, const float* us, const float* ub, float* y) {                                                                  \
+    q8_silu<FMT>(Q8Matrix{gw, gs, nullptr, 1.f, gb, nullptr, N}, Q8Matrix{uw, us, nullptr, 1.f, ub, nullptr, N}, y, 0, x, part,     \
+                 counters, T, K, S);                                                                                               \
   }
 
-Q8_MMA_KERNELS(1, __launch_bounds__(MMA_THREADS, 2))
-Q8_MMA_KERNELS(2, __launch_bounds__(MMA_THREADS, 2))
+Q8_SINGLE(0, fp8, 1) Q8_SINGLE(0, fp8, 2) Q8_SINGLE(1, int8, 1) Q8_SINGLE(1, int8, 2)
+Q8_FUSED(0, fp8) Q8_FUSED(1, int8)
+
+#define NVFP4_SINGLE(R)                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4_r##R(                                                \
+      const uint4* w, int loads, const u8* blockScales, float globalScale, const float* x, const float* bias, float* y,            \
+      float* part, u32* counters, int T, int N, int K, int S) {                                                                    \
+    q8_single<2, R>(Q8Matrix{w, nullptr, blockScales, globalScale, bias, y, N}, loads, x, part, counters, T, K, S);                \
+  }
+NVFP4_SINGLE(1) NVFP4_SINGLE(2)
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4many(
+    const float* x, int T, int K, int loads, float* part, u32* counters,
+    const uint4* m0w, const u8* m0bs, float m0gs, const float* m0b, float* m0y, int m0n, int S0,
+    const uint4* m1w, const u8* m1bs, float m1gs, const float* m1b, float* m1y, int m1n, int S1,
+    const uint4* m2w, const u8* m2bs, float m2gs, const float* m2b, float* m2y, int m2n, int S2) {
+  q8_many<2>(NVFP4_MAT(m0), S0, NVFP4_MAT(m1), S1, NVFP4_MAT(m2), S2, loads, x, part, counters, T, K);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4silu(
+    const float* x, int T, int K, int N, int loads, float* part, u32* counters, int S, const uint4* gw, const u8* gbs, float ggs,
+    const float* gb, const uint4* uw, const u8* ubs, float ugs, const float* ub, float* y) {
+  q8_silu<2>(Q8Matrix{gw, nullptr, gbs, ggs, gb, nullptr, N}, Q8Matrix{uw, nullptr, ubs, ugs, ub, nullptr, N}, y, loads, x, part, counters,
+             T, K, S);
+}

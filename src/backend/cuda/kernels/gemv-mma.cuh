@@ -132,3 +132,70 @@ __device__ __forceinline__ void mma_finish(float (&acc)[G][R][4], const float* _
   }
   if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
 }
+
+// The block's sums → outputs, for kernels that name their tile and split themselves (fused launches
+// over several matrices): acc[u][r] is the lane's D fragment of chunk u of its group (G of them, added
+// in order), m-tile r; the warps' fragments meet in warp order, then (S > 1) the S blocks of this tile
+// in split order, the last of them to finish (an atomic ticket, reset by that block) adding. emit(m, t,
+// s) gets the sums s[r] of row m of each m-tile for token t and writes the outputs. part: this tile's
+// [S][R][16][T] float32 slots; counter: this tile's ticket.
+template <int R, int G, class Emit>
+__device__ __forceinline__ void mma_finish_emit(const float (&acc)[G][R][4], int T, int S, int split, float* __restrict__ part,
+                                                u32* __restrict__ counter, const Emit& emit) {
+  __shared__ float partial[MMA_WARPS][R][32][4];
+  __shared__ int lastBlock;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float v = acc[0][r][i];
+#pragma unroll
+      for (int u = 1; u < G; u++) v += acc[u][r][i];
+      partial[warp][r][lane][i] = v;
+    }
+  __syncthreads();
+  // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
+  // 2·(m / 8) + t % 2.
+  const int o = threadIdx.x;
+  const int m = (o >> 3) & 15;
+  const int t = o & 7;
+  const bool mine = o < 128 && t < T;
+  float s[R];
+  if (mine) {
+    const int src = 4 * (m & 7) + (t >> 1);
+    const int reg = 2 * (m >> 3) + (t & 1);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = partial[0][r][src][reg];
+#pragma unroll
+      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][r][src][reg];
+      s[r] = v;
+    }
+  }
+  if (S == 1) {
+    if (mine) emit(m, t, s);
+    return;
+  }
+  if (mine) {
+#pragma unroll
+    for (int r = 0; r < R; r++) part[((split * R + r) * 16 + m) * T + t] = s[r];
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastBlock = atomicAdd(counter, 1u) == (u32)(S - 1);
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+  if (mine) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = ld_cg(part + (r * 16 + m) * T + t);
+      for (int sp = 1; sp < S; sp++) v += ld_cg(part + ((sp * R + r) * 16 + m) * T + t);
+      s[r] = v;
+    }
+    emit(m, t, s);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+}
