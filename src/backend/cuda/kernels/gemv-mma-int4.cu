@@ -217,14 +217,6 @@ __device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const i
   }
 }
 
-// The split's tile range of a row: S ranges of ceil(tiles / S).
-__device__ __forceinline__ void i4_range(int loads, int S, int split, int& kt0, int& kt1) {
-  const int tiles = loads >> 3;
-  const int per = (tiles + S - 1) / S;
-  kt0 = split * per;
-  kt1 = min(tiles, kt0 + per);
-}
-
 // y = sum (+ bias) for the rows of an m-tile.
 struct I4StoreRows {
   const I4Matrix* mat;
@@ -259,38 +251,27 @@ __device__ __forceinline__ void i4_single(const I4Matrix& mt, int loads, int G, 
   const I4Matrix* mat[1] = {&mt};
   const int row0[1] = {tile * 16};
   int kt0, kt1;
-  i4_range(loads, S, split, kt0, kt1);
+  split_range(loads >> 3, S, split, kt0, kt1);
   float acc[1][1][4];
   i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
   mma_finish_emit<1, 1>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
 }
 
-// gemv_mma_int4many[_zp][_g64]: up to 3 matrices (N = 0: absent), one m-tile a block: matrix i's
-// ceil(N_i / 16) · S_i blocks follow matrix i − 1's, tile-major (its S_i splits adjacent). S_i is
-// what the single-matrix kernel uses for N_i, so every output is bitwise that kernel's. part and
-// counters: the regions of the matrices with S_i > 1 (as the single kernel's) one after another.
+// gemv_mma_int4many[_zp][_g64]: up to 3 matrices (N = 0: absent), one m-tile a block, laid out as
+// fused_slot says (gemv-mma.cuh). S_i is what the single-matrix kernel uses for N_i, so every output
+// is bitwise that kernel's.
 template <bool ZP, bool G64>
 __device__ __forceinline__ void i4_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
                                         int groupShift, const float* x, float* part, u32* counters, int T, int K) {
-  const int tiles0 = (m0.N + 15) >> 4, tiles1 = (m1.N + 15) >> 4;
-  const int end0 = tiles0 * S0, end1 = end0 + tiles1 * S1;
-  const int b = blockIdx.x;
-  const int i = b < end0 ? 0 : b < end1 ? 1 : 2;
-  const I4Matrix mt = i == 0 ? m0 : i == 1 ? m1 : m2;
-  const int S = i == 0 ? S0 : i == 1 ? S1 : S2;
-  const int local = b - (i == 0 ? 0 : i == 1 ? end0 : end1);
-  const u64 part0 = S0 > 1 ? (u64)end0 * 16 * T : 0, part1 = S1 > 1 ? (u64)(end1 - end0) * 16 * T : 0;
-  const u64 partOff = i == 0 ? 0 : i == 1 ? part0 : part0 + part1;
-  const int count0 = S0 > 1 ? tiles0 : 0, count1 = S1 > 1 ? tiles1 : 0;
-  const int counterOff = i == 0 ? 0 : i == 1 ? count0 : count0 + count1;
-  const int tile = local / S, split = local % S;
+  const FusedSlot f = fused_slot(blockIdx.x, {m0.N, m1.N, m2.N}, {S0, S1, S2}, T);
+  const I4Matrix mt = f.matrix == 0 ? m0 : f.matrix == 1 ? m1 : m2;
   const I4Matrix* mat[1] = {&mt};
-  const int row0[1] = {tile * 16};
+  const int row0[1] = {f.tile * 16};
   int kt0, kt1;
-  i4_range(loads, S, split, kt0, kt1);
+  split_range(loads >> 3, f.S, f.split, kt0, kt1);
   float acc[1][1][4];
   i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
-  mma_finish_emit<1, 1>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, I4StoreRows{&mt, tile * 16});
+  mma_finish_emit<1, 1>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile, I4StoreRows{&mt, f.tile * 16});
 }
 
 // gemv_mma_int4silu_[zp][_g64]: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up
@@ -302,7 +283,7 @@ __device__ __forceinline__ void i4_silu(const I4Matrix& gate, const I4Matrix& up
   const I4Matrix* mat[2] = {&gate, &up};
   const int row0[2] = {tile * 16, tile * 16};
   int kt0, kt1;
-  i4_range(loads, S, split, kt0, kt1);
+  split_range(loads >> 3, S, split, kt0, kt1);
   float acc[1][2][4];
   i4_rows<2, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
   mma_finish_emit<2, 1>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});

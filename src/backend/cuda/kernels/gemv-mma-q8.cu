@@ -345,13 +345,6 @@ __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], cons
 template <int FMT>
 __device__ __forceinline__ int q8_chunks(int K, int loads) { return FMT == 2 ? loads >> 2 : (K + 63) >> 6; }
 
-// The split's chunk range: S ranges of ceil(chunks / S).
-__device__ __forceinline__ void q8_range(int chunks, int S, int split, int& c0, int& c1) {
-  const int per = (chunks + S - 1) / S;
-  c0 = split * per;
-  c1 = min(chunks, c0 + per);
-}
-
 // The format's body (FMT 0 fp8, 1 int8, 2 nvfp4) over R m-tiles and chunks [c0, c1).
 template <int FMT, int R, int G>
 __device__ __forceinline__ void q8_body(const Q8Matrix* const (&mat)[R], const int (&row0)[R], int loads, const uint2* scalePairs,
@@ -376,41 +369,30 @@ __device__ __forceinline__ void q8_single(const Q8Matrix& mt, int loads, const f
     row0[r] = tile * 16 * R + 16 * r;
   }
   int c0, c1;
-  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  split_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
   float acc[G][R][4];
   q8_body<FMT, R, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
   mma_finish_emit<R, G>(acc, T, S, split, part + (u64)tile * S * R * 16 * T, counters + tile, Q8StoreRows<R>{&mt, tile * 16 * R});
 }
 
 // gemv_mma_<fmt>many: up to 3 matrices (N = 0: absent), one m-tile a block (the single kernel's plan
-// for each of them must be one m-tile a block: the host checks), matrix i's ceil(N_i / 16) · S_i
-// blocks after matrix i − 1's, tile-major; every output bitwise the single kernel's. part and
-// counters: the regions of the matrices with S_i > 1 one after another.
+// for each of them must be one m-tile a block: the host checks), laid out as fused_slot says
+// (gemv-mma.cuh); every output bitwise the single kernel's.
 template <int FMT>
 __device__ __forceinline__ void q8_many(const Q8Matrix& m0, int S0, const Q8Matrix& m1, int S1, const Q8Matrix& m2, int S2, int loads,
                                         const float* x, float* part, u32* counters, int T, int K) {
   __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
   if constexpr (FMT == 2) nvfp4_scale_pairs(scalePairs);
   constexpr int G = Group<1>::G;
-  const int tiles0 = (m0.N + 15) >> 4, tiles1 = (m1.N + 15) >> 4;
-  const int end0 = tiles0 * S0, end1 = end0 + tiles1 * S1;
-  const int b = blockIdx.x;
-  const int i = b < end0 ? 0 : b < end1 ? 1 : 2;
-  const Q8Matrix mt = i == 0 ? m0 : i == 1 ? m1 : m2;
-  const int S = i == 0 ? S0 : i == 1 ? S1 : S2;
-  const int local = b - (i == 0 ? 0 : i == 1 ? end0 : end1);
-  const u64 part0 = S0 > 1 ? (u64)end0 * 16 * T : 0, part1 = S1 > 1 ? (u64)(end1 - end0) * 16 * T : 0;
-  const u64 partOff = i == 0 ? 0 : i == 1 ? part0 : part0 + part1;
-  const int count0 = S0 > 1 ? tiles0 : 0, count1 = S1 > 1 ? tiles1 : 0;
-  const int counterOff = i == 0 ? 0 : i == 1 ? count0 : count0 + count1;
-  const int tile = local / S, split = local % S;
+  const FusedSlot f = fused_slot(blockIdx.x, {m0.N, m1.N, m2.N}, {S0, S1, S2}, T);
+  const Q8Matrix mt = f.matrix == 0 ? m0 : f.matrix == 1 ? m1 : m2;
   const Q8Matrix* mat[1] = {&mt};
-  const int row0[1] = {tile * 16};
+  const int row0[1] = {f.tile * 16};
   int c0, c1;
-  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  split_range(q8_chunks<FMT>(K, loads), f.S, f.split, c0, c1);
   float acc[G][1][4];
   q8_body<FMT, 1, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
-  mma_finish_emit<1, G>(acc, T, S, split, part + partOff + (u64)tile * S * 16 * T, counters + counterOff + tile, Q8StoreRows<1>{&mt, tile * 16});
+  mma_finish_emit<1, G>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile, Q8StoreRows<1>{&mt, f.tile * 16});
 }
 
 // gemv_mma_<fmt>silu: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up (m-tile
@@ -426,7 +408,7 @@ __device__ __forceinline__ void q8_silu(const Q8Matrix& gate, const Q8Matrix& up
   const Q8Matrix* mat[2] = {&gate, &up};
   const int row0[2] = {tile * 16, tile * 16};
   int c0, c1;
-  q8_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
+  split_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
   float acc[G][2][4];
   q8_body<FMT, 2, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
   mma_finish_emit<2, G>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, Q8StoreSilu{&gate, &up, y, tile * 16});

@@ -199,3 +199,38 @@ __device__ __forceinline__ void mma_finish_emit(const float (&acc)[G][R][4], int
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
+
+// Split s of S equal ranges of n items (chunks or column tiles) of a row: [begin, end).
+__device__ __forceinline__ void split_range(int n, int S, int s, int& begin, int& end) {
+  const int per = (n + S - 1) / S;
+  begin = s * per;
+  end = min(n, begin + per);
+}
+
+// Where block b of a fused launch over up to three matrices (rows N[i], splits S[i]; N = 0: absent)
+// works: matrix i's ceil(N[i] / 16) · S[i] blocks of one m-tile follow matrix i − 1's, tile-major
+// (its S[i] splits adjacent); the split-K scratch ([tiles][S][16][T] floats) and tickets of the
+// matrices with S[i] > 1 lie one after another.
+struct FusedSlot {
+  int matrix, tile, split, S;
+  u64 partOff;
+  int counterOff;
+};
+__device__ __forceinline__ FusedSlot fused_slot(int b, const int (&N)[3], const int (&S)[3], int T) {
+  FusedSlot f{0, 0, 0, S[0], 0, 0};
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int tiles = (N[i] + 15) >> 4;
+    if (f.matrix != i || b < tiles * S[i]) continue;
+    b -= tiles * S[i];
+    if (S[i] > 1) {
+      f.partOff += (u64)tiles * S[i] * 16 * T;
+      f.counterOff += tiles;
+    }
+    f.matrix = i + 1;
+    f.S = S[i + 1];
+  }
+  f.tile = b / f.S;
+  f.split = b % f.S;
+  return f;
+}
