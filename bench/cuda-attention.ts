@@ -178,11 +178,15 @@ for (const [model, heads, contexts] of shapes) {
       const kvBytes = b * context * kvHeads * headDim * KV_DTYPE_BYTES[kvDtype] * 2;
       const qHost = noise.subarray(0, b * heads * headDim);
       const auto = decodeChunk(context);
-      const variants: Array<[AttentionKernel, number]> = [['paged', 0], ['decode', 0]];
-      for (const chunk of [32, 64, 128, 256, 512, 1024, context]) if (chunk <= context && chunk !== auto && context / chunk <= 128) variants.push(['decode', chunk]);
-      for (const [kernel, chunk] of variants) {
+      // From a bf16 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at the auto chunk, to compare.
+      const mma = kvDtype === 'bf16';
+      const variants: Array<[AttentionKernel, number, boolean]> = [['paged', 0, false], ['decode', 0, mma]];
+      if (mma) variants.push(['decode', 0, false]);
+      for (const chunk of [32, 64, 128, 256, 512, 1024, context]) if (chunk <= context && chunk !== auto && context / chunk <= 128) variants.push(['decode', chunk, mma]);
+      for (const [kernel, chunk, onMma] of variants) {
         backend.attentionKernel = kernel;
         backend.attentionChunk = chunk;
+        backend.decodeAttentionMma = onMma;
         const launches0 = driver.launches;
         const ms = await timeCold(
           () => backend.fromHost(qHost, [b, heads * headDim]),
@@ -194,7 +198,7 @@ for (const [model, heads, contexts] of shapes) {
           model,
           batch: b,
           context,
-          kernel: kernel === 'paged' ? 'paged (original)' : chunk === 0 ? 'split-K (auto)' : 'split-K',
+          kernel: kernel === 'paged' ? 'paged (original)' : `split-K${chunk === 0 ? ' (auto)' : ''}${kernel === 'decode' ? (onMma ? ', tensor cores' : ', float32') : ''}`,
           chunk: used,
           splits: used === null ? null : Math.ceil(context / used),
           launches: (driver.launches - launches0) / (reps + 1), // timeCold makes reps + 1 calls (the L2 flush is a memset)
@@ -207,6 +211,7 @@ for (const [model, heads, contexts] of shapes) {
   }
   backend.attentionKernel = 'auto';
   backend.attentionChunk = 0;
+  backend.decodeAttentionMma = true;
 }
 console.log(`\nDecode attention per layer, 8 KV heads, head_dim 128 (70B: 64 heads, 8B: 32 heads), blocks of 16; KV GB/s = K and V bytes read once / time, against copy ${copyGBs.toFixed(0)} GB/s:\n`);
 console.log('| shapes | batch | context | kernel | chunk | splits | launches | µs | KV GB/s | of copy BW |');

@@ -24,6 +24,7 @@
 // head) i / R: one exp per lane per 32 scores. Everything is float32, as the reference (bf16 K and V
 // are widened exactly as they are loaded).
 #include "common.cuh"
+#include "tensor-core.cuh"
 
 #define DEC_WARPS 4
 // Blocks per SM the register budget is cut for: 3 (168 registers) fits every variant without
@@ -127,6 +128,94 @@ __device__ __forceinline__ void merge_partials(float* __restrict__ out, const fl
     }
     out[((u64)tok * numHeads + h0 + g) * D + d] = o / W[g] * vScale;
   }
+}
+
+// The block's end, shared by both decode kernels: the warps' partial softmax states (running max m
+// and sum l per head, unnormalised outputs acc, in shared memory) merged in warp order; then either
+// the output (one chunk) or this chunk's partial, and the last chunk of the token to finish merging
+// them in split order (an atomic ticket per (token, head group), reset by that block).
+template <int D, int GB>
+__device__ __forceinline__ void decode_epilogue(float (*s_m)[GB], float (*s_l)[GB], float (*s_acc)[GB][D], float (*s_w)[DEC_MAX_SPLITS],
+                                                float (*s_pm)[DEC_MAX_SPLITS], int* s_last, float* __restrict__ out, float* __restrict__ partOut,
+                                                float* __restrict__ partMl, int* __restrict__ counters, int tok, int numHeads, int h0, int nh,
+                                                int split, int nsplit, float vScale) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // Partials are indexed by the block's place in the list (blockIdx.x), not the token (a short list of a long step).
+  const u64 part0 = ((u64)blockIdx.x * numHeads + h0) * gridDim.z;
+  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
+    const int g = i / D, d = i % D;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w][g]);
+    float L = 0.f, o = 0.f;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) {
+      const float f = s_m[w][g] == NEG_INF ? 0.f : expf(s_m[w][g] - M);
+      L += s_l[w][g] * f;
+      o += s_acc[w][g][d] * f;
+    }
+    if (nsplit == 1) {
+      out[((u64)tok * numHeads + h0 + g) * D + d] = o / L * vScale;
+    } else {
+      const u64 part = part0 + (u64)g * gridDim.z + split;
+      partOut[part * D + d] = o / L;
+      if (d == 0) {
+        partMl[part * 2] = M;
+        partMl[part * 2 + 1] = L;
+      }
+    }
+  }
+  if (nsplit == 1) return;
+
+  // The last of the token's chunks to finish merges them: weights l_s · exp(m_s − max), in split order.
+  __threadfence();  // this block's partials are visible before its count is
+  __syncthreads();
+  int* counter = counters + (u64)blockIdx.x * gridDim.y + blockIdx.y;
+  if (threadIdx.x == 0) *s_last = atomicAdd(counter, 1) == nsplit - 1;
+  __syncthreads();
+  if (!*s_last) return;
+  __threadfence();  // the other blocks' partials, counted before this one, are read after
+  // Each split's (max, sum) is fetched by its own thread (nsplit ≤ DEC_MAX_SPLITS = threads), all
+  // at once: one L2 round trip, not one per few splits of a serial loop.
+  static_assert(DEC_MAX_SPLITS == DEC_WARPS * 32, "one split per thread in the merge");
+  if (threadIdx.x < nsplit) {
+    float mv[GB], lv[GB];
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+      const float* ml = partMl + (part0 + (u64)min(g, nh - 1) * gridDim.z + threadIdx.x) * 2;
+      mv[g] = load_cg(ml);
+      lv[g] = load_cg(ml + 1);
+    }
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+      s_pm[g][threadIdx.x] = mv[g];
+      s_w[g][threadIdx.x] = lv[g];
+    }
+  }
+  __syncthreads();
+  // Weights l_s · exp(m_s − max): a warp per head, a lane per split (and split + 32, ...); the max
+  // and the sum W over a fixed shuffle tree (the same for every token with this many splits).
+  for (int g = warp; g < nh; g += DEC_WARPS) {
+    float M = NEG_INF;
+    for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, s_pm[g][s]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    float W = 0.f;
+    for (int s = lane; s < nsplit; s += 32) {
+      const float w = s_w[g][s] * expf(s_pm[g][s] - M);
+      s_w[g][s] = w;
+      W += w;
+    }
+    W = warp_sum(W);
+    if (lane == 0) s_m[0][g] = W;
+  }
+  __syncthreads();
+  // The partial outputs, summed in split order with as many loads in flight as there are splits (up
+  // to 16 at a time): a short context's few splits do not wait on 16 loads.
+  if (nsplit <= 4) merge_partials<4, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
+  else if (nsplit <= 8) merge_partials<8, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
+  else merge_partials<16, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
 }
 
 template <int D, int GB>
@@ -312,83 +401,221 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
     for (int e = 0; e < E; e++) s_acc[warp][g][lane * E + e] = acc[g][e];
   }
   __syncthreads();
-  // Partials are indexed by the block's place in the list (blockIdx.x), not the token (a short list of a long step).
-  const u64 part0 = ((u64)blockIdx.x * numHeads + h0) * gridDim.z;
-  for (int i = threadIdx.x; i < nh * D; i += DEC_WARPS * 32) {
-    const int g = i / D, d = i % D;
-    float M = NEG_INF;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w][g]);
-    float L = 0.f, o = 0.f;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) {
-      const float f = s_m[w][g] == NEG_INF ? 0.f : expf(s_m[w][g] - M);
-      L += s_l[w][g] * f;
-      o += s_acc[w][g][d] * f;
-    }
-    if (nsplit == 1) {
-      out[((u64)tok * numHeads + h0 + g) * D + d] = o / L * vScale;
-    } else {
-      const u64 part = part0 + (u64)g * gridDim.z + split;
-      partOut[part * D + d] = o / L;
-      if (d == 0) {
-        partMl[part * 2] = M;
-        partMl[part * 2 + 1] = L;
-      }
-    }
-  }
-  if (nsplit == 1) return;
-
-  // The last of the token's chunks to finish merges them: weights l_s · exp(m_s − max), in split order.
-  __threadfence();  // this block's partials are visible before its count is
-  __syncthreads();
-  int* counter = counters + (u64)blockIdx.x * gridDim.y + blockIdx.y;
-  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == nsplit - 1;
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();  // the other blocks' partials, counted before this one, are read after
-  // Each split's (max, sum) is fetched by its own thread (nsplit ≤ DEC_MAX_SPLITS = threads), all
-  // at once: one L2 round trip, not one per few splits of a serial loop.
-  static_assert(DEC_MAX_SPLITS == DEC_WARPS * 32, "one split per thread in the merge");
-  if (threadIdx.x < nsplit) {
-    float mv[GB], lv[GB];
-#pragma unroll
-    for (int g = 0; g < GB; g++) {
-      const float* ml = partMl + (part0 + (u64)min(g, nh - 1) * gridDim.z + threadIdx.x) * 2;
-      mv[g] = load_cg(ml);
-      lv[g] = load_cg(ml + 1);
-    }
-#pragma unroll
-    for (int g = 0; g < GB; g++) {
-      s_pm[g][threadIdx.x] = mv[g];
-      s_w[g][threadIdx.x] = lv[g];
-    }
-  }
-  __syncthreads();
-  // Weights l_s · exp(m_s − max): a warp per head, a lane per split (and split + 32, ...); the max
-  // and the sum W over a fixed shuffle tree (the same for every token with this many splits).
-  for (int g = warp; g < nh; g += DEC_WARPS) {
-    float M = NEG_INF;
-    for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, s_pm[g][s]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-    float W = 0.f;
-    for (int s = lane; s < nsplit; s += 32) {
-      const float w = s_w[g][s] * expf(s_pm[g][s] - M);
-      s_w[g][s] = w;
-      W += w;
-    }
-    W = warp_sum(W);
-    if (lane == 0) s_m[0][g] = W;
-  }
-  __syncthreads();
-  // The partial outputs, summed in split order with as many loads in flight as there are splits (up
-  // to 16 at a time): a short context's few splits do not wait on 16 loads.
-  if (nsplit <= 4) merge_partials<4, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
-  else if (nsplit <= 8) merge_partials<8, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
-  else merge_partials<16, D>(out, partOut, part0, nsplit, nh, s_w, s_m[0], vScale, tok, numHeads, h0);
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
+  decode_epilogue<D, GB>(s_m, s_l, s_acc, s_w, s_pm, &s_last, out, partOut, partMl, counters, tok, numHeads, h0, nh, split, nsplit, vScale);
 }
+
+#if defined(KV_BF16)
+// ---- tensor cores, for a bf16 cache -------------------------------------------------------------------
+//
+// The same blocks, chunks, partials and merge as decode_attention; only a warp's walk over its
+// positions differs. The FMA walk spends ~120 instructions on each (position, KV head): float32 dot
+// products for every query head, a reduce-scatter, the softmax. Here the query heads of the block
+// (≤ 8) are the n of an m16n8k16 mma, so one warp tile of 16 positions is
+//   Sᵀ [16 positions × 8 heads] = K [16 × D] · Qᵀ      (D / 16 mmas; K rows from shared memory by ldmatrix)
+//   Oᵀ [D × 8 heads]         += Vᵀ [D × 16] · Pᵀ     (D / 16 mmas; V by ldmatrix.trans)
+// with Pᵀ's B fragments made from Sᵀ's C fragments by movmatrix.trans. Each warp copies its own tile
+// of K and V rows (bf16, 16-byte chunks, chunk c of row r stored at c ^ (r & 7) so ldmatrix's 8 rows
+// hit distinct banks) with cp.async into its own shared memory: warps walk independently. q · scale
+// and the probabilities are rounded to bf16 for the products (K and V are bf16 already), as the
+// prefill kernel does; sums, the softmax and the merge are float32.
+#define DEC_TILE 16
+
+template <int D, int GB>
+__device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
+                                                     float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
+                                                     int* __restrict__ counters, const int* __restrict__ tokens, const int* __restrict__ positions,
+                                                     const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq,
+                                                     int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk,
+                                                     float vScale) {
+  static_assert(GB <= 8, "the query heads are the mma's n (8)");
+  constexpr int KS = D / 16;       // k-steps of Sᵀ (dims), m-tiles of Oᵀ (dims)
+  constexpr int C8 = D / 8;        // 16-byte chunks a K/V row
+  constexpr int CL = DEC_TILE * C8 / 32;  // chunks a lane copies a tile, for K and for V
+  constexpr int TILE_ELEMS = DEC_TILE * D;
+  // Per warp a K and a V tile; after the walk the same bytes hold the warps' outputs (s_acc).
+  static_assert(DEC_WARPS * GB * D * 4 <= DEC_WARPS * 2 * TILE_ELEMS * 2, "s_acc fits the tiles");
+  __shared__ __align__(128) u16 s_tiles[DEC_WARPS][2][TILE_ELEMS];
+  __shared__ int s_tbl[DEC_TABLE];
+  __shared__ float s_m[DEC_WARPS][GB], s_l[DEC_WARPS][GB];
+  __shared__ float s_w[GB][DEC_MAX_SPLITS], s_pm[GB][DEC_MAX_SPLITS];
+  __shared__ int s_last;
+  float (*s_acc)[GB][D] = reinterpret_cast<float (*)[GB][D]>(&s_tiles[0][0][0]);
+
+  const int tok = tokens ? tokens[blockIdx.x] : blockIdx.x, split = blockIdx.z;
+  const int group = numHeads / numKvHeads;
+  const int chunks = (group + GB - 1) / GB;
+  const int kvh = blockIdx.y / chunks;
+  const int h0 = kvh * group + (blockIdx.y % chunks) * GB;
+  const int nh = min(GB, (kvh + 1) * group - h0);
+  const int pos = positions[tok];
+  const int first = window > 0 ? max(0, pos - window + 1) : 0;
+  const int n = pos - first + 1;
+  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n);
+  const int nsplit = (n + chunkLen - 1) / chunkLen;
+  if (split >= nsplit) return;
+  const int lo = first + split * chunkLen, hi = min(lo + chunkLen, pos + 1);
+  const int* table = blockTables + (u64)seqIndex[tok] * maxBlocksPerSeq;
+  const int kvWidth = numKvHeads * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+
+  const int blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+  const int blk0 = blockShift >= 0 ? lo >> blockShift : lo / blockSize;
+  const int nblk = (blockShift >= 0 ? (hi - 1) >> blockShift : (hi - 1) / blockSize) - blk0 + 1;
+  const bool staged = nblk <= DEC_TABLE;
+  if (staged && threadIdx.x < nblk) s_tbl[threadIdx.x] = table[blk0 + threadIdx.x];
+  const int* blk = staged ? s_tbl : table + blk0;
+
+  // Qᵀ as B fragments (k = dims, n = head g): q · scale of head h0 + g, 0 for heads past nh.
+  u32 qb[KS][2];
+  {
+    const float* qh = q + ((u64)tok * numHeads + h0 + min(g, nh - 1)) * D + 2 * t;
+    const float f = g < nh ? scale : 0.f;
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      const float2 a = *reinterpret_cast<const float2*>(qh + 16 * k);
+      const float2 b = *reinterpret_cast<const float2*>(qh + 16 * k + 8);
+      qb[k][0] = pack_bf16x2(a.x * f, a.y * f);
+      qb[k][1] = pack_bf16x2(b.x * f, b.y * f);
+    }
+  }
+  __syncthreads();  // s_tbl
+
+  // This lane's chunks of a tile: rows (lane + 32i) / C8, chunk (lane + 32i) % C8. A tile's K rows
+  // are copied as one cp.async group and its V rows as the next, so K of the next tile loads while
+  // this one's softmax and P·V run, and its V while the next Q·Kᵀ does (one buffer each, no more
+  // shared memory than the tiles themselves).
+  const u32 kTile = shared_addr(&s_tiles[warp][0][0]), vTile = shared_addr(&s_tiles[warp][1][0]);
+  u64 rowSrc[CL];
+  auto stageK = [&](int base) {
+#pragma unroll
+    for (int i = 0; i < CL; i++) {
+      const int id = lane + 32 * i, r = id / C8, c = id % C8, p = base + r;
+      const bool ok = p < hi;
+      const int pp = ok ? p : lo;
+      const int slot = blockShift >= 0 ? (blk[(pp >> blockShift) - blk0] << blockShift) + (pp & (blockSize - 1))
+                                       : blk[pp / blockSize - blk0] * blockSize + pp % blockSize;
+      rowSrc[i] = ok ? (u64)slot * kvWidth + kvh * D + c * 8 : ~0ull;
+      cp_async16(kTile + (r * D + ((c ^ (r & 7)) << 3)) * 2, kc + (ok ? rowSrc[i] : 0), ok);
+    }
+    cp_async_commit();
+  };
+  auto stageV = [&]() {
+#pragma unroll
+    for (int i = 0; i < CL; i++) {
+      const int id = lane + 32 * i, r = id / C8, c = id % C8;
+      const bool ok = rowSrc[i] != ~0ull;
+      cp_async16(vTile + (r * D + ((c ^ (r & 7)) << 3)) * 2, vc + (ok ? rowSrc[i] : 0), ok);
+    }
+    cp_async_commit();
+  };
+  // ldmatrix row addresses: lane l gives row (l & 7) of matrix l / 8. K as A (positions × dims):
+  // matrices (rows 0–7, dims +0), (rows 8–15, +0), (rows 0–7, +8), (rows 8–15, +8). V for Vᵀ as A
+  // (dims × positions), transposed on load: (positions 0–7, dims +0), (0–7, +8), (8–15, +0), (8–15, +8).
+  const int mi = lane >> 3;
+  const int kRow = (lane & 7) + 8 * (mi & 1), kHalf = mi >> 1;
+  const int vRow = (lane & 7) + 8 * (mi >> 1), vHalf = mi & 1;
+
+  float o[KS][4];
+#pragma unroll
+  for (int k = 0; k < KS; k++) o[k][0] = o[k][1] = o[k][2] = o[k][3] = 0.f;
+  // Running max and sum for heads 2t and 2t + 1 (the same in every lane of a t).
+  float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+
+  const int step = DEC_TILE * DEC_WARPS;
+  if (lo + DEC_TILE * warp < hi) {
+    stageK(lo + DEC_TILE * warp);
+    stageV();
+  }
+  for (int base = lo + DEC_TILE * warp; base < hi; base += step) {
+    const bool more = base + step < hi;
+    cp_async_wait_one();  // K of this tile has landed (its V may still be on the way)
+    __syncwarp();
+    // Sᵀ: s[0..1] position g, heads 2t, 2t + 1; s[2..3] position g + 8.
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      u32 a[4];
+      ldmatrix_x4(kTile + (kRow * D + (((2 * k + kHalf) ^ (kRow & 7)) << 3)) * 2, a[0], a[1], a[2], a[3]);
+      mma_bf16(s, a, qb[k][0], qb[k][1]);
+    }
+    __syncwarp();  // every lane's K fragments are read: the next tile's K may land
+    if (more) stageK(base + step);
+    else cp_async_commit();  // an empty group keeps the waits below counting alike
+    if (base + g >= hi) s[0] = s[1] = NEG_INF;
+    if (base + g + 8 >= hi) s[2] = s[3] = NEG_INF;
+    // Online softmax per head over the tile's positions (the 8 lanes g of a t, and the two halves).
+    float x0 = fmaxf(s[0], s[2]), x1 = fmaxf(s[1], s[3]);
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1) {
+      x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, off));
+      x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, off));
+    }
+    const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);  // finite: position `base` is in the chunk
+    const float c0 = expf(m0 - n0), c1 = expf(m1 - n1);  // 0 on the first tile (m = -inf)
+    const float p0 = expf(s[0] - n0), p1 = expf(s[1] - n1), p2 = expf(s[2] - n0), p3 = expf(s[3] - n1);
+    float y0 = p0 + p2, y1 = p1 + p3;
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1) {
+      y0 += __shfl_xor_sync(0xffffffffu, y0, off);
+      y1 += __shfl_xor_sync(0xffffffffu, y1, off);
+    }
+    l0 = l0 * c0 + y0;
+    l1 = l1 * c1 + y1;
+    m0 = n0;
+    m1 = n1;
+    // Pᵀ as B fragments (k = positions, n = head g): the 8×8 halves of P transposed in registers.
+    const u32 b0 = movmatrix_trans(pack_bf16x2(p0, p1)), b1 = movmatrix_trans(pack_bf16x2(p2, p3));
+    cp_async_wait_one();  // V of this tile has landed (the next tile's K may still be on the way)
+    __syncwarp();
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      // Oᵀ m-tile k: o[k][0..1] dim 16k + g, heads 2t, 2t + 1; o[k][2..3] dim 16k + g + 8.
+      o[k][0] *= c0, o[k][1] *= c1, o[k][2] *= c0, o[k][3] *= c1;
+      u32 a[4];
+      ldmatrix_x4_trans(vTile + (vRow * D + (((2 * k + vHalf) ^ (vRow & 7)) << 3)) * 2, a[0], a[1], a[2], a[3]);
+      mma_bf16(o[k], a, b0, b1);
+    }
+    __syncwarp();  // every lane's V fragments are read: the next tile's V may land
+    if (more) stageV();
+    else cp_async_commit();
+  }
+  cp_async_wait_all();
+
+  // Into the shared form decode_epilogue merges (the tiles' bytes now hold s_acc: every warp is done).
+  __syncthreads();
+  const int hA = 2 * t, hB = 2 * t + 1;
+  if (g == 0) {
+    if (hA < GB) s_m[warp][hA] = m0, s_l[warp][hA] = l0;
+    if (hB < GB) s_m[warp][hB] = m1, s_l[warp][hB] = l1;
+  }
+#pragma unroll
+  for (int k = 0; k < KS; k++) {
+    if (hA < GB) s_acc[warp][hA][16 * k + g] = o[k][0], s_acc[warp][hA][16 * k + g + 8] = o[k][2];
+    if (hB < GB) s_acc[warp][hB][16 * k + g] = o[k][1], s_acc[warp][hB][16 * k + g + 8] = o[k][3];
+  }
+  __syncthreads();
+  decode_epilogue<D, GB>(s_m, s_l, s_acc, s_w, s_pm, &s_last, out, partOut, partMl, counters, tok, numHeads, h0, nh, split, nsplit, vScale);
+}
+
+#define DECODE_MMA_KERNEL(D, GB)                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, 3) decode_attention_mma_d##D##_g##GB(                              \
+      const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,              \
+      float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
+      const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
+      int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk, float vScale) {                       \
+    decode_attention_mma<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex,              \
+                                maxBlocksPerSeq, blockSize, numHeads, numKvHeads, scale, window, forcedChunk, vScale);             \
+  }
+DECODE_MMA_KERNEL(64, 1)
+DECODE_MMA_KERNEL(64, 2)
+DECODE_MMA_KERNEL(64, 4)
+DECODE_MMA_KERNEL(64, 8)
+DECODE_MMA_KERNEL(128, 1)
+DECODE_MMA_KERNEL(128, 2)
+DECODE_MMA_KERNEL(128, 4)
+DECODE_MMA_KERNEL(128, 8)
+#endif
 
 #define DECODE_KERNEL(D, GB)                                                                                                       \
   extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_BLOCKS(D, GB)) decode_attention_d##D##_g##GB(                      \
