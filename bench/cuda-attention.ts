@@ -178,8 +178,8 @@ for (const [model, heads, contexts] of shapes) {
       const kvBytes = b * context * kvHeads * headDim * KV_DTYPE_BYTES[kvDtype] * 2;
       const qHost = noise.subarray(0, b * heads * headDim);
       const auto = decodeChunk(context);
-      // From a bf16 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at the auto chunk, to compare.
-      const mma = kvDtype === 'bf16';
+      // From a bf16 or fp8 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at the auto chunk, to compare.
+      const mma = kvDtype !== 'float32';
       const variants: Array<[AttentionKernel, number, boolean]> = [['paged', 0, false], ['decode', 0, mma]];
       if (mma) variants.push(['decode', 0, false]);
       for (const chunk of [32, 64, 128, 256, 512, 1024, context]) if (chunk <= context && chunk !== auto && context / chunk <= 128) variants.push(['decode', chunk, mma]);

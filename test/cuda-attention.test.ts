@@ -1,11 +1,12 @@
 // CUDA attention against the CPU reference: the tensor-core prefill kernel, split-K decode and the
 // original kernel, on fresh random q/k/v written through writeKv into scattered blocks, for ragged
 // prefill chunks, chunks continuing a cached prompt, mixed steps and long decode contexts. Bounds:
-// the prefill kernel rounds q, k, v and the probabilities to bf16 (8 significant bits), so it is held
-// to a relative error of 1e-2 (a row-level emulation of it in float64 gives 2e-3 to 4e-3 on these
-// inputs); the float32 paths (split-K decode, the original kernel) to 1e-5. Each scenario runs with a
-// float32 KV cache, and the main ones again with bf16 and fp8 caches on both backends (the CPU's
-// reads the same rounded values, so the bounds are the same).
+// the prefill kernel, and split-K decode from a bf16 or fp8 cache (tensor cores too), round q and the
+// probabilities (and a float32 cache's k, v) to bf16 (8 significant bits), so they are held to a
+// relative error of 1e-2 (a row-level emulation of the prefill kernel in float64 gives 2e-3 to 4e-3
+// on these inputs); the float32 paths (split-K decode from a float32 cache, the original kernel) to
+// 1e-5. Each scenario runs with a float32 KV cache, and the main ones again with bf16 and fp8 caches
+// on both backends (the CPU's reads the same rounded values).
 // The host-side planning (runs, tiles, checks, split sizes) is tested without a GPU; the GPU suites
 // skip with the reason when no device, libcuda or NVRTC is present.
 
@@ -295,8 +296,8 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
       const results = new Map<string, Float32Array>();
       for (const [kernel, chunk, rows] of variants) {
         const got = await run(kernel, chunk, rows, qHost, gc, layer, batch, scale, window);
-        // From a bf16 cache split-K decode runs on tensor cores too (q and P rounded to bf16).
-        const onTensorCores = kernel === 'prefill' || (kernel === 'auto' && autoPrefill) || (sc.kvDtype === 'bf16' && tiled(headDim) && kernel !== 'paged');
+        // From a bf16 or fp8 cache split-K decode runs on tensor cores too (q and P rounded to bf16).
+        const onTensorCores = kernel === 'prefill' || (kernel === 'auto' && autoPrefill) || ((sc.kvDtype === 'bf16' || sc.kvDtype === 'fp8') && tiled(headDim) && kernel !== 'paged');
         const bound = onTensorCores ? BF16_BOUND : F32_BOUND;
         const e = relErr(got, want);
         assert.ok(e <= bound, `${what(kernel, window, chunk, rows)}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)}`);
@@ -371,7 +372,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
   // Batch invariance: a decode token's chunking depends on its own context only, so its output is
   // the same bits alone, in a batch of 8, or beside a prefill chunk; and the kernel's chunk rule
   // (decode_chunk) is the host's (decodeChunk): auto equals the chunk size forced to decodeChunk(n).
-  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [[64, 8, 128, 16, 'float32'], [32, 8, 128, 16, 'float32'], [8, 1, 64, 32, 'float32'], [64, 8, 128, 16, 'bf16'], [8, 1, 64, 32, 'bf16']] as const) {
+  for (const [heads, kvHeads, headDim, blockSize, kvDtype] of [[64, 8, 128, 16, 'float32'], [32, 8, 128, 16, 'float32'], [8, 1, 64, 32, 'float32'], [64, 8, 128, 16, 'bf16'], [8, 1, 64, 32, 'bf16'], [32, 8, 128, 16, 'fp8']] as const) {
     it(`a decode token's output does not depend on the other tokens of its step: ${heads}:${kvHeads} heads, head_dim ${headDim}, ${kvDtype} KV`, async () => {
       const contexts = [4096, 3001, 2048, 1500, 777, 129, 64, 1];
       const seqs: Array<[number, number]> = contexts.map((n) => [n - 1, 1]);

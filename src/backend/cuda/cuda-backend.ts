@@ -306,9 +306,10 @@ export class CudaBackend implements Backend {
   /** Positions per chunk of decode attention; 0: by each token's context (attention-plan.ts decodeChunk). */
   attentionChunk = 0;
   /**
-   * Decode attention over a bf16 cache on tensor cores (attention-decode.cu decode_attention_mma: the
-   * query heads of a KV head as the mma's n; q and the probabilities rounded to bf16, as the prefill
-   * kernel does). False keeps the float32 kernel, which float32 and fp8 caches always take.
+   * Decode attention over a bf16 or fp8 cache on tensor cores (attention-decode.cu
+   * decode_attention_mma: the query heads of a KV head as the mma's n; q and the probabilities
+   * rounded to bf16, as the prefill kernel does). False keeps the float32 kernel, which a float32
+   * cache always takes.
    */
   decodeAttentionMma = true;
   /** Query rows per tile of the prefill kernel; 0: by the rule (attention-plan.ts prefillTileRows). */
@@ -1133,7 +1134,7 @@ export class CudaBackend implements Backend {
     const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
     const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
     try {
-      const kernel = a.cache.dtype === 'bf16' && this.decodeAttentionMma ? 'decode_attention_mma' : 'decode_attention';
+      const kernel = a.cache.dtype !== 'float32' && this.decodeAttentionMma ? 'decode_attention_mma' : 'decode_attention';
       this.launch(a.cache.module('attention-decode.cu'), `${kernel}_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifiif', [
         a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
         a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk, a.vScale,

@@ -404,8 +404,8 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   decode_epilogue<D, GB>(s_m, s_l, s_acc, s_w, s_pm, &s_last, out, partOut, partMl, counters, tok, numHeads, h0, nh, split, nsplit, vScale);
 }
 
-#if defined(KV_BF16)
-// ---- tensor cores, for a bf16 cache -------------------------------------------------------------------
+#if defined(KV_BF16) || defined(KV_FP8)
+// ---- tensor cores, for a bf16 or an fp8 cache ------------------------------------------------------------
 //
 // The same blocks, chunks, partials and merge as decode_attention; only a warp's walk over its
 // positions differs. The FMA walk spends ~120 instructions on each (position, KV head): float32 dot
@@ -414,11 +414,37 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
 //   Sᵀ [16 positions × 8 heads] = K [16 × D] · Qᵀ      (D / 16 mmas; K rows from shared memory by ldmatrix)
 //   Oᵀ [D × 8 heads]         += Vᵀ [D × 16] · Pᵀ     (D / 16 mmas; V by ldmatrix.trans)
 // with Pᵀ's B fragments made from Sᵀ's C fragments by movmatrix.trans. Each warp copies its own tile
-// of K and V rows (bf16, 16-byte chunks, chunk c of row r stored at c ^ (r & 7) so ldmatrix's 8 rows
-// hit distinct banks) with cp.async into its own shared memory: warps walk independently. q · scale
-// and the probabilities are rounded to bf16 for the products (K and V are bf16 already), as the
-// prefill kernel does; sums, the softmax and the merge are float32.
+// of K and V rows with cp.async into its own shared memory: warps walk independently. bf16 rows are
+// 16-byte chunks, chunk c of row r stored at c ^ (r & 7) so ldmatrix's 8 rows hit distinct banks;
+// FP8 rows stay codes (half the bytes to copy), padded by 16 bytes a row against bank conflicts, and
+// each fragment is built from them (two codes → an exact bf16 pair). q · scale and the probabilities
+// are rounded to bf16 for the products (K and V are exact in bf16), as the prefill kernel does; sums,
+// the softmax and the merge are float32.
 #define DEC_TILE 16
+
+#if defined(KV_FP8)
+// Two E4M3 codes (lo: bits 0–7, hi: bits 8–15) → the bf16 pair of their values, exactly: the
+// exponent and mantissa bits placed at bf16 bits 4..10 read as value · 2⁻¹²⁰ (subnormals on bf16
+// subnormals), one fma by ±2¹²⁰ (gemv-mma-q8.cu's fp8 decoder). The NaN code would read as ±480: the
+// cache never holds one for a finite value.
+__device__ __forceinline__ u32 e4m3x2_bf16x2(u32 codes) {
+  const u32 x = (codes & 0xffu) | ((codes & 0xff00u) << 8);
+  const u32 mag = (x << 4) & 0x07f007f0u, sign = (x << 8) & 0x80008000u;
+  u32 r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(mag), "r"(sign | 0x7b807b80u), "r"(0x80008000u));
+  return r;
+}
+__device__ __forceinline__ u32 lds_u16(u32 addr) {
+  u16 v;
+  asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ u32 lds_u8(u32 addr) {
+  u16 v;
+  asm volatile("ld.shared.u8 %0, [%1];" : "=h"(v) : "r"(addr));
+  return v & 0xffu;
+}
+#endif
 
 template <int D, int GB>
 __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
@@ -429,12 +455,19 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
                                                      float vScale) {
   static_assert(GB <= 8, "the query heads are the mma's n (8)");
   constexpr int KS = D / 16;       // k-steps of Sᵀ (dims), m-tiles of Oᵀ (dims)
-  constexpr int C8 = D / 8;        // 16-byte chunks a K/V row
-  constexpr int CL = DEC_TILE * C8 / 32;  // chunks a lane copies a tile, for K and for V
-  constexpr int TILE_ELEMS = DEC_TILE * D;
+#if defined(KV_FP8)
+  constexpr int ROW = D + 16;      // bytes a staged row: the codes and 16 bytes of padding
+  constexpr int CW = 16;           // codes a 16-byte chunk
+#else
+  constexpr int ROW = 2 * D;       // bytes a staged row (swizzled chunks)
+  constexpr int CW = 8;
+#endif
+  constexpr int CR = D / CW;       // 16-byte chunks a K/V row
+  constexpr int CL = DEC_TILE * CR / 32;  // chunks a lane copies a tile, for K and for V
+  constexpr int TILE_BYTES = DEC_TILE * ROW;
   // Per warp a K and a V tile; after the walk the same bytes hold the warps' outputs (s_acc).
-  static_assert(DEC_WARPS * GB * D * 4 <= DEC_WARPS * 2 * TILE_ELEMS * 2, "s_acc fits the tiles");
-  __shared__ __align__(128) u16 s_tiles[DEC_WARPS][2][TILE_ELEMS];
+  static_assert(DEC_WARPS * GB * D * 4 <= DEC_WARPS * 2 * TILE_BYTES, "s_acc fits the tiles");
+  __shared__ __align__(128) unsigned char s_tiles[DEC_WARPS][2][TILE_BYTES];
   __shared__ int s_tbl[DEC_TABLE];
   __shared__ float s_m[DEC_WARPS][GB], s_l[DEC_WARPS][GB];
   __shared__ float s_w[GB][DEC_MAX_SPLITS], s_pm[GB][DEC_MAX_SPLITS];
@@ -481,40 +514,67 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
   }
   __syncthreads();  // s_tbl
 
-  // This lane's chunks of a tile: rows (lane + 32i) / C8, chunk (lane + 32i) % C8. A tile's K rows
+  // This lane's chunks of a tile: rows (lane + 32i) / CR, chunk (lane + 32i) % CR. A tile's K rows
   // are copied as one cp.async group and its V rows as the next, so K of the next tile loads while
   // this one's softmax and P·V run, and its V while the next Q·Kᵀ does (one buffer each, no more
   // shared memory than the tiles themselves).
   const u32 kTile = shared_addr(&s_tiles[warp][0][0]), vTile = shared_addr(&s_tiles[warp][1][0]);
+#if defined(KV_FP8)
+  auto chunkAt = [](int r, int c) { return (u32)(r * ROW + c * 16); };
+#else
+  auto chunkAt = [](int r, int c) { return (u32)(r * ROW + ((c ^ (r & 7)) << 4)); };
+#endif
   u64 rowSrc[CL];
   auto stageK = [&](int base) {
 #pragma unroll
     for (int i = 0; i < CL; i++) {
-      const int id = lane + 32 * i, r = id / C8, c = id % C8, p = base + r;
+      const int id = lane + 32 * i, r = id / CR, c = id % CR, p = base + r;
       const bool ok = p < hi;
       const int pp = ok ? p : lo;
       const int slot = blockShift >= 0 ? (blk[(pp >> blockShift) - blk0] << blockShift) + (pp & (blockSize - 1))
                                        : blk[pp / blockSize - blk0] * blockSize + pp % blockSize;
-      rowSrc[i] = ok ? (u64)slot * kvWidth + kvh * D + c * 8 : ~0ull;
-      cp_async16(kTile + (r * D + ((c ^ (r & 7)) << 3)) * 2, kc + (ok ? rowSrc[i] : 0), ok);
+      rowSrc[i] = ok ? (u64)slot * kvWidth + kvh * D + c * CW : ~0ull;
+      cp_async16(kTile + chunkAt(r, c), kc + (ok ? rowSrc[i] : 0), ok);
     }
     cp_async_commit();
   };
   auto stageV = [&]() {
 #pragma unroll
     for (int i = 0; i < CL; i++) {
-      const int id = lane + 32 * i, r = id / C8, c = id % C8;
+      const int id = lane + 32 * i, r = id / CR, c = id % CR;
       const bool ok = rowSrc[i] != ~0ull;
-      cp_async16(vTile + (r * D + ((c ^ (r & 7)) << 3)) * 2, vc + (ok ? rowSrc[i] : 0), ok);
+      cp_async16(vTile + chunkAt(r, c), vc + (ok ? rowSrc[i] : 0), ok);
     }
     cp_async_commit();
   };
-  // ldmatrix row addresses: lane l gives row (l & 7) of matrix l / 8. K as A (positions × dims):
-  // matrices (rows 0–7, dims +0), (rows 8–15, +0), (rows 0–7, +8), (rows 8–15, +8). V for Vᵀ as A
-  // (dims × positions), transposed on load: (positions 0–7, dims +0), (0–7, +8), (8–15, +0), (8–15, +8).
+  // K as A (positions × dims) for k-step k, Vᵀ as A (dims × positions) for m-tile k.
+#if defined(KV_FP8)
+  // From the codes: a0/a2 position g, a1/a3 position g + 8 (dims 16k + 2t.. and + 8) for K; for Vᵀ
+  // a0/a1 dims 16k + g and + 8 at positions 2t, 2t + 1, a2/a3 the same at 2t + 8, 2t + 9.
+  auto kFrag = [&](int k, u32* a) {
+    const u32 at = kTile + g * ROW + 16 * k + 2 * t;
+    a[0] = e4m3x2_bf16x2(lds_u16(at));
+    a[1] = e4m3x2_bf16x2(lds_u16(at + 8 * ROW));
+    a[2] = e4m3x2_bf16x2(lds_u16(at + 8));
+    a[3] = e4m3x2_bf16x2(lds_u16(at + 8 * ROW + 8));
+  };
+  auto vFrag = [&](int k, u32* a) {
+    const u32 at = vTile + 2 * t * ROW + 16 * k + g;
+    a[0] = e4m3x2_bf16x2(lds_u8(at) | (lds_u8(at + ROW) << 8));
+    a[1] = e4m3x2_bf16x2(lds_u8(at + 8) | (lds_u8(at + ROW + 8) << 8));
+    a[2] = e4m3x2_bf16x2(lds_u8(at + 8 * ROW) | (lds_u8(at + 9 * ROW) << 8));
+    a[3] = e4m3x2_bf16x2(lds_u8(at + 8 * ROW + 8) | (lds_u8(at + 9 * ROW + 8) << 8));
+  };
+#else
+  // By ldmatrix: lane l gives row (l & 7) of matrix l / 8. K: matrices (rows 0–7, dims +0), (rows
+  // 8–15, +0), (rows 0–7, +8), (rows 8–15, +8); V, transposed on load: (positions 0–7, dims +0),
+  // (0–7, +8), (8–15, +0), (8–15, +8).
   const int mi = lane >> 3;
   const int kRow = (lane & 7) + 8 * (mi & 1), kHalf = mi >> 1;
   const int vRow = (lane & 7) + 8 * (mi >> 1), vHalf = mi & 1;
+  auto kFrag = [&](int k, u32* a) { ldmatrix_x4(kTile + chunkAt(kRow, 2 * k + kHalf), a[0], a[1], a[2], a[3]); };
+  auto vFrag = [&](int k, u32* a) { ldmatrix_x4_trans(vTile + chunkAt(vRow, 2 * k + vHalf), a[0], a[1], a[2], a[3]); };
+#endif
 
   float o[KS][4];
 #pragma unroll
@@ -536,7 +596,7 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
 #pragma unroll
     for (int k = 0; k < KS; k++) {
       u32 a[4];
-      ldmatrix_x4(kTile + (kRow * D + (((2 * k + kHalf) ^ (kRow & 7)) << 3)) * 2, a[0], a[1], a[2], a[3]);
+      kFrag(k, a);
       mma_bf16(s, a, qb[k][0], qb[k][1]);
     }
     __syncwarp();  // every lane's K fragments are read: the next tile's K may land
@@ -573,7 +633,7 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
       // Oᵀ m-tile k: o[k][0..1] dim 16k + g, heads 2t, 2t + 1; o[k][2..3] dim 16k + g + 8.
       o[k][0] *= c0, o[k][1] *= c1, o[k][2] *= c0, o[k][3] *= c1;
       u32 a[4];
-      ldmatrix_x4_trans(vTile + (vRow * D + (((2 * k + vHalf) ^ (vRow & 7)) << 3)) * 2, a[0], a[1], a[2], a[3]);
+      vFrag(k, a);
       mma_bf16(o[k], a, b0, b1);
     }
     __syncwarp();  // every lane's V fragments are read: the next tile's V may land
