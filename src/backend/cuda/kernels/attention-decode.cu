@@ -218,6 +218,51 @@ __device__ __forceinline__ void decode_epilogue(float (*s_m)[GB], float (*s_l)[G
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (stream order)
 }
 
+// What a decode block serves (both walks): token blockIdx.x of the list (or of the step), query
+// heads h0..h0+nh of KV head kvh (blockIdx.y), and chunk `split` (blockIdx.z) of the positions the
+// token sees, [lo, hi); a token's chunk size depends on its own context only. Block-table entries
+// blk0..blk0+nblk cover the chunk; block sizes are powers of two in practice (16 by default), so a
+// position's slot is shifts, not integer divisions (~20 instructions each, on the latency path).
+struct DecodeBlock {
+  int tok, split, kvh, h0, nh, nsplit, lo, hi;
+  const int* table;  // the sequence's block table
+  int blockSize, blockShift, blk0, nblk;
+  // Position p's cache slot, from the chunk's table entries (blk[i] = table[blk0 + i]): by shifts
+  // (a power-of-two block size) or by division.
+  __device__ __forceinline__ int slotPow2(const int* blk, int p) const { return (blk[(p >> blockShift) - blk0] << blockShift) + (p & (blockSize - 1)); }
+  __device__ __forceinline__ int slotDiv(const int* blk, int p) const { return blk[p / blockSize - blk0] * blockSize + p % blockSize; }
+  __device__ __forceinline__ int slot(const int* blk, int p) const {
+    if (blockShift >= 0) return slotPow2(blk, p);
+    return slotDiv(blk, p);
+  }
+};
+template <int GB>
+__device__ __forceinline__ DecodeBlock decode_block(const int* __restrict__ tokens, const int* __restrict__ positions, const int* __restrict__ blockTables,
+                                                    const int* __restrict__ seqIndex, int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads,
+                                                    int window, int forcedChunk) {
+  DecodeBlock b;
+  b.tok = tokens ? tokens[blockIdx.x] : blockIdx.x;
+  b.split = blockIdx.z;
+  const int group = numHeads / numKvHeads;
+  const int chunks = (group + GB - 1) / GB;
+  b.kvh = blockIdx.y / chunks;
+  b.h0 = b.kvh * group + (blockIdx.y % chunks) * GB;  // first query head of this block
+  b.nh = min(GB, (b.kvh + 1) * group - b.h0);         // heads this block serves (≤ GB)
+  const int pos = positions[b.tok];
+  const int first = window > 0 ? max(0, pos - window + 1) : 0;
+  const int n = pos - first + 1;  // positions this token sees
+  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n);
+  b.nsplit = (n + chunkLen - 1) / chunkLen;
+  b.lo = first + b.split * chunkLen;
+  b.hi = min(b.lo + chunkLen, pos + 1);
+  b.table = blockTables + (u64)seqIndex[b.tok] * maxBlocksPerSeq;
+  b.blockSize = blockSize;
+  b.blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+  b.blk0 = b.blockShift >= 0 ? b.lo >> b.blockShift : b.lo / blockSize;
+  b.nblk = (b.blockShift >= 0 ? (b.hi - 1) >> b.blockShift : (b.hi - 1) / blockSize) - b.blk0 + 1;
+  return b;
+}
+
 template <int D, int GB>
 __device__ __forceinline__ void decode_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                  float* __restrict__ out, float* __restrict__ partOut, float* __restrict__ partMl,
@@ -242,20 +287,9 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   __shared__ float s_w[GB][DEC_MAX_SPLITS], s_pm[GB][DEC_MAX_SPLITS];
   __shared__ int s_last;
 
-  const int tok = tokens ? tokens[blockIdx.x] : blockIdx.x, split = blockIdx.z;
-  const int group = numHeads / numKvHeads;
-  const int chunks = (group + GB - 1) / GB;
-  const int kvh = blockIdx.y / chunks;
-  const int h0 = kvh * group + (blockIdx.y % chunks) * GB;  // first query head of this block
-  const int nh = min(GB, (kvh + 1) * group - h0);           // heads this block serves (≤ GB)
-  const int pos = positions[tok];
-  const int first = window > 0 ? max(0, pos - window + 1) : 0;
-  const int n = pos - first + 1;  // positions this token sees
-  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n);
-  const int nsplit = (n + chunkLen - 1) / chunkLen;
-  if (split >= nsplit) return;
-  const int lo = first + split * chunkLen, hi = min(lo + chunkLen, pos + 1);  // positions [lo, hi)
-  const int* table = blockTables + (u64)seqIndex[tok] * maxBlocksPerSeq;
+  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk);
+  if (b.split >= b.nsplit) return;
+  const int tok = b.tok, split = b.split, kvh = b.kvh, h0 = b.h0, nh = b.nh, nsplit = b.nsplit, lo = b.lo, hi = b.hi, blk0 = b.blk0;
   const int kvWidth = numKvHeads * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
@@ -265,13 +299,8 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   // prologue costs one memory latency, not one per q element a thread stages.
   constexpr int QN = (GB * D + DEC_WARPS * 32 - 1) / (DEC_WARPS * 32);  // q floats per thread
   static_assert(DEC_TABLE == DEC_WARPS * 32, "one staged block-table entry per thread");
-  // Block sizes are powers of two in practice (16 by default): shifts, not integer divisions (~20
-  // instructions each, 8 a warp iteration on the latency path of a short context).
-  const int blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
-  const int blk0 = blockShift >= 0 ? lo >> blockShift : lo / blockSize;
-  const int nblk = (blockShift >= 0 ? (hi - 1) >> blockShift : (hi - 1) / blockSize) - blk0 + 1;
-  const bool staged = nblk <= DEC_TABLE;
-  const int tblEntry = staged && threadIdx.x < nblk ? table[blk0 + threadIdx.x] : 0;
+  const bool staged = b.nblk <= DEC_TABLE;
+  const int tblEntry = staged && threadIdx.x < b.nblk ? b.table[blk0 + threadIdx.x] : 0;
   float qv[QN];
 #pragma unroll
   for (int k = 0; k < QN; k++) {
@@ -283,8 +312,8 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
     const int i = threadIdx.x + k * DEC_WARPS * 32, g = i / D;
     if (i < GB * D) s_q[g][i % D] = g < nh ? qv[k] * scale : 0.f;
   }
-  if (staged && threadIdx.x < nblk) s_tbl[threadIdx.x] = tblEntry;
-  const int* blk = staged ? s_tbl : table + blk0;  // generic pointer: shared or global
+  if (staged && threadIdx.x < b.nblk) s_tbl[threadIdx.x] = tblEntry;
+  const int* blk = staged ? s_tbl : b.table + blk0;  // generic pointer: shared or global
   __syncthreads();
 
   float acc[GB][E];
@@ -303,18 +332,12 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
     // All of the iteration's loads first, K then V (positions past the chunk read nothing and give 0).
     float kk[U][E], vv[U][E];
     int slot[U];
-    if (blockShift >= 0) {
+    if (b.blockShift >= 0) {
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int p = min(base + u, hi - 1);
-        slot[u] = (blk[(p >> blockShift) - blk0] << blockShift) + (p & (blockSize - 1));
-      }
+      for (int u = 0; u < U; u++) slot[u] = b.slotPow2(blk, min(base + u, hi - 1));
     } else {
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int p = min(base + u, hi - 1);
-        slot[u] = blk[p / blockSize - blk0] * blockSize + p % blockSize;
-      }
+      for (int u = 0; u < U; u++) slot[u] = b.slotDiv(blk, min(base + u, hi - 1));
     }
 #pragma unroll
     for (int u = 0; u < U; u++) load_row<E>(kk[u], kc + (u64)slot[u] * kvWidth + kvh * D + lane * E, base + u < hi);
@@ -474,30 +497,16 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
   __shared__ int s_last;
   float (*s_acc)[GB][D] = reinterpret_cast<float (*)[GB][D]>(&s_tiles[0][0][0]);
 
-  const int tok = tokens ? tokens[blockIdx.x] : blockIdx.x, split = blockIdx.z;
-  const int group = numHeads / numKvHeads;
-  const int chunks = (group + GB - 1) / GB;
-  const int kvh = blockIdx.y / chunks;
-  const int h0 = kvh * group + (blockIdx.y % chunks) * GB;
-  const int nh = min(GB, (kvh + 1) * group - h0);
-  const int pos = positions[tok];
-  const int first = window > 0 ? max(0, pos - window + 1) : 0;
-  const int n = pos - first + 1;
-  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n);
-  const int nsplit = (n + chunkLen - 1) / chunkLen;
-  if (split >= nsplit) return;
-  const int lo = first + split * chunkLen, hi = min(lo + chunkLen, pos + 1);
-  const int* table = blockTables + (u64)seqIndex[tok] * maxBlocksPerSeq;
+  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk);
+  if (b.split >= b.nsplit) return;
+  const int tok = b.tok, kvh = b.kvh, h0 = b.h0, nh = b.nh, lo = b.lo, hi = b.hi;
   const int kvWidth = numKvHeads * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
 
-  const int blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
-  const int blk0 = blockShift >= 0 ? lo >> blockShift : lo / blockSize;
-  const int nblk = (blockShift >= 0 ? (hi - 1) >> blockShift : (hi - 1) / blockSize) - blk0 + 1;
-  const bool staged = nblk <= DEC_TABLE;
-  if (staged && threadIdx.x < nblk) s_tbl[threadIdx.x] = table[blk0 + threadIdx.x];
-  const int* blk = staged ? s_tbl : table + blk0;
+  const bool staged = b.nblk <= DEC_TABLE;
+  if (staged && threadIdx.x < b.nblk) s_tbl[threadIdx.x] = b.table[b.blk0 + threadIdx.x];
+  const int* blk = staged ? s_tbl : b.table + b.blk0;
 
   // Qᵀ as B fragments (k = dims, n = head g): q · scale of head h0 + g, 0 for heads past nh.
   u32 qb[KS][2];
@@ -531,9 +540,7 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
       const int id = lane + 32 * i, r = id / CR, c = id % CR, p = base + r;
       const bool ok = p < hi;
       const int pp = ok ? p : lo;
-      const int slot = blockShift >= 0 ? (blk[(pp >> blockShift) - blk0] << blockShift) + (pp & (blockSize - 1))
-                                       : blk[pp / blockSize - blk0] * blockSize + pp % blockSize;
-      rowSrc[i] = ok ? (u64)slot * kvWidth + kvh * D + c * CW : ~0ull;
+      rowSrc[i] = ok ? (u64)b.slot(blk, pp) * kvWidth + kvh * D + c * CW : ~0ull;
       cp_async16(kTile + chunkAt(r, c), kc + (ok ? rowSrc[i] : 0), ok);
     }
     cp_async_commit();
@@ -655,7 +662,7 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
     if (hB < GB) s_acc[warp][hB][16 * k + g] = o[k][1], s_acc[warp][hB][16 * k + g + 8] = o[k][3];
   }
   __syncthreads();
-  decode_epilogue<D, GB>(s_m, s_l, s_acc, s_w, s_pm, &s_last, out, partOut, partMl, counters, tok, numHeads, h0, nh, split, nsplit, vScale);
+  decode_epilogue<D, GB>(s_m, s_l, s_acc, s_w, s_pm, &s_last, out, partOut, partMl, counters, tok, numHeads, h0, nh, b.split, b.nsplit, vScale);
 }
 
 #define DECODE_MMA_KERNEL(D, GB)                                                                                                   \
