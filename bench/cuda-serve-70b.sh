@@ -2,7 +2,8 @@
 # Llama-3.3-70B W4A16 (dummy weights at the real shapes) served by `tachyon serve` on one GPU and
 # measured by `tachyon bench serve` at input 2048 / output 128 tokens, concurrency 1 and 8: the
 # configuration of NVIDIA's Jetson Thor table for this model (6.27 and 41.5 output tok/s there,
-# reference/perf-anchors.md). Result JSON (vLLM's keys) lands in bench/results/.
+# reference/perf-anchors.md). Any preset and method serve the same way (e.g. --model llama-3.1-8b
+# --quantization fp8, the edge guide's workload). Result JSON (vLLM's keys) lands in bench/results/.
 #
 #   bash bench/cuda-serve-70b.sh [--model llama-3.3-70b] [--quantization w4a16] [--kv-cache-dtype auto] [--port 8000]
 #
