@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvCacheStorage, type KvDtype } from '../src/backend/backend.js';
-import { decodeChunk } from '../src/backend/cuda/attention-plan.js';
+import { DECODE_MMA_MIN_CHUNK, decodeChunk } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { machineInfo } from './machine.js';
@@ -177,9 +177,9 @@ for (const [model, heads, contexts] of shapes) {
       const batch = batchOf(Array.from({ length: b }, (_, s) => [s, context - 1]), maxBatch, blockTables, maxBlocksPerSeq);
       const kvBytes = b * context * kvHeads * headDim * KV_DTYPE_BYTES[kvDtype] * 2;
       const qHost = noise.subarray(0, b * heads * headDim);
-      const auto = decodeChunk(context);
-      // From a bf16 or fp8 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at the auto chunk, to compare.
       const mma = kvDtype !== 'float32';
+      const auto = decodeChunk(context, mma ? DECODE_MMA_MIN_CHUNK : 32);
+      // From a bf16 or fp8 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at its auto chunk, to compare.
       const variants: Array<[AttentionKernel, number, boolean]> = [['paged', 0, false], ['decode', 0, mma]];
       if (mma) variants.push(['decode', 0, false]);
       for (const chunk of [32, 64, 128, 256, 512, 1024, context]) if (chunk <= context && chunk !== auto && context / chunk <= 128) variants.push(['decode', chunk, mma]);
@@ -193,7 +193,7 @@ for (const [model, heads, contexts] of shapes) {
           (q) => backend.attention(q, cache, 0, batch, 1 / Math.sqrt(headDim), 0),
           reps,
         );
-        const used = kernel === 'decode' ? chunk || auto : null;
+        const used = kernel === 'decode' ? chunk || (onMma ? auto : decodeChunk(context)) : null;
         decodeRows.push({
           model,
           batch: b,

@@ -214,20 +214,29 @@ export function decodeHeadsPerBlock(numHeads: number, numKvHeads: number): numbe
 export const DECODE_MAX_SPLITS = 128;
 
 /**
+ * The smallest chunk of the tensor-core decode walk (bf16 and fp8 caches): its per-block latency,
+ * not the positions, sets a short chunk's time, so contexts up to 128 take one chunk (no merge) and
+ * up to 2048 chunks of 128 (H100, bench/cuda-attention.ts: 8B shapes, context 128, 11.9 → 9.6 µs at
+ * batch 1; context 512, batch 8, 27.1 → 19.0 µs).
+ */
+export const DECODE_MMA_MIN_CHUNK = 128;
+
+/**
  * Positions per chunk of decode attention for a token that sees `n` positions (the same rule as
  * kernels/attention-decode.cu decode_chunk): about 16 chunks, a multiple of 32 (one iteration of a
- * block's 4 warps × 8 positions; from a bf16 cache a warp takes 16), between 32 and 1024, and at most DECODE_MAX_SPLITS chunks.
- * It depends on the token's own context only, never on the batch: a token's output is the same
- * bits whichever tokens share its step. 16 chunks give a batch-1 70B step (8 KV heads) 128 blocks
- * at contexts ≥ 512; the chunks of a token are merged inside the same launch, so splitting costs no
- * second kernel.
+ * block's 4 warps × 8 positions), between `minChunk` (32 for the float32 walk, DECODE_MMA_MIN_CHUNK
+ * for the tensor-core one) and 1024, and at most DECODE_MAX_SPLITS chunks. It depends on the token's
+ * own context only (and the kernel, which is the same for every token of a cache), never on the
+ * batch: a token's output is the same bits whichever tokens share its step. 16 chunks give a
+ * batch-1 70B step (8 KV heads) 128 blocks at contexts ≥ 512 (≥ 2048 on tensor cores); the chunks of
+ * a token are merged inside the same launch, so splitting costs no second kernel.
  */
-export function decodeChunk(n: number): number {
+export function decodeChunk(n: number, minChunk = 32): number {
   const roundUp32 = (x: number) => Math.ceil(x / 32) * 32;
-  return Math.max(32, Math.min(1024, roundUp32(n / 16)), roundUp32(n / DECODE_MAX_SPLITS));
+  return Math.max(minChunk, Math.min(1024, roundUp32(n / 16)), roundUp32(n / DECODE_MAX_SPLITS));
 }
 
 /** Chunks of a token that sees `n` positions, with the chunk size forced (> 0) or by decodeChunk. */
-export function decodeSplits(n: number, forcedChunk = 0): number {
-  return Math.ceil(n / (forcedChunk > 0 ? forcedChunk : decodeChunk(n)));
+export function decodeSplits(n: number, forcedChunk = 0, minChunk = 32): number {
+  return Math.ceil(n / (forcedChunk > 0 ? forcedChunk : decodeChunk(n, minChunk)));
 }

@@ -20,7 +20,7 @@ import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
-import { AttentionPlanner, DECODE_MAX_SPLITS, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
+import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
 function mlpShape(x: CudaTensor, gate: Weight, up: Weight, down: Weight): { N: number; K: number; H: number } {
@@ -1117,10 +1117,12 @@ export class CudaBackend implements Backend {
     const headBlocks = a.numKvHeads * Math.ceil(a.numHeads / a.numKvHeads / heads);
     const count = list ? list.length : a.batch.numTokens;
     // Grid depth: the most chunks any of the tokens needs (blocks past a token's own count exit).
+    const mma = a.cache.dtype !== 'float32' && this.decodeAttentionMma;
+    const minChunk = mma ? DECODE_MMA_MIN_CHUNK : 32;
     let splits = 1;
     for (let i = 0; i < count; i++) {
       const pos = a.batch.positions[list ? list[i] : i];
-      splits = Math.max(splits, decodeSplits(a.window > 0 ? Math.min(pos + 1, a.window) : pos + 1, this.attentionChunk));
+      splits = Math.max(splits, decodeSplits(a.window > 0 ? Math.min(pos + 1, a.window) : pos + 1, this.attentionChunk, minChunk));
     }
     if (splits > DECODE_MAX_SPLITS) throw new RangeError(`attention: a decode chunk of ${this.attentionChunk} positions makes ${splits} chunks, over the kernel's ${DECODE_MAX_SPLITS}`);
     const positions = this.uploads.get('positions', a.batch.positions);
@@ -1134,7 +1136,7 @@ export class CudaBackend implements Backend {
     const partMl = scratch ? scratch.ptr + partials * a.headDim * 4 : 0;
     const counters = splits > 1 ? this.decodeCounters(count * headBlocks) : 0;
     try {
-      const kernel = a.cache.dtype !== 'float32' && this.decodeAttentionMma ? 'decode_attention_mma' : 'decode_attention';
+      const kernel = mma ? 'decode_attention_mma' : 'decode_attention';
       this.launch(a.cache.module('attention-decode.cu'), `${kernel}_d${a.headDim}_g${heads}`, [count, headBlocks, splits], DECODE_THREADS, 'pppppppppppiiiifiif', [
         a.q, a.kc, a.vc, a.out, partOut, partMl, counters, tokens ?? 0, positions, a.tables, seqIndex,
         a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, this.attentionChunk, a.vScale,
