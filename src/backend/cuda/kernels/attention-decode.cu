@@ -449,16 +449,11 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
 #define DEC_TILE 16
 
 #if defined(KV_FP8)
-// Two E4M3 codes (lo: bits 0–7, hi: bits 8–15) → the bf16 pair of their values, exactly: the
-// exponent and mantissa bits placed at bf16 bits 4..10 read as value · 2⁻¹²⁰ (subnormals on bf16
-// subnormals), one fma by ±2¹²⁰ (gemv-mma-q8.cu's fp8 decoder). The NaN code would read as ±480: the
-// cache never holds one for a finite value.
+// Two E4M3 codes (lo: bits 0–7, hi: bits 8–15) → the bf16 pair of their values (common.cuh
+// e4m3_bf16x2; the cache holds no NaN code for a finite value).
 __device__ __forceinline__ u32 e4m3x2_bf16x2(u32 codes) {
   const u32 x = (codes & 0xffu) | ((codes & 0xff00u) << 8);
-  const u32 mag = (x << 4) & 0x07f007f0u, sign = (x << 8) & 0x80008000u;
-  u32 r;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(mag), "r"(sign | 0x7b807b80u), "r"(0x80008000u));
-  return r;
+  return e4m3_bf16x2((x << 4) & 0x07f007f0u, (x << 8) & 0x80008000u);
 }
 __device__ __forceinline__ u32 lds_u16(u32 addr) {
   u16 v;

@@ -29,6 +29,17 @@ __device__ __forceinline__ u16 f32_to_bf16(float x) {
 // FP8 stores round to nearest even after clamping to ±448, NaN to 0x7F, in integer arithmetic on any
 // GPU (the CPU's encodeE4m3, bit for bit; sm_87 has no FP8 conversion instruction), and loads widen
 // exactly.
+// Two E4M3 codes → the bf16 pair of their values, exactly (the decoders of the fp8 tensor-core GEMV
+// and of the tensor-core decode attention from an fp8 cache). mag: each code's exponent and mantissa
+// at bits 4..10 of its half (a bf16 that reads value · 2⁻¹²⁰, E4M3 subnormals on bf16 subnormals);
+// sign: bits 15 and 31. One fma by ±2¹²⁰ (bf16 0x7b80) plus −0, whose result is exact, so its
+// rounding never acts. The NaN code 0x7f would read as ±480 (callers never hold one).
+__device__ __forceinline__ u32 e4m3_bf16x2(u32 mag, u32 sign) {
+  u32 r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(mag), "r"(sign | 0x7b807b80u), "r"(0x80008000u));
+  return r;
+}
+
 #if defined(KV_FP8)
 typedef unsigned char kv_t;
 // The code's bits placed at float32's exponent/mantissa boundary read as 2^(E-127)·(1 + M/8), or for

@@ -81,13 +81,9 @@ __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
 
 // ---- decoders: 4 codes of a 32-bit word (bytes b0..b3) → the bf16 pairs (b0, b2) and (b1, b3) -------
 
-// mag: each half's code exponent and mantissa at bf16 bits 4..10 (the value · 2⁻¹²⁰); sign: bits 15, 31.
-__device__ __forceinline__ u32 fp8_pair(u32 mag, u32 sign) {
-  // × ±2¹²⁰ (bf16 0x7b80), + (−0): exact, subnormal inputs included.
-  return fma_bf16x2(mag, sign | 0x7b807b80u, 0x80008000u);
-}
-__device__ __forceinline__ u32 fp8_even(u32 w) { return fp8_pair((w << 4) & 0x07f007f0u, (w << 8) & 0x80008000u); }
-__device__ __forceinline__ u32 fp8_odd(u32 w) { return fp8_pair((w >> 4) & 0x07f007f0u, w & 0x80008000u); }
+// fp8 (common.cuh e4m3_bf16x2): bytes (b0, b2) and (b1, b3) shifted into place.
+__device__ __forceinline__ u32 fp8_even(u32 w) { return e4m3_bf16x2((w << 4) & 0x07f007f0u, (w << 8) & 0x80008000u); }
+__device__ __forceinline__ u32 fp8_odd(u32 w) { return e4m3_bf16x2((w >> 4) & 0x07f007f0u, w & 0x80008000u); }
 
 // v: the two's-complement codes at bits 0..7 and 16..23. (128 + low 7 bits) + (−128 or −256), one
 // fma by 1: every term and the result are integers a bf16 holds exactly.
