@@ -22,6 +22,7 @@ import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
 const mmaInt4 = await import('../src/backend/cuda/gemv-mma-int4.js').catch(() => undefined);
+const mmaLaunch = await import('../src/backend/cuda/mma-launch.js').catch(() => undefined);
 const { gpu, skipReason } = await openTestGpu();
 
 const cpu = new CpuBackend();
@@ -52,6 +53,20 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.deepEqual(m.int4MmaPlan(1024, 4096, 132), { splits: 4, tiles: 64 });
     assert.deepEqual(m.int4MmaPlan(1024, 256, 132), { splits: 1, tiles: 64 });
     assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { splits: 14, tiles: 5 });
+  });
+
+  it('sizes split-K scratch per matrix and for a fused launch (the layout fused_slot reads)', () => {
+    const l = mmaLaunch!;
+    assert.equal(l.splitPartFloats({ tiles: 64, splits: 1 }, 1, 8), 0, 'no split, no scratch');
+    // [tiles][S][m-tiles a block][16 rows][T]
+    assert.equal(l.splitPartFloats({ tiles: 5, splits: 14 }, 2, 3), 5 * 14 * 2 * 16 * 3);
+    // q (256 tiles, whole K) then k and v (64 tiles split 4 ways): only the split matrices keep scratch and tickets.
+    assert.deepEqual(l.fusedLaunchSize([{ tiles: 256, splits: 1 }, { tiles: 64, splits: 4 }, { tiles: 64, splits: 4 }], 3), {
+      blocks: 256 + 256 + 256,
+      partFloats: 2 * 64 * 4 * 16 * 3,
+      counters: 128,
+    });
+    assert.deepEqual(l.fusedLaunchSize([{ tiles: 7, splits: 1 }], 1), { blocks: 7, partFloats: 0, counters: 0 });
   });
 
   it('fuses int4 weights on mma that agree on K, grouping and zero points', () => {

@@ -6,6 +6,7 @@
 // and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
 
 import type { DevicePtr } from './driver.js';
+import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher } from './mma-launch.js';
 import type { Int4DeviceParts } from './quantized-weights.js';
 
 export const INT4_MMA_FILE = 'gemv-mma-int4.cu';
@@ -55,31 +56,16 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { sp
   return { splits, tiles };
 }
 
-/** What the launcher needs from its owner (QuantizedWeights). */
-export interface Int4MmaLauncher {
-  multiprocessors: number;
-  /** Launch a kernel of INT4_MMA_FILE. */
-  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
-  /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */
-  scratch(n: number): { ptr: DevicePtr; release(): void };
-  /** At least n u32 counters, zero between launches (the kernel resets the ones it used). */
-  counters(n: number): DevicePtr;
-}
-
 /** The kernels' suffix for a weight's zero points and group size (each combination is compiled apart). */
 function variant(d: Int4DeviceParts): string {
   return (d.zeros ? '_zp' : '') + (d.groupShift === MIN_GROUP_SHIFT ? '_g64' : '');
 }
 
-/** Partial sums a matrix's blocks write: [tiles][S][m-tiles a block][16 rows][T] floats (none where S = 1). */
-const partFloats = (p: { splits: number; tiles: number }, mTiles: number, T: number) => (p.splits > 1 ? p.tiles * p.splits * mTiles * 16 * T : 0);
-
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
-export function int4MmaGemv(l: Int4MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
+export function int4MmaGemv(l: MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const { rows: N, cols: K } = d;
   const p = int4MmaPlan(N, K, l.multiprocessors);
-  const part = p.splits > 1 ? l.scratch(partFloats(p, 1, T)) : undefined;
-  const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
+  const { part, counters } = splitScratch(l, splitPartFloats(p, 1, T), p.splits > 1 ? p.tiles : 0);
   l.launch(`gemv_mma_int4${variant(d)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
     d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits,
   ]);
@@ -99,30 +85,27 @@ export function int4MmaFusable(ds: readonly Int4DeviceParts[]): boolean {
  * y_i = x · W_iᵀ (+ bias_i) for up to 3 weights (int4MmaFusable) in one launch: each matrix's blocks
  * as the single kernel's plan for it, so every y_i is bitwise int4MmaGemv's.
  */
-export function int4MmaGemvMany(l: Int4MmaLauncher, ds: readonly Int4DeviceParts[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
+export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
   if (ds.length < 1 || ds.length > 3) throw new RangeError(`int4 mma gemvMany: ${ds.length} weights, it takes 1 to 3`);
   const K = ds[0].cols;
   const plans = ds.map((d) => int4MmaPlan(d.rows, K, l.multiprocessors));
-  const blocks = plans.reduce((n, p) => n + p.tiles * p.splits, 0);
-  const split = plans.filter((p) => p.splits > 1);
-  const part = split.length > 0 ? l.scratch(split.reduce((n, p) => n + partFloats(p, 1, T), 0)) : undefined;
-  const counters = split.length > 0 ? l.counters(split.reduce((n, p) => n + p.tiles, 0)) : 0;
+  const size = fusedLaunchSize(plans, T);
+  const { part, counters } = splitScratch(l, size.partFloats, size.counters);
   const d0 = ds[0];
   const args: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part?.ptr ?? 0, counters];
   for (let i = 0; i < 3; i++) {
     const d = ds[i];
     args.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
   }
-  l.launch(`gemv_mma_int4many${variant(d0)}`, [blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
+  l.launch(`gemv_mma_int4many${variant(d0)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
   part?.release();
 }
 
 /** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (int4MmaFusable([gate, up]), same N); bitwise two int4MmaGemv and silu_mul. */
-export function int4MmaGemvSiluMul(l: Int4MmaLauncher, gate: Int4DeviceParts, up: Int4DeviceParts, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
+export function int4MmaGemvSiluMul(l: MmaLauncher, gate: Int4DeviceParts, up: Int4DeviceParts, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
   const { rows: N, cols: K } = gate;
   const p = int4MmaPlan(N, K, l.multiprocessors);
-  const part = p.splits > 1 ? l.scratch(partFloats(p, 2, T)) : undefined;
-  const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
+  const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);
   l.launch(`gemv_mma_int4silu${variant(gate)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), [
     x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part?.ptr ?? 0, counters, p.splits,
     gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,

@@ -6,6 +6,7 @@
 // exact, sums float32, and the row / global scale multiplies each row's sum in float32 at the end.
 
 import type { DevicePtr } from './driver.js';
+import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher } from './mma-launch.js';
 import type { CudaFp8Weight, CudaInt8Weight, CudaNvfp4Weight } from './quantized-weights.js';
 
 export const Q8_MMA_FILE = 'gemv-mma-q8.cu';
@@ -96,26 +97,14 @@ export function q8MmaPlan(format: Q8MmaFormat, N: number, K: number, multiproces
   return { rows, splits, tiles };
 }
 
-/** What the launcher needs from its owner (QuantizedWeights). */
-export interface Q8MmaLauncher {
-  multiprocessors: number;
-  /** Launch a kernel of Q8_MMA_FILE. */
-  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
-  /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */
-  scratch(n: number): { ptr: DevicePtr; release(): void };
-  /** At least n u32 counters, zero between launches (the kernel resets the ones it used). */
-  counters(n: number): DevicePtr;
-}
-
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check q8MmaRefusal first. */
-export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
+export function q8MmaGemv(l: MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const [N, K] = w.shape;
   const why = q8MmaRefusal(w, T);
   if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
   const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
   const kernel = `gemv_mma_${w.format}_r${p.rows}`;
-  const part = p.splits > 1 ? l.scratch(partFloats(p, T)) : undefined;
-  const counters = p.splits > 1 ? l.counters(p.tiles) : 0;
+  const { part, counters } = splitScratch(l, splitPartFloats(p, p.rows, T), p.splits > 1 ? p.tiles : 0);
   const grid: [number, number, number] = [p.tiles, p.splits, 1];
   const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
   if (w.format === 'nvfp4') {
@@ -126,9 +115,6 @@ export function q8MmaGemv(l: Q8MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: num
   }
   part?.release();
 }
-
-/** Partial sums a matrix's blocks write: [tiles][S][m-tiles a block][16 rows][T] floats (none where S = 1). */
-const partFloats = (p: { rows: number; splits: number; tiles: number }, T: number) => (p.splits > 1 ? p.tiles * p.splits * p.rows * 16 * T : 0);
 
 /** A weight's pointers and scales as the fused kernels take them (fp8/int8: codes, row scales; nvfp4: codes, block scales, global scale). */
 function matrixArgs(w: Q8MmaWeight): number[] {
@@ -154,15 +140,13 @@ export function q8MmaFusable(ws: readonly Q8MmaWeight[], op: 'many' | 'silu', mu
  * y_i = x · W_iᵀ (+ bias_i) for up to 3 weights in one launch (q8MmaFusable(…, 'many')), each matrix's
  * blocks as the single kernel's plan for it: every y_i bitwise q8MmaGemv's.
  */
-export function q8MmaGemvMany(l: Q8MmaLauncher, ws: readonly Q8MmaWeight[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
+export function q8MmaGemvMany(l: MmaLauncher, ws: readonly Q8MmaWeight[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
   if (!q8MmaFusable(ws, 'many', l.multiprocessors)) throw new RangeError(`mma gemvMany: these ${ws.length} weights cannot share a launch (q8MmaFusable)`);
   const format = ws[0].format;
   const K = ws[0].shape[1];
   const plans = ws.map((w) => q8MmaPlan(format, w.shape[0], K, l.multiprocessors));
-  const blocks = plans.reduce((n, p) => n + p.tiles * p.splits, 0);
-  const split = plans.filter((p) => p.splits > 1);
-  const part = split.length > 0 ? l.scratch(split.reduce((n, p) => n + partFloats(p, T), 0)) : undefined;
-  const counters = split.length > 0 ? l.counters(split.reduce((n, p) => n + p.tiles, 0)) : 0;
+  const size = fusedLaunchSize(plans, T);
+  const { part, counters } = splitScratch(l, size.partFloats, size.counters);
   const nvfp4 = format === 'nvfp4';
   const args: number[] = nvfp4 ? [x, T, K, (ws[0] as CudaNvfp4Weight).wordsPerRow / 4, part?.ptr ?? 0, counters] : [x, T, K, part?.ptr ?? 0, counters];
   for (let i = 0; i < 3; i++) {
@@ -171,12 +155,12 @@ export function q8MmaGemvMany(l: Q8MmaLauncher, ws: readonly Q8MmaWeight[], x: D
     args.push(...(w ? [...matrixArgs(w), biases[i], ys[i], w.shape[0], plans[i].splits] : absent));
   }
   const kinds = nvfp4 ? 'piiipp' + 'ppfppii'.repeat(3) : 'piipp' + 'ppppii'.repeat(3);
-  l.launch(`gemv_mma_${format}many`, [blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
+  l.launch(`gemv_mma_${format}many`, [size.blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
   part?.release();
 }
 
 /** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (q8MmaFusable([gate, up], 'silu')); bitwise two q8MmaGemv and silu_mul. */
-export function q8MmaGemvSiluMul(l: Q8MmaLauncher, gate: Q8MmaWeight, up: Q8MmaWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
+export function q8MmaGemvSiluMul(l: MmaLauncher, gate: Q8MmaWeight, up: Q8MmaWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
   if (!q8MmaFusable([gate, up], 'silu', l.multiprocessors)) throw new RangeError('mma gemvSiluMul: gate and up cannot share a launch (q8MmaFusable)');
   const [N, K] = gate.shape;
   // Two m-tiles a block in the single plan means as many tiles as SMs twice over: never split.

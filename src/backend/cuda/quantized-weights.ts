@@ -26,8 +26,9 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type Int4MmaLauncher, type QuantDecodeGemv } from './gemv-mma-int4.js';
-import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaLauncher, type Q8MmaWeight } from './gemv-mma-q8.js';
+import { INT4_MMA_FILE, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
+import type { MmaLauncher } from './mma-launch.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
 export const TILE_COLS = 256;
@@ -565,7 +566,7 @@ export class QuantizedWeights {
   }
 
   /** The launcher of a tensor-core GEMV's kernels file (the int4 one or gemv-mma-q8.cu). */
-  private mmaLauncher(file: string): Int4MmaLauncher & Q8MmaLauncher {
+  private mmaLauncher(file: string): MmaLauncher {
     const { ctx } = this;
     if (!ctx.launchIn) throw new Error(`quantized GEMV: this backend cannot launch the mma kernels of ${file}`);
     const launchIn = ctx.launchIn;
