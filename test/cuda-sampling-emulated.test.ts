@@ -78,6 +78,13 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
       x[V + 9] = x[V + 600] = Infinity; // +inf carries all the mass
       const knobs = Array.from({ length: rows }, () => ({ ...inputs.row(false), ...c }));
       const got = sampleRows(x, V, V, knobs);
+      if (c.u === 1 - 2 ** -53) {
+        // The last crossing: the kernel sums weights exactly (fixed point), the host in a rounded
+        // float64 running sum, so tail weights below the total's resolution may tip it either way.
+        // differingDraws holds any difference to such a boundary.
+        differingDraws(x, V, V, knobs, got, `${JSON.stringify(c)} (seed ${SEED})`);
+        continue;
+      }
       assert.deepEqual([...got], knobs.map((k, r) => drawToken(x.subarray(r * V, (r + 1) * V), k, k.u)), `${JSON.stringify(c)} (seed ${SEED})`);
     }
   });
