@@ -22,13 +22,13 @@ const { seed: SEED, randInt, uniform } = testRandom();
 const { assertBitwise } = comparisons(SEED);
 
 /** A small Llama at head_dim 64 with random weights: the split-K decode attention and tensor-core GEMVs run. */
-function dummyModel(be: CudaBackend): LlamaModel {
+function dummyModel(be: CudaBackend, quantization?: 'w4a16'): LlamaModel {
   const config = parseModelConfig({
     architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 1000, hidden_size: 256, intermediate_size: 640,
     num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, rms_norm_eps: 1e-5, rope_theta: 10000,
     max_position_embeddings: 4096, tie_word_embeddings: false, torch_dtype: 'bfloat16',
   });
-  return new LlamaModel(config, loadDummyWeights(config, be, { seed: SEED }), be);
+  return new LlamaModel(config, loadDummyWeights(config, be, { seed: SEED, quantization }), be);
 }
 
 /**
@@ -85,6 +85,36 @@ describe('CUDA graphs over decode steps', { skip: skipReason }, () => {
     } finally {
       be.attentionChunk = 0;
       be.graphs.enabled = true;
+    }
+  });
+
+  it('replays decode steps of more than 8 sequences bit for bit: cuBLASLt GEMMs (bf16) and sliced quantized GEMVs (w4a16) captured', () => {
+    be.attentionChunk = 16;
+    const q = be.quantized;
+    try {
+      for (const quantization of [undefined, 'w4a16'] as const) {
+        const model = dummyModel(be, quantization);
+        // An engine of more than one token a step: the quantized GEMVs on the tensor cores.
+        q.decodeGemv = q.q8DecodeGemv = 'mma';
+        const vocab = model.config.vocabSize;
+        // Prompts of more than 8 tokens: their prefill steps (each a new shape) run eagerly, unrecorded.
+        const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 9 + 2 * i }, () => randInt(vocab)));
+        be.graphs.enabled = false;
+        const want = decode(model, prompts, 24, 12);
+        be.graphs.enabled = true;
+        const before = { ...be.graphs.stats };
+        const got = decode(model, prompts, 24, 12);
+        const s = be.graphs.stats;
+        got.forEach((g, i) => assertBitwise(g, want[i], `${quantization ?? 'bf16'}: logits ${i}`));
+        // Two batch shapes (12 then 11 sequences): each runs eagerly once, then is built and replayed.
+        assert.equal(s.builds - before.builds, 2, `${quantization ?? 'bf16'}: builds`);
+        assert.ok(s.replays - before.replays >= 18, `${quantization ?? 'bf16'}: decode steps replayed (${s.replays - before.replays})`);
+        assert.equal(s.interrupted, before.interrupted, `${quantization ?? 'bf16'}: no step interrupted`);
+      }
+    } finally {
+      be.attentionChunk = 0;
+      be.graphs.enabled = true;
+      q.decodeGemv = q.q8DecodeGemv = 'fma';
     }
   });
 
@@ -173,10 +203,11 @@ describe('CUDA graphs over decode steps', { skip: skipReason }, () => {
 
   it('leaves steps of more tokens than maxTokens eager', () => {
     const before = { ...be.graphs.stats };
-    const x = be.fromHost(uniform(16 * 64), [16, 64]);
+    const T = be.graphs.maxTokens + 1;
+    const x = be.fromHost(uniform(T * 64), [T, 64]);
     const w = be.randomWeight('norm', { shape: [64], dtype: 'f32', seed: SEED + 2, scale: 1 });
-    be.replayable('too-many-tokens', 16, () => be.toHost(be.rmsNorm(x, w, 1e-5)));
-    assert.equal(be.graphs.stats.eager - before.eager, 1);
+    for (let i = 0; i < 3; i++) be.replayable('too-many-tokens', T, () => be.toHost(be.rmsNorm(x, w, 1e-5)));
+    assert.equal(be.graphs.stats.eager - before.eager, 3);
     assert.equal(be.graphs.stats.builds, before.builds);
   });
 

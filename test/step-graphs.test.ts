@@ -6,20 +6,22 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { CudaDriver, KernelLaunch, LaunchRecorder } from '../src/backend/cuda/driver.js';
+import type { CapturableWork, CudaDriver, KernelLaunch, LaunchRecorder } from '../src/backend/cuda/driver.js';
 import { DevicePool, PoolArena, sizeClass } from '../src/backend/cuda/memory-pool.js';
 import { StepGraphs } from '../src/backend/cuda/step-graphs.js';
 import { Rng } from '../src/engine/rng.js';
 
-interface Node {
-  launch: KernelLaunch;
+/** A captured graph: what its work queued while captured. */
+interface Captured {
+  ran: string[];
 }
+type Node = { launch: KernelLaunch } | { child: Captured };
 interface Graph {
   nodes: Node[];
 }
 interface Exec {
   graph: Graph;
-  params: KernelLaunch[];
+  params: Array<KernelLaunch | Captured>;
 }
 
 const describeLaunch = (l: KernelLaunch) => `${l.name} ${l.grid.join('x')} [${[...l.args].join(',')}]`;
@@ -29,7 +31,9 @@ class StandInDriver {
   recorder: LaunchRecorder | undefined;
   syncEveryLaunch = false;
   readonly ran: string[] = [];
-  readonly calls = { graphLaunches: 0, nodeSets: 0, builds: 0, uploads: 0 };
+  readonly calls = { graphLaunches: 0, nodeSets: 0, builds: 0, uploads: 0, captures: 0 };
+  readonly stream = 'main';
+  private capturing: string[] | undefined;
   private readonly argStorage = Buffer.alloc(256);
   private nextPtr = 1 << 20;
   private readonly fns = new Map<string, object>();
@@ -54,8 +58,22 @@ class StandInDriver {
     graph.nodes.push(node);
     return node;
   }
+  addChildGraphNode(graph: Graph, _after: unknown, child: Captured): Node {
+    // The node holds a copy: the caller destroys its graph.
+    const node = { child: { ran: [...child.ran] } };
+    graph.nodes.push(node);
+    return node;
+  }
+  captureGraph(_name: string, issue: (stream: string) => void): Captured {
+    this.calls.captures++;
+    this.capturing = [];
+    issue('capture');
+    const ran = this.capturing;
+    this.capturing = undefined;
+    return { ran };
+  }
   instantiateGraph(graph: Graph): Exec {
-    return { graph, params: graph.nodes.map((n) => n.launch) };
+    return { graph, params: graph.nodes.map((n) => ('launch' in n ? n.launch : n.child)) };
   }
   setKernelNode(exec: Exec, node: Node, l: KernelLaunch): void {
     this.calls.nodeSets++;
@@ -63,7 +81,10 @@ class StandInDriver {
   }
   launchGraph(exec: Exec): void {
     this.calls.graphLaunches++;
-    for (const l of exec.params) this.ran.push(describeLaunch(l));
+    for (const l of exec.params) {
+      if ('ran' in l) this.ran.push(...l.ran);
+      else this.ran.push(describeLaunch(l));
+    }
   }
   destroyGraph(): void {}
   launchRecorded(l: KernelLaunch): void {
@@ -77,6 +98,19 @@ class StandInDriver {
     if (this.recorder) return this.recorder.kernel(fn, name, grid, 128, 0, this.argStorage, 8 * args.length);
     this.ran.push(describeLaunch({ fn, name, grid, block: 128, shared: 0, args: Buffer.from(this.argStorage.subarray(0, 8 * args.length)) }));
   }
+  /** Library work (a cuBLASLt GEMM): captured into a recorded step, else queued on the stream. */
+  gemm(sig: string): void {
+    const work: CapturableWork = {
+      name: 'gemm',
+      signature: Buffer.from(sig),
+      issue: (stream) => {
+        if (stream === 'capture') this.capturing!.push(`gemm ${sig}`);
+        else this.ran.push(`gemm ${sig}`);
+      },
+    };
+    if (this.recorder) return this.recorder.captured(work);
+    work.issue(this.stream);
+  }
   /** A read back to the host. */
   download(): void {
     this.recorder?.flush();
@@ -88,11 +122,12 @@ class StandInDriver {
   }
 }
 
-type Op = { kind: 'launch'; name: string; grid: [number, number, number]; args: number[] } | { kind: 'memset' } | { kind: 'download' };
+type Op = { kind: 'launch'; name: string; grid: [number, number, number]; args: number[] } | { kind: 'gemm'; sig: string } | { kind: 'memset' } | { kind: 'download' };
 
 function runOps(d: StandInDriver, ops: Op[]): void {
   for (const op of ops) {
     if (op.kind === 'launch') d.launch(op.name, op.grid, op.args);
+    else if (op.kind === 'gemm') d.gemm(op.sig);
     else if (op.kind === 'memset') d.memset();
     else d.download();
   }
@@ -141,6 +176,7 @@ describe('step graphs: recording and replay', () => {
       const ops: Op[] = [];
       for (let j = 0; j < n; j++) {
         ops.push({ kind: 'launch', name: `kern${Math.floor(rng.next() * 3)}`, grid: [1 + Math.floor(rng.next() * 2), 1, 1], args: [Math.floor(rng.next() * 3), j] });
+        if (rng.next() < 0.2) ops.push({ kind: 'gemm', sig: `g${Math.floor(rng.next() * 2)}` });
         if (rng.next() < 0.05) ops.push({ kind: 'memset' });
       }
       if (rng.next() < 0.8) ops.push({ kind: 'download' });
@@ -205,18 +241,55 @@ describe('step graphs: recording and replay', () => {
     assert.equal(driver.ran.length, 1);
   });
 
+  it('holds library work as captured child graphs: captured when built, replayed, rebuilt when it differs, queued in order when interrupted', () => {
+    const { driver, graphs } = setup();
+    const eager = new StandInDriver();
+    const step = (sig: string, memset = false): Op[] => [
+      { kind: 'launch', name: 'a', grid: [1, 1, 1], args: [1] },
+      { kind: 'gemm', sig },
+      { kind: 'launch', name: 'b', grid: [1, 1, 1], args: [2] },
+      ...(memset ? [{ kind: 'memset' } as Op] : []),
+      { kind: 'gemm', sig: 'last' },
+      { kind: 'download' },
+    ];
+    const sigs = ['x', 'x', 'x', 'y', 'y'];
+    for (const sig of sigs) {
+      graphs.run('k', 1, () => runOps(driver, step(sig)));
+      runOps(eager, step(sig));
+    }
+    assert.deepEqual(driver.ran, eager.ran);
+    // Built for 'x' (two captures), replayed twice, rebuilt for 'y' (two captures again), replayed.
+    assert.deepEqual([graphs.stats.builds, graphs.stats.replays, driver.calls.captures], [2, 3, 4]);
+    // Interrupted before the second GEMM: the deferred launch and GEMM run on the stream, in order.
+    driver.ran.length = 0;
+    graphs.run('k', 1, () => runOps(driver, step('y', true)));
+    assert.deepEqual(driver.ran, ['a 1x1x1 [1,0,0,0,0,0,0,0]', 'gemm y', 'b 1x1x1 [2,0,0,0,0,0,0,0]', 'memset', 'gemm last']);
+    assert.equal(graphs.stats.interrupted, 1);
+  });
+
+  it('records a step of more than 8 tokens from the second time its key comes', () => {
+    const { driver, graphs } = setup();
+    for (let i = 0; i < 3; i++) graphs.run('decode16', 16, () => driver.launch('a', [1, 1, 1], [i]));
+    graphs.run('prefill40', 40, () => driver.launch('b', [1, 1, 1], [1]));
+    graphs.run('decode8', 8, () => driver.launch('c', [1, 1, 1], [1]));
+    // decode16: eager, built, replayed; prefill40 eager (new key); decode8 recorded at once.
+    assert.deepEqual([graphs.stats.eager, graphs.stats.builds, graphs.stats.replays], [2, 2, 1]);
+    assert.deepEqual(driver.ran.map((r) => r.slice(0, 10)), ['a 1x1x1 [0', 'a 1x1x1 [1', 'a 1x1x1 [2', 'b 1x1x1 [1', 'c 1x1x1 [1']);
+  });
+
   it('leaves steps eager when off, too large, nested or synchronized per launch', () => {
     const { driver, graphs } = setup();
-    graphs.run('big', 9, () => driver.launch('a', [1, 1, 1], [1]));
+    graphs.run('big', graphs.maxTokens + 1, () => driver.launch('a', [1, 1, 1], [1]));
+    graphs.run('big', graphs.maxTokens + 1, () => driver.launch('a', [1, 1, 1], [1]));
     graphs.run('outer', 1, () => graphs.run('inner', 1, () => driver.launch('b', [1, 1, 1], [1])));
     driver.syncEveryLaunch = true;
     graphs.run('sync', 1, () => driver.launch('c', [1, 1, 1], [1]));
     driver.syncEveryLaunch = false;
     graphs.enabled = false;
     graphs.run('off', 1, () => driver.launch('d', [1, 1, 1], [1]));
-    assert.equal(graphs.stats.eager, 4);
+    assert.equal(graphs.stats.eager, 5);
     assert.equal(graphs.stats.builds, 1, 'only the outer step recorded');
-    assert.equal(driver.ran.length, 4);
+    assert.equal(driver.ran.length, 5);
   });
 
   it('gives a graph upload slots that keep their address and upload only changed contents', () => {

@@ -270,18 +270,25 @@ export class CublasLt {
       );
     }
     const api = this.lib.api;
-    // Not a kernel launch a recorded step (step-graphs.ts) can hold: its deferred launches go first.
-    this.driver.recorder?.interrupt();
-    if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
-    if (scales) {
-      this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_A_SCALE_POINTER, u64(scales.a), 8), 'cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)');
-      this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_B_SCALE_POINTER, u64(scales.b), 8), 'cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)');
-    }
     const what = `cublasLtMatmul(${describe(shape)})`;
-    this.check(
-      api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, this.zero, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, this.driver.stream),
-      what,
-    );
+    // The plan's descriptor is shared by every GEMM of its shape: each call sets the pointers it
+    // carries right before it is queued (a recorded step may queue or capture it later than now).
+    const issue = (stream: Handle) => {
+      if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
+      if (scales) {
+        this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_A_SCALE_POINTER, u64(scales.a), 8), 'cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)');
+        this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_B_SCALE_POINTER, u64(scales.b), 8), 'cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)');
+      }
+      this.check(api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, this.zero, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, stream), what);
+    };
+    if (this.driver.recorder) {
+      // A recorded step (step-graphs.ts) holds the GEMM as a captured child graph: the same shape and
+      // pointers are the same GEMM (the plan follows from them).
+      const signature = Buffer.from(`${what} ${a} ${b} ${d} ${bias} ${scales ? `${scales.a} ${scales.b}` : '-'}`);
+      this.driver.recorder.captured({ name: what, signature, issue });
+    } else {
+      issue(this.driver.stream);
+    }
     this.counters.matmuls++;
     if (this.driver.syncEveryLaunch) this.driver.check(this.driver.api.cuStreamSynchronize(this.driver.stream), what);
     return bias === 0 || plan.biasInEpilogue;

@@ -28,6 +28,9 @@ const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 const CU_DEVICE_ATTRIBUTE_INTEGRATED = 18;
 const CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+const CU_STREAM_NON_BLOCKING = 1;
+/** CUstreamCaptureMode: other threads' and this thread's unsafe calls are not checked against the capture. */
+const CU_STREAM_CAPTURE_MODE_RELAXED = 2;
 
 export interface DeviceInfo {
   ordinal: number;
@@ -81,6 +84,9 @@ class DriverApi {
   readonly cuGraphLaunch: Fn;
   readonly cuGraphExecDestroy: Fn;
   readonly cuGraphDestroy: Fn;
+  readonly cuGraphAddChildGraphNode: Fn;
+  readonly cuStreamBeginCapture: Fn;
+  readonly cuStreamEndCapture: Fn;
 
   constructor(lib: ReturnType<typeof koffi.load>) {
     const f = (sig: string) => lib.func(sig) as Fn;
@@ -124,6 +130,10 @@ class DriverApi {
     this.cuGraphLaunch = f('int cuGraphLaunch(void *exec, void *stream)');
     this.cuGraphExecDestroy = f('int cuGraphExecDestroy(void *exec)');
     this.cuGraphDestroy = f('int cuGraphDestroy(void *graph)');
+    // Library calls (cuBLASLt) in a recorded step: captured from a side stream into a child graph.
+    this.cuGraphAddChildGraphNode = f('int cuGraphAddChildGraphNode(_Out_ void **node, void *graph, void *deps, size_t numDeps, void *child)');
+    this.cuStreamBeginCapture = f('int cuStreamBeginCapture_v2(void *stream, int mode)');
+    this.cuStreamEndCapture = f('int cuStreamEndCapture(void *stream, _Out_ void **graph)');
   }
 }
 
@@ -158,6 +168,25 @@ export interface KernelLaunch {
 }
 
 /**
+ * Stream work that is not one of our kernel launches (a cuBLASLt GEMM) but can be captured into a
+ * graph: `issue` queues it on the stream given (the backend's, or one being captured) and may run
+ * later than the call that made it, so it must set up everything it relies on itself. Work with equal
+ * signatures is the same work.
+ */
+export interface CapturableWork {
+  name: string;
+  signature: Buffer;
+  issue(stream: Handle): void;
+}
+
+/** What a recorded step holds, in order: our kernel launches and captured library work. */
+export type RecordedWork = KernelLaunch | CapturableWork;
+
+export function isCapturable(w: RecordedWork): w is CapturableWork {
+  return 'issue' in w;
+}
+
+/**
  * Takes the launches of a step being recorded into a graph instead of the stream (step-graphs.ts).
  * The driver tells it when work it cannot record is about to be queued, and when the host is about
  * to wait for the stream, so nothing runs out of order.
@@ -165,6 +194,8 @@ export interface KernelLaunch {
 export interface LaunchRecorder {
   /** A launch, its arguments in the first `argBytes` bytes of `argStorage` (copy them to keep them). */
   kernel(fn: Handle, name: string, grid: [number, number, number], block: number, shared: number, argStorage: Buffer, argBytes: number): void;
+  /** Library work to hold as a captured child graph (or, once the recording is interrupted, to queue). */
+  captured(work: CapturableWork): void;
   /** Something that is not a kernel launch is about to be queued: queue what was deferred, record no more. */
   interrupt(): void;
   /** The host is about to wait for the stream: queue everything recorded so far, record no more. */
@@ -192,6 +223,8 @@ export class CudaDriver {
   recorder: LaunchRecorder | undefined;
   /** CUDA_KERNEL_NODE_PARAMS for graph nodes (kernelNodeParams). */
   private readonly nodeParams = Buffer.alloc(72);
+  /** A stream only ever capturing (captureGraph), made when first needed. */
+  private captureStream: Handle | undefined;
 
   constructor(ordinal = 0) {
     const api = (this.api = driverApi());
@@ -381,6 +414,47 @@ export class CudaDriver {
     }
     this.check(this.api.cuGraphAddKernelNode(node, graph, deps, deps ? 1 : 0, this.kernelNodeParams(l)), `cuGraphAddKernelNode(${l.name})`);
     return node[0];
+  }
+
+  /** Append a copy of graph `child` to `graph` after node `after` (none: a root). Returns the new node. */
+  addChildGraphNode(graph: Handle, after: Handle | undefined, child: Handle, name: string): Handle {
+    const node: Handle[] = [null];
+    let deps: Buffer | null = null;
+    if (after !== undefined) {
+      deps = Buffer.alloc(8);
+      deps.writeBigUInt64LE(koffi.address(after));
+    }
+    this.check(this.api.cuGraphAddChildGraphNode(node, graph, deps, deps ? 1 : 0, child), `cuGraphAddChildGraphNode(${name})`);
+    return node[0];
+  }
+
+  /**
+   * The work `issue` queues, captured into a new graph (the caller destroys it) instead of run: on a
+   * stream of its own in relaxed mode, so nothing else on the device waits or is recorded with it.
+   */
+  captureGraph(name: string, issue: (stream: Handle) => void): Handle {
+    if (!this.captureStream) {
+      const s: Handle[] = [null];
+      this.check(this.api.cuStreamCreate(s, CU_STREAM_NON_BLOCKING), 'cuStreamCreate(capture)');
+      this.captureStream = s[0];
+    }
+    const stream = this.captureStream;
+    this.check(this.api.cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_RELAXED), `cuStreamBeginCapture(${name})`);
+    let failure: unknown;
+    try {
+      issue(stream);
+    } catch (err) {
+      failure = err;
+    }
+    // End the capture whatever happened, so the stream is usable again.
+    const graph: Handle[] = [null];
+    const rc = this.api.cuStreamEndCapture(stream, graph);
+    if (failure) {
+      if (rc === 0 && graph[0]) this.api.cuGraphDestroy(graph[0]);
+      throw failure;
+    }
+    this.check(rc, `cuStreamEndCapture(${name})`);
+    return graph[0];
   }
 
   instantiateGraph(graph: Handle): Handle {

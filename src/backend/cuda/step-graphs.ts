@@ -18,11 +18,17 @@
 // the graph's upload slots (the n-th array of a step to the n-th slot, rewritten in place when its
 // contents change; stream order puts that after the previous replay).
 //
-// What a graph cannot hold (a cuBLASLt call, a memset, an event, another upload) interrupts the
-// recording: the deferred launches are queued as usual and the rest of the step runs eagerly. A read
-// back to the host launches the graph first.
+// A cuBLASLt GEMM (steps of more than 8 tokens) is held too: captured from a side stream into a child
+// graph at its place in the chain, and compared by its signature (shape, plan, pointers) like a launch;
+// one that differs rebuilds its piece. What a graph cannot hold (a memset, an event, another upload)
+// interrupts the recording: the deferred work is queued as usual and the rest of the step runs eagerly.
+// A read back to the host launches the graph first.
+//
+// Steps of more than 8 tokens are recorded from the second time their key comes (decode steps of many
+// sequences, speculative windows recur step after step; a prefill chunk's shape mostly does not, and
+// building a graph for it would cost more than it saves).
 
-import { CudaError, type CudaDriver, type DevicePtr, type Handle, type KernelLaunch, type LaunchRecorder } from './driver.js';
+import { CudaError, isCapturable, type CapturableWork, type CudaDriver, type DevicePtr, type Handle, type KernelLaunch, type LaunchRecorder, type RecordedWork } from './driver.js';
 import { PoolArena, type DevicePool, type PooledBuffer } from './memory-pool.js';
 import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
 
@@ -51,6 +57,12 @@ export interface StepGraphStats {
 
 /** Graphs kept at once (least recently used dropped first). */
 export const DEFAULT_MAX_GRAPHS = 32;
+/**
+ * Steps of up to this many tokens are recorded (decode steps of up to 32 sequences, speculative
+ * windows of as many tokens). Every graph keeps its own activations, which the KV-cache sizing sets
+ * aside for maxGraphs steps of this size (llm.ts).
+ */
+export const DEFAULT_GRAPH_MAX_TOKENS = 32;
 
 /** Whether graphs are on by default: $TACHYON_CUDA_GRAPHS=0 turns them off (like vLLM's --enforce-eager). */
 export function cudaGraphsFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -70,9 +82,9 @@ export function pieceLaunches(piece: number): number {
   return 8 * 2 ** Math.min(piece, 20);
 }
 
-/** One piece of a step: its launches as recorded (and patched since), nodes and executable graph. */
+/** One piece of a step: its launches (and captured work) as recorded (and patched since), nodes and executable graph. */
 class Piece {
-  launches: KernelLaunch[] = [];
+  launches: RecordedWork[] = [];
   nodes: Handle[] = [];
   graph: Handle | undefined;
   exec: Handle | undefined;
@@ -80,20 +92,30 @@ class Piece {
   constructor(private readonly driver: CudaDriver) {}
 
   /** Replace the graph with a chain of `launches`. */
-  build(launches: KernelLaunch[]): void {
+  build(launches: RecordedWork[]): void {
     this.destroy();
     this.launches = launches;
     if (launches.length === 0) return;
     const graph = this.driver.createGraph();
     let prev: Handle | undefined;
     try {
-      for (const l of launches) this.nodes.push((prev = this.driver.addKernelNode(graph, prev, l)));
+      for (const l of launches) this.nodes.push((prev = isCapturable(l) ? this.addCaptured(graph, prev, l) : this.driver.addKernelNode(graph, prev, l)));
       this.graph = graph;
       this.exec = this.driver.instantiateGraph(graph);
     } catch (err) {
       this.graph = graph;
       this.destroy();
       throw err;
+    }
+  }
+
+  /** Library work as a child graph node (the node holds a copy of what was captured). */
+  private addCaptured(graph: Handle, after: Handle | undefined, w: CapturableWork): Handle {
+    const child = this.driver.captureGraph(w.name, (stream) => w.issue(stream));
+    try {
+      return this.driver.addChildGraphNode(graph, after, child, w.name);
+    } finally {
+      this.driver.destroyGraph(child, undefined);
     }
   }
 
@@ -191,7 +213,7 @@ class Recording implements LaunchRecorder {
   private index = 0;
   private patches: Array<[number, KernelLaunch]> = [];
   /** Set once the current piece's launches stop lining up with the recorded ones: the piece, to build anew. */
-  private fresh: KernelLaunch[] | undefined;
+  private fresh: RecordedWork[] | undefined;
   /** A piece of this step was built (else every piece was replayed). */
   private built = false;
   done = false;
@@ -208,7 +230,7 @@ class Recording implements LaunchRecorder {
       this.fresh.push(copy());
     } else {
       const at = this.g.piece(this.piece).launches[this.index];
-      if (!at) {
+      if (!at || isCapturable(at)) {
         this.fresh = this.sofar();
         this.fresh.push(copy());
       } else {
@@ -222,13 +244,29 @@ class Recording implements LaunchRecorder {
     if (this.seen === pieceLaunches(this.piece)) this.endPiece();
   }
 
+  captured(work: CapturableWork): void {
+    if (this.fresh) {
+      this.fresh.push(work);
+    } else {
+      const at = this.g.piece(this.piece).launches[this.index];
+      // The same work again needs nothing; other work (no patching a captured graph) rebuilds the piece.
+      if (at && isCapturable(at) && at.signature.equals(work.signature)) {
+        this.index++;
+      } else {
+        this.fresh = this.sofar();
+        this.fresh.push(work);
+      }
+    }
+    if (this.seen === pieceLaunches(this.piece)) this.endPiece();
+  }
+
   /** Launches of the current piece so far. */
   private get seen(): number {
     return this.fresh ? this.fresh.length : this.index;
   }
 
   /** The current piece's launches so far, in order, as they should run. */
-  private sofar(): KernelLaunch[] {
+  private sofar(): RecordedWork[] {
     if (this.fresh) return this.fresh;
     const list = this.g.piece(this.piece).launches.slice(0, this.index);
     for (const [i, l] of this.patches) list[i] = l;
@@ -259,7 +297,10 @@ class Recording implements LaunchRecorder {
   interrupt(): void {
     if (this.done) return;
     this.finish();
-    for (const l of this.sofar()) this.driver.launchRecorded(l);
+    for (const l of this.sofar()) {
+      if (isCapturable(l)) l.issue(this.driver.stream);
+      else this.driver.launchRecorded(l);
+    }
     this.stats.interrupted++;
   }
 
@@ -285,11 +326,13 @@ class Recording implements LaunchRecorder {
 
 export class StepGraphs {
   enabled: boolean;
-  /** Steps of more tokens run eagerly: beyond the decode GEMVs' range they call cuBLASLt. */
-  maxTokens = GEMV_MAX_TOKENS;
+  /** Steps of more tokens run eagerly. */
+  maxTokens = DEFAULT_GRAPH_MAX_TOKENS;
   maxGraphs = DEFAULT_MAX_GRAPHS;
   readonly stats: StepGraphStats = { steps: 0, eager: 0, builds: 0, replays: 0, patchedNodes: 0, interrupted: 0, evicted: 0 };
   private readonly graphs = new Map<string, StepGraph>();
+  /** Keys of steps of more than GEMV_MAX_TOKENS tokens run once, eagerly (recorded when they come again). */
+  private readonly seenOnce = new Set<string>();
   private active: StepGraph | undefined;
 
   constructor(
@@ -307,12 +350,13 @@ export class StepGraphs {
 
   /**
    * Run `step` (a forward pass's ops) so that its launches replay as one graph; see the top of the
-   * file. Runs it eagerly when graphs are off, when it has more than maxTokens tokens, inside another
-   * recorded step, or when every launch is synchronized (TACHYON_CUDA_SYNC names failing kernels).
+   * file. Runs it eagerly when graphs are off, when it has more than maxTokens tokens, when it has
+   * more than GEMV_MAX_TOKENS and its key is new, inside another recorded step, or when every launch
+   * is synchronized (TACHYON_CUDA_SYNC names failing kernels).
    */
   run<T>(key: string, numTokens: number, step: () => T): T {
     this.stats.steps++;
-    if (!this.enabled || numTokens > this.maxTokens || this.active || this.driver.recorder || this.driver.syncEveryLaunch) {
+    if (!this.enabled || numTokens > this.maxTokens || this.active || this.driver.recorder || this.driver.syncEveryLaunch || this.firstOfLarge(key, numTokens)) {
       this.stats.eager++;
       return step();
     }
@@ -336,6 +380,15 @@ export class StepGraphs {
         else recording.abandon();
       }
     }
+  }
+
+  /** Whether this is the first step under `key` of more than GEMV_MAX_TOKENS tokens (noting it if so). */
+  private firstOfLarge(key: string, numTokens: number): boolean {
+    if (numTokens <= GEMV_MAX_TOKENS || this.graphs.has(key) || this.seenOnce.delete(key)) return false;
+    // Bounded: prefill chunks bring a new key nearly every step.
+    if (this.seenOnce.size >= 4 * this.maxGraphs) this.seenOnce.clear();
+    this.seenOnce.add(key);
+    return true;
   }
 
   private graphFor(key: string): StepGraph {
@@ -372,5 +425,6 @@ export class StepGraphs {
   clear(): void {
     for (const g of this.graphs.values()) this.drop(g);
     this.graphs.clear();
+    this.seenOnce.clear();
   }
 }
