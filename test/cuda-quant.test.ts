@@ -15,7 +15,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import {
   CudaFp8Weight, CudaInt4Weight, CudaInt8Weight, CudaNvfp4Weight, nvfp4Multipliers, planInt4, quantGemvV2, quantizedBytes, QuantizedWeights,
-  type Int4DeviceParts, type QuantDeviceContext, type QuantGemvFormat,
+  type CudaQuantizedWeight, type Int4DeviceParts, type QuantDeviceContext, type QuantGemvFormat,
 } from '../src/backend/cuda/quantized-weights.js';
 import { Rng } from '../src/engine/rng.js';
 import { InvalidRequestError } from '../src/errors.js';
@@ -314,6 +314,26 @@ describe('CUDA quantized linear against the CPU reference', { skip: skipReason }
       }
     });
   }
+
+  it('the bf16 copy prefill multiplies is dequantize rounded to bf16, bit for bit: by the vectorised kernels where they apply, else element by element', async () => {
+    for (const v of variants()) {
+      const q = v.make();
+      const wg = g().loadQuantized('w', q) as CudaQuantizedWeight;
+      const n = q.rows * q.cols;
+      await fresh();
+      // Float32 slots holding two bf16 each, poisoned first: every value must be written.
+      const out = g().fromHost(new Float32Array(Math.ceil(n / 2)).fill(NaN), [Math.ceil(n / 2)]) as Tensor & { ptr: number };
+      const names = launchesOf(g(), () => g().quantized.dequantize(wg, out.ptr, 'bf16'));
+      const vectorised = !/shuffled|irregular|not a multiple of 16|not a power of two/.test(v.name);
+      assert.deepEqual(names, [vectorised ? (q.format === 'int4' ? 'dequant_int4_tiled_bf16' : q.format === 'nvfp4' ? 'dequant_nvfp4_bf16' : 'dequant_bytes_bf16') : `dequant_${q.format}`], `${v.name}: ${names.join(', ')}`);
+      const host = g().toHost(out);
+      const got = new Uint16Array(host.buffer, host.byteOffset, n);
+      const want = dequantize(q);
+      for (let i = 0; i < n; i++) {
+        if (got[i] !== f32ToBf16(want[i])) assert.fail(`${v.name}: element ${i} is bf16 0x${got[i].toString(16)}, dequantize gives ${want[i]} (0x${f32ToBf16(want[i]).toString(16)})`);
+      }
+    }
+  });
 
   it("a token's output does not depend on how many tokens (≤ 8) share its step: bitwise, for every format and both GEMV paths", async () => {
     for (const v of variants()) {

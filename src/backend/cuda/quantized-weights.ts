@@ -289,6 +289,8 @@ export class QuantizedWeights {
    * q8DecodeGemvFromEnv says how the default is chosen.
    */
   q8DecodeGemv: Q8DecodeGemv = q8DecodeGemvFromEnv();
+  /** bf16 copies by the vectorised kernels where they apply (dequantizeBf16Fast); false: element by element, to compare. */
+  vectorisedDequant = true;
   /** u32 counters the split-K mma GEMV uses (zero between launches), grown as needed. */
   private mmaCounters: { holder: object; ptr: DevicePtr; count: number } | undefined;
 
@@ -717,11 +719,38 @@ export class QuantizedWeights {
   }
 
   /**
+   * The bf16 scratch matrix by the vectorised kernels (16 bytes of codes a thread, 8 values a store),
+   * bit for bit the element-wise kernels' values, where they apply: fp8/int8 rows of whole 16-byte
+   * vectors, nvfp4, int4 in the tiled layout without act-order. False (nothing launched) elsewhere.
+   */
+  private dequantizeBf16Fast(w: CudaQuantizedWeight, out: DevicePtr): boolean {
+    const [N, K] = w.shape;
+    const threads = 256;
+    if (w instanceof CudaFp8Weight || w instanceof CudaInt8Weight) {
+      if (K % 16 !== 0) return false;
+      const [codes, scales, fp8] = w instanceof CudaFp8Weight ? [w.codes, w.rowScales, 1] : [w.codes, w.scales, 0];
+      this.ctx.launch('dequant_bytes_bf16', this.ctx.gridFor((N * K) / 16), threads, 'ppipii', [codes, scales, fp8, out, N, K]);
+      return true;
+    }
+    if (w instanceof CudaNvfp4Weight) {
+      const loads = w.wordsPerRow / 4;
+      this.ctx.launch('dequant_nvfp4_bf16', this.ctx.gridFor(N * loads), threads, 'pipppii', [w.packed, loads, w.blockScales, w.multipliers, out, N, K]);
+      return true;
+    }
+    const d = w.d;
+    if (d.layout !== 'tiled' || d.perm || d.gIdx || d.groupShift < 3) return false;
+    const loads = d.wordsPerRow / 4;
+    this.ctx.launch('dequant_int4_tiled_bf16', this.ctx.gridFor(N * loads), threads, 'pippiipii', [d.packed, loads, d.scales, d.zeros, d.numGroups, d.groupShift, out, N, K]);
+    return true;
+  }
+
+  /**
    * The weight's values into `out` [N, K] (original column order): float32, exactly src/quant's
    * dequantize, or bf16 rounded to nearest even (the scratch matrix prefill multiplies).
    */
   dequantize(w: CudaQuantizedWeight, out: DevicePtr, dtype: 'f32' | 'bf16'): void {
     const [N, K] = w.shape;
+    if (dtype === 'bf16' && this.vectorisedDequant && this.dequantizeBf16Fast(w, out)) return;
     const bf16 = dtype === 'bf16' ? 1 : 0;
     const grid: [number, number, number] = [Math.min(N, this.ctx.gridFor(N * K)[0]), 1, 1];
     const threads = Math.min(256, roundUp(K, 32));

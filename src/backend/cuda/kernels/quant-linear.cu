@@ -758,6 +758,95 @@ extern "C" __global__ void dequant_nvfp4(const u32* packed, const u8* blockScale
   dequant(Nvfp4View{packed, blockScales, mult, wordsPerRow, K}, out, bf16, N, K);
 }
 
+// ---- dequantisation to bf16, vectorised (the scratch matrix prefill's GEMMs read) ------------------------
+//
+// dequant above takes a nibble or byte at a time and stores 2 bytes at a time: ~0.6 TB/s on the H100,
+// for a matrix written and read again by the GEMM at every prefill linear. These take 16 bytes of codes
+// a thread and store 8 bf16 at a time, the values computed by the same expressions as the views above
+// and rounded the same way, so the matrix is bit for bit dequant's. The host picks them where they
+// apply (rows of whole 16-byte vectors; int4 tiled with neither act-order nor per-column groups).
+
+__device__ __forceinline__ uint4 bf16x8(const float (&v)[8]) {
+  uint4 o;
+  o.x = (u32)to_bf16(v[0]) | ((u32)to_bf16(v[1]) << 16);
+  o.y = (u32)to_bf16(v[2]) | ((u32)to_bf16(v[3]) << 16);
+  o.z = (u32)to_bf16(v[4]) | ((u32)to_bf16(v[5]) << 16);
+  o.w = (u32)to_bf16(v[6]) | ((u32)to_bf16(v[7]) << 16);
+  return o;
+}
+
+__device__ __forceinline__ uint4 ld_nc16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// The 4-bit tiled layout: 16-byte load c of a row holds tile c / 8's 16-column blocks b = c % 8 (words
+// 0-1: columns 16b..16b+15) and b + 8 (words 2-3: the same + 128); nibble e of a word is its column e.
+// dec(r, col, word, v) gives the 8 values of the word whose first column is col. Padding columns (≥ K,
+// whole words since K % 16 = 0) are not written.
+template <class Dec>
+__device__ __forceinline__ void dequant_tiled4_bf16(const uint4* __restrict__ packed, int loads, u16* __restrict__ out, int N, int K, const Dec& dec) {
+  const u64 total = (u64)N * loads;
+  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+    const int r = (int)(i / loads), c = (int)(i % loads);
+    const uint4 w = ld_nc16(packed + i);
+    const u32 words[4] = {w.x, w.y, w.z, w.w};
+    const int col0 = 256 * (c >> 3) + 16 * (c & 7);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const int col = col0 + 128 * (k >> 1) + 8 * (k & 1);
+      if (col >= K) continue;
+      float v[8];
+      dec(r, col, words[k], v);
+      *reinterpret_cast<uint4*>(out + (u64)r * K + col) = bf16x8(v);
+    }
+  }
+}
+
+// int4, tiled, groups of 2^groupShift columns (≥ 8: a word never spans two), zero points or 8.
+extern "C" __global__ void dequant_int4_tiled_bf16(const uint4* packed, int loads, const float* scales, const u8* zeros, int G, int groupShift,
+                                                   u16* out, int N, int K) {
+  dequant_tiled4_bf16(packed, loads, out, N, K, [&](int r, int col, u32 word, float (&v)[8]) {
+    const int g = r * G + (col >> groupShift);
+    const int z = zeros ? (int)zeros[g] : 8;
+    const float s = scales[g];
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = (float)((int)((word >> (4 * e)) & 15u) - z) * s;
+  });
+}
+
+// nvfp4: e2m1 code × mult[block scale] (a block is 16 columns: one per word pair).
+extern "C" __global__ void dequant_nvfp4_bf16(const uint4* packed, int loads, const u8* blockScales, const float* mult, u16* out, int N, int K) {
+  dequant_tiled4_bf16(packed, loads, out, N, K, [&](int r, int col, u32 word, float (&v)[8]) {
+    const float m = mult[blockScales[(u64)r * (K >> 4) + (col >> 4)]];
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = e2m1_value((word >> (4 * e)) & 15u) * m;
+  });
+}
+
+// fp8 (FP8 = 1) or int8 codes in rows of K % 16 = 0 bytes, one float32 scale a row: 16 codes a thread.
+extern "C" __global__ void dequant_bytes_bf16(const uint4* codes, const float* rowScale, int fp8, u16* out, int N, int K) {
+  const int perRow = K >> 4;
+  const u64 total = (u64)N * perRow;
+  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+    const int r = (int)(i / perRow);
+    const uint4 w = ld_nc16(codes + i);
+    const u32 words[4] = {w.x, w.y, w.z, w.w};
+    const float s = rowScale[r];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      float v[8];
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        const u32 code = (words[2 * h + (e >> 2)] >> (8 * (e & 3))) & 0xffu;
+        v[e] = (fp8 ? e4m3_value(code) : (float)(s8)code) * s;
+      }
+      *reinterpret_cast<uint4*>(out + 16 * i + 8 * h) = bf16x8(v);
+    }
+  }
+}
+
 // ---- load-time re-layout and checks ---------------------------------------------------------------------
 
 // Canonical 4-bit rows (srcWords words: nibble i of word n is column 8n + i; int4 and nvfp4 agree)
