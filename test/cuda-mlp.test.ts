@@ -12,6 +12,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { quantizeWeight, type QuantizationMethod } from '../src/quant/online.js';
+import { DEFAULT_SLICED_MAX_TOKENS } from '../src/backend/cuda/quantized-weights.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 
 const { gpu, skipReason } = await openTestGpu();
@@ -76,8 +77,9 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     { kind: 'BF16', H: 256, N: 680, T: 9, bound: 1e-2 },
     { kind: 'BF16', H: 384, N: 1030, T: 137, bound: 1e-2 },
     { kind: 'F16', H: 512, N: 1408, T: 33, bound: 3e-3 },
-    { kind: 'w4a16', H: 512, N: 1408, T: 48, bound: 1e-2 },
-    { kind: 'w8a16', H: 256, N: 768, T: 20, bound: 1e-2 },
+    // Quantized: more tokens than run in 8-token slices on the decode GEMVs (CudaBackend.quantSlices).
+    { kind: 'w4a16', H: 512, N: 1408, T: DEFAULT_SLICED_MAX_TOKENS.int4 + 16, bound: 1e-2 },
+    { kind: 'w8a16', H: 256, N: 768, T: DEFAULT_SLICED_MAX_TOKENS.int8 + 3, bound: 1e-2 },
   ];
   for (const c of cases) {
     it(`${c.kind} [${c.N}×${c.H}] at ${c.T} tokens: the CPU's float32 MLP within ${c.bound}, through the 16-bit path`, () => {

@@ -628,15 +628,26 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Whether a step of T > 8 tokens runs these quantized linears on the decode GEMVs in slices of 8
+   * tokens (QuantizedWeights.slicesTake: decode steps of up to 24–32 sequences) rather than a GEMM
+   * over a bf16 copy of each weight; FP8 weights with FP8 GEMMs (W8A8, one read of the codes) keep those.
+   */
+  quantSlices(ws: readonly Weight[], T: number): boolean {
+    if (!this.quant.slicesTake(ws, T)) return false;
+    return !ws.some((w) => w instanceof CudaFp8Weight && this.canMatmulFp8(w.shape[1]));
+  }
+
+  /**
    * Quantized weights: ≤ 8 tokens take the GEMV that dequantises in registers (one kernel per weight
-   * for 1..8 tokens); more multiply a bf16 copy of the weight (the backend's scratch matrix) with matmul.
+   * for 1..8 tokens), as do decode-sized steps in slices of 8 (quantSlices); more multiply a bf16 copy
+   * of the weight (the backend's scratch matrix) with matmul.
    */
   private linearQuantized(src: CudaTensor, w: CudaQuantizedWeight, bias?: Weight): CudaTensor {
     const [N, K] = w.shape;
     if (src.cols !== K) throw new Error(`linear: input has ${src.cols} columns, weight expects ${K}`);
     const T = src.rows;
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
-    if (T <= GEMV_MAX_TOKENS) {
+    if (T <= GEMV_MAX_TOKENS || this.quantSlices([w], T)) {
       const out = this.tensor([T, N]);
       if (T > 0) this.quant.gemv(w, src.ptr, T, b, out.ptr);
       return out;
@@ -686,7 +697,7 @@ export class CudaBackend implements Backend {
    */
   mlp(x: Tensor, gate: Weight, up: Weight, down: Weight, biases: MlpBiases = {}): Tensor {
     const src = x as CudaTensor;
-    if (this.fusedMlp && src.rows > GEMV_MAX_TOKENS && !biases.gate && !biases.up && !biases.down) {
+    if (this.fusedMlp && src.rows > GEMV_MAX_TOKENS && !biases.gate && !biases.up && !biases.down && !this.quantSlices([gate, up, down], src.rows)) {
       const y = this.mlpFp8(src, gate, up, down) ?? this.mlpHalf(src, gate, up, down);
       if (y) return y;
     }

@@ -105,13 +105,15 @@ function launch(be: CudaBackend, file: string, kernel: string, blocks: number, k
 const quantOf = (be: CudaBackend) => be.quantized;
 
 /**
- * The format if the fused quantized kernels can run this call: fused linears on, 1–8 tokens, every
- * weight quantized alike (QuantizedWeights.fusedFormat). They run for every token count: the v2
- * kernels' results do not depend on it, and fused they read the same bytes in fewer launches.
+ * The format if the fused quantized kernels can run this call: fused linears on, 1–8 tokens (or a
+ * decode step the backend runs in 8-token slices, CudaBackend.quantSlices), every weight quantized
+ * alike (QuantizedWeights.fusedFormat). They run for every token count: the v2 kernels' results do
+ * not depend on it, and fused they read the same bytes in fewer launches.
  */
 function quantFusable(be: CudaBackend, x: Tensor, weights: readonly Weight[], op: 'many' | 'silu'): QuantGemvFormat | undefined {
   const t = x as CudaTensor;
-  if (!be.fusedLinears || t.rows < 1 || t.rows > GEMV_MAX_TOKENS || t.shape.length !== 2) return undefined;
+  if (!be.fusedLinears || t.rows < 1 || t.shape.length !== 2) return undefined;
+  if (t.rows > GEMV_MAX_TOKENS && !be.quantSlices(weights, t.rows)) return undefined;
   return quantOf(be).fusedFormat(weights, t.cols, op);
 }
 

@@ -34,6 +34,20 @@ import type { MmaLauncher } from './mma-launch.js';
 export const TILE_COLS = 256;
 /** Tokens the quantized GEMV takes in one launch (the same kernel for 1..8, so results are batch-invariant). */
 export const QUANT_GEMV_MAX_T = 8;
+/**
+ * Steps of 9 to this many tokens may run the GEMV in slices of 8 tokens (slicedMaxTokens), rather than
+ * multiplying a bf16 copy of the weight. The engine's default max_num_seqs is 64.
+ */
+export const QUANT_SLICED_LIMIT = 64;
+/**
+ * slicedMaxTokens' defaults: up to how many tokens a step reads the weight once per 8-token slice on
+ * its tensor-core GEMV instead of dequantising the whole matrix to bf16 for a cuBLASLt GEMM. About
+ * where the two cost the same in decode steps at Llama-3.1-8B shapes on the H100
+ * (bench/cuda-decode-batches.ts, docs/cuda.md "Decode steps of more than 8 tokens"): 4-bit weights
+ * sliced were faster at 32 tokens and slower at 48, int8 faster at 32 and even at ~36 (fp8 without FP8
+ * tensor cores is taken to be int8's twin).
+ */
+export const DEFAULT_SLICED_MAX_TOKENS: Readonly<Record<CudaQuantizedWeight['format'], number>> = { int4: 40, nvfp4: 40, int8: 32, fp8: 32 };
 const QROWS = 4;
 const Q8_THREADS = 256;
 const Q4_THREADS = 128;
@@ -289,6 +303,12 @@ export class QuantizedWeights {
    * q8DecodeGemvFromEnv says how the default is chosen.
    */
   q8DecodeGemv: Q8DecodeGemv = q8DecodeGemvFromEnv();
+  /**
+   * Per format, the most tokens a step runs on the ≤ 8-token GEMVs in slices of 8 (gemv, gemvMany and
+   * gemvSiluMul take up to QUANT_SLICED_LIMIT tokens that way) where the weight is on its tensor-core
+   * GEMV; more go to prefill's dequantise-and-GEMM (see slicesTake). 8 or less turns slicing off.
+   */
+  slicedMaxTokens: Record<CudaQuantizedWeight['format'], number> = { ...DEFAULT_SLICED_MAX_TOKENS };
   /** bf16 copies by the vectorised kernels where they apply (dequantizeBf16Fast); false: element by element, to compare. */
   vectorisedDequant = true;
   /** u32 counters the split-K mma GEMV uses (zero between launches), grown as needed. */
@@ -515,13 +535,38 @@ export class QuantizedWeights {
   // ---- compute -----------------------------------------------------------------------------------
 
   /**
-   * y [T, N] = x [T, K] · Wᵀ (+ bias) for 1 ≤ T ≤ 8 (pointers: float32 x, y; bias float32 [N] or 0).
-   * Which kernel runs depends on the weight only, never on T, so a token's result does not depend on
-   * how many tokens share the step.
+   * Whether a step of T > 8 tokens should run these weights' linears on the decode GEMVs, 8 tokens a
+   * launch (each slice reads the weight again): every weight is on its tensor-core GEMV (the FMA
+   * kernels slow down with tokens) and T is within its format's slicedMaxTokens. A decode step of up
+   * to 32 sequences then streams 4-bit weights 4 times (2 bytes a weight) where a bf16 copy for a GEMM
+   * would move 4.5, and stays on kernels a CUDA graph can hold.
+   */
+  slicesTake(ws: readonly Weight[], T: number): boolean {
+    if (T <= QUANT_GEMV_MAX_T || T > QUANT_SLICED_LIMIT || ws.length === 0) return false;
+    return ws.every((w) => isCudaQuantized(w) && T <= this.slicedMaxTokens[w.format] && this.takesMma(w, QUANT_GEMV_MAX_T));
+  }
+
+  /**
+   * fn(t0, n) over slices of at most 8 of T tokens, in order. Each slice is a launch of the ≤ 8-token
+   * kernel on rows t0..t0 + n − 1 of x and y, so a token's result is the same bits in a step of any size.
+   */
+  private sliced(T: number, what: string, fn: (t0: number, n: number) => void): void {
+    if (T < 1 || T > QUANT_SLICED_LIMIT) throw new RangeError(`${what}: ${T} tokens, it takes 1 to ${QUANT_SLICED_LIMIT}`);
+    for (let t0 = 0; t0 < T; t0 += QUANT_GEMV_MAX_T) fn(t0, Math.min(QUANT_GEMV_MAX_T, T - t0));
+  }
+
+  /**
+   * y [T, N] = x [T, K] · Wᵀ (+ bias) for 1 ≤ T ≤ 8 (pointers: float32 x, y; bias float32 [N] or 0),
+   * or up to QUANT_SLICED_LIMIT tokens in slices of 8. Which kernel runs depends on the weight only,
+   * never on T, so a token's result does not depend on how many tokens share the step.
    */
   gemv(w: CudaQuantizedWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
-    if (T < 1 || T > QUANT_GEMV_MAX_T) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_GEMV_MAX_T}`);
     const [N, K] = w.shape;
+    if (T > QUANT_GEMV_MAX_T) {
+      this.sliced(T, 'quantized GEMV', (t0, n) => this.gemv(w, x + 4 * t0 * K, n, bias, y + 4 * t0 * N));
+      return;
+    }
+    if (T < 1) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_SLICED_LIMIT}`);
     // The fast kernel's name, grid and block for a family (fp8/int8 or int4/nvfp4).
     const fastKernel = (base: QuantGemvFormat, family: GemvFamily): [string, [number, number, number], number] => {
       if (this.kernel === 'v1') return [`qgemv_${base}`, [Math.ceil(N / QROWS), 1, 1], family === 'q8' ? Q8_THREADS : Q4_THREADS];
@@ -637,6 +682,11 @@ export class QuantizedWeights {
    */
   gemvMany(format: QuantGemvFormat, ws: readonly CudaQuantizedWeight[], biases: readonly DevicePtr[], x: DevicePtr, T: number, ys: readonly DevicePtr[]): void {
     if (ws.length < 1 || ws.length > 3) throw new RangeError(`quantized gemvMany: ${ws.length} weights, it takes 1 to 3`);
+    if (T > QUANT_GEMV_MAX_T) {
+      const K = ws[0].shape[1];
+      this.sliced(T, 'quantized gemvMany', (t0, n) => this.gemvMany(format, ws, biases, x + 4 * t0 * K, n, ys.map((y, i) => y + 4 * t0 * ws[i].shape[0])));
+      return;
+    }
     if (format === 'int4' && this.takesMma(ws[0], T)) {
       int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
       return;
@@ -680,6 +730,10 @@ export class QuantizedWeights {
   gemvSiluMul(format: QuantGemvFormat, gate: CudaQuantizedWeight, up: CudaQuantizedWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
     const [N, K] = gate.shape;
     if (up.shape[0] !== N || up.shape[1] !== K) throw new RangeError(`quantized gemvSiluMul: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] differ`);
+    if (T > QUANT_GEMV_MAX_T) {
+      this.sliced(T, 'quantized gemvSiluMul', (t0, n) => this.gemvSiluMul(format, gate, up, bg, bu, x + 4 * t0 * K, n, y + 4 * t0 * N));
+      return;
+    }
     if (format === 'int4' && this.takesMma(gate, T)) {
       int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
       return;
