@@ -5,7 +5,7 @@ import { KV_DTYPES, type Backend, type KvDtype, type KvScales } from './backend/
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
-import { checkGpuMemoryUtilization, DEFAULT_GPU_MEMORY_UTILIZATION, fitBatchedTokens, kvCacheBudget, kvCacheLine, stepActivationBytes, type ActivationShape, type StepWeightFormats } from './engine/kv-budget.js';
+import { checkGpuMemoryUtilization, DEFAULT_GPU_MEMORY_UTILIZATION, fitBatchedTokens, GEMV_MAX_TOKENS, GRAPH_MAX_TOKENS, kvCacheBudget, kvCacheLine, stepActivationBytes, type ActivationShape, type StepWeightFormats } from './engine/kv-budget.js';
 import { Engine, type FinishReason, type RequestMetrics, type RequestOutput } from './engine/engine.js';
 import type { Logprobs } from './engine/sampler.js';
 import { DEFAULT_SAMPLING, resolveSamplingParams, type SamplingParams } from './engine/sampling-params.js';
@@ -56,7 +56,7 @@ export interface LoadOptions {
   enablePrefixCaching?: boolean;
   /**
    * CUDA: run every step op by op, never as a recorded CUDA graph (vLLM's enforce_eager; default false:
-   * decode steps of up to 8 tokens replay as graphs, see docs/cuda.md). Ignored on the CPU.
+   * decode steps of up to 32 tokens replay as graphs, see docs/cuda.md). Ignored on the CPU.
    */
   enforceEager?: boolean;
   /** Quantize the decoder's linear layers at load: fp8, w8a16, w4a16, nvfp4 (or 'none'). */
@@ -412,8 +412,10 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
   const stepTokens = (budget: number) => budget + Math.min(s.maxNumSeqs, budget) * k;
   const draft = s.proposer?.activationShape && s.proposer.formats ? { shape: s.proposer.activationShape, formats: s.proposer.formats } : undefined;
   // Recorded decode steps (CUDA graphs) keep their own activations: up to maxGraphs steps of at most
-  // maxTokens tokens (the target's and a draft model's alike).
+  // maxTokens tokens (the target's and a draft model's alike), no more than the engine's largest
+  // decode step (larger ones are prefill chunks, rarely the same shape twice).
   const graphs = cudaBackendOf(loaded.model.backend)?.graphs;
+  if (graphs) graphs.maxTokens = Math.min(GRAPH_MAX_TOKENS, Math.max(GEMV_MAX_TOKENS, logitRows));
   const graphBytes = (shape: ActivationShape, formats: StepWeightFormats) =>
     graphs?.enabled ? graphs.maxGraphs * stepActivationBytes(shape, graphs.maxTokens, graphs.maxTokens, formats) : 0;
   const activationFor = (budget: number) =>

@@ -9,8 +9,15 @@ import { WORKSPACE_BYTES } from '../plan/memory.js';
 
 export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 
-/** Steps of at most this many tokens take the CUDA backend's GEMVs (and may be recorded as CUDA graphs), more its GEMMs. */
+/** Steps of at most this many tokens take the CUDA backend's GEMVs, more its GEMMs (or, quantized, the GEMVs in slices). */
 export const GEMV_MAX_TOKENS = 8;
+
+/**
+ * Steps of up to this many tokens may be recorded as CUDA graphs (decode steps of up to 32 sequences,
+ * speculative windows of as many tokens); an engine whose largest decode step is smaller records no
+ * larger step (LLM.load), so the memory set aside for the graphs' activations follows max_num_seqs.
+ */
+export const GRAPH_MAX_TOKENS = 32;
 
 /** Smallest step the automatic --max-num-batched-tokens choice goes down to: the GEMV size. */
 export const MIN_AUTO_BATCHED_TOKENS = GEMV_MAX_TOKENS;

@@ -30,7 +30,7 @@
 
 import { CudaError, isCapturable, type CapturableWork, type CudaDriver, type DevicePtr, type Handle, type KernelLaunch, type LaunchRecorder, type RecordedWork } from './driver.js';
 import { PoolArena, type DevicePool, type PooledBuffer } from './memory-pool.js';
-import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
+import { GEMV_MAX_TOKENS, GRAPH_MAX_TOKENS } from '../../engine/kv-budget.js';
 
 /** Host arrays of a step as the kernels see them on the device (the backend's StepUploads, or a graph's slots). */
 export interface Uploads {
@@ -57,12 +57,6 @@ export interface StepGraphStats {
 
 /** Graphs kept at once (least recently used dropped first). */
 export const DEFAULT_MAX_GRAPHS = 32;
-/**
- * Steps of up to this many tokens are recorded (decode steps of up to 32 sequences, speculative
- * windows of as many tokens). Every graph keeps its own activations, which the KV-cache sizing sets
- * aside for maxGraphs steps of this size (llm.ts).
- */
-export const DEFAULT_GRAPH_MAX_TOKENS = 32;
 
 /** Whether graphs are on by default: $TACHYON_CUDA_GRAPHS=0 turns them off (like vLLM's --enforce-eager). */
 export function cudaGraphsFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -326,8 +320,12 @@ class Recording implements LaunchRecorder {
 
 export class StepGraphs {
   enabled: boolean;
-  /** Steps of more tokens run eagerly. */
-  maxTokens = DEFAULT_GRAPH_MAX_TOKENS;
+  /**
+   * Steps of more tokens run eagerly. Every graph keeps its own activations, which the KV-cache
+   * sizing sets aside for maxGraphs steps of this size (llm.ts, which lowers it to the engine's largest
+   * decode step).
+   */
+  maxTokens = GRAPH_MAX_TOKENS;
   maxGraphs = DEFAULT_MAX_GRAPHS;
   readonly stats: StepGraphStats = { steps: 0, eager: 0, builds: 0, replays: 0, patchedNodes: 0, interrupted: 0, evicted: 0 };
   private readonly graphs = new Map<string, StepGraph>();
