@@ -17,6 +17,10 @@ __device__ __forceinline__ float f16_to_f32(u16 h) {
   return f;
 }
 
+// silu(g) · u as every SiLU·mul kernel writes it (silu_mul, the fused gate/up GEMVs, the prefill
+// MLP's middle): one expression, so fused and separate paths give the same bits.
+__device__ __forceinline__ float silu_times(float g, float u) { return (g / (1.f + expf(-g))) * u; }
+
 __device__ __forceinline__ u16 f32_to_bf16(float x) {
   // Round to nearest even, as torch does (the inputs here are finite).
   u32 u = __float_as_uint(x);

@@ -52,7 +52,6 @@ extern "C" __global__ void __launch_bounds__(256) f32_to_f16(const float* __rest
 // expression (elementwise.cu) on the widened values, rounded once at the end. 8 values a step.
 __device__ __forceinline__ float half_lo(u32 v, bool bf16) { return bf16 ? __uint_as_float(v << 16) : f16_to_f32((u16)(v & 0xffffu)); }
 __device__ __forceinline__ float half_hi(u32 v, bool bf16) { return bf16 ? __uint_as_float(v & 0xffff0000u) : f16_to_f32((u16)(v >> 16)); }
-__device__ __forceinline__ float silu_times(float g, float u) { return (g / (1.f + expf(-g))) * u; }
 template <bool BF16>
 __device__ __forceinline__ void silu_mul_half(const u16* __restrict__ g, const u16* __restrict__ u, u16* __restrict__ y, u64 n) {
   const u64 stride = (u64)gridDim.x * blockDim.x;
@@ -160,7 +159,7 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(c
 __device__ __forceinline__ float fp8_silu_at(const float* dg, const float* du, float xs, const float* wsg, const float* wsu, int n) {
   const float g = dg[n] * (xs * wsg[n]);
   const float u = du[n] * (xs * wsu[n]);
-  return (g / (1.f + expf(-g))) * u;
+  return silu_times(g, u);
 }
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4m3(
     const float* __restrict__ dg, const float* __restrict__ du, const float* __restrict__ xScale, const float* __restrict__ wsGate,

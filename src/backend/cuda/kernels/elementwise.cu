@@ -16,8 +16,7 @@ EMBEDDING(embedding_f32, WF32)
 extern "C" __global__ void silu_mul(const float* __restrict__ gate, const float* __restrict__ up,
                                     float* __restrict__ out, u64 n) {
   for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-    float g = gate[i];
-    out[i] = (g / (1.f + expf(-g))) * up[i];
+    out[i] = silu_times(gate[i], up[i]);
   }
 }
 

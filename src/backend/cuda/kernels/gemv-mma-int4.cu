@@ -227,7 +227,7 @@ struct I4StoreRows {
   }
 };
 
-// y = silu(gate + bg) · (up + bu), silu_mul's expression (elementwise.cu).
+// y = silu(gate + bg) · (up + bu), silu_mul's expression (silu_times, common.cuh).
 struct I4StoreSilu {
   const I4Matrix* gate;
   const I4Matrix* up;
@@ -238,7 +238,7 @@ struct I4StoreSilu {
     if (row >= gate->N) return;
     const float g = gate->bias ? s[0] + gate->bias[row] : s[0];
     const float u = up->bias ? s[1] + up->bias[row] : s[1];
-    y[(u64)t * gate->N + row] = (g / (1.f + expf(-g))) * u;
+    y[(u64)t * gate->N + row] = silu_times(g, u);
   }
 };
 

@@ -155,7 +155,7 @@ struct Q8StoreRows {
   }
 };
 
-// y = silu(gate) · up of the scaled sums, silu_mul's expression (elementwise.cu).
+// y = silu(gate) · up of the scaled sums, silu_mul's expression (silu_times, common.cuh).
 struct Q8StoreSilu {
   const Q8Matrix* gate;
   const Q8Matrix* up;
@@ -165,7 +165,7 @@ struct Q8StoreSilu {
     const int row = row0 + m;
     if (row >= gate->N) return;
     const float g = q8_scaled(*gate, s[0], row), u = q8_scaled(*up, s[1], row);
-    y[(u64)t * gate->N + row] = (g / (1.f + expf(-g))) * u;
+    y[(u64)t * gate->N + row] = silu_times(g, u);
   }
 };
 

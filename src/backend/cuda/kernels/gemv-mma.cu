@@ -118,8 +118,14 @@ __device__ __forceinline__ void gemv_mma_bf16(const u16* __restrict__ w, const f
     }
   }
 
-  // The warp's chunks in order, then the warps in order (no split K here).
-  mma_finish<R, MMA_GROUP, false>(acc, nullptr, 1.f, bias, y, nullptr, nullptr, T, N, 1, row0);
+  // The warp's chunks in order, then the warps in order (no split K here), + bias.
+  mma_finish_emit<R, MMA_GROUP>(acc, T, 1, 0, nullptr, nullptr, [&](int m, int t, const float (&s)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int row = row0 + 16 * r + m;
+      if (row < N) y[(u64)t * N + row] = bias ? s[r] + bias[row] : s[r];
+    }
+  });
 }
 
 #define MMA_KERNELS(R, BOUNDS)                                                                                          \

@@ -64,77 +64,7 @@ __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? 
 
 // ---- the block's sums → y ----------------------------------------------------------------------------
 
-// acc[u][r]: the lane's D fragment of chunk u of its group, m-tile r (block rows row0 + 16r..). The
-// group's chunks in order, then the warps in order (then, split K over S blocks, the splits in order);
-// y = sum (· rowScale[row], or · globalScale without rowScale, when SCALED) + bias. With S > 1 each
-// block writes its sums to part [S, T, N] and the last of the tile's blocks to finish (an atomic
-// ticket in counters[tile], reset by that block) adds them; the order never depends on which is last.
-template <int R, int G, bool SCALED>
-__device__ __forceinline__ void mma_finish(float (&acc)[G][R][4], const float* __restrict__ rowScale, float globalScale,
-                                           const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ part,
-                                           u32* __restrict__ counters, int T, int N, int S, int row0) {
-  __shared__ float partial[MMA_WARPS][R][32][4];
-  __shared__ int lastBlock;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int tile = blockIdx.x;
-  const int split = blockIdx.y;
-  // The scaled kernels' products and sums rounded as written (no contraction into an fma).
-  const auto out = [&](float s, int row) {
-    if (!SCALED) return bias ? s + bias[row] : s;
-    const float v = __fmul_rn(s, rowScale ? rowScale[row] : globalScale);
-    return bias ? __fadd_rn(v, bias[row]) : v;
-  };
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      float s = acc[0][r][i];
-#pragma unroll
-      for (int u = 1; u < G; u++) s += acc[u][r][i];
-      partial[warp][r][lane][i] = s;
-    }
-  __syncthreads();
-  // One thread per (m-tile, row, token): D's element (row m, token t) sits at lane 4·(m % 8) + t / 2,
-  // register 2·(m / 8) + t % 2.
-  for (int o = threadIdx.x; o < R * 128; o += MMA_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
-    float s = partial[0][r][src][reg];
-#pragma unroll
-    for (int wp = 1; wp < MMA_WARPS; wp++) s += partial[wp][r][src][reg];
-    if (S == 1) y[(u64)t * N + row] = out(s, row);
-    else part[((u64)split * T + t) * N + row] = s;
-  }
-  if (S == 1) return;
-
-  // Split K: the last block of this tile to finish adds the S partials, in order.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) lastBlock = atomicAdd(&counters[tile], 1u) == (u32)(S - 1);
-  __syncthreads();
-  if (!lastBlock) return;
-  __threadfence();
-  for (int o = threadIdx.x; o < R * 128; o += MMA_THREADS) {
-    const int r = o >> 7;
-    const int m = (o >> 3) & 15;
-    const int t = o & 7;
-    const int row = row0 + 16 * r + m;
-    if (t >= T || row >= N) continue;
-    float s = ld_cg(part + (u64)t * N + row);
-    for (int sp = 1; sp < S; sp++) s += ld_cg(part + ((u64)sp * T + t) * N + row);
-    y[(u64)t * N + row] = out(s, row);
-  }
-  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
-}
-
-// The block's sums → outputs, for kernels that name their tile and split themselves (fused launches
-// over several matrices): acc[u][r] is the lane's D fragment of chunk u of its group (G of them, added
+// The block's sums → outputs: acc[u][r] is the lane's D fragment of chunk u of its group (G of them, added
 // in order), m-tile r; the warps' fragments meet in warp order, then (S > 1) the S blocks of this tile
 // in split order, the last of them to finish (an atomic ticket, reset by that block) adding. emit(m, t,
 // s) gets the sums s[r] of row m of each m-tile for token t and writes the outputs. part: this tile's

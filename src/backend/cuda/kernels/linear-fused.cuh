@@ -91,7 +91,7 @@ struct SiluJob {
         // The separate path's values: linear's output (sum + bias), then silu_mul's expression.
         const float gs = sum_warps(part, i) + (bg ? bg[row] : 0.f);
         const float us = sum_warps(part, RG * TMAX + i) + (bu ? bu[row] : 0.f);
-        y[(u64)t * N + row] = (gs / (1.f + expf(-gs))) * us;
+        y[(u64)t * N + row] = silu_times(gs, us);
       }
     }
   }

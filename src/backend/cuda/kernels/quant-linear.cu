@@ -601,7 +601,7 @@ struct SiluStore {
   float* __restrict__ y;
   int N;
   float g;
-  __device__ __forceinline__ void operator()(int, int t, int row, float u) const { y[(u64)t * N + row] = (g / (1.f + expf(-g))) * u; }
+  __device__ __forceinline__ void operator()(int, int t, int row, float u) const { y[(u64)t * N + row] = silu_times(g, u); }
 };
 
 #define QF_Q8(FMT, FP8, R, TM)                                                                                                    \
