@@ -1,6 +1,7 @@
 // The tensor-core GEMV for int4 (w4a16) weights (kernels/gemv-mma-int4.cu), used where
 // QuantizedWeights.decodeGemv = 'mma' (the default; $TACHYON_QUANT_DECODE_GEMV sets it): tiled int4
-// weights without an act-order permutation, groups of ≥ 64 columns (or the whole row), 1–8 tokens,
+// weights without an act-order permutation, groups of ≥ 64 columns (or the whole row), 1–8 tokens (up
+// to 16 in one launch: the _n2 kernels multiply each decoded weight fragment by two 8-token tiles),
 // one matrix, up to three in one launch (q/k/v) or gate and up writing silu(g)·u. x is rounded to bf16
 // inside the kernel; the codes minus the zero point are exact in bf16, products exact, sums float32
 // and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
@@ -12,6 +13,8 @@ import type { Int4DeviceParts } from './quantized-weights.js';
 export const INT4_MMA_FILE = 'gemv-mma-int4.cu';
 export const INT4_MMA_THREADS = 256;
 const MAX_TOKENS = 8;
+/** Tokens one launch takes (two n-tiles); a token's result is the same bits at any count up to it. */
+export const INT4_MMA_MAX_TOKENS = 16;
 /** Smallest group the kernel takes: a mma step's 16 k lie in an aligned run of 64 columns. */
 const MIN_GROUP_SHIFT = 6;
 
@@ -56,9 +59,10 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { sp
   return { splits, tiles };
 }
 
-/** The kernels' suffix for a weight's zero points and group size (each combination is compiled apart). */
-function variant(d: Int4DeviceParts): string {
-  return (d.zeros ? '_zp' : '') + (d.groupShift === MIN_GROUP_SHIFT ? '_g64' : '');
+/** The kernels' suffix for a weight's zero points and group size, and for T > 8 tokens (each combination is compiled apart). */
+function variant(d: Int4DeviceParts, T: number): string {
+  if (T < 1 || T > INT4_MMA_MAX_TOKENS) throw new RangeError(`int4 mma GEMV: ${T} tokens, a launch takes 1 to ${INT4_MMA_MAX_TOKENS}`);
+  return (d.zeros ? '_zp' : '') + (d.groupShift === MIN_GROUP_SHIFT ? '_g64' : '') + (T > MAX_TOKENS ? '_n2' : '');
 }
 
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
@@ -66,7 +70,7 @@ export function int4MmaGemv(l: MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T:
   const { rows: N, cols: K } = d;
   const p = int4MmaPlan(N, K, l.multiprocessors);
   const { part, counters } = splitScratch(l, splitPartFloats(p, 1, T), p.splits > 1 ? p.tiles : 0);
-  l.launch(`gemv_mma_int4${variant(d)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
+  l.launch(`gemv_mma_int4${variant(d, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
     d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits,
   ]);
   part?.release();
@@ -97,7 +101,7 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
     const d = ds[i];
     args.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
   }
-  l.launch(`gemv_mma_int4many${variant(d0)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
+  l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
   part?.release();
 }
 
@@ -106,7 +110,7 @@ export function int4MmaGemvSiluMul(l: MmaLauncher, gate: Int4DeviceParts, up: In
   const { rows: N, cols: K } = gate;
   const p = int4MmaPlan(N, K, l.multiprocessors);
   const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);
-  l.launch(`gemv_mma_int4silu${variant(gate)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), [
+  l.launch(`gemv_mma_int4silu${variant(gate, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), [
     x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part?.ptr ?? 0, counters, p.splits,
     gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,
   ]);

@@ -26,7 +26,7 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
 import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
 import type { MmaLauncher } from './mma-launch.js';
 
@@ -40,14 +40,14 @@ export const QUANT_GEMV_MAX_T = 8;
  */
 export const QUANT_SLICED_LIMIT = 64;
 /**
- * slicedMaxTokens' defaults: up to how many tokens a step reads the weight once per 8-token slice on
- * its tensor-core GEMV instead of dequantising the whole matrix to bf16 for a cuBLASLt GEMM. About
- * where the two cost the same in decode steps at Llama-3.1-8B shapes on the H100
- * (bench/cuda-decode-batches.ts, docs/cuda.md "Decode steps of more than 8 tokens"): 4-bit weights
- * sliced were faster at 32 tokens and slower at 48, int8 faster at 32 and even at ~36 (fp8 without FP8
- * tensor cores is taken to be int8's twin).
+ * slicedMaxTokens' defaults: up to how many tokens a step reads the weight once per slice (16 tokens
+ * for int4, 8 for the others) on its tensor-core GEMV instead of dequantising the whole matrix to
+ * bf16 for a cuBLASLt GEMM. About where the two cost the same in decode steps at Llama-3.1-8B shapes
+ * on the H100 (bench/cuda-decode-batches.ts, docs/cuda.md "Decode steps of more than 8 tokens"): int4
+ * sliced by 16 was as fast at 48 tokens, nvfp4 by 8 faster at 32 and slower at 48, int8 faster at 32
+ * and even at ~36 (fp8 without FP8 tensor cores is taken to be int8's twin).
  */
-export const DEFAULT_SLICED_MAX_TOKENS: Readonly<Record<CudaQuantizedWeight['format'], number>> = { int4: 40, nvfp4: 40, int8: 32, fp8: 32 };
+export const DEFAULT_SLICED_MAX_TOKENS: Readonly<Record<CudaQuantizedWeight['format'], number>> = { int4: 48, nvfp4: 40, int8: 32, fp8: 32 };
 const QROWS = 4;
 const Q8_THREADS = 256;
 const Q4_THREADS = 128;
@@ -547,12 +547,20 @@ export class QuantizedWeights {
   }
 
   /**
-   * fn(t0, n) over slices of at most 8 of T tokens, in order. Each slice is a launch of the ≤ 8-token
+   * Tokens one launch of these weights' decode GEMV takes: 16 where all are int4 on the tensor-core
+   * GEMV (its _n2 kernels decode each weight once for two 8-token tiles), else 8.
+   */
+  private launchTokens(ws: readonly CudaQuantizedWeight[]): number {
+    return ws.every((w) => w instanceof CudaInt4Weight && this.takesMma(w, QUANT_GEMV_MAX_T)) ? INT4_MMA_MAX_TOKENS : QUANT_GEMV_MAX_T;
+  }
+
+  /**
+   * fn(t0, n) over slices of at most `per` of T tokens, in order. Each slice is a launch of the decode
    * kernel on rows t0..t0 + n − 1 of x and y, so a token's result is the same bits in a step of any size.
    */
-  private sliced(T: number, what: string, fn: (t0: number, n: number) => void): void {
+  private sliced(T: number, per: number, what: string, fn: (t0: number, n: number) => void): void {
     if (T < 1 || T > QUANT_SLICED_LIMIT) throw new RangeError(`${what}: ${T} tokens, it takes 1 to ${QUANT_SLICED_LIMIT}`);
-    for (let t0 = 0; t0 < T; t0 += QUANT_GEMV_MAX_T) fn(t0, Math.min(QUANT_GEMV_MAX_T, T - t0));
+    for (let t0 = 0; t0 < T; t0 += per) fn(t0, Math.min(per, T - t0));
   }
 
   /**
@@ -562,8 +570,9 @@ export class QuantizedWeights {
    */
   gemv(w: CudaQuantizedWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
     const [N, K] = w.shape;
-    if (T > QUANT_GEMV_MAX_T) {
-      this.sliced(T, 'quantized GEMV', (t0, n) => this.gemv(w, x + 4 * t0 * K, n, bias, y + 4 * t0 * N));
+    const per = this.launchTokens([w]);
+    if (T > per) {
+      this.sliced(T, per, 'quantized GEMV', (t0, n) => this.gemv(w, x + 4 * t0 * K, n, bias, y + 4 * t0 * N));
       return;
     }
     if (T < 1) throw new RangeError(`quantized GEMV: ${T} tokens, it takes 1 to ${QUANT_SLICED_LIMIT}`);
@@ -584,7 +593,7 @@ export class QuantizedWeights {
       else this.ctx.launch('qgemv_exact_int8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.scales, x, bias, y, T, N, K]);
     } else if (w instanceof CudaInt4Weight) {
       const d = w.d;
-      if (this.takesMma(w, T)) {
+      if (this.takesMma(w, Math.min(T, QUANT_GEMV_MAX_T))) {
         int4MmaGemv(this.mmaLauncher(INT4_MMA_FILE), d, x, T, bias, y);
       } else if (d.layout === 'tiled') {
         let xs = x;
@@ -682,12 +691,13 @@ export class QuantizedWeights {
    */
   gemvMany(format: QuantGemvFormat, ws: readonly CudaQuantizedWeight[], biases: readonly DevicePtr[], x: DevicePtr, T: number, ys: readonly DevicePtr[]): void {
     if (ws.length < 1 || ws.length > 3) throw new RangeError(`quantized gemvMany: ${ws.length} weights, it takes 1 to 3`);
-    if (T > QUANT_GEMV_MAX_T) {
+    const perLaunch = this.launchTokens(ws);
+    if (T > perLaunch) {
       const K = ws[0].shape[1];
-      this.sliced(T, 'quantized gemvMany', (t0, n) => this.gemvMany(format, ws, biases, x + 4 * t0 * K, n, ys.map((y, i) => y + 4 * t0 * ws[i].shape[0])));
+      this.sliced(T, perLaunch, 'quantized gemvMany', (t0, n) => this.gemvMany(format, ws, biases, x + 4 * t0 * K, n, ys.map((y, i) => y + 4 * t0 * ws[i].shape[0])));
       return;
     }
-    if (format === 'int4' && this.takesMma(ws[0], T)) {
+    if (format === 'int4' && this.takesMma(ws[0], Math.min(T, QUANT_GEMV_MAX_T))) {
       int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
       return;
     }
@@ -730,11 +740,12 @@ export class QuantizedWeights {
   gemvSiluMul(format: QuantGemvFormat, gate: CudaQuantizedWeight, up: CudaQuantizedWeight, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
     const [N, K] = gate.shape;
     if (up.shape[0] !== N || up.shape[1] !== K) throw new RangeError(`quantized gemvSiluMul: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] differ`);
-    if (T > QUANT_GEMV_MAX_T) {
-      this.sliced(T, 'quantized gemvSiluMul', (t0, n) => this.gemvSiluMul(format, gate, up, bg, bu, x + 4 * t0 * K, n, y + 4 * t0 * N));
+    const per = this.launchTokens([gate, up]);
+    if (T > per) {
+      this.sliced(T, per, 'quantized gemvSiluMul', (t0, n) => this.gemvSiluMul(format, gate, up, bg, bu, x + 4 * t0 * K, n, y + 4 * t0 * N));
       return;
     }
-    if (format === 'int4' && this.takesMma(gate, T)) {
+    if (format === 'int4' && this.takesMma(gate, Math.min(T, QUANT_GEMV_MAX_T))) {
       int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
       return;
     }

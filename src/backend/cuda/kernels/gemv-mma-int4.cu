@@ -1,4 +1,5 @@
-// Tensor-core GEMV for int4 (w4a16) weights in the tiled 4-bit layout, 1..8 tokens:
+// Tensor-core GEMV for int4 (w4a16) weights in the tiled 4-bit layout, 1..8 tokens (1..16 in the _n2
+// kernels, which multiply each decoded A fragment by two 8-token B tiles: a token's bits are the same):
 // y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias), x and y float32. One mma.sync.m16n8k16 (bf16 × bf16 →
 // float32) does 16 rows × 16 k × 8 tokens, as gemv-mma.cu does for bf16 weights (read its header for
 // the fragment shapes). Three entry points share one body: a matrix (gemv_mma_int4_*), up to three
@@ -110,10 +111,11 @@ __device__ __forceinline__ void i4_load(I4Stage<ZP, G64>& st, const I4Lane& ln, 
   }
 }
 
-// The mma steps of one 64-column run (chunk c of half hf) into d. MASKED: the run crosses K, so
-// lanes whose 16 columns lie past it use x = 0 (the codes there are padding).
-template <bool ZP, bool G64>
-__device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const float4 (&x)[2][2], u32 mask, float (&d)[4]) {
+// The mma steps of one 64-column run (chunk c of half hf) into d[n] for each n-tile n (tokens
+// 8n..8n + 7): each A fragment is decoded once and multiplied by every n-tile's B. Lanes whose 16
+// columns lie past K use x = 0 (mask; the codes there are padding).
+template <bool ZP, bool G64, int NT>
+__device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const float4 (&x)[NT][2][2], u32 mask, float (&d)[NT][4]) {
   u32 nz0 = I4_SYM_NEGZ, nz1 = I4_SYM_NEGZ;
   if constexpr (ZP) {
     nz0 = neg_zero(st.z[0][gi]);
@@ -121,57 +123,74 @@ __device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c
   }
 #pragma unroll
   for (int j = 0; j < 2; j++) {
-    const float4 x0 = x[j][0], x1 = x[j][1];
-    // B pairs: columns (e, e + 4) for e = 0..3 (x = 0 on masked lanes: their codes are padding).
-    const u32 b[4] = {bf16x2(x0.x, x1.x) & mask, bf16x2(x0.y, x1.y) & mask, bf16x2(x0.z, x1.z) & mask, bf16x2(x0.w, x1.w) & mask};
     const u32 w0 = word_at(st.w[0][c], 2 * hf + j), w1 = word_at(st.w[1][c], 2 * hf + j);
-    mma_bf16(d, nib_pair(w0, 0, nz0), nib_pair(w1, 0, nz1), nib_pair(w0, 1, nz0), nib_pair(w1, 1, nz1), b[0], b[1]);
-    mma_bf16(d, nib_pair(w0, 2, nz0), nib_pair(w1, 2, nz1), nib_pair(w0, 3, nz0), nib_pair(w1, 3, nz1), b[2], b[3]);
+    const u32 a[8] = {nib_pair(w0, 0, nz0), nib_pair(w1, 0, nz1), nib_pair(w0, 1, nz0), nib_pair(w1, 1, nz1),
+                      nib_pair(w0, 2, nz0), nib_pair(w1, 2, nz1), nib_pair(w0, 3, nz0), nib_pair(w1, 3, nz1)};
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      const float4 x0 = x[n][j][0], x1 = x[n][j][1];
+      // B pairs: columns (e, e + 4) for e = 0..3.
+      const u32 b[4] = {bf16x2(x0.x, x1.x) & mask, bf16x2(x0.y, x1.y) & mask, bf16x2(x0.z, x1.z) & mask, bf16x2(x0.w, x1.w) & mask};
+      mma_bf16(d[n], a[0], a[1], a[2], a[3], b[0], b[1]);
+      mma_bf16(d[n], a[4], a[5], a[6], a[7], b[2], b[3]);
+    }
   }
 }
 
-// acc += this tile's group sums · scales. xt: x at the tile's first column for this lane (+ 16q);
-// xrow: the lane's x row (an address in bounds for lanes past K). Each half's x (32 floats a lane)
-// is loaded at once, so a tile waits for x twice, not once a run.
-template <bool ZP, bool G64>
-__device__ __forceinline__ void i4_compute(const I4Stage<ZP, G64>& st, int t, const float* __restrict__ xt, const float* __restrict__ xrow,
-                                           int K, int q, float (&acc)[4]) {
-  float d[4];
+// acc[n] += this tile's group sums · scales. xt[n]: n-tile n's x at the tile's first column for this
+// lane (+ 16q); xrow[n]: its x row (an address in bounds for lanes past K). With one n-tile each
+// half's x (32 floats a lane) is loaded at once, so a tile waits for x twice, not once a run; with
+// more, each run's (16 floats a lane and n-tile), to stay in registers.
+template <bool ZP, bool G64, int NT>
+__device__ __forceinline__ void i4_compute(const I4Stage<ZP, G64>& st, int t, const float* const (&xt)[NT], const float* const (&xrow)[NT],
+                                           int K, int q, float (&acc)[NT][4]) {
+  constexpr int XC = NT == 1 ? 2 : 1;  // runs whose x is loaded together
+  float d[NT][4];
 #pragma unroll
   for (int hf = 0; hf < 2; hf++) {
     const int half = 256 * t + 128 * hf;
     if (half >= K) break;  // padding (the same for the whole warp)
-    float4 x[2][2][2];
+    float4 x[XC][NT][2][2];
     u32 mask[2];
 #pragma unroll
-    for (int c = 0; c < 2; c++) {
-      const bool in = half + 64 * c + 16 * q < K;
-      mask[c] = in ? 0xffffffffu : 0u;
-      const float* xc = in ? xt + 128 * hf + 64 * c : xrow;
-#pragma unroll
-      for (int j = 0; j < 2; j++) x[c][j][0] = ld_x(xc + 8 * j), x[c][j][1] = ld_x(xc + 8 * j + 4);
-    }
+    for (int c = 0; c < 2; c++) mask[c] = half + 64 * c + 16 * q < K ? 0xffffffffu : 0u;
 #pragma unroll
     for (int c = 0; c < 2; c++) {
+      if (c % XC == 0) {
+#pragma unroll
+        for (int cc = 0; cc < XC; cc++)
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+            const float* xc = mask[c + cc] ? xt[n] + 128 * hf + 64 * (c + cc) : xrow[n];
+#pragma unroll
+            for (int j = 0; j < 2; j++) x[cc][n][j][0] = ld_x(xc + 8 * j), x[cc][n][j][1] = ld_x(xc + 8 * j + 4);
+          }
+      }
       const int gi = G64 ? 2 * hf + c : hf;
-      if (G64 || c == 0) d[0] = d[1] = d[2] = d[3] = 0.f;
-      i4_run<ZP, G64>(st, hf, c, gi, x[c], mask[c], d);
+      if (G64 || c == 0)
+#pragma unroll
+        for (int n = 0; n < NT; n++) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.f;
+      i4_run<ZP, G64, NT>(st, hf, c, gi, x[c % XC], mask[c], d);
       if (G64 || c == 1) {
-        // D: d[0..1] row g, d[2..3] row g + 8 (tokens 2q, 2q + 1).
-        acc[0] = fmaf(d[0], st.s[0][gi], acc[0]);
-        acc[1] = fmaf(d[1], st.s[0][gi], acc[1]);
-        acc[2] = fmaf(d[2], st.s[1][gi], acc[2]);
-        acc[3] = fmaf(d[3], st.s[1][gi], acc[3]);
+        // D: d[0..1] row g, d[2..3] row g + 8 (tokens 2q, 2q + 1 of the n-tile).
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+          acc[n][0] = fmaf(d[n][0], st.s[0][gi], acc[n][0]);
+          acc[n][1] = fmaf(d[n][1], st.s[0][gi], acc[n][1]);
+          acc[n][2] = fmaf(d[n][2], st.s[1][gi], acc[n][2]);
+          acc[n][3] = fmaf(d[n][3], st.s[1][gi], acc[n][3]);
+        }
       }
     }
   }
 }
 
 // The warp's share of R m-tiles (rows row0[r].. of mat[r]; R = 2 for gate and up) over tiles
-// [kt0, kt1): tiles kt0 + warp, + 8, ..., loaded I4_STAGES − 1 items ahead of their use.
-template <int R, bool ZP, bool G64>
+// [kt0, kt1) for NT n-tiles of tokens: tiles kt0 + warp, + 8, ..., loaded I4_STAGES − 1 items ahead
+// of their use.
+template <int R, bool ZP, bool G64, int NT>
 __device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const int (&row0)[R], int loads, int G, int groupShift,
-                                        const float* __restrict__ x, int T, int K, int kt0, int kt1, float (&acc)[R][4]) {
+                                        const float* __restrict__ x, int T, int K, int kt0, int kt1, float (&acc)[R][NT][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -188,11 +207,18 @@ __device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const i
       ln[r].z[h] = ZP ? mat[r]->zeros + (u64)row * G : nullptr;
     }
   // Token rows past T read row T − 1: they feed only output columns that are never written.
-  const float* xrow = x + (u64)min(g, T - 1) * K;
-  const float* xl = xrow + 16 * q;
+  const float* xrow[NT];
+  const float* xl[NT];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    xrow[n] = x + (u64)min(8 * n + g, T - 1) * K;
+    xl[n] = xrow[n] + 16 * q;
+  }
 
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.f;
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int n = 0; n < NT; n++) acc[r][n][0] = acc[r][n][1] = acc[r][n][2] = acc[r][n][3] = 0.f;
   // Work items: (tile kt0 + warp + 8k, m-tile r) for k = 0, 1, ... and r = 0..R−1, in that order.
   // I4_STAGES of them are in registers: item i is worked on while items i + 1 .. i + I4_STAGES − 1
   // are loading. The loop is unrolled over lcm(I4_STAGES, R) items so every stage and m-tile index is
@@ -212,7 +238,10 @@ __device__ __forceinline__ void i4_rows(const I4Matrix* const (&mat)[R], const i
       const int ahead = i + I4_STAGES - 1;
       if (ahead < items) i4_load(st[(u + I4_STAGES - 1) % I4_STAGES], ln[(u + I4_STAGES - 1) % R], first + MMA_WARPS * (ahead / R), G, groupShift);
       const int t = first + MMA_WARPS * (i / R);
-      i4_compute(st[u % I4_STAGES], t, xl + 256 * t, xrow, K, q, acc[u % R]);
+      const float* xt[NT];
+#pragma unroll
+      for (int n = 0; n < NT; n++) xt[n] = xl[n] + 256 * t;
+      i4_compute<ZP, G64, NT>(st[u % I4_STAGES], t, xt, xrow, K, q, acc[u % R]);
     }
   }
 }
@@ -242,9 +271,10 @@ struct I4StoreSilu {
   }
 };
 
-// gemv_mma_int4[_zp][_g64]: block (tile, split) takes rows tile·16.. and tile range split of S.
+// gemv_mma_int4[_zp][_g64][_n2]: block (tile, split) takes rows tile·16.. and tile range split of S,
+// for up to 8 tokens (16 with _n2: two n-tiles, each A fragment decoded once for both).
 // part: float32 [tiles][S][16][T], counters: u32 per tile, zero between launches (used when S > 1).
-template <bool ZP, bool G64>
+template <bool ZP, bool G64, int NT>
 __device__ __forceinline__ void i4_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, float* part, u32* counters,
                                           int T, int K, int S) {
   const int tile = blockIdx.x, split = blockIdx.y;
@@ -252,15 +282,15 @@ __device__ __forceinline__ void i4_single(const I4Matrix& mt, int loads, int G, 
   const int row0[1] = {tile * 16};
   int kt0, kt1;
   split_range(loads >> 3, S, split, kt0, kt1);
-  float acc[1][1][4];
-  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
-  mma_finish_emit<1, 1>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
+  float acc[1][1][NT][4];
+  i4_rows<1, ZP, G64, NT>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit_n<1, 1, NT>(acc, T, S, split, part + (u64)tile * S * 16 * T, counters + tile, I4StoreRows{&mt, tile * 16});
 }
 
-// gemv_mma_int4many[_zp][_g64]: up to 3 matrices (N = 0: absent), one m-tile a block, laid out as
+// gemv_mma_int4many[_zp][_g64][_n2]: up to 3 matrices (N = 0: absent), one m-tile a block, laid out as
 // fused_slot says (gemv-mma.cuh). S_i is what the single-matrix kernel uses for N_i, so every output
 // is bitwise that kernel's.
-template <bool ZP, bool G64>
+template <bool ZP, bool G64, int NT>
 __device__ __forceinline__ void i4_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
                                         int groupShift, const float* x, float* part, u32* counters, int T, int K) {
   const FusedSlot f = fused_slot(blockIdx.x, {m0.N, m1.N, m2.N}, {S0, S1, S2}, T);
@@ -269,14 +299,15 @@ __device__ __forceinline__ void i4_many(const I4Matrix& m0, int S0, const I4Matr
   const int row0[1] = {f.tile * 16};
   int kt0, kt1;
   split_range(loads >> 3, f.S, f.split, kt0, kt1);
-  float acc[1][1][4];
-  i4_rows<1, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
-  mma_finish_emit<1, 1>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile, I4StoreRows{&mt, f.tile * 16});
+  float acc[1][1][NT][4];
+  i4_rows<1, ZP, G64, NT>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit_n<1, 1, NT>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile,
+                              I4StoreRows{&mt, f.tile * 16});
 }
 
-// gemv_mma_int4silu_[zp][_g64]: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up
-// (m-tile 1). part: [tiles][S][2][16][T].
-template <bool ZP, bool G64>
+// gemv_mma_int4silu[_zp][_g64][_n2]: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and
+// of up (m-tile 1). part: [tiles][S][2][16][T].
+template <bool ZP, bool G64, int NT>
 __device__ __forceinline__ void i4_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x,
                                         float* part, u32* counters, int T, int K, int S) {
   const int tile = blockIdx.x, split = blockIdx.y;
@@ -284,34 +315,38 @@ __device__ __forceinline__ void i4_silu(const I4Matrix& gate, const I4Matrix& up
   const int row0[2] = {tile * 16, tile * 16};
   int kt0, kt1;
   split_range(loads >> 3, S, split, kt0, kt1);
-  float acc[1][2][4];
-  i4_rows<2, ZP, G64>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
-  mma_finish_emit<2, 1>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});
+  float acc[1][2][NT][4];
+  i4_rows<2, ZP, G64, NT>(mat, row0, loads, G, groupShift, x, T, K, kt0, kt1, acc[0]);
+  mma_finish_emit_n<2, 1, NT>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, I4StoreSilu{&gate, &up, y, tile * 16});
 }
 
-#define I4_KERNELS(SUFFIX, ZP, G64)                                                                                                \
+#define I4_KERNELS(SUFFIX, ZP, G64, NT)                                                                                            \
   extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4##SUFFIX(                                               \
       const uint4* w, int loads, const float* s, const unsigned char* z, int G, int groupShift, const float* x, const float* b,     \
       float* y, float* part, u32* counters, int T, int N, int K, int S) {                                                           \
-    i4_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, part, counters, T, K, S);                                 \
+    i4_single<ZP, G64, NT>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, part, counters, T, K, S);                             \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4many##SUFFIX(                                           \
       const float* x, int T, int K, int loads, int G, int groupShift, float* part, u32* counters,                                   \
       const uint4* w0, const float* s0, const unsigned char* z0, const float* b0, float* y0, int n0, int S0,                        \
       const uint4* w1, const float* s1, const unsigned char* z1, const float* b1, float* y1, int n1, int S1,                        \
       const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2) {                      \
-    i4_many<ZP, G64>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2}, S2, \
-                     loads, G, groupShift, x, part, counters, T, K);                                                                \
+    i4_many<ZP, G64, NT>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2},  \
+                         S2, loads, G, groupShift, x, part, counters, T, K);                                                        \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_int4silu##SUFFIX(                                           \
       const float* x, int T, int K, int N, int loads, int G, int groupShift, float* part, u32* counters, int S,                    \
       const uint4* gw, const float* gs, const unsigned char* gz, const float* gb,                                                    \
       const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y) {                                       \
-    i4_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, part,   \
-                     counters, T, K, S);                                                                                            \
+    i4_silu<ZP, G64, NT>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x,     \
+                         part, counters, T, K, S);                                                                                  \
   }
 
-I4_KERNELS(, false, false)
-I4_KERNELS(_zp, true, false)
-I4_KERNELS(_g64, false, true)
-I4_KERNELS(_zp_g64, true, true)
+I4_KERNELS(, false, false, 1)
+I4_KERNELS(_zp, true, false, 1)
+I4_KERNELS(_g64, false, true, 1)
+I4_KERNELS(_zp_g64, true, true, 1)
+I4_KERNELS(_n2, false, false, 2)
+I4_KERNELS(_zp_n2, true, false, 2)
+I4_KERNELS(_g64_n2, false, true, 2)
+I4_KERNELS(_zp_g64_n2, true, true, 2)

@@ -64,43 +64,49 @@ __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? 
 
 // ---- the block's sums → y ----------------------------------------------------------------------------
 
-// The block's sums → outputs: acc[u][r] is the lane's D fragment of chunk u of its group (G of them, added
-// in order), m-tile r; the warps' fragments meet in warp order, then (S > 1) the S blocks of this tile
-// in split order, the last of them to finish (an atomic ticket, reset by that block) adding. emit(m, t,
-// s) gets the sums s[r] of row m of each m-tile for token t and writes the outputs. part: this tile's
-// [S][R][16][T] float32 slots; counter: this tile's ticket.
-template <int R, int G, class Emit>
-__device__ __forceinline__ void mma_finish_emit(const float (&acc)[G][R][4], int T, int S, int split, float* __restrict__ part,
-                                                u32* __restrict__ counter, const Emit& emit) {
-  __shared__ float partial[MMA_WARPS][R][32][4];
+// The block's sums → outputs: acc[u][r][n] is the lane's D fragment of chunk u of its group (G of
+// them, added in order), m-tile r, n-tile n (tokens 8n..8n + 7); the warps' fragments meet in warp
+// order, then (S > 1) the S blocks of this tile in split order, the last of them to finish (an atomic
+// ticket, reset by that block) adding. emit(m, t, s) gets the sums s[r] of row m of each m-tile for
+// token t and writes the outputs. part: this tile's [S][R][16][T] float32 slots; counter: this tile's
+// ticket. An n-tile's sums are the same whatever NT is (each mma's output column depends on its own B
+// column only), so a token's result does not depend on how many n-tiles its launch has.
+template <int R, int G, int NT, class Emit>
+__device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4], int T, int S, int split, float* __restrict__ part,
+                                                  u32* __restrict__ counter, const Emit& emit) {
+  static_assert(NT * 128 <= MMA_THREADS, "one thread per (row, token) of the block");
+  __shared__ float partial[MMA_WARPS][NT][R][32][4];
   __shared__ int lastBlock;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int r = 0; r < R; r++)
+  for (int n = 0; n < NT; n++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      float v = acc[0][r][i];
+    for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int u = 1; u < G; u++) v += acc[u][r][i];
-      partial[warp][r][lane][i] = v;
-    }
+      for (int i = 0; i < 4; i++) {
+        float v = acc[0][r][n][i];
+#pragma unroll
+        for (int u = 1; u < G; u++) v += acc[u][r][n][i];
+        partial[warp][n][r][lane][i] = v;
+      }
   __syncthreads();
-  // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
-  // 2·(m / 8) + t % 2.
+  // One thread per (row m, token t): D's element (m, t) of n-tile t / 8 sits at lane
+  // 4·(m % 8) + (t % 8) / 2, register 2·(m / 8) + t % 2.
   const int o = threadIdx.x;
   const int m = (o >> 3) & 15;
-  const int t = o & 7;
-  const bool mine = o < 128 && t < T;
+  const int n = o >> 7;
+  const int t = 8 * n + (o & 7);
+  const bool mine = n < NT && t < T;
   float s[R];
   if (mine) {
-    const int src = 4 * (m & 7) + (t >> 1);
-    const int reg = 2 * (m >> 3) + (t & 1);
+    const int src = 4 * (m & 7) + ((o & 7) >> 1);
+    const int reg = 2 * (m >> 3) + (o & 1);
 #pragma unroll
     for (int r = 0; r < R; r++) {
-      float v = partial[0][r][src][reg];
+      float v = partial[0][n][r][src][reg];
 #pragma unroll
-      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][r][src][reg];
+      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][n][r][src][reg];
       s[r] = v;
     }
   }
@@ -128,6 +134,13 @@ __device__ __forceinline__ void mma_finish_emit(const float (&acc)[G][R][4], int
     emit(m, t, s);
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+}
+
+// mma_finish_emit_n for one n-tile (1..8 tokens): acc[u][r] the lane's D fragment.
+template <int R, int G, class Emit>
+__device__ __forceinline__ void mma_finish_emit(const float (&acc)[G][R][4], int T, int S, int split, float* __restrict__ part,
+                                                u32* __restrict__ counter, const Emit& emit) {
+  mma_finish_emit_n<R, G, 1>(reinterpret_cast<const float(&)[G][R][1][4]>(acc), T, S, split, part, counter, emit);
 }
 
 // Split s of S equal ranges of n items (chunks or column tiles) of a row: [begin, end).
