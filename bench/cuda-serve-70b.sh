@@ -6,6 +6,8 @@
 # --quantization fp8, the edge guide's workload). Result JSON (vLLM's keys) lands in bench/results/.
 #
 #   bash bench/cuda-serve-70b.sh [--model llama-3.3-70b] [--quantization w4a16] [--kv-cache-dtype auto] [--port 8000]
+#                                [--concurrency "1 8"] [--max-num-seqs 8]
+# (--concurrency 16 --max-num-seqs 16 measures decode steps of more than 8 sequences.)
 #
 # Needs a GPU with about 45 GB free (35 GB of 4-bit weights; the KV cache for 8 × 4096 tokens is 10 GB
 # in bf16, the default, 20 GB in float32). Measures; never passes or fails.
@@ -16,12 +18,16 @@ MODEL=llama-3.3-70b
 QUANT=w4a16
 KV=auto
 PORT=8000
+CONCURRENCY="1 8"
+MAX_SEQS=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) MODEL=$2; shift 2 ;;
     --quantization) QUANT=$2; shift 2 ;;
     --kv-cache-dtype) KV=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
+    --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --max-num-seqs) MAX_SEQS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -31,9 +37,9 @@ mkdir -p "$RESULTS"
 DATE=$(date -u +%Y-%m-%d)
 LOG=$(mktemp)
 
-# The server: dummy weights made on the GPU, a context of 4096, up to 8 sequences at once.
+# The server: dummy weights made on the GPU, a context of 4096, up to MAX_SEQS sequences at once.
 node bin/tachyon.js serve --model "$MODEL" --load-format dummy --quantization "$QUANT" --device cuda \
-  --kv-cache-dtype "$KV" --max-model-len 4096 --max-num-seqs 8 --port "$PORT" >"$LOG" 2>&1 &
+  --kv-cache-dtype "$KV" --max-model-len 4096 --max-num-seqs "$MAX_SEQS" --port "$PORT" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
@@ -45,8 +51,8 @@ cat "$LOG"
 
 # The random dataset's prompts are token ids of the server's tokenizer (a preset has none of its own:
 # the server uses the embedded model's, see docs/cuda.md), so the client reads the same one.
-for CONC in 1 8; do
-  PROMPTS=$((CONC == 1 ? 4 : 16))
+for CONC in $CONCURRENCY; do
+  PROMPTS=$((CONC == 1 ? 4 : 2 * CONC))
   node bin/tachyon.js bench serve --port "$PORT" --tokenizer models/tachyon-tiny \
     --dataset-name random --random-input-len 2048 --random-output-len 128 --ignore-eos \
     --num-prompts "$PROMPTS" --max-concurrency "$CONC" --num-warmups 1 --disable-tqdm \
