@@ -1,6 +1,7 @@
 // The tensor-core GEMV for fp8, int8 (w8a16) and nvfp4 weights (kernels/gemv-mma-q8.cu), chosen per
 // matrix by QuantizedWeights.q8DecodeGemv ('mma', the default, 'fma' or 'auto'; read
-// from $TACHYON_Q8_DECODE_GEMV). 1–8 tokens; fp8 and int8 with K % 16 = 0 (16-byte rows), fp8 without
+// from $TACHYON_Q8_DECODE_GEMV). 1–8 tokens (up to 16 in one launch of the _n2 kernels, for decode steps
+// of more than 8 sequences); fp8 and int8 with K % 16 = 0 (16-byte rows), fp8 without
 // NaN codes; nvfp4 always (tiled, K % 16 = 0 by the format). x is rounded to bf16 inside the kernel;
 // the weight operands (e4m3 values, int8 codes, e2m1 · e4m3 block scale) are exact in bf16, products
 // exact, sums float32, and the row / global scale multiplies each row's sum in float32 at the end.
@@ -12,7 +13,15 @@ import type { CudaFp8Weight, CudaInt8Weight, CudaNvfp4Weight } from './quantized
 export const Q8_MMA_FILE = 'gemv-mma-q8.cu';
 export const Q8_MMA_THREADS = 256;
 const MAX_TOKENS = 8;
+/** Tokens one launch takes: the _n2 kernels multiply each decoded weight fragment by two 8-token tiles. */
+export const Q8_MMA_MAX_TOKENS = 16;
 const WARPS = 8;
+
+/** The kernel name's suffix for a launch of T tokens (1..16). */
+function tokensSuffix(T: number): string {
+  if (T < 1 || T > Q8_MMA_MAX_TOKENS) throw new RangeError(`mma GEMV: ${T} tokens, a launch takes 1 to ${Q8_MMA_MAX_TOKENS}`);
+  return T > MAX_TOKENS ? '_n2' : '';
+}
 
 /** The formats this GEMV takes. */
 export type Q8MmaFormat = 'fp8' | 'int8' | 'nvfp4';
@@ -100,10 +109,10 @@ export function q8MmaPlan(format: Q8MmaFormat, N: number, K: number, multiproces
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check q8MmaRefusal first. */
 export function q8MmaGemv(l: MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const [N, K] = w.shape;
-  const why = q8MmaRefusal(w, T);
+  const why = q8MmaRefusal(w, Math.min(T, MAX_TOKENS));
   if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
   const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
-  const kernel = `gemv_mma_${w.format}_r${p.rows}`;
+  const kernel = `gemv_mma_${w.format}_r${p.rows}${tokensSuffix(T)}`;
   const { part, counters } = splitScratch(l, splitPartFloats(p, p.rows, T), p.splits > 1 ? p.tiles : 0);
   const grid: [number, number, number] = [p.tiles, p.splits, 1];
   const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
@@ -155,7 +164,7 @@ export function q8MmaGemvMany(l: MmaLauncher, ws: readonly Q8MmaWeight[], x: Dev
     args.push(...(w ? [...matrixArgs(w), biases[i], ys[i], w.shape[0], plans[i].splits] : absent));
   }
   const kinds = nvfp4 ? 'piiipp' + 'ppfppii'.repeat(3) : 'piipp' + 'ppppii'.repeat(3);
-  l.launch(`gemv_mma_${format}many`, [size.blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
+  l.launch(`gemv_mma_${format}many${tokensSuffix(T)}`, [size.blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
   part?.release();
 }
 
@@ -166,11 +175,11 @@ export function q8MmaGemvSiluMul(l: MmaLauncher, gate: Q8MmaWeight, up: Q8MmaWei
   // Two m-tiles a block in the single plan means as many tiles as SMs twice over: never split.
   const tiles = Math.ceil(N / 16);
   if (gate.format === 'nvfp4') {
-    l.launch('gemv_mma_nvfp4silu', [tiles, 1, 1], Q8_MMA_THREADS, 'piiiippi' + 'ppfp' + 'ppfp' + 'p', [
+    l.launch(`gemv_mma_nvfp4silu${tokensSuffix(T)}`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiiippi' + 'ppfp' + 'ppfp' + 'p', [
       x, T, K, N, gate.wordsPerRow / 4, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,
     ]);
   } else {
-    l.launch(`gemv_mma_${gate.format}silu`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiippi' + 'ppp' + 'ppp' + 'p', [
+    l.launch(`gemv_mma_${gate.format}silu${tokensSuffix(T)}`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiippi' + 'ppp' + 'ppp' + 'p', [
       x, T, K, N, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,
     ]);
   }

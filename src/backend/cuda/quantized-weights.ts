@@ -27,7 +27,7 @@ import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/on
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
 import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
-import { Q8_MMA_FILE, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
+import { Q8_MMA_FILE, Q8_MMA_MAX_TOKENS, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
 import type { MmaLauncher } from './mma-launch.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
@@ -40,14 +40,14 @@ export const QUANT_GEMV_MAX_T = 8;
  */
 export const QUANT_SLICED_LIMIT = 64;
 /**
- * slicedMaxTokens' defaults: up to how many tokens a step reads the weight once per slice (16 tokens
- * for int4, 8 for the others) on its tensor-core GEMV instead of dequantising the whole matrix to
- * bf16 for a cuBLASLt GEMM. About where the two cost the same in decode steps at Llama-3.1-8B shapes
- * on the H100 (bench/cuda-decode-batches.ts, docs/cuda.md "Decode steps of more than 8 tokens"): int4
- * sliced by 16 was as fast at 48 tokens, nvfp4 by 8 faster at 32 and slower at 48, int8 faster at 32
- * and even at ~36 (fp8 without FP8 tensor cores is taken to be int8's twin).
+ * slicedMaxTokens' defaults: up to how many tokens a step reads the weight once per 16-token slice
+ * on its tensor-core GEMV instead of dequantising the whole matrix to bf16 for a cuBLASLt GEMM. About
+ * where the two cost the same in decode steps at Llama-3.1-8B shapes on the H100
+ * (bench/cuda-decode-batches.ts, docs/cuda.md "Decode steps of more than 8 tokens"): int4 was as fast
+ * at 48 tokens; nvfp4 and int8 took 11.4-11.7 ms at 32 against 18.9-19.7 for the copy, which costs
+ * ~20 ms at any size (fp8 without FP8 tensor cores is taken to be int8's twin).
  */
-export const DEFAULT_SLICED_MAX_TOKENS: Readonly<Record<CudaQuantizedWeight['format'], number>> = { int4: 48, nvfp4: 40, int8: 32, fp8: 32 };
+export const DEFAULT_SLICED_MAX_TOKENS: Readonly<Record<CudaQuantizedWeight['format'], number>> = { int4: 48, nvfp4: 48, int8: 48, fp8: 48 };
 const QROWS = 4;
 const Q8_THREADS = 256;
 const Q4_THREADS = 128;
@@ -547,11 +547,12 @@ export class QuantizedWeights {
   }
 
   /**
-   * Tokens one launch of these weights' decode GEMV takes: 16 where all are int4 on the tensor-core
-   * GEMV (its _n2 kernels decode each weight once for two 8-token tiles), else 8.
+   * Tokens one launch of these weights' decode GEMV takes: 16 where all are on the tensor-core GEMVs
+   * (their _n2 kernels decode each weight once for two 8-token tiles), else 8.
    */
   private launchTokens(ws: readonly CudaQuantizedWeight[]): number {
-    return ws.every((w) => w instanceof CudaInt4Weight && this.takesMma(w, QUANT_GEMV_MAX_T)) ? INT4_MMA_MAX_TOKENS : QUANT_GEMV_MAX_T;
+    if (!ws.every((w) => this.takesMma(w, QUANT_GEMV_MAX_T))) return QUANT_GEMV_MAX_T;
+    return ws[0] instanceof CudaInt4Weight ? INT4_MMA_MAX_TOKENS : Q8_MMA_MAX_TOKENS;
   }
 
   /**
@@ -583,7 +584,7 @@ export class QuantizedWeights {
       return [`qgemv2_${base}${v.suffix}`, [Math.ceil(N / v.rows), 1, 1], QV2_THREADS];
     };
     const exact: [number, number, number] = [Math.ceil(N / (EXACT_THREADS / 32)), 1, 1];
-    if ((w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaNvfp4Weight) && this.takesMma(w, T)) {
+    if ((w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaNvfp4Weight) && this.takesMma(w, Math.min(T, QUANT_GEMV_MAX_T))) {
       q8MmaGemv(this.mmaLauncher(Q8_MMA_FILE), w, x, T, bias, y);
     } else if (w instanceof CudaFp8Weight) {
       if (K % 16 === 0 && !w.hasNanCodes) this.ctx.launch(...fastKernel('fp8', 'q8'), 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
@@ -701,7 +702,7 @@ export class QuantizedWeights {
       int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
       return;
     }
-    if (format !== 'int4' && this.takesMma(ws[0], T)) {
+    if (format !== 'int4' && this.takesMma(ws[0], Math.min(T, QUANT_GEMV_MAX_T))) {
       q8MmaGemvMany(this.mmaLauncher(Q8_MMA_FILE), ws as readonly Q8MmaWeight[], x, T, biases, ys);
       return;
     }
@@ -749,7 +750,7 @@ export class QuantizedWeights {
       int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
       return;
     }
-    if (format !== 'int4' && this.takesMma(gate, T)) {
+    if (format !== 'int4' && this.takesMma(gate, Math.min(T, QUANT_GEMV_MAX_T))) {
       q8MmaGemvSiluMul(this.mmaLauncher(Q8_MMA_FILE), gate as Q8MmaWeight, up as Q8MmaWeight, bg, bu, x, T, y);
       return;
     }

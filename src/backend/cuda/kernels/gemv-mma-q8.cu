@@ -170,10 +170,11 @@ struct Q8StoreSilu {
 };
 
 // fp8 / int8: the lane's share of R m-tiles (rows row0[r].. of mat[r]) over chunks [cBegin, cEnd) of
-// 64 columns, warps taking groups of G chunks in turn.
-template <bool FP8, int R, int G>
+// 64 columns, warps taking groups of G chunks in turn, for NT n-tiles of 8 tokens (each decoded A
+// fragment multiplied by every n-tile's B).
+template <bool FP8, int R, int G, int NT>
 __device__ __forceinline__ void q8_rows(const Q8Matrix* const (&mat)[R], const int (&row0)[R], const float* __restrict__ x, int T, int K,
-                                        int cBegin, int cEnd, float (&acc)[G][R][4]) {
+                                        int cBegin, int cEnd, float (&acc)[G][R][NT][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -190,15 +191,22 @@ __device__ __forceinline__ void q8_rows(const Q8Matrix* const (&mat)[R], const i
       rowOk[r][h] = row < mat[r]->N;
       wrow[r][h] = reinterpret_cast<const uint4*>(static_cast<const u8*>(mat[r]->w) + (u64)(rowOk[r][h] ? row : 0) * K) + q;
     }
-  const bool tokOk = g < T;
-  const float* xrow = x + (u64)(tokOk ? g : 0) * K + 16 * q;
+  bool tokOk[NT];
+  const float* xrow[NT];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    tokOk[n] = 8 * n + g < T;
+    xrow[n] = x + (u64)(tokOk[n] ? 8 * n + g : 0) * K + 16 * q;
+  }
 
 #pragma unroll
   for (int u = 0; u < G; u++)
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[u][r][n][i] = 0.f;
 
   for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += MMA_WARPS * G) {
     // Every weight load of the group first, then per chunk x (from L1) and the mmas. A lane's 16
@@ -217,18 +225,24 @@ __device__ __forceinline__ void q8_rows(const Q8Matrix* const (&mat)[R], const i
     for (int u = 0; u < G; u++) {
       const int c = c0 + u;
       if (c >= cEnd) break;  // the same for the whole warp
-      const bool xin = tokOk && 64 * c + 16 * q < K;
-      float4 xv[4];
+      float4 xv[NT][4];
 #pragma unroll
-      for (int i = 0; i < 4; i++) xv[i] = ldg_x4(xrow + 64 * c + 4 * i, xin);
+      for (int n = 0; n < NT; n++) {
+        const bool xin = tokOk[n] && 64 * c + 16 * q < K;
+#pragma unroll
+        for (int i = 0; i < 4; i++) xv[n][i] = ldg_x4(xrow[n] + 64 * c + 4 * i, xin);
+      }
 #pragma unroll
       for (int i = 0; i < 4; i++) {
-        // Word i: columns (0, 2) at k-slots 2q.., (1, 3) at 2q+8..
-        const u32 b0 = bf16x2(xv[i].x, xv[i].z), b1 = bf16x2(xv[i].y, xv[i].w);
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const u32 w0 = word_at(a[u][r][0], i), w1 = word_at(a[u][r][1], i);
-          mma_bf16(acc[u][r], q8_even<FP8>(w0), q8_even<FP8>(w1), q8_odd<FP8>(w0), q8_odd<FP8>(w1), b0, b1);
+          const u32 a0 = q8_even<FP8>(w0), a1 = q8_even<FP8>(w1), a2 = q8_odd<FP8>(w0), a3 = q8_odd<FP8>(w1);
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+            // Word i: columns (0, 2) at k-slots 2q.., (1, 3) at 2q+8..
+            mma_bf16(acc[u][r][n], a0, a1, a2, a3, bf16x2(xv[n][i].x, xv[n][i].z), bf16x2(xv[n][i].y, xv[n][i].w));
+          }
         }
       }
     }
@@ -249,9 +263,9 @@ __device__ __forceinline__ void nvfp4_scale_pairs(uint2* scalePairs) {
 
 // loads: 16-byte loads per row (Kp / 32, Kp = K rounded up to 256); chunks of 128 columns. Otherwise
 // as q8_rows.
-template <int R, int G>
+template <int R, int G, int NT>
 __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], const int (&row0)[R], int loads, const uint2* scalePairs,
-                                           const float* __restrict__ x, int T, int K, int cBegin, int cEnd, float (&acc)[G][R][4]) {
+                                           const float* __restrict__ x, int T, int K, int cBegin, int cEnd, float (&acc)[G][R][NT][4]) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -271,15 +285,22 @@ __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], cons
       wrow[r][h] = static_cast<const uint4*>(mat[r]->w) + (u64)rr * loads + q;
       srow[r][h] = mat[r]->blockScales + (u64)rr * blocksPerRow;
     }
-  const bool tokOk = g < T;
-  const float* xrow = x + (u64)(tokOk ? g : 0) * K;
+  bool tokOk[NT];
+  const float* xrow[NT];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    tokOk[n] = 8 * n + g < T;
+    xrow[n] = x + (u64)(tokOk[n] ? 8 * n + g : 0) * K;
+  }
 
 #pragma unroll
   for (int u = 0; u < G; u++)
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) acc[u][r][i] = 0.f;
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[u][r][n][i] = 0.f;
 
   for (int c0 = cBegin + warp * G; c0 < cEnd; c0 += MMA_WARPS * G) {
     uint4 a[G][R][2];
@@ -310,10 +331,13 @@ __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], cons
         const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
         if (run >= K) break;  // padding (the same for the whole warp)
         const int col = run + 16 * q;
-        const bool xin = tokOk && col < K;
-        float4 xv[4];
+        float4 xv[NT][4];
 #pragma unroll
-        for (int i = 0; i < 4; i++) xv[i] = ldg_x4(xrow + col + 4 * i, xin);
+        for (int n = 0; n < NT; n++) {
+          const bool xin = tokOk[n] && col < K;
+#pragma unroll
+          for (int i = 0; i < 4; i++) xv[n][i] = ldg_x4(xrow[n] + col + 4 * i, xin);
+        }
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const uint2 m0 = scalePairs[sc[u][r][0][hf]], m1 = scalePairs[sc[u][r][1][hf]];
@@ -323,11 +347,14 @@ __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], cons
             e2m1_bytes(word_at(a[u][r][0], 2 * hf + j), lo0, hi0);
             e2m1_bytes(word_at(a[u][r][1], 2 * hf + j), lo1, hi1);
             // Elements 0–3 (lo) in the first step, 4–7 (hi) in the second; x at the same columns.
-            const float4 x0 = xv[2 * j], x1 = xv[2 * j + 1];
-            mma_bf16(acc[u][r], nvfp4_pair(lo0, 0x4140u, m0), nvfp4_pair(lo1, 0x4140u, m1), nvfp4_pair(lo0, 0x4342u, m0), nvfp4_pair(lo1, 0x4342u, m1),
-                     bf16x2(x0.x, x0.y), bf16x2(x0.z, x0.w));
-            mma_bf16(acc[u][r], nvfp4_pair(hi0, 0x4140u, m0), nvfp4_pair(hi1, 0x4140u, m1), nvfp4_pair(hi0, 0x4342u, m0), nvfp4_pair(hi1, 0x4342u, m1),
-                     bf16x2(x1.x, x1.y), bf16x2(x1.z, x1.w));
+            const u32 lo[4] = {nvfp4_pair(lo0, 0x4140u, m0), nvfp4_pair(lo1, 0x4140u, m1), nvfp4_pair(lo0, 0x4342u, m0), nvfp4_pair(lo1, 0x4342u, m1)};
+            const u32 hi[4] = {nvfp4_pair(hi0, 0x4140u, m0), nvfp4_pair(hi1, 0x4140u, m1), nvfp4_pair(hi0, 0x4342u, m0), nvfp4_pair(hi1, 0x4342u, m1)};
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+              const float4 x0 = xv[n][2 * j], x1 = xv[n][2 * j + 1];
+              mma_bf16(acc[u][r][n], lo[0], lo[1], lo[2], lo[3], bf16x2(x0.x, x0.y), bf16x2(x0.z, x0.w));
+              mma_bf16(acc[u][r][n], hi[0], hi[1], hi[2], hi[3], bf16x2(x1.x, x1.y), bf16x2(x1.z, x1.w));
+            }
           }
         }
       }
@@ -342,16 +369,16 @@ template <int FMT>
 __device__ __forceinline__ int q8_chunks(int K, int loads) { return FMT == 2 ? loads >> 2 : (K + 63) >> 6; }
 
 // The format's body (FMT 0 fp8, 1 int8, 2 nvfp4) over R m-tiles and chunks [c0, c1).
-template <int FMT, int R, int G>
+template <int FMT, int R, int G, int NT>
 __device__ __forceinline__ void q8_body(const Q8Matrix* const (&mat)[R], const int (&row0)[R], int loads, const uint2* scalePairs,
-                                        const float* x, int T, int K, int c0, int c1, float (&acc)[G][R][4]) {
-  if constexpr (FMT == 2) nvfp4_rows<R, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
-  else q8_rows<FMT == 0, R, G>(mat, row0, x, T, K, c0, c1, acc);
+                                        const float* x, int T, int K, int c0, int c1, float (&acc)[G][R][NT][4]) {
+  if constexpr (FMT == 2) nvfp4_rows<R, G, NT>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  else q8_rows<FMT == 0, R, G, NT>(mat, row0, x, T, K, c0, c1, acc);
 }
 
 // gemv_mma_<fmt>_r<R>: block (tile, split) takes rows tile·16R.. and chunk range split of S.
 // part: float32 [tiles][S][R][16][T]; counters: u32 per tile, zero between launches (used when S > 1).
-template <int FMT, int R>
+template <int FMT, int R, int NT>
 __device__ __forceinline__ void q8_single(const Q8Matrix& mt, int loads, const float* x, float* part, u32* counters, int T, int K, int S) {
   __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
   if constexpr (FMT == 2) nvfp4_scale_pairs(scalePairs);
@@ -366,15 +393,15 @@ __device__ __forceinline__ void q8_single(const Q8Matrix& mt, int loads, const f
   }
   int c0, c1;
   split_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
-  float acc[G][R][4];
-  q8_body<FMT, R, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
-  mma_finish_emit<R, G>(acc, T, S, split, part + (u64)tile * S * R * 16 * T, counters + tile, Q8StoreRows<R>{&mt, tile * 16 * R});
+  float acc[G][R][NT][4];
+  q8_body<FMT, R, G, NT>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit_n<R, G, NT>(acc, T, S, split, part + (u64)tile * S * R * 16 * T, counters + tile, Q8StoreRows<R>{&mt, tile * 16 * R});
 }
 
 // gemv_mma_<fmt>many: up to 3 matrices (N = 0: absent), one m-tile a block (the single kernel's plan
 // for each of them must be one m-tile a block: the host checks), laid out as fused_slot says
 // (gemv-mma.cuh); every output bitwise the single kernel's.
-template <int FMT>
+template <int FMT, int NT>
 __device__ __forceinline__ void q8_many(const Q8Matrix& m0, int S0, const Q8Matrix& m1, int S1, const Q8Matrix& m2, int S2, int loads,
                                         const float* x, float* part, u32* counters, int T, int K) {
   __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
@@ -386,15 +413,15 @@ __device__ __forceinline__ void q8_many(const Q8Matrix& m0, int S0, const Q8Matr
   const int row0[1] = {f.tile * 16};
   int c0, c1;
   split_range(q8_chunks<FMT>(K, loads), f.S, f.split, c0, c1);
-  float acc[G][1][4];
-  q8_body<FMT, 1, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
-  mma_finish_emit<1, G>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile, Q8StoreRows<1>{&mt, f.tile * 16});
+  float acc[G][1][NT][4];
+  q8_body<FMT, 1, G, NT>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit_n<1, G, NT>(acc, T, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T, counters + f.counterOff + f.tile, Q8StoreRows<1>{&mt, f.tile * 16});
 }
 
 // gemv_mma_<fmt>silu: block (tile, split) takes rows tile·16.. of gate (m-tile 0) and of up (m-tile
 // 1), in chunk groups as the single kernel's two-m-tile plan (which the host checks gate and up get),
 // so each sum is bitwise the single kernel's. part: [tiles][S][2][16][T].
-template <int FMT>
+template <int FMT, int NT>
 __device__ __forceinline__ void q8_silu(const Q8Matrix& gate, const Q8Matrix& up, float* y, int loads, const float* x, float* part, u32* counters,
                                         int T, int K, int S) {
   __shared__ uint2 scalePairs[FMT == 2 ? 256 : 1];
@@ -405,58 +432,65 @@ __device__ __forceinline__ void q8_silu(const Q8Matrix& gate, const Q8Matrix& up
   const int row0[2] = {tile * 16, tile * 16};
   int c0, c1;
   split_range(q8_chunks<FMT>(K, loads), S, split, c0, c1);
-  float acc[G][2][4];
-  q8_body<FMT, 2, G>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
-  mma_finish_emit<2, G>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, Q8StoreSilu{&gate, &up, y, tile * 16});
+  float acc[G][2][NT][4];
+  q8_body<FMT, 2, G, NT>(mat, row0, loads, scalePairs, x, T, K, c0, c1, acc);
+  mma_finish_emit_n<2, G, NT>(acc, T, S, split, part + (u64)tile * S * 2 * 16 * T, counters + tile, Q8StoreSilu{&gate, &up, y, tile * 16});
 }
 
 // fp8 / int8 pass (codes, row scales); nvfp4 (tiled codes, loads a row, block scales, global scale).
 #define Q8_MAT(P) Q8Matrix{P##w, P##s, nullptr, 1.f, P##b, P##y, P##n}
 #define NVFP4_MAT(P) Q8Matrix{P##w, nullptr, P##bs, P##gs, P##b, P##y, P##n}
 
-#define Q8_SINGLE(FMT, NAME, R)                                                                                                    \
-  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##_r##R(                                             \
+#define Q8_SINGLE(FMT, NAME, R, NT, NS)                                                                                            \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##_r##R##NS(                                         \
       const u8* w, const float* rowScale, const float* x, const float* bias, float* y, float* part, u32* counters, int T, int N,   \
       int K, int S) {                                                                                                              \
-    q8_single<FMT, R>(Q8Matrix{w, rowScale, nullptr, 1.f, bias, y, N}, 0, x, part, counters, T, K, S);                            \
+    q8_single<FMT, R, NT>(Q8Matrix{w, rowScale, nullptr, 1.f, bias, y, N}, 0, x, part, counters, T, K, S);                        \
   }
-#define Q8_FUSED(FMT, NAME)                                                                                                        \
-  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##many(                                              \
+#define Q8_FUSED(FMT, NAME, NT, NS)                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##many##NS(                                          \
       const float* x, int T, int K, float* part, u32* counters,                                                                    \
       const u8* m0w, const float* m0s, const float* m0b, float* m0y, int m0n, int S0,                                              \
       const u8* m1w, const float* m1s, const float* m1b, float* m1y, int m1n, int S1,                                              \
       const u8* m2w, const float* m2s, const float* m2b, float* m2y, int m2n, int S2) {                                            \
-    q8_many<FMT>(Q8_MAT(m0), S0, Q8_MAT(m1), S1, Q8_MAT(m2), S2, 0, x, part, counters, T, K);                                      \
+    q8_many<FMT, NT>(Q8_MAT(m0), S0, Q8_MAT(m1), S1, Q8_MAT(m2), S2, 0, x, part, counters, T, K);                                  \
   }                                                                                                                                \
-  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##silu(                                              \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_##NAME##silu##NS(                                          \
       const float* x, int T, int K, int N, float* part, u32* counters, int S, const u8* gw, const float* gs, const float* gb,       \
       const u8* uw, const float* us, const float* ub, float* y) {                                                                  \
-    q8_silu<FMT>(Q8Matrix{gw, gs, nullptr, 1.f, gb, nullptr, N}, Q8Matrix{uw, us, nullptr, 1.f, ub, nullptr, N}, y, 0, x, part,     \
-                 counters, T, K, S);                                                                                               \
+    q8_silu<FMT, NT>(Q8Matrix{gw, gs, nullptr, 1.f, gb, nullptr, N}, Q8Matrix{uw, us, nullptr, 1.f, ub, nullptr, N}, y, 0, x, part, \
+                     counters, T, K, S);                                                                                           \
   }
 
-Q8_SINGLE(0, fp8, 1) Q8_SINGLE(0, fp8, 2) Q8_SINGLE(1, int8, 1) Q8_SINGLE(1, int8, 2)
-Q8_FUSED(0, fp8) Q8_FUSED(1, int8)
+// Up to 8 tokens a launch, and (_n2) up to 16: two n-tiles, each decoded A fragment used twice.
+Q8_SINGLE(0, fp8, 1, 1, ) Q8_SINGLE(0, fp8, 2, 1, ) Q8_SINGLE(1, int8, 1, 1, ) Q8_SINGLE(1, int8, 2, 1, )
+Q8_FUSED(0, fp8, 1, ) Q8_FUSED(1, int8, 1, )
+Q8_SINGLE(0, fp8, 1, 2, _n2) Q8_SINGLE(0, fp8, 2, 2, _n2) Q8_SINGLE(1, int8, 1, 2, _n2) Q8_SINGLE(1, int8, 2, 2, _n2)
+Q8_FUSED(0, fp8, 2, _n2) Q8_FUSED(1, int8, 2, _n2)
 
-#define NVFP4_SINGLE(R)                                                                                                            \
-  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4_r##R(                                                \
+#define NVFP4_KERNELS(NT, NS)                                                                                                      \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4_r1##NS(                                              \
       const uint4* w, int loads, const u8* blockScales, float globalScale, const float* x, const float* bias, float* y,            \
       float* part, u32* counters, int T, int N, int K, int S) {                                                                    \
-    q8_single<2, R>(Q8Matrix{w, nullptr, blockScales, globalScale, bias, y, N}, loads, x, part, counters, T, K, S);                \
+    q8_single<2, 1, NT>(Q8Matrix{w, nullptr, blockScales, globalScale, bias, y, N}, loads, x, part, counters, T, K, S);            \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4_r2##NS(                                              \
+      const uint4* w, int loads, const u8* blockScales, float globalScale, const float* x, const float* bias, float* y,            \
+      float* part, u32* counters, int T, int N, int K, int S) {                                                                    \
+    q8_single<2, 2, NT>(Q8Matrix{w, nullptr, blockScales, globalScale, bias, y, N}, loads, x, part, counters, T, K, S);            \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4many##NS(                                             \
+      const float* x, int T, int K, int loads, float* part, u32* counters,                                                         \
+      const uint4* m0w, const u8* m0bs, float m0gs, const float* m0b, float* m0y, int m0n, int S0,                                 \
+      const uint4* m1w, const u8* m1bs, float m1gs, const float* m1b, float* m1y, int m1n, int S1,                                 \
+      const uint4* m2w, const u8* m2bs, float m2gs, const float* m2b, float* m2y, int m2n, int S2) {                               \
+    q8_many<2, NT>(NVFP4_MAT(m0), S0, NVFP4_MAT(m1), S1, NVFP4_MAT(m2), S2, loads, x, part, counters, T, K);                       \
+  }                                                                                                                                \
+  extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4silu##NS(                                             \
+      const float* x, int T, int K, int N, int loads, float* part, u32* counters, int S, const uint4* gw, const u8* gbs, float ggs, \
+      const float* gb, const uint4* uw, const u8* ubs, float ugs, const float* ub, float* y) {                                     \
+    q8_silu<2, NT>(Q8Matrix{gw, nullptr, gbs, ggs, gb, nullptr, N}, Q8Matrix{uw, nullptr, ubs, ugs, ub, nullptr, N}, y, loads, x,  \
+                   part, counters, T, K, S);                                                                                       \
   }
-NVFP4_SINGLE(1) NVFP4_SINGLE(2)
-
-extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4many(
-    const float* x, int T, int K, int loads, float* part, u32* counters,
-    const uint4* m0w, const u8* m0bs, float m0gs, const float* m0b, float* m0y, int m0n, int S0,
-    const uint4* m1w, const u8* m1bs, float m1gs, const float* m1b, float* m1y, int m1n, int S1,
-    const uint4* m2w, const u8* m2bs, float m2gs, const float* m2b, float* m2y, int m2n, int S2) {
-  q8_many<2>(NVFP4_MAT(m0), S0, NVFP4_MAT(m1), S1, NVFP4_MAT(m2), S2, loads, x, part, counters, T, K);
-}
-
-extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) gemv_mma_nvfp4silu(
-    const float* x, int T, int K, int N, int loads, float* part, u32* counters, int S, const uint4* gw, const u8* gbs, float ggs,
-    const float* gb, const uint4* uw, const u8* ubs, float ugs, const float* ub, float* y) {
-  q8_silu<2>(Q8Matrix{gw, nullptr, gbs, ggs, gb, nullptr, N}, Q8Matrix{uw, nullptr, ubs, ugs, ub, nullptr, N}, y, loads, x, part, counters,
-             T, K, S);
-}
+NVFP4_KERNELS(1, )
+NVFP4_KERNELS(2, _n2)
