@@ -77,7 +77,7 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     { kind: 'BF16', H: 256, N: 680, T: 9, bound: 1e-2 },
     { kind: 'BF16', H: 384, N: 1030, T: 137, bound: 1e-2 },
     { kind: 'F16', H: 512, N: 1408, T: 33, bound: 3e-3 },
-    // Quantized: more tokens than run in 8-token slices on the decode GEMVs (CudaBackend.quantSlices).
+    // Quantized: more tokens than run in slices on the decode GEMVs (CudaBackend.quantSlices).
     { kind: 'w4a16', H: 512, N: 1408, T: DEFAULT_SLICED_MAX_TOKENS.int4 + 16, bound: 1e-2 },
     { kind: 'w8a16', H: 256, N: 768, T: DEFAULT_SLICED_MAX_TOKENS.int8 + 3, bound: 1e-2 },
   ];

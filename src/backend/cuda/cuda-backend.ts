@@ -628,8 +628,8 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Whether a step of T > 8 tokens runs these quantized linears on the decode GEMVs in slices of 8
-   * tokens (QuantizedWeights.slicesTake: decode steps of up to 24–32 sequences) rather than a GEMM
+   * Whether a step of T > 8 tokens runs these quantized linears on the decode GEMVs in slices of 16
+   * tokens (QuantizedWeights.slicesTake: decode steps of up to 48 sequences) rather than a GEMM
    * over a bf16 copy of each weight; FP8 weights with FP8 GEMMs (W8A8, one read of the codes) keep those.
    */
   quantSlices(ws: readonly Weight[], T: number): boolean {
@@ -639,7 +639,7 @@ export class CudaBackend implements Backend {
 
   /**
    * Quantized weights: ≤ 8 tokens take the GEMV that dequantises in registers (one kernel per weight
-   * for 1..8 tokens), as do decode-sized steps in slices of 8 (quantSlices); more multiply a bf16 copy
+   * for 1..8 tokens), as do decode-sized steps in slices of 16 (quantSlices); more multiply a bf16 copy
    * of the weight (the backend's scratch matrix) with matmul.
    */
   private linearQuantized(src: CudaTensor, w: CudaQuantizedWeight, bias?: Weight): CudaTensor {

@@ -106,7 +106,7 @@ const quantOf = (be: CudaBackend) => be.quantized;
 
 /**
  * The format if the fused quantized kernels can run this call: fused linears on, 1–8 tokens (or a
- * decode step the backend runs in 8-token slices, CudaBackend.quantSlices), every weight quantized
+ * decode step the backend runs in slices, CudaBackend.quantSlices), every weight quantized
  * alike (QuantizedWeights.fusedFormat). They run for every token count: the v2 kernels' results do
  * not depend on it, and fused they read the same bytes in fewer launches.
  */

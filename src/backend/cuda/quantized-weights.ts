@@ -35,8 +35,9 @@ export const TILE_COLS = 256;
 /** Tokens the quantized GEMV takes in one launch (the same kernel for 1..8, so results are batch-invariant). */
 export const QUANT_GEMV_MAX_T = 8;
 /**
- * Steps of 9 to this many tokens may run the GEMV in slices of 8 tokens (slicedMaxTokens), rather than
- * multiplying a bf16 copy of the weight. The engine's default max_num_seqs is 64.
+ * Steps of 9 to this many tokens may run the GEMV in slices (slicedMaxTokens; 16 tokens a launch on the
+ * tensor-core GEMVs, 8 on the others) rather than multiplying a bf16 copy of the weight. The engine's
+ * default max_num_seqs is 64.
  */
 export const QUANT_SLICED_LIMIT = 64;
 /**
@@ -304,7 +305,7 @@ export class QuantizedWeights {
    */
   q8DecodeGemv: Q8DecodeGemv = q8DecodeGemvFromEnv();
   /**
-   * Per format, the most tokens a step runs on the ≤ 8-token GEMVs in slices of 8 (gemv, gemvMany and
+   * Per format, the most tokens a step runs on the decode GEMVs in slices (gemv, gemvMany and
    * gemvSiluMul take up to QUANT_SLICED_LIMIT tokens that way) where the weight is on its tensor-core
    * GEMV; more go to prefill's dequantise-and-GEMM (see slicesTake). 8 or less turns slicing off.
    */
@@ -535,11 +536,11 @@ export class QuantizedWeights {
   // ---- compute -----------------------------------------------------------------------------------
 
   /**
-   * Whether a step of T > 8 tokens should run these weights' linears on the decode GEMVs, 8 tokens a
+   * Whether a step of T > 8 tokens should run these weights' linears on the decode GEMVs, 16 tokens a
    * launch (each slice reads the weight again): every weight is on its tensor-core GEMV (the FMA
    * kernels slow down with tokens) and T is within its format's slicedMaxTokens. A decode step of up
-   * to 32 sequences then streams 4-bit weights 4 times (2 bytes a weight) where a bf16 copy for a GEMM
-   * would move 4.5, and stays on kernels a CUDA graph can hold.
+   * to 48 sequences then streams 4-bit weights 3 times (1.5 bytes a weight) where a bf16 copy for a
+   * GEMM would move 4.5, and stays on kernels a CUDA graph can hold.
    */
   slicesTake(ws: readonly Weight[], T: number): boolean {
     if (T <= QUANT_GEMV_MAX_T || T > QUANT_SLICED_LIMIT || ws.length === 0) return false;
@@ -566,7 +567,7 @@ export class QuantizedWeights {
 
   /**
    * y [T, N] = x [T, K] · Wᵀ (+ bias) for 1 ≤ T ≤ 8 (pointers: float32 x, y; bias float32 [N] or 0),
-   * or up to QUANT_SLICED_LIMIT tokens in slices of 8. Which kernel runs depends on the weight only,
+   * or up to QUANT_SLICED_LIMIT tokens in slices (launchTokens). Which kernel runs depends on the weight only,
    * never on T, so a token's result does not depend on how many tokens share the step.
    */
   gemv(w: CudaQuantizedWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
