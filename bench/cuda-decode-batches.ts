@@ -64,6 +64,8 @@ interface Row {
   weightBytesPerStep: number;
   rooflineRatio: number;
   launchesPerStep?: number;
+  /** CUDA graph steps over the run (prefill and decode): replayed, built, and run eagerly. */
+  graphSteps: { replays: number; builds: number; eager: number; interrupted: number };
 }
 const rows: Row[] = [];
 
@@ -89,13 +91,16 @@ for (const format of values.formats!.split(',')) {
         try {
           const prompts = Array.from({ length: batch }, () => randomIds(promptLen, config.vocabSize));
           const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
+          const s0 = { ...backend.graphs.stats };
           const { stepMs, launchesPerStep } = await timeDecodeSteps(runner, prompts, decodeLen, () => backend.driver.launches);
+          const s1 = backend.graphs.stats;
+          const graphSteps = { replays: s1.replays - s0.replays, builds: s1.builds - s0.builds, eager: s1.eager - s0.eager, interrupted: s1.interrupted - s0.interrupted };
           const r: Row = {
             format, batch, mode, graphs, decodeStepMs: stepMs, decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes,
-            rooflineRatio: (wBytes / (copyGBs * 1e9) / stepMs) * 1000, launchesPerStep,
+            rooflineRatio: (wBytes / (copyGBs * 1e9) / stepMs) * 1000, launchesPerStep, graphSteps,
           };
           rows.push(r);
-          console.log(`${format} batch ${batch} ${mode} graphs ${graphs ? 'on' : 'off'}: ${stepMs.toFixed(3)} ms a step, ${r.decodeTokensPerSecond.toFixed(0)} tok/s`);
+          console.log(`${format} batch ${batch} ${mode} graphs ${graphs ? 'on' : 'off'}: ${stepMs.toFixed(3)} ms a step, ${r.decodeTokensPerSecond.toFixed(0)} tok/s (graph steps ${JSON.stringify(graphSteps)})`);
         } finally {
           Object.assign(quant.slicedMaxTokens, keep);
           quant.vectorisedDequant = true;
