@@ -23,8 +23,7 @@ import { parseArgs } from 'node:util';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvCacheStorage, type KvDtype } from '../src/backend/backend.js';
 import { DECODE_MMA_MIN_CHUNK, decodeChunk } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
-import { packageRoot } from '../src/model/default-model.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '9' }, 'kv-dtype': { type: 'string', default: 'bf16' }, output: { type: 'string' } } });
@@ -222,8 +221,7 @@ for (const r of decodeRows) {
 
 driver.memFree(flush);
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-attention-${gpuSlug}-${machine.date.slice(0, 10)}-kv-${kvDtype}.json`);
+const file = values.output ?? gpuResultFile('cuda-attention', gpu.name, machine.date, `-kv-${kvDtype}`);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

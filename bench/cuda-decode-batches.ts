@@ -18,14 +18,13 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SLICED_MAX_TOKENS } from '../src/backend/cuda/quantized-weights.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 
 const { values } = parseArgs({
@@ -121,8 +120,7 @@ for (const r of rows) {
   );
 }
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-decode-batches-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-decode-batches', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import type { CudaBackend, GemvKernel } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { packageRoot, resolveModelDir } from '../src/model/default-model.js';
+import { resolveModelDir } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadModel } from '../src/model/load-model.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
@@ -22,7 +22,7 @@ import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 
 const { values } = parseArgs({
@@ -225,9 +225,7 @@ for (const r of rows) {
   );
 }
 const machine = machineInfo();
-const outDir = join(packageRoot(), 'bench', 'results');
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(outDir, `cuda-decode-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-decode', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

@@ -13,13 +13,12 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
@@ -164,8 +163,7 @@ if (!values['no-model']) {
 timer.free();
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-gemv-mma-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-gemv-mma', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

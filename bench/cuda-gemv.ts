@@ -14,13 +14,12 @@ import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { FUSED_GEMV_VARIANTS, fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from '../src/backend/cuda/fused-linear.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps, weightBytesPerStep } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
@@ -196,8 +195,7 @@ if (!values['no-model']) {
 timer.free();
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-gemv-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-gemv', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

@@ -21,7 +21,6 @@ import type { DevicePtr } from '../src/backend/cuda/driver.js';
 import { DEFAULT_ENGINE_OPTIONS, Engine } from '../src/engine/engine.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel, type ForwardBatch } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import type { LayerWeights } from '../src/model/weights.js';
@@ -29,7 +28,7 @@ import { findPreset } from '../src/plan/presets.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
 import { randomTokenIds } from './engine-timing.js';
 import { OpProfiler, type OpProfile } from './op-profile.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 
 const { values } = parseArgs({
   options: {
@@ -382,8 +381,7 @@ for (const r of results) {
 console.log('\ngoal: TTFT within 1.5× of the cuBLAS-bound time (the sum of cuBLASLt\'s GEMM time over every linear at this prompt length, lm_head for the last token only)');
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-prefill-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-prefill', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

@@ -16,9 +16,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor, Weight } from '../src/backend/backend.js';
 import { quantGemvV2, type QuantGemvFormat, type QuantizedWeights } from '../src/backend/cuda/quantized-weights.js';
-import { packageRoot } from '../src/model/default-model.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
@@ -170,8 +169,7 @@ for (const r of fusedRows) {
 }
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-quant-gemv-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-quant-gemv', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

@@ -17,13 +17,12 @@ import { parseArgs } from 'node:util';
 import type { Weight } from '../src/backend/backend.js';
 import { int4MmaPlan } from '../src/backend/cuda/gemv-mma-int4.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
 import { findPreset } from '../src/plan/presets.js';
 import { DecodeRunner, timeDecodeSteps } from './decode-steps.js';
 import { randomTokenIds } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 import { KernelTimer } from './kernel-timer.js';
 
@@ -183,8 +182,7 @@ console.log('|---:|---|---:|---:|---:|');
 for (const r of stepRows) console.log(`| ${r.batch} | ${r.decodeGemv} | ${r.launchesPerStep} | ${r.stepMs.toFixed(3)} | ${r.tokensPerSecond.toFixed(1)} |`);
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-quant-mma-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-quant-mma', gpu.name, machine.date);
 mkdirSync(join(file, '..'), { recursive: true });
 writeFileSync(
   file,

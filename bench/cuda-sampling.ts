@@ -11,7 +11,7 @@
 //   node dist/bench/cuda-sampling.js [--reps 50] [--vocab 128256] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
@@ -20,9 +20,8 @@ import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling
 import { Rng } from '../src/engine/rng.js';
 import { modelLikeLogits } from './model-like-logits.js';
 import { computeLogprobs, drawToken } from '../src/engine/sampler.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { KernelTimer, wallUs } from './kernel-timer.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '50' }, vocab: { type: 'string', default: '128256' }, output: { type: 'string' } } });
 const reps = Number(values.reps);
@@ -144,8 +143,7 @@ console.log('|---|---|---|---|---|');
 for (const r of logprobResults) console.log(`| logprobs | ${r.rows} | ${r.topN} | ${r.callUs.toFixed(1)} | ${r.hostUs.toFixed(0)} |`);
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-sampling-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-sampling', gpu.name, machine.date);
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(
   file,

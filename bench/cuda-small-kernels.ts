@@ -9,13 +9,12 @@
 //   node dist/bench/cuda-small-kernels.js [--reps 100] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Tensor } from '../src/backend/backend.js';
 import { CudaBackend, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
-import { packageRoot } from '../src/model/default-model.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '100' }, output: { type: 'string' } } });
 const reps = Number(values.reps);
@@ -159,8 +158,7 @@ const after = 63 * us('addRmsNorm', 'vector (new)') + 2 * us('rmsNorm', 'vector 
 console.log(`\ndecode step, batch 1, 32 layers: norms + RoPE + KV write ${before.toFixed(0)} µs before, ${after.toFixed(0)} µs now (goal ≤ 300 µs)`);
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-small-kernels-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-small-kernels', gpu.name, machine.date);
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(
   file,

@@ -10,7 +10,7 @@
 //   node dist/bench/cuda-spec-sampled.js [--reps 30] [--vocab 128256] [--k 3] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
@@ -20,9 +20,8 @@ import { modelLikeLogits } from './model-like-logits.js';
 import { Sampler, TokenCounts } from '../src/engine/sampler.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
 import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
-import { packageRoot } from '../src/model/default-model.js';
 import { KernelTimer, wallUs } from './kernel-timer.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '30' }, vocab: { type: 'string', default: '128256' }, k: { type: 'string', default: '3' }, output: { type: 'string' } } });
 const reps = Number(values.reps);
@@ -128,8 +127,7 @@ console.log('|---|---|---|---|---|---|---|');
 for (const r of results) console.log(`| ${r.case} | ${r.batch} (${r.rows}) | ${r.residualKernelUs.toFixed(1)} | ${r.plainKernelUs.toFixed(1)} | ${r.deviceUs.toFixed(0)} | ${r.hostUs.toFixed(0)} | ${r.readBackUs.toFixed(0)} |`);
 
 const machine = machineInfo();
-const gpuSlug = gpu.name.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(packageRoot(), 'bench', 'results', `cuda-spec-sampled-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-spec-sampled', gpu.name, machine.date);
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(
   file,

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { LLM } from '../src/llm.js';
 import { packageRoot } from '../src/model/default-model.js';
 import { randomTokenIds, timeBatchedGenerate } from './engine-timing.js';
-import { machineInfo } from './machine.js';
+import { gpuResultFile, machineInfo } from './machine.js';
 
 const { values } = parseArgs({
   options: {
@@ -97,7 +97,6 @@ for (const r of rows) {
 }
 const outDir = join(packageRoot(), 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
-const gpuSlug = (gpuName ?? 'gpu').replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
-const file = values.output ?? join(outDir, `cuda-spec-${gpuSlug}-${machine.date.slice(0, 10)}.json`);
+const file = values.output ?? gpuResultFile('cuda-spec', gpuName ?? 'gpu', machine.date);
 writeFileSync(file, JSON.stringify({ bench: 'cuda-spec', gpu: gpuName, model: values.model, loadFormat: 'dummy', quantization: values.quantization, promptLen, decodeLen, rates, machine, rows }, null, 2) + '\n');
 console.log(`\nsaved ${file}`);

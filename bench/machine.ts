@@ -2,6 +2,8 @@
 
 import { execSync } from 'node:child_process';
 import { cpus, hostname, totalmem, platform, arch } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../src/model/default-model.js';
 
 export interface MachineInfo {
   hostname: string;
@@ -50,4 +52,13 @@ export function measureCopyBandwidth(bytes = 256 * 2 ** 20, repeats = 5): number
     best = Math.min(best, performance.now() - t0);
   }
   return (2 * bytes) / (best / 1000) / 1e9;
+}
+
+/**
+ * Where a GPU benchmark saves its JSON unless told: bench/results/<bench>-<the GPU's name as a slug,
+ * e.g. h100-80gb-hbm3>-<date><suffix>.json.
+ */
+export function gpuResultFile(bench: string, gpuName: string, date: string, suffix = ''): string {
+  const slug = gpuName.replace(/^NVIDIA\s+/, '').replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+  return join(packageRoot(), 'bench', 'results', `${bench}-${slug}-${date.slice(0, 10)}${suffix}.json`);
 }
