@@ -150,7 +150,11 @@ export class LLM {
     // The proposer's model is loaded before the cache is sized: on a GPU its weights take memory too.
     const proposer = specConfig && prepareProposer(specConfig, loaded);
     const sizing = sizeKvCache(loaded, options, { maxModelLen, maxNumSeqs, proposer, numSpeculativeTokens: specConfig?.numSpeculativeTokens ?? 0 });
-    const speculative = specConfig && { proposer: proposer!.build(sizing.kvCacheTokens), numSpeculativeTokens: specConfig.numSpeculativeTokens };
+    const speculative = specConfig && {
+      proposer: proposer!.build(sizing.kvCacheTokens),
+      numSpeculativeTokens: specConfig.numSpeculativeTokens,
+      disableByBatchSize: specConfig.disableByBatchSize,
+    };
     // Quantized decode GEMVs by the most tokens a step can carry (fixed for the engine: batch-invariant).
     cudaBackendOf(loaded.model.backend)?.quantized.chooseDecodeGemvs(maxNumSeqs * (1 + (specConfig?.numSpeculativeTokens ?? 0)));
     const engine = new Engine(loaded.model, loaded.tokenizer, loaded.eosTokenIds, {

@@ -50,6 +50,31 @@ describe('speculative decoding in the engine', () => {
     });
   }
 
+  it('disable_by_batch_size: no drafts while more sequences decode, drafts again once few are left; output unchanged', async () => {
+    // Two short requests end after 6 tokens; the two long ones then decode alone.
+    const params = prompts.map((_, i) => ({ ...greedy, maxTokens: i < 2 ? 32 : 6 }));
+    const want = await Promise.all(prompts.map((p, i) => plain.complete(p, params[i])));
+    const cfg = { method: 'draft_model', num_speculative_tokens: 3 };
+    const run = async (extra: Record<string, unknown>, ps = params) => {
+      const llm = await LLM.load({ speculativeConfig: { ...cfg, ...extra } });
+      try {
+        const got = await Promise.all(prompts.map((p, i) => llm.complete(p, ps[i])));
+        return { got, stats: llm.specDecodeStats()! };
+      } finally {
+        await llm.close();
+      }
+    };
+    const always = await run({});
+    const limited = await run({ disable_by_batch_size: 2 });
+    for (const r of [always, limited]) r.got.forEach((g, i) => assert.deepEqual(g.tokenIds, want[i].tokenIds, `prompt ${i}`));
+    assert.ok(limited.stats.numDrafts > 0, 'drafts once two sequences are left');
+    assert.ok(limited.stats.numDrafts < always.stats.numDrafts, `fewer drafts (${limited.stats.numDrafts} against ${always.stats.numDrafts})`);
+    // Four equal requests decode together to the end: over the threshold throughout, so no drafts.
+    const together = await run({ disable_by_batch_size: 3 }, prompts.map(() => greedy));
+    together.got.forEach((g, i) => assert.deepEqual(g.tokenIds, expected[i].tokenIds, `prompt ${i}`));
+    assert.equal(together.stats.numDrafts, 0);
+  });
+
   it('stop strings, eos and max_tokens cut a verified window where they occur', async () => {
     const llm = await LLM.load({ speculativeConfig: { method: 'eagle3', num_speculative_tokens: 4 } });
     try {

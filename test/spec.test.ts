@@ -69,6 +69,14 @@ describe('--speculative-config', () => {
     expectInvalid({ method: 'ngram', num_speculative_tokens: 2, model: '/some/dir' }, 'model', 'not used');
     expectInvalid({ method: 'draft_model', num_speculative_tokens: 2, acceptance_rates: [0.5, 0.5] }, 'acceptance_rates', "'synthetic' only");
     expectInvalid({ method: 'eagle3', num_speculative_tokens: 2, lossy: true }, 'lossy', "'synthetic' only");
+    expectInvalid({ method: 'eagle3', num_speculative_tokens: 2, disable_by_batch_size: 1 }, 'disable_by_batch_size', 'at least 2');
+    expectInvalid({ method: 'eagle3', num_speculative_tokens: 2, disable_by_batch_size: 4.5 }, 'disable_by_batch_size', 'positive integer');
+  });
+
+  it('disable_by_batch_size: vLLM\'s threshold, for every method; absent means always', () => {
+    assert.equal(parseSpeculativeConfig({ method: 'eagle3', num_speculative_tokens: 2 }).disableByBatchSize, undefined);
+    assert.equal(parseSpeculativeConfig({ method: 'eagle3', num_speculative_tokens: 2, disable_by_batch_size: 4 }).disableByBatchSize, 4);
+    assert.equal(parseSpeculativeConfig({ method: 'ngram', num_speculative_tokens: 2, disable_by_batch_size: 2 }).disableByBatchSize, 2);
   });
 
   it('synthetic mode needs an explicit "lossy": true and always carries a warning', () => {

@@ -31,8 +31,11 @@ export interface EngineOptions {
   blockSize: number;
   /** Share full KV blocks between requests with the same prefix (default true, as vLLM v1). */
   enablePrefixCaching?: boolean;
-  /** Speculative decoding: every decode step verifies up to k drafts per sequence in the same pass. */
-  speculative?: { proposer: Proposer; numSpeculativeTokens: number };
+  /**
+   * Speculative decoding: every decode step verifies up to k drafts per sequence in the same pass;
+   * a step with more than disableByBatchSize sequences decoding drafts nothing (vLLM's key).
+   */
+  speculative?: { proposer: Proposer; numSpeculativeTokens: number; disableByBatchSize?: number };
 }
 
 /** Per-request options that are not sampling knobs. */
@@ -416,11 +419,13 @@ export class Engine {
    */
   private proposeWindows(scheduled: ScheduledChunk<Request>[]): Map<Request, SpecWindow> {
     const spec = this.spec!;
-    const k = spec.numSpeculativeTokens;
+    const decoding = scheduled.filter(({ seq: req, start, count }) => count === 1 && start === req.numTokens - 1 && req.outputIds.length > 0);
+    // Past disable_by_batch_size the step drafts nothing; the proposers still see every sequence.
+    const limit = this.options.speculative?.disableByBatchSize;
+    const k = limit !== undefined && decoding.length > limit ? 0 : spec.numSpeculativeTokens;
     const seqs: SpecSequence[] = [];
     const reqs: Request[] = [];
-    for (const { seq: req, start, count } of scheduled) {
-      if (count !== 1 || start !== req.numTokens - 1 || req.outputIds.length === 0) continue;
+    for (const { seq: req } of decoding) {
       let maxDraftTokens = Math.max(0, Math.min(k, req.params.maxTokens - req.outputIds.length - 1, this.options.maxModelLen - req.numTokens - 1));
       if (maxDraftTokens > 0 && !req.blocks.tryReserve(req.numTokens + maxDraftTokens)) maxDraftTokens = 0;
       seqs.push({ id: req.id, tokens: req.allTokens(), blocks: req.blocks, sampler: req.sampler, counts: req.counts, maxDraftTokens });

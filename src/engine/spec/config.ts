@@ -1,5 +1,6 @@
 // `--speculative-config JSON`: vLLM's keys (method, model, num_speculative_tokens,
-// prompt_lookup_min/max) plus tachyon's lossy benchmarking mode, validated with errors that name the key.
+// prompt_lookup_min/max, disable_by_batch_size) plus tachyon's lossy benchmarking mode, validated with
+// errors that name the key.
 
 import { resolve } from 'node:path';
 import { InvalidRequestError } from '../../errors.js';
@@ -9,7 +10,7 @@ export const SPEC_METHODS = ['draft_model', 'eagle3', 'ngram', 'synthetic'] as c
 export type SpecMethod = (typeof SPEC_METHODS)[number];
 
 /** Every key the JSON may hold; which method each applies to is checked too. */
-export const SPEC_CONFIG_KEYS = ['method', 'model', 'num_speculative_tokens', 'prompt_lookup_min', 'prompt_lookup_max', 'acceptance_rates', 'lossy', 'seed'] as const;
+export const SPEC_CONFIG_KEYS = ['method', 'model', 'num_speculative_tokens', 'prompt_lookup_min', 'prompt_lookup_max', 'disable_by_batch_size', 'acceptance_rates', 'lossy', 'seed'] as const;
 
 /** vLLM's defaults when neither prompt_lookup_min nor prompt_lookup_max is given. */
 export const DEFAULT_PROMPT_LOOKUP = 5;
@@ -32,6 +33,12 @@ export interface SpeculativeConfig {
   acceptanceRates?: number[];
   /** synthetic only: seed of the acceptance draws. */
   seed?: number;
+  /**
+   * vLLM's disable_by_batch_size: a step with more sequences decoding than this drafts nothing (at a
+   * large batch a verification pass costs more than the tokens it accepts; bench/cuda-spec.ts shows
+   * where). Undefined: always speculate.
+   */
+  disableByBatchSize?: number;
   /** True only for synthetic: the output is not the target model's. */
   lossy: boolean;
   /** Set when the configuration changes what is generated; print it. */
@@ -143,5 +150,9 @@ export function parseSpeculativeConfig(input: string | Record<string, unknown>):
   }
   if (k === undefined) bad('num_speculative_tokens', `is required (as in vLLM there is no default), e.g. {"method": "${m}", "num_speculative_tokens": 3}`);
   config.numSpeculativeTokens = k!;
+  const disable = positiveInt('disable_by_batch_size');
+  // As vLLM: a threshold of 1 would never speculate.
+  if (disable !== undefined && disable < 2) bad('disable_by_batch_size', `must be at least 2 (speculation stays on up to that many sequences decoding), got ${disable}`);
+  if (disable !== undefined) config.disableByBatchSize = disable;
   return config;
 }
