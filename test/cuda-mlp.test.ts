@@ -113,11 +113,11 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     }
   });
 
-  it('leaves decode steps, biases, FP8 and fusedMlp = false to linearSiluMul and linear, bit for bit', () => {
+  it('leaves decode steps of up to 3 tokens, biases, FP8 and fusedMlp = false to linearSiluMul and linear, bit for bit', () => {
     const H = 256, N = 640;
     const bf = mlpWeights('BF16', H, N);
     const checks: Array<{ what: string; T: number; w: ReturnType<typeof mlpWeights>; biased?: boolean; off?: boolean }> = [
-      { what: 'a decode step (8 tokens)', T: 8, w: bf },
+      { what: 'a decode step of 3 tokens', T: 3, w: bf },
       { what: 'one token', T: 1, w: bf },
       { what: 'biases', T: 40, w: bf, biased: true },
       { what: 'fusedMlp off', T: 40, w: bf, off: true },
@@ -133,6 +133,25 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
         assertBitwise(got, want, c.what);
       } finally {
         be.fusedMlp = true;
+      }
+    }
+  });
+
+  it('decode steps of 4-8 tokens on 16-bit weights take the 16-bit path on cuBLASLt (decodeGemv auto); mma or fma keep the GEMVs', () => {
+    const H = 256, N = 640;
+    const bf = mlpWeights('BF16', H, N);
+    for (const T of [4, 8]) {
+      const x = uniform(T * H, -2, 2);
+      const want = run(cpu, x, T, H, bf, 'c');
+      const names = launchesOf(be, () => assertClose(run(be, x, T, H, bf, 'g'), want, 1e-2, `${T} tokens`));
+      assert.ok(names.includes('silu_mul_bf16') && !names.some((n) => n.startsWith('gemv')), `${T} tokens: ${names.join(', ')}`);
+      const keep = be.decodeGemv;
+      be.decodeGemv = 'mma';
+      try {
+        const gemv = launchesOf(be, () => void run(be, x, T, H, bf, 'g'));
+        assert.ok(gemv.some((n) => n.startsWith('gemv')) && !gemv.includes('silu_mul_bf16'), `${T} tokens, decodeGemv mma: ${gemv.join(', ')}`);
+      } finally {
+        be.decodeGemv = keep;
       }
     }
   });

@@ -97,23 +97,25 @@ describe('KV cache budget', () => {
 });
 
 describe('one step\'s memory on the CUDA backend', () => {
-  it('counts one layer\'s float32 tensors (the forward releases each after use) and, past 8 tokens, the widest half-precision input copy, each rounded up by at most a quarter', () => {
+  it('counts one layer\'s float32 tensors (the forward releases each after use) and, from 4 tokens (16-bit weights on cuBLASLt), the widest half-precision input copy, each rounded up by at most a quarter', () => {
     const c = llama8b;
     const q = c.numHeads * c.headDim;
     const kv = c.numKvHeads * c.headDim;
     const h = c.hiddenSize;
     const ff = c.intermediateSize;
-    for (const tokens of [1, 8, 9, 256, 2048]) {
+    for (const tokens of [1, 3, 4, 8, 9, 256, 2048]) {
       const rows = Math.min(tokens, 64);
       const gemm = tokens > 8;
+      // Decode steps of 4-8 tokens take cuBLASLt where it is present, else the GEMVs: both counted.
+      const decodeGemm = tokens >= 4 && tokens <= 8;
       // A GEMM step's MLP keeps gate, up and their product in bf16 (with its input's bf16 copy); a
       // decode step counts them in float32.
       const layerFloats = 4 * h + 2 * q + 2 * kv + (gemm ? 0 : 3 * ff);
-      const mlpHalf = gemm ? tokens * 2 * (3 * ff + h) : 0;
+      const mlpHalf = gemm || decodeGemm ? tokens * 2 * (3 * ff + h) : 0;
       // One bf16 copy alive at a time: the widest input of q/k/v and o, and the lm_head's.
-      const copies = gemm ? tokens * 2 * Math.max(h, q) + (rows > 8 ? rows * h * 2 : 0) : 0;
+      const copies = gemm || decodeGemm ? tokens * 2 * Math.max(h, q) + rows * h * 2 : 0;
       const raw = 4 * (tokens * (2 * h + layerFloats) + rows * (2 * h + c.vocabSize) + tokens * (4 + c.headDim)) + mlpHalf + copies;
-      const buffers = 2 + (gemm ? 8 + 4 + 1 : 11) + 4 + 6;
+      const buffers = 2 + (gemm ? 8 + 4 + 1 : decodeGemm ? 11 + 4 + 1 : 11) + 4 + 6 + (gemm || decodeGemm ? 1 : 0);
       const est = stepActivationBytes(c, tokens, 64);
       assert.ok(est >= raw, `${tokens} tokens: ${est} < ${raw}`);
       assert.ok(est <= raw * 1.25 + buffers * 1024, `${tokens} tokens: ${est} is more than a quarter over ${raw}`);
@@ -131,7 +133,9 @@ describe('one step\'s memory on the CUDA backend', () => {
 
   it('quantized linears cost no per-step weight copies (their bf16 scratch is allocated at load)', () => {
     const w4 = { linears: 'int4', lmHead: 'bf16' };
-    for (const tokens of [8, 9, 2048]) assert.equal(stepActivationBytes(llama70b, tokens, 8, w4), stepActivationBytes(llama70b, tokens, 8));
+    for (const tokens of [1, 9, 2048]) assert.equal(stepActivationBytes(llama70b, tokens, 8, w4), stepActivationBytes(llama70b, tokens, 8));
+    // At 4-8 tokens int4 stays on its GEMVs: no more than bf16 weights, which may take cuBLASLt.
+    for (const tokens of [4, 8]) assert.ok(stepActivationBytes(llama70b, tokens, 8, w4) < stepActivationBytes(llama70b, tokens, 8));
   });
 
   it('the default step shrinks until it takes at most half of what the weights leave', () => {

@@ -112,9 +112,13 @@ describe('speculative decoding in the engine', () => {
       };
       const [a, b] = [await collect(llm), await collect(plain)];
       assert.equal(a.length, 12);
+      // On a GPU, windows of 4 tokens multiply 16-bit weights on cuBLASLt with activations rounded to
+      // bf16, one-token steps on the GEMVs (float32 x for the tall matrices): logprobs agree to that
+      // rounding, not to the bit. On the CPU they agree to float32.
+      const bound = plain.loaded.model.backend.name === 'cuda' ? 1e-2 : 1e-4;
       a.forEach((lp, i) => {
         assert.equal(lp.tokenId, b[i].tokenId);
-        assert.ok(Math.abs(lp.logprob - b[i].logprob) < 1e-4, `token ${i}: ${lp.logprob} vs ${b[i].logprob}`);
+        assert.ok(Math.abs(lp.logprob - b[i].logprob) < bound, `token ${i}: ${lp.logprob} vs ${b[i].logprob}`);
       });
     } finally {
       await llm.close();

@@ -13,6 +13,12 @@ export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 export const GEMV_MAX_TOKENS = 8;
 
 /**
+ * Decode steps of this many tokens or more (up to GEMV_MAX_TOKENS) multiply 16-bit dense weights on
+ * cuBLASLt, which from 4 tokens streams the weights faster than the GEMVs (CudaBackend.decodeGemmFor).
+ */
+export const DECODE_GEMM_MIN_TOKENS = 4;
+
+/**
  * Steps of up to this many tokens may be recorded as CUDA graphs (decode steps of up to 32 sequences,
  * speculative windows of as many tokens); an engine whose largest decode step is smaller records no
  * larger step (LLM.load), so the memory set aside for the graphs' activations follows max_num_seqs.
@@ -63,15 +69,19 @@ export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitR
   const buffer = (bytes: number) => Math.max(1024, Math.ceil(bytes * 1.25));
   const f32 = (n: number) => buffer(n * 4);
   const gemms = tokens > GEMV_MAX_TOKENS && formats.linears !== 'f32';
+  // Decode steps of 4-8 tokens on 16-bit weights take cuBLASLt where the backend has it, else the
+  // GEMVs: counted both ways (their buffers are small).
+  const half = (f: string) => f === 'bf16' || f === 'f16';
+  const decodeGemms = tokens >= DECODE_GEMM_MIN_TOKENS && tokens <= GEMV_MAX_TOKENS && half(formats.linears);
   let perLayer = [h, q, kv, kv, q, h, h, h].reduce((a, n) => a + f32(tokens * n), 0);
   if (!gemms) perLayer += 3 * f32(tokens * ff);
-  else if (formats.linears === 'fp8') perLayer += 2 * f32(tokens * Math.ceil(ff / 4) * 4) + buffer(tokens * h) + buffer(tokens * ff) + 2 * f32(tokens);
-  else perLayer += 3 * buffer(tokens * ff * 2) + buffer(tokens * h * 2);
+  if (gemms && formats.linears === 'fp8') perLayer += 2 * f32(tokens * Math.ceil(ff / 4) * 4) + buffer(tokens * h) + buffer(tokens * ff) + 2 * f32(tokens);
+  else if (gemms || decodeGemms) perLayer += 3 * buffer(tokens * ff * 2) + buffer(tokens * h * 2);
   // The input copy for cuBLASLt: the widest input of q/k/v and o (one alive at a time).
-  if (gemms) perLayer += buffer(tokens * Math.max(h, q) * 2);
+  if (gemms || decodeGemms) perLayer += buffer(tokens * Math.max(h, q) * 2);
   const rows = Math.min(tokens, logitRows);
   let head = rows > 0 ? f32(rows * h) * 2 + f32(rows * cfg.vocabSize) : 0;
-  if (rows > GEMV_MAX_TOKENS && formats.lmHead !== 'f32') head += buffer(rows * h * 2);
+  if ((rows > GEMV_MAX_TOKENS && formats.lmHead !== 'f32') || (rows >= DECODE_GEMM_MIN_TOKENS && half(formats.lmHead))) head += buffer(rows * h * 2);
   const uploads = 4 * f32(tokens) + 2 * f32((tokens * cfg.headDim) / 2);
   return 2 * f32(tokens * h) + perLayer + head + uploads;
 }

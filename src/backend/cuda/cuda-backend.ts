@@ -2,7 +2,7 @@
 // f16; f32 stays f32), activations and the KV cache are float32, and every op is a kernel from
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
-import { GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
+import { DECODE_GEMM_MIN_TOKENS, GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
 import { KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
@@ -282,8 +282,10 @@ export class CudaBackend implements Backend {
    * default; $TACHYON_DECODE_GEMV overrides): mma for matrices of at most MMA_AUTO_MAX_ROWS rows, FMA
    * for taller ones. Measured on the H100 (bench/cuda-gemv-mma.ts): at 1 token mma matches FMA on
    * q/k/v, o and down (73–87% of the copy bandwidth) but not on gate/up (65% against 92%) or the
-   * lm_head (77% against 106%); at 8 tokens it is 1.3–2.1× faster everywhere. The choice depends on
-   * the matrix alone, never on the token count, so a token's result stays independent of its batch.
+   * lm_head (77% against 106%); at 8 tokens it is 1.3–2.1× faster everywhere. 'auto' also hands decode
+   * steps of 4–8 tokens on 16-bit weights to cuBLASLt, faster still (decodeGemmFor); 'mma' and 'fma'
+   * depend on the matrix alone, never on the token count, so a token's result stays independent of
+   * its batch.
    */
   decodeGemv: 'fma' | 'mma' | 'auto' = decodeGemvFromEnv();
   /**
@@ -609,7 +611,7 @@ export class CudaBackend implements Backend {
     const out = this.tensor([T, N]);
     const b = bias ? this.vector(bias, N, 'linear bias') : 0;
     const args = [W.ptr, src.ptr, b, out.ptr, T, N, K];
-    if (T <= GEMV_MAX_TOKENS) {
+    if (T <= GEMV_MAX_TOKENS && !this.decodeGemmFor(W, T)) {
       if (this.mmaFor(W, T)) {
         mmaGemv(this, src, W, b, out);
         return out;
@@ -664,6 +666,7 @@ export class CudaBackend implements Backend {
   /** q/k/v in one launch where fused-linear.ts can (else separate linears); see fusedLinears. */
   linearMany(x: Tensor, weights: readonly Weight[], biases?: readonly (Weight | undefined)[]): Tensor[] {
     const T = x.shape[0];
+    if (this.decodeGemmForAll(weights, T)) return weights.map((w, i) => this.linear(x, w, biases?.[i]));
     if (weights.some((w) => this.mmaFor(w, T))) {
       // Every weight on its own kernel choice: one mma launch when all take mma, else one by one.
       const ys = weights.every((w) => this.mmaFor(w, T)) ? mmaLinearMany(this, x, weights, biases) : undefined;
@@ -674,9 +677,9 @@ export class CudaBackend implements Backend {
 
   /** gate/up·SiLU in one launch where fused-linear.ts can (else linear, linear, siluMul). */
   linearSiluMul(x: Tensor, gate: Weight, up: Weight, gateBias?: Weight, upBias?: Weight): Tensor {
-    // The mma path has no fused gate/up kernel: its two linears and silu_mul.
+    // The mma path has no fused gate/up kernel, and the decode GEMM none: two linears and silu_mul.
     const T = x.shape[0];
-    if (this.mmaFor(gate, T) || this.mmaFor(up, T)) {
+    if (this.mmaFor(gate, T) || this.mmaFor(up, T) || this.decodeGemmForAll([gate, up], T)) {
       const g = this.linear(x, gate, gateBias);
       const u = this.linear(x, up, upBias);
       const out = this.siluMul(g, u);
@@ -697,7 +700,8 @@ export class CudaBackend implements Backend {
    */
   mlp(x: Tensor, gate: Weight, up: Weight, down: Weight, biases: MlpBiases = {}): Tensor {
     const src = x as CudaTensor;
-    if (this.fusedMlp && src.rows > GEMV_MAX_TOKENS && !biases.gate && !biases.up && !biases.down && !this.quantSlices([gate, up, down], src.rows)) {
+    const gemmRows = src.rows > GEMV_MAX_TOKENS || this.decodeGemmForAll([gate, up, down], src.rows);
+    if (this.fusedMlp && gemmRows && !biases.gate && !biases.up && !biases.down && !this.quantSlices([gate, up, down], src.rows)) {
       const y = this.mlpFp8(src, gate, up, down) ?? this.mlpHalf(src, gate, up, down);
       if (y) return y;
     }
@@ -803,9 +807,28 @@ export class CudaBackend implements Backend {
     return { dtype: d.dtype, ptr: () => d.ptr, alignedAs: d.ptr };
   }
 
+  /**
+   * Whether a decode step of T tokens multiplies dense weight W on cuBLASLt instead of a GEMV: with
+   * decodeGemv 'auto' (the default), 16-bit weights, DECODE_GEMM_MIN_TOKENS ≤ T ≤ 8, cuBLASLt present.
+   * On the H100 (8B shapes, bench/cuda-decode-batches.ts) a bf16 step of 8 tokens took 6.66 ms there
+   * against 9.02 on the tensor-core GEMVs, 4 tokens 6.55 against 6.96, while at 2 the GEMVs were
+   * faster (6.33 against 6.59). The price: a token's bits then depend on whether its step has fewer
+   * than 4 tokens (or on cuBLASLt's algorithm for the step's size); decodeGemv 'mma' or 'fma' keeps
+   * the GEMVs for 1-8 tokens, and with them a token's result independent of its batch.
+   */
+  private decodeGemmFor(W: CudaDenseWeight, T: number): boolean {
+    if (this.decodeGemv !== 'auto' || T < DECODE_GEMM_MIN_TOKENS || T > GEMV_MAX_TOKENS) return false;
+    return (W.dtype === 'bf16' || W.dtype === 'f16') && this.cublasLt() !== undefined;
+  }
+
+  private decodeGemmForAll(ws: readonly Weight[], T: number): boolean {
+    return ws.length > 0 && ws.every((w) => w instanceof CudaDenseWeight && this.decodeGemmFor(w, T));
+  }
+
   /** Whether a ≤ 8-token linear of `w` runs on the tensor-core GEMV (see decodeGemv). */
   private mmaFor(w: Weight, T: number): boolean {
     if (this.decodeGemv === 'fma' || !mmaGemvApplies(w, T)) return false;
+    if (w instanceof CudaDenseWeight && this.decodeGemmFor(w, T)) return false;
     return this.decodeGemv === 'mma' || w.shape[0] <= MMA_AUTO_MAX_ROWS;
   }
 
