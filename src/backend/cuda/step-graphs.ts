@@ -18,9 +18,9 @@
 // the graph's upload slots (the n-th array of a step to the n-th slot, rewritten in place when its
 // contents change; stream order puts that after the previous replay).
 //
-// A cuBLASLt GEMM (steps of more than 8 tokens) is held too: captured from a side stream into a child
-// graph at its place in the chain, and compared by its signature (shape, plan, pointers) like a launch;
-// one that differs rebuilds its piece. What a graph cannot hold (a memset, an event, another upload)
+// A cuBLASLt GEMM (steps of more than 8 tokens, and of 4 to 8 on 16-bit weights) is held too:
+// captured from a side stream into a child graph at its place in the chain, and compared by its
+// signature (shape, plan, pointers) like a launch; one that differs rebuilds its piece. What a graph cannot hold (a memset, an event, another upload)
 // interrupts the recording: the deferred work is queued as usual and the rest of the step runs eagerly.
 // A read back to the host launches the graph first.
 //
