@@ -544,7 +544,7 @@ export class QuantizedWeights {
    */
   slicesTake(ws: readonly Weight[], T: number): boolean {
     if (T <= QUANT_GEMV_MAX_T || T > QUANT_SLICED_LIMIT || ws.length === 0) return false;
-    return ws.every((w) => isCudaQuantized(w) && T <= this.slicedMaxTokens[w.format] && this.takesMma(w, QUANT_GEMV_MAX_T));
+    return ws.every((w) => isCudaQuantized(w) && T <= this.slicedMaxTokens[w.format] && this.onMma(w));
   }
 
   /**
@@ -552,7 +552,7 @@ export class QuantizedWeights {
    * (their _n2 kernels decode each weight once for two 8-token tiles), else 8.
    */
   private launchTokens(ws: readonly CudaQuantizedWeight[]): number {
-    if (!ws.every((w) => this.takesMma(w, QUANT_GEMV_MAX_T))) return QUANT_GEMV_MAX_T;
+    if (!ws.every((w) => this.onMma(w))) return QUANT_GEMV_MAX_T;
     return ws[0] instanceof CudaInt4Weight ? INT4_MMA_MAX_TOKENS : Q8_MMA_MAX_TOKENS;
   }
 
@@ -585,7 +585,7 @@ export class QuantizedWeights {
       return [`qgemv2_${base}${v.suffix}`, [Math.ceil(N / v.rows), 1, 1], QV2_THREADS];
     };
     const exact: [number, number, number] = [Math.ceil(N / (EXACT_THREADS / 32)), 1, 1];
-    if ((w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaNvfp4Weight) && this.takesMma(w, Math.min(T, QUANT_GEMV_MAX_T))) {
+    if ((w instanceof CudaFp8Weight || w instanceof CudaInt8Weight || w instanceof CudaNvfp4Weight) && this.onMma(w)) {
       q8MmaGemv(this.mmaLauncher(Q8_MMA_FILE), w, x, T, bias, y);
     } else if (w instanceof CudaFp8Weight) {
       if (K % 16 === 0 && !w.hasNanCodes) this.ctx.launch(...fastKernel('fp8', 'q8'), 'pppppiii', [w.codes, w.rowScales, x, bias, y, T, N, K]);
@@ -595,7 +595,7 @@ export class QuantizedWeights {
       else this.ctx.launch('qgemv_exact_int8', exact, EXACT_THREADS, 'pppppiii', [w.codes, w.scales, x, bias, y, T, N, K]);
     } else if (w instanceof CudaInt4Weight) {
       const d = w.d;
-      if (this.takesMma(w, Math.min(T, QUANT_GEMV_MAX_T))) {
+      if (this.onMma(w)) {
         int4MmaGemv(this.mmaLauncher(INT4_MMA_FILE), d, x, T, bias, y);
       } else if (d.layout === 'tiled') {
         let xs = x;
@@ -621,6 +621,14 @@ export class QuantizedWeights {
   takesMma(w: CudaQuantizedWeight, T: number): boolean {
     if (w instanceof CudaInt4Weight) return this.decodeGemv === 'mma' && int4MmaRefusal(w.d, T) === undefined;
     return q8MmaChosen(this.q8DecodeGemv, w, T);
+  }
+
+  /**
+   * Whether this weight's decode linears run on its tensor-core GEMV, whatever the step's size: the
+   * choice is the same at every token count (steps of more than 8 take the same kernels in slices).
+   */
+  private onMma(w: Weight): boolean {
+    return isCudaQuantized(w) && this.takesMma(w, 1);
   }
 
   /** The launcher of a tensor-core GEMV's kernels file (the int4 one or gemv-mma-q8.cu). */
@@ -664,9 +672,9 @@ export class QuantizedWeights {
     // Weights on the mma GEMVs have fused mma kernels of their own (gemv-mma-int4.ts, gemv-mma-q8.ts)
     // when all of them are on mma in one format and K; int4 also needs one kernel variant, fp8/int8/
     // nvfp4 plans the fused kernel shares with the single one (q8MmaFusable).
-    if (weights.some((w) => isCudaQuantized(w) && this.takesMma(w, 1))) {
-      const onMma = weights.every((w) => isCudaQuantized(w) && this.takesMma(w, 1) && w.format === first.format && w.shape[1] === K);
-      if (!onMma) return undefined;
+    if (weights.some((w) => this.onMma(w))) {
+      const allOnMma = weights.every((w) => this.onMma(w) && w.format === first.format && w.shape[1] === K);
+      if (!allOnMma) return undefined;
       if (first instanceof CudaInt4Weight) return int4MmaFusable(weights.map((w) => (w as CudaInt4Weight).d)) ? 'int4' : undefined;
       return q8MmaFusable(weights as readonly Q8MmaWeight[], op, this.ctx.driver.device.multiprocessors) ? (first.format as QuantGemvFormat) : undefined;
     }
@@ -699,11 +707,11 @@ export class QuantizedWeights {
       this.sliced(T, perLaunch, 'quantized gemvMany', (t0, n) => this.gemvMany(format, ws, biases, x + 4 * t0 * K, n, ys.map((y, i) => y + 4 * t0 * ws[i].shape[0])));
       return;
     }
-    if (format === 'int4' && this.takesMma(ws[0], Math.min(T, QUANT_GEMV_MAX_T))) {
+    if (format === 'int4' && this.onMma(ws[0])) {
       int4MmaGemvMany(this.mmaLauncher(INT4_MMA_FILE), ws.map((w) => (w as CudaInt4Weight).d), x, T, biases, ys);
       return;
     }
-    if (format !== 'int4' && this.takesMma(ws[0], Math.min(T, QUANT_GEMV_MAX_T))) {
+    if (format !== 'int4' && this.onMma(ws[0])) {
       q8MmaGemvMany(this.mmaLauncher(Q8_MMA_FILE), ws as readonly Q8MmaWeight[], x, T, biases, ys);
       return;
     }
@@ -747,11 +755,11 @@ export class QuantizedWeights {
       this.sliced(T, per, 'quantized gemvSiluMul', (t0, n) => this.gemvSiluMul(format, gate, up, bg, bu, x + 4 * t0 * K, n, y + 4 * t0 * N));
       return;
     }
-    if (format === 'int4' && this.takesMma(gate, Math.min(T, QUANT_GEMV_MAX_T))) {
+    if (format === 'int4' && this.onMma(gate)) {
       int4MmaGemvSiluMul(this.mmaLauncher(INT4_MMA_FILE), (gate as CudaInt4Weight).d, (up as CudaInt4Weight).d, bg, bu, x, T, y);
       return;
     }
-    if (format !== 'int4' && this.takesMma(gate, Math.min(T, QUANT_GEMV_MAX_T))) {
+    if (format !== 'int4' && this.onMma(gate)) {
       q8MmaGemvSiluMul(this.mmaLauncher(Q8_MMA_FILE), gate as Q8MmaWeight, up as Q8MmaWeight, bg, bu, x, T, y);
       return;
     }

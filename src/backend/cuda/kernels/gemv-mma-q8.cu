@@ -39,7 +39,7 @@
 // Split K: the block's 8 warps take groups w, w + 8, … of G chunks of the block's range (G = 4 at one
 // m-tile a block, 2 at two; each group's weight loads issued, predicated, before its mmas, x loaded
 // from L1 per chunk; one accumulator per chunk of the group), add their accumulators in order and meet
-// in shared memory in warp order (gemv-mma.cuh mma_finish_emit). Where the row tiles are fewer than
+// in shared memory in warp order (gemv-mma.cuh mma_finish_emit_n). Where the row tiles are fewer than
 // the SMs, S blocks split a tile's chunks into S ranges: each writes its float32 sums to `part`, and
 // the last to finish (an atomic ticket per tile, reset by that block) adds the S partials in order
 // 0..S−1, then scales and adds the bias. S and the rows per block (hence G) depend on the format, N, K
