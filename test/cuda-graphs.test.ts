@@ -211,6 +211,22 @@ describe('CUDA graphs over decode steps', { skip: skipReason }, () => {
     assert.equal(be.graphs.stats.builds, before.builds);
   });
 
+  it('records steps up to the engine\'s largest decode step (max_num_seqs × (1 + k)), 8 at least and 32 at most', async () => {
+    const cases: Array<[Record<string, unknown>, number]> = [
+      [{ maxNumSeqs: 4 }, 8],
+      [{ maxNumSeqs: 12, speculativeConfig: { method: 'ngram', num_speculative_tokens: 1 } }, 24],
+      [{}, 32],
+    ];
+    for (const [opts, want] of cases) {
+      const llm = await LLM.load({ device: 'cuda', ...opts });
+      try {
+        assert.equal((llm.loaded.model.backend as CudaBackend).graphs.maxTokens, want, JSON.stringify(opts));
+      } finally {
+        await llm.close();
+      }
+    }
+  });
+
   it('gives the engine the same greedy output with graphs as with --enforce-eager', async () => {
     const prompts = ['The robot', 'Once upon a time', 'A B C D E F G', 'Hello'];
     const run = async (enforceEager: boolean) => {
