@@ -28,6 +28,11 @@ const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 const CU_DEVICE_ATTRIBUTE_INTEGRATED = 18;
 const CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+/** CUfunction_attribute: the dynamic shared memory a launch of the function may ask for. */
+const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+/** Dynamic shared memory any launch may ask for without raising the function's limit. */
+const DEFAULT_DYNAMIC_SHARED = 48 * 1024;
 const CU_STREAM_NON_BLOCKING = 1;
 /** CUstreamCaptureMode: other threads' and this thread's unsafe calls are not checked against the capture. */
 const CU_STREAM_CAPTURE_MODE_RELAXED = 2;
@@ -39,6 +44,8 @@ export interface DeviceInfo {
   computeCapability: number;
   multiprocessors: number;
   l2Bytes: number;
+  /** Shared memory a block may use once its function allows it (static and dynamic together). */
+  sharedPerBlockOptin: number;
   totalMemoryBytes: number;
   /** Integrated GPU sharing memory with the CPU (Jetson). */
   integrated: boolean;
@@ -56,6 +63,7 @@ class DriverApi {
   readonly cuDeviceGetName: Fn;
   readonly cuDeviceGetAttribute: Fn;
   readonly cuDeviceTotalMem: Fn;
+  readonly cuFuncSetAttribute: Fn;
   readonly cuDevicePrimaryCtxRetain: Fn;
   readonly cuCtxSetCurrent: Fn;
   readonly cuCtxSynchronize: Fn;
@@ -99,6 +107,7 @@ class DriverApi {
     this.cuDeviceGetName = f('int cuDeviceGetName(_Out_ uint8_t *name, int len, int device)');
     this.cuDeviceGetAttribute = f('int cuDeviceGetAttribute(_Out_ int *value, int attribute, int device)');
     this.cuDeviceTotalMem = f('int cuDeviceTotalMem_v2(_Out_ size_t *bytes, int device)');
+    this.cuFuncSetAttribute = f('int cuFuncSetAttribute(void *func, int attribute, int value)');
     this.cuDevicePrimaryCtxRetain = f('int cuDevicePrimaryCtxRetain(_Out_ void **ctx, int device)');
     this.cuCtxSetCurrent = f('int cuCtxSetCurrent(void *ctx)');
     this.cuCtxSynchronize = f('int cuCtxSynchronize()');
@@ -248,6 +257,7 @@ export class CudaDriver {
       computeCapability: 10 * this.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) + this.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
       multiprocessors: this.attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
       l2Bytes: this.attribute(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE),
+      sharedPerBlockOptin: this.attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
       totalMemoryBytes: Number(total[0]),
       integrated: this.attribute(CU_DEVICE_ATTRIBUTE_INTEGRATED) !== 0,
       driverVersion: version[0],
@@ -378,8 +388,19 @@ export class CudaDriver {
       }
     }
     this.launches++;
+    if (sharedBytes > DEFAULT_DYNAMIC_SHARED) this.allowDynamicShared(fn, name, sharedBytes);
     if (this.recorder) return this.recorder.kernel(fn, name, grid, block, sharedBytes, this.argStorage, 8 * args.length);
     this.launchNow(fn, name, grid, block, sharedBytes);
+  }
+
+  /** Functions' raised dynamic shared memory limits (cuFuncSetAttribute), by function. */
+  private readonly sharedLimits = new Map<Handle, number>();
+
+  /** Let `fn` launch with `bytes` of dynamic shared memory (over 48 KiB needs the function's opt-in). */
+  private allowDynamicShared(fn: Handle, name: string, bytes: number): void {
+    if ((this.sharedLimits.get(fn) ?? DEFAULT_DYNAMIC_SHARED) >= bytes) return;
+    this.check(this.api.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), `cuFuncSetAttribute(${name}, dynamic shared memory ${bytes} bytes)`);
+    this.sharedLimits.set(fn, bytes);
   }
 
   /** Queue a launch recorded earlier (a recorded step that could not become a graph). */
