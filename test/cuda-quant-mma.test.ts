@@ -55,6 +55,24 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { splits: 14, tiles: 5 });
   });
 
+  it('streams (sm_90+, scale rows on 16 bytes, ring and x within a block\'s shared memory) or says no', () => {
+    const m = mmaInt4!;
+    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, int4Streamed: true };
+    // Llama-3.1-8B's shapes, group 128: K 4096 has 32 groups a row, 14336 has 112.
+    const w = (cols: number, zeros = 0) => ({ rows: 4096, cols, wordsPerRow: cols / 8, numGroups: cols / 128, groupShift: 7, groupSize: 128, zeros, packed: 1, scales: 2, perm: 0, gIdx: 0, layout: 'tiled' as const });
+    const ring = 4 * 16 * 2528;
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2, 'a ring of 4 stages and x as bf16');
+    assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2);
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 2), undefined, 'one token only (as measured)');
+    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2528 + 4096 * 2, 'gate and up: 2 stages of 32 rows');
+    assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 166 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
+    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), ring + 4096 * 2, 'zero points with 32 groups a row');
+    assert.equal(m.int4StreamShared(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
+    assert.equal(m.int4StreamShared(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
+    assert.equal(m.int4StreamShared({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
+    assert.equal(m.int4StreamShared({ ...h100, int4Streamed: false }, w(4096), 1, 1), undefined, 'turned off');
+  });
+
   it('sizes split-K scratch per matrix and for a fused launch (the layout fused_slot reads)', () => {
     const l = mmaLaunch!;
     assert.equal(l.splitPartFloats({ tiles: 64, splits: 1 }, 1, 8), 0, 'no split, no scratch');
@@ -193,12 +211,13 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         withMma(true, () => {
           let many: Float32Array[] = [];
           const manyLaunches = launchesOf(be(), () => (many = be().linearMany(be().fromHost(x, [T, K]), ws.map((w) => w.g), biases.map((b) => b?.g)).map((y) => be().toHost(y))));
-          assert.deepEqual(manyLaunches.filter((n) => n.startsWith('gemv_')), [`gemv_mma_int4many${symmetric ? '' : '_zp'}${gs === 64 ? '_g64' : ''}`], `${what}: linearMany launches ${manyLaunches.join(', ')}`);
+          const suffix = `${symmetric ? '' : '_zp'}${gs === 64 ? '_g64' : ''}`;
+          assert.deepEqual(manyLaunches.filter((n) => n.startsWith('gemv_')).map(classicName), [`gemv_mma_int4many${suffix}`], `${what}: linearMany launches ${manyLaunches.join(', ')}`);
           const sep = ws.map((w, i) => be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, biases[i]?.g)));
           many.forEach((y, i) => assertBitwise(y, sep[i], `${what} linearMany output ${i}`));
           let silu: Float32Array = new Float32Array();
           const siluLaunches = launchesOf(be(), () => (silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g, bg.g))));
-          assert.deepEqual(siluLaunches.filter((n) => n.startsWith('gemv_') || n === 'silu_mul'), [`gemv_mma_int4silu${symmetric ? '' : '_zp'}${gs === 64 ? '_g64' : ''}`], `${what}: linearSiluMul launches ${siluLaunches.join(', ')}`);
+          assert.deepEqual(siluLaunches.filter((n) => n.startsWith('gemv_') || n === 'silu_mul').map(classicName), [`gemv_mma_int4silu${suffix}`], `${what}: linearSiluMul launches ${siluLaunches.join(', ')}`);
           const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g, bg.g), be().linear(be().fromHost(x, [T, K]), up.g)));
           assertBitwise(silu, ref, `${what} linearSiluMul`);
         });
@@ -212,9 +231,75 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     const x = uniform(2 * K);
     await fresh();
     const names = withMma(true, () => launchesOf(be(), () => void be().linearMany(be().fromHost(x, [2, K]), ws.map((w) => w.g))));
-    assert.deepEqual(names.filter((n) => n.startsWith('gemv_')), ['gemv_mma_int4', 'gemv_mma_int4_zp'], names.join(', '));
+    assert.deepEqual(names.filter((n) => n.startsWith('gemv_')).map(classicName), ['gemv_mma_int4', 'gemv_mma_int4_zp'], names.join(', '));
+  });
+
+  it('the streamed kernels (sm_90+) give bitwise the classic kernels\' outputs: linear, linearMany, linearSiluMul', async (t) => {
+    if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
+    /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
+    const run = (streamed: boolean, fn: () => Float32Array[]) =>
+      withMma(true, () => {
+        be().quantized.int4Streamed = streamed;
+        try {
+          let out: Float32Array[] = [];
+          const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
+          return { out, names };
+        } finally {
+          be().quantized.int4Streamed = true;
+        }
+      });
+    const SMs = be().device.multiprocessors;
+    // [N, K, group, symmetric]: N ≥ 16 · SMs rows leave K unsplit; K 14336 ends on a stage of 8 tiles,
+    // 4608 on one of 2; groups of 64 and 128, zero points. One token (STREAM_MAX_TOKENS).
+    const cases: [number, number, number, boolean][] = [
+      [16 * SMs + 40, 4096, 128, true],
+      [16 * SMs + 3, 4608, 128, true],
+      [16 * SMs, 6144, 128, false],
+      [16 * SMs + 16, 4096, 64, false],
+      [16 * SMs + 1, 14336, 128, true],
+    ];
+    for (const [N, K, gs, symmetric] of cases) {
+      const w = weights(N, K, gs, symmetric);
+      const b = vec(N);
+      const bq = vec(16 * SMs + 8);
+      const qkv = [weights(16 * SMs + 8, K, gs, symmetric), weights(16 * SMs + 24, K, gs, symmetric), weights(16 * SMs + 5, K, gs, symmetric)];
+      const gate = weights(16 * SMs + 8, K, gs, symmetric);
+      const up = weights(16 * SMs + 8, K, gs, symmetric);
+      for (const T of [1]) {
+        const what = `[${N}, ${K}] group ${gs} ${symmetric ? 'sym' : 'asym'} × ${T}`;
+        const x = uniform(T * K);
+        const ops: [string, () => Float32Array[]][] = [
+          ['linear', () => [be().toHost(be().linear(be().fromHost(x, [T, K]), w.g, b.g))]],
+          ['linearMany', () => be().linearMany(be().fromHost(x, [T, K]), qkv.map((q) => q.g), [bq.g, undefined, undefined]).map((y) => be().toHost(y))],
+          ['linearSiluMul', () => [be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g))]],
+        ];
+        for (const [op, fn] of ops) {
+          await fresh();
+          const streamed = run(true, fn);
+          await fresh();
+          const classic = run(false, fn);
+          assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${what} ${op}: one streamed launch (${streamed.names.join(', ')})`);
+          assert.ok(classic.names.every((n) => classicName(n) === n), `${what} ${op}: classic launches ${classic.names.join(', ')}`);
+          streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${what} ${op} output ${i}`));
+        }
+      }
+    }
+    // Two tokens, and q/k/v whose k and v split K, run the classic kernels.
+    const K = 4096;
+    const w = weights(16 * SMs, K, 128, true);
+    const x = uniform(2 * K);
+    const two = run(true, () => [be().toHost(be().linear(be().fromHost(x, [2, K]), w.g))]);
+    assert.deepEqual(two.names, ['gemv_mma_int4'], `2 tokens: ${two.names.join(', ')}`);
+    const split = [weights(16 * SMs, K, 128, true), weights(64, K, 128, true), weights(64, K, 128, true)];
+    const many = run(true, () => be().linearMany(be().fromHost(x.subarray(0, K), [1, K]), split.map((q) => q.g)).map((y) => be().toHost(y)));
+    assert.deepEqual(many.names, ['gemv_mma_int4many'], `q/k/v with split k, v: ${many.names.join(', ')}`);
   });
 });
+
+/** A streamed int4 kernel's name as its classic kernel's (gemv_mma_int4s… → gemv_mma_int4…). */
+function classicName(name: string): string {
+  return name.replace(/^gemv_mma_int4s(?=many|silu|_|$)/, 'gemv_mma_int4');
+}
 
 describe('the default model with --quantization w4a16 on the int4 mma GEMV', { skip: skipReason }, () => {
   it('logits of 8-token prompts within 3e-2 of the FMA GEMV\'s, the mma kernel doing the int4 linears', async () => {

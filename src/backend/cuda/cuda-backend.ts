@@ -358,7 +358,7 @@ export class CudaBackend implements Backend {
         this.weightBytesOnDevice += bytes;
       },
       launch: (kernel, grid, block, kinds, args, shared) => this.launch('quant-linear.cu', kernel, grid, block, kinds, args, shared),
-      launchIn: (file, kernel, grid, block, kinds, args) => this.launch(file, kernel, grid, block, kinds, args),
+      launchIn: (file, kernel, grid, block, kinds, args, shared) => this.launch(file, kernel, grid, block, kinds, args, shared),
       gridFor: (n) => this.gridFor(n),
     });
   }

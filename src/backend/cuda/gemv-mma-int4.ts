@@ -59,6 +59,35 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { sp
   return { splits, tiles };
 }
 
+// The streamed kernels' shared memory (kernels/gemv-mma-int4.cu, I4S_*): ring stages of 16 · R rows,
+// each row a stage's 16 tiles of codes, scales and zero points with bank padding, then x as bf16.
+const STREAM_TILES = 16;
+const STREAM_STAGE_ROW = STREAM_TILES * 128 + 64 + 4 * (4 * STREAM_TILES + 12) + (4 * STREAM_TILES + 48);
+const streamStages = (R: number) => (R === 1 ? 4 : 2);
+/**
+ * Tokens the streamed kernels take. Measured on the H100 (bench/cuda-quant-mma.ts, 8B shapes): at one
+ * token gate/up·SiLU 37.7 → 29.9 µs, gate 23.4 → 17.9, o 9.5 → 8.8, down even; at 8 tokens o was
+ * slower (11.2 → 12.8 µs) and gate faster (31.0 → 25.2). Two to seven are not measured yet, so one.
+ */
+const STREAM_MAX_TOKENS = 1;
+/** The streamed kernels' static shared memory, at most (the finish's partial sums and the barriers). */
+const streamStatic = (R: number) => 4096 * R + 256;
+export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
+
+/**
+ * The dynamic shared memory of a streamed launch over R m-tiles an item at T tokens, or undefined where
+ * the streamed kernels do not apply: before sm_90 (no bulk copies), where the launcher turns them off,
+ * more than STREAM_MAX_TOKENS tokens,
+ * scales whose rows do not start on 16 bytes (numGroups % 4; % 16 with zero points, one byte each), or
+ * a ring and x that do not fit a block's shared memory. Pure.
+ */
+export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4Streamed'>, d: Int4DeviceParts, R: number, T: number): number | undefined {
+  if (!l.int4Streamed || l.computeCapability < 90 || T > STREAM_MAX_TOKENS) return undefined;
+  if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
+  const bytes = streamStages(R) * 16 * R * STREAM_STAGE_ROW + T * d.wordsPerRow * 8 * 2;
+  return bytes + streamStatic(R) <= l.sharedPerBlockOptin ? bytes : undefined;
+}
+
 /** The kernels' suffix for a weight's zero points and group size, and for T > 8 tokens (each combination is compiled apart). */
 function variant(d: Int4DeviceParts, T: number): string {
   if (T < 1 || T > INT4_MMA_MAX_TOKENS) throw new RangeError(`int4 mma GEMV: ${T} tokens, a launch takes 1 to ${INT4_MMA_MAX_TOKENS}`);
@@ -70,9 +99,11 @@ export function int4MmaGemv(l: MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T:
   const { rows: N, cols: K } = d;
   const p = int4MmaPlan(N, K, l.multiprocessors);
   const { part, counters } = splitScratch(l, splitPartFloats(p, 1, T), p.splits > 1 ? p.tiles : 0);
-  l.launch(`gemv_mma_int4${variant(d, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', [
-    d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits,
-  ]);
+  const args = [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
+  // Streamed where K is not split: split items are too short to keep a ring busy (k/v measured slower).
+  const shared = p.splits === 1 ? int4StreamShared(l, d, 1, T) : undefined;
+  if (shared !== undefined) l.launch(`gemv_mma_int4s${variant(d, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'pippiipppppiiii', args, shared);
+  else l.launch(`gemv_mma_int4${variant(d, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', args);
   part?.release();
 }
 
@@ -101,7 +132,10 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
     const d = ds[i];
     args.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
   }
-  l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
+  // Streamed only where no matrix splits K: q/k/v with split k and v measured slower (17.3 → 20.9 µs).
+  const shared = plans.every((p) => p.splits === 1) ? int4StreamShared(l, d0, 1, T) : undefined;
+  if (shared !== undefined) l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(size.blocks, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args, shared);
+  else l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
   part?.release();
 }
 
@@ -110,9 +144,12 @@ export function int4MmaGemvSiluMul(l: MmaLauncher, gate: Int4DeviceParts, up: In
   const { rows: N, cols: K } = gate;
   const p = int4MmaPlan(N, K, l.multiprocessors);
   const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);
-  l.launch(`gemv_mma_int4silu${variant(gate, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), [
+  const args = [
     x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part?.ptr ?? 0, counters, p.splits,
     gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,
-  ]);
+  ];
+  const shared = p.splits === 1 ? int4StreamShared(l, gate, 2, T) : undefined;
+  if (shared !== undefined) l.launch(`gemv_mma_int4ssilu${variant(gate, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiiippi' + 'p'.repeat(9), args, shared);
+  else l.launch(`gemv_mma_int4silu${variant(gate, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), args);
   part?.release();
 }

@@ -8,8 +8,14 @@ import type { DevicePtr } from './driver.js';
 /** What the GEMVs need from their owner (QuantizedWeights). */
 export interface MmaLauncher {
   multiprocessors: number;
-  /** Launch a kernel of the GEMV's kernels file. */
-  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
+  /** Compute capability, major·10 + minor. */
+  computeCapability: number;
+  /** Shared memory a block may use (static and dynamic together). */
+  sharedPerBlockOptin: number;
+  /** Whether the int4 GEMV may take its streamed kernels (QuantizedWeights.int4Streamed). */
+  int4Streamed: boolean;
+  /** Launch a kernel of the GEMV's kernels file, with `shared` bytes of dynamic shared memory. */
+  launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
   /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */
   scratch(n: number): { ptr: DevicePtr; release(): void };
   /** At least n u32 counters, zero between launches (the kernel resets the ones it used). */

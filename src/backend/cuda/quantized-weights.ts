@@ -267,7 +267,7 @@ export interface QuantDeviceContext {
   /** Launch a kernel of quant-linear.cu. */
   launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
   /** Launch a kernel of another kernels file (the int4 mma GEMV's). */
-  launchIn?(file: string, kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void;
+  launchIn?(file: string, kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
   /** Blocks for a grid-stride loop over n elements. */
   gridFor(n: number): [number, number, number];
 }
@@ -295,6 +295,12 @@ export class QuantizedWeights {
    * mma linears, then silu_mul). quantDecodeGemvFromEnv says how the default is chosen.
    */
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
+  /**
+   * Whether the int4 tensor-core GEMV may run its streamed kernels (sm_90+: the copy engine fills a
+   * shared-memory ring; see gemv-mma-int4.ts int4StreamLaunch) where they apply: bitwise the same
+   * outputs, so only speed depends on it. $TACHYON_INT4_STREAM=0 turns them off.
+   */
+  int4Streamed = process.env.TACHYON_INT4_STREAM !== '0';
   /**
    * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above), 'mma' (the
    * default: the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
@@ -638,7 +644,10 @@ export class QuantizedWeights {
     const launchIn = ctx.launchIn;
     return {
       multiprocessors: ctx.driver.device.multiprocessors,
-      launch: (kernel, grid, block, kinds, args) => launchIn(file, kernel, grid, block, kinds, args),
+      computeCapability: ctx.driver.device.computeCapability,
+      sharedPerBlockOptin: ctx.driver.device.sharedPerBlockOptin,
+      int4Streamed: this.int4Streamed,
+      launch: (kernel, grid, block, kinds, args, shared) => launchIn(file, kernel, grid, block, kinds, args, shared),
       scratch: (n) => {
         const buf = ctx.pool.alloc(n * 4);
         return { ptr: buf.ptr, release: () => ctx.pool.release(buf) };

@@ -114,8 +114,9 @@ __device__ __forceinline__ void i4_load(I4Stage<ZP, G64>& st, const I4Lane& ln, 
 // The mma steps of one 64-column run (chunk c of half hf) into d[n] for each n-tile n (tokens
 // 8n..8n + 7): each A fragment is decoded once and multiplied by every n-tile's B. Lanes whose 16
 // columns lie past K use x = 0 (mask; the codes there are padding).
+// b[n][j]: the B pairs of n-tile n for word j of the run, columns (e, e + 4) for e = 0..3.
 template <bool ZP, bool G64, int NT>
-__device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const float4 (&x)[NT][2][2], u32 mask, float (&d)[NT][4]) {
+__device__ __forceinline__ void i4_run_b(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const u32 (&b)[NT][2][4], float (&d)[NT][4]) {
   u32 nz0 = I4_SYM_NEGZ, nz1 = I4_SYM_NEGZ;
   if constexpr (ZP) {
     nz0 = neg_zero(st.z[0][gi]);
@@ -128,13 +129,25 @@ __device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c
                       nib_pair(w0, 2, nz0), nib_pair(w1, 2, nz1), nib_pair(w0, 3, nz0), nib_pair(w1, 3, nz1)};
 #pragma unroll
     for (int n = 0; n < NT; n++) {
-      const float4 x0 = x[n][j][0], x1 = x[n][j][1];
-      // B pairs: columns (e, e + 4) for e = 0..3.
-      const u32 b[4] = {bf16x2(x0.x, x1.x) & mask, bf16x2(x0.y, x1.y) & mask, bf16x2(x0.z, x1.z) & mask, bf16x2(x0.w, x1.w) & mask};
-      mma_bf16(d[n], a[0], a[1], a[2], a[3], b[0], b[1]);
-      mma_bf16(d[n], a[4], a[5], a[6], a[7], b[2], b[3]);
+      mma_bf16(d[n], a[0], a[1], a[2], a[3], b[n][j][0], b[n][j][1]);
+      mma_bf16(d[n], a[4], a[5], a[6], a[7], b[n][j][2], b[n][j][3]);
     }
   }
+}
+
+// i4_run_b with x as floats (rounded to bf16 pairs here; `mask` zeroes lanes past K).
+template <bool ZP, bool G64, int NT>
+__device__ __forceinline__ void i4_run(const I4Stage<ZP, G64>& st, int hf, int c, int gi, const float4 (&x)[NT][2][2], u32 mask, float (&d)[NT][4]) {
+  u32 b[NT][2][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const float4 x0 = x[n][j][0], x1 = x[n][j][1];
+      b[n][j][0] = bf16x2(x0.x, x1.x) & mask, b[n][j][1] = bf16x2(x0.y, x1.y) & mask;
+      b[n][j][2] = bf16x2(x0.z, x1.z) & mask, b[n][j][3] = bf16x2(x0.w, x1.w) & mask;
+    }
+  i4_run_b<ZP, G64, NT>(st, hf, c, gi, b, d);
 }
 
 // acc[n] += this tile's group sums · scales. xt[n]: n-tile n's x at the tile's first column for this
@@ -350,3 +363,265 @@ I4_KERNELS(_n2, false, false, 2)
 I4_KERNELS(_zp_n2, true, false, 2)
 I4_KERNELS(_g64_n2, false, true, 2)
 I4_KERNELS(_zp_g64_n2, true, true, 2)
+
+// ---- streamed: the same sums from a shared-memory ring the copy engine fills (sm_90+) ---------------
+//
+// Why (bench/probes/int4-stream.cu, H100, one token): with a tile a warp in flight in registers, the
+// kernels above reach 1.3–1.6 TB/s where a plain read of the same bytes reaches 2.4–2.7; a warp waits a
+// memory latency per tile. Here one producer warp a block bulk-copies (cp.async.bulk) each stage — 16
+// tiles of the item's 16 rows (32 for gate and up), their scales and zero points — into a ring, as far
+// ahead as the ring allows, and the 8 consumer warps take x as bf16 pairs from shared memory, rounded
+// once per block. Blocks are persistent (one an SM) and walk the items (tile, split) of the plan the
+// kernels above use: each warp takes the same tiles in the same order into the same sums, merged by the
+// same mma_finish_emit_n, so every output is bitwise theirs (tested) and a token's bits do not depend
+// on which kernel ran. Measured in the probe (14336×4096 at one token, classic 23.5 µs): stages of 8
+// tiles, twice the copies a byte, 24.1 µs against 17.4 with 16; scales copied 4 bytes a thread
+// (cp.async) or loaded by the consumers left the ring short (consumers waiting on it). gemv-mma-int4.ts
+// says where these kernels run.
+//
+// Shared memory (dynamic): I4S_STAGES stages of 16·R rows of codes, scales and zero points, then x: T
+// token rows of 4 · `loads` uint4, the bf16 pairs (c, c + 4), c = 0..3, of each 8 columns (zero past K).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
+#define I4S_STAGES(R) ((R) == 1 ? 4 : 2)  // ring stages: 16 · R rows each (gemv-mma-int4.ts sizes the shared memory alike)
+#ifndef I4S_TILES                     // (TACHYON_NVRTC_DEFINES may set it to probe; gemv-mma-int4.ts sizes for 16)
+#define I4S_TILES 16                  // tiles a stage (a multiple of 8: warp w takes tiles w, w + 8, ...)
+#endif
+#define I4S_ROW (I4S_TILES * 128 + 64)   // a stage's row of codes, + 64 bytes so each 8 lanes of a load hit 8 bank groups
+#define I4S_SROW (4 * (4 * I4S_TILES + 12))  // a stage's row of scales: groups of 64 from a 16-byte start, + 4 floats for the banks
+#define I4S_ZROW (4 * I4S_TILES + 48)    // a stage's row of zero points: from and to 16-byte bounds, + 16 for the banks
+#define I4S_STAGE_ROW (I4S_ROW + I4S_SROW + I4S_ZROW)
+#define I4S_THREADS (MMA_THREADS + 32)
+
+// The consumer warps meet (named barrier 1): the producer warp has left.
+struct ConsumerSync {
+  __device__ __forceinline__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(MMA_THREADS) : "memory"); }
+};
+
+// An item: R m-tiles (rows row0.. of mat[r]) over tiles [kt0, kt1), finished as split `split` of S.
+template <int R>
+struct I4Item {
+  I4Matrix mat[R];
+  int row0, kt0, kt1, S, split;
+  float* part;
+  u32* counter;
+};
+
+// x → bf16 pairs in shared memory (every consumer thread), then the consumers meet.
+__device__ __forceinline__ void i4s_stage_x(uint4* xs, const float* __restrict__ x, int T, int K, int loads) {
+  const int per = 4 * loads;  // 8-column blocks a row
+  for (int i = threadIdx.x; i < T * per; i += MMA_THREADS) {
+    const int t = i / per, c = 8 * (i - t * per);
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (c < K) {  // K % 16 = 0: a block lies wholly in K or past it
+      const float4 lo = ld_x(x + (u64)t * K + c), hi = ld_x(x + (u64)t * K + c + 4);
+      v = make_uint4(bf16x2(lo.x, hi.x), bf16x2(lo.y, hi.y), bf16x2(lo.z, hi.z), bf16x2(lo.w, hi.w));
+    }
+    xs[i] = v;
+  }
+  ConsumerSync()();
+}
+
+// A stage's groups: [g0, g1) for tiles [kt, kt + n).
+__device__ __forceinline__ void i4s_groups(int kt, int n, int G, int groupShift, int& g0, int& g1) {
+  g0 = (256 * kt) >> groupShift;
+  g1 = (int)min((u64)G, ((u64)256 * (kt + n) + (1ull << groupShift) - 1) >> groupShift);  // groupShift 31: one group a row
+}
+
+// The body: items blockIdx.x, + gridDim.x, ... of `items`; item(i) says what item i is; finish(it, acc)
+// writes an item's outputs (mma_finish_emit_n with ConsumerSync). A stage holds 8 tiles of the item's
+// rows, their scales and zero points; warp w takes tile w of each, so its tiles come in the order the
+// kernels above take them. Producer lane l bulk-copies row l % 16 of m-tile l / 16: its codes, scales
+// and zero points, each widened to 16-byte bounds, which stay within the row as G % 4 = 0 (G % 16 = 0
+// with zero points).
+template <int R, bool ZP, bool G64, class ItemOf, class Finish>
+__device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Finish& finish, int loads, int G, int groupShift,
+                                         const float* __restrict__ x, int T, int K) {
+  extern __shared__ __align__(128) unsigned char i4s_smem[];
+  constexpr int STAGES = I4S_STAGES(R);
+  __shared__ __align__(8) u64 full[STAGES], empty[STAGES];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr int ROWS = 16 * R;
+  constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == MMA_WARPS) {
+    int s = 0, phase = 0, n = 0;
+    for (int i = blockIdx.x; i < items; i += gridDim.x) {
+      const I4Item<R> it = item(i);
+      const I4Matrix& m = it.mat[R == 1 ? 0 : lane >> 4];
+      const int row = min(it.row0 + (lane & 15), m.N - 1);
+      const uint4* src = m.w + (u64)row * loads;
+      for (int kt = it.kt0; kt < it.kt1; kt += I4S_TILES, n++) {
+        if (n >= STAGES) mbar_wait(&empty[s], phase ^ 1);
+        const int tiles = min(I4S_TILES, it.kt1 - kt);
+        // Scales: floats [g0 & ~3, g1 rounded up to 4); zero points: bytes [g0 & ~15, g1 rounded up to 16).
+        int g0, g1;
+        i4s_groups(kt, tiles, G, groupShift, g0, g1);
+        const int sBytes = 4 * (((g1 + 3) & ~3) - (g0 & ~3)), zBytes = ZP ? ((g1 + 15) & ~15) - (g0 & ~15) : 0;
+        if (lane == 0) mbar_expect(&full[s], ROWS * (128 * tiles + sBytes + zBytes));
+        __syncwarp();
+        if (lane < ROWS) {
+          unsigned char* stage = i4s_smem + s * STAGE_BYTES;
+          bulk_copy(stage + lane * I4S_ROW, src + 8 * kt, 128 * tiles, &full[s]);
+          bulk_copy(stage + ROWS * I4S_ROW + lane * I4S_SROW, m.scales + (u64)row * G + (g0 & ~3), sBytes, &full[s]);
+          if constexpr (ZP) bulk_copy(stage + ROWS * (I4S_ROW + I4S_SROW) + lane * I4S_ZROW, m.zeros + (u64)row * G + (g0 & ~15), zBytes, &full[s]);
+        }
+        if (++s == STAGES) s = 0, phase ^= 1;
+      }
+    }
+    return;
+  }
+  uint4* xs = reinterpret_cast<uint4*>(i4s_smem + STAGES * STAGE_BYTES);
+  i4s_stage_x(xs, x, T, K, loads);
+  const int g = lane >> 2, q = lane & 3;
+  // Token rows past T read row T − 1: they feed only output columns that are never written.
+  const uint4* xl = xs + min(g, T - 1) * 4 * loads + 2 * q;
+  int s = 0, phase = 0;
+  float acc[1][R][1][4];
+  for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    const I4Item<R> it = item(i);
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[0][r][0][0] = acc[0][r][0][1] = acc[0][r][0][2] = acc[0][r][0][3] = 0.f;
+    for (int kt = it.kt0; kt < it.kt1; kt += I4S_TILES) {
+      mbar_wait(&full[s], phase);
+#pragma unroll
+      for (int u = warp; u < I4S_TILES; u += MMA_WARPS) {
+        const int t = kt + u;
+        if (t >= it.kt1) break;
+        int g0, g1;
+        i4s_groups(kt, 8, G, groupShift, g0, g1);
+        const unsigned char* codes = i4s_smem + s * STAGE_BYTES + g * I4S_ROW + 16 * q + 128 * u;
+        const unsigned char* stage = i4s_smem + s * STAGE_BYTES;
+        const float* sc = reinterpret_cast<const float*>(stage + ROWS * I4S_ROW + g * I4S_SROW) - (g0 & ~3);
+        const unsigned char* zs = stage + ROWS * (I4S_ROW + I4S_SROW) + g * I4S_ZROW - (g0 & ~15);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          I4Stage<ZP, G64> st;
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const uint4* row = reinterpret_cast<const uint4*>(codes + (16 * r + 8 * h) * I4S_ROW);
+            st.w[h][0] = row[0];
+            st.w[h][1] = row[4];
+#pragma unroll
+            for (int gi = 0; gi < I4Stage<ZP, G64>::NG; gi++) {
+              const int grp = min((256 * t + (G64 ? 64 : 128) * gi) >> groupShift, G - 1);
+              st.s[h][gi] = sc[(16 * r + 8 * h) * (I4S_SROW / 4) + grp];
+              if constexpr (ZP) st.z[h][gi] = zs[(16 * r + 8 * h) * I4S_ZROW + grp];
+            }
+          }
+          float d[1][4];
+#pragma unroll
+          for (int hf = 0; hf < 2; hf++) {
+            const int half = 256 * t + 128 * hf;
+            if (half >= K) break;  // padding (the same for the whole warp)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+              u32 b[1][2][4];
+#pragma unroll
+              for (int j = 0; j < 2; j++) {
+                const uint4 v = xl[(half >> 3) + 8 * c + j];
+                b[0][j][0] = v.x, b[0][j][1] = v.y, b[0][j][2] = v.z, b[0][j][3] = v.w;
+              }
+              const int gi = G64 ? 2 * hf + c : hf;
+              if (G64 || c == 0) d[0][0] = d[0][1] = d[0][2] = d[0][3] = 0.f;
+              i4_run_b<ZP, G64, 1>(st, hf, c, gi, b, d);
+              if (G64 || c == 1) {
+                acc[0][r][0][0] = fmaf(d[0][0], st.s[0][gi], acc[0][r][0][0]);
+                acc[0][r][0][1] = fmaf(d[0][1], st.s[0][gi], acc[0][r][0][1]);
+                acc[0][r][0][2] = fmaf(d[0][2], st.s[1][gi], acc[0][r][0][2]);
+                acc[0][r][0][3] = fmaf(d[0][3], st.s[1][gi], acc[0][r][0][3]);
+              }
+            }
+          }
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);
+      if (++s == STAGES) s = 0, phase ^= 1;
+    }
+    finish(it, acc);
+    ConsumerSync()();  // the finish's shared sums are read before the next item writes them
+  }
+}
+
+// gemv_mma_int4s*: the plan's items (tile, split), tile-major; part/counters as gemv_mma_int4's.
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4s_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, float* part, u32* counters, int T,
+                                           int K, int S) {
+  const int tiles = (mt.N + 15) >> 4;
+  auto item = [&](int i) {
+    I4Item<1> it{{mt}, 16 * (i / S), 0, 0, S, i % S, part + (u64)(i / S) * S * 16 * T, counters + i / S};
+    split_range(loads >> 3, S, it.split, it.kt0, it.kt1);
+    return it;
+  };
+  auto finish = [&](const I4Item<1>& it, const float (&acc)[1][1][1][4]) {
+    mma_finish_emit_n<1, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreRows{&it.mat[0], it.row0}, ConsumerSync());
+  };
+  i4s_body<1, ZP, G64>(tiles * S, item, finish, loads, G, groupShift, x, T, K);
+}
+
+// gemv_mma_int4smany*: up to 3 matrices, each as the single kernel plans it (fused_slot's order).
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4s_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
+                                         int groupShift, const float* x, float* part, u32* counters, int T, int K) {
+  const int items = ((m0.N + 15) >> 4) * S0 + ((m1.N + 15) >> 4) * S1 + ((m2.N + 15) >> 4) * S2;
+  auto item = [&](int i) {
+    const FusedSlot f = fused_slot(i, {m0.N, m1.N, m2.N}, {S0, S1, S2}, T);
+    I4Item<1> it{{f.matrix == 0 ? m0 : f.matrix == 1 ? m1 : m2}, 16 * f.tile, 0, 0, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T,
+                 counters + f.counterOff + f.tile};
+    split_range(loads >> 3, f.S, f.split, it.kt0, it.kt1);
+    return it;
+  };
+  auto finish = [&](const I4Item<1>& it, const float (&acc)[1][1][1][4]) {
+    mma_finish_emit_n<1, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreRows{&it.mat[0], it.row0}, ConsumerSync());
+  };
+  i4s_body<1, ZP, G64>(items, item, finish, loads, G, groupShift, x, T, K);
+}
+
+// gemv_mma_int4ssilu*: gate and up rows of a tile in one item, silu(g)·u out.
+template <bool ZP, bool G64>
+__device__ __forceinline__ void i4s_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x,
+                                         float* part, u32* counters, int T, int K, int S) {
+  const int tiles = (gate.N + 15) >> 4;
+  auto item = [&](int i) {
+    I4Item<2> it{{gate, up}, 16 * (i / S), 0, 0, S, i % S, part + (u64)(i / S) * S * 2 * 16 * T, counters + i / S};
+    split_range(loads >> 3, S, it.split, it.kt0, it.kt1);
+    return it;
+  };
+  auto finish = [&](const I4Item<2>& it, const float (&acc)[1][2][1][4]) {
+    mma_finish_emit_n<2, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreSilu{&it.mat[0], &it.mat[1], y, it.row0}, ConsumerSync());
+  };
+  i4s_body<2, ZP, G64>(tiles * S, item, finish, loads, G, groupShift, x, T, K);
+}
+
+// The same parameters as gemv_mma_int4*; the dynamic shared memory holds the ring and x. Grid: min(items, SMs) blocks of I4S_THREADS.
+#define I4S_KERNELS(SUFFIX, ZP, G64)                                                                                                \
+  extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4s##SUFFIX(                                               \
+      const uint4* w, int loads, const float* s, const unsigned char* z, int G, int groupShift, const float* x, const float* b,     \
+      float* y, float* part, u32* counters, int T, int N, int K, int S) {                                           \
+    i4s_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, part, counters, T, K, S);                           \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4smany##SUFFIX(                                           \
+      const float* x, int T, int K, int loads, int G, int groupShift, float* part, u32* counters,                                \
+      const uint4* w0, const float* s0, const unsigned char* z0, const float* b0, float* y0, int n0, int S0,                        \
+      const uint4* w1, const float* s1, const unsigned char* z1, const float* b1, float* y1, int n1, int S1,                        \
+      const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2) {                      \
+    i4s_many<ZP, G64>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2}, S2, \
+                      loads, G, groupShift, x, part, counters, T, K);                                                          \
+  }                                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4ssilu##SUFFIX(                                           \
+      const float* x, int T, int K, int N, int loads, int G, int groupShift, float* part, u32* counters, int S,             \
+      const uint4* gw, const float* gs, const unsigned char* gz, const float* gb,                                                    \
+      const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y) {                                       \
+    i4s_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, part,  \
+                      counters, T, K, S);                                                                                       \
+  }
+
+I4S_KERNELS(, false, false)
+I4S_KERNELS(_zp, true, false)
+I4S_KERNELS(_g64, false, true)
+I4S_KERNELS(_zp_g64, true, true)
+#endif

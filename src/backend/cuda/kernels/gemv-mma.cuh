@@ -64,16 +64,23 @@ __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? 
 
 // ---- the block's sums → y ----------------------------------------------------------------------------
 
+// How the block's threads meet in mma_finish_emit_n (BlockSync: every thread of the block; the streamed int4 GEMV
+// passes ConsumerSync, its producer warp having left).
+struct BlockSync {
+  __device__ __forceinline__ void operator()() const { __syncthreads(); }
+};
+
 // The block's sums → outputs: acc[u][r][n] is the lane's D fragment of chunk u of its group (G of
 // them, added in order), m-tile r, n-tile n (tokens 8n..8n + 7); the warps' fragments meet in warp
 // order, then (S > 1) the S blocks of this tile in split order, the last of them to finish (an atomic
 // ticket, reset by that block) adding. emit(m, t, s) gets the sums s[r] of row m of each m-tile for
 // token t and writes the outputs. part: this tile's [S][R][16][T] float32 slots; counter: this tile's
 // ticket. An n-tile's sums are the same whatever NT is (each mma's output column depends on its own B
-// column only), so a token's result does not depend on how many n-tiles its launch has.
-template <int R, int G, int NT, class Emit>
+// column only), so a token's result does not depend on how many n-tiles its launch has. sync: how the
+// threads meet (see BlockSync).
+template <int R, int G, int NT, class Emit, class Sync = BlockSync>
 __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4], int T, int S, int split, float* __restrict__ part,
-                                                  u32* __restrict__ counter, const Emit& emit) {
+                                                  u32* __restrict__ counter, const Emit& emit, const Sync& sync = Sync()) {
   static_assert(NT * 128 <= MMA_THREADS, "one thread per (row, token) of the block");
   __shared__ float partial[MMA_WARPS][NT][R][32][4];
   __shared__ int lastBlock;
@@ -90,7 +97,7 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
         for (int u = 1; u < G; u++) v += acc[u][r][n][i];
         partial[warp][n][r][lane][i] = v;
       }
-  __syncthreads();
+  sync();
   // One thread per (row m, token t): D's element (m, t) of n-tile t / 8 sits at lane
   // 4·(m % 8) + (t % 8) / 2, register 2·(m / 8) + t % 2.
   const int o = threadIdx.x;
@@ -119,9 +126,9 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
     for (int r = 0; r < R; r++) part[((split * R + r) * 16 + m) * T + t] = s[r];
   }
   __threadfence();
-  __syncthreads();
+  sync();
   if (threadIdx.x == 0) lastBlock = atomicAdd(counter, 1u) == (u32)(S - 1);
-  __syncthreads();
+  sync();
   if (!lastBlock) return;
   __threadfence();
   if (mine) {
@@ -177,3 +184,26 @@ __device__ __forceinline__ FusedSlot fused_slot(int b, const int (&N)[3], const 
   f.split = b % f.S;
   return f;
 }
+
+// ---- bulk copies into shared memory (sm_90+: the streamed int4 GEMV) ----------------------------------
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
+__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(u64* b, int count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count)); }
+// The barrier's phase completes once the arrival comes and `bytes` of bulk copies have landed.
+__device__ __forceinline__ void mbar_expect(u64* b, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u64* b) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory"); }
+// Wait until the phase of this parity has completed.
+__device__ __forceinline__ void mbar_wait(u64* b, int parity) {
+  asm volatile("{ .reg .pred p; WAIT_%=: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1; @!p bra WAIT_%=; }" ::"r"(smem_u32(b)), "r"(parity)
+               : "memory");
+}
+// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to shared memory by the copy
+// engine; their landing counts against barrier b.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, u64* b) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes),
+               "r"(smem_u32(b))
+               : "memory");
+}
+#endif
