@@ -1,12 +1,14 @@
-// The int4 (w4a16) decode GEMV on the FMA kernels (the default) against the tensor-core one
-// (QuantizedWeights.decodeGemv = 'mma', kernels/gemv-mma-int4.cu) at Llama-3.1-8B's linear shapes
-// and 1, 2, 4 and 8 tokens: device µs per call (CUDA events, queued behind a 2 GiB device copy so the
-// host's launch time is hidden, rotating over weight copies totalling ≥ 256 MB so they stream from
-// HBM), and the int4 bytes (codes + scales) over that time as a share of the device-to-device copy
-// bandwidth. Then whole decode steps of an 8B-shaped w4a16 model (random weights) at batch 1 and 8
-// with the option off and on. Prints tables and saves JSON. Measures; never passes or fails.
-// Then the fused q/k/v (linearMany) and gate/up·SiLU (linearSiluMul) the same way, with launches per call.
-// Separate from bench/cuda-quant-gemv.ts so that it stays under a minute.
+// The int4 (w4a16) decode GEMV on the FMA kernels against the tensor-core ones
+// (QuantizedWeights.decodeGemv = 'mma', kernels/gemv-mma-int4.cu), classic and streamed ('mma-streamed':
+// QuantizedWeights.int4Streamed, which runs the streamed kernels where they apply and the classic ones
+// elsewhere; 'mma' turns them off) at Llama-3.1-8B's linear shapes and 1, 2, 4 and 8 tokens: device µs
+// per call (CUDA events, queued behind a 2 GiB device copy so the host's launch time is hidden,
+// rotating over weight copies totalling ≥ 256 MB so they stream from HBM), and the int4 bytes (codes +
+// scales) over that time as a share of the device-to-device copy bandwidth. Then the fused q/k/v
+// (linearMany) and gate/up·SiLU (linearSiluMul) the same way, with launches per call, and whole decode
+// steps of an 8B-shaped w4a16 model (random weights) at batch 1 and 8 on each kernel. Prints tables
+// and saves JSON. Measures; never passes or fails. Separate from bench/cuda-quant-gemv.ts so that it
+// stays under a minute.
 //
 //   node dist/bench/cuda-quant-mma.js [--tokens 1,2,4,8] [--batch 1,8] [--decode-steps 16] [--output FILE]
 
@@ -44,10 +46,19 @@ const quant = backend.quantized;
 const timer = new KernelTimer(backend);
 const deviceMs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.ms(setup, fn, reps);
 
+/** The FMA GEMV, the tensor-core one, and the tensor-core one's streamed kernels (QuantizedWeights.int4Streamed). */
+type Kernel = 'fma' | 'mma' | 'mma-streamed';
+const KERNELS: readonly Kernel[] = ['fma', 'mma', 'mma-streamed'];
+/** Set the backend to run int4 linears on `kernel`. */
+const useKernel = (kernel: Kernel) => {
+  quant.decodeGemv = kernel === 'fma' ? 'fma' : 'mma';
+  quant.int4Streamed = kernel === 'mma-streamed';
+};
+
 interface Row {
   shape: [number, number];
   role: string;
-  kernel: 'fma' | 'mma';
+  kernel: Kernel;
   /** mma: blocks splitting K (int4MmaPlan). */
   plan?: string;
   weightBytes: number;
@@ -71,18 +82,18 @@ for (const [N, K, role] of shapes) {
   const copies = Math.max(1, Math.ceil(256e6 / first.bytes));
   const ws = [first, ...Array.from({ length: copies - 1 }, make)];
   for (const T of tokenCounts) {
-    for (const kernel of ['fma', 'mma'] as const) {
-      quant.decodeGemv = kernel;
+    for (const kernel of KERNELS) {
+      useKernel(kernel);
       const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.sin(i));
       let x = backend.fromHost(xHost, [T, K]);
       const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => backend.linear(x, ws[i % copies]), 30);
       const p = int4MmaPlan(N, K, gpu.multiprocessors);
       rows.push({
-        shape: [N, K], role, kernel, plan: kernel === 'mma' ? `${p.splits} split${p.splits > 1 ? 's' : ''}` : undefined, weightBytes: first.bytes, tokens: T,
+        shape: [N, K], role, kernel, plan: kernel !== 'fma' ? `${p.splits} split${p.splits > 1 ? 's' : ''}` : undefined, weightBytes: first.bytes, tokens: T,
         us: ms * 1000, ofCopy: first.bytes / (ms / 1000) / 1e9 / copyGBs,
       });
     }
-    quant.decodeGemv = 'fma';
+    useKernel('fma');
   }
 }
 
@@ -90,7 +101,7 @@ for (const [N, K, role] of shapes) {
 
 interface FusedRow {
   op: string;
-  kernel: 'fma' | 'mma';
+  kernel: Kernel;
   tokens: number;
   launches: number;
   weightBytes: number;
@@ -114,8 +125,8 @@ const fusedRows: FusedRow[] = [];
     const all = [first, ...Array.from({ length: copies - 1 }, set.make)];
     const run = (x: ReturnType<typeof backend.fromHost>, ws: Weight[]) => (ws.length === 3 ? backend.linearMany(x, ws) : backend.linearSiluMul(x, ws[0], ws[1]));
     for (const T of tokenCounts) {
-      for (const kernel of ['fma', 'mma'] as const) {
-        quant.decodeGemv = kernel;
+      for (const kernel of KERNELS) {
+        useKernel(kernel);
         const xHost = Float32Array.from({ length: T * K }, (_, i) => Math.cos(i));
         let x = backend.fromHost(xHost, [T, K]);
         const l0 = backend.driver.launches;
@@ -124,7 +135,7 @@ const fusedRows: FusedRow[] = [];
         const ms = await deviceMs(() => (x = backend.fromHost(xHost, [T, K])), (i) => void run(x, all[i % copies]), 30);
         fusedRows.push({ op: set.op, kernel, tokens: T, launches, weightBytes: bytes, us: ms * 1000, ofCopy: bytes / (ms / 1000) / 1e9 / copyGBs });
       }
-      quant.decodeGemv = 'fma';
+      useKernel('fma');
     }
   }
 }
@@ -148,7 +159,7 @@ for (const r of fusedRows) {
 
 interface StepRow {
   batch: number;
-  decodeGemv: 'fma' | 'mma';
+  decodeGemv: Kernel;
   launchesPerStep: number;
   stepMs: number;
   tokensPerSecond: number;
@@ -166,13 +177,13 @@ const stepRows: StepRow[] = [];
   const promptLen = 32;
   for (const batch of batches) {
     const prompts = Array.from({ length: batch }, () => randomIds(promptLen, config.vocabSize));
-    for (const kind of ['fma', 'mma'] as const) {
-      quant.decodeGemv = kind;
+    for (const kind of KERNELS) {
+      useKernel(kind);
       const runner = new DecodeRunner(model, batch, promptLen + decodeSteps + 2);
       const { stepMs, launchesPerStep } = await timeDecodeSteps(runner, prompts, decodeSteps, () => backend.driver.launches);
       stepRows.push({ batch, decodeGemv: kind, launchesPerStep: launchesPerStep ?? 0, stepMs, tokensPerSecond: (batch * 1000) / stepMs });
     }
-    quant.decodeGemv = 'mma';
+    useKernel('mma-streamed');
   }
 }
 console.log('');
@@ -192,11 +203,11 @@ writeFileSync(
       gpu: { ...gpu, copyGBs },
       kernels: { compileMs, modules: backend.kernels.stats },
       notes:
-        'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu); ' +
+        'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu), classic and streamed (mma-streamed: int4Streamed, where it applies); ' +
         'us: device time per call (events, median of 3 trials of 30 calls behind a 2 GiB device copy, rotating over weight copies totalling >= 256 MB); ' +
         'ofCopy: int4 bytes (codes + scales) per second / the device-to-device copy bandwidth (read + write); ' +
         'fusedRows: q/k/v (4096, 1024, 1024 rows) through linearMany and gate/up (14336 rows each) through linearSiluMul at K = 4096, launches per call; ' +
-        'stepRows: host wall time of a decode step of an 8B-shaped w4a16 model with random weights, QuantizedWeights.decodeGemv off (fma) and on (mma)',
+        'stepRows: host wall time of a decode step of an 8B-shaped w4a16 model with random weights on each kernel',
       machine,
       rows,
       fusedRows,
