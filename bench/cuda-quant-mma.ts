@@ -10,14 +10,14 @@
 // and saves JSON. Measures; never passes or fails. Separate from bench/cuda-quant-gemv.ts so that it
 // stays under a minute.
 //
-//   node dist/bench/cuda-quant-mma.js [--tokens 1,2,4,8] [--batch 1,8] [--decode-steps 16] [--output FILE]
+//   node dist/bench/cuda-quant-mma.js [--tokens 1,2,4,8] [--batch 1,8] [--decode-steps 16] [--stream-tokens 1] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Weight } from '../src/backend/backend.js';
-import { int4MmaPlan } from '../src/backend/cuda/gemv-mma-int4.js';
+import { INT4_STREAM_MAX_TOKENS, int4MmaPlan } from '../src/backend/cuda/gemv-mma-int4.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { loadDummyWeights } from '../src/model/load/dummy.js';
@@ -33,12 +33,15 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '1,2,4,8' },
     batch: { type: 'string', default: '1,8' },
     'decode-steps': { type: 'string', default: '16' },
+    /** The most tokens the streamed kernels take in 'mma-streamed' (QuantizedWeights.int4StreamMaxTokens). */
+    'stream-tokens': { type: 'string', default: String(INT4_STREAM_MAX_TOKENS) },
     output: { type: 'string' },
   },
 });
 const tokenCounts = values.tokens!.split(',').map(Number);
 const batches = values.batch!.split(',').map(Number);
 const decodeSteps = Number(values['decode-steps']);
+const streamTokens = Number(values['stream-tokens']);
 
 const { backend, gpu, copyGBs, kernelsMs: compileMs } = openBenchGpu({ warmUp: false, modules: ['quant-linear.cu', 'gemv-mma-int4.cu'] });
 const quant = backend.quantized;
@@ -53,6 +56,7 @@ const KERNELS: readonly Kernel[] = ['fma', 'mma', 'mma-streamed'];
 const useKernel = (kernel: Kernel) => {
   quant.decodeGemv = kernel === 'fma' ? 'fma' : 'mma';
   quant.int4Streamed = kernel === 'mma-streamed';
+  quant.int4StreamMaxTokens = streamTokens;
 };
 
 interface Row {
@@ -200,6 +204,7 @@ writeFileSync(
   JSON.stringify(
     {
       bench: 'cuda-quant-mma',
+      streamTokens,
       gpu: { ...gpu, copyGBs },
       kernels: { compileMs, modules: backend.kernels.stats },
       notes:

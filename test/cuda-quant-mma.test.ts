@@ -57,20 +57,25 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
 
   it('streams (sm_90+, scale rows on 16 bytes, ring and x within a block\'s shared memory) or says no', () => {
     const m = mmaInt4!;
-    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, int4Streamed: true };
+    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, int4StreamTokens: 4 };
     // Llama-3.1-8B's shapes, group 128: K 4096 has 32 groups a row, 14336 has 112.
     const w = (cols: number, zeros = 0) => ({ rows: 4096, cols, wordsPerRow: cols / 8, numGroups: cols / 128, groupShift: 7, groupSize: 128, zeros, packed: 1, scales: 2, perm: 0, gIdx: 0, layout: 'tiled' as const });
     const ring = 4 * 16 * 2528;
     assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2, 'a ring of 4 stages and x as bf16');
     assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2);
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 2), undefined, 'one token only (as measured)');
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 4), ring + 4 * 4096 * 2);
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 5), undefined, 'up to 4 tokens by default (as measured)');
+    const upTo8 = { ...h100, int4StreamTokens: 8 };
+    assert.equal(m.int4StreamShared(upTo8, w(4096), 1, 8), ring + 8 * 4096 * 2, '8 tokens of x fit beside the ring at K 4096');
+    assert.equal(m.int4StreamShared(upTo8, w(14336), 1, 3), undefined, '3 tokens at K 14336 do not');
+    assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 16 }, w(4096), 1, 9), undefined, 'a launch takes at most 8');
     assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2528 + 4096 * 2, 'gate and up: 2 stages of 32 rows');
     assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 166 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
     assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), ring + 4096 * 2, 'zero points with 32 groups a row');
     assert.equal(m.int4StreamShared(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
     assert.equal(m.int4StreamShared(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
     assert.equal(m.int4StreamShared({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
-    assert.equal(m.int4StreamShared({ ...h100, int4Streamed: false }, w(4096), 1, 1), undefined, 'turned off');
+    assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 0 }, w(4096), 1, 1), undefined, 'turned off');
   });
 
   it('sizes split-K scratch per matrix and for a fused launch (the layout fused_slot reads)', () => {
@@ -240,32 +245,35 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     const run = (streamed: boolean, fn: () => Float32Array[]) =>
       withMma(true, () => {
         be().quantized.int4Streamed = streamed;
+        be().quantized.int4StreamMaxTokens = 8;
         try {
           let out: Float32Array[] = [];
           const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
           return { out, names };
         } finally {
           be().quantized.int4Streamed = true;
+          be().quantized.int4StreamMaxTokens = 4;
         }
       });
     const SMs = be().device.multiprocessors;
     // [N, K, group, symmetric]: N ≥ 16 · SMs rows leave K unsplit; K 14336 ends on a stage of 8 tiles,
-    // 4608 on one of 2; groups of 64 and 128, zero points. One token (STREAM_MAX_TOKENS).
-    const cases: [number, number, number, boolean][] = [
-      [16 * SMs + 40, 4096, 128, true],
-      [16 * SMs + 3, 4608, 128, true],
-      [16 * SMs, 6144, 128, false],
-      [16 * SMs + 16, 4096, 64, false],
-      [16 * SMs + 1, 14336, 128, true],
+    // 4608 on one of 2; groups of 64 and 128, zero points; up to 7 tokens with int4StreamMaxTokens
+    // raised to 8 (K 14336 only fits 1 or 2).
+    const cases: [number, number, number, boolean, number[]][] = [
+      [16 * SMs + 40, 4096, 128, true, [1, 3, 7]],
+      [16 * SMs + 3, 4608, 128, true, [1, 2]],
+      [16 * SMs, 6144, 128, false, [1, 4]],
+      [16 * SMs + 16, 4096, 64, false, [1, 5]],
+      [16 * SMs + 1, 14336, 128, true, [1, 2]],
     ];
-    for (const [N, K, gs, symmetric] of cases) {
+    for (const [N, K, gs, symmetric, tokens] of cases) {
       const w = weights(N, K, gs, symmetric);
       const b = vec(N);
       const bq = vec(16 * SMs + 8);
       const qkv = [weights(16 * SMs + 8, K, gs, symmetric), weights(16 * SMs + 24, K, gs, symmetric), weights(16 * SMs + 5, K, gs, symmetric)];
       const gate = weights(16 * SMs + 8, K, gs, symmetric);
       const up = weights(16 * SMs + 8, K, gs, symmetric);
-      for (const T of [1]) {
+      for (const T of tokens) {
         const what = `[${N}, ${K}] group ${gs} ${symmetric ? 'sym' : 'asym'} × ${T}`;
         const x = uniform(T * K);
         const ops: [string, () => Float32Array[]][] = [
@@ -284,12 +292,16 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         }
       }
     }
-    // Two tokens, and q/k/v whose k and v split K, run the classic kernels.
+    // Three tokens at K 14336 (x does not fit beside the ring), five by default, and q/k/v whose k and v
+    // split K run the classic kernels.
     const K = 4096;
+    const w3 = weights(16 * SMs, 14336, 128, true);
+    const three = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(3 * 14336), [3, 14336]), w3.g))]);
+    assert.deepEqual(three.names, ['gemv_mma_int4'], `3 tokens at K 14336: ${three.names.join(', ')}`);
     const w = weights(16 * SMs, K, 128, true);
-    const x = uniform(2 * K);
-    const two = run(true, () => [be().toHost(be().linear(be().fromHost(x, [2, K]), w.g))]);
-    assert.deepEqual(two.names, ['gemv_mma_int4'], `2 tokens: ${two.names.join(', ')}`);
+    const x = uniform(5 * K);
+    const five = withMma(true, () => launchesOf(be(), () => void be().linear(be().fromHost(x, [5, K]), w.g)).filter((n) => n.startsWith('gemv_')));
+    assert.deepEqual(five, ['gemv_mma_int4'], `5 tokens by default: ${five.join(', ')}`);
     const split = [weights(16 * SMs, K, 128, true), weights(64, K, 128, true), weights(64, K, 128, true)];
     const many = run(true, () => be().linearMany(be().fromHost(x.subarray(0, K), [1, K]), split.map((q) => q.g)).map((y) => be().toHost(y)));
     assert.deepEqual(many.names, ['gemv_mma_int4many'], `q/k/v with split k, v: ${many.names.join(', ')}`);

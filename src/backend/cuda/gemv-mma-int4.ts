@@ -65,11 +65,13 @@ const STREAM_TILES = 16;
 const STREAM_STAGE_ROW = STREAM_TILES * 128 + 64 + 4 * (4 * STREAM_TILES + 12) + (4 * STREAM_TILES + 48);
 const streamStages = (R: number) => (R === 1 ? 4 : 2);
 /**
- * Tokens the streamed kernels take. Measured on the H100 (bench/cuda-quant-mma.ts, 8B shapes): at one
- * token gate/up·SiLU 37.7 → 29.9 µs, gate 23.4 → 17.9, o 9.5 → 8.8, down even; at 8 tokens o was
- * slower (11.2 → 12.8 µs) and gate faster (31.0 → 25.2). Two to seven are not measured yet, so one.
+ * Tokens the streamed kernels take by default (QuantizedWeights.int4StreamMaxTokens; they can take up
+ * to 8 where x fits). Measured on the H100 (bench/cuda-quant-mma.ts, 8B shapes, streamed allowed up to
+ * 8): 8B-shaped w4a16 steps at batch 1 / 2 / 4 took 3.84 → 3.35, 3.74 → 3.36, 3.81 → 3.55 ms
+ * (gate/up·SiLU 37.6 → 29.9, 39.3 → 32.9, 41.8 → 35.2 µs; o 0.6–0.8 µs slower from 3 tokens); at 8
+ * tokens o was 11.3 → 12.9 µs and the step slower. So up to 4.
  */
-const STREAM_MAX_TOKENS = 1;
+export const INT4_STREAM_MAX_TOKENS = 4;
 /** The streamed kernels' static shared memory, at most (the finish's partial sums and the barriers). */
 const streamStatic = (R: number) => 4096 * R + 256;
 export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
@@ -77,12 +79,12 @@ export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
 /**
  * The dynamic shared memory of a streamed launch over R m-tiles an item at T tokens, or undefined where
  * the streamed kernels do not apply: before sm_90 (no bulk copies), where the launcher turns them off,
- * more than STREAM_MAX_TOKENS tokens,
+ * more tokens than the launcher allows (int4StreamTokens),
  * scales whose rows do not start on 16 bytes (numGroups % 4; % 16 with zero points, one byte each), or
  * a ring and x that do not fit a block's shared memory. Pure.
  */
-export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4Streamed'>, d: Int4DeviceParts, R: number, T: number): number | undefined {
-  if (!l.int4Streamed || l.computeCapability < 90 || T > STREAM_MAX_TOKENS) return undefined;
+export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number): number | undefined {
+  if (l.computeCapability < 90 || T > Math.min(l.int4StreamTokens, MAX_TOKENS)) return undefined;
   if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
   const bytes = streamStages(R) * 16 * R * STREAM_STAGE_ROW + T * d.wordsPerRow * 8 * 2;
   return bytes + streamStatic(R) <= l.sharedPerBlockOptin ? bytes : undefined;

@@ -12,8 +12,8 @@ export interface MmaLauncher {
   computeCapability: number;
   /** Shared memory a block may use (static and dynamic together). */
   sharedPerBlockOptin: number;
-  /** Whether the int4 GEMV may take its streamed kernels (QuantizedWeights.int4Streamed). */
-  int4Streamed: boolean;
+  /** The most tokens the int4 GEMV's streamed kernels take (0: none; QuantizedWeights.int4Streamed, int4StreamMaxTokens). */
+  int4StreamTokens: number;
   /** Launch a kernel of the GEMV's kernels file, with `shared` bytes of dynamic shared memory. */
   launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
   /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */

@@ -26,7 +26,7 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, INT4_STREAM_MAX_TOKENS, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
 import { Q8_MMA_FILE, Q8_MMA_MAX_TOKENS, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
 import type { MmaLauncher } from './mma-launch.js';
 
@@ -301,6 +301,8 @@ export class QuantizedWeights {
    * outputs, so only speed depends on it. $TACHYON_INT4_STREAM=0 turns them off.
    */
   int4Streamed = process.env.TACHYON_INT4_STREAM !== '0';
+  /** The most tokens a streamed int4 launch takes (INT4_STREAM_MAX_TOKENS, as measured; up to 8). */
+  int4StreamMaxTokens = INT4_STREAM_MAX_TOKENS;
   /**
    * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above), 'mma' (the
    * default: the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
@@ -646,7 +648,7 @@ export class QuantizedWeights {
       multiprocessors: ctx.driver.device.multiprocessors,
       computeCapability: ctx.driver.device.computeCapability,
       sharedPerBlockOptin: ctx.driver.device.sharedPerBlockOptin,
-      int4Streamed: this.int4Streamed,
+      int4StreamTokens: this.int4Streamed ? this.int4StreamMaxTokens : 0,
       launch: (kernel, grid, block, kinds, args, shared) => launchIn(file, kernel, grid, block, kinds, args, shared),
       scratch: (n) => {
         const buf = ctx.pool.alloc(n * 4);
