@@ -491,10 +491,9 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
       for (int u = warp; u < I4S_TILES; u += MMA_WARPS) {
         const int t = kt + u;
         if (t >= it.kt1) break;
-        int g0, g1;
-        i4s_groups(kt, 8, G, groupShift, g0, g1);
-        const unsigned char* codes = i4s_smem + s * STAGE_BYTES + g * I4S_ROW + 16 * q + 128 * u;
+        const int g0 = (256 * kt) >> groupShift;  // the stage's first group (i4s_groups)
         const unsigned char* stage = i4s_smem + s * STAGE_BYTES;
+        const unsigned char* codes = stage + g * I4S_ROW + 16 * q + 128 * u;
         const float* sc = reinterpret_cast<const float*>(stage + ROWS * I4S_ROW + g * I4S_SROW) - (g0 & ~3);
         const unsigned char* zs = stage + ROWS * (I4S_ROW + I4S_SROW) + g * I4S_ZROW - (g0 & ~15);
 #pragma unroll
