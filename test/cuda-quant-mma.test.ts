@@ -60,18 +60,21 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, int4StreamTokens: 4 };
     // Llama-3.1-8B's shapes, group 128: K 4096 has 32 groups a row, 14336 has 112.
     const w = (cols: number, zeros = 0) => ({ rows: 4096, cols, wordsPerRow: cols / 8, numGroups: cols / 128, groupShift: 7, groupSize: 128, zeros, packed: 1, scales: 2, perm: 0, gIdx: 0, layout: 'tiled' as const });
-    const ring = 4 * 16 * 2528;
+    // A stage's row: 2,112 bytes of codes, 304 of scales, 112 of zero points (with zero points only).
+    const ring = 4 * 16 * 2416;
     assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2, 'a ring of 4 stages and x as bf16');
     assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2);
     assert.equal(m.int4StreamShared(h100, w(4096), 1, 4), ring + 4 * 4096 * 2);
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 5), undefined, 'up to 4 tokens by default (as measured)');
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 5), undefined, 'no more tokens than the launcher allows');
     const upTo8 = { ...h100, int4StreamTokens: 8 };
     assert.equal(m.int4StreamShared(upTo8, w(4096), 1, 8), ring + 8 * 4096 * 2, '8 tokens of x fit beside the ring at K 4096');
     assert.equal(m.int4StreamShared(upTo8, w(14336), 1, 3), undefined, '3 tokens at K 14336 do not');
     assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 16 }, w(4096), 1, 9), undefined, 'a launch takes at most 8');
-    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2528 + 4096 * 2, 'gate and up: 2 stages of 32 rows');
-    assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 166 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
-    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), ring + 4096 * 2, 'zero points with 32 groups a row');
+    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2416 + 4096 * 2, 'gate and up: 2 stages of 32 rows');
+    assert.equal(m.int4StreamShared(upTo8, w(4096), 2, 8), 2 * 32 * 2416 + 8 * 4096 * 2, 'gate and up at 8 tokens, symmetric');
+    assert.equal(m.int4StreamShared(upTo8, w(4096, 7), 2, 8), undefined, 'with zero points they do not fit');
+    assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 160 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
+    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), 4 * 16 * 2528 + 4096 * 2, 'zero points with 32 groups a row');
     assert.equal(m.int4StreamShared(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
     assert.equal(m.int4StreamShared(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
     assert.equal(m.int4StreamShared({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
@@ -252,15 +255,14 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
           return { out, names };
         } finally {
           be().quantized.int4Streamed = true;
-          be().quantized.int4StreamMaxTokens = 4;
+          be().quantized.int4StreamMaxTokens = 8;
         }
       });
     const SMs = be().device.multiprocessors;
     // [N, K, group, symmetric]: N ≥ 16 · SMs rows leave K unsplit; K 14336 ends on a stage of 8 tiles,
-    // 4608 on one of 2; groups of 64 and 128, zero points; up to 7 tokens with int4StreamMaxTokens
-    // raised to 8 (K 14336 only fits 1 or 2).
+    // 4608 on one of 2; groups of 64 and 128, zero points; up to 8 tokens (K 14336 only fits 1 or 2).
     const cases: [number, number, number, boolean, number[]][] = [
-      [16 * SMs + 40, 4096, 128, true, [1, 3, 7]],
+      [16 * SMs + 40, 4096, 128, true, [1, 3, 8]],
       [16 * SMs + 3, 4608, 128, true, [1, 2]],
       [16 * SMs, 6144, 128, false, [1, 4]],
       [16 * SMs + 16, 4096, 64, false, [1, 5]],
@@ -292,18 +294,15 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         }
       }
     }
-    // Three tokens at K 14336 (x does not fit beside the ring), five by default, and q/k/v whose k and v
-    // split K run the classic kernels.
+    // Three tokens at K 14336 (x does not fit beside the ring) and q/k/v whose k and v split K run the
+    // classic kernels.
     const K = 4096;
     const w3 = weights(16 * SMs, 14336, 128, true);
     const three = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(3 * 14336), [3, 14336]), w3.g))]);
     assert.deepEqual(three.names, ['gemv_mma_int4'], `3 tokens at K 14336: ${three.names.join(', ')}`);
-    const w = weights(16 * SMs, K, 128, true);
-    const x = uniform(5 * K);
-    const five = withMma(true, () => launchesOf(be(), () => void be().linear(be().fromHost(x, [5, K]), w.g)).filter((n) => n.startsWith('gemv_')));
-    assert.deepEqual(five, ['gemv_mma_int4'], `5 tokens by default: ${five.join(', ')}`);
+    const x = uniform(K);
     const split = [weights(16 * SMs, K, 128, true), weights(64, K, 128, true), weights(64, K, 128, true)];
-    const many = run(true, () => be().linearMany(be().fromHost(x.subarray(0, K), [1, K]), split.map((q) => q.g)).map((y) => be().toHost(y)));
+    const many = run(true, () => be().linearMany(be().fromHost(x, [1, K]), split.map((q) => q.g)).map((y) => be().toHost(y)));
     assert.deepEqual(many.names, ['gemv_mma_int4many'], `q/k/v with split k, v: ${many.names.join(', ')}`);
   });
 });

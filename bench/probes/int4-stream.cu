@@ -339,7 +339,7 @@ int main(int argc, char** argv) {
       report(name, time(name, [&](int i) { kern<<<grid, 288, smem>>>(b[i], KT, mtiles, x, K, y1, N); }, blkU4 * 16.0), check ? y1 : nullptr);
     };
     auto streamed = [&](const char* name, int T) {
-      const int smem = I4S_STAGES(1) * 16 * I4S_STAGE_ROW + T * K * 2;
+      const int smem = I4S_STAGES(1) * 16 * I4S_STAGE_ROW(false) + T * K * 2;
       CK(cudaFuncSetAttribute(gemv_mma_int4s, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
       const int grid = std::min(tiles * S, sms);
       report(name, time(name, [&](int i) {

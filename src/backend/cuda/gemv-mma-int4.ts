@@ -62,16 +62,17 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { sp
 // The streamed kernels' shared memory (kernels/gemv-mma-int4.cu, I4S_*): ring stages of 16 · R rows,
 // each row a stage's 16 tiles of codes, scales and zero points with bank padding, then x as bf16.
 const STREAM_TILES = 16;
-const STREAM_STAGE_ROW = STREAM_TILES * 128 + 64 + 4 * (4 * STREAM_TILES + 12) + (4 * STREAM_TILES + 48);
+/** A stage's row: codes, scales and (with zero points) zero points, each with bank padding (I4S_STAGE_ROW). */
+const streamStageRow = (zeroPoints: boolean) => STREAM_TILES * 128 + 64 + 4 * (4 * STREAM_TILES + 12) + (zeroPoints ? 4 * STREAM_TILES + 48 : 0);
 const streamStages = (R: number) => (R === 1 ? 4 : 2);
 /**
- * Tokens the streamed kernels take by default (QuantizedWeights.int4StreamMaxTokens; they can take up
- * to 8 where x fits). Measured on the H100 (bench/cuda-quant-mma.ts, 8B shapes, streamed allowed up to
- * 8): 8B-shaped w4a16 steps at batch 1 / 2 / 4 took 3.84 → 3.35, 3.74 → 3.36, 3.81 → 3.55 ms
- * (gate/up·SiLU 37.6 → 29.9, 39.3 → 32.9, 41.8 → 35.2 µs; o 0.6–0.8 µs slower from 3 tokens); at 8
- * tokens o was 11.3 → 12.9 µs and the step slower. So up to 4.
+ * Tokens the streamed kernels take by default (QuantizedWeights.int4StreamMaxTokens). Measured on the
+ * H100 (bench/cuda-quant-mma.ts, 8B shapes) once x was staged with 4 loads in flight a thread: every
+ * shape at 1, 4 and 8 tokens as fast as the classic kernel or faster (gate 23.6 → 18.3, 26.8 → 18.6,
+ * 31.3 → 22.4 µs; o 11.4 → 11.0 at 8), and steps at batch 1 / 4 / 8 3.67 → 3.10, 3.87 → 3.58,
+ * 4.48 → 4.41 ms. So up to 8, where x fits.
  */
-export const INT4_STREAM_MAX_TOKENS = 4;
+export const INT4_STREAM_MAX_TOKENS = 8;
 /** The streamed kernels' static shared memory, at most (the finish's partial sums and the barriers). */
 const streamStatic = (R: number) => 4096 * R + 256;
 export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
@@ -86,7 +87,7 @@ export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
 export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number): number | undefined {
   if (l.computeCapability < 90 || T > Math.min(l.int4StreamTokens, MAX_TOKENS)) return undefined;
   if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
-  const bytes = streamStages(R) * 16 * R * STREAM_STAGE_ROW + T * d.wordsPerRow * 8 * 2;
+  const bytes = streamStages(R) * 16 * R * streamStageRow(d.zeros !== 0) + T * d.wordsPerRow * 8 * 2;
   return bytes + streamStatic(R) <= l.sharedPerBlockOptin ? bytes : undefined;
 }
 

@@ -379,7 +379,7 @@ I4_KERNELS(_zp_g64_n2, true, true, 2)
 // (cp.async) or loaded by the consumers left the ring short (consumers waiting on it). gemv-mma-int4.ts
 // says where these kernels run.
 //
-// Shared memory (dynamic): I4S_STAGES stages of 16·R rows of codes, scales and zero points, then x: T
+// Shared memory (dynamic): I4S_STAGES stages of 16·R rows of codes, scales and zero points (if any), then x: T
 // token rows of 4 · `loads` uint4, the bf16 pairs (c, c + 4), c = 0..3, of each 8 columns (zero past K).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
 #define I4S_STAGES(R) ((R) == 1 ? 4 : 2)  // ring stages: 16 · R rows each (gemv-mma-int4.ts sizes the shared memory alike)
@@ -389,7 +389,7 @@ I4_KERNELS(_zp_g64_n2, true, true, 2)
 #define I4S_ROW (I4S_TILES * 128 + 64)   // a stage's row of codes, + 64 bytes so each 8 lanes of a load hit 8 bank groups
 #define I4S_SROW (4 * (4 * I4S_TILES + 12))  // a stage's row of scales: groups of 64 from a 16-byte start, + 4 floats for the banks
 #define I4S_ZROW (4 * I4S_TILES + 48)    // a stage's row of zero points: from and to 16-byte bounds, + 16 for the banks
-#define I4S_STAGE_ROW (I4S_ROW + I4S_SROW + I4S_ZROW)
+#define I4S_STAGE_ROW(ZP) (I4S_ROW + I4S_SROW + ((ZP) ? I4S_ZROW : 0))  // (symmetric weights leave out the zero points)
 #define I4S_THREADS (MMA_THREADS + 32)
 
 // The consumer warps meet (named barrier 1): the producer warp has left.
@@ -406,17 +406,26 @@ struct I4Item {
   u32* counter;
 };
 
-// x → bf16 pairs in shared memory (every consumer thread), then the consumers meet.
+// x → bf16 pairs in shared memory (every consumer thread), then the consumers meet. A thread issues
+// the loads of 4 blocks of 8 columns before converting any, so it waits on L2 once per 4, not per block.
 __device__ __forceinline__ void i4s_stage_x(uint4* xs, const float* __restrict__ x, int T, int K, int loads) {
+  constexpr int U = 4;
   const int per = 4 * loads;  // 8-column blocks a row
-  for (int i = threadIdx.x; i < T * per; i += MMA_THREADS) {
-    const int t = i / per, c = 8 * (i - t * per);
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (c < K) {  // K % 16 = 0: a block lies wholly in K or past it
-      const float4 lo = ld_x(x + (u64)t * K + c), hi = ld_x(x + (u64)t * K + c + 4);
-      v = make_uint4(bf16x2(lo.x, hi.x), bf16x2(lo.y, hi.y), bf16x2(lo.z, hi.z), bf16x2(lo.w, hi.w));
+  for (int i0 = threadIdx.x; i0 < T * per; i0 += U * MMA_THREADS) {
+    float4 lo[U], hi[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i = i0 + u * MMA_THREADS, t = i / per, c = 8 * (i - t * per);
+      // K % 16 = 0: a block lies wholly in K or past it.
+      const bool ok = i < T * per && c < K;
+      lo[u] = ldg_x4(x + (u64)t * K + c, ok);
+      hi[u] = ldg_x4(x + (u64)t * K + c + 4, ok);
     }
-    xs[i] = v;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i = i0 + u * MMA_THREADS;
+      if (i < T * per) xs[i] = make_uint4(bf16x2(lo[u].x, hi[u].x), bf16x2(lo[u].y, hi[u].y), bf16x2(lo[u].z, hi[u].z), bf16x2(lo[u].w, hi[u].w));
+    }
   }
   ConsumerSync()();
 }
@@ -441,7 +450,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
   __shared__ __align__(8) u64 full[STAGES], empty[STAGES];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   constexpr int ROWS = 16 * R;
-  constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW;
+  constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW(ZP);
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
