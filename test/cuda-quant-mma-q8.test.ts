@@ -111,9 +111,9 @@ describe('fp8/int8/nvfp4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaQ8
     const noDevice = new Proxy({}, { get: () => { throw new Error('no device in this test'); } }) as QuantDeviceContext;
     const quant = new QuantizedWeights(noDevice);
     quant.chooseDecodeGemvs(1, {});
-    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['fma', 'fma']);
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.int4OneToken], ['fma', 'fma', true], 'one token: FMA, int4 on the streamed kernels where they apply');
     quant.chooseDecodeGemvs(8, {});
-    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['mma', 'mma']);
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.int4OneToken], ['mma', 'mma', false]);
     for (const env of [{ TACHYON_DECODE_GEMV: 'fma' }, { TACHYON_QUANT_DECODE_GEMV: 'fma' }, { TACHYON_Q8_DECODE_GEMV: 'auto' }]) {
       quant.chooseDecodeGemvs(1, env);
       assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['mma', 'mma'], JSON.stringify(env));

@@ -242,6 +242,31 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     assert.deepEqual(names.filter((n) => n.startsWith('gemv_')).map(classicName), ['gemv_mma_int4', 'gemv_mma_int4_zp'], names.join(', '));
   });
 
+  it('an engine of one token a step runs int4 weights the streamed kernels take on them, the rest on FMA', async (t) => {
+    const q = be().quantized;
+    const { q8DecodeGemv } = q;
+    q.chooseDecodeGemvs(1, {});
+    try {
+      const K = 4096;
+      const streamable = weights(16 * be().device.multiprocessors, K, 128, true);
+      const g32 = weights(64, 512, 32, true); // no tensor-core GEMV for groups under 64
+      const x = uniform(K);
+      await fresh();
+      let got: Float32Array = new Float32Array();
+      const names = launchesOf(be(), () => (got = be().toHost(be().linear(be().fromHost(x, [1, K]), streamable.g)))).filter((n) => n.startsWith('gemv_') || n.startsWith('qgemv'));
+      if (be().device.computeCapability >= 90) assert.deepEqual(names, ['gemv_mma_int4s'], names.join(', '));
+      else assert.ok(names.every((n) => !n.startsWith('gemv_mma')), `sm_${be().device.computeCapability}: FMA (${names.join(', ')})`);
+      assertClose(got, cpu.toHost(cpu.linear(cpu.fromHost(roundBf16(x), [1, K]), streamable.c)), be().device.computeCapability >= 90 ? 1e-5 : 1e-2, 'vs the CPU');
+      const fma = launchesOf(be(), () => void be().linear(be().fromHost(uniform(512), [1, 512]), g32.g));
+      assert.ok(fma.every((n) => !n.startsWith('gemv_mma')), fma.join(', '));
+    } finally {
+      q.chooseDecodeGemvs(8, {});
+      q.decodeGemv = 'fma';
+      q.q8DecodeGemv = q8DecodeGemv;
+    }
+    assert.equal(q.int4OneToken, false);
+  });
+
   it('the streamed kernels (sm_90+) give bitwise the classic kernels\' outputs: linear, linearMany, linearSiluMul', async (t) => {
     if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
     /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */

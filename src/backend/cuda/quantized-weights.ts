@@ -26,7 +26,7 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, INT4_STREAM_MAX_TOKENS, int4MmaFusable, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, INT4_STREAM_MAX_TOKENS, int4MmaFusable, int4StreamShared, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
 import { Q8_MMA_FILE, Q8_MMA_MAX_TOKENS, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
 import type { MmaLauncher } from './mma-launch.js';
 
@@ -328,8 +328,8 @@ export class QuantizedWeights {
   /**
    * The decode GEMVs for an engine whose steps carry at most `maxTokensPerStep` tokens (max_num_seqs
    * × (1 + speculative tokens)): one token → the FMA kernels, faster at one token (H100, 8B-shaped
-   * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster); more → the tensor-core ones (2-3× faster at
-   * 8 tokens). Fixed for the engine's life, so a token's result never depends on which tokens share
+   * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster), except int4 weights the streamed kernels
+   * take (int4OneToken); more → the tensor-core ones (2-3× faster at 8 tokens). Fixed for the engine's life, so a token's result never depends on which tokens share
    * its step. Where $TACHYON_DECODE_GEMV, $TACHYON_QUANT_DECODE_GEMV or $TACHYON_Q8_DECODE_GEMV is
    * set, the environment wins and nothing changes.
    */
@@ -338,6 +338,22 @@ export class QuantizedWeights {
     const kernels = maxTokensPerStep <= 1 ? 'fma' : 'mma';
     this.decodeGemv = kernels;
     this.q8DecodeGemv = kernels;
+    this.int4OneToken = maxTokensPerStep <= 1;
+  }
+
+  /**
+   * Set by chooseDecodeGemvs for an engine of one token a step: int4 weights the streamed kernels take
+   * (sm_90+, gemv-mma-int4.ts int4StreamShared) run on the tensor-core GEMVs all the same — measured
+   * on the H100, an 8B-shaped w4a16 step at batch 1 took 3.48 ms there against 3.59 on FMA — and the
+   * rest keeps FMA. Fixed for the engine's life, as the choice above.
+   */
+  int4OneToken = false;
+
+  /** Whether an engine of one token a step runs this int4 weight on the streamed tensor-core kernels. */
+  private streamsOneToken(w: CudaInt4Weight): boolean {
+    if (!this.int4OneToken || !this.int4Streamed || int4MmaRefusal(w.d, 1) !== undefined) return false;
+    const { device } = this.ctx.driver;
+    return int4StreamShared({ computeCapability: device.computeCapability, sharedPerBlockOptin: device.sharedPerBlockOptin, int4StreamTokens: 1 }, w.d, 2, 1) !== undefined;
   }
 
   // ---- loading ---------------------------------------------------------------------------------
@@ -627,7 +643,7 @@ export class QuantizedWeights {
    * fp8/int8/nvfp4 as q8DecodeGemv chooses. The same answer for every T in 1..8.
    */
   takesMma(w: CudaQuantizedWeight, T: number): boolean {
-    if (w instanceof CudaInt4Weight) return this.decodeGemv === 'mma' && int4MmaRefusal(w.d, T) === undefined;
+    if (w instanceof CudaInt4Weight) return (this.decodeGemv === 'mma' && int4MmaRefusal(w.d, T) === undefined) || this.streamsOneToken(w);
     return q8MmaChosen(this.q8DecodeGemv, w, T);
   }
 
