@@ -62,19 +62,21 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     const w = (cols: number, zeros = 0) => ({ rows: 4096, cols, wordsPerRow: cols / 8, numGroups: cols / 128, groupShift: 7, groupSize: 128, zeros, packed: 1, scales: 2, perm: 0, gIdx: 0, layout: 'tiled' as const });
     // A stage's row: 2,112 bytes of codes, 304 of scales, 112 of zero points (with zero points only).
     const ring = 4 * 16 * 2416;
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2, 'a ring of 4 stages and x as bf16');
-    assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2);
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 4), ring + 4 * 4096 * 2);
+    // Then x as bf16, and the splits' sums (4 KiB a split and m-tile).
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2 + 4096, 'a ring of 4 stages, x as bf16, one split\'s sums');
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1, 4), ring + 4096 * 2 + 4 * 4096, 'a plan of 4 splits');
+    assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2 + 4096);
+    assert.equal(m.int4StreamShared(h100, w(4096), 1, 4), ring + 4 * 4096 * 2 + 4096);
     assert.equal(m.int4StreamShared(h100, w(4096), 1, 5), undefined, 'no more tokens than the launcher allows');
     const upTo8 = { ...h100, int4StreamTokens: 8 };
-    assert.equal(m.int4StreamShared(upTo8, w(4096), 1, 8), ring + 8 * 4096 * 2, '8 tokens of x fit beside the ring at K 4096');
+    assert.equal(m.int4StreamShared(upTo8, w(4096), 1, 8), ring + 8 * 4096 * 2 + 4096, '8 tokens of x fit beside the ring at K 4096');
     assert.equal(m.int4StreamShared(upTo8, w(14336), 1, 3), undefined, '3 tokens at K 14336 do not');
     assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 16 }, w(4096), 1, 9), undefined, 'a launch takes at most 8');
-    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2416 + 4096 * 2, 'gate and up: 2 stages of 32 rows');
-    assert.equal(m.int4StreamShared(upTo8, w(4096), 2, 8), 2 * 32 * 2416 + 8 * 4096 * 2, 'gate and up at 8 tokens, symmetric');
+    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2416 + 4096 * 2 + 8192, 'gate and up: 2 stages of 32 rows');
+    assert.equal(m.int4StreamShared(upTo8, w(4096), 2, 8), 2 * 32 * 2416 + 8 * 4096 * 2 + 8192, 'gate and up at 8 tokens, symmetric');
     assert.equal(m.int4StreamShared(upTo8, w(4096, 7), 2, 8), undefined, 'with zero points they do not fit');
     assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 160 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
-    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), 4 * 16 * 2528 + 4096 * 2, 'zero points with 32 groups a row');
+    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), 4 * 16 * 2528 + 4096 * 2 + 4096, 'zero points with 32 groups a row');
     assert.equal(m.int4StreamShared(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
     assert.equal(m.int4StreamShared(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
     assert.equal(m.int4StreamShared({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
@@ -319,16 +321,36 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         }
       }
     }
-    // Three tokens at K 14336 (x does not fit beside the ring) and q/k/v whose k and v split K run the
-    // classic kernels.
+    // Matrices whose plan splits K (k and v of 64 rows in q/k/v, 1024 rows with zero points, 75 rows of
+    // K 6144 in 6 splits): streamed, summed within a block as the splits would be, bitwise the classic
+    // kernels.
     const K = 4096;
+    const split = [weights(16 * SMs, K, 128, true), weights(64, K, 128, true), weights(64, K, 128, true)];
+    const kv = weights(1024, K, 128, false);
+    const narrow = weights(75, 6144, 128, true);
+    const x6144 = uniform(6144);
+    // (At 8 tokens x and 4 splits' sums do not fit beside the ring: the classic kernels run.)
+    for (const T of [1, 4]) {
+      const x = uniform(T * K);
+      const ops: [string, () => Float32Array[]][] = [
+        ['q/k/v with split k, v', () => be().linearMany(be().fromHost(x, [T, K]), split.map((q) => q.g)).map((y) => be().toHost(y))],
+        ['[1024, 4096] with zero points', () => [be().toHost(be().linear(be().fromHost(x, [T, K]), kv.g))]],
+      ];
+      if (T === 1) ops.push(['[75, 6144]', () => [be().toHost(be().linear(be().fromHost(x6144, [1, 6144]), narrow.g))]]);
+      for (const [op, fn] of ops) {
+        await fresh();
+        const streamed = run(true, fn);
+        await fresh();
+        const classic = run(false, fn);
+        assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${op} × ${T}: one streamed launch (${streamed.names.join(', ')})`);
+        assert.ok(classic.names.every((n) => classicName(n) === n), `${op} × ${T}: classic launches ${classic.names.join(', ')}`);
+        streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${op} × ${T} output ${i}`));
+      }
+    }
+    // Three tokens at K 14336: x does not fit beside the ring, the classic kernel runs.
     const w3 = weights(16 * SMs, 14336, 128, true);
     const three = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(3 * 14336), [3, 14336]), w3.g))]);
     assert.deepEqual(three.names, ['gemv_mma_int4'], `3 tokens at K 14336: ${three.names.join(', ')}`);
-    const x = uniform(K);
-    const split = [weights(16 * SMs, K, 128, true), weights(64, K, 128, true), weights(64, K, 128, true)];
-    const many = run(true, () => be().linearMany(be().fromHost(x, [1, K]), split.map((q) => q.g)).map((y) => be().toHost(y)));
-    assert.deepEqual(many.names, ['gemv_mma_int4many'], `q/k/v with split k, v: ${many.names.join(', ')}`);
   });
 });
 

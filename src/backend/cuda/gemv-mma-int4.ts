@@ -7,7 +7,7 @@
 // and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
 
 import type { DevicePtr } from './driver.js';
-import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher } from './mma-launch.js';
+import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type SplitPlan } from './mma-launch.js';
 import type { Int4DeviceParts } from './quantized-weights.js';
 
 export const INT4_MMA_FILE = 'gemv-mma-int4.cu';
@@ -73,8 +73,10 @@ const streamStages = (R: number) => (R === 1 ? 4 : 2);
  * 4.48 → 4.41 ms. So up to 8, where x fits.
  */
 export const INT4_STREAM_MAX_TOKENS = 8;
-/** The streamed kernels' static shared memory, at most (the finish's partial sums and the barriers). */
-const streamStatic = (R: number) => 4096 * R + 256;
+/** The streamed kernels' static shared memory, at most (the ring's barriers). */
+const STREAM_STATIC = 256;
+/** Shared memory for the sums of S splits × 8 warps × R m-tiles, a float4 a lane (the kernels' units). */
+const streamUnits = (R: number, S: number) => S * 8 * R * 32 * 16;
 export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
 
 /**
@@ -82,13 +84,24 @@ export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
  * the streamed kernels do not apply: before sm_90 (no bulk copies), where the launcher turns them off,
  * more tokens than the launcher allows (int4StreamTokens),
  * scales whose rows do not start on 16 bytes (numGroups % 4; % 16 with zero points, one byte each), or
- * a ring and x that do not fit a block's shared memory. Pure.
+ * a ring, x and the splits' sums that do not fit a block's shared memory (`splits`: the most any matrix of
+ * the launch has in int4MmaPlan). Pure.
  */
-export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number): number | undefined {
+export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number, splits = 1): number | undefined {
   if (l.computeCapability < 90 || T > Math.min(l.int4StreamTokens, MAX_TOKENS)) return undefined;
   if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
-  const bytes = streamStages(R) * 16 * R * streamStageRow(d.zeros !== 0) + T * d.wordsPerRow * 8 * 2;
-  return bytes + streamStatic(R) <= l.sharedPerBlockOptin ? bytes : undefined;
+  const bytes = streamStages(R) * 16 * R * streamStageRow(d.zeros !== 0) + T * d.wordsPerRow * 8 * 2 + streamUnits(R, splits);
+  return bytes + STREAM_STATIC <= l.sharedPerBlockOptin ? bytes : undefined;
+}
+
+/**
+ * A launch's plans (one per matrix, int4MmaPlan's) and, where it streams (int4StreamShared), its dynamic
+ * shared memory. The streamed kernels sum each row tile as the plan's splits would, within one block,
+ * so they take split plans too.
+ */
+function streamedPlans(l: MmaLauncher, ds: readonly Int4DeviceParts[], R: number, T: number): { plans: SplitPlan[]; shared: number | undefined } {
+  const plans = ds.map((d) => int4MmaPlan(d.rows, d.cols, l.multiprocessors));
+  return { plans, shared: int4StreamShared(l, ds[0], R, T, Math.max(...plans.map((p) => p.splits))) };
 }
 
 /** The kernels' suffix for a weight's zero points and group size, and for T > 8 tokens (each combination is compiled apart). */
@@ -100,13 +113,14 @@ function variant(d: Int4DeviceParts, T: number): string {
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
 export function int4MmaGemv(l: MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const { rows: N, cols: K } = d;
-  const p = int4MmaPlan(N, K, l.multiprocessors);
+  const { plans: [p], shared } = streamedPlans(l, [d], 1, T);
+  const args = (part: DevicePtr, counters: DevicePtr) => [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part, counters, T, N, K, p.splits];
+  if (shared !== undefined) {
+    l.launch(`gemv_mma_int4s${variant(d, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'pippiipppppiiii', args(0, 0), shared);
+    return;
+  }
   const { part, counters } = splitScratch(l, splitPartFloats(p, 1, T), p.splits > 1 ? p.tiles : 0);
-  const args = [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
-  // Streamed where K is not split: split items are too short to keep a ring busy (k/v measured slower).
-  const shared = p.splits === 1 ? int4StreamShared(l, d, 1, T) : undefined;
-  if (shared !== undefined) l.launch(`gemv_mma_int4s${variant(d, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'pippiipppppiiii', args, shared);
-  else l.launch(`gemv_mma_int4${variant(d, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', args);
+  l.launch(`gemv_mma_int4${variant(d, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'pippiipppppiiii', args(part?.ptr ?? 0, counters));
   part?.release();
 }
 
@@ -126,33 +140,40 @@ export function int4MmaFusable(ds: readonly Int4DeviceParts[]): boolean {
 export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
   if (ds.length < 1 || ds.length > 3) throw new RangeError(`int4 mma gemvMany: ${ds.length} weights, it takes 1 to 3`);
   const K = ds[0].cols;
-  const plans = ds.map((d) => int4MmaPlan(d.rows, K, l.multiprocessors));
+  const { plans, shared } = streamedPlans(l, ds, 1, T);
   const size = fusedLaunchSize(plans, T);
-  const { part, counters } = splitScratch(l, size.partFloats, size.counters);
   const d0 = ds[0];
-  const args: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part?.ptr ?? 0, counters];
-  for (let i = 0; i < 3; i++) {
-    const d = ds[i];
-    args.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
+  const args = (part: DevicePtr, counters: DevicePtr) => {
+    const a: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part, counters];
+    for (let i = 0; i < 3; i++) {
+      const d = ds[i];
+      a.push(...(d ? [d.packed, d.scales, d.zeros, biases[i], ys[i], d.rows, plans[i].splits] : [0, 0, 0, 0, 0, 0, 1]));
+    }
+    return a;
+  };
+  if (shared !== undefined) {
+    const tiles = plans.reduce((n, p) => n + p.tiles, 0);
+    l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args(0, 0), shared);
+    return;
   }
-  // Streamed only where no matrix splits K: q/k/v with split k and v measured slower (17.3 → 20.9 µs).
-  const shared = plans.every((p) => p.splits === 1) ? int4StreamShared(l, d0, 1, T) : undefined;
-  if (shared !== undefined) l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(size.blocks, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args, shared);
-  else l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args);
+  const { part, counters } = splitScratch(l, size.partFloats, size.counters);
+  l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args(part?.ptr ?? 0, counters));
   part?.release();
 }
 
 /** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (int4MmaFusable([gate, up]), same N); bitwise two int4MmaGemv and silu_mul. */
 export function int4MmaGemvSiluMul(l: MmaLauncher, gate: Int4DeviceParts, up: Int4DeviceParts, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
   const { rows: N, cols: K } = gate;
-  const p = int4MmaPlan(N, K, l.multiprocessors);
-  const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);
-  const args = [
-    x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part?.ptr ?? 0, counters, p.splits,
+  const { plans: [p], shared } = streamedPlans(l, [gate], 2, T);
+  const args = (part: DevicePtr, counters: DevicePtr) => [
+    x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part, counters, p.splits,
     gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,
   ];
-  const shared = p.splits === 1 ? int4StreamShared(l, gate, 2, T) : undefined;
-  if (shared !== undefined) l.launch(`gemv_mma_int4ssilu${variant(gate, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiiippi' + 'p'.repeat(9), args, shared);
-  else l.launch(`gemv_mma_int4silu${variant(gate, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), args);
+  if (shared !== undefined) {
+    l.launch(`gemv_mma_int4ssilu${variant(gate, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiiippi' + 'p'.repeat(9), args(0, 0), shared);
+    return;
+  }
+  const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);
+  l.launch(`gemv_mma_int4silu${variant(gate, T)}`, [p.tiles, p.splits, 1], INT4_MMA_THREADS, 'piiiiiippi' + 'p'.repeat(9), args(part?.ptr ?? 0, counters));
   part?.release();
 }

@@ -397,13 +397,12 @@ struct ConsumerSync {
   __device__ __forceinline__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(MMA_THREADS) : "memory"); }
 };
 
-// An item: R m-tiles (rows row0.. of mat[r]) over tiles [kt0, kt1), finished as split `split` of S.
+// An item: the R m-tiles of one row tile (rows row0.. of mat[r]) over all of K, summed as the kernels
+// above sum it when their plan splits K into S ranges.
 template <int R>
 struct I4Item {
   I4Matrix mat[R];
-  int row0, kt0, kt1, S, split;
-  float* part;
-  u32* counter;
+  int row0, S;
 };
 
 // x → bf16 pairs in shared memory (every consumer thread), then the consumers meet. A thread issues
@@ -436,14 +435,20 @@ __device__ __forceinline__ void i4s_groups(int kt, int n, int G, int groupShift,
   g1 = (int)min((u64)G, ((u64)256 * (kt + n) + (1ull << groupShift) - 1) >> groupShift);  // groupShift 31: one group a row
 }
 
-// The body: items blockIdx.x, + gridDim.x, ... of `items`; item(i) says what item i is; finish(it, acc)
-// writes an item's outputs (mma_finish_emit_n with ConsumerSync). A stage holds 8 tiles of the item's
-// rows, their scales and zero points; warp w takes tile w of each, so its tiles come in the order the
-// kernels above take them. Producer lane l bulk-copies row l % 16 of m-tile l / 16: its codes, scales
-// and zero points, each widened to 16-byte bounds, which stay within the row as G % 4 = 0 (G % 16 = 0
-// with zero points).
-template <int R, bool ZP, bool G64, class ItemOf, class Finish>
-__device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Finish& finish, int loads, int G, int groupShift,
+// The body: items blockIdx.x, + gridDim.x, ... of `items`; item(i) says what item i is; emit(it, m, t,
+// s) writes row m of the item's m-tiles for token t from their sums s[r]. A stage holds 16 tiles of the
+// item's rows, their scales and zero points; warp w takes tiles w and w + 8 of each. Producer lane l
+// bulk-copies row l % 16 of m-tile l / 16: its codes, scales and zero points, each widened to 16-byte
+// bounds, which stay within the row as G % 4 = 0 (G % 16 = 0 with zero points).
+//
+// The sums are the classic kernels': their split s of S (tiles [s·per, (s + 1)·per)) has warp w sum
+// tiles s·per + w, + 8, ... in order, the 8 warps' sums are added in warp order and the S splits' in
+// split order. Here warp p meets exactly the tiles ≡ p (mod 8), so each such "unit" (s, w) is one warp's
+// run of consecutive tiles: it sums them in order into a fresh accumulator and leaves the result in
+// shared memory (units with no tiles leave 0, as an idle warp's sum); then one thread per output adds
+// them in the classic order.
+template <int R, bool ZP, bool G64, class ItemOf, class Emit>
+__device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Emit& emit, int loads, int G, int groupShift,
                                          const float* __restrict__ x, int T, int K) {
   extern __shared__ __align__(128) unsigned char i4s_smem[];
   constexpr int STAGES = I4S_STAGES(R);
@@ -451,6 +456,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   constexpr int ROWS = 16 * R;
   constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW(ZP);
+  const int KT = loads >> 3;  // tiles a row
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -463,9 +469,9 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
       const I4Matrix& m = it.mat[R == 1 ? 0 : lane >> 4];
       const int row = min(it.row0 + (lane & 15), m.N - 1);
       const uint4* src = m.w + (u64)row * loads;
-      for (int kt = it.kt0; kt < it.kt1; kt += I4S_TILES, n++) {
+      for (int kt = 0; kt < KT; kt += I4S_TILES, n++) {
         if (n >= STAGES) mbar_wait(&empty[s], phase ^ 1);
-        const int tiles = min(I4S_TILES, it.kt1 - kt);
+        const int tiles = min(I4S_TILES, KT - kt);
         // Scales: floats [g0 & ~3, g1 rounded up to 4); zero points: bytes [g0 & ~15, g1 rounded up to 16).
         int g0, g1;
         i4s_groups(kt, tiles, G, groupShift, g0, g1);
@@ -485,21 +491,38 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
   }
   uint4* xs = reinterpret_cast<uint4*>(i4s_smem + STAGES * STAGE_BYTES);
   i4s_stage_x(xs, x, T, K, loads);
+  // The units' sums: [S][8 warps][R][32 lanes] float4 (the lane's D fragment), after x.
+  float4* units = reinterpret_cast<float4*>(xs + T * 4 * loads);
+  const auto unit = [&](int sp, int w, int r) -> float4& { return units[((sp * MMA_WARPS + w) * R + r) * 32 + lane]; };
   const int g = lane >> 2, q = lane & 3;
   // Token rows past T read row T − 1: they feed only output columns that are never written.
   const uint4* xl = xs + min(g, T - 1) * 4 * loads + 2 * q;
   int s = 0, phase = 0;
-  float acc[1][R][1][4];
+  float acc[R][4];
   for (int i = blockIdx.x; i < items; i += gridDim.x) {
     const I4Item<R> it = item(i);
+    const int per = (KT + it.S - 1) / it.S;  // tiles a split (split_range's)
+    for (int sp = 0; sp < it.S; sp++)
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[0][r][0][0] = acc[0][r][0][1] = acc[0][r][0][2] = acc[0][r][0][3] = 0.f;
-    for (int kt = it.kt0; kt < it.kt1; kt += I4S_TILES) {
+      for (int r = 0; r < R; r++) unit(sp, (warp - sp * per) & 7, r) = make_float4(0.f, 0.f, 0.f, 0.f);
+    int us = -1, uw = 0;  // the unit being summed: split us, classic warp uw
+    const auto flush = [&]() {
+#pragma unroll
+      for (int r = 0; r < R; r++) unit(us, uw, r) = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    };
+    for (int kt = 0; kt < KT; kt += I4S_TILES) {
       mbar_wait(&full[s], phase);
 #pragma unroll
       for (int u = warp; u < I4S_TILES; u += MMA_WARPS) {
         const int t = kt + u;
-        if (t >= it.kt1) break;
+        if (t >= KT) break;
+        if (t >= (us + 1) * per) {  // the first tile of a unit (split us + 1 or later)
+          if (us >= 0) flush();
+          us = t / per;
+          uw = (t - us * per) & 7;
+#pragma unroll
+          for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.f;
+        }
         const int g0 = (256 * kt) >> groupShift;  // the stage's first group (i4s_groups)
         const unsigned char* stage = i4s_smem + s * STAGE_BYTES;
         const unsigned char* codes = stage + g * I4S_ROW + 16 * q + 128 * u;
@@ -537,10 +560,10 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
               if (G64 || c == 0) d[0][0] = d[0][1] = d[0][2] = d[0][3] = 0.f;
               i4_run_b<ZP, G64, 1>(st, hf, c, gi, b, d);
               if (G64 || c == 1) {
-                acc[0][r][0][0] = fmaf(d[0][0], st.s[0][gi], acc[0][r][0][0]);
-                acc[0][r][0][1] = fmaf(d[0][1], st.s[0][gi], acc[0][r][0][1]);
-                acc[0][r][0][2] = fmaf(d[0][2], st.s[1][gi], acc[0][r][0][2]);
-                acc[0][r][0][3] = fmaf(d[0][3], st.s[1][gi], acc[0][r][0][3]);
+                acc[r][0] = fmaf(d[0][0], st.s[0][gi], acc[r][0]);
+                acc[r][1] = fmaf(d[0][1], st.s[0][gi], acc[r][1]);
+                acc[r][2] = fmaf(d[0][2], st.s[1][gi], acc[r][2]);
+                acc[r][3] = fmaf(d[0][3], st.s[1][gi], acc[r][3]);
               }
             }
           }
@@ -550,67 +573,69 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Fi
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == STAGES) s = 0, phase ^= 1;
     }
-    finish(it, acc);
-    ConsumerSync()();  // the finish's shared sums are read before the next item writes them
+    if (us >= 0) flush();
+    ConsumerSync()();
+    // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
+    // 2·(m / 8) + t % 2 (mma_finish_emit_n's reading of the fragments).
+    const int o = threadIdx.x, m = (o >> 3) & 15, t = o & 7;
+    if (o < 128 && t < T) {
+      const int src = 4 * (m & 7) + (t >> 1), reg = 2 * (m >> 3) + (t & 1);
+      float v[R];
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        for (int sp = 0; sp < it.S; sp++) {
+          const float* f = reinterpret_cast<const float*>(&units[((sp * MMA_WARPS) * R + r) * 32 + src]);
+          float vs = f[reg];
+#pragma unroll
+          for (int w = 1; w < MMA_WARPS; w++) vs += reinterpret_cast<const float*>(&units[((sp * MMA_WARPS + w) * R + r) * 32 + src])[reg];
+          v[r] = sp == 0 ? vs : v[r] + vs;
+        }
+      }
+      emit(it, m, t, v);
+    }
+    ConsumerSync()();  // the units are read before the next item writes them
   }
 }
 
-// gemv_mma_int4s*: the plan's items (tile, split), tile-major; part/counters as gemv_mma_int4's.
+// gemv_mma_int4s*: one item a row tile, summed as gemv_mma_int4 with S splits sums it (part and counters
+// are not used: the parameters are gemv_mma_int4's).
 template <bool ZP, bool G64>
-__device__ __forceinline__ void i4s_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, float* part, u32* counters, int T,
-                                           int K, int S) {
-  const int tiles = (mt.N + 15) >> 4;
-  auto item = [&](int i) {
-    I4Item<1> it{{mt}, 16 * (i / S), 0, 0, S, i % S, part + (u64)(i / S) * S * 16 * T, counters + i / S};
-    split_range(loads >> 3, S, it.split, it.kt0, it.kt1);
-    return it;
-  };
-  auto finish = [&](const I4Item<1>& it, const float (&acc)[1][1][1][4]) {
-    mma_finish_emit_n<1, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreRows{&it.mat[0], it.row0}, ConsumerSync());
-  };
-  i4s_body<1, ZP, G64>(tiles * S, item, finish, loads, G, groupShift, x, T, K);
+__device__ __forceinline__ void i4s_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, int T, int K, int S) {
+  const auto item = [&](int i) { return I4Item<1>{{mt}, 16 * i, S}; };
+  const auto emit = [&](const I4Item<1>& it, int m, int t, const float (&v)[1]) { I4StoreRows{&it.mat[0], it.row0}(m, t, v); };
+  i4s_body<1, ZP, G64>((mt.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K);
 }
 
-// gemv_mma_int4smany*: up to 3 matrices, each as the single kernel plans it (fused_slot's order).
+// gemv_mma_int4smany*: up to 3 matrices, each summed as the single kernel sums it (S_i splits).
 template <bool ZP, bool G64>
 __device__ __forceinline__ void i4s_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
-                                         int groupShift, const float* x, float* part, u32* counters, int T, int K) {
-  const int items = ((m0.N + 15) >> 4) * S0 + ((m1.N + 15) >> 4) * S1 + ((m2.N + 15) >> 4) * S2;
-  auto item = [&](int i) {
-    const FusedSlot f = fused_slot(i, {m0.N, m1.N, m2.N}, {S0, S1, S2}, T);
-    I4Item<1> it{{f.matrix == 0 ? m0 : f.matrix == 1 ? m1 : m2}, 16 * f.tile, 0, 0, f.S, f.split, part + f.partOff + (u64)f.tile * f.S * 16 * T,
-                 counters + f.counterOff + f.tile};
-    split_range(loads >> 3, f.S, f.split, it.kt0, it.kt1);
-    return it;
+                                         int groupShift, const float* x, int T, int K) {
+  const int t0 = (m0.N + 15) >> 4, t1 = (m1.N + 15) >> 4, t2 = (m2.N + 15) >> 4;
+  const auto item = [&](int i) {
+    if (i < t0) return I4Item<1>{{m0}, 16 * i, S0};
+    if (i < t0 + t1) return I4Item<1>{{m1}, 16 * (i - t0), S1};
+    return I4Item<1>{{m2}, 16 * (i - t0 - t1), S2};
   };
-  auto finish = [&](const I4Item<1>& it, const float (&acc)[1][1][1][4]) {
-    mma_finish_emit_n<1, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreRows{&it.mat[0], it.row0}, ConsumerSync());
-  };
-  i4s_body<1, ZP, G64>(items, item, finish, loads, G, groupShift, x, T, K);
+  const auto emit = [&](const I4Item<1>& it, int m, int t, const float (&v)[1]) { I4StoreRows{&it.mat[0], it.row0}(m, t, v); };
+  i4s_body<1, ZP, G64>(t0 + t1 + t2, item, emit, loads, G, groupShift, x, T, K);
 }
 
 // gemv_mma_int4ssilu*: gate and up rows of a tile in one item, silu(g)·u out.
 template <bool ZP, bool G64>
-__device__ __forceinline__ void i4s_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x,
-                                         float* part, u32* counters, int T, int K, int S) {
-  const int tiles = (gate.N + 15) >> 4;
-  auto item = [&](int i) {
-    I4Item<2> it{{gate, up}, 16 * (i / S), 0, 0, S, i % S, part + (u64)(i / S) * S * 2 * 16 * T, counters + i / S};
-    split_range(loads >> 3, S, it.split, it.kt0, it.kt1);
-    return it;
-  };
-  auto finish = [&](const I4Item<2>& it, const float (&acc)[1][2][1][4]) {
-    mma_finish_emit_n<2, 1, 1>(acc, T, it.S, it.split, it.part, it.counter, I4StoreSilu{&it.mat[0], &it.mat[1], y, it.row0}, ConsumerSync());
-  };
-  i4s_body<2, ZP, G64>(tiles * S, item, finish, loads, G, groupShift, x, T, K);
+__device__ __forceinline__ void i4s_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x, int T,
+                                         int K, int S) {
+  const auto item = [&](int i) { return I4Item<2>{{gate, up}, 16 * i, S}; };
+  const auto emit = [&](const I4Item<2>& it, int m, int t, const float (&v)[2]) { I4StoreSilu{&it.mat[0], &it.mat[1], y, it.row0}(m, t, v); };
+  i4s_body<2, ZP, G64>((gate.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K);
 }
 
-// The same parameters as gemv_mma_int4*; the dynamic shared memory holds the ring and x. Grid: min(items, SMs) blocks of I4S_THREADS.
+// The same parameters as gemv_mma_int4* (part and counters unused); the dynamic shared memory holds the
+// ring, x and the units' sums. Grid: min(row tiles, SMs) blocks of I4S_THREADS.
 #define I4S_KERNELS(SUFFIX, ZP, G64)                                                                                                \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4s##SUFFIX(                                               \
       const uint4* w, int loads, const float* s, const unsigned char* z, int G, int groupShift, const float* x, const float* b,     \
       float* y, float* part, u32* counters, int T, int N, int K, int S) {                                           \
-    i4s_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, part, counters, T, K, S);                           \
+    i4s_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, T, K, S);                           \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4smany##SUFFIX(                                           \
       const float* x, int T, int K, int loads, int G, int groupShift, float* part, u32* counters,                                \
@@ -618,14 +643,14 @@ __device__ __forceinline__ void i4s_silu(const I4Matrix& gate, const I4Matrix& u
       const uint4* w1, const float* s1, const unsigned char* z1, const float* b1, float* y1, int n1, int S1,                        \
       const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2) {                      \
     i4s_many<ZP, G64>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2}, S2, \
-                      loads, G, groupShift, x, part, counters, T, K);                                                          \
+                      loads, G, groupShift, x, T, K);                                                                          \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4ssilu##SUFFIX(                                           \
       const float* x, int T, int K, int N, int loads, int G, int groupShift, float* part, u32* counters, int S,             \
       const uint4* gw, const float* gs, const unsigned char* gz, const float* gb,                                                    \
       const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y) {                                       \
-    i4s_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, part,  \
-                      counters, T, K, S);                                                                                       \
+    i4s_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, T, K, \
+                      S);                                                                                       \
   }
 
 I4S_KERNELS(, false, false)

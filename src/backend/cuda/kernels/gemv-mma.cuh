@@ -64,23 +64,16 @@ __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? 
 
 // ---- the block's sums → y ----------------------------------------------------------------------------
 
-// How the block's threads meet in mma_finish_emit_n (BlockSync: every thread of the block; the streamed int4 GEMV
-// passes ConsumerSync, its producer warp having left).
-struct BlockSync {
-  __device__ __forceinline__ void operator()() const { __syncthreads(); }
-};
-
 // The block's sums → outputs: acc[u][r][n] is the lane's D fragment of chunk u of its group (G of
 // them, added in order), m-tile r, n-tile n (tokens 8n..8n + 7); the warps' fragments meet in warp
 // order, then (S > 1) the S blocks of this tile in split order, the last of them to finish (an atomic
 // ticket, reset by that block) adding. emit(m, t, s) gets the sums s[r] of row m of each m-tile for
 // token t and writes the outputs. part: this tile's [S][R][16][T] float32 slots; counter: this tile's
 // ticket. An n-tile's sums are the same whatever NT is (each mma's output column depends on its own B
-// column only), so a token's result does not depend on how many n-tiles its launch has. sync: how the
-// threads meet (see BlockSync).
-template <int R, int G, int NT, class Emit, class Sync = BlockSync>
+// column only), so a token's result does not depend on how many n-tiles its launch has.
+template <int R, int G, int NT, class Emit>
 __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4], int T, int S, int split, float* __restrict__ part,
-                                                  u32* __restrict__ counter, const Emit& emit, const Sync& sync = Sync()) {
+                                                  u32* __restrict__ counter, const Emit& emit) {
   static_assert(NT * 128 <= MMA_THREADS, "one thread per (row, token) of the block");
   __shared__ float partial[MMA_WARPS][NT][R][32][4];
   __shared__ int lastBlock;
@@ -97,7 +90,7 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
         for (int u = 1; u < G; u++) v += acc[u][r][n][i];
         partial[warp][n][r][lane][i] = v;
       }
-  sync();
+  __syncthreads();
   // One thread per (row m, token t): D's element (m, t) of n-tile t / 8 sits at lane
   // 4·(m % 8) + (t % 8) / 2, register 2·(m / 8) + t % 2.
   const int o = threadIdx.x;
@@ -126,9 +119,9 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
     for (int r = 0; r < R; r++) part[((split * R + r) * 16 + m) * T + t] = s[r];
   }
   __threadfence();
-  sync();
+  __syncthreads();
   if (threadIdx.x == 0) lastBlock = atomicAdd(counter, 1u) == (u32)(S - 1);
-  sync();
+  __syncthreads();
   if (!lastBlock) return;
   __threadfence();
   if (mine) {
