@@ -4,7 +4,9 @@
 // to 16 in one launch: the _n2 kernels multiply each decoded weight fragment by two 8-token tiles),
 // one matrix, up to three in one launch (q/k/v) or gate and up writing silu(g)·u. x is rounded to bf16
 // inside the kernel; the codes minus the zero point are exact in bf16, products exact, sums float32
-// and each group's sum times its float32 scale. Everything else keeps the FMA kernels.
+// and each group's sum times its float32 scale. Everything else keeps the FMA kernels. On sm_90+ the
+// streamed kernels (gemv_mma_int4s*: the copy engine fills a shared-memory ring) take what fits them
+// (int4StreamShared), with the classic kernels' bits.
 
 import type { DevicePtr } from './driver.js';
 import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type SplitPlan } from './mma-launch.js';
@@ -82,10 +84,9 @@ export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
 /**
  * The dynamic shared memory of a streamed launch over R m-tiles an item at T tokens, or undefined where
  * the streamed kernels do not apply: before sm_90 (no bulk copies), where the launcher turns them off,
- * more tokens than the launcher allows (int4StreamTokens),
- * scales whose rows do not start on 16 bytes (numGroups % 4; % 16 with zero points, one byte each), or
- * a ring, x and the splits' sums that do not fit a block's shared memory (`splits`: the most any matrix of
- * the launch has in int4MmaPlan). Pure.
+ * more tokens than the launcher allows (int4StreamTokens), scales whose rows do not start on 16 bytes
+ * (numGroups % 4; % 16 with zero points, one byte each), or a ring, x and the splits' sums that do not
+ * fit a block's shared memory (`splits`: the most any matrix of the launch has in int4MmaPlan). Pure.
  */
 export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number, splits = 1): number | undefined {
   if (l.computeCapability < 90 || T > Math.min(l.int4StreamTokens, MAX_TOKENS)) return undefined;

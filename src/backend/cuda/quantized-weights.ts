@@ -297,7 +297,7 @@ export class QuantizedWeights {
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
   /**
    * Whether the int4 tensor-core GEMV may run its streamed kernels (sm_90+: the copy engine fills a
-   * shared-memory ring; see gemv-mma-int4.ts int4StreamLaunch) where they apply: bitwise the same
+   * shared-memory ring; gemv-mma-int4.ts int4StreamShared says where they apply): bitwise the same
    * outputs, so only speed depends on it. $TACHYON_INT4_STREAM=0 turns them off.
    */
   int4Streamed = process.env.TACHYON_INT4_STREAM !== '0';
@@ -329,8 +329,8 @@ export class QuantizedWeights {
    * The decode GEMVs for an engine whose steps carry at most `maxTokensPerStep` tokens (max_num_seqs
    * × (1 + speculative tokens)): one token → the FMA kernels, faster at one token (H100, 8B-shaped
    * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster), except int4 weights the streamed kernels
-   * take (int4OneToken); more → the tensor-core ones (2-3× faster at 8 tokens). Fixed for the engine's life, so a token's result never depends on which tokens share
-   * its step. Where $TACHYON_DECODE_GEMV, $TACHYON_QUANT_DECODE_GEMV or $TACHYON_Q8_DECODE_GEMV is
+   * take (int4OneToken); more → the tensor-core ones (2-3× faster at 8 tokens). Fixed for the
+   * engine's life, so a token's result never depends on which tokens share its step. Where $TACHYON_DECODE_GEMV, $TACHYON_QUANT_DECODE_GEMV or $TACHYON_Q8_DECODE_GEMV is
    * set, the environment wins and nothing changes.
    */
   chooseDecodeGemvs(maxTokensPerStep: number, env: NodeJS.ProcessEnv = process.env): void {
@@ -344,7 +344,7 @@ export class QuantizedWeights {
   /**
    * Set by chooseDecodeGemvs for an engine of one token a step: int4 weights the streamed kernels take
    * (sm_90+, gemv-mma-int4.ts int4StreamShared) run on the tensor-core GEMVs all the same — measured
-   * on the H100, an 8B-shaped w4a16 step at batch 1 took 3.48 ms there against 3.59 on FMA — and the
+   * on the H100, an 8B-shaped w4a16 step at batch 1 took 3.07 ms there against 3.38 on FMA — and the
    * rest keeps FMA. Fixed for the engine's life, as the choice above.
    */
   int4OneToken = false;
