@@ -55,6 +55,32 @@ __global__ void to_blocked(const uint4* src, int loads, const float* scales, int
 
 #define smem_addr smem_u32  // the helpers come from gemv-mma.cuh
 
+// Both ring kernels: the barriers made, then warp 8's lane 0 streams every stage (up to 8 tiles of one
+// m-tile, contiguous in the blocked layout) into the ring slot its consumers released. True for the
+// producer warp, which then leaves.
+template <int NS>
+__device__ __forceinline__ bool ring_start(uint4* ring, u64* full, u64* empty, const uint4* blk, int KT, int mtiles) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if ((threadIdx.x >> 5) != 8) return false;
+  if ((threadIdx.x & 31) == 0) {
+    const int stagesPerTile = (KT + 7) / 8;
+    int it = 0;
+    for (int mt = blockIdx.x; mt < mtiles; mt += gridDim.x)
+      for (int c = 0; c < stagesPerTile; c++, it++) {
+        const int s = it % NS;
+        if (it >= NS) mbar_wait(&empty[s], ((it / NS) - 1) & 1);
+        const int bytes = min(8, KT - 8 * c) * TILE_U4 * 16;
+        mbar_expect(&full[s], bytes);
+        bulk_copy(ring + s * 8 * TILE_U4, blk + ((size_t)mt * KT + 8 * c) * TILE_U4, bytes, &full[s]);
+      }
+  }
+  return true;
+}
+
 // Stage = up to 8 consecutive k-tiles of one m-tile (8 · 2176 bytes). Warp w of 8 consumers takes k-tile
 // w of each stage; warp 8 produces. Blocks walk m-tiles blockIdx.x, + gridDim.x, ...
 template <int NS, bool MEMONLY>
@@ -63,27 +89,8 @@ __global__ void __launch_bounds__(288, 1) i4_bulk(const uint4* blk, int KT, int 
   __shared__ __align__(8) u64 full[NS], empty[NS];
   __shared__ float partial[2][8][32][4];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
   const int stagesPerTile = (KT + 7) / 8;
-  if (warp == 8) {
-    if (lane == 0) {
-      int it = 0;
-      for (int mt = blockIdx.x; mt < mtiles; mt += gridDim.x)
-        for (int c = 0; c < stagesPerTile; c++, it++) {
-          const int s = it % NS;
-          if (it >= NS) mbar_wait(&empty[s], ((it / NS) - 1) & 1);
-          const int n = min(8, KT - 8 * c);
-          const int bytes = n * TILE_U4 * 16;
-          mbar_expect(&full[s], bytes);
-          bulk_copy(ring + s * 8 * TILE_U4, blk + ((size_t)mt * KT + 8 * c) * TILE_U4, bytes, &full[s]);
-        }
-    }
-    return;
-  }
+  if (ring_start<NS>(ring, full, empty, blk, KT, mtiles)) return;
   const int g = lane >> 2, q = lane & 3;
   const float* xrow[1] = {x};
   int it = 0, par = 0;
@@ -139,27 +146,8 @@ __global__ void __launch_bounds__(288, 1) i4_bulkx(const uint4* blk, int KT, int
   uint4* xs = ring + NS * 8 * TILE_U4;
   float* gsum = reinterpret_cast<float*>(xs + K / 8);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
   const int stagesPerTile = (KT + 7) / 8;
-  if (warp == 8) {
-    if (lane == 0) {
-      int it = 0;
-      for (int mt = blockIdx.x; mt < mtiles; mt += gridDim.x)
-        for (int c = 0; c < stagesPerTile; c++, it++) {
-          const int s = it % NS;
-          if (it >= NS) mbar_wait(&empty[s], ((it / NS) - 1) & 1);
-          const int n = min(8, KT - 8 * c);
-          const int bytes = n * TILE_U4 * 16;
-          mbar_expect(&full[s], bytes);
-          bulk_copy(ring + s * 8 * TILE_U4, blk + ((size_t)mt * KT + 8 * c) * TILE_U4, bytes, &full[s]);
-        }
-    }
-    return;
-  }
+  if (ring_start<NS>(ring, full, empty, blk, KT, mtiles)) return;
   for (int b = threadIdx.x; b < K / 8; b += 256) {
     const float4 lo = ld_x(x + 8 * b), hi = ld_x(x + 8 * b + 4);
     xs[b] = make_uint4(bf16x2(lo.x, hi.x), bf16x2(lo.y, hi.y), bf16x2(lo.z, hi.z), bf16x2(lo.w, hi.w));
