@@ -142,7 +142,6 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
   if (ds.length < 1 || ds.length > 3) throw new RangeError(`int4 mma gemvMany: ${ds.length} weights, it takes 1 to 3`);
   const K = ds[0].cols;
   const { plans, shared } = streamedPlans(l, ds, 1, T);
-  const size = fusedLaunchSize(plans, T);
   const d0 = ds[0];
   const args = (part: DevicePtr, counters: DevicePtr) => {
     const a: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part, counters];
@@ -157,6 +156,7 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
     l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args(0, 0), shared);
     return;
   }
+  const size = fusedLaunchSize(plans, T);
   const { part, counters } = splitScratch(l, size.partFloats, size.counters);
   l.launch(`gemv_mma_int4many${variant(d0, T)}`, [size.blocks, 1, 1], INT4_MMA_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args(part?.ptr ?? 0, counters));
   part?.release();

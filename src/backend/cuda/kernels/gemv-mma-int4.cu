@@ -371,16 +371,16 @@ I4_KERNELS(_zp_g64_n2, true, true, 2)
 // memory latency per tile. Here one producer warp a block bulk-copies (cp.async.bulk) each stage — 16
 // tiles of the item's 16 rows (32 for gate and up), their scales and zero points — into a ring, as far
 // ahead as the ring allows, and the 8 consumer warps take x as bf16 pairs from shared memory, rounded
-// once per block. Blocks are persistent (one an SM) and walk the items (tile, split) of the plan the
-// kernels above use: each warp takes the same tiles in the same order into the same sums, merged by the
-// same mma_finish_emit_n, so every output is bitwise theirs (tested) and a token's bits do not depend
-// on which kernel ran. Measured in the probe (14336×4096 at one token, classic 23.5 µs): stages of 8
+// once per block. Blocks are persistent (one an SM) and walk row tiles, summing each as the kernels
+// above sum it under their plan, K splits included (i4s_body says how), so every output is bitwise
+// theirs (tested) and a token's bits do not depend on which kernel ran. Measured in the probe (14336×4096 at one token, classic 23.5 µs): stages of 8
 // tiles, twice the copies a byte, 24.1 µs against 17.4 with 16; scales copied 4 bytes a thread
 // (cp.async) or loaded by the consumers left the ring short (consumers waiting on it). gemv-mma-int4.ts
 // says where these kernels run.
 //
 // Shared memory (dynamic): I4S_STAGES stages of 16·R rows of codes, scales and zero points (if any), then x: T
-// token rows of 4 · `loads` uint4, the bf16 pairs (c, c + 4), c = 0..3, of each 8 columns (zero past K).
+// token rows of 4 · `loads` uint4, the bf16 pairs (c, c + 4), c = 0..3, of each 8 columns (zero past K),
+// then the splits' sums (i4s_body).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
 #define I4S_STAGES(R) ((R) == 1 ? 4 : 2)  // ring stages: 16 · R rows each (gemv-mma-int4.ts sizes the shared memory alike)
 #ifndef I4S_TILES                     // (TACHYON_NVRTC_DEFINES may set it to probe; gemv-mma-int4.ts sizes for 16)
