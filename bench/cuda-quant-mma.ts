@@ -1,6 +1,6 @@
 // The int4 (w4a16) decode GEMV on the FMA kernels against the tensor-core ones
 // (QuantizedWeights.decodeGemv = 'mma', kernels/gemv-mma-int4.cu), classic and streamed ('mma-streamed':
-// QuantizedWeights.int4Streamed, which runs the streamed kernels where they apply and the classic ones
+// QuantizedWeights.streamed, which runs the streamed kernels where they apply and the classic ones
 // elsewhere; 'mma' turns them off) at Llama-3.1-8B's linear shapes and 1, 2, 4 and 8 tokens: device µs
 // per call (CUDA events, queued behind a 2 GiB device copy so the host's launch time is hidden,
 // rotating over weight copies totalling ≥ 256 MB so they stream from HBM), and the int4 bytes (codes +
@@ -33,7 +33,7 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '1,2,4,8' },
     batch: { type: 'string', default: '1,8' },
     'decode-steps': { type: 'string', default: '16' },
-    /** The most tokens the streamed kernels take in 'mma-streamed' (QuantizedWeights.int4StreamMaxTokens). */
+    /** The most tokens the streamed kernels take in 'mma-streamed' (QuantizedWeights.streamMaxTokens). */
     'stream-tokens': { type: 'string', default: String(INT4_STREAM_MAX_TOKENS) },
     output: { type: 'string' },
   },
@@ -49,14 +49,14 @@ const quant = backend.quantized;
 const timer = new KernelTimer(backend);
 const deviceMs = (setup: () => void, fn: (i: number) => void, reps?: number) => timer.ms(setup, fn, reps);
 
-/** The FMA GEMV, the tensor-core one, and the tensor-core one's streamed kernels (QuantizedWeights.int4Streamed). */
+/** The FMA GEMV, the tensor-core one, and the tensor-core one's streamed kernels (QuantizedWeights.streamed). */
 type Kernel = 'fma' | 'mma' | 'mma-streamed';
 const KERNELS: readonly Kernel[] = ['fma', 'mma', 'mma-streamed'];
 /** Set the backend to run int4 linears on `kernel`. */
 const useKernel = (kernel: Kernel) => {
   quant.decodeGemv = kernel === 'fma' ? 'fma' : 'mma';
-  quant.int4Streamed = kernel === 'mma-streamed';
-  quant.int4StreamMaxTokens = streamTokens;
+  quant.streamed = kernel === 'mma-streamed';
+  quant.streamMaxTokens = streamTokens;
 };
 
 interface Row {
@@ -208,7 +208,7 @@ writeFileSync(
       gpu: { ...gpu, copyGBs },
       kernels: { compileMs, modules: backend.kernels.stats },
       notes:
-        'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu), classic and streamed (mma-streamed: int4Streamed, where it applies); ' +
+        'rows: int4 (w4a16, symmetric, group 128) linears on the FMA GEMV (quant-linear.cu v2) vs the tensor-core one (gemv-mma-int4.cu), classic and streamed (mma-streamed: streamed, where it applies); ' +
         'us: device time per call (events, median of 3 trials of 30 calls behind a 2 GiB device copy, rotating over weight copies totalling >= 256 MB); ' +
         'ofCopy: int4 bytes (codes + scales) per second / the device-to-device copy bandwidth (read + write); ' +
         'fusedRows: q/k/v (4096, 1024, 1024 rows) through linearMany and gate/up (14336 rows each) through linearSiluMul at K = 4096, launches per call; ' +

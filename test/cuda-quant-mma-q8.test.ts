@@ -26,7 +26,7 @@ import { createFp8Weight, quantizeFp8 } from '../src/quant/fp8.js';
 import { createInt8Weight, quantizeInt8 } from '../src/quant/int8.js';
 import { createNvfp4Weight, E2M1_VALUES, packE2m1, quantizeNvfp4 } from '../src/quant/nvfp4.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
-import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -111,13 +111,63 @@ describe('fp8/int8/nvfp4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaQ8
     const noDevice = new Proxy({}, { get: () => { throw new Error('no device in this test'); } }) as QuantDeviceContext;
     const quant = new QuantizedWeights(noDevice);
     quant.chooseDecodeGemvs(1, {});
-    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.int4OneToken], ['fma', 'fma', true], 'one token: FMA, int4 on the streamed kernels where they apply');
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.streamOneToken], ['fma', 'fma', true], 'one token: FMA, int4 on the streamed kernels where they apply');
     quant.chooseDecodeGemvs(8, {});
-    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.int4OneToken], ['mma', 'mma', false]);
+    assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv, quant.streamOneToken], ['mma', 'mma', false]);
     for (const env of [{ TACHYON_DECODE_GEMV: 'fma' }, { TACHYON_QUANT_DECODE_GEMV: 'fma' }, { TACHYON_Q8_DECODE_GEMV: 'auto' }]) {
       quant.chooseDecodeGemvs(1, env);
       assert.deepEqual([quant.decodeGemv, quant.q8DecodeGemv], ['mma', 'mma'], JSON.stringify(env));
     }
+  });
+
+  it('streams nvfp4 (sm_90+, K % 256 = 0) on a ring of 4 stages where it fits, else 2, or says no', () => {
+    const m = mmaQ8!;
+    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, streamTokens: 8 };
+    // A stage's row: 2,112 bytes of codes and 272 of block scales; stages of 16 rows (32 for gate and up).
+    const stage = 16 * 2384;
+    // Then x as bf16 (a row a token, 16 bytes of padding each) and the splits' sums (4 KiB a split and m-tile).
+    const xRow = (K: number) => 2 * K + 16;
+    const plan = (shared: number, stages: number) => ({ shared, stages });
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 4096, 1, 1), plan(4 * stage + xRow(4096) + 4096, 4));
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 4096, 1, 8), plan(4 * stage + 8 * xRow(4096) + 4096, 4), '8 tokens at K 4096');
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 4096, 1, 4, 4), plan(4 * stage + 4 * xRow(4096) + 4 * 4096, 4), 'a plan of 4 splits');
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 4096, 1, 8, 4), plan(2 * stage + 8 * xRow(4096) + 4 * 4096, 2), '8 tokens and 4 splits: 2 stages');
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 4096, 2, 8), plan(2 * 2 * stage + 8 * xRow(4096) + 8192, 2), 'gate and up at 8 tokens');
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 14336, 1, 2), plan(4 * stage + 2 * xRow(14336) + 4096, 4));
+    assert.deepEqual(m.nvfp4StreamPlan(h100, 14336, 1, 5), plan(2 * stage + 5 * xRow(14336) + 4096, 2), 'K 14336 up to 5 tokens on 2 stages');
+    assert.equal(m.nvfp4StreamPlan(h100, 14336, 1, 6), undefined, '6 tokens at K 14336 do not fit');
+    assert.equal(m.nvfp4StreamPlan(h100, 4112, 1, 1), undefined, 'K % 256 ≠ 0: padded tiles');
+    assert.equal(m.nvfp4StreamPlan(h100, 4096, 1, 9), undefined, 'a launch takes at most 8');
+    assert.equal(m.nvfp4StreamPlan({ ...h100, streamTokens: 4 }, 4096, 1, 5), undefined, 'no more tokens than the launcher allows');
+    assert.equal(m.nvfp4StreamPlan({ ...h100, streamTokens: 0 }, 4096, 1, 1), undefined, 'turned off');
+    assert.equal(m.nvfp4StreamPlan({ ...h100, computeCapability: 87 }, 4096, 1, 1), undefined, 'Orin: no bulk copies');
+  });
+
+  it('an engine of one token a step runs nvfp4 weights the streamed kernels take on them (sm_90+), fp8 and int8 on FMA', () => {
+    const ctx = (computeCapability: number) =>
+      new Proxy({}, {
+        get: (_, prop) => {
+          if (prop === 'driver') return { device: { multiprocessors: 132, computeCapability, sharedPerBlockOptin: 232448 } };
+          throw new Error('no device in this test');
+        },
+      }) as QuantDeviceContext;
+    const nvfp4 = (rows: number, cols: number) => new CudaNvfp4Weight(rows, cols, 1, Math.ceil(cols / 256) * 32, 2, 3, 1, 1);
+    const quant = new QuantizedWeights(ctx(90));
+    quant.chooseDecodeGemvs(1, {});
+    quant.streamed = true;
+    assert.equal(quant.takesMma(nvfp4(4096, 4096), 1), true, 'q/o');
+    assert.equal(quant.takesMma(nvfp4(1024, 4096), 1), true, 'k/v (K split in 4)');
+    assert.equal(quant.takesMma(nvfp4(4096, 14336), 1), true, 'down');
+    assert.equal(quant.takesMma(nvfp4(64, 4112), 1), false, 'K % 256 ≠ 0: FMA');
+    assert.equal(quant.takesMma(new CudaFp8Weight(4096, 4096, 1, 2, 4096 * 4096, false), 1), false, 'fp8: FMA');
+    assert.equal(quant.takesMma(new CudaInt8Weight(4096, 4096, 1, 2, 4096 * 4096), 1), false, 'int8: FMA');
+    quant.streamed = false;
+    assert.equal(quant.takesMma(nvfp4(4096, 4096), 1), false, 'streaming off: FMA');
+    const orin = new QuantizedWeights(ctx(87));
+    orin.chooseDecodeGemvs(1, {});
+    assert.equal(orin.takesMma(nvfp4(4096, 4096), 1), false, 'sm_87: FMA');
+    orin.chooseDecodeGemvs(8, {});
+    assert.equal(orin.takesMma(nvfp4(4096, 4096), 1), true, 'more tokens a step: the tensor cores');
   });
 
   it('QuantizedWeights: weights on the mma GEMV take its fused kernels where the plans fit (q/k/v at one m-tile a block, gate/up at two); int4 keeps its own setting', () => {
@@ -213,7 +263,7 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
             let got: Float32Array = new Float32Array();
             const names = withSetting('mma', () => launchesOf(be(), () => (got = gpuLinear(x, T, w.g, withBias ? b.g : undefined))));
             assert.deepEqual(names.filter((n) => !n.startsWith('gemv_mma_')), [], `${what}: only the mma kernel runs (${names.join(', ')})`);
-            assert.ok(names.some((n) => n.startsWith(`gemv_mma_${kernelFormat(v)}_r`)), `${what}: launches ${names.join(', ')}`);
+            assert.ok(names.some((n) => classicName(n).startsWith(`gemv_mma_${kernelFormat(v)}_r`)), `${what}: launches ${names.join(', ')}`);
             assertClose(got, want(roundBf16(x)), 1e-5, `${what} vs the CPU on bf16-rounded x`);
             assertClose(got, want(x), 1e-2, `${what} vs the CPU on exact x`);
           }
@@ -298,9 +348,9 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
       for (const T of [1, 4, 8]) {
         await fresh();
         assert.ok(run('fma', small, T).every((n) => n.startsWith(`qgemv2_${f}_`)), `${v} 'fma' × ${T}`);
-        assert.ok(run('mma', small, T).every((n) => n.startsWith(`gemv_mma_${f}_r`)), `${v} 'mma' × ${T}`);
-        assert.ok(run('auto', small, T).every((n) => n.startsWith(`gemv_mma_${f}_r`)), `${v} 'auto' small × ${T}`);
-        assert.ok(run('mma', tall, T).every((n) => n.startsWith(`gemv_mma_${f}_r`)), `${v} 'mma' tall × ${T}`);
+        assert.ok(run('mma', small, T).every((n) => classicName(n).startsWith(`gemv_mma_${f}_r`)), `${v} 'mma' × ${T}`);
+        assert.ok(run('auto', small, T).every((n) => classicName(n).startsWith(`gemv_mma_${f}_r`)), `${v} 'auto' small × ${T}`);
+        assert.ok(run('mma', tall, T).every((n) => classicName(n).startsWith(`gemv_mma_${f}_r`)), `${v} 'mma' tall × ${T}`);
         assert.ok(run('auto', tall, T).every((n) => n.startsWith(`qgemv2_${f}_`)), `${v} 'auto' tall × ${T}`);
       }
     }
@@ -340,7 +390,7 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
               const sep = ws.map((w, i) => gpuLinear(x, T, w.g, biases[i]?.g));
               ys.forEach((y, i) => assertBitwise(y, sep[i], `${what} linearMany output ${i}`));
             });
-            assert.equal(many.filter((n) => n === `gemv_mma_${format}many`).length, 1, `${what}: linearMany launches ${many.join(', ')}`);
+            assert.equal(many.filter((n) => classicName(n) === `gemv_mma_${format}many`).length, 1, `${what}: linearMany launches ${many.join(', ')}`);
             const silus = pairs.map(([gate, up]) => {
               const N = gate.q.rows;
               const b = N === tall ? bg.g : undefined;
@@ -348,7 +398,7 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
               const launched = launchesOf(be(), () => (silu = be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g, b))));
               const ref = be().toHost(be().siluMul(be().linear(be().fromHost(x, [T, K]), gate.g, b), be().linear(be().fromHost(x, [T, K]), up.g)));
               assertBitwise(silu, ref, `${what} linearSiluMul [${N}, ${K}]`);
-              const fused = launched.filter((n) => n === `gemv_mma_${format}silu`).length;
+              const fused = launched.filter((n) => classicName(n) === `gemv_mma_${format}silu`).length;
               assert.equal(fused, N === tall ? 1 : 0, `${what} [${N}, ${K}]: ${launched.join(', ')}`);
               return launched;
             });
@@ -358,6 +408,69 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
         }
       }
     }
+  });
+  it("nvfp4's streamed kernels (sm_90+) give bitwise the classic kernels' outputs: linear (one and two m-tiles an item), linearMany, linearSiluMul, split K", async (t) => {
+    if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
+    /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
+    const run = (streamed: boolean, fn: () => Float32Array[]) =>
+      withSetting('mma', () => {
+        be().quantized.streamed = streamed;
+        try {
+          let out: Float32Array[] = [];
+          const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
+          return { out, names };
+        } finally {
+          be().quantized.streamed = true;
+        }
+      });
+    const compare = async (what: string, fn: () => Float32Array[], streams = true) => {
+      await fresh();
+      const streamed = run(true, fn);
+      await fresh();
+      const classic = run(false, fn);
+      assert.ok(classic.names.every((n) => classicName(n) === n), `${what}: classic launches ${classic.names.join(', ')}`);
+      if (streams) assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${what}: one streamed launch (${streamed.names.join(', ')})`);
+      else assert.deepEqual(streamed.names, classic.names, `${what}: the classic kernels where the streamed ones do not fit`);
+      streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${what} output ${i}`));
+    };
+    const SMs = be().device.multiprocessors;
+    const nv = (N: number, K: number) => load(quantizeNvfp4(uniform(N * K, -0.1, 0.1), N, K));
+    const linear = (w: ReturnType<typeof nv>, x: Float32Array, T: number, b?: Weight) => () => [gpuLinear(x, T, w.g, b)];
+    // [N, K, tokens]: one m-tile an item, unsplit (16·SMs rows and more); two (64·SMs rows and more:
+    // the plan's two m-tiles a block); K 14336 (3.5 stages); K 8192 (two stages) of 1,600 rows in 3
+    // splits of 22 chunks, so a group of 4 chunks straddles the stages; 1,600 rows at K 4096 in 3
+    // splits of 11 (groups cut short); [1024, 8192] in 5 splits of 13 (70B's k and v); [75, 6144] in 6.
+    const cases: [number, number, number[]][] = [
+      [16 * SMs + 40, 4096, [1, 3, 8]],
+      [64 * SMs + 40, 4096, [1, 8]],
+      [16 * SMs + 1, 14336, [1, 2]],
+      [1600, 8192, [1, 3]],
+      [1600, 4096, [1, 5]],
+      [1024, 8192, [1, 2]],
+      [75, 6144, [1]],
+    ];
+    for (const [N, K, tokens] of cases) {
+      const w = nv(N, K);
+      const b = vec(N);
+      for (const T of tokens) await compare(`linear [${N}, ${K}] × ${T}`, linear(w, uniform(T * K), T, b.g));
+    }
+    const K = 4096;
+    const qkv = [nv(16 * SMs + 8, K), nv(64, K), nv(40, K)]; // k and v of 64 and 40 rows split K in 4
+    const bq = vec(16 * SMs + 8);
+    const gate = nv(64 * SMs, K);
+    const up = nv(64 * SMs, K);
+    const bg = vec(64 * SMs);
+    for (const T of [1, 4, 8]) {
+      const x = uniform(T * K);
+      // (At 8 tokens x and 4 splits' sums leave room for a ring of 2 stages only.)
+      await compare(`q/k/v with split k, v × ${T}`, () => be().linearMany(be().fromHost(x, [T, K]), qkv.map((q) => q.g), [bq.g, undefined, undefined]).map((y) => be().toHost(y)));
+      await compare(`gate/up·SiLU × ${T}`, () => [be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g, bg.g))]);
+    }
+    const w14 = nv(16 * SMs, 14336);
+    await compare('5 tokens at K 14336 (2 stages)', linear(w14, uniform(5 * 14336), 5));
+    await compare('6 tokens at K 14336 (x does not fit)', linear(w14, uniform(6 * 14336), 6), false);
+    const padded = nv(16 * SMs, 4352 + 16);
+    await compare('K % 256 ≠ 0', linear(padded, uniform(4368), 1), false);
   });
 });
 
@@ -389,8 +502,8 @@ describe('the default model with --quantization fp8 / w8a16 / nvfp4 on the mma G
             be.quantized.q8DecodeGemv = 'fma';
           }
           // A layer: q/k/v in one launch, o, gate, up and down (gate/up fuse only where two m-tiles a block are planned: taller models).
-          assert.equal(names.filter((n) => n === `gemv_mma_${format}many`).length, c.numLayers, `q/k/v fused on mma: ${[...new Set(names)].join(', ')}`);
-          assert.ok(names.filter((n) => n.startsWith(`gemv_mma_${format}_r`)).length >= 4 * c.numLayers, `the ${format} linears on mma: ${[...new Set(names)].join(', ')}`);
+          assert.equal(names.filter((n) => classicName(n) === `gemv_mma_${format}many`).length, c.numLayers, `q/k/v fused on mma: ${[...new Set(names)].join(', ')}`);
+          assert.ok(names.filter((n) => classicName(n).startsWith(`gemv_mma_${format}_r`)).length >= 4 * c.numLayers, `the ${format} linears on mma: ${[...new Set(names)].join(', ')}`);
           assert.ok(!names.some((n) => n.startsWith('qgemv')), `no FMA ${format} GEMV: ${[...new Set(names)].join(', ')}`);
           // Every quantized linear rounds its input to bf16 (2⁻⁹ each, 7 a layer).
           assertClose(mmaLogits, fma, 3e-2, `${method} prompt ${p}: logits on the mma GEMV vs FMA`);

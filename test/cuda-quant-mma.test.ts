@@ -17,7 +17,7 @@ import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import { quantizeInt4 } from '../src/quant/int4.js';
-import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -55,32 +55,38 @@ describe('int4 mma GEMV dispatch rules (no GPU needed)', { skip: mmaInt4 ? false
     assert.deepEqual(m.int4MmaPlan(75, 14336, 132), { splits: 14, tiles: 5 });
   });
 
-  it('streams (sm_90+, scale rows on 16 bytes, ring and x within a block\'s shared memory) or says no', () => {
+  it('streams (sm_90+, scale rows on 16 bytes) on a ring of 4 stages where it fits, else 2, or says no', () => {
     const m = mmaInt4!;
-    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, int4StreamTokens: 4 };
+    const h100 = { computeCapability: 90, sharedPerBlockOptin: 232448, streamTokens: 4 };
     // Llama-3.1-8B's shapes, group 128: K 4096 has 32 groups a row, 14336 has 112.
     const w = (cols: number, zeros = 0) => ({ rows: 4096, cols, wordsPerRow: cols / 8, numGroups: cols / 128, groupShift: 7, groupSize: 128, zeros, packed: 1, scales: 2, perm: 0, gIdx: 0, layout: 'tiled' as const });
     // A stage's row: 2,112 bytes of codes, 304 of scales, 112 of zero points (with zero points only).
-    const ring = 4 * 16 * 2416;
-    // Then x as bf16, and the splits' sums (4 KiB a split and m-tile).
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1), ring + 4096 * 2 + 4096, 'a ring of 4 stages, x as bf16, one split\'s sums');
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 1, 4), ring + 4096 * 2 + 4 * 4096, 'a plan of 4 splits');
-    assert.equal(m.int4StreamShared(h100, w(14336), 1, 1), ring + 14336 * 2 + 4096);
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 4), ring + 4 * 4096 * 2 + 4096);
-    assert.equal(m.int4StreamShared(h100, w(4096), 1, 5), undefined, 'no more tokens than the launcher allows');
-    const upTo8 = { ...h100, int4StreamTokens: 8 };
-    assert.equal(m.int4StreamShared(upTo8, w(4096), 1, 8), ring + 8 * 4096 * 2 + 4096, '8 tokens of x fit beside the ring at K 4096');
-    assert.equal(m.int4StreamShared(upTo8, w(14336), 1, 3), undefined, '3 tokens at K 14336 do not');
-    assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 16 }, w(4096), 1, 9), undefined, 'a launch takes at most 8');
-    assert.equal(m.int4StreamShared(h100, w(4096), 2, 1), 2 * 32 * 2416 + 4096 * 2 + 8192, 'gate and up: 2 stages of 32 rows');
-    assert.equal(m.int4StreamShared(upTo8, w(4096), 2, 8), 2 * 32 * 2416 + 8 * 4096 * 2 + 8192, 'gate and up at 8 tokens, symmetric');
-    assert.equal(m.int4StreamShared(upTo8, w(4096, 7), 2, 8), undefined, 'with zero points they do not fit');
-    assert.equal(m.int4StreamShared({ ...h100, sharedPerBlockOptin: 160 * 1024 }, w(4096), 1, 1), undefined, 'a ring and x over the shared memory');
-    assert.equal(m.int4StreamShared(h100, w(4096, 7), 1, 1), 4 * 16 * 2528 + 4096 * 2 + 4096, 'zero points with 32 groups a row');
-    assert.equal(m.int4StreamShared(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
-    assert.equal(m.int4StreamShared(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
-    assert.equal(m.int4StreamShared({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
-    assert.equal(m.int4StreamShared({ ...h100, int4StreamTokens: 0 }, w(4096), 1, 1), undefined, 'turned off');
+    const stage = 16 * 2416;
+    // Then x as bf16 (a row a token, 16 bytes of padding each), and the splits' sums (4 KiB a split and m-tile).
+    const xRow = (K: number) => 2 * K + 16;
+    const plan = (shared: number, stages: number) => ({ shared, stages });
+    assert.deepEqual(m.int4StreamPlan(h100, w(4096), 1, 1), plan(4 * stage + xRow(4096) + 4096, 4), 'a ring of 4 stages, x as bf16, one split\'s sums');
+    assert.deepEqual(m.int4StreamPlan(h100, w(4096), 1, 1, 4), plan(4 * stage + xRow(4096) + 4 * 4096, 4), 'a plan of 4 splits');
+    assert.deepEqual(m.int4StreamPlan(h100, w(14336), 1, 1), plan(4 * stage + xRow(14336) + 4096, 4));
+    assert.deepEqual(m.int4StreamPlan(h100, w(4096), 1, 4), plan(4 * stage + 4 * xRow(4096) + 4096, 4));
+    assert.equal(m.int4StreamPlan(h100, w(4096), 1, 5), undefined, 'no more tokens than the launcher allows');
+    const upTo8 = { ...h100, streamTokens: 8 };
+    assert.deepEqual(m.int4StreamPlan(upTo8, w(4096), 1, 8), plan(4 * stage + 8 * xRow(4096) + 4096, 4), '8 tokens of x fit beside 4 stages at K 4096');
+    assert.deepEqual(m.int4StreamPlan(upTo8, w(4096), 1, 8, 4), plan(2 * stage + 8 * xRow(4096) + 4 * 4096, 2), 'with 4 splits\' sums, beside 2');
+    assert.deepEqual(m.int4StreamPlan(upTo8, w(14336), 1, 3), plan(2 * stage + 3 * xRow(14336) + 4096, 2), '3 tokens at K 14336: 2 stages');
+    assert.deepEqual(m.int4StreamPlan(upTo8, w(14336), 1, 5), plan(2 * stage + 5 * xRow(14336) + 4096, 2));
+    assert.equal(m.int4StreamPlan(upTo8, w(14336), 1, 6), undefined, '6 tokens at K 14336 do not fit');
+    assert.equal(m.int4StreamPlan({ ...h100, streamTokens: 16 }, w(4096), 1, 9), undefined, 'a launch takes at most 8');
+    assert.deepEqual(m.int4StreamPlan(h100, w(4096), 2, 1), plan(2 * 32 * 2416 + xRow(4096) + 8192, 2), 'gate and up: 2 stages of 32 rows');
+    assert.deepEqual(m.int4StreamPlan(upTo8, w(4096), 2, 8), plan(2 * 32 * 2416 + 8 * xRow(4096) + 8192, 2), 'gate and up at 8 tokens, symmetric');
+    assert.equal(m.int4StreamPlan(upTo8, w(4096, 7), 2, 8), undefined, 'with zero points they do not fit');
+    assert.deepEqual(m.int4StreamPlan({ ...h100, sharedPerBlockOptin: 160 * 1024 }, w(4096), 1, 1), plan(2 * stage + xRow(4096) + 4096, 2), 'less shared memory: 2 stages');
+    assert.equal(m.int4StreamPlan({ ...h100, sharedPerBlockOptin: 64 * 1024 }, w(4096), 1, 1), undefined, 'a ring of 2 and x over the shared memory');
+    assert.deepEqual(m.int4StreamPlan(h100, w(4096, 7), 1, 1), plan(4 * 16 * 2528 + xRow(4096) + 4096, 4), 'zero points with 32 groups a row');
+    assert.equal(m.int4StreamPlan(h100, { ...w(4608, 7) }, 1, 1), undefined, 'zero points with 36 groups a row: not on 16 bytes');
+    assert.equal(m.int4StreamPlan(h100, { ...w(4096), numGroups: 1, groupShift: 31, groupSize: 4096 }, 1, 1), undefined, 'one scale a row');
+    assert.equal(m.int4StreamPlan({ ...h100, computeCapability: 87 }, w(4096), 1, 1), undefined, 'Orin: no bulk copies');
+    assert.equal(m.int4StreamPlan({ ...h100, streamTokens: 0 }, w(4096), 1, 1), undefined, 'turned off');
   });
 
   it('sizes split-K scratch per matrix and for a fused launch (the layout fused_slot reads)', () => {
@@ -266,7 +272,7 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
       q.decodeGemv = 'fma';
       q.q8DecodeGemv = q8DecodeGemv;
     }
-    assert.equal(q.int4OneToken, false);
+    assert.equal(q.streamOneToken, false);
   });
 
   it('the streamed kernels (sm_90+) give bitwise the classic kernels\' outputs: linear, linearMany, linearSiluMul', async (t) => {
@@ -274,15 +280,15 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
     const run = (streamed: boolean, fn: () => Float32Array[]) =>
       withMma(true, () => {
-        be().quantized.int4Streamed = streamed;
-        be().quantized.int4StreamMaxTokens = 8;
+        be().quantized.streamed = streamed;
+        be().quantized.streamMaxTokens = 8;
         try {
           let out: Float32Array[] = [];
           const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
           return { out, names };
         } finally {
-          be().quantized.int4Streamed = true;
-          be().quantized.int4StreamMaxTokens = 8;
+          be().quantized.streamed = true;
+          be().quantized.streamMaxTokens = 8;
         }
       });
     const SMs = be().device.multiprocessors;
@@ -329,8 +335,8 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
     const kv = weights(1024, K, 128, false);
     const narrow = weights(75, 6144, 128, true);
     const x6144 = uniform(6144);
-    // (At 8 tokens x and 4 splits' sums do not fit beside the ring: the classic kernels run.)
-    for (const T of [1, 4]) {
+    // (At 8 tokens x and 4 splits' sums fit beside a ring of 2 stages only.)
+    for (const T of [1, 4, 8]) {
       const x = uniform(T * K);
       const ops: [string, () => Float32Array[]][] = [
         ['q/k/v with split k, v', () => be().linearMany(be().fromHost(x, [T, K]), split.map((q) => q.g)).map((y) => be().toHost(y))],
@@ -347,17 +353,23 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${op} × ${T} output ${i}`));
       }
     }
-    // Three tokens at K 14336: x does not fit beside the ring, the classic kernel runs.
-    const w3 = weights(16 * SMs, 14336, 128, true);
-    const three = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(3 * 14336), [3, 14336]), w3.g))]);
-    assert.deepEqual(three.names, ['gemv_mma_int4'], `3 tokens at K 14336: ${three.names.join(', ')}`);
+    // K 14336: 3 and 5 tokens on a ring of 2 stages, bitwise the classic kernel; at 6 x does not fit
+    // beside it, and the classic kernel runs.
+    const w14 = weights(16 * SMs, 14336, 128, true);
+    for (const T of [3, 5]) {
+      const x = uniform(T * 14336);
+      const fn = () => [be().toHost(be().linear(be().fromHost(x, [T, 14336]), w14.g))];
+      await fresh();
+      const streamed = run(true, fn);
+      await fresh();
+      const classic = run(false, fn);
+      assert.deepEqual([streamed.names, classic.names], [['gemv_mma_int4s'], ['gemv_mma_int4']], `${T} tokens at K 14336`);
+      assertBitwise(streamed.out[0], classic.out[0], `${T} tokens at K 14336`);
+    }
+    const six = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(6 * 14336), [6, 14336]), w14.g))]);
+    assert.deepEqual(six.names, ['gemv_mma_int4'], `6 tokens at K 14336: ${six.names.join(', ')}`);
   });
 });
-
-/** A streamed int4 kernel's name as its classic kernel's (gemv_mma_int4s… → gemv_mma_int4…). */
-function classicName(name: string): string {
-  return name.replace(/^gemv_mma_int4s(?=many|silu|_|$)/, 'gemv_mma_int4');
-}
 
 describe('the default model with --quantization w4a16 on the int4 mma GEMV', { skip: skipReason }, () => {
   it('logits of 8-token prompts within 3e-2 of the FMA GEMV\'s, the mma kernel doing the int4 linears', async () => {

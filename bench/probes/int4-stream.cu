@@ -327,11 +327,12 @@ int main(int argc, char** argv) {
       report(name, time(name, [&](int i) { kern<<<grid, 288, smem>>>(b[i], KT, mtiles, x, K, y1, N); }, blkU4 * 16.0), check ? y1 : nullptr);
     };
     auto streamed = [&](const char* name, int T) {
-      const int smem = I4S_STAGES(1) * 16 * I4S_STAGE_ROW(false) + T * K * 2;
+      // A ring of 4 stages, x (a padded bf16 row a token) and the splits' sums, as gemv-mma-int4.ts int4StreamPlan sizes them.
+      const int stages = 4, smem = stages * 16 * I4S_STAGE_ROW(false) + T * (2 * K + 16) + S * 8 * 32 * 16;
       CK(cudaFuncSetAttribute(gemv_mma_int4s, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
       const int grid = std::min(tiles * S, sms);
       report(name, time(name, [&](int i) {
-        gemv_mma_int4s<<<grid, I4S_THREADS, smem>>>(w[i], loads, s[i], nullptr, G, 7, x, nullptr, y1, part, cnt, T, N, K, S);
+        gemv_mma_int4s<<<grid, I4S_THREADS, smem>>>(w[i], loads, s[i], nullptr, G, 7, x, nullptr, y1, part, cnt, T, N, K, S, stages);
       }, bytes), y1);
     };
     streamed("streamed", 1);

@@ -85,3 +85,8 @@ export function launchesOf(be: CudaBackend, fn: () => void): string[] {
   }
   return names;
 }
+
+/** A streamed kernel's name as its classic kernel's (gemv_mma_int4s… → gemv_mma_int4…, gemv_mma_nvfp4s… → gemv_mma_nvfp4…); others as they are. */
+export function classicName(name: string): string {
+  return name.replace(/^gemv_mma_(int4|nvfp4)s(?=many|silu|_|$)/, 'gemv_mma_$1');
+}

@@ -6,7 +6,7 @@
 // inside the kernel; the codes minus the zero point are exact in bf16, products exact, sums float32
 // and each group's sum times its float32 scale. Everything else keeps the FMA kernels. On sm_90+ the
 // streamed kernels (gemv_mma_int4s*: the copy engine fills a shared-memory ring) take what fits them
-// (int4StreamShared), with the classic kernels' bits.
+// (int4StreamPlan), with the classic kernels' bits.
 
 import type { DevicePtr } from './driver.js';
 import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type SplitPlan } from './mma-launch.js';
@@ -62,13 +62,12 @@ export function int4MmaPlan(N: number, K: number, multiprocessors: number): { sp
 }
 
 // The streamed kernels' shared memory (kernels/gemv-mma-int4.cu, I4S_*): ring stages of 16 · R rows,
-// each row a stage's 16 tiles of codes, scales and zero points with bank padding, then x as bf16.
+// each row a stage's 16 tiles of codes, scales and zero points with bank padding, then x as bf16 pairs.
 const STREAM_TILES = 16;
 /** A stage's row: codes, scales and (with zero points) zero points, each with bank padding (I4S_STAGE_ROW). */
 const streamStageRow = (zeroPoints: boolean) => STREAM_TILES * 128 + 64 + 4 * (4 * STREAM_TILES + 12) + (zeroPoints ? 4 * STREAM_TILES + 48 : 0);
-const streamStages = (R: number) => (R === 1 ? 4 : 2);
 /**
- * Tokens the streamed kernels take by default (QuantizedWeights.int4StreamMaxTokens). Measured on the
+ * Tokens the streamed kernels take by default (QuantizedWeights.streamMaxTokens). Measured on the
  * H100 (bench/cuda-quant-mma.ts, 8B shapes) once x was staged with 4 loads in flight a thread: every
  * shape at 1, 4 and 8 tokens as fast as the classic kernel or faster (gate 23.6 → 18.3, 26.8 → 18.6,
  * 31.3 → 22.4 µs; o 11.4 → 11.0 at 8), and steps at batch 1 / 4 / 8 3.67 → 3.10, 3.87 → 3.58,
@@ -81,28 +80,40 @@ const STREAM_STATIC = 256;
 const streamUnits = (R: number, S: number) => S * 8 * R * 32 * 16;
 export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
 
-/**
- * The dynamic shared memory of a streamed launch over R m-tiles an item at T tokens, or undefined where
- * the streamed kernels do not apply: before sm_90 (no bulk copies), where the launcher turns them off,
- * more tokens than the launcher allows (int4StreamTokens), scales whose rows do not start on 16 bytes
- * (numGroups % 4; % 16 with zero points, one byte each), or a ring, x and the splits' sums that do not
- * fit a block's shared memory (`splits`: the most any matrix of the launch has in int4MmaPlan). Pure.
- */
-export function int4StreamShared(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'int4StreamTokens'>, d: Int4DeviceParts, R: number, T: number, splits = 1): number | undefined {
-  if (l.computeCapability < 90 || T > Math.min(l.int4StreamTokens, MAX_TOKENS)) return undefined;
-  if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
-  const bytes = streamStages(R) * 16 * R * streamStageRow(d.zeros !== 0) + T * d.wordsPerRow * 8 * 2 + streamUnits(R, splits);
-  return bytes + STREAM_STATIC <= l.sharedPerBlockOptin ? bytes : undefined;
+/** How a streamed launch runs: its dynamic shared memory and the ring's stages. */
+export interface StreamPlan {
+  shared: number;
+  stages: number;
 }
 
 /**
- * A launch's plans (one per matrix, int4MmaPlan's) and, where it streams (int4StreamShared), its dynamic
- * shared memory. The streamed kernels sum each row tile as the plan's splits would, within one block,
- * so they take split plans too.
+ * How the streamed kernels run a launch over R m-tiles an item at T tokens, or undefined where they do
+ * not apply: before sm_90 (no bulk copies), where the launcher turns them off, more tokens than the
+ * launcher allows (streamTokens), scales whose rows do not start on 16 bytes (numGroups % 4; % 16 with
+ * zero points, one byte each), or a ring of 2 stages, x and the splits' sums that do not fit a block's
+ * shared memory (`splits`: the most any matrix of the launch has in int4MmaPlan). One m-tile an item
+ * takes a ring of 4 stages where it fits, else 2 (q/k/v with split k and v at 8 tokens, K 14336 past 2
+ * tokens, 70B's K 8192 at 8); gate and up 2 stages of 32 rows. Pure.
  */
-function streamedPlans(l: MmaLauncher, ds: readonly Int4DeviceParts[], R: number, T: number): { plans: SplitPlan[]; shared: number | undefined } {
+export function int4StreamPlan(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'streamTokens'>, d: Int4DeviceParts, R: number, T: number, splits = 1): StreamPlan | undefined {
+  if (l.computeCapability < 90 || T > Math.min(l.streamTokens, MAX_TOKENS)) return undefined;
+  if (d.numGroups % (d.zeros ? 16 : 4) !== 0) return undefined;
+  for (const stages of R === 1 ? [4, 2] : [2]) {
+    // x: a row of bf16 per token, one uint4 of padding each (stream_stage_x).
+    const shared = stages * 16 * R * streamStageRow(d.zeros !== 0) + T * (d.wordsPerRow * 16 + 16) + streamUnits(R, splits);
+    if (shared + STREAM_STATIC <= l.sharedPerBlockOptin) return { shared, stages };
+  }
+  return undefined;
+}
+
+/**
+ * A launch's plans (one per matrix, int4MmaPlan's) and, where it streams (int4StreamPlan), how. The
+ * streamed kernels sum each row tile as the plan's splits would, within one block, so they take split
+ * plans too.
+ */
+function streamedPlans(l: MmaLauncher, ds: readonly Int4DeviceParts[], R: number, T: number): { plans: SplitPlan[]; stream: StreamPlan | undefined } {
   const plans = ds.map((d) => int4MmaPlan(d.rows, d.cols, l.multiprocessors));
-  return { plans, shared: int4StreamShared(l, ds[0], R, T, Math.max(...plans.map((p) => p.splits))) };
+  return { plans, stream: int4StreamPlan(l, ds[0], R, T, Math.max(...plans.map((p) => p.splits))) };
 }
 
 /** The kernels' suffix for a weight's zero points and group size, and for T > 8 tokens (each combination is compiled apart). */
@@ -114,10 +125,10 @@ function variant(d: Int4DeviceParts, T: number): string {
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check int4MmaRefusal first. */
 export function int4MmaGemv(l: MmaLauncher, d: Int4DeviceParts, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const { rows: N, cols: K } = d;
-  const { plans: [p], shared } = streamedPlans(l, [d], 1, T);
+  const { plans: [p], stream } = streamedPlans(l, [d], 1, T);
   const args = (part: DevicePtr, counters: DevicePtr) => [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, x, bias, y, part, counters, T, N, K, p.splits];
-  if (shared !== undefined) {
-    l.launch(`gemv_mma_int4s${variant(d, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'pippiipppppiiii', args(0, 0), shared);
+  if (stream !== undefined) {
+    l.launch(`gemv_mma_int4s${variant(d, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'pippiipppppiiiii', [...args(0, 0), stream.stages], stream.shared);
     return;
   }
   const { part, counters } = splitScratch(l, splitPartFloats(p, 1, T), p.splits > 1 ? p.tiles : 0);
@@ -141,7 +152,7 @@ export function int4MmaFusable(ds: readonly Int4DeviceParts[]): boolean {
 export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], x: DevicePtr, T: number, biases: readonly DevicePtr[], ys: readonly DevicePtr[]): void {
   if (ds.length < 1 || ds.length > 3) throw new RangeError(`int4 mma gemvMany: ${ds.length} weights, it takes 1 to 3`);
   const K = ds[0].cols;
-  const { plans, shared } = streamedPlans(l, ds, 1, T);
+  const { plans, stream } = streamedPlans(l, ds, 1, T);
   const d0 = ds[0];
   const args = (part: DevicePtr, counters: DevicePtr) => {
     const a: number[] = [x, T, K, d0.wordsPerRow / 4, d0.numGroups, d0.groupShift, part, counters];
@@ -151,9 +162,9 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
     }
     return a;
   };
-  if (shared !== undefined) {
+  if (stream !== undefined) {
     const tiles = plans.reduce((n, p) => n + p.tiles, 0);
-    l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3), args(0, 0), shared);
+    l.launch(`gemv_mma_int4smany${variant(d0, T)}`, [Math.min(tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiipp' + 'pppppii'.repeat(3) + 'i', [...args(0, 0), stream.stages], stream.shared);
     return;
   }
   const size = fusedLaunchSize(plans, T);
@@ -165,13 +176,13 @@ export function int4MmaGemvMany(l: MmaLauncher, ds: readonly Int4DeviceParts[], 
 /** y = silu(x · gateᵀ + bg) · (x · upᵀ + bu) in one launch (int4MmaFusable([gate, up]), same N); bitwise two int4MmaGemv and silu_mul. */
 export function int4MmaGemvSiluMul(l: MmaLauncher, gate: Int4DeviceParts, up: Int4DeviceParts, bg: DevicePtr, bu: DevicePtr, x: DevicePtr, T: number, y: DevicePtr): void {
   const { rows: N, cols: K } = gate;
-  const { plans: [p], shared } = streamedPlans(l, [gate], 2, T);
+  const { plans: [p], stream } = streamedPlans(l, [gate], 2, T);
   const args = (part: DevicePtr, counters: DevicePtr) => [
     x, T, K, N, gate.wordsPerRow / 4, gate.numGroups, gate.groupShift, part, counters, p.splits,
     gate.packed, gate.scales, gate.zeros, bg, up.packed, up.scales, up.zeros, bu, y,
   ];
-  if (shared !== undefined) {
-    l.launch(`gemv_mma_int4ssilu${variant(gate, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiiippi' + 'p'.repeat(9), args(0, 0), shared);
+  if (stream !== undefined) {
+    l.launch(`gemv_mma_int4ssilu${variant(gate, T)}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], INT4_STREAM_THREADS, 'piiiiiippi' + 'p'.repeat(9) + 'i', [...args(0, 0), stream.stages], stream.shared);
     return;
   }
   const { part, counters } = splitScratch(l, splitPartFloats(p, 2, T), p.splits > 1 ? p.tiles : 0);

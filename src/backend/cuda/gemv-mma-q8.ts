@@ -4,7 +4,9 @@
 // of more than 8 sequences); fp8 and int8 with K % 16 = 0 (16-byte rows), fp8 without
 // NaN codes; nvfp4 always (tiled, K % 16 = 0 by the format). x is rounded to bf16 inside the kernel;
 // the weight operands (e4m3 values, int8 codes, e2m1 · e4m3 block scale) are exact in bf16, products
-// exact, sums float32, and the row / global scale multiplies each row's sum in float32 at the end.
+// exact, sums float32, and the row / global scale multiplies each row's sum in float32 at the end. On
+// sm_90+ nvfp4 weights run on the streamed kernels (gemv_mma_nvfp4s*: the copy engine fills a
+// shared-memory ring) where they fit (nvfp4StreamPlan), with the classic kernels' bits.
 
 import type { DevicePtr } from './driver.js';
 import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher } from './mma-launch.js';
@@ -106,12 +108,50 @@ export function q8MmaPlan(format: Q8MmaFormat, N: number, K: number, multiproces
   return { rows, splits, tiles };
 }
 
+// The streamed nvfp4 kernels' shared memory (kernels/gemv-mma-q8.cu, F4S_*): the ring's stages of 16 · R
+// rows, each row a stage's 16 tiles of codes and block scales with bank padding, then x as bf16 pairs,
+// then the splits' sums.
+const STREAM_STAGE_ROW = 16 * 128 + 64 + 16 * 16 + 16;
+/** The streamed kernels' static shared memory, at most: the scale pairs' table and the ring's barriers. */
+const STREAM_STATIC = 256 * 8 + 256;
+export const NVFP4_STREAM_THREADS = Q8_MMA_THREADS + 32;
+
+/** How a streamed nvfp4 launch runs: its dynamic shared memory and the ring's stages. */
+export interface Nvfp4StreamPlan {
+  shared: number;
+  stages: number;
+}
+
+/**
+ * How the streamed nvfp4 kernels run a launch over R m-tiles an item (the plan's rows; 1 for q/k/v, 2
+ * for gate and up) at T tokens, or undefined where they do not apply: before sm_90 (no bulk copies),
+ * where the launcher turns them off or allows fewer tokens (streamTokens), K not a multiple of 256
+ * (padded tiles; block-scale rows off 16-byte bounds), or a ring of 2 stages, x and the splits' sums
+ * (`splits`: the most any matrix of the launch has in q8MmaPlan) over a block's shared memory. One
+ * m-tile an item takes a ring of 4 stages (16 rows each) where it fits, else 2 (so 8 tokens of q/k/v
+ * with split k and v, or up to 5 at K 14336, still stream); gate and up 2 stages of 32 rows. Pure.
+ */
+export function nvfp4StreamPlan(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'streamTokens'>, K: number, R: number, T: number, splits = 1): Nvfp4StreamPlan | undefined {
+  if (l.computeCapability < 90 || T > Math.min(l.streamTokens, MAX_TOKENS) || K % 256 !== 0) return undefined;
+  for (const stages of R === 1 ? [4, 2] : [2]) {
+    const shared = stages * 16 * R * STREAM_STAGE_ROW + T * (K / 8 + 1) * 16 + splits * 8 * R * 32 * 16;
+    if (shared + STREAM_STATIC <= l.sharedPerBlockOptin) return { shared, stages };
+  }
+  return undefined;
+}
+
 /** y[T, N] = x · Wᵀ (+ bias) on the tensor cores; check q8MmaRefusal first. */
 export function q8MmaGemv(l: MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: number, bias: DevicePtr, y: DevicePtr): void {
   const [N, K] = w.shape;
   const why = q8MmaRefusal(w, Math.min(T, MAX_TOKENS));
   if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
   const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
+  const sp = w.format === 'nvfp4' ? nvfp4StreamPlan(l, K, p.rows, T, p.splits) : undefined;
+  if (w.format === 'nvfp4' && sp !== undefined) {
+    const args = [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, bias, y, 0, 0, T, N, K, p.splits, sp.stages];
+    l.launch(`gemv_mma_nvfp4s_r${p.rows}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], NVFP4_STREAM_THREADS, 'pipfpppppiiiii', args, sp.shared);
+    return;
+  }
   const kernel = `gemv_mma_${w.format}_r${p.rows}${tokensSuffix(T)}`;
   const { part, counters } = splitScratch(l, splitPartFloats(p, p.rows, T), p.splits > 1 ? p.tiles : 0);
   const grid: [number, number, number] = [p.tiles, p.splits, 1];
@@ -154,17 +194,26 @@ export function q8MmaGemvMany(l: MmaLauncher, ws: readonly Q8MmaWeight[], x: Dev
   const format = ws[0].format;
   const K = ws[0].shape[1];
   const plans = ws.map((w) => q8MmaPlan(format, w.shape[0], K, l.multiprocessors));
+  const nvfp4 = format === 'nvfp4';
+  const sp = nvfp4 ? nvfp4StreamPlan(l, K, 1, T, Math.max(...plans.map((p) => p.splits))) : undefined;
+  const args = (part: DevicePtr, counters: DevicePtr) => {
+    const a: number[] = nvfp4 ? [x, T, K, (ws[0] as CudaNvfp4Weight).wordsPerRow / 4, part, counters] : [x, T, K, part, counters];
+    for (let i = 0; i < 3; i++) {
+      const w = ws[i];
+      const absent = nvfp4 ? [0, 0, 1, 0, 0, 0, 1] : [0, 0, 0, 0, 0, 1];
+      a.push(...(w ? [...matrixArgs(w), biases[i], ys[i], w.shape[0], plans[i].splits] : absent));
+    }
+    return a;
+  };
+  const kinds = nvfp4 ? 'piiipp' + 'ppfppii'.repeat(3) : 'piipp' + 'ppppii'.repeat(3);
+  if (sp !== undefined) {
+    const tiles = plans.reduce((n, p) => n + p.tiles, 0);
+    l.launch('gemv_mma_nvfp4smany', [Math.min(tiles, l.multiprocessors), 1, 1], NVFP4_STREAM_THREADS, kinds + 'i', [...args(0, 0), sp.stages], sp.shared);
+    return;
+  }
   const size = fusedLaunchSize(plans, T);
   const { part, counters } = splitScratch(l, size.partFloats, size.counters);
-  const nvfp4 = format === 'nvfp4';
-  const args: number[] = nvfp4 ? [x, T, K, (ws[0] as CudaNvfp4Weight).wordsPerRow / 4, part?.ptr ?? 0, counters] : [x, T, K, part?.ptr ?? 0, counters];
-  for (let i = 0; i < 3; i++) {
-    const w = ws[i];
-    const absent = nvfp4 ? [0, 0, 1, 0, 0, 0, 1] : [0, 0, 0, 0, 0, 1];
-    args.push(...(w ? [...matrixArgs(w), biases[i], ys[i], w.shape[0], plans[i].splits] : absent));
-  }
-  const kinds = nvfp4 ? 'piiipp' + 'ppfppii'.repeat(3) : 'piipp' + 'ppppii'.repeat(3);
-  l.launch(`gemv_mma_${format}many${tokensSuffix(T)}`, [size.blocks, 1, 1], Q8_MMA_THREADS, kinds, args);
+  l.launch(`gemv_mma_${format}many${tokensSuffix(T)}`, [size.blocks, 1, 1], Q8_MMA_THREADS, kinds, args(part?.ptr ?? 0, counters));
   part?.release();
 }
 
@@ -175,9 +224,11 @@ export function q8MmaGemvSiluMul(l: MmaLauncher, gate: Q8MmaWeight, up: Q8MmaWei
   // Two m-tiles a block in the single plan means as many tiles as SMs twice over: never split.
   const tiles = Math.ceil(N / 16);
   if (gate.format === 'nvfp4') {
-    l.launch(`gemv_mma_nvfp4silu${tokensSuffix(T)}`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiiippi' + 'ppfp' + 'ppfp' + 'p', [
-      x, T, K, N, gate.wordsPerRow / 4, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,
-    ]);
+    const sp = nvfp4StreamPlan(l, K, 2, T, 1);
+    const args = [x, T, K, N, gate.wordsPerRow / 4, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y];
+    const kinds = 'piiiippi' + 'ppfp' + 'ppfp' + 'p';
+    if (sp !== undefined) l.launch('gemv_mma_nvfp4ssilu', [Math.min(tiles, l.multiprocessors), 1, 1], NVFP4_STREAM_THREADS, kinds + 'i', [...args, sp.stages], sp.shared);
+    else l.launch(`gemv_mma_nvfp4silu${tokensSuffix(T)}`, [tiles, 1, 1], Q8_MMA_THREADS, kinds, args);
   } else {
     l.launch(`gemv_mma_${gate.format}silu${tokensSuffix(T)}`, [tiles, 1, 1], Q8_MMA_THREADS, 'piiippi' + 'ppp' + 'ppp' + 'p', [
       x, T, K, N, 0, 0, 1, ...matrixArgs(gate), bg, ...matrixArgs(up), bu, y,

@@ -12,8 +12,8 @@ export interface MmaLauncher {
   computeCapability: number;
   /** Shared memory a block may use (static and dynamic together). */
   sharedPerBlockOptin: number;
-  /** The most tokens the int4 GEMV's streamed kernels take (0: none; QuantizedWeights.int4Streamed, int4StreamMaxTokens). */
-  int4StreamTokens: number;
+  /** The most tokens the streamed int4 and nvfp4 kernels take (0: none; QuantizedWeights.streamed, streamMaxTokens). */
+  streamTokens: number;
   /** Launch a kernel of the GEMV's kernels file, with `shared` bytes of dynamic shared memory. */
   launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], shared?: number): void;
   /** Float32 scratch of n values for this launch; released right after (stream order keeps it valid). */

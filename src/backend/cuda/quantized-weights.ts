@@ -26,8 +26,8 @@ import { E2M1_MAX, NVFP4_BLOCK_SIZE } from '../../quant/nvfp4.js';
 import { DEFAULT_INT4_GROUP_SIZE, type QuantizationMethod } from '../../quant/online.js';
 import type { CudaDriver, DevicePtr } from './driver.js';
 import type { DevicePool } from './memory-pool.js';
-import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, INT4_STREAM_MAX_TOKENS, int4MmaFusable, int4StreamShared, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
-import { Q8_MMA_FILE, Q8_MMA_MAX_TOKENS, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
+import { INT4_MMA_FILE, INT4_MMA_MAX_TOKENS, INT4_STREAM_MAX_TOKENS, int4MmaFusable, int4StreamPlan, int4MmaGemv, int4MmaGemvMany, int4MmaGemvSiluMul, int4MmaRefusal, quantDecodeGemvFromEnv, type QuantDecodeGemv } from './gemv-mma-int4.js';
+import { Q8_MMA_FILE, Q8_MMA_MAX_TOKENS, nvfp4StreamPlan, q8DecodeGemvFromEnv, q8MmaChosen, q8MmaFusable, q8MmaPlan, q8MmaGemv, q8MmaGemvMany, q8MmaGemvSiluMul, type Q8DecodeGemv, type Q8MmaWeight } from './gemv-mma-q8.js';
 import type { MmaLauncher } from './mma-launch.js';
 
 /** Columns of one tile of the 4-bit layout: 8 loads of 16 bytes (quant-linear.cu, TILE_COLS). */
@@ -296,13 +296,14 @@ export class QuantizedWeights {
    */
   decodeGemv: QuantDecodeGemv = quantDecodeGemvFromEnv();
   /**
-   * Whether the int4 tensor-core GEMV may run its streamed kernels (sm_90+: the copy engine fills a
-   * shared-memory ring; gemv-mma-int4.ts int4StreamShared says where they apply): bitwise the same
-   * outputs, so only speed depends on it. $TACHYON_INT4_STREAM=0 turns them off.
+   * Whether the int4 and nvfp4 tensor-core GEMVs may run their streamed kernels (sm_90+: the copy
+   * engine fills a shared-memory ring; int4StreamPlan in gemv-mma-int4.ts and nvfp4StreamPlan in
+   * gemv-mma-q8.ts say where they apply): bitwise the same outputs, so only speed depends on it.
+   * $TACHYON_STREAM=0 turns them off.
    */
-  int4Streamed = process.env.TACHYON_INT4_STREAM !== '0';
-  /** The most tokens a streamed int4 launch takes (INT4_STREAM_MAX_TOKENS, as measured; up to 8). */
-  int4StreamMaxTokens = INT4_STREAM_MAX_TOKENS;
+  streamed = process.env.TACHYON_STREAM !== '0';
+  /** The most tokens a streamed launch takes (INT4_STREAM_MAX_TOKENS, as measured; up to 8). */
+  streamMaxTokens = INT4_STREAM_MAX_TOKENS;
   /**
    * The ≤ 8-token GEMV of fp8, int8 and nvfp4 weights: 'fma' (the v2 kernels above), 'mma' (the
    * default: the tensor-core GEMV of gemv-mma-q8.ts for every such weight it takes: fp8/int8
@@ -328,8 +329,8 @@ export class QuantizedWeights {
   /**
    * The decode GEMVs for an engine whose steps carry at most `maxTokensPerStep` tokens (max_num_seqs
    * × (1 + speculative tokens)): one token → the FMA kernels, faster at one token (H100, 8B-shaped
-   * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster), except int4 weights the streamed kernels
-   * take (int4OneToken); more → the tensor-core ones (2-3× faster at 8 tokens). Fixed for the
+   * steps: w4a16 3.60 against 4.13 ms, fp8 2-11% faster), except int4 and nvfp4 weights the streamed
+   * kernels take (streamOneToken); more → the tensor-core ones (2-3× faster at 8 tokens). Fixed for the
    * engine's life, so a token's result never depends on which tokens share its step. Where $TACHYON_DECODE_GEMV, $TACHYON_QUANT_DECODE_GEMV or $TACHYON_Q8_DECODE_GEMV is
    * set, the environment wins and nothing changes.
    */
@@ -338,22 +339,27 @@ export class QuantizedWeights {
     const kernels = maxTokensPerStep <= 1 ? 'fma' : 'mma';
     this.decodeGemv = kernels;
     this.q8DecodeGemv = kernels;
-    this.int4OneToken = maxTokensPerStep <= 1;
+    this.streamOneToken = maxTokensPerStep <= 1;
   }
 
   /**
-   * Set by chooseDecodeGemvs for an engine of one token a step: int4 weights the streamed kernels take
-   * (sm_90+, gemv-mma-int4.ts int4StreamShared) run on the tensor-core GEMVs all the same — measured
-   * on the H100, an 8B-shaped w4a16 step at batch 1 took 3.07 ms there against 3.38 on FMA — and the
-   * rest keeps FMA. Fixed for the engine's life, as the choice above.
+   * Set by chooseDecodeGemvs for an engine of one token a step: int4 and nvfp4 weights the streamed
+   * kernels take (sm_90+, int4StreamPlan / nvfp4StreamPlan) run on the tensor-core GEMVs all the
+   * same — measured on the H100, an 8B-shaped w4a16 step at batch 1 took 3.07 ms there against 3.38 on
+   * FMA — and the rest keeps FMA. Fixed for the engine's life, as the choice above.
    */
-  int4OneToken = false;
+  streamOneToken = false;
 
-  /** Whether an engine of one token a step runs this int4 weight on the streamed tensor-core kernels. */
-  private streamsOneToken(w: CudaInt4Weight): boolean {
-    if (!this.int4OneToken || !this.int4Streamed || int4MmaRefusal(w.d, 1) !== undefined) return false;
+  /** Whether an engine of one token a step runs this weight on the streamed tensor-core kernels. */
+  private streamsOneToken(w: CudaQuantizedWeight): boolean {
+    if (!this.streamOneToken || !this.streamed) return false;
     const { device } = this.ctx.driver;
-    return int4StreamShared({ computeCapability: device.computeCapability, sharedPerBlockOptin: device.sharedPerBlockOptin, int4StreamTokens: 1 }, w.d, 2, 1) !== undefined;
+    const l = { computeCapability: device.computeCapability, sharedPerBlockOptin: device.sharedPerBlockOptin, streamTokens: 1 };
+    if (w instanceof CudaInt4Weight) return int4MmaRefusal(w.d, 1) === undefined && int4StreamPlan(l, w.d, 2, 1) !== undefined;
+    if (!(w instanceof CudaNvfp4Weight)) return false;
+    const [N, K] = w.shape;
+    const p = q8MmaPlan('nvfp4', N, K, device.multiprocessors);
+    return nvfp4StreamPlan(l, K, p.rows, 1, p.splits) !== undefined;
   }
 
   // ---- loading ---------------------------------------------------------------------------------
@@ -640,11 +646,12 @@ export class QuantizedWeights {
 
   /**
    * Whether gemv runs this weight at T tokens on a tensor-core GEMV: int4 with decodeGemv = 'mma',
-   * fp8/int8/nvfp4 as q8DecodeGemv chooses. The same answer for every T in 1..8.
+   * fp8/int8/nvfp4 as q8DecodeGemv chooses, and in a one-token engine what streams (streamsOneToken).
+   * The same answer for every T in 1..8.
    */
   takesMma(w: CudaQuantizedWeight, T: number): boolean {
     if (w instanceof CudaInt4Weight) return (this.decodeGemv === 'mma' && int4MmaRefusal(w.d, T) === undefined) || this.streamsOneToken(w);
-    return q8MmaChosen(this.q8DecodeGemv, w, T);
+    return q8MmaChosen(this.q8DecodeGemv, w, T) || this.streamsOneToken(w);
   }
 
   /**
@@ -664,7 +671,7 @@ export class QuantizedWeights {
       multiprocessors: ctx.driver.device.multiprocessors,
       computeCapability: ctx.driver.device.computeCapability,
       sharedPerBlockOptin: ctx.driver.device.sharedPerBlockOptin,
-      int4StreamTokens: this.int4Streamed ? this.int4StreamMaxTokens : 0,
+      streamTokens: this.streamed ? this.streamMaxTokens : 0,
       launch: (kernel, grid, block, kinds, args, shared) => launchIn(file, kernel, grid, block, kinds, args, shared),
       scratch: (n) => {
         const buf = ctx.pool.alloc(n * 4);

@@ -378,11 +378,11 @@ I4_KERNELS(_zp_g64_n2, true, true, 2)
 // (cp.async) or loaded by the consumers left the ring short (consumers waiting on it). gemv-mma-int4.ts
 // says where these kernels run.
 //
-// Shared memory (dynamic): I4S_STAGES stages of 16·R rows of codes, scales and zero points (if any), then x: T
-// token rows of 4 · `loads` uint4, the bf16 pairs (c, c + 4), c = 0..3, of each 8 columns (zero past K),
-// then the splits' sums (i4s_body).
+// Shared memory (dynamic): the ring's stages (1 to I4S_MAX_STAGES, as the host chose) of 16·R rows of codes, scales and zero points (if any), then x
+// (stream_stage_x, gemv-mma.cuh: T token rows of 4 · `loads` + 1 uint4, the bf16 pairs (c, c + 4), c = 0..3,
+// of each 8 columns), then the splits' sums (i4s_body).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
-#define I4S_STAGES(R) ((R) == 1 ? 4 : 2)  // ring stages: 16 · R rows each (gemv-mma-int4.ts sizes the shared memory alike)
+#define I4S_MAX_STAGES 4  // ring stages at most, 16 · R rows each (gemv-mma-int4.ts int4StreamPlan chooses a launch's)
 #ifndef I4S_TILES                     // (TACHYON_NVRTC_DEFINES may set it to probe; gemv-mma-int4.ts sizes for 16)
 #define I4S_TILES 16                  // tiles a stage (a multiple of 8: warp w takes tiles w, w + 8, ...)
 #endif
@@ -392,11 +392,6 @@ I4_KERNELS(_zp_g64_n2, true, true, 2)
 #define I4S_STAGE_ROW(ZP) (I4S_ROW + I4S_SROW + ((ZP) ? I4S_ZROW : 0))  // (symmetric weights leave out the zero points)
 #define I4S_THREADS (MMA_THREADS + 32)
 
-// The consumer warps meet (named barrier 1): the producer warp has left.
-struct ConsumerSync {
-  __device__ __forceinline__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(MMA_THREADS) : "memory"); }
-};
-
 // An item: the R m-tiles of one row tile (rows row0.. of mat[r]) over all of K, summed as the kernels
 // above sum it when their plan splits K into S ranges.
 template <int R>
@@ -404,30 +399,6 @@ struct I4Item {
   I4Matrix mat[R];
   int row0, S;
 };
-
-// x → bf16 pairs in shared memory (every consumer thread), then the consumers meet. A thread issues
-// the loads of 4 blocks of 8 columns before converting any, so it waits on L2 once per 4, not per block.
-__device__ __forceinline__ void i4s_stage_x(uint4* xs, const float* __restrict__ x, int T, int K, int loads) {
-  constexpr int U = 4;
-  const int per = 4 * loads;  // 8-column blocks a row
-  for (int i0 = threadIdx.x; i0 < T * per; i0 += U * MMA_THREADS) {
-    float4 lo[U], hi[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int i = i0 + u * MMA_THREADS, t = i / per, c = 8 * (i - t * per);
-      // K % 16 = 0: a block lies wholly in K or past it.
-      const bool ok = i < T * per && c < K;
-      lo[u] = ldg_x4(x + (u64)t * K + c, ok);
-      hi[u] = ldg_x4(x + (u64)t * K + c + 4, ok);
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int i = i0 + u * MMA_THREADS;
-      if (i < T * per) xs[i] = make_uint4(bf16x2(lo[u].x, hi[u].x), bf16x2(lo[u].y, hi[u].y), bf16x2(lo[u].z, hi[u].z), bf16x2(lo[u].w, hi[u].w));
-    }
-  }
-  ConsumerSync()();
-}
 
 // A stage's groups: [g0, g1) for tiles [kt, kt + n).
 __device__ __forceinline__ void i4s_groups(int kt, int n, int G, int groupShift, int& g0, int& g1) {
@@ -449,16 +420,15 @@ __device__ __forceinline__ void i4s_groups(int kt, int n, int G, int groupShift,
 // them in the classic order.
 template <int R, bool ZP, bool G64, class ItemOf, class Emit>
 __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Emit& emit, int loads, int G, int groupShift,
-                                         const float* __restrict__ x, int T, int K) {
+                                         const float* __restrict__ x, int T, int K, int stages) {
   extern __shared__ __align__(128) unsigned char i4s_smem[];
-  constexpr int STAGES = I4S_STAGES(R);
-  __shared__ __align__(8) u64 full[STAGES], empty[STAGES];
+  __shared__ __align__(8) u64 full[I4S_MAX_STAGES], empty[I4S_MAX_STAGES];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   constexpr int ROWS = 16 * R;
   constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW(ZP);
   const int KT = loads >> 3;  // tiles a row
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
+    for (int s = 0; s < stages; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -466,11 +436,14 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
     int s = 0, phase = 0, n = 0;
     for (int i = blockIdx.x; i < items; i += gridDim.x) {
       const I4Item<R> it = item(i);
-      const I4Matrix& m = it.mat[R == 1 ? 0 : lane >> 4];
+      // (Selects of values, not it.mat[lane >> 4]: an index into `it` would put it in local memory.)
+      const bool second = R == 2 && lane >= 16;
+      const I4Matrix m{second ? it.mat[R - 1].w : it.mat[0].w, second ? it.mat[R - 1].scales : it.mat[0].scales,
+                       second ? it.mat[R - 1].zeros : it.mat[0].zeros, nullptr, nullptr, second ? it.mat[R - 1].N : it.mat[0].N};
       const int row = min(it.row0 + (lane & 15), m.N - 1);
       const uint4* src = m.w + (u64)row * loads;
       for (int kt = 0; kt < KT; kt += I4S_TILES, n++) {
-        if (n >= STAGES) mbar_wait(&empty[s], phase ^ 1);
+        if (n >= stages) mbar_wait(&empty[s], phase ^ 1);
         const int tiles = min(I4S_TILES, KT - kt);
         // Scales: floats [g0 & ~3, g1 rounded up to 4); zero points: bytes [g0 & ~15, g1 rounded up to 16).
         int g0, g1;
@@ -484,19 +457,19 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
           bulk_copy(stage + ROWS * I4S_ROW + lane * I4S_SROW, m.scales + (u64)row * G + (g0 & ~3), sBytes, &full[s]);
           if constexpr (ZP) bulk_copy(stage + ROWS * (I4S_ROW + I4S_SROW) + lane * I4S_ZROW, m.zeros + (u64)row * G + (g0 & ~15), zBytes, &full[s]);
         }
-        if (++s == STAGES) s = 0, phase ^= 1;
+        if (++s == stages) s = 0, phase ^= 1;
       }
     }
     return;
   }
-  uint4* xs = reinterpret_cast<uint4*>(i4s_smem + STAGES * STAGE_BYTES);
-  i4s_stage_x(xs, x, T, K, loads);
+  uint4* xs = reinterpret_cast<uint4*>(i4s_smem + stages * STAGE_BYTES);
+  stream_stage_x<true>(xs, x, T, K, 4 * loads);
   // The units' sums: [S][8 warps][R][32 lanes] float4 (the lane's D fragment), after x.
-  float4* units = reinterpret_cast<float4*>(xs + T * 4 * loads);
+  float4* units = reinterpret_cast<float4*>(xs + T * (4 * loads + 1));
   const auto unit = [&](int sp, int w, int r) -> float4& { return units[((sp * MMA_WARPS + w) * R + r) * 32 + lane]; };
   const int g = lane >> 2, q = lane & 3;
   // Token rows past T read row T − 1: they feed only output columns that are never written.
-  const uint4* xl = xs + min(g, T - 1) * 4 * loads + 2 * q;
+  const uint4* xl = xs + min(g, T - 1) * (4 * loads + 1) + 2 * q;
   int s = 0, phase = 0;
   float acc[R][4];
   for (int i = blockIdx.x; i < items; i += gridDim.x) {
@@ -571,7 +544,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
       }
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
-      if (++s == STAGES) s = 0, phase ^= 1;
+      if (++s == stages) s = 0, phase ^= 1;
     }
     if (us >= 0) flush();
     ConsumerSync()();
@@ -600,16 +573,16 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
 // gemv_mma_int4s*: one item a row tile, summed as gemv_mma_int4 with S splits sums it (part and counters
 // are not used: the parameters are gemv_mma_int4's).
 template <bool ZP, bool G64>
-__device__ __forceinline__ void i4s_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, int T, int K, int S) {
+__device__ __forceinline__ void i4s_single(const I4Matrix& mt, int loads, int G, int groupShift, const float* x, int T, int K, int S, int stages) {
   const auto item = [&](int i) { return I4Item<1>{{mt}, 16 * i, S}; };
   const auto emit = [&](const I4Item<1>& it, int m, int t, const float (&v)[1]) { I4StoreRows{&it.mat[0], it.row0}(m, t, v); };
-  i4s_body<1, ZP, G64>((mt.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K);
+  i4s_body<1, ZP, G64>((mt.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K, stages);
 }
 
 // gemv_mma_int4smany*: up to 3 matrices, each summed as the single kernel sums it (S_i splits).
 template <bool ZP, bool G64>
 __device__ __forceinline__ void i4s_many(const I4Matrix& m0, int S0, const I4Matrix& m1, int S1, const I4Matrix& m2, int S2, int loads, int G,
-                                         int groupShift, const float* x, int T, int K) {
+                                         int groupShift, const float* x, int T, int K, int stages) {
   const int t0 = (m0.N + 15) >> 4, t1 = (m1.N + 15) >> 4, t2 = (m2.N + 15) >> 4;
   const auto item = [&](int i) {
     if (i < t0) return I4Item<1>{{m0}, 16 * i, S0};
@@ -617,40 +590,40 @@ __device__ __forceinline__ void i4s_many(const I4Matrix& m0, int S0, const I4Mat
     return I4Item<1>{{m2}, 16 * (i - t0 - t1), S2};
   };
   const auto emit = [&](const I4Item<1>& it, int m, int t, const float (&v)[1]) { I4StoreRows{&it.mat[0], it.row0}(m, t, v); };
-  i4s_body<1, ZP, G64>(t0 + t1 + t2, item, emit, loads, G, groupShift, x, T, K);
+  i4s_body<1, ZP, G64>(t0 + t1 + t2, item, emit, loads, G, groupShift, x, T, K, stages);
 }
 
 // gemv_mma_int4ssilu*: gate and up rows of a tile in one item, silu(g)·u out.
 template <bool ZP, bool G64>
 __device__ __forceinline__ void i4s_silu(const I4Matrix& gate, const I4Matrix& up, float* y, int loads, int G, int groupShift, const float* x, int T,
-                                         int K, int S) {
+                                         int K, int S, int stages) {
   const auto item = [&](int i) { return I4Item<2>{{gate, up}, 16 * i, S}; };
   const auto emit = [&](const I4Item<2>& it, int m, int t, const float (&v)[2]) { I4StoreSilu{&it.mat[0], &it.mat[1], y, it.row0}(m, t, v); };
-  i4s_body<2, ZP, G64>((gate.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K);
+  i4s_body<2, ZP, G64>((gate.N + 15) >> 4, item, emit, loads, G, groupShift, x, T, K, stages);
 }
 
-// The same parameters as gemv_mma_int4* (part and counters unused); the dynamic shared memory holds the
-// ring, x and the units' sums. Grid: min(row tiles, SMs) blocks of I4S_THREADS.
+// The parameters of gemv_mma_int4* (part and counters unused), then the ring's stages; the dynamic shared
+// memory holds the ring, x and the units' sums. Grid: min(row tiles, SMs) blocks of I4S_THREADS.
 #define I4S_KERNELS(SUFFIX, ZP, G64)                                                                                                \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4s##SUFFIX(                                               \
       const uint4* w, int loads, const float* s, const unsigned char* z, int G, int groupShift, const float* x, const float* b,     \
-      float* y, float* part, u32* counters, int T, int N, int K, int S) {                                           \
-    i4s_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, T, K, S);                           \
+      float* y, float* part, u32* counters, int T, int N, int K, int S, int stages) {                                               \
+    i4s_single<ZP, G64>(I4Matrix{w, s, z, b, y, N}, loads, G, groupShift, x, T, K, S, stages);                                  \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4smany##SUFFIX(                                           \
       const float* x, int T, int K, int loads, int G, int groupShift, float* part, u32* counters,                                \
       const uint4* w0, const float* s0, const unsigned char* z0, const float* b0, float* y0, int n0, int S0,                        \
       const uint4* w1, const float* s1, const unsigned char* z1, const float* b1, float* y1, int n1, int S1,                        \
-      const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2) {                      \
+      const uint4* w2, const float* s2, const unsigned char* z2, const float* b2, float* y2, int n2, int S2, int stages) {          \
     i4s_many<ZP, G64>(I4Matrix{w0, s0, z0, b0, y0, n0}, S0, I4Matrix{w1, s1, z1, b1, y1, n1}, S1, I4Matrix{w2, s2, z2, b2, y2, n2}, S2, \
-                      loads, G, groupShift, x, T, K);                                                                          \
+                      loads, G, groupShift, x, T, K, stages);                                                                  \
   }                                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(I4S_THREADS, 1) gemv_mma_int4ssilu##SUFFIX(                                           \
       const float* x, int T, int K, int N, int loads, int G, int groupShift, float* part, u32* counters, int S,             \
       const uint4* gw, const float* gs, const unsigned char* gz, const float* gb,                                                    \
-      const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y) {                                       \
+      const uint4* uw, const float* us, const unsigned char* uz, const float* ub, float* y, int stages) {                           \
     i4s_silu<ZP, G64>(I4Matrix{gw, gs, gz, gb, nullptr, N}, I4Matrix{uw, us, uz, ub, nullptr, N}, y, loads, G, groupShift, x, T, K, \
-                      S);                                                                                       \
+                      S, stages);                                                                               \
   }
 
 I4S_KERNELS(, false, false)

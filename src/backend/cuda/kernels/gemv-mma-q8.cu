@@ -261,6 +261,32 @@ __device__ __forceinline__ void nvfp4_scale_pairs(uint2* scalePairs) {
   __syncthreads();
 }
 
+// One half (hf) of a chunk of R m-tiles into acc[r][n]: a[r][h] the lane's load of row g + 8h, sc[r][h][hf]
+// the block scale codes of its two 16-column blocks, b[n][j] n-tile n's B pairs for word 2hf + j: columns
+// (0, 1), (2, 3) of the word's 8 for the first step, (4, 5), (6, 7) for the second.
+template <int R, int NT>
+__device__ __forceinline__ void nvfp4_half(const uint4 (&a)[R][2], const u32 (&sc)[R][2][2], int hf, const u32 (&b)[NT][2][4], const uint2* scalePairs,
+                                           float (&acc)[R][NT][4]) {
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const uint2 m0 = scalePairs[sc[r][0][hf]], m1 = scalePairs[sc[r][1][hf]];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      u32 lo0, hi0, lo1, hi1;
+      e2m1_bytes(word_at(a[r][0], 2 * hf + j), lo0, hi0);
+      e2m1_bytes(word_at(a[r][1], 2 * hf + j), lo1, hi1);
+      // Elements 0–3 (lo) in the first step, 4–7 (hi) in the second; x at the same columns.
+      const u32 lo[4] = {nvfp4_pair(lo0, 0x4140u, m0), nvfp4_pair(lo1, 0x4140u, m1), nvfp4_pair(lo0, 0x4342u, m0), nvfp4_pair(lo1, 0x4342u, m1)};
+      const u32 hi[4] = {nvfp4_pair(hi0, 0x4140u, m0), nvfp4_pair(hi1, 0x4140u, m1), nvfp4_pair(hi0, 0x4342u, m0), nvfp4_pair(hi1, 0x4342u, m1)};
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        mma_bf16(acc[r][n], lo[0], lo[1], lo[2], lo[3], b[n][j][0], b[n][j][1]);
+        mma_bf16(acc[r][n], hi[0], hi[1], hi[2], hi[3], b[n][j][2], b[n][j][3]);
+      }
+    }
+  }
+}
+
 // loads: 16-byte loads per row (Kp / 32, Kp = K rounded up to 256); chunks of 128 columns. Otherwise
 // as q8_rows.
 template <int R, int G, int NT>
@@ -331,32 +357,17 @@ __device__ __forceinline__ void nvfp4_rows(const Q8Matrix* const (&mat)[R], cons
         const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
         if (run >= K) break;  // padding (the same for the whole warp)
         const int col = run + 16 * q;
-        float4 xv[NT][4];
+        u32 b[NT][2][4];
 #pragma unroll
         for (int n = 0; n < NT; n++) {
           const bool xin = tokOk[n] && col < K;
 #pragma unroll
-          for (int i = 0; i < 4; i++) xv[n][i] = ldg_x4(xrow[n] + col + 4 * i, xin);
-        }
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          const uint2 m0 = scalePairs[sc[u][r][0][hf]], m1 = scalePairs[sc[u][r][1][hf]];
-#pragma unroll
           for (int j = 0; j < 2; j++) {
-            u32 lo0, hi0, lo1, hi1;
-            e2m1_bytes(word_at(a[u][r][0], 2 * hf + j), lo0, hi0);
-            e2m1_bytes(word_at(a[u][r][1], 2 * hf + j), lo1, hi1);
-            // Elements 0–3 (lo) in the first step, 4–7 (hi) in the second; x at the same columns.
-            const u32 lo[4] = {nvfp4_pair(lo0, 0x4140u, m0), nvfp4_pair(lo1, 0x4140u, m1), nvfp4_pair(lo0, 0x4342u, m0), nvfp4_pair(lo1, 0x4342u, m1)};
-            const u32 hi[4] = {nvfp4_pair(hi0, 0x4140u, m0), nvfp4_pair(hi1, 0x4140u, m1), nvfp4_pair(hi0, 0x4342u, m0), nvfp4_pair(hi1, 0x4342u, m1)};
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-              const float4 x0 = xv[n][2 * j], x1 = xv[n][2 * j + 1];
-              mma_bf16(acc[u][r][n], lo[0], lo[1], lo[2], lo[3], bf16x2(x0.x, x0.y), bf16x2(x0.z, x0.w));
-              mma_bf16(acc[u][r][n], hi[0], hi[1], hi[2], hi[3], bf16x2(x1.x, x1.y), bf16x2(x1.z, x1.w));
-            }
+            const float4 x0 = ldg_x4(xrow[n] + col + 8 * j, xin), x1 = ldg_x4(xrow[n] + col + 8 * j + 4, xin);
+            b[n][j][0] = bf16x2(x0.x, x0.y), b[n][j][1] = bf16x2(x0.z, x0.w), b[n][j][2] = bf16x2(x1.x, x1.y), b[n][j][3] = bf16x2(x1.z, x1.w);
           }
         }
+        nvfp4_half<R, NT>(a[u], sc[u], hf, b, scalePairs, acc[u]);
       }
     }
   }
@@ -494,3 +505,267 @@ Q8_FUSED(0, fp8, 2, _n2) Q8_FUSED(1, int8, 2, _n2)
   }
 NVFP4_KERNELS(1, )
 NVFP4_KERNELS(2, _n2)
+
+// ---- streamed nvfp4: the same sums from a shared-memory ring the copy engine fills (sm_90+) ----------
+//
+// As gemv-mma-int4.cu's streamed kernels (read their header for why): one producer warp a block
+// bulk-copies each stage — 16 tiles (4,096 columns) of the item's 16·R rows and their block scales —
+// into a ring; the 8 consumer warps take x as bf16 pairs from shared memory (stream_stage_x, pairs of
+// neighbouring columns, as the B fragments above hold them) and the scale pairs from a table there.
+// Blocks are persistent and walk items (a plan's row tile: R m-tiles), summing each exactly as the
+// kernels above do under their plan (nvfp4s_body says how), so every output is bitwise theirs.
+// gemv-mma-q8.ts says where they run (nvfp4StreamShared: K % 256 = 0, so no padding and every row's
+// block scales start on 16 bytes).
+//
+// Shared memory (dynamic): the ring's stages (1 to F4S_MAX_STAGES, as the host chose) of 16·R rows (codes,
+// then block scales), then x (T rows of K / 8 + 1 uint4), then the splits' sums.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
+#define F4S_TILES 16                         // tiles a stage (256 columns each): 32 chunks
+#define F4S_MAX_STAGES 4                     // ring stages at most (gemv-mma-q8.ts nvfp4StreamPlan chooses 1–4 a launch)
+#define F4S_ROW (F4S_TILES * 128 + 64)       // a stage's row of codes, + 64 bytes so each 8 lanes of a load hit 8 bank groups
+#define F4S_SROW (F4S_TILES * 16 + 16)       // a stage's row of block scales, + 16 so the 8 rows g fall on 8 banks
+#define F4S_THREADS (MMA_THREADS + 32)
+
+// An item: rows row0[r].. (16) of mat[r] for each m-tile r, over all of K, summed as the classic kernels
+// sum them under a plan of S splits.
+template <int R>
+struct F4Item {
+  Q8Matrix mat[R];
+  int row0[R];
+  int S;
+};
+
+// One chunk (global index c, index cl in the stage) of the item's R m-tiles into acc: the lane's codes and
+// block scale codes from the stage, x from the staged pairs (xl: the lane's token row + 2q).
+template <int R>
+__device__ __forceinline__ void nvfp4s_chunk(const unsigned char* stage, int cl, int c, const uint4* xl, const uint2* scalePairs, float (&acc)[R][1][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int tile = cl >> 1, half = cl & 1;
+  uint4 a[R][2];
+  u32 sc[R][2][2];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int row = 16 * r + 8 * h + g;
+      a[r][h] = *reinterpret_cast<const uint4*>(stage + row * F4S_ROW + 128 * tile + 16 * (4 * half + q));
+      // Blocks b and b + 8 of the tile, b = 4·half + q (the loads' blocks, as nvfp4_rows).
+      const unsigned char* s = stage + 16 * R * F4S_ROW + row * F4S_SROW + 16 * tile + 4 * half + q;
+      sc[r][h][0] = s[0];
+      sc[r][h][1] = s[8];
+    }
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    // The half's 64-column run (nvfp4_rows's `run`), this lane's 16 columns at + 16q: uint4 2q, 2q + 1 of it.
+    const int run = (c >> 1) * 256 + 128 * hf + 64 * (c & 1);
+    u32 b[1][2][4];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const uint4 v = xl[(run >> 3) + j];
+      b[0][j][0] = v.x, b[0][j][1] = v.y, b[0][j][2] = v.z, b[0][j][3] = v.w;
+    }
+    nvfp4_half<R, 1>(a, sc, hf, b, scalePairs, acc);
+  }
+}
+
+// The body: items blockIdx.x, + gridDim.x, ... of `items`; item(i) says what item i is; emit(it, m, t, s)
+// writes row m of the item's m-tiles for token t from their sums s[r].
+//
+// The sums are the classic kernels': their split s of S (chunks [s·per, (s + 1)·per)) has its groups of
+// G chunks (Group<R>), group j summed by warp j % 8 into accumulators acc[u], u the chunk's place in its
+// group; a warp's G accumulators are added in order, the 8 warps' sums in warp order and the S splits'
+// in split order (mma_finish_emit_n). Here each such "unit" (split s, classic warp w) — its groups j ≡ w
+// (mod 8) — is summed by one consumer warp, (s·⌈per / G⌉ + w) % 8, which spreads a stage's groups over
+// the 8 warps; it keeps the unit's G accumulators and, after the unit's last group, leaves their sum in
+// shared memory; then one thread per output adds the units in the classic order. A group may straddle
+// two stages; a warp walks the stages of an item in order (wait_stage), arriving on each once it is done.
+template <int R, class ItemOf, class Emit>
+__device__ __forceinline__ void nvfp4s_body(int items, const ItemOf& item, const Emit& emit, int loads, const float* __restrict__ x, int T, int K,
+                                            int stages) {
+  extern __shared__ __align__(128) unsigned char f4s_smem[];
+  constexpr int ROWS = 16 * R, STAGE_BYTES = ROWS * (F4S_ROW + F4S_SROW), CHUNKS = 2 * F4S_TILES;
+  constexpr int G = Group<R>::G;
+  __shared__ __align__(8) u64 full[F4S_MAX_STAGES], empty[F4S_MAX_STAGES];
+  __shared__ uint2 scalePairs[256];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int KT = loads >> 3;  // tiles a row (K % 256 = 0: none of them padding)
+  const int chunks = 2 * KT, stagesPerItem = (KT + F4S_TILES - 1) / F4S_TILES;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == MMA_WARPS) {
+    int s = 0, phase = 0, n = 0;
+    for (int i = blockIdx.x; i < items; i += gridDim.x) {
+      const F4Item<R> it = item(i);
+      // (Selects, not it.mat[lane >> 4]: an index into `it` would put it in local memory.)
+      const bool second = R == 2 && lane >= 16;
+      const Q8Matrix& m = second ? it.mat[R - 1] : it.mat[0];
+      const int row = min((second ? it.row0[R - 1] : it.row0[0]) + (lane & 15), m.N - 1);
+      const uint4* src = static_cast<const uint4*>(m.w) + (u64)row * loads;
+      const u8* scales = m.blockScales + (u64)row * (K >> 4);
+      for (int kt = 0; kt < KT; kt += F4S_TILES, n++) {
+        if (n >= stages) mbar_wait(&empty[s], phase ^ 1);
+        const int tiles = min(F4S_TILES, KT - kt);
+        if (lane == 0) mbar_expect(&full[s], ROWS * 144 * tiles);  // 128 bytes of codes and 16 block scales a tile
+        __syncwarp();
+        if (lane < ROWS) {
+          unsigned char* stage = f4s_smem + s * STAGE_BYTES;
+          bulk_copy(stage + lane * F4S_ROW, src + 8 * kt, 128 * tiles, &full[s]);
+          bulk_copy(stage + ROWS * F4S_ROW + lane * F4S_SROW, scales + 16 * kt, 16 * tiles, &full[s]);
+        }
+        if (++s == stages) s = 0, phase ^= 1;
+      }
+    }
+    return;
+  }
+  for (int i = threadIdx.x; i < 256; i += MMA_THREADS) {
+    const float sv = e4m3_to_f32((u32)i);
+    scalePairs[i] = make_uint2(bf16x2(0.5f * sv, 0.5f * sv), bf16x2(-96.f * sv, -96.f * sv));  // nvfp4_scale_pairs's
+  }
+  uint4* xs = reinterpret_cast<uint4*>(f4s_smem + stages * STAGE_BYTES);
+  stream_stage_x<false>(xs, x, T, K, K >> 3);  // (ends with the consumers meeting: the table is made too)
+  // The units' sums: [S][8 warps][R][32 lanes] float4 (the lane's D fragment), after x.
+  float4* units = reinterpret_cast<float4*>(xs + T * ((K >> 3) + 1));
+  const auto unit = [&](int sp, int w, int r) -> float4& { return units[((sp * MMA_WARPS + w) * R + r) * 32 + lane]; };
+  const int g = lane >> 2, q = lane & 3;
+  // Token rows past T read row T − 1: they feed only output columns that are never written.
+  const uint4* xl = xs + min(g, T - 1) * ((K >> 3) + 1) + 2 * q;
+  int s = 0, phase = 0;
+  for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    const F4Item<R> it = item(i);
+    const int per = (chunks + it.S - 1) / it.S;  // chunks a split (split_range's)
+    const int groupsPerSplit = (per + G - 1) / G;
+    int cur = -1;  // the item's stage this warp has waited for and not yet released
+    // Hold stage st: release the ones before it (arrive on their empty barriers) and wait until it has landed.
+    const auto wait_stage = [&](int st) {
+      for (; cur < st; cur++) {
+        if (cur >= 0) {
+          __syncwarp();
+          if (lane == 0) mbar_arrive(&empty[s]);
+          if (++s == stages) s = 0, phase ^= 1;
+        }
+        if (cur + 1 < stagesPerItem) mbar_wait(&full[s], phase);
+      }
+    };
+    for (int sp = 0; sp < it.S; sp++) {
+      const int c0 = sp * per, c1 = min(chunks, c0 + per);
+      const int w = (warp - sp * groupsPerSplit) & 7;  // the classic warp whose unit this warp sums
+      float acc[G][R][1][4];
+#pragma unroll
+      for (int u = 0; u < G; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[u][r][0][0] = acc[u][r][0][1] = acc[u][r][0][2] = acc[u][r][0][3] = 0.f;
+      for (int cg = c0 + w * G; cg < c1; cg += MMA_WARPS * G) {
+        const int n = min(G, c1 - cg);  // the group's chunks
+        wait_stage(cg / CHUNKS);
+        if (n == G && (cg + G - 1) / CHUNKS == cur) {
+          // A whole group in the stage held (the usual case): no wait or branch between its chunks, so
+          // their G independent accumulators' loads, decodes and mmas interleave, as in the classic kernel.
+          const unsigned char* stage = f4s_smem + s * STAGE_BYTES;
+#pragma unroll
+          for (int u = 0; u < G; u++) nvfp4s_chunk<R>(stage, (cg + u) % CHUNKS, cg + u, xl, scalePairs, acc[u]);
+        } else {
+#pragma unroll
+          for (int u = 0; u < G; u++) {
+            if (u >= n) break;  // the same for the whole warp
+            wait_stage((cg + u) / CHUNKS);
+            nvfp4s_chunk<R>(f4s_smem + s * STAGE_BYTES, (cg + u) % CHUNKS, cg + u, xl, scalePairs, acc[u]);
+          }
+        }
+      }
+      // The unit's sum (0 where it has no chunks, as an idle classic warp's).
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          v[e] = acc[0][r][0][e];
+#pragma unroll
+          for (int u = 1; u < G; u++) v[e] += acc[u][r][0][e];
+        }
+        unit(sp, w, r) = make_float4(v[0], v[1], v[2], v[3]);
+      }
+    }
+    wait_stage(stagesPerItem);  // release the rest
+    ConsumerSync()();
+    // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
+    // 2·(m / 8) + t % 2 (mma_finish_emit_n's reading of the fragments).
+    const int o = threadIdx.x, m = (o >> 3) & 15, t = o & 7;
+    if (o < 128 && t < T) {
+      const int src = 4 * (m & 7) + (t >> 1), reg = 2 * (m >> 3) + (t & 1);
+      float v[R];
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        for (int sp = 0; sp < it.S; sp++) {
+          float vs = reinterpret_cast<const float*>(&units[((sp * MMA_WARPS) * R + r) * 32 + src])[reg];
+#pragma unroll
+          for (int wp = 1; wp < MMA_WARPS; wp++) vs += reinterpret_cast<const float*>(&units[((sp * MMA_WARPS + wp) * R + r) * 32 + src])[reg];
+          v[r] = sp == 0 ? vs : v[r] + vs;
+        }
+      }
+      emit(it, m, t, v);
+    }
+    ConsumerSync()();  // the units are read before the next item writes them
+  }
+}
+
+// gemv_mma_nvfp4s_r<R>: one item a plan's row tile (R m-tiles), summed as gemv_mma_nvfp4_r<R> with S
+// splits sums it (part and counters unused: the parameters are gemv_mma_nvfp4_r<R>'s).
+template <int R>
+__device__ __forceinline__ void nvfp4s_single(const Q8Matrix& mt, int loads, const float* x, int T, int K, int S, int stages) {
+  const auto item = [&](int i) {
+    F4Item<R> it;
+#pragma unroll
+    for (int r = 0; r < R; r++) it.mat[r] = mt, it.row0[r] = 16 * R * i + 16 * r;
+    it.S = S;
+    return it;
+  };
+  const auto emit = [&](const F4Item<R>& it, int m, int t, const float (&v)[R]) { Q8StoreRows<R>{&it.mat[0], it.row0[0]}(m, t, v); };
+  nvfp4s_body<R>((mt.N + 16 * R - 1) / (16 * R), item, emit, loads, x, T, K, stages);
+}
+
+// gemv_mma_nvfp4smany: up to 3 matrices (one m-tile an item), each summed as the single kernel sums it.
+__device__ __forceinline__ void nvfp4s_many(const Q8Matrix& m0, int S0, const Q8Matrix& m1, int S1, const Q8Matrix& m2, int S2, int loads,
+                                            const float* x, int T, int K, int stages) {
+  const int t0 = (m0.N + 15) >> 4, t1 = (m1.N + 15) >> 4, t2 = (m2.N + 15) >> 4;
+  const auto item = [&](int i) {
+    if (i < t0) return F4Item<1>{{m0}, {16 * i}, S0};
+    if (i < t0 + t1) return F4Item<1>{{m1}, {16 * (i - t0)}, S1};
+    return F4Item<1>{{m2}, {16 * (i - t0 - t1)}, S2};
+  };
+  const auto emit = [&](const F4Item<1>& it, int m, int t, const float (&v)[1]) { Q8StoreRows<1>{&it.mat[0], it.row0[0]}(m, t, v); };
+  nvfp4s_body<1>(t0 + t1 + t2, item, emit, loads, x, T, K, stages);
+}
+
+// gemv_mma_nvfp4ssilu: gate and up rows of a tile in one item (the two-m-tile plan, never split), silu(g)·u out.
+__device__ __forceinline__ void nvfp4s_silu(const Q8Matrix& gate, const Q8Matrix& up, float* y, int loads, const float* x, int T, int K, int stages) {
+  const auto item = [&](int i) { return F4Item<2>{{gate, up}, {16 * i, 16 * i}, 1}; };
+  const auto emit = [&](const F4Item<2>& it, int m, int t, const float (&v)[2]) { Q8StoreSilu{&it.mat[0], &it.mat[1], y, it.row0[0]}(m, t, v); };
+  nvfp4s_body<2>((gate.N + 15) >> 4, item, emit, loads, x, T, K, stages);
+}
+
+// The parameters of the classic nvfp4 kernels (part, counters and, for silu, S unused), then the ring's
+// stages. Grid: min(items, SMs) blocks of F4S_THREADS.
+#define NVFP4S_SINGLE(R)                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(F4S_THREADS, 1) gemv_mma_nvfp4s_r##R(                                                \
+      const uint4* w, int loads, const u8* blockScales, float globalScale, const float* x, const float* bias, float* y,            \
+      float* part, u32* counters, int T, int N, int K, int S, int stages) {                                                        \
+    nvfp4s_single<R>(Q8Matrix{w, nullptr, blockScales, globalScale, bias, y, N}, loads, x, T, K, S, stages);                     \
+  }
+NVFP4S_SINGLE(1)
+NVFP4S_SINGLE(2)
+extern "C" __global__ void __launch_bounds__(F4S_THREADS, 1) gemv_mma_nvfp4smany(
+    const float* x, int T, int K, int loads, float* part, u32* counters,
+    const uint4* m0w, const u8* m0bs, float m0gs, const float* m0b, float* m0y, int m0n, int S0,
+    const uint4* m1w, const u8* m1bs, float m1gs, const float* m1b, float* m1y, int m1n, int S1,
+    const uint4* m2w, const u8* m2bs, float m2gs, const float* m2b, float* m2y, int m2n, int S2, int stages) {
+  nvfp4s_many(NVFP4_MAT(m0), S0, NVFP4_MAT(m1), S1, NVFP4_MAT(m2), S2, loads, x, T, K, stages);
+}
+extern "C" __global__ void __launch_bounds__(F4S_THREADS, 1) gemv_mma_nvfp4ssilu(
+    const float* x, int T, int K, int N, int loads, float* part, u32* counters, int S, const uint4* gw, const u8* gbs, float ggs,
+    const float* gb, const uint4* uw, const u8* ubs, float ugs, const float* ub, float* y, int stages) {
+  nvfp4s_silu(Q8Matrix{gw, nullptr, gbs, ggs, gb, nullptr, N}, Q8Matrix{uw, nullptr, ubs, ugs, ub, nullptr, N}, y, loads, x, T, K, stages);
+}
+#endif

@@ -178,7 +178,7 @@ __device__ __forceinline__ FusedSlot fused_slot(int b, const int (&N)[3], const 
   return f;
 }
 
-// ---- bulk copies into shared memory (sm_90+: the streamed int4 GEMV) ----------------------------------
+// ---- bulk copies into shared memory (sm_90+: the streamed int4 and nvfp4 GEMVs) ----------------------
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (undefined: nvcc's host pass)
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(u64* b, int count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count)); }
@@ -198,5 +198,41 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes,
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes),
                "r"(smem_u32(b))
                : "memory");
+}
+
+// The consumer warps of a streamed GEMV meet (named barrier 1): its producer warp has left.
+struct ConsumerSync {
+  __device__ __forceinline__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(MMA_THREADS) : "memory"); }
+};
+
+// x → bf16 pairs in shared memory for a streamed GEMV (every consumer thread), then the consumers
+// meet. Token row t holds `blocks` uint4, one per 8 columns c..c + 7 (zeros past K), and one of padding,
+// so that the rows of two tokens a quarter-warp reads start 16 bytes apart in the banks. Each uint4 is
+// the 4 pairs of the kernel's k-slot order: PAIRS4 (int4) (c + i, c + i + 4), else (nvfp4) (c + 2i,
+// c + 2i + 1), i = 0..3. A thread issues the loads of 4 blocks before converting any, so it waits on L2
+// once per 4, not per block.
+template <bool PAIRS4>
+__device__ __forceinline__ void stream_stage_x(uint4* xs, const float* __restrict__ x, int T, int K, int blocks) {
+  constexpr int U = 4;
+  for (int i0 = threadIdx.x; i0 < T * blocks; i0 += U * MMA_THREADS) {
+    float4 lo[U], hi[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i = i0 + u * MMA_THREADS, t = i / blocks, c = 8 * (i - t * blocks);
+      // K % 16 = 0: a block lies wholly in K or past it.
+      const bool ok = i < T * blocks && c < K;
+      lo[u] = ldg_x4(x + (u64)t * K + c, ok);
+      hi[u] = ldg_x4(x + (u64)t * K + c + 4, ok);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i = i0 + u * MMA_THREADS, t = i / blocks;
+      if (i >= T * blocks) continue;
+      const float4 a = lo[u], b = hi[u];
+      xs[i + t] = PAIRS4 ? make_uint4(bf16x2(a.x, b.x), bf16x2(a.y, b.y), bf16x2(a.z, b.z), bf16x2(a.w, b.w))
+                         : make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
+    }
+  }
+  ConsumerSync()();
 }
 #endif
