@@ -427,11 +427,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
   constexpr int ROWS = 16 * R;
   constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW(ZP);
   const int KT = loads >> 3;  // tiles a row
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
+  stream_ring_init(full, empty, stages);
   if (warp == MMA_WARPS) {
     int s = 0, phase = 0, n = 0;
     for (int i = blockIdx.x; i < items; i += gridDim.x) {
@@ -547,26 +543,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
       if (++s == stages) s = 0, phase ^= 1;
     }
     if (us >= 0) flush();
-    ConsumerSync()();
-    // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
-    // 2·(m / 8) + t % 2 (mma_finish_emit_n's reading of the fragments).
-    const int o = threadIdx.x, m = (o >> 3) & 15, t = o & 7;
-    if (o < 128 && t < T) {
-      const int src = 4 * (m & 7) + (t >> 1), reg = 2 * (m >> 3) + (t & 1);
-      float v[R];
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        for (int sp = 0; sp < it.S; sp++) {
-          const float* f = reinterpret_cast<const float*>(&units[((sp * MMA_WARPS) * R + r) * 32 + src]);
-          float vs = f[reg];
-#pragma unroll
-          for (int w = 1; w < MMA_WARPS; w++) vs += reinterpret_cast<const float*>(&units[((sp * MMA_WARPS + w) * R + r) * 32 + src])[reg];
-          v[r] = sp == 0 ? vs : v[r] + vs;
-        }
-      }
-      emit(it, m, t, v);
-    }
-    ConsumerSync()();  // the units are read before the next item writes them
+    stream_units_emit<R>(units, it, it.S, T, emit);
   }
 }
 

@@ -590,11 +590,7 @@ __device__ __forceinline__ void nvfp4s_body(int items, const ItemOf& item, const
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int KT = loads >> 3;  // tiles a row (K % 256 = 0: none of them padding)
   const int chunks = 2 * KT, stagesPerItem = (KT + F4S_TILES - 1) / F4S_TILES;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
+  stream_ring_init(full, empty, stages);
   if (warp == MMA_WARPS) {
     int s = 0, phase = 0, n = 0;
     for (int i = blockIdx.x; i < items; i += gridDim.x) {
@@ -689,25 +685,7 @@ __device__ __forceinline__ void nvfp4s_body(int items, const ItemOf& item, const
       }
     }
     wait_stage(stagesPerItem);  // release the rest
-    ConsumerSync()();
-    // One thread per (row m, token t): D's element (m, t) sits at lane 4·(m % 8) + t / 2, register
-    // 2·(m / 8) + t % 2 (mma_finish_emit_n's reading of the fragments).
-    const int o = threadIdx.x, m = (o >> 3) & 15, t = o & 7;
-    if (o < 128 && t < T) {
-      const int src = 4 * (m & 7) + (t >> 1), reg = 2 * (m >> 3) + (t & 1);
-      float v[R];
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        for (int sp = 0; sp < it.S; sp++) {
-          float vs = reinterpret_cast<const float*>(&units[((sp * MMA_WARPS) * R + r) * 32 + src])[reg];
-#pragma unroll
-          for (int wp = 1; wp < MMA_WARPS; wp++) vs += reinterpret_cast<const float*>(&units[((sp * MMA_WARPS + wp) * R + r) * 32 + src])[reg];
-          v[r] = sp == 0 ? vs : v[r] + vs;
-        }
-      }
-      emit(it, m, t, v);
-    }
-    ConsumerSync()();  // the units are read before the next item writes them
+    stream_units_emit<R>(units, it, it.S, T, emit);
   }
 }
 

@@ -64,6 +64,13 @@ __device__ __forceinline__ u32 word_at(const uint4& v, int i) { return i == 0 ? 
 
 // ---- the block's sums → y ----------------------------------------------------------------------------
 
+// Where D's element (row m, token t of its n-tile) of an m16n8 fragment sits: lane 4·(m % 8) + t / 2,
+// register 2·(m / 8) + t % 2.
+struct FragSlot {
+  int lane, reg;
+};
+__device__ __forceinline__ FragSlot frag_slot(int m, int t) { return {4 * (m & 7) + (t >> 1), 2 * (m >> 3) + (t & 1)}; }
+
 // The block's sums → outputs: acc[u][r][n] is the lane's D fragment of chunk u of its group (G of
 // them, added in order), m-tile r, n-tile n (tokens 8n..8n + 7); the warps' fragments meet in warp
 // order, then (S > 1) the S blocks of this tile in split order, the last of them to finish (an atomic
@@ -91,8 +98,7 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
         partial[warp][n][r][lane][i] = v;
       }
   __syncthreads();
-  // One thread per (row m, token t): D's element (m, t) of n-tile t / 8 sits at lane
-  // 4·(m % 8) + (t % 8) / 2, register 2·(m / 8) + t % 2.
+  // One thread per (row m, token t): D's element (m, t) of n-tile t / 8 (frag_slot(m, t % 8)).
   const int o = threadIdx.x;
   const int m = (o >> 3) & 15;
   const int n = o >> 7;
@@ -100,13 +106,12 @@ __device__ __forceinline__ void mma_finish_emit_n(const float (&acc)[G][R][NT][4
   const bool mine = n < NT && t < T;
   float s[R];
   if (mine) {
-    const int src = 4 * (m & 7) + ((o & 7) >> 1);
-    const int reg = 2 * (m >> 3) + (o & 1);
+    const FragSlot f = frag_slot(m, o & 7);
 #pragma unroll
     for (int r = 0; r < R; r++) {
-      float v = partial[0][n][r][src][reg];
+      float v = partial[0][n][r][f.lane][f.reg];
 #pragma unroll
-      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][n][r][src][reg];
+      for (int wp = 1; wp < MMA_WARPS; wp++) v += partial[wp][n][r][f.lane][f.reg];
       s[r] = v;
     }
   }
@@ -204,6 +209,43 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes,
 struct ConsumerSync {
   __device__ __forceinline__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(MMA_THREADS) : "memory"); }
 };
+
+// A streamed GEMV's ring barriers: `full` completes when a stage's bulk copies have landed, `empty` when
+// its 8 consumer warps are done with it. Made by thread 0 before the warps split.
+__device__ __forceinline__ void stream_ring_init(u64* full, u64* empty, int stages) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], MMA_WARPS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+}
+
+// A streamed GEMV's item, summed: its consumer warps have left each (split, classic warp) unit's sum in
+// `units` ([S][8 warps][R][32 lanes] float4, the lane's D fragment). They meet; one thread per (row m,
+// token t) adds the units of each m-tile in the classic kernel's order — warps, then splits
+// (mma_finish_emit_n's) — and emit(it, m, t, sums) writes the outputs; they meet again, so the units are
+// read before the next item writes them.
+template <int R, class Item, class Emit>
+__device__ __forceinline__ void stream_units_emit(const float4* units, const Item& it, int S, int T, const Emit& emit) {
+  ConsumerSync()();
+  const int o = threadIdx.x, m = (o >> 3) & 15, t = o & 7;
+  if (o < 128 && t < T) {
+    const FragSlot f = frag_slot(m, t);
+    const auto at = [&](int sp, int w, int r) { return reinterpret_cast<const float*>(&units[((sp * MMA_WARPS + w) * R + r) * 32 + f.lane])[f.reg]; };
+    float v[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      for (int sp = 0; sp < S; sp++) {
+        float vs = at(sp, 0, r);
+#pragma unroll
+        for (int w = 1; w < MMA_WARPS; w++) vs += at(sp, w, r);
+        v[r] = sp == 0 ? vs : v[r] + vs;
+      }
+    }
+    emit(it, m, t, v);
+  }
+  ConsumerSync()();
+}
 
 // x → bf16 pairs in shared memory for a streamed GEMV (every consumer thread), then the consumers
 // meet. Token row t holds `blocks` uint4, one per 8 columns c..c + 7 (zeros past K), and one of padding,
