@@ -26,7 +26,7 @@ import { createFp8Weight, quantizeFp8 } from '../src/quant/fp8.js';
 import { createInt8Weight, quantizeInt8 } from '../src/quant/int8.js';
 import { createNvfp4Weight, E2M1_VALUES, packE2m1, quantizeNvfp4 } from '../src/quant/nvfp4.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
-import { classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { classicName, comparisons, launchesOf, openTestGpu, runStreamed, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -412,17 +412,7 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
   it("nvfp4's streamed kernels (sm_90+) give bitwise the classic kernels' outputs: linear (one and two m-tiles an item), linearMany, linearSiluMul, split K", async (t) => {
     if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
     /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
-    const run = (streamed: boolean, fn: () => Float32Array[]) =>
-      withSetting('mma', () => {
-        be().quantized.streamed = streamed;
-        try {
-          let out: Float32Array[] = [];
-          const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
-          return { out, names };
-        } finally {
-          be().quantized.streamed = true;
-        }
-      });
+    const run = (streamed: boolean, fn: () => Float32Array[]) => withSetting('mma', () => runStreamed(be(), streamed, fn));
     const compare = async (what: string, fn: () => Float32Array[], streams = true) => {
       await fresh();
       const streamed = run(true, fn);

@@ -17,7 +17,7 @@ import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import { quantizeInt4 } from '../src/quant/int4.js';
-import { classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { classicName, comparisons, launchesOf, openTestGpu, runStreamed, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -278,19 +278,7 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
   it('the streamed kernels (sm_90+) give bitwise the classic kernels\' outputs: linear, linearMany, linearSiluMul', async (t) => {
     if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
     /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
-    const run = (streamed: boolean, fn: () => Float32Array[]) =>
-      withMma(true, () => {
-        be().quantized.streamed = streamed;
-        be().quantized.streamMaxTokens = 8;
-        try {
-          let out: Float32Array[] = [];
-          const names = launchesOf(be(), () => (out = fn())).filter((n) => n.startsWith('gemv_'));
-          return { out, names };
-        } finally {
-          be().quantized.streamed = true;
-          be().quantized.streamMaxTokens = 8;
-        }
-      });
+    const run = (streamed: boolean, fn: () => Float32Array[]) => withMma(true, () => runStreamed(be(), streamed, fn));
     const SMs = be().device.multiprocessors;
     // [N, K, group, symmetric]: N ≥ 16 · SMs rows leave K unsplit; K 14336 ends on a stage of 8 tiles,
     // 4608 on one of 2; groups of 64 and 128, zero points; up to 8 tokens (K 14336 only fits 1 or 2).

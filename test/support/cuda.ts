@@ -90,3 +90,21 @@ export function launchesOf(be: CudaBackend, fn: () => void): string[] {
 export function classicName(name: string): string {
   return name.replace(/^gemv_mma_(int4|nvfp4)s(?=many|silu|_|$)/, 'gemv_mma_$1');
 }
+
+/**
+ * fn's outputs and its gemv_* launches with the streamed kernels on or off (QuantizedWeights.streamed,
+ * up to 8 tokens a launch), the settings restored after.
+ */
+export function runStreamed(be: CudaBackend, streamed: boolean, fn: () => Float32Array[]): { out: Float32Array[]; names: string[] } {
+  const q = be.quantized;
+  const was = { streamed: q.streamed, streamMaxTokens: q.streamMaxTokens };
+  q.streamed = streamed;
+  q.streamMaxTokens = 8;
+  try {
+    let out: Float32Array[] = [];
+    const names = launchesOf(be, () => (out = fn())).filter((n) => n.startsWith('gemv_'));
+    return { out, names };
+  } finally {
+    Object.assign(q, was);
+  }
+}
