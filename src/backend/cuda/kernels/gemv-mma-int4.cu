@@ -428,34 +428,29 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
   constexpr int STAGE_BYTES = ROWS * I4S_STAGE_ROW(ZP);
   const int KT = loads >> 3;  // tiles a row
   stream_ring_init(full, empty, stages);
+  const int stagesPerItem = (KT + I4S_TILES - 1) / I4S_TILES;
   if (warp == MMA_WARPS) {
-    int s = 0, phase = 0, n = 0;
-    for (int i = blockIdx.x; i < items; i += gridDim.x) {
-      const I4Item<R> it = item(i);
-      // (Selects of values, not it.mat[lane >> 4]: an index into `it` would put it in local memory.)
+    stream_produce(items, item, stagesPerItem, stages, full, empty, [&](const I4Item<R>& it, int st, int slot, u64* landed) {
+      // Lane l copies row l % 16 of m-tile l / 16. (Selects of values, not it.mat[lane >> 4]: an index
+      // into `it` would put it in local memory.)
       const bool second = R == 2 && lane >= 16;
       const I4Matrix m{second ? it.mat[R - 1].w : it.mat[0].w, second ? it.mat[R - 1].scales : it.mat[0].scales,
                        second ? it.mat[R - 1].zeros : it.mat[0].zeros, nullptr, nullptr, second ? it.mat[R - 1].N : it.mat[0].N};
       const int row = min(it.row0 + (lane & 15), m.N - 1);
-      const uint4* src = m.w + (u64)row * loads;
-      for (int kt = 0; kt < KT; kt += I4S_TILES, n++) {
-        if (n >= stages) mbar_wait(&empty[s], phase ^ 1);
-        const int tiles = min(I4S_TILES, KT - kt);
-        // Scales: floats [g0 & ~3, g1 rounded up to 4); zero points: bytes [g0 & ~15, g1 rounded up to 16).
-        int g0, g1;
-        i4s_groups(kt, tiles, G, groupShift, g0, g1);
-        const int sBytes = 4 * (((g1 + 3) & ~3) - (g0 & ~3)), zBytes = ZP ? ((g1 + 15) & ~15) - (g0 & ~15) : 0;
-        if (lane == 0) mbar_expect(&full[s], ROWS * (128 * tiles + sBytes + zBytes));
-        __syncwarp();
-        if (lane < ROWS) {
-          unsigned char* stage = i4s_smem + s * STAGE_BYTES;
-          bulk_copy(stage + lane * I4S_ROW, src + 8 * kt, 128 * tiles, &full[s]);
-          bulk_copy(stage + ROWS * I4S_ROW + lane * I4S_SROW, m.scales + (u64)row * G + (g0 & ~3), sBytes, &full[s]);
-          if constexpr (ZP) bulk_copy(stage + ROWS * (I4S_ROW + I4S_SROW) + lane * I4S_ZROW, m.zeros + (u64)row * G + (g0 & ~15), zBytes, &full[s]);
-        }
-        if (++s == stages) s = 0, phase ^= 1;
+      const int kt = st * I4S_TILES, tiles = min(I4S_TILES, KT - kt);
+      // Scales: floats [g0 & ~3, g1 rounded up to 4); zero points: bytes [g0 & ~15, g1 rounded up to 16).
+      int g0, g1;
+      i4s_groups(kt, tiles, G, groupShift, g0, g1);
+      const int sBytes = 4 * (((g1 + 3) & ~3) - (g0 & ~3)), zBytes = ZP ? ((g1 + 15) & ~15) - (g0 & ~15) : 0;
+      if (lane == 0) mbar_expect(landed, ROWS * (128 * tiles + sBytes + zBytes));
+      __syncwarp();
+      if (lane < ROWS) {
+        unsigned char* stage = i4s_smem + slot * STAGE_BYTES;
+        bulk_copy(stage + lane * I4S_ROW, m.w + (u64)row * loads + 8 * kt, 128 * tiles, landed);
+        bulk_copy(stage + ROWS * I4S_ROW + lane * I4S_SROW, m.scales + (u64)row * G + (g0 & ~3), sBytes, landed);
+        if constexpr (ZP) bulk_copy(stage + ROWS * (I4S_ROW + I4S_SROW) + lane * I4S_ZROW, m.zeros + (u64)row * G + (g0 & ~15), zBytes, landed);
       }
-    }
+    });
     return;
   }
   uint4* xs = reinterpret_cast<uint4*>(i4s_smem + stages * STAGE_BYTES);

@@ -592,28 +592,22 @@ __device__ __forceinline__ void nvfp4s_body(int items, const ItemOf& item, const
   const int chunks = 2 * KT, stagesPerItem = (KT + F4S_TILES - 1) / F4S_TILES;
   stream_ring_init(full, empty, stages);
   if (warp == MMA_WARPS) {
-    int s = 0, phase = 0, n = 0;
-    for (int i = blockIdx.x; i < items; i += gridDim.x) {
-      const F4Item<R> it = item(i);
-      // (Selects, not it.mat[lane >> 4]: an index into `it` would put it in local memory.)
+    stream_produce(items, item, stagesPerItem, stages, full, empty, [&](const F4Item<R>& it, int st, int slot, u64* landed) {
+      // Lane l copies row l % 16 of m-tile l / 16. (Selects of values, not it.mat[lane >> 4]: an index
+      // into `it` would put it in local memory.)
       const bool second = R == 2 && lane >= 16;
-      const Q8Matrix& m = second ? it.mat[R - 1] : it.mat[0];
-      const int row = min((second ? it.row0[R - 1] : it.row0[0]) + (lane & 15), m.N - 1);
-      const uint4* src = static_cast<const uint4*>(m.w) + (u64)row * loads;
-      const u8* scales = m.blockScales + (u64)row * (K >> 4);
-      for (int kt = 0; kt < KT; kt += F4S_TILES, n++) {
-        if (n >= stages) mbar_wait(&empty[s], phase ^ 1);
-        const int tiles = min(F4S_TILES, KT - kt);
-        if (lane == 0) mbar_expect(&full[s], ROWS * 144 * tiles);  // 128 bytes of codes and 16 block scales a tile
-        __syncwarp();
-        if (lane < ROWS) {
-          unsigned char* stage = f4s_smem + s * STAGE_BYTES;
-          bulk_copy(stage + lane * F4S_ROW, src + 8 * kt, 128 * tiles, &full[s]);
-          bulk_copy(stage + ROWS * F4S_ROW + lane * F4S_SROW, scales + 16 * kt, 16 * tiles, &full[s]);
-        }
-        if (++s == stages) s = 0, phase ^= 1;
+      const uint4* w = static_cast<const uint4*>(second ? it.mat[R - 1].w : it.mat[0].w);
+      const u8* blockScales = second ? it.mat[R - 1].blockScales : it.mat[0].blockScales;
+      const int row = min((second ? it.row0[R - 1] : it.row0[0]) + (lane & 15), (second ? it.mat[R - 1].N : it.mat[0].N) - 1);
+      const int kt = st * F4S_TILES, tiles = min(F4S_TILES, KT - kt);
+      if (lane == 0) mbar_expect(landed, ROWS * 144 * tiles);  // 128 bytes of codes and 16 block scales a tile
+      __syncwarp();
+      if (lane < ROWS) {
+        unsigned char* stage = f4s_smem + slot * STAGE_BYTES;
+        bulk_copy(stage + lane * F4S_ROW, w + (u64)row * loads + 8 * kt, 128 * tiles, landed);
+        bulk_copy(stage + ROWS * F4S_ROW + lane * F4S_SROW, blockScales + (u64)row * (K >> 4) + 16 * kt, 16 * tiles, landed);
       }
-    }
+    });
     return;
   }
   for (int i = threadIdx.x; i < 256; i += MMA_THREADS) {

@@ -220,6 +220,23 @@ __device__ __forceinline__ void stream_ring_init(u64* full, u64* empty, int stag
   __syncthreads();
 }
 
+// A streamed GEMV's producer warp: for each of the block's items (blockIdx.x, + gridDim.x, ... of
+// `items`; item(i) says what item i is) and each of its stagesPerItem stages, waits until the next ring
+// slot is free (its consumers have arrived on `empty`), then fill(it, st, slot, full) bulk-copies stage
+// st of the item into the slot: lane 0 expects the stage's bytes on `full`, then the lanes copy.
+template <class ItemOf, class Fill>
+__device__ __forceinline__ void stream_produce(int items, const ItemOf& item, int stagesPerItem, int stages, u64* full, u64* empty, const Fill& fill) {
+  int s = 0, phase = 0, n = 0;
+  for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    const auto it = item(i);
+    for (int st = 0; st < stagesPerItem; st++, n++) {
+      if (n >= stages) mbar_wait(&empty[s], phase ^ 1);
+      fill(it, st, s, &full[s]);
+      if (++s == stages) s = 0, phase ^= 1;
+    }
+  }
+}
+
 // A streamed GEMV's item, summed: its consumer warps have left each (split, classic warp) unit's sum in
 // `units` ([S][8 warps][R][32 lanes] float4, the lane's D fragment). They meet; one thread per (row m,
 // token t) adds the units of each m-tile in the classic kernel's order — warps, then splits
