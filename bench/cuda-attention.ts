@@ -14,19 +14,27 @@
 // The KV cache is bf16 (the CUDA default) or, with --kv-dtype float32, float32.
 // Prints markdown tables and saves JSON with the machine and GPU. Measures; never passes or fails.
 //
-//   node dist/bench/cuda-attention.js [--reps 9] [--kv-dtype bf16|float32] [--output FILE]
+//   node dist/bench/cuda-attention.js [--reps 9] [--kv-dtype bf16|float32] [--contexts-8b 128,512,2048] [--output FILE]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvCacheStorage, type KvDtype } from '../src/backend/backend.js';
-import { DECODE_MMA_MIN_CHUNK, decodeChunk } from '../src/backend/cuda/attention-plan.js';
+import { DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, decodeChunk } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { gpuResultFile, machineInfo } from './machine.js';
 import { openBenchGpu } from './bench-gpu.js';
 
-const { values } = parseArgs({ options: { reps: { type: 'string', default: '9' }, 'kv-dtype': { type: 'string', default: 'bf16' }, output: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    reps: { type: 'string', default: '9' },
+    'kv-dtype': { type: 'string', default: 'bf16' },
+    /** The decode contexts at Llama-3.1-8B shapes (the chunk rule's short end). */
+    'contexts-8b': { type: 'string', default: '128,512,2048' },
+    output: { type: 'string' },
+  },
+});
 const reps = Number(values.reps);
 const kvDtype = values['kv-dtype'] as KvDtype;
 if (!(kvDtype in KV_DTYPE_BYTES)) throw new Error(`--kv-dtype ${kvDtype}: bf16 or float32`);
@@ -164,7 +172,7 @@ interface DecodeRow {
 const decodeRows: DecodeRow[] = [];
 const shapes: Array<[model: string, heads: number, contexts: number[]]> = [
   ['70B', 64, [512, 2048, 8192]],
-  ['8B', 32, [128, 512, 2048]],
+  ['8B', 32, values['contexts-8b']!.split(',').map(Number)],
 ];
 for (const [model, heads, contexts] of shapes) {
   await nextTurn();
@@ -177,7 +185,7 @@ for (const [model, heads, contexts] of shapes) {
       const kvBytes = b * context * kvHeads * headDim * KV_DTYPE_BYTES[kvDtype] * 2;
       const qHost = noise.subarray(0, b * heads * headDim);
       const mma = kvDtype !== 'float32';
-      const auto = decodeChunk(context, mma ? DECODE_MMA_MIN_CHUNK : 32);
+      const auto = mma ? decodeChunk(context, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK) : decodeChunk(context);
       // From a bf16 or fp8 cache split-K runs on tensor cores (decodeAttentionMma); the float32 walk once more at its auto chunk, to compare.
       const variants: Array<[AttentionKernel, number, boolean]> = [['paged', 0, false], ['decode', 0, mma]];
       if (mma) variants.push(['decode', 0, false]);

@@ -15,7 +15,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import type { AttentionBatch, KvDtype } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
+import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { openTestGpu, testRandom, relErr } from './support/cuda.js';
 
@@ -188,12 +188,17 @@ describe('CUDA attention planning (host side, no GPU needed)', () => {
       assert.ok(c % 32 === 0 && c >= 32 && decodeSplits(n) <= DECODE_MAX_SPLITS && (c <= 1024 || n > 1024 * DECODE_MAX_SPLITS), `n ${n}: chunk ${c}`);
     }
     assert.equal(decodeSplits(4096, 100), 41); // a forced chunk size
-    // The tensor-core walk (bf16, fp8 caches): chunks of at least 128 positions.
-    assert.equal(decodeChunk(1, DECODE_MMA_MIN_CHUNK), 128);
-    assert.equal(decodeChunk(2048, DECODE_MMA_MIN_CHUNK), 128);
-    assert.equal(decodeChunk(4096, DECODE_MMA_MIN_CHUNK), 256);
-    assert.equal(decodeSplits(128, 0, DECODE_MMA_MIN_CHUNK), 1);
-    assert.equal(decodeSplits(512, 0, DECODE_MMA_MIN_CHUNK), 4);
+    // The tensor-core walk (bf16, fp8 caches): one chunk up to 256 positions, then chunks of at least 128.
+    const mma = (n: number) => decodeChunk(n, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK);
+    assert.equal(mma(1), 128);
+    assert.equal(mma(129), 160);
+    assert.equal(decodeSplits(200, 0, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK), 1);
+    assert.equal(decodeSplits(256, 0, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK), 1);
+    assert.equal(decodeSplits(257, 0, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK), 3);
+    assert.equal(mma(2048), 128);
+    assert.equal(mma(4096), 256);
+    assert.equal(decodeSplits(512, 0, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK), 4);
+    for (let n = 1; n <= 4096; n += 17) assert.ok(mma(n) % 32 === 0 && (n > 256 || mma(n) >= n), `n ${n}: chunk ${mma(n)}`);
     // 128-row prefill tiles once they give two blocks per SM: 2048 tokens × 32 heads yes, 512 no.
     assert.equal(prefillTileRows(16, 32, 132), 128);
     assert.equal(prefillTileRows(4, 32, 132), 64);
@@ -394,7 +399,7 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
           const qi = q.slice(i * rowWidth, (i + 1) * rowWidth);
           const one = await run('auto', 0, 0, qi, gc, layer, alone, scale, window);
           const n = window > 0 ? Math.min(contexts[i], window) : contexts[i];
-          const chunk = decodeChunk(n, kvDtype === 'float32' ? 32 : DECODE_MMA_MIN_CHUNK);
+          const chunk = kvDtype === 'float32' ? decodeChunk(n) : decodeChunk(n, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK);
           const forced = await run('decode', chunk, 0, qi, gc, layer, alone, scale, window);
           const row = (x: Float32Array) => x.subarray(i * rowWidth, (i + 1) * rowWidth);
           const label = `context ${contexts[i]}, window ${window} (seed ${SEED})`;

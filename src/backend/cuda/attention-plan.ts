@@ -222,8 +222,17 @@ export const DECODE_MAX_SPLITS = 128;
 export const DECODE_MMA_MIN_CHUNK = 128;
 
 /**
+ * The longest context the tensor-core decode walk takes in one chunk: up to 256 positions a chunk's
+ * block walks them faster than two blocks and their merge (H100, bench/cuda-attention.ts, 8B shapes,
+ * µs one chunk against chunks of 128: contexts 129 / 192 / 256 at batch 1 10.2 / 10.9 / 12.1 against
+ * 12.6 / 12.7 / 13.1, at batch 8 11.1 / 11.9 / 13.3 against 13.7 / 14.3 / 14.8).
+ */
+export const DECODE_MMA_ONE_CHUNK = 256;
+
+/**
  * Positions per chunk of decode attention for a token that sees `n` positions (the same rule as
- * kernels/attention-decode.cu decode_chunk): about 16 chunks, a multiple of 32 (one iteration of a
+ * kernels/attention-decode.cu decode_chunk): one chunk where n ≤ `oneChunk` (0 for the float32
+ * walk, DECODE_MMA_ONE_CHUNK for the tensor-core one), else about 16 chunks, a multiple of 32 (one iteration of a
  * block's 4 warps × 8 positions), between `minChunk` (32 for the float32 walk, DECODE_MMA_MIN_CHUNK
  * for the tensor-core one) and 1024, and at most DECODE_MAX_SPLITS chunks. It depends on the token's
  * own context only (and the kernel, which is the same for every token of a cache), never on the
@@ -231,12 +240,13 @@ export const DECODE_MMA_MIN_CHUNK = 128;
  * batch-1 70B step (8 KV heads) 128 blocks at contexts ≥ 512 (≥ 2048 on tensor cores); the chunks of
  * a token are merged inside the same launch, so splitting costs no second kernel.
  */
-export function decodeChunk(n: number, minChunk = 32): number {
+export function decodeChunk(n: number, minChunk = 32, oneChunk = 0): number {
   const roundUp32 = (x: number) => Math.ceil(x / 32) * 32;
+  if (n <= oneChunk) return Math.max(minChunk, roundUp32(n));
   return Math.max(minChunk, Math.min(1024, roundUp32(n / 16)), roundUp32(n / DECODE_MAX_SPLITS));
 }
 
 /** Chunks of a token that sees `n` positions, with the chunk size forced (> 0) or by decodeChunk. */
-export function decodeSplits(n: number, forcedChunk = 0, minChunk = 32): number {
-  return Math.ceil(n / (forcedChunk > 0 ? forcedChunk : decodeChunk(n, minChunk)));
+export function decodeSplits(n: number, forcedChunk = 0, minChunk = 32, oneChunk = 0): number {
+  return Math.ceil(n / (forcedChunk > 0 ? forcedChunk : decodeChunk(n, minChunk, oneChunk)));
 }

@@ -20,7 +20,7 @@ import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
-import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
+import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
 
 /** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
 function mlpShape(x: CudaTensor, gate: Weight, up: Weight, down: Weight): { N: number; K: number; H: number } {
@@ -1152,11 +1152,11 @@ export class CudaBackend implements Backend {
     const count = list ? list.length : a.batch.numTokens;
     // Grid depth: the most chunks any of the tokens needs (blocks past a token's own count exit).
     const mma = a.cache.dtype !== 'float32' && this.decodeAttentionMma;
-    const minChunk = mma ? DECODE_MMA_MIN_CHUNK : 32;
+    const [minChunk, oneChunk] = mma ? [DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK] : [32, 0];
     let splits = 1;
     for (let i = 0; i < count; i++) {
       const pos = a.batch.positions[list ? list[i] : i];
-      splits = Math.max(splits, decodeSplits(a.window > 0 ? Math.min(pos + 1, a.window) : pos + 1, this.attentionChunk, minChunk));
+      splits = Math.max(splits, decodeSplits(a.window > 0 ? Math.min(pos + 1, a.window) : pos + 1, this.attentionChunk, minChunk, oneChunk));
     }
     if (splits > DECODE_MAX_SPLITS) throw new RangeError(`attention: a decode chunk of ${this.attentionChunk} positions makes ${splits} chunks, over the kernel's ${DECODE_MAX_SPLITS}`);
     const positions = this.uploads.get('positions', a.batch.positions);

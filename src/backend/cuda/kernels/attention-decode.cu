@@ -38,17 +38,20 @@
 // Most splits of one token (attention-plan.ts DECODE_MAX_SPLITS): the merge keeps their weights in shared memory.
 #define DEC_MAX_SPLITS 128
 
-// Positions per chunk for a token that sees n positions (attention-plan.ts decodeChunk): about 16
-// chunks, a multiple of 32 (one iteration of the block's warps), between the walk's minChunk and
-// 1024, and at most DEC_MAX_SPLITS chunks.
-__device__ __forceinline__ int decode_chunk(int n, int minChunk) {
+// Positions per chunk for a token that sees n positions (attention-plan.ts decodeChunk): one chunk
+// where n ≤ the walk's oneChunk, else about 16 chunks, a multiple of 32 (one iteration of the block's
+// warps), between the walk's minChunk and 1024, and at most DEC_MAX_SPLITS chunks.
+__device__ __forceinline__ int decode_chunk(int n, int minChunk, int oneChunk) {
+  if (n <= oneChunk) return max(minChunk, (n + 31) / 32 * 32);
   int c = min(1024, (n + 16 * 32 - 1) / (16 * 32) * 32);
   c = max(c, (n + DEC_MAX_SPLITS * 32 - 1) / (DEC_MAX_SPLITS * 32) * 32);
   return max(c, minChunk);
 }
-// The smallest chunk of each walk (attention-plan.ts decodeChunk's minChunk, DECODE_MMA_MIN_CHUNK).
+// The smallest chunk of each walk (attention-plan.ts decodeChunk's minChunk, DECODE_MMA_MIN_CHUNK),
+// and the longest context the tensor-core walk takes in one chunk (DECODE_MMA_ONE_CHUNK).
 #define DEC_MIN_CHUNK 32
 #define DEC_MMA_MIN_CHUNK 128
+#define DEC_MMA_ONE_CHUNK 256
 
 // c ? a : b through selp: written as a C++ select of two array elements, the front end turns it into
 // a load through a selected address and the array goes to local memory.
@@ -242,7 +245,7 @@ struct DecodeBlock {
 template <int GB>
 __device__ __forceinline__ DecodeBlock decode_block(const int* __restrict__ tokens, const int* __restrict__ positions, const int* __restrict__ blockTables,
                                                     const int* __restrict__ seqIndex, int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads,
-                                                    int window, int forcedChunk, int minChunk) {
+                                                    int window, int forcedChunk, int minChunk, int oneChunk) {
   DecodeBlock b;
   b.tok = tokens ? tokens[blockIdx.x] : blockIdx.x;
   b.split = blockIdx.z;
@@ -254,7 +257,7 @@ __device__ __forceinline__ DecodeBlock decode_block(const int* __restrict__ toke
   const int pos = positions[b.tok];
   const int first = window > 0 ? max(0, pos - window + 1) : 0;
   const int n = pos - first + 1;  // positions this token sees
-  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n, minChunk);
+  const int chunkLen = forcedChunk > 0 ? forcedChunk : decode_chunk(n, minChunk, oneChunk);
   b.nsplit = (n + chunkLen - 1) / chunkLen;
   b.lo = first + b.split * chunkLen;
   b.hi = min(b.lo + chunkLen, pos + 1);
@@ -290,7 +293,7 @@ __device__ __forceinline__ void decode_attention(const float* __restrict__ q, co
   __shared__ float s_w[GB][DEC_MAX_SPLITS], s_pm[GB][DEC_MAX_SPLITS];
   __shared__ int s_last;
 
-  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk, DEC_MIN_CHUNK);
+  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk, DEC_MIN_CHUNK, 0);
   if (b.split >= b.nsplit) return;
   const int tok = b.tok, split = b.split, kvh = b.kvh, h0 = b.h0, nh = b.nh, nsplit = b.nsplit, lo = b.lo, hi = b.hi, blk0 = b.blk0;
   const int kvWidth = numKvHeads * D;
@@ -495,7 +498,7 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
   __shared__ int s_last;
   float (*s_acc)[GB][D] = reinterpret_cast<float (*)[GB][D]>(&s_tiles[0][0][0]);
 
-  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk, DEC_MMA_MIN_CHUNK);
+  const DecodeBlock b = decode_block<GB>(tokens, positions, blockTables, seqIndex, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, window, forcedChunk, DEC_MMA_MIN_CHUNK, DEC_MMA_ONE_CHUNK);
   if (b.split >= b.nsplit) return;
   const int tok = b.tok, kvh = b.kvh, h0 = b.h0, nh = b.nh, lo = b.lo, hi = b.hi;
   const int kvWidth = numKvHeads * D;
