@@ -215,9 +215,9 @@ export const DECODE_MAX_SPLITS = 128;
 
 /**
  * The smallest chunk of the tensor-core decode walk (bf16 and fp8 caches): its per-block latency,
- * not the positions, sets a short chunk's time, so contexts up to 128 take one chunk (no merge) and
- * up to 2048 chunks of 128 (H100, bench/cuda-attention.ts: 8B shapes, context 128, 11.9 → 9.6 µs at
- * batch 1; context 512, batch 8, 27.1 → 19.0 µs).
+ * not the positions, sets a short chunk's time, so contexts up to 2048 take chunks of 128 (H100,
+ * bench/cuda-attention.ts: 8B shapes, context 128, 11.9 → 9.6 µs at batch 1; context 512, batch 8,
+ * 27.1 → 19.0 µs), and those up to DECODE_MMA_ONE_CHUNK one chunk (no merge).
  */
 export const DECODE_MMA_MIN_CHUNK = 128;
 

@@ -514,7 +514,7 @@ NVFP4_KERNELS(2, _n2)
 // neighbouring columns, as the B fragments above hold them) and the scale pairs from a table there.
 // Blocks are persistent and walk items (a plan's row tile: R m-tiles), summing each exactly as the
 // kernels above do under their plan (nvfp4s_body says how), so every output is bitwise theirs.
-// gemv-mma-q8.ts says where they run (nvfp4StreamShared: K % 256 = 0, so no padding and every row's
+// gemv-mma-q8.ts says where they run (nvfp4StreamPlan: K % 256 = 0, so no padding and every row's
 // block scales start on 16 bytes).
 //
 // Shared memory (dynamic): the ring's stages (1 to F4S_MAX_STAGES, as the host chose) of 16·R rows (codes,
