@@ -9,7 +9,7 @@
 // (int4StreamPlan), with the classic kernels' bits.
 
 import type { DevicePtr } from './driver.js';
-import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type SplitPlan } from './mma-launch.js';
+import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type SplitPlan, type StreamPlan } from './mma-launch.js';
 import type { Int4DeviceParts } from './quantized-weights.js';
 
 export const INT4_MMA_FILE = 'gemv-mma-int4.cu';
@@ -79,12 +79,6 @@ const STREAM_STATIC = 256;
 /** Shared memory for the sums of S splits × 8 warps × R m-tiles, a float4 a lane (the kernels' units). */
 const streamUnits = (R: number, S: number) => S * 8 * R * 32 * 16;
 export const INT4_STREAM_THREADS = INT4_MMA_THREADS + 32;
-
-/** How a streamed launch runs: its dynamic shared memory and the ring's stages. */
-export interface StreamPlan {
-  shared: number;
-  stages: number;
-}
 
 /**
  * How the streamed kernels run a launch over R m-tiles an item at T tokens, or undefined where they do

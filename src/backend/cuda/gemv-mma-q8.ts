@@ -9,7 +9,7 @@
 // shared-memory ring) where they fit (nvfp4StreamPlan), with the classic kernels' bits.
 
 import type { DevicePtr } from './driver.js';
-import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher } from './mma-launch.js';
+import { fusedLaunchSize, splitPartFloats, splitScratch, type MmaLauncher, type StreamPlan } from './mma-launch.js';
 import type { CudaFp8Weight, CudaInt8Weight, CudaNvfp4Weight } from './quantized-weights.js';
 
 export const Q8_MMA_FILE = 'gemv-mma-q8.cu';
@@ -116,12 +116,6 @@ const STREAM_STAGE_ROW = 16 * 128 + 64 + 16 * 16 + 16;
 const STREAM_STATIC = 256 * 8 + 256;
 export const NVFP4_STREAM_THREADS = Q8_MMA_THREADS + 32;
 
-/** How a streamed nvfp4 launch runs: its dynamic shared memory and the ring's stages. */
-export interface Nvfp4StreamPlan {
-  shared: number;
-  stages: number;
-}
-
 /**
  * How the streamed nvfp4 kernels run a launch over R m-tiles an item (the plan's rows; 1 for q/k/v, 2
  * for gate and up) at T tokens, or undefined where they do not apply: before sm_90 (no bulk copies),
@@ -131,7 +125,7 @@ export interface Nvfp4StreamPlan {
  * m-tile an item takes a ring of 4 stages (16 rows each) where it fits, else 2 (so 8 tokens of q/k/v
  * with split k and v, or up to 5 at K 14336, still stream); gate and up 2 stages of 32 rows. Pure.
  */
-export function nvfp4StreamPlan(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'streamTokens'>, K: number, R: number, T: number, splits = 1): Nvfp4StreamPlan | undefined {
+export function nvfp4StreamPlan(l: Pick<MmaLauncher, 'computeCapability' | 'sharedPerBlockOptin' | 'streamTokens'>, K: number, R: number, T: number, splits = 1): StreamPlan | undefined {
   if (l.computeCapability < 90 || T > Math.min(l.streamTokens, MAX_TOKENS) || K % 256 !== 0) return undefined;
   for (const stages of R === 1 ? [4, 2] : [2]) {
     const shared = stages * 16 * R * STREAM_STAGE_ROW + T * (K / 8 + 1) * 16 + splits * 8 * R * 32 * 16;
@@ -146,22 +140,19 @@ export function q8MmaGemv(l: MmaLauncher, w: Q8MmaWeight, x: DevicePtr, T: numbe
   const why = q8MmaRefusal(w, Math.min(T, MAX_TOKENS));
   if (why !== undefined) throw new RangeError(`mma GEMV: cannot take this ${w.format} weight [${N}, ${K}]: ${why}`);
   const p = q8MmaPlan(w.format, N, K, l.multiprocessors);
+  // The streamed kernels take the classic kernel's arguments (part and counters unused) and the ring's stages.
+  const args = (part: DevicePtr, counters: DevicePtr) => [
+    ...(w.format === 'nvfp4' ? [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale] : [w.codes, w.format === 'fp8' ? w.rowScales : w.scales]),
+    x, bias, y, part, counters, T, N, K, p.splits,
+  ];
+  const kinds = w.format === 'nvfp4' ? 'pipfpppppiiii' : 'pppppppiiii';
   const sp = w.format === 'nvfp4' ? nvfp4StreamPlan(l, K, p.rows, T, p.splits) : undefined;
-  if (w.format === 'nvfp4' && sp !== undefined) {
-    const args = [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, bias, y, 0, 0, T, N, K, p.splits, sp.stages];
-    l.launch(`gemv_mma_nvfp4s_r${p.rows}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], NVFP4_STREAM_THREADS, 'pipfpppppiiiii', args, sp.shared);
+  if (sp !== undefined) {
+    l.launch(`gemv_mma_nvfp4s_r${p.rows}`, [Math.min(p.tiles, l.multiprocessors), 1, 1], NVFP4_STREAM_THREADS, kinds + 'i', [...args(0, 0), sp.stages], sp.shared);
     return;
   }
-  const kernel = `gemv_mma_${w.format}_r${p.rows}${tokensSuffix(T)}`;
   const { part, counters } = splitScratch(l, splitPartFloats(p, p.rows, T), p.splits > 1 ? p.tiles : 0);
-  const grid: [number, number, number] = [p.tiles, p.splits, 1];
-  const tail = [bias, y, part?.ptr ?? 0, counters, T, N, K, p.splits];
-  if (w.format === 'nvfp4') {
-    l.launch(kernel, grid, Q8_MMA_THREADS, 'pipfpppppiiii', [w.packed, w.wordsPerRow / 4, w.blockScales, w.globalScale, x, ...tail]);
-  } else {
-    const scales = w.format === 'fp8' ? w.rowScales : w.scales;
-    l.launch(kernel, grid, Q8_MMA_THREADS, 'pppppppiiii', [w.codes, scales, x, ...tail]);
-  }
+  l.launch(`gemv_mma_${w.format}_r${p.rows}${tokensSuffix(T)}`, [p.tiles, p.splits, 1], Q8_MMA_THREADS, kinds, args(part?.ptr ?? 0, counters));
   part?.release();
 }
 

@@ -22,6 +22,12 @@ export interface MmaLauncher {
   counters(n: number): DevicePtr;
 }
 
+/** How a streamed launch (int4 or nvfp4, sm_90+) runs: its dynamic shared memory and the ring's stages. */
+export interface StreamPlan {
+  shared: number;
+  stages: number;
+}
+
 /** A matrix's launch plan: row tiles (blocks along N) and blocks splitting each tile's K. */
 export interface SplitPlan {
   tiles: number;
