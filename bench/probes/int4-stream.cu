@@ -81,6 +81,38 @@ __device__ __forceinline__ bool ring_start(uint4* ring, u64* full, u64* empty, c
   return true;
 }
 
+// A consumer warp's walk over one m-tile's stages (ring item `it` on, advanced): waits for each stage,
+// calls work(tile, kt) on its k-tile (warp w takes k-tile w of the stage) if the stage has one, then
+// frees the stage.
+template <int NS, class Work>
+__device__ __forceinline__ void ring_walk(const uint4* ring, u64* full, u64* empty, int KT, int& it, const Work& work) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int stagesPerTile = (KT + 7) / 8;
+  for (int c = 0; c < stagesPerTile; c++, it++) {
+    const int s = it % NS;
+    mbar_wait(&full[s], (it / NS) & 1);
+    const int kt = 8 * c + warp;
+    if (kt < KT) work(ring + (s * 8 + warp) * TILE_U4, kt);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+  }
+}
+
+// The m-tile's sums: each consumer warp's D fragment (acc, one token) into partial[par], then thread m < 16
+// adds row m over the 8 warps and writes it. partial alternates between m-tiles, so one barrier a tile.
+__device__ __forceinline__ void tile_finish(float (*partial)[8][32][4], int par, const float (&acc)[4], int mt, float* y, int N) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < 4; i++) partial[par][warp][lane][i] = acc[i];
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  if (threadIdx.x < 16) {
+    const int m = threadIdx.x, src = 4 * (m & 7), reg = 2 * (m >> 3);
+    float v = partial[par][0][src][reg];
+    for (int w = 1; w < 8; w++) v += partial[par][w][src][reg];
+    if (mt * 16 + m < N) y[mt * 16 + m] = v;
+  }
+}
+
 // Stage = up to 8 consecutive k-tiles of one m-tile (8 · 2176 bytes). Warp w of 8 consumers takes k-tile
 // w of each stage; warp 8 produces. Blocks walk m-tiles blockIdx.x, + gridDim.x, ...
 template <int NS, bool MEMONLY>
@@ -88,8 +120,7 @@ __global__ void __launch_bounds__(288, 1) i4_bulk(const uint4* blk, int KT, int 
   extern __shared__ __align__(128) uint4 ring[];
   __shared__ __align__(8) u64 full[NS], empty[NS];
   __shared__ float partial[2][8][32][4];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int stagesPerTile = (KT + 7) / 8;
+  const int lane = threadIdx.x & 31;
   if (ring_start<NS>(ring, full, empty, blk, KT, mtiles)) return;
   const int g = lane >> 2, q = lane & 3;
   const float* xrow[1] = {x};
@@ -97,39 +128,23 @@ __global__ void __launch_bounds__(288, 1) i4_bulk(const uint4* blk, int KT, int 
   for (int mt = blockIdx.x; mt < mtiles; mt += gridDim.x, par ^= 1) {
     float acc[1][4] = {{0.f, 0.f, 0.f, 0.f}};
     u32 junk = 0;
-    for (int c = 0; c < stagesPerTile; c++, it++) {
-      const int s = it % NS;
-      mbar_wait(&full[s], (it / NS) & 1);
-      const int kt = 8 * c + warp;
-      if (kt < KT) {
-        const uint4* tile = ring + (s * 8 + warp) * TILE_U4;
-        I4Stage<false, false> st;
+    ring_walk<NS>(ring, full, empty, KT, it, [&](const uint4* tile, int kt) {
+      I4Stage<false, false> st;
 #pragma unroll
-        for (int j = 0; j < 4; j++) st.w[j >> 1][j & 1] = tile[32 * j + lane];
-        const float* sc = reinterpret_cast<const float*>(tile + 128);
-        st.s[0][0] = sc[2 * g], st.s[0][1] = sc[2 * g + 1], st.s[1][0] = sc[2 * (g + 8)], st.s[1][1] = sc[2 * (g + 8) + 1];
-        if (MEMONLY) {
+      for (int j = 0; j < 4; j++) st.w[j >> 1][j & 1] = tile[32 * j + lane];
+      const float* sc = reinterpret_cast<const float*>(tile + 128);
+      st.s[0][0] = sc[2 * g], st.s[0][1] = sc[2 * g + 1], st.s[1][0] = sc[2 * (g + 8)], st.s[1][1] = sc[2 * (g + 8) + 1];
+      if (MEMONLY) {
 #pragma unroll
-          for (int j = 0; j < 4; j++) junk ^= st.w[j >> 1][j & 1].x ^ st.w[j >> 1][j & 1].w;
-          junk ^= __float_as_uint(st.s[0][0] + st.s[1][1]);
-        } else {
-          const float* xt[1] = {x + 16 * q + 256 * kt};
-          i4_compute<false, false, 1>(st, kt, xt, xrow, K, q, acc);
-        }
+        for (int j = 0; j < 4; j++) junk ^= st.w[j >> 1][j & 1].x ^ st.w[j >> 1][j & 1].w;
+        junk ^= __float_as_uint(st.s[0][0] + st.s[1][1]);
+      } else {
+        const float* xt[1] = {x + 16 * q + 256 * kt};
+        i4_compute<false, false, 1>(st, kt, xt, xrow, K, q, acc);
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(&empty[s]);
-    }
+    });
     if (MEMONLY) acc[0][0] += __uint_as_float(junk & 0x007fffffu);
-#pragma unroll
-    for (int i = 0; i < 4; i++) partial[par][warp][lane][i] = acc[0][i];
-    asm volatile("bar.sync 1, 256;" ::: "memory");
-    if (threadIdx.x < 16) {
-      const int m = threadIdx.x, src = 4 * (m & 7), reg = 2 * (m >> 3);
-      float v = partial[par][0][src][reg];
-      for (int w = 1; w < 8; w++) v += partial[par][w][src][reg];
-      if (mt * 16 + m < N) y[mt * 16 + m] = v;
-    }
+    tile_finish(partial, par, acc[0], mt, y, N);
   }
 }
 
@@ -145,8 +160,7 @@ __global__ void __launch_bounds__(288, 1) i4_bulkx(const uint4* blk, int KT, int
   __shared__ float partial[2][8][32][4];
   uint4* xs = ring + NS * 8 * TILE_U4;
   float* gsum = reinterpret_cast<float*>(xs + K / 8);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int stagesPerTile = (KT + 7) / 8;
+  const int lane = threadIdx.x & 31;
   if (ring_start<NS>(ring, full, empty, blk, KT, mtiles)) return;
   for (int b = threadIdx.x; b < K / 8; b += 256) {
     const float4 lo = ld_x(x + 8 * b), hi = ld_x(x + 8 * b + 4);
@@ -169,67 +183,51 @@ __global__ void __launch_bounds__(288, 1) i4_bulkx(const uint4* blk, int KT, int
   int it = 0, par = 0;
   for (int mt = blockIdx.x; mt < mtiles; mt += gridDim.x, par ^= 1) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int c = 0; c < stagesPerTile; c++, it++) {
-      const int s = it % NS;
-      mbar_wait(&full[s], (it / NS) & 1);
-      const int kt = 8 * c + warp;
-      if (kt < KT) {
-        const uint4* tile = ring + (s * 8 + warp) * TILE_U4;
-        uint4 wv[2][2];
+    ring_walk<NS>(ring, full, empty, KT, it, [&](const uint4* tile, int kt) {
+      uint4 wv[2][2];
 #pragma unroll
-        for (int j = 0; j < 4; j++) wv[j >> 1][j & 1] = tile[32 * j + lane];
-        const float* sc = reinterpret_cast<const float*>(tile + 128);
-        const float2 s0 = *reinterpret_cast<const float2*>(sc + 2 * g), s1 = *reinterpret_cast<const float2*>(sc + 2 * (g + 8));
+      for (int j = 0; j < 4; j++) wv[j >> 1][j & 1] = tile[32 * j + lane];
+      const float* sc = reinterpret_cast<const float*>(tile + 128);
+      const float2 s0 = *reinterpret_cast<const float2*>(sc + 2 * g), s1 = *reinterpret_cast<const float2*>(sc + 2 * (g + 8));
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-          float d[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int hf = 0; hf < 2; hf++) {
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-          for (int c2 = 0; c2 < 2; c2++)
+        for (int c2 = 0; c2 < 2; c2++)
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-              const u32 w0 = word_at(wv[0][c2], 2 * hf + j), w1 = word_at(wv[1][c2], 2 * hf + j);
-              u32 a[8];
+          for (int j = 0; j < 2; j++) {
+            const u32 w0 = word_at(wv[0][c2], 2 * hf + j), w1 = word_at(wv[1][c2], 2 * hf + j);
+            u32 a[8];
 #pragma unroll
-              for (int i = 0; i < 4; i++) {
-                if (BIASED) {
-                  a[2 * i] = ((w0 >> (4 * i)) & 0x000f000fu) | 0x43004300u;
-                  a[2 * i + 1] = ((w1 >> (4 * i)) & 0x000f000fu) | 0x43004300u;
-                } else {
-                  a[2 * i] = nib_pair(w0, i, I4_SYM_NEGZ);
-                  a[2 * i + 1] = nib_pair(w1, i, I4_SYM_NEGZ);
-                }
+            for (int i = 0; i < 4; i++) {
+              if (BIASED) {
+                a[2 * i] = ((w0 >> (4 * i)) & 0x000f000fu) | 0x43004300u;
+                a[2 * i + 1] = ((w1 >> (4 * i)) & 0x000f000fu) | 0x43004300u;
+              } else {
+                a[2 * i] = nib_pair(w0, i, I4_SYM_NEGZ);
+                a[2 * i + 1] = nib_pair(w1, i, I4_SYM_NEGZ);
               }
-              const uint4 bb = xs[(256 * kt + 128 * hf + 64 * c2 + 16 * q + 8 * j) >> 3];
-              mma_bf16(d, a[0], a[1], a[2], a[3], bb.x, bb.y);
-              mma_bf16(d, a[4], a[5], a[6], a[7], bb.z, bb.w);
             }
-          const float sa = hf ? s0.y : s0.x, sb = hf ? s1.y : s1.x;
-          if (BIASED) {
-            const float corr = -136.f * gsum[2 * kt + hf];
-            acc[0] = fmaf(d[0] + corr, sa, acc[0]);
-            acc[1] = fmaf(d[1] + corr, sa, acc[1]);
-            acc[2] = fmaf(d[2] + corr, sb, acc[2]);
-            acc[3] = fmaf(d[3] + corr, sb, acc[3]);
-          } else {
-            acc[0] = fmaf(d[0], sa, acc[0]);
-            acc[1] = fmaf(d[1], sa, acc[1]);
-            acc[2] = fmaf(d[2], sb, acc[2]);
-            acc[3] = fmaf(d[3], sb, acc[3]);
+            const uint4 bb = xs[(256 * kt + 128 * hf + 64 * c2 + 16 * q + 8 * j) >> 3];
+            mma_bf16(d, a[0], a[1], a[2], a[3], bb.x, bb.y);
+            mma_bf16(d, a[4], a[5], a[6], a[7], bb.z, bb.w);
           }
+        const float sa = hf ? s0.y : s0.x, sb = hf ? s1.y : s1.x;
+        if (BIASED) {
+          const float corr = -136.f * gsum[2 * kt + hf];
+          acc[0] = fmaf(d[0] + corr, sa, acc[0]);
+          acc[1] = fmaf(d[1] + corr, sa, acc[1]);
+          acc[2] = fmaf(d[2] + corr, sb, acc[2]);
+          acc[3] = fmaf(d[3] + corr, sb, acc[3]);
+        } else {
+          acc[0] = fmaf(d[0], sa, acc[0]);
+          acc[1] = fmaf(d[1], sa, acc[1]);
+          acc[2] = fmaf(d[2], sb, acc[2]);
+          acc[3] = fmaf(d[3], sb, acc[3]);
         }
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(&empty[s]);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++) partial[par][warp][lane][i] = acc[i];
-    asm volatile("bar.sync 1, 256;" ::: "memory");
-    if (threadIdx.x < 16) {
-      const int m = threadIdx.x, src = 4 * (m & 7), reg = 2 * (m >> 3);
-      float v = partial[par][0][src][reg];
-      for (int w = 1; w < 8; w++) v += partial[par][w][src][reg];
-      if (mt * 16 + m < N) y[mt * 16 + m] = v;
-    }
+    });
+    tile_finish(partial, par, acc, mt, y, N);
   }
 }
 
