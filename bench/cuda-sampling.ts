@@ -76,7 +76,7 @@ for (const rows of [1, 8]) {
       () => {},
       () => {
         if (greedy) d.launch(backend.kernels.fn('sampling.cu', 'argmax_rows'), 'argmax_rows', [rows, 1, 1], 1024, 'ppii', [logits, out, V, V]);
-        else d.launch(backend.kernels.fn('sampling.cu', 'sample_rows'), 'sample_rows', [rows, 1, 1], SAMPLE_THREADS, 'pppii', [logits, params, out, V, V]);
+        else d.launch(backend.kernels.fn('sampling.cu', 'sample_rows'), 'sample_rows', [rows, 1, 1], SAMPLE_THREADS, 'ppppiii', [logits, params, out, 0, V, V, 0]);
       },
       reps,
     );

@@ -12,23 +12,33 @@ import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
 import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
-import { drawSamplingRow, drawToken } from '../src/engine/sampler.js';
+import { drawDistribution, drawSamplingRow, drawToken } from '../src/engine/sampler.js';
+import { drawFrom } from '../src/engine/spec/proposer.js';
 import { testRandom } from './support/cuda.js';
 import { buildEmulated } from './support/cuda-emulator.js';
-import { differingDraws, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+import { differingDraws, distributionRows, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
 
 const { seed: SEED, rng } = testRandom();
 const inputs = new SamplingInputs(rng);
 const { bin, skipReason } = buildEmulated('sample-rows');
 
-/** sample_rows on x [rows, cols] over the first n ids, `threads` a block: the ids, and p of each row's excluded draft. */
-function sampleRowsWithProbs(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): { ids: Int32Array; probs: Float32Array } {
+/**
+ * sample_rows on x [rows, cols] over the first n ids, `threads` a block: the ids, p of each row's
+ * excluded draft (or of a distribution row's token), and `dist` ([distRows × distCols], the rows'
+ * distRow index it) as the kernel left it.
+ */
+function sampleRowsWithProbs(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64, dist?: { data: Float32Array; cols: number }): { ids: Int32Array; probs: Float32Array; dist: Float32Array } {
   const rows = knobs.length;
-  const input = Buffer.concat([Buffer.from(Int32Array.from([rows, cols, n, threads]).buffer), Buffer.from(x.buffer, x.byteOffset, x.byteLength), Buffer.from(packSamplingParams(knobs).buffer)]);
-  const out = execFileSync(bin!, { input, maxBuffer: 1 << 24 });
+  const d = dist?.data ?? new Float32Array(0);
+  const shape = Int32Array.from(dist ? [d.length / dist.cols, dist.cols] : [0, 0]);
+  const input = Buffer.concat([
+    Buffer.from(Int32Array.from([rows, cols, n, threads]).buffer), Buffer.from(x.buffer, x.byteOffset, x.byteLength), Buffer.from(packSamplingParams(knobs).buffer),
+    Buffer.from(shape.buffer), Buffer.from(d.buffer, d.byteOffset, d.byteLength),
+  ]);
+  const out = execFileSync(bin!, { input, maxBuffer: 1 << 26 });
   const bytes = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-  assert.equal(bytes.byteLength, rows * 8);
-  return { ids: new Int32Array(bytes, 0, rows), probs: new Float32Array(bytes, rows * 4, rows) };
+  assert.equal(bytes.byteLength, rows * 8 + d.byteLength);
+  return { ids: new Int32Array(bytes, 0, rows), probs: new Float32Array(bytes, rows * 4, rows), dist: new Float32Array(bytes, rows * 8, d.length) };
 }
 
 function sampleRows(x: Float32Array, cols: number, n: number, knobs: GpuSamplingRow[], threads = 64): Int32Array {
@@ -181,6 +191,54 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
         const exceptions = differingDraws(x, V, V, knobs, ids, `peaked [${rows}, ${V}], ${threads} threads, call ${call} (seed ${SEED})`, probs);
         assert.ok(exceptions.length <= 1, exceptions.join('\n'));
       }
+    }
+  });
+
+  it('sampled drafts’ distributions: rows that keep theirs (drawDistribution: token, p(token), q bit for bit) and rows that verify a draft against one (drawResidualOf), beside plain and residual rows, at 64 and 512 threads', () => {
+    // [rows, cols, n, calls, threads]
+    const shapes: Array<[number, number, number, number, number]> = [
+      [2, 128256, 128000, 1, 64],
+      [8, 4096, 4090, 4, 64],
+      [24, 1000, 1000, 6, 64],
+      [32, 31, 31, 6, 64],
+      [16, 31, 31, 4, SAMPLE_THREADS],
+      [4, 5000, 4999, 2, SAMPLE_THREADS],
+    ];
+    let draws = 0;
+    let kept = 0;
+    let verified = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls, threads] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = randomRows(rows, cols);
+        const { knobs, dist } = distributionRows(inputs, rng, x, rows, cols, n);
+        const got = sampleRowsWithProbs(x, cols, n, knobs, threads, { data: dist, cols });
+        draws += rows;
+        kept += knobs.filter((k) => k.distRow !== undefined && k.exclude === undefined).length;
+        verified += knobs.filter((k) => k.distRow !== undefined && k.exclude !== undefined).length;
+        exceptions.push(...differingDraws(x, cols, n, knobs, got.ids, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`, got.probs, { before: dist, after: got.dist, cols }));
+      }
+    }
+    assert.ok(kept > draws / 5 && verified > draws / 5, `${kept} kept and ${verified} verified of ${draws} rows`);
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+  });
+
+  it('a draft verified against its distribution where p ≤ q everywhere draws from p itself; u = 0 and just below 1', () => {
+    const V = 500;
+    for (const u of [0, 0.37, 1 - 2 ** -53]) {
+      const x = randomRows(3, V);
+      const knobs: GpuSamplingRow[] = [0, 1, 2].map(() => ({ ...inputs.row(false), u }));
+      const dist = new Float32Array(3 * V);
+      knobs.forEach((k, r) => {
+        // q = p exactly (the residual is empty), or p with the favourite's mass moved to another id.
+        const p = drawDistribution(x.subarray(r * V, (r + 1) * V), k, 0).probs;
+        dist.set(p, r * V);
+        knobs[r] = { ...k, exclude: drawFrom(p, rng.next()), distRow: r };
+      });
+      const got = sampleRowsWithProbs(x, V, V, knobs, 64, { data: dist, cols: V });
+      const want = knobs.map((k, r) => drawSamplingRow(x.subarray(r * V, (r + 1) * V), k, dist.subarray(r * V, (r + 1) * V)));
+      differingDraws(x, V, V, knobs, got.ids, `u ${u} (seed ${SEED})`, got.probs, { before: dist, after: got.dist, cols: V });
+      if (u !== 1 - 2 ** -53) assert.deepEqual([...got.ids], want.map((w) => w.token), `u ${u} (seed ${SEED})`);
     }
   });
 

@@ -6,7 +6,9 @@
 // they must be rare and each is checked to be one); the edge cases; frequencies of many draws of one
 // row against its probabilities; rows that exclude a speculative draft (residual mode) against
 // drawResidual, their p(draft) bit for bit bar the other float32 rounding of a quotient within the
-// host's own rounding of its total; and the forward's sampleRows option, recorded and replayed as a
+// host's own rounding of its total; rows that keep a sampled draft's distribution or verify a draft
+// against one (drawDistribution, drawResidualOf; the distributions written compared the same way);
+// and the forward's sampleRows option, recorded and replayed as a
 // CUDA graph with a new u each step. Without a GPU the suite skips with the reason; the same checks
 // of the reference run on the CPU in test/sample-rows.test.ts and test/spec-sampled-verify.test.ts.
 
@@ -18,7 +20,7 @@ import { ALL_MASKED, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, samplin
 import { SAMPLE_MAX_VOCAB } from '../src/backend/cuda/sampling.js';
 import { loadLlama } from './support/run-model.js';
 import { openTestGpu, testRandom } from './support/cuda.js';
-import { differingDraws, forwardAll, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+import { differingDraws, distributionRows, forwardAll, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
 import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
 
 const { gpu, skipReason } = await openTestGpu();
@@ -222,6 +224,34 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
     assert.ok(chi <= bound, `chi-square ${chi.toFixed(1)} over ${df} degrees of freedom, bound ${bound.toFixed(1)} (seed ${SEED})`);
   });
 
+  it('sampled drafts’ distributions: rows that keep theirs (drawDistribution) and rows that verify a draft against one (drawResidualOf), beside plain and residual rows, vocabularies of 31 to 128256 ids', async () => {
+    // [rows, cols, n, calls]
+    const shapes: Array<[number, number, number, number]> = [
+      [8, 128256, 128256, 2],
+      [4, 128256, 128000, 2],
+      [64, 4096, 4090, 3],
+      [512, 31, 31, 3],
+      [256, 1000, 999, 3],
+    ];
+    let draws = 0;
+    const exceptions: string[] = [];
+    for (const [rows, cols, n, calls] of shapes) {
+      for (let call = 0; call < calls; call++) {
+        const x = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
+        const { knobs, dist, distRows } = distributionRows(inputs, rng, x, rows, cols, n);
+        await nextTurn();
+        g.poisonFreeMemory();
+        const distT = g.fromHost(dist, [distRows, cols]);
+        const probs = new Float32Array(rows).fill(Number.NaN);
+        const ids = g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs, probs, distT);
+        draws += rows;
+        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs, { before: dist, after: g.toHost(distT), cols }));
+      }
+    }
+    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+  });
+
   it("the forward's sampleRows option draws drawToken's tokens, also replayed as a CUDA graph with a new u each step", () => {
     const model = loadLlama(writeTinyCheckpoint(TINY_LLAMA), g);
     const V = model.config.vocabSize;
@@ -246,6 +276,15 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
           const want = knobs.map((k, r) => drawSamplingRow(logits.subarray(r * V, r * V + n), k));
           assert.deepEqual([...sampled!], want.map((w) => w.token), `residual rows, n ${n} step ${step}: ${JSON.stringify(knobs)} (seed ${SEED})`);
           assert.deepEqual([...excludedProbs!], want.map((w) => w.excludedProb), `residual rows, n ${n} step ${step}: p(draft) (seed ${SEED})`);
+        }
+        // Rows with draft distributions (a draft model's passes, their verification) in the same step.
+        for (let step = 0; step < 4; step++) {
+          const { knobs, dist, distRows } = distributionRows(inputs, rng, logits, rows, V, n);
+          const distT = g.fromHost(dist, [distRows, V]);
+          const { sampled, excludedProbs } = forwardAll(model, prompts, { sampleRows: { vocab: n, rows: knobs, dist: distT } });
+          const what = `distribution rows, n ${n} step ${step}: ${JSON.stringify(knobs)} (seed ${SEED})`;
+          assert.deepEqual(differingDraws(logits, V, n, knobs, sampled!, what, excludedProbs, { before: dist, after: g.toHost(distT), cols: V }), [], what);
+          g.release(distT);
         }
       }
       if (g.graphs.enabled) assert.ok(g.graphs.stats.replays > replaysBefore, 'the sampled steps were replayed from a graph');

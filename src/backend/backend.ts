@@ -1,7 +1,7 @@
 // The small, fixed set of operations LLM inference needs. A model is written once against this
 // interface; the CPU backend is the reference implementation and the CUDA backend the fast one.
 
-import type { Logprobs, PenaltyRow } from '../engine/sampler.js';
+import { GREEDY_TEMPERATURE_EPS, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
 import type { HostTensor } from '../model/load/safetensors.js';
 import type { QuantizedWeight } from '../quant/format.js';
 import type { QuantizationMethod } from '../quant/online.js';
@@ -118,6 +118,15 @@ export interface GpuSamplingRow {
    * also returns p(x). Absent: the plain draw. Any id >= 0 (one outside the n ids has p(x) = 0).
    */
   exclude?: number;
+  /**
+   * A row of sampleRows' `dist` tensor (sampled drafts, whose distribution stays on the device). With
+   * `exclude`: that row is the draft's distribution q, and the row draws from the residual
+   * max(0, p − q) (drawResidualOf in engine/sampler.ts) and returns p(x). Without: the row draws from
+   * its own float32 probabilities p as a draft model's sampler does (drawDistribution), writes them to
+   * that row of dist (its first n values) and returns p(token drawn) where excludedProbs takes a row's
+   * value. Sampled rows only (temperature ≥ GREEDY_TEMPERATURE_EPS): a greedy draft has no q.
+   */
+  distRow?: number;
 }
 
 export interface Backend {
@@ -136,6 +145,11 @@ export interface Backend {
   weightToHost(w: Weight): Float32Array;
 
   fromHost(data: Float32Array, shape: readonly number[]): Tensor;
+  /**
+   * Optional: an activation of this shape with unspecified contents, for a kernel to fill (no host
+   * upload; valid for the step, as every activation). Without it, fromHost of zeros serves.
+   */
+  emptyTensor?(shape: readonly number[]): Tensor;
   toHost(t: Tensor): Float32Array;
 
   /** Rows of `table` [vocab, hidden] for each id → [T, hidden]. */
@@ -183,9 +197,11 @@ export interface Backend {
    * instead of the logits. Throws the sampler's ALL_MASKED error for a row whose every value is -inf
    * or NaN. See checkSamplingRows for the arguments' rules. A row with `exclude` draws what drawResidual
    * draws, and `excludedProbs[r]` (when given, one value per row) receives its p(exclude) as
-   * drawResidual computes it (0 for rows without `exclude`): one more value a row read back.
+   * drawResidual computes it (0 for rows without `exclude`): one more value a row read back. Rows with
+   * `distRow` read or write that row of `dist` ([rows, ≥ n] float32, on this backend; see
+   * GpuSamplingRow.distRow), and their excludedProbs value is p(exclude) or p(token drawn).
    */
-  sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array;
+  sampleRows?(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array, dist?: Tensor): Int32Array;
   /**
    * Token logprobs of logit rows (one LogprobRow per row of x, each over its first n values): what
    * computeLogprobs (engine/sampler.ts) gives for the row's raw logits — the token's log-softmax, its
@@ -308,9 +324,10 @@ export function checkLogprobRows(xRows: number, cols: number, n: number, rows: r
  * The arguments every sampleRows takes, checked the same way on every backend: one GpuSamplingRow per
  * row of x ([xRows, cols]), n in 1..cols, and each row's knobs within what a request may ask
  * (sampling-params.ts) with u in [0, 1), `exclude` (if any) a non-negative int32; excludedProbs (if
- * given) one value a row.
+ * given) one value a row; `distRow` (if any) a row of `dist` (given, 2-D, at least n columns) on a
+ * sampled row, and no two rows writing the same one.
  */
-export function checkSamplingRows(xRows: number, cols: number, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): void {
+export function checkSamplingRows(xRows: number, cols: number, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array, dist?: Tensor): void {
   if (rows.length !== xRows) throw new RangeError(`sampleRows: ${rows.length} sampling rows for ${xRows} logit rows`);
   if (excludedProbs && excludedProbs.length !== xRows) throw new RangeError(`sampleRows: excludedProbs has ${excludedProbs.length} values for ${xRows} logit rows`);
   if (!(Number.isInteger(n) && n >= 1 && n <= cols)) throw new RangeError(`sampleRows: n must be in 1..${cols}, got ${n}`);
@@ -322,5 +339,17 @@ export function checkSamplingRows(xRows: number, cols: number, n: number, rows: 
     if (!(r.minP >= 0 && r.minP <= 1)) throw bad('minP must be in [0, 1]', r.minP);
     if (!(r.u >= 0 && r.u < 1)) throw bad('u must be in [0, 1)', r.u);
     if (r.exclude !== undefined && !(Number.isInteger(r.exclude) && r.exclude >= 0 && r.exclude <= 0x7fffffff)) throw bad('exclude must be a token id (an integer in 0..2^31-1)', r.exclude);
+  });
+  if (!rows.some((r) => r.distRow !== undefined)) return;
+  if (!dist) throw new RangeError('sampleRows: rows with distRow need the dist tensor');
+  if (dist.shape.length !== 2 || dist.shape[1] < n) throw new RangeError(`sampleRows: dist must be [rows, >= ${n}] (n values a row), got [${dist.shape.join(', ')}]`);
+  const written = new Set<number>();
+  rows.forEach((r, i) => {
+    if (r.distRow === undefined) return;
+    if (!(Number.isInteger(r.distRow) && r.distRow >= 0 && r.distRow < dist.shape[0])) throw new RangeError(`sampleRows: row ${i}: distRow must be a row of dist (0..${dist.shape[0] - 1}), got ${r.distRow}`);
+    if (r.temperature < GREEDY_TEMPERATURE_EPS) throw new RangeError(`sampleRows: row ${i}: distRow on a greedy row (temperature ${r.temperature}): a greedy draft has no distribution`);
+    if (r.exclude !== undefined) return;
+    if (written.has(r.distRow)) throw new RangeError(`sampleRows: row ${i}: dist row ${r.distRow} is written by two rows`);
+    written.add(r.distRow);
   });
 }

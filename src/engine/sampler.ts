@@ -505,10 +505,88 @@ export function drawResidual(logits: Float32Array, p: DrawParams, exclude: numbe
 }
 
 /**
- * One row of Backend.sampleRows on the host, the reference every backend's is held to: drawToken, or
- * drawResidual for a row that excludes a draft (excludedProb 0 for the others).
+ * A sampled draft's draw that keeps its distribution (a draft model's, for the verifier): q as
+ * `Sampler.probabilities` gives it without penalties (the float32 weight / total of each survivor, 0
+ * elsewhere; `probs` has the logits' length), and the token DraftTokenSampler.choose draws from it
+ * with u: drawFrom(q, u) — the positive q walked in ascending id order with an f64 running sum, the
+ * lowest id whose cumulative value exceeds u × their sum. `tokenProb` is q(token). Not for greedy
+ * knobs (a greedy draft is deterministic: it has no q). The reference of Backend.sampleRows' rows that
+ * write their distribution (`distRow` without `exclude`).
  */
-export function drawSamplingRow(logits: Float32Array, row: DrawParams & { u: number; exclude?: number }): { token: number; excludedProb: number } {
+export function drawDistribution(logits: Float32Array, p: DrawParams, u: number): { token: number; tokenProb: number; probs: Float32Array } {
+  if (p.temperature < GREEDY_TEMPERATURE_EPS) throw new RangeError('drawDistribution: a greedy row has no distribution to keep (its draft is deterministic)');
+  const { ids, weights, count, total } = samplingSupport(logits, p);
+  const probs = new Float32Array(logits.length);
+  const inOrder = new Float32Array(count);
+  for (let j = 0; j < count; j++) inOrder[j] = probs[ids[j]] = weights[ids[j]] / total;
+  const token = drawInIdOrder(inOrder, ids, count, u);
+  return { token, tokenProb: probs[token], probs };
+}
+
+/**
+ * Speculative verification's draw for a draft x drawn from a distribution q (a sampled draft model),
+ * without penalties: `excludedProb` is p(x) as `Sampler.probabilities` gives it, and `token` is what
+ * verifyDrafts (spec/verifier.ts) emits when it rejects x with uniform u: drawFrom(max(0, p − q)) —
+ * the float32 differences fround(p(y) − q(y)) of the surviving ids where positive, walked as
+ * drawFrom walks them; when none is positive (p ≤ q everywhere), drawFrom(p) itself. q holds at least
+ * the logits' length of values (ids past it are not read: p is 0 there). The reference of
+ * Backend.sampleRows' rows with both `exclude` and `distRow`.
+ */
+export function drawResidualOf(logits: Float32Array, p: DrawParams, exclude: number, q: ArrayLike<number>, u: number): { token: number; excludedProb: number } {
+  if (p.temperature < GREEDY_TEMPERATURE_EPS) throw new RangeError('drawResidualOf: a greedy row verifies deterministic drafts (drawResidual), not a distribution');
+  const { ids, weights, count, total } = samplingSupport(logits, p);
+  const probs = new Float32Array(count);
+  const rest = new Float32Array(count);
+  let excludedProb = 0;
+  for (let j = 0; j < count; j++) {
+    const y = ids[j];
+    probs[j] = weights[y] / total;
+    rest[j] = Math.max(0, probs[j] - q[y]); // rounded to float32 as the verifier's residual stores it
+    if (y === exclude) excludedProb = probs[j];
+  }
+  const weightsOf = rest.some((r) => r > 0) ? rest : probs;
+  return { token: drawInIdOrder(weightsOf, ids, count, u), excludedProb };
+}
+
+/**
+ * drawFrom (spec/proposer.ts) over float32 values of ids in ascending order (values[j] of id ids[j],
+ * j < count): the lowest id whose cumulative value (f64 running sum over the positive values)
+ * exceeds u × their sum; the last such id if rounding put the target at the sum.
+ */
+function drawInIdOrder(values: Float32Array, ids: Int32Array, count: number, u: number): number {
+  let sum = 0;
+  for (let j = 0; j < count; j++) sum += values[j];
+  if (!(sum > 0)) throw new RangeError('drawFrom: no probability mass to draw from');
+  const target = u * sum;
+  let acc = 0;
+  let last = -1;
+  for (let j = 0; j < count; j++) {
+    if (values[j] <= 0) continue;
+    acc += values[j];
+    last = ids[j];
+    if (target < acc) return last;
+  }
+  return last;
+}
+
+/** One row of Backend.sampleRows: its knobs, u, and what it asks besides the plain draw. */
+export type SamplingRowRequest = DrawParams & { u: number; exclude?: number; distRow?: number };
+
+/**
+ * One row of Backend.sampleRows on the host, the reference every backend's is held to: drawToken, or
+ * drawResidual for a row that excludes a draft (excludedProb 0 for the others). With a distribution
+ * `dist` (the row's `distRow` of sampleRows' dist tensor): a row that excludes a draft draws
+ * drawResidualOf against it; one that does not draws drawDistribution, writes its probabilities there
+ * and returns q(token) as its excludedProb.
+ */
+export function drawSamplingRow(logits: Float32Array, row: SamplingRowRequest, dist?: Float32Array): { token: number; excludedProb: number } {
+  if (row.distRow !== undefined) {
+    if (!dist) throw new RangeError('drawSamplingRow: a row with distRow needs its distribution row');
+    if (row.exclude !== undefined) return drawResidualOf(logits, row, row.exclude, dist, row.u);
+    const { token, tokenProb, probs } = drawDistribution(logits, row, row.u);
+    dist.set(probs);
+    return { token, excludedProb: tokenProb };
+  }
   if (row.exclude === undefined) return { token: drawToken(logits, row, row.u), excludedProb: 0 };
   return drawResidual(logits, row, row.exclude, row.u);
 }

@@ -35,11 +35,16 @@ export interface ForwardOptions {
    * request's Rng) instead of returning the logits: on the backend where it can (Backend.sampleRows,
    * one id a row crosses back), else on the host. Either way the token drawToken (engine/sampler.ts)
    * would draw from the logits with that u. Not with argmaxOnly. Rows with `exclude` (speculative
-   * verification) draw drawResidual's token and return p(exclude) in `excludedProbs`.
+   * verification) draw drawResidual's token and return p(exclude) in `excludedProbs`. Rows with a
+   * `distRow` of `dist` (sampled drafts' distributions, kept on the backend) write a draft's
+   * distribution there and return p(token), or verify a draft against it (GpuSamplingRow.distRow);
+   * they need a backend with sampleRows.
    */
   sampleRows?: {
     vocab: number;
     rows: GpuSamplingRow[];
+    /** [rows, ≥ vocab] float32 on the backend: the rows' distRow index it. */
+    dist?: Tensor;
     /** Per row, the penalties its logits take before the draw (Backend.applyPenalties; logprobs still see the raw logits). */
     penalties?: readonly (PenaltyRow | undefined)[];
   };
@@ -63,7 +68,10 @@ export interface ForwardResult {
   argmax?: Int32Array;
   /** With sampleRows: per logit row, the token drawn. */
   sampled?: Int32Array;
-  /** With sampleRows of which some row has `exclude`: per logit row, p(exclude) (0 for rows without). */
+  /**
+   * With sampleRows of which some row has `exclude` or `distRow`: per logit row, p(exclude), or
+   * p(token drawn) for a row that wrote its distribution (0 for rows with neither).
+   */
   excludedProbs?: Float32Array;
   /** With logprobs: per logit row, its sampled token's logprobs (undefined for rows that asked none). */
   logprobs?: (Logprobs | undefined)[];
@@ -203,15 +211,16 @@ export class LlamaModel {
    */
   private drawRows(
     logitsT: Tensor,
-    { vocab, rows, penalties }: NonNullable<ForwardOptions['sampleRows']>,
+    { vocab, rows, penalties, dist }: NonNullable<ForwardOptions['sampleRows']>,
     topNs?: readonly (number | undefined)[],
     alternates?: readonly (number | undefined)[],
   ): Omit<ForwardResult, 'hiddenStates'> {
     const be = this.backend;
-    const excludedProbs = rows.some((r) => r.exclude !== undefined) ? new Float32Array(rows.length) : undefined;
+    if (!be.sampleRows && rows.some((r) => r.distRow !== undefined)) throw new Error(`forward: rows with distRow (draft distributions kept on the backend) need a backend with sampleRows; the ${be.name} backend has none`);
+    const excludedProbs = rows.some((r) => r.exclude !== undefined || r.distRow !== undefined) ? new Float32Array(rows.length) : undefined;
     const penalised = penalties?.some((p) => p !== undefined) ? this.penalisedLogits(logitsT, penalties) : logitsT;
     const host = be.sampleRows ? undefined : be.toHost(penalised);
-    const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs) : sampleRowsOnHost(host!, this.config.vocabSize, vocab, rows, excludedProbs);
+    const sampled = be.sampleRows ? be.sampleRows(penalised, vocab, rows, excludedProbs, dist) : sampleRowsOnHost(host!, this.config.vocabSize, vocab, rows, excludedProbs);
     if (penalised !== logitsT) be.release?.(penalised);
     const result: Omit<ForwardResult, 'hiddenStates'> = { logits: new Float32Array(0), sampled, ...(excludedProbs ? { excludedProbs } : {}) };
     if (!topNs?.some((k) => k !== undefined)) return result;

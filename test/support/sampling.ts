@@ -5,8 +5,9 @@
 
 import assert from 'node:assert/strict';
 import type { GpuSamplingRow } from '../../src/backend/backend.js';
-import { drawSamplingRow, drawToken, samplingSupport } from '../../src/engine/sampler.js';
+import { drawDistribution, drawSamplingRow, drawToken, samplingSupport } from '../../src/engine/sampler.js';
 import type { Rng } from '../../src/engine/rng.js';
+import { drawFrom } from '../../src/engine/spec/proposer.js';
 import type { ForwardBatch, ForwardOptions, ForwardResult, LlamaModel } from '../../src/model/llama.js';
 
 /** Random inputs from one seeded stream. */
@@ -125,9 +126,9 @@ export const MAX_EXCEPTIONS_PER_DRAW = 1e-4;
  * flip one into the other. Infinity when `got` is not a token the host could draw. Rows that exclude
  * a draft walk the residual's float32 probabilities instead (residualWalk).
  */
-export function boundaryDistance(row: Float32Array, k: GpuSamplingRow, got: number, want: number): number {
-  if (k.exclude !== undefined) {
-    const walk = residualWalk(row, k, k.exclude);
+export function boundaryDistance(row: Float32Array, k: GpuSamplingRow, got: number, want: number, q?: ArrayLike<number>): number {
+  if (k.exclude !== undefined || k.distRow !== undefined) {
+    const walk = k.exclude === undefined ? probabilityWalk(row, k) : residualWalk(row, k, k.exclude, k.distRow === undefined ? undefined : q);
     return walkDistance(walk.ids, walk.weights, k.u, got, want);
   }
   const { ids, weights, count } = samplingSupport(row, k);
@@ -152,25 +153,56 @@ function walkDistance(list: readonly number[], weights: readonly number[], u: nu
   return nearest;
 }
 
+/** A float32 walk: ids in order and their values; the f64 quotient w(x) / total of the id asked about; the host total's number of weights. */
+export interface FloatWalk {
+  ids: number[];
+  weights: number[];
+  quotient: number;
+  count: number;
+}
+
 /**
  * What drawResidual walks for a row excluding x: the surviving ids other than x whose float32
  * probability is above 0, with those probabilities, in id order (empty when the residual is p itself);
  * and the f64 quotient w(x) / total before its rounding to float32 (0 when x did not survive), with
- * the number of weights in the host's total.
+ * the number of weights in the host's total. With a draft's distribution q, what drawResidualOf walks:
+ * fround(p(y) − q(y)) where positive, or p itself where none is.
  */
-export function residualWalk(row: Float32Array, k: Omit<GpuSamplingRow, 'u'>, x: number): { ids: number[]; weights: number[]; quotient: number; count: number } {
+export function residualWalk(row: Float32Array, k: Omit<GpuSamplingRow, 'u'>, x: number, q?: ArrayLike<number>): FloatWalk {
   const { ids, weights, count, total } = samplingSupport(row, k);
-  const walk: { ids: number[]; weights: number[]; quotient: number; count: number } = { ids: [], weights: [], quotient: 0, count };
+  const walk: FloatWalk = { ids: [], weights: [], quotient: 0, count };
   for (let j = 0; j < count; j++) {
     const y = ids[j];
-    const q = Math.fround(weights[y] / total);
+    const p = Math.fround(weights[y] / total);
     if (y === x) walk.quotient = weights[y] / total;
-    else if (q > 0) {
+    const r = q ? Math.fround(Math.max(0, p - q[y])) : y === x ? 0 : p;
+    if (r > 0) {
       walk.ids.push(y);
-      walk.weights.push(q);
+      walk.weights.push(r);
+    }
+  }
+  return q && walk.ids.length === 0 ? { ...probabilityWalk(row, k), quotient: walk.quotient } : walk;
+}
+
+/** What drawDistribution walks: the survivors' float32 probabilities above 0 in id order (quotient: of the favourite, unused). */
+export function probabilityWalk(row: Float32Array, k: Omit<GpuSamplingRow, 'u'>): FloatWalk {
+  const { ids, weights, count, total } = samplingSupport(row, k);
+  const walk: FloatWalk = { ids: [], weights: [], quotient: 0, count };
+  for (let j = 0; j < count; j++) {
+    const p = Math.fround(weights[ids[j]] / total);
+    if (p > 0) {
+      walk.ids.push(ids[j]);
+      walk.weights.push(p);
     }
   }
   return walk;
+}
+
+/** The host's f64 quotient w(y) / total of id y in a row under knobs k (0 when y did not survive). */
+export function quotientOf(row: Float32Array, k: Omit<GpuSamplingRow, 'u'>, y: number): number {
+  const { ids, weights, count, total } = samplingSupport(row, k);
+  for (let j = 0; j < count; j++) if (ids[j] === y) return weights[y] / total;
+  return 0;
 }
 
 /**
@@ -187,29 +219,104 @@ export function otherRounding(quotient: number, want: number, got: number, rel: 
 }
 
 /**
- * A backend's tokens (`got`) for rows × cols logits, each drawn over its first n ids with `knobs`,
- * against drawToken (drawResidual for rows that exclude a draft): each differing draw must be a
- * boundary case (boundaryDistance ≤ BOUNDARY_REL); returns them, described, for the caller to count.
- * With `gotProbs` (the backend's p of each row's excluded draft) those are held to drawResidual's
- * bit for bit, bar the other float32 rounding of a quotient that lies within the host's own rounding
- * of its total ((count + 4) · 2^-52 relative) of the midpoint, also returned (each checked to be one).
+ * Rows of sampled drafts' distributions around a backend's sampleRows call (GpuSamplingRow.distRow):
+ * `before` as given to it (the q rows that verification rows read), `after` as it left them (the rows
+ * drafts wrote), `cols` values a row.
  */
-export function differingDraws(x: Float32Array, cols: number, n: number, knobs: readonly GpuSamplingRow[], got: Int32Array, where: string, gotProbs?: Float32Array): string[] {
+export interface DistRows {
+  before: Float32Array;
+  after: Float32Array;
+  cols: number;
+}
+
+/**
+ * A backend's tokens (`got`) for rows × cols logits, each drawn over its first n ids with `knobs`,
+ * against drawToken (drawResidual for rows that exclude a draft; drawDistribution and drawResidualOf
+ * for rows with a distRow of `dists`): each differing draw must be a boundary case (boundaryDistance ≤
+ * BOUNDARY_REL); returns them, described, for the caller to count. With `gotProbs` (the backend's p of
+ * each row's excluded draft, or of a distribution row's token) those are held to the host's bit for
+ * bit, bar the other float32 rounding of a quotient that lies within the host's own rounding of its
+ * total ((count + 4) · 2^-52 relative) of the midpoint, also returned (each checked to be one); so are
+ * the distributions the rows wrote (first n values of their row of dists.after; the rest untouched).
+ */
+export function differingDraws(x: Float32Array, cols: number, n: number, knobs: readonly GpuSamplingRow[], got: Int32Array, where: string, gotProbs?: Float32Array, dists?: DistRows): string[] {
   const out: string[] = [];
+  const distRow = (d: Float32Array, k: GpuSamplingRow) => d.subarray(k.distRow! * dists!.cols, (k.distRow! + 1) * dists!.cols);
+  const rounding = (what: string, quotient: number, want: number, gotValue: number, count: number) => {
+    assert.ok(otherRounding(quotient, want, gotValue, (count + 4) * 2 ** -52), `${what}: not a rounding of w / total ${quotient}`);
+    out.push(`${what} (w / total = ${quotient}, at a float32 rounding boundary)`);
+  };
   knobs.forEach((k, r) => {
     const row = x.subarray(r * cols, r * cols + n);
-    const { token: want, excludedProb } = drawSamplingRow(row, k);
-    if (gotProbs && !Object.is(gotProbs[r], excludedProb)) {
-      const what = `${where} row ${r}: ${JSON.stringify(k)}: p(excluded) ${gotProbs[r]}, the host's ${excludedProb}`;
-      const walk = k.exclude === undefined ? undefined : residualWalk(row, k, k.exclude);
-      assert.ok(walk && otherRounding(walk.quotient, excludedProb, gotProbs[r], (walk.count + 4) * 2 ** -52), `${what}: not a rounding of w(x) / total ${walk?.quotient}`);
-      out.push(`${what} (w(x) / total = ${walk.quotient}, at a float32 rounding boundary)`);
+    const keeps = k.distRow !== undefined && k.exclude === undefined;
+    const q = k.distRow === undefined ? undefined : keeps ? new Float32Array(n) : distRow(dists!.before, k);
+    const { token: want, excludedProb } = drawSamplingRow(row, k, q);
+    const what = `${where} row ${r}: ${JSON.stringify(k)}`;
+    if (keeps) {
+      // The distribution written: the host's p bit for bit (bar roundings at a boundary); past n untouched.
+      const written = distRow(dists!.after, k);
+      const { count } = samplingSupport(row, k);
+      for (let y = 0; y < n; y++) {
+        if (!Object.is(written[y], q![y])) rounding(`${what}: q(${y}) ${written[y]}, the host's ${q![y]}`, quotientOf(row, k, y), q![y], written[y], count);
+      }
+      assert.deepEqual([...written.subarray(n)], [...distRow(dists!.before, k).subarray(n)], `${what}: ids past n were written`);
+    }
+    // p(token) is compared only where the tokens agree (a boundary case may draw another token).
+    if (gotProbs && !Object.is(gotProbs[r], excludedProb) && (!keeps || got[r] === want)) {
+      const asked = keeps ? want : k.exclude;
+      const message = `${what}: p(${asked}) ${gotProbs[r]}, the host's ${excludedProb}`;
+      assert.ok(asked !== undefined, `${message}: a row without a probability to return`);
+      rounding(message, quotientOf(row, k, asked), excludedProb, gotProbs[r], samplingSupport(row, k).count);
     }
     if (got[r] === want) return;
-    const what = `${where} row ${r}: ${JSON.stringify(k)}: got ${got[r]}, the host draws ${want}`;
-    const d = boundaryDistance(row, k, got[r], want);
-    assert.ok(d <= BOUNDARY_REL, `${what}; u × total is ${d.toExponential(2)} of the total from a boundary between them`);
-    out.push(`${what} (${d.toExponential(2)} of the total from a boundary)`);
+    const message = `${what}: got ${got[r]}, the host draws ${want}`;
+    const d = boundaryDistance(row, k, got[r], want, q);
+    assert.ok(d <= BOUNDARY_REL, `${message}; u × total is ${d.toExponential(2)} of the total from a boundary between them`);
+    out.push(`${message} (${d.toExponential(2)} of the total from a boundary)`);
   });
   return out;
+}
+
+/**
+ * A call's worth of rows with distributions, as a draft model's passes and the verification of its
+ * drafts make them, mixed with plain and residual rows: each of `rows` rows of x (cols values, ids
+ * 0..n-1 sampled) either keeps its distribution (a sampled draft: a distRow of its own), verifies a
+ * draft x against a distribution q (x drawn from q as a draft would be; q a draft's distribution over
+ * other logits, or the row's own p — nothing left in the residual: the fallback to p — or p at another
+ * temperature), excludes a deterministic draft, or is plain. `dist` holds the q rows first (values
+ * past n are a sentinel the backend must leave alone), then the rows drafts write.
+ */
+export function distributionRows(inputs: SamplingInputs, rng: Rng, x: Float32Array, rows: number, cols: number, n: number): { knobs: GpuSamplingRow[]; dist: Float32Array; distRows: number } {
+  const knobs: GpuSamplingRow[] = [];
+  const qs: Float32Array[] = [];
+  const keeps: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * cols, r * cols + n);
+    const k = inputs.row(false);
+    const c = rng.next();
+    if (c < 0.35) {
+      keeps.push(r);
+      knobs.push(k);
+    } else if (c < 0.8) {
+      const kind = rng.next();
+      let q: Float32Array;
+      if (kind < 0.2) q = drawDistribution(row, k, 0).probs; // p itself: the residual is empty
+      else if (kind < 0.45) q = drawDistribution(row, { ...k, temperature: k.temperature * (0.7 + 0.6 * rng.next()) }, 0).probs;
+      else q = drawDistribution(inputs.logits(n, false), inputs.knobs(false), 0).probs;
+      const padded = new Float32Array(cols).fill(-7);
+      padded.set(q);
+      // Mostly a draft drawn from q, as a draft model's is; else any draft (one q gives 0 included).
+      knobs.push({ ...k, exclude: rng.next() < 0.85 ? drawFrom(q, rng.next()) : inputs.draft(row, n, cols, k), distRow: qs.length });
+      qs.push(padded);
+    } else if (c < 0.9) {
+      knobs.push({ ...k, exclude: inputs.draft(row, n, cols, k) });
+    } else {
+      knobs.push(k);
+    }
+  }
+  const distRows = qs.length + keeps.length;
+  const dist = new Float32Array(Math.max(1, distRows) * cols).fill(-7);
+  qs.forEach((q, i) => dist.set(q, i * cols));
+  keeps.forEach((r, i) => (knobs[r] = { ...knobs[r], distRow: qs.length + i }));
+  return { knobs, dist, distRows: Math.max(1, distRows) };
 }

@@ -528,6 +528,11 @@ export class CudaBackend implements Backend {
     return t;
   }
 
+  /** Backend.emptyTensor: a pooled activation, not written (its memory holds whatever was there). */
+  emptyTensor(shape: readonly number[]): Tensor {
+    return this.tensor(shape);
+  }
+
   toHost(x: Tensor): Float32Array {
     const t = x as CudaTensor;
     const out = new Float32Array(t.numel);
@@ -975,8 +980,8 @@ export class CudaBackend implements Backend {
   }
 
   /** Backend.sampleRows: kernels/sampling.cu sample_rows, a block a row (sampling.ts). */
-  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array): Int32Array {
-    return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params), excludedProbs);
+  sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array, dist?: Tensor): Int32Array {
+    return sampleRowsOnGpu(this, x as CudaTensor, n, rows, (params) => this.uploads.get('sampleRows', params), excludedProbs, dist as CudaTensor | undefined);
   }
 
   readonly maxTopLogprobs = GPU_MAX_TOP_LOGPROBS;

@@ -4,7 +4,8 @@
 // sized work. The kernel reproduces engine/sampler.ts's drawToken given the same uniform u: the
 // same f64 weights, exact (fixed-point) sums, the host's tie rules; docs/cuda.md, "Sampling on the
 // GPU", says where the two can differ. Rows that exclude a draft (speculative verification) draw
-// drawResidual's token and also return p(draft), a second word a row read back.
+// drawResidual's token and also return p(draft), a second word a row read back; rows with a row of
+// `dist` write a sampled draft's distribution there (and return p(token)) or verify against it.
 
 import { checkSamplingRows, type GpuSamplingRow } from '../backend.js';
 import { ALL_MASKED, GREEDY_TEMPERATURE_EPS } from '../../engine/sampler.js';
@@ -27,12 +28,12 @@ export const SAMPLE_MAX_VOCAB = 2 ** 19;
  * The rows' parameters as the kernel reads them, SAMPLE_PARAMS float64 a row: temperature, topP, the
  * min-p floor on a weight (minP, or the smallest double when min-p is off: the host keeps any weight
  * above 0), u, topK, greedy (1 below GREEDY_TEMPERATURE_EPS, decided here with the host's constant),
- * the excluded draft (-1: none).
+ * the excluded draft (-1: none), the row of dist it reads or writes (-1: none).
  */
 export function packSamplingParams(rows: readonly GpuSamplingRow[]): Float64Array {
   const out = new Float64Array(rows.length * SAMPLE_PARAMS);
   rows.forEach((r, i) => {
-    out.set([r.temperature, r.topP, r.minP > 0 ? r.minP : Number.MIN_VALUE, r.u, r.topK, r.temperature < GREEDY_TEMPERATURE_EPS ? 1 : 0, r.exclude ?? -1], i * SAMPLE_PARAMS);
+    out.set([r.temperature, r.topP, r.minP > 0 ? r.minP : Number.MIN_VALUE, r.u, r.topK, r.temperature < GREEDY_TEMPERATURE_EPS ? 1 : 0, r.exclude ?? -1, r.distRow ?? -1], i * SAMPLE_PARAMS);
   });
   return out;
 }
@@ -51,10 +52,11 @@ export function sampledTokens(ids: Int32Array, n: number): Int32Array {
  * Backend.sampleRows on CUDA: x [rows, cols] float32 logits, each row drawn over its first n ids.
  * `upload` puts the packed parameters on the device (the backend's step uploads, so a recorded step
  * replays with the new u). Synchronises to read the ids back, and p(exclude) of each row when a row
- * excludes a draft (into excludedProbs, if given).
+ * excludes a draft, p(token) of a row that writes its distribution to dist (into excludedProbs, if
+ * given).
  */
-export function sampleRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows: readonly GpuSamplingRow[], upload: (params: Int32Array) => DevicePtr, excludedProbs?: Float32Array): Int32Array {
-  checkSamplingRows(x.rows, x.cols, n, rows, excludedProbs);
+export function sampleRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows: readonly GpuSamplingRow[], upload: (params: Int32Array) => DevicePtr, excludedProbs?: Float32Array, dist?: CudaTensor): Int32Array {
+  checkSamplingRows(x.rows, x.cols, n, rows, excludedProbs, dist);
   if (n > SAMPLE_MAX_VOCAB) throw new RangeError(`sampleRows: CUDA samples rows of up to ${SAMPLE_MAX_VOCAB} ids, got ${n}`);
   if (x.rows === 0) return new Int32Array(0);
   // Uploads carry 32-bit words; the kernel reads the same bytes as float64.
@@ -62,13 +64,15 @@ export function sampleRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows:
   // The ids, then p(exclude)'s float32 bits for the rows that exclude a draft: room for both always,
   // so a recorded step's buffer has one size; read back only when some row excludes one.
   const out = be.pool.alloc(x.rows * 8);
-  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], SAMPLE_THREADS, 'pppii', [x.ptr, params, out.ptr, x.cols, n]);
-  const residual = rows.some((r) => r.exclude !== undefined);
-  const words = new Int32Array(residual ? 2 * x.rows : x.rows);
+  const distPtr = dist ? dist.ptr : 0;
+  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], SAMPLE_THREADS, 'ppppiii', [x.ptr, params, out.ptr, distPtr, x.cols, n, dist ? dist.cols : 0]);
+  const hasProb = (r: GpuSamplingRow) => r.exclude !== undefined || r.distRow !== undefined;
+  const second = rows.some(hasProb);
+  const words = new Int32Array(second ? 2 * x.rows : x.rows);
   be.driver.download(words, out.ptr, words.byteLength);
   if (excludedProbs) {
-    const probs = new Float32Array(words.buffer, residual ? x.rows * 4 : 0, x.rows);
-    rows.forEach((r, i) => (excludedProbs[i] = r.exclude === undefined ? 0 : probs[i]));
+    const probs = new Float32Array(words.buffer, second ? x.rows * 4 : 0, x.rows);
+    rows.forEach((r, i) => (excludedProbs[i] = hasProb(r) ? probs[i] : 0));
   }
-  return sampledTokens(residual ? words.slice(0, x.rows) : words, n);
+  return sampledTokens(second ? words.slice(0, x.rows) : words, n);
 }

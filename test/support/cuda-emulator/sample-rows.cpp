@@ -1,7 +1,9 @@
 // kernels/sampling.cu's sample_rows on the CPU (emu.h), driven by test/cuda-sampling-emulated.test.ts.
 // stdin, little-endian: int32 rows, cols, n, threads; float32 x[rows × cols]; float64 params[rows × 8]
-// (as src/backend/cuda/sampling.ts packs them). stdout: int32 ids[rows], then float32 prob[rows]
-// (p of each row's excluded draft, 0 without one).
+// (as src/backend/cuda/sampling.ts packs them); int32 distRows, distCols; float32 dist[distRows ×
+// distCols] (sampled drafts' distributions; 0 × 0 for none). stdout: int32 ids[rows], then float32
+// prob[rows] (p of each row's excluded draft or of a distribution row's token, 0 without either),
+// then dist as the kernel left it.
 #include "emu.h"
 // The kernel finds the second half of `out` (p of excluded drafts) from the grid's size.
 inline EmuDim gridDim;
@@ -16,11 +18,16 @@ int main() {
   std::vector<double> p((size_t)rows * SAMPLE_PARAMS);
   if (fread(x.data(), 4, x.size(), stdin) != x.size()) return 2;
   if (fread(p.data(), 8, p.size(), stdin) != p.size()) return 3;
+  int d[2];
+  if (fread(d, 4, 2, stdin) != 2) return 5;
+  std::vector<float> dist((size_t)d[0] * d[1]);
+  if (fread(dist.data(), 4, dist.size(), stdin) != dist.size()) return 6;
   // ids (-2 until written), then p's float32 bits (rows without an excluded draft leave theirs at 0).
   std::vector<int> out(2 * (size_t)rows, 0);
   std::fill(out.begin(), out.begin() + rows, -2);
   gridDim.x = rows;
-  emu::launch(rows, threads, [&] { sample_rows(x.data(), p.data(), out.data(), cols, n); });
+  emu::launch(rows, threads, [&] { sample_rows(x.data(), p.data(), out.data(), dist.empty() ? nullptr : dist.data(), cols, n, d[1]); });
   if (fwrite(out.data(), 4, out.size(), stdout) != out.size()) return 4;
+  if (fwrite(dist.data(), 4, dist.size(), stdout) != dist.size()) return 7;
   return 0;
 }

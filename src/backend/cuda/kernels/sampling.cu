@@ -115,13 +115,19 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ x, int* __restr
 // which only x has mass). `total` is the exact sum rounded to f64 where the host rounds a running
 // sum, so a probability can differ from the host's by one float32 ulp where the quotient lies within
 // that rounding of a float32 rounding boundary (rare; docs/cuda.md).
+//
+// Sampled drafts keep their distribution on the device (a row's `distRow` ≥ 0, a row of `dist`,
+// distCols floats apart). A draft model's row (no excluded draft) writes its float32 probabilities
+// there and draws from them (drawDistribution); a verification row excluding draft x draws from the
+// residual max(0, p − q) against that row's q, rounded to float32 per id as the verifier stores it,
+// or from p when nothing is left (drawResidualOf). Both walk float32 values like residual mode.
 
 #define SAMPLE_BINS 2048
 #define SAMPLE_BIN_BITS 11
 #define POS_INF __int_as_float(0x7f800000)
 #define NO_ID 0x7fffffff
 // Per row in `params`: temperature, topP, the min-p weight floor, u, topK, greedy (0/1), the excluded
-// draft (residual mode; -1: none), 1 spare.
+// draft (residual mode; -1: none), the row of dist it reads or writes (-1: none).
 #define SAMPLE_PARAMS 8
 
 #define TWO44 17592186044416.0
@@ -543,12 +549,89 @@ __device__ Cut select_cut(const Row& r, Shared& s, Cut cut, bool mass, int topK,
   }
 }
 
+// A row's survivors after every filter, and what the float32 walks need (residual mode, sampled drafts).
+struct Survivors {
+  Cut cutK, cutP;
+  double total;     // the survivors' weight, the exact sum rounded to f64
+  int exclude;      // the excluded draft (-1: none)
+  const float* q;   // the draft's distribution the residual is taken against (null: one-hot)
+  // Whether id i (logit v) survives every filter, with its weight w.
+  __device__ __forceinline__ bool survives(const Row& r, int i, float v, double& w) const {
+    const u32 k = order_key(v);
+    if (!passes(cutK, k, i) || !passes(cutP, k, i)) return false;
+    w = row_weight(r, v);
+    return w >= r.minW;
+  }
+  // p(i) as the host stores it: the float32 quotient of the f64 weight and total.
+  __device__ __forceinline__ float prob(double w) const { return (float)(w / total); }
+};
+
+// What a float32 walk weighs a survivor y by (> 0 to take part): p(y) for y ≠ the excluded draft
+// (WALK_ONEHOT); the residual max(0, p(y) − q(y)) rounded to float32, as the verifier stores it
+// (WALK_MINUS_Q); p(y) (WALK_P: a draft's own draw, or the residual's fallback when p ≤ q everywhere).
+// A template argument, so each walk is compiled for its mode (a run-time mode made ptxas spill).
+enum { WALK_ONEHOT, WALK_MINUS_Q, WALK_P };
+template <int MODE>
+__device__ __forceinline__ bool walk_value(const Row& r, const Survivors& sv, int i, float v, float& q) {
+  double w;
+  if ((MODE == WALK_ONEHOT && i == sv.exclude) || !sv.survives(r, i, v, w)) return false;
+  q = sv.prob(w);
+  if (MODE == WALK_MINUS_Q) q = (float)fmax(0.0, (double)q - (double)sv.q[i]);
+  return q > 0.0f;  // below float32's range: the host's walk skips it too
+}
+
+// The lowest id of a float32 walk at u (NO_ID when nothing has a value > 0): the weights are
+// q × 2^(126 − e), e the largest q's biased exponent. Residual values can all lie far below fixed
+// point's unit 2^-88 (x the favourite of a peaked row: q ≈ e^-60), where truncation would erase their
+// ratios; scaled, the largest lands in [0.5, 1), the scaling is exact and scales u × total with it, so
+// the draw is the host's with fixed point's usual precision.
+template <int MODE>
+__device__ int float_walk(const Row& r, Shared& s, const Survivors& sv, double u) {
+  int qmax = 0, count = 0, last = -1;
+  for_segment(r, [&](int i, float v) {
+    float q;
+    if (!walk_value<MODE>(r, sv, i, v, q)) return;
+    qmax = max(qmax, (int)__float_as_uint(q));  // positive floats order as their bits
+    count++;
+    last = i;
+  });
+  count = block_int_sum(count);
+  last = block_int_max(last);
+  qmax = block_int_max(qmax);
+  if (count == 0) return NO_ID;
+  const double scale = ldexp(1.0, 126 - (qmax >> 23));
+  auto weight = [&](int i, float v, Fx& m) {
+    float q;
+    if (!walk_value<MODE>(r, sv, i, v, q)) return false;
+    m = fx_weight((double)q * scale);
+    return true;
+  };
+  Fx sum = fx(0, 0);
+  int mine = 0;
+  for_segment(r, [&](int i, float v) {
+    Fx m;
+    if (!weight(i, v, m)) return;
+    sum = fx_add(sum, m);
+    mine++;
+  });
+  __syncthreads();  // every thread has read the previous segment totals
+  store_segment(s, sum, mine);
+  __syncthreads();
+  Fx wtotal = fx(0, 0);
+  for (int w = 0; w < (int)(blockDim.x >> 5); w++) wtotal = fx_add(wtotal, fx(s.seg_hi[w], s.seg_lo[w]));
+  const Fx target = fx_of(u * fx_to_double(wtotal));
+  const int w = crossing_segment(s, fx(0, 0), target, true);
+  const int id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, weight);
+  return id == NO_ID ? last : id;
+}
+
 // One block per row of x ([rows, cols]; ids 0..n-1 of each), blockDim.x a multiple of 32 up to 512
 // (the host launches 512; at 1024 threads ptxas would spill).
 // params: SAMPLE_PARAMS doubles a row. out: out[row] the sampled id, or -1 when every logit is −inf or
-// NaN; for a row that excludes a draft, also out[rows + row] = the float32 bits of p(draft) (so out
-// holds 2 × rows words when any row does; other rows leave that word alone).
-extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, int* __restrict__ out, int cols, int n) {
+// NaN; for a row that excludes a draft, also out[rows + row] = the float32 bits of p(draft), and for a
+// row that writes its distribution to dist, those of p(token) (so out holds 2 × rows words when any
+// row does either; other rows leave that word alone).
+extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, int* __restrict__ out, float* __restrict__ dist, int cols, int n, int distCols) {
   __shared__ Shared s;
   __shared__ float s_max, s_min;
   __shared__ int s_arg;
@@ -662,16 +745,13 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
     cutP = select_cut(r, s, cutK, true, topK, topP, massBins, !massBins, survivors, cutApplied ? cutK.key : keyLo, keyHi);
     cutApplied = true;
   }
-  // Whether id i (logit v) survives every filter, with its weight w.
-  auto survives = [&](int i, float v, double& w) {
-    const u32 k = order_key(v);
-    if (!passes(cutK, k, i) || !passes(cutP, k, i)) return false;
-    w = row_weight(r, v);
-    return w >= r.minW;
-  };
+  // The survivors of every filter (their total and the float32 walks' fields are set below).
+  Survivors sv;
+  sv.cutK = cutK;
+  sv.cutP = cutP;
   auto survivor = [&](int i, float v, Fx& m) {
     double w;
-    if (!survives(i, v, w)) return false;
+    if (!sv.survives(r, i, v, w)) return false;
     m = fx_weight(w);
     return true;
   };
@@ -697,7 +777,9 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   __syncthreads();
   Fx total = fx(0, 0);
   for (int w = 0; w < warps; w++) total = fx_add(total, fx(s.seg_hi[w], s.seg_lo[w]));
-  if (exclude < 0) {
+  // The row of dist, read here rather than kept from the start (one register fewer through the cuts).
+  const int distRow = p[7] >= 0.0 ? (int)p[7] : -1;
+  if (exclude < 0 && distRow < 0) {
     const Fx target = fx_of(u * fx_to_double(total));
     const int w = crossing_segment(s, fx(0, 0), target, true);
     int id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, survivor);
@@ -706,62 +788,37 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
     return;
   }
 
-  // Residual mode: the probabilities as the host stores them, float32 quotients of the f64 total.
-  const double T = fx_to_double(total);
-  auto residual_q = [&](int i, float v, float& q) {
-    double w;
-    if (i == exclude || !survives(i, v, w)) return false;
-    q = (float)(w / T);
-    return q > 0.0f;  // below float32's range: the host's residual drops it too
-  };
-  // First the largest q (positive floats order as their bits), the count and the last id.
-  int qmax = 0;
-  count = 0;
-  last = -1;
-  for_segment(r, [&](int i, float v) {
-    float q;
-    if (!residual_q(i, v, q)) return;
-    qmax = max(qmax, (int)__float_as_uint(q));
-    count++;
-    last = i;
-  });
-  count = block_int_sum(count);
-  last = block_int_max(last);
-  qmax = block_int_max(qmax);
-  int id = exclude;  // nothing but x has mass: the host then draws from p itself, which can only give x
-  if (count > 0) {
-    // The residual's q can all lie far below fixed point's unit 2^-88 (x the favourite of a peaked
-    // row: q ≈ e^-60), where truncation would erase their ratios. So the weights are q × 2^(126 − e),
-    // e the largest q's biased exponent: the largest lands in [0.5, 1), the scaling is exact and
-    // scales u × total with it, so the draw is the host's with fixed point's usual precision.
-    const double scale = ldexp(1.0, 126 - (qmax >> 23));
-    auto residual = [&](int i, float v, Fx& m) {
-      float q;
-      if (!residual_q(i, v, q)) return false;
-      m = fx_weight((double)q * scale);
-      return true;
-    };
-    sum = fx(0, 0);
-    int mine = 0;
+  // The float32 walks: residual mode, against a draft's q, or a draft's own probabilities. Their
+  // values are the probabilities as the host stores them, float32 quotients of the f64 total.
+  sv.total = fx_to_double(total);
+  sv.exclude = exclude;
+  sv.q = distRow >= 0 ? dist + (u64)distRow * distCols : nullptr;
+  if (exclude < 0) {
+    // A draft's draw that keeps its distribution: p written to its row of dist (0 for the ids that did
+    // not survive), the draw from those float32 values, p(token) returned.
+    float* const keep = dist + (u64)distRow * distCols;
     for_segment(r, [&](int i, float v) {
-      Fx m;
-      if (!residual(i, v, m)) return;
-      sum = fx_add(sum, m);
-      mine++;
+      double w;
+      keep[i] = sv.survives(r, i, v, w) ? sv.prob(w) : 0.0f;
     });
-    __syncthreads();  // every thread has read the survivors' segment totals
-    store_segment(s, sum, mine);
-    __syncthreads();
-    Fx rtotal = fx(0, 0);
-    for (int w = 0; w < warps; w++) rtotal = fx_add(rtotal, fx(s.seg_hi[w], s.seg_lo[w]));
-    const Fx target = fx_of(u * fx_to_double(rtotal));
-    const int w = crossing_segment(s, fx(0, 0), target, true);
-    id = w < 0 ? NO_ID : crossing_in_segment(r, s, w, s.seg_base, target, true, residual);
-    if (id == NO_ID) id = last;
   }
+  // The draw. A draft's: from its p. Residual mode against a one-hot draft: nothing but x having mass
+  // leaves x (the host then draws from p itself, which can only give x); against a distribution q ≥ p
+  // everywhere, the host draws from p.
+  int id;
+  if (exclude < 0) {
+    id = float_walk<WALK_P>(r, s, sv, u);
+  } else if (!sv.q) {
+    id = float_walk<WALK_ONEHOT>(r, s, sv, u);
+    if (id == NO_ID) id = exclude;
+  } else {
+    id = float_walk<WALK_MINUS_Q>(r, s, sv, u);
+    if (id == NO_ID) id = float_walk<WALK_P>(r, s, sv, u);
+  }
+  const int probOf = exclude < 0 ? id : exclude;
   if (threadIdx.x == 0) {
     out[blockIdx.x] = id;
     double w;
-    *prob = (int)__float_as_uint(exclude < n && survives(exclude, r.x[exclude], w) ? (float)(w / T) : 0.0f);
+    *prob = (int)__float_as_uint(probOf >= 0 && probOf < n && sv.survives(r, probOf, r.x[probOf], w) ? sv.prob(w) : 0.0f);
   }
 }
