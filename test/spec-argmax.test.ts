@@ -18,7 +18,7 @@ import { Sampler, TokenCounts, maskPaddedVocab, type Logprobs } from '../src/eng
 import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
 import { buildForwardBatch } from '../src/engine/spec/batch.js';
 import { parseSpeculativeConfig } from '../src/engine/spec/config.js';
-import type { DraftModelProposer } from '../src/engine/spec/draft-model.js';
+import { DraftModelProposer } from '../src/engine/spec/draft-model.js';
 import { generateWithSpeculation, type LoopOptions } from '../src/engine/spec/generate-loop.js';
 import { loadProposer } from '../src/engine/spec/load-proposer.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
@@ -41,6 +41,8 @@ const greedy = (maxTokens: number, extra: Partial<SamplingParams> = {}) => resol
 
 interface ForwardCall {
   argmaxVocab?: number;
+  /** Drew on the backend (the sampleRows option). */
+  sampleRows: boolean;
   capture: boolean;
   logitRows: number;
   numSeqs: number;
@@ -52,7 +54,7 @@ function recordForwards(model: LlamaModel): ForwardCall[] {
   const calls: ForwardCall[] = [];
   const forward = model.forward.bind(model);
   model.forward = (batch, kv, opts?: ForwardOptions) => {
-    calls.push({ argmaxVocab: opts?.argmaxOnly?.vocab, capture: (opts?.captureHiddenStates?.length ?? 0) > 0, logitRows: batch.logitRows.length, numSeqs: batch.numSeqs, numTokens: batch.numTokens });
+    calls.push({ argmaxVocab: opts?.argmaxOnly?.vocab, sampleRows: opts?.sampleRows !== undefined, capture: (opts?.captureHiddenStates?.length ?? 0) > 0, logitRows: batch.logitRows.length, numSeqs: batch.numSeqs, numTokens: batch.numTokens });
     return forward(batch, kv, opts);
   };
   return calls;
@@ -173,15 +175,20 @@ describe('speculative steps of plain greedy sequences verify from the argmax (CP
     });
   }
 
-  it('draft_model: greedy drafting passes read back the argmax only; sampled drafting reads the draft logits', () => {
+  it('draft_model: greedy drafting passes read back the argmax only; sampled drafting draws on the backend (draft logits read back only with drawOnBackend off)', () => {
     const p = proposer('draft_model') as DraftModelProposer;
     const drafts = recordForwards(p.draft);
     run('draft_model');
     assert.ok(drafts.length > 0 && drafts.every((f) => f.argmaxVocab === p.draft.config.vocabSize), JSON.stringify(drafts.slice(0, 3)));
-    // Sampling requests draw their drafts from the draft logits.
+    // Sampling requests draw their drafts on the backend, their distributions kept there for the verifier.
     drafts.length = 0;
-    run('draft_model', {}, resolveSamplingParams({ temperature: 0.8, seed: 5, maxTokens: 6, ignoreEos: true }), PROMPTS.slice(0, 2));
-    assert.ok(drafts.length > 0 && drafts.every((f) => f.argmaxVocab === undefined));
+    const sampled = resolveSamplingParams({ temperature: 0.8, seed: 5, maxTokens: 6, ignoreEos: true });
+    run('draft_model', {}, sampled, PROMPTS.slice(0, 2));
+    assert.ok(drafts.length > 0 && drafts.every((f) => f.argmaxVocab === undefined && f.sampleRows), JSON.stringify(drafts.slice(0, 3)));
+    const host = new DraftModelProposer(p.draft, { kvCacheTokens: 2048, drawOnBackend: false });
+    drafts.length = 0;
+    generateWithSpeculation(target, PROMPTS.slice(0, 2).map((promptIds) => ({ promptIds, params: sampled })), { proposer: host, numSpeculativeTokens: K });
+    assert.ok(drafts.length > 0 && drafts.every((f) => f.argmaxVocab === undefined && !f.sampleRows));
   });
 
   it('step results carry no tokenLogits on the argmax path, and the logits rows on the logits path', () => {

@@ -5,7 +5,9 @@
 // verifyDrafts' tokens from the same logits and leave the random stream at the same place; which
 // windows qualify; the step loop and the engine take the path (counted on the forward's options) and
 // give exactly the tokens of the logits path, over a padded vocabulary too; with a GPU, the engine on
-// the GPU's draws against the host verifying the GPU's logits (skips without one). Fresh random
+// the GPU's draws against the host verifying the GPU's logits (skips without one); sampled drafts whose
+// distributions stay on the backend (a draft model's) verified against them, row by row and through
+// the engine, against verifyDrafts with q on the host. Fresh random
 // inputs each run (TACHYON_TEST_SEED replays one). The GPU's draws row by row: test/cuda-sampling.test.ts.
 
 import assert from 'node:assert/strict';
@@ -15,11 +17,12 @@ import { before, describe, it } from 'node:test';
 import type { GpuSamplingRow } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Engine, type EngineOptions } from '../src/engine/engine.js';
-import { drawResidual, maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from '../src/engine/sampler.js';
+import { drawDistribution, drawResidual, drawResidualOf, maskPaddedVocab, Sampler, TokenCounts, type Logprobs } from '../src/engine/sampler.js';
 import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
 import { generateWithSpeculation } from '../src/engine/spec/generate-loop.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
-import { drawFrom } from '../src/engine/spec/proposer.js';
+import { DraftModelProposer } from '../src/engine/spec/draft-model.js';
+import { drawFrom, type Proposer } from '../src/engine/spec/proposer.js';
 import { SpeculativeDecoder, type SpecWindow } from '../src/engine/spec/speculative-step.js';
 import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
 import { KvBlockPool, SequenceBlocks } from '../src/engine/kv-cache.js';
@@ -86,6 +89,55 @@ describe('drawResidual is verifyDrafts’ residual draw', () => {
   });
 });
 
+describe('drawDistribution and drawResidualOf are the draft sampler’s draw and verifyDrafts’ residual against q', () => {
+  it('drawDistribution: Sampler.probabilities bit for bit, the token drawFrom(q, u), q(token)', () => {
+    for (let c = 0; c < 2000; c++) {
+      const V = inputs.pick([1, 2, 7, 100, 1000, 4000]);
+      const knobs = inputs.knobs(false);
+      const row = windowLogits(1, V, V);
+      const u = inputs.pick([0, 1 - 2 ** -53, rng.next(), rng.next()]);
+      const q = new Sampler(resolveSamplingParams({ ...knobs, seed: 1 }), V).probabilities(row, none);
+      const got = drawDistribution(row, knobs, u);
+      const what = `case ${c}: V ${V}, ${JSON.stringify(knobs)}, u ${u} (seed ${SEED})`;
+      assert.deepEqual(got.probs, q, what);
+      assert.equal(got.token, drawFrom(q, u), what);
+      assert.ok(Object.is(got.tokenProb, q[got.token]), what);
+    }
+    assert.throws(() => drawDistribution(Float32Array.from([1, 2]), { temperature: 0, topK: 0, topP: 1, minP: 0 }, 0.5), /greedy row has no distribution/);
+  });
+
+  it('drawResidualOf: the token of drawFrom(max(0, p − q), u) — p where that is empty — and p(x), for random rows, knobs, q, drafts and u', () => {
+    let fallbacks = 0;
+    for (let c = 0; c < 3000; c++) {
+      const V = inputs.pick([1, 2, 7, 100, 1000, 4000]);
+      const knobs = inputs.knobs(false);
+      const row = windowLogits(1, V, V);
+      const p = new Sampler(resolveSamplingParams({ ...knobs, seed: 1 }), V).probabilities(row, none);
+      // q: p itself (the residual is empty), p at another temperature, or another row's distribution.
+      const kind = rng.next();
+      const q = kind < 0.2 ? p : drawDistribution(kind < 0.5 ? row : windowLogits(1, V, V), kind < 0.5 ? { ...knobs, temperature: knobs.temperature * (0.5 + rng.next()) } : inputs.knobs(false), 0).probs;
+      const x = rng.next() < 0.8 ? drawFrom(q, rng.next()) : inputs.draft(row, V, V, knobs);
+      const u = inputs.pick([0, 1 - 2 ** -53, rng.next(), rng.next()]);
+      // The literal definition, as verifyDrafts computes it.
+      const r = new Float32Array(V);
+      let mass = 0;
+      for (let y = 0; y < V; y++) {
+        const v = p[y] - q[y];
+        if (v > 0) {
+          r[y] = v;
+          mass += v;
+        }
+      }
+      if (!(mass > 0)) fallbacks++;
+      const got = drawResidualOf(row, knobs, x, q, u);
+      const what = `case ${c}: V ${V}, ${JSON.stringify(knobs)}, x ${x}, u ${u} (seed ${SEED})`;
+      assert.equal(got.token, drawFrom(mass > 0 ? r : p, u), what);
+      assert.ok(Object.is(got.excludedProb, x < V ? p[x] : 0), what);
+    }
+    assert.ok(fallbacks > 0, 'some residuals were empty (p ≤ q everywhere)');
+  });
+});
+
 describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts from the logits', () => {
   it('token for token, the stream at the same place, over random windows (k 0..6, random knobs and penalties, drafts the favourite, random, filtered out or padded)', () => {
     const seen = new Set<string>();
@@ -126,6 +178,53 @@ describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts
     // Rejections at every place and whole windows accepted, long ones included.
     for (const [k, a] of [[1, 0], [1, 1], [3, 0], [3, 2], [3, 3], [6, 6]]) assert.ok(seen.has(`${k}:${a}`), `k ${k} with ${a} accepted never happened in ${windows} windows (seed ${SEED})`);
     assert.ok(penalisedWindows > 100, `${penalisedWindows} penalised windows`);
+  });
+
+  it('sampled drafts with their distributions on the backend: token for token verifyDrafts with q, the stream at the same place (k 0..6, random knobs and penalties, padded vocabularies)', () => {
+    const seen = new Set<string>();
+    let windows = 0;
+    for (let c = 0; c < 300; c++) {
+      const V = inputs.pick([3, 40, 300, 2000]);
+      const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
+      const knobs = inputs.knobs(false);
+      const penalties = rng.next() < 0.33 ? { repetitionPenalty: 0.7 + rng.next(), frequencyPenalty: rng.next() - 0.3, presencePenalty: rng.next() - 0.3 } : {};
+      const params = resolveSamplingParams({ ...knobs, ...penalties, seed: inputs.int(2 ** 31) });
+      const host = new Sampler(params, V);
+      const device = new Sampler(params, V);
+      const counts = host.penalised ? new TokenCounts(Array.from({ length: 20 }, () => inputs.int(V)), Array.from({ length: 10 }, () => inputs.int(V))) : none;
+      for (let step = 0; step < 4; step++) {
+        const k = inputs.int(7);
+        const logits = windowLogits(k + 1, V, n);
+        // A draft model's drafts: each drawn from its own q (a distribution over the whole vocabulary,
+        // as DraftTokenSampler draws), q written to a row of the backend's dist tensor. Mostly q from
+        // the target row's logits with noise (a draft model close to its target), else unrelated.
+        const qs = Array.from({ length: k }, (_, i) => {
+          const near = rng.next() < 0.75;
+          const src = near ? Float32Array.from(logits.subarray(i * V, (i + 1) * V), (v) => v + 0.3 * (rng.next() - 0.5)) : windowLogits(1, V, V);
+          return drawDistribution(src, near ? knobs : inputs.knobs(false), 0).probs;
+        });
+        const drafts = qs.map((q) => drawFrom(q, rng.next()));
+        const masked = logits.slice();
+        maskPaddedVocab(masked, V, n);
+        const want = verifyDrafts({ drafts, probs: qs, logits: masked, sampler: host, counts });
+
+        const order = qs.map((_, i) => i).sort(() => rng.next() - 0.5); // rows of dist in any order
+        const distData = new Float32Array(Math.max(1, k) * V);
+        order.forEach((row, i) => distData.set(qs[i], row * V));
+        const dist = cpu.fromHost(distData, [Math.max(1, k), V]);
+        const plan = planSampledVerification(drafts, device, counts, { dist, rows: order, tokenProbs: drafts.map((x, i) => qs[i][x]) });
+        const excludedProbs = new Float32Array(k + 1);
+        const x = cpu.fromHost(logits, [k + 1, V]);
+        const draws = cpu.sampleRows(plan.penalties ? cpu.applyPenalties(x, plan.penalties) : x, n, plan.rows, excludedProbs, plan.dist);
+        const got = verifyDraftsSampled({ drafts, sampler: device, plan, draws, excludedProbs });
+        const what = `case ${c} step ${step}: V ${V}, n ${n}, ${JSON.stringify(knobs)}, drafts ${JSON.stringify(drafts)} (seed ${SEED})`;
+        assert.deepEqual(got, want, what);
+        assert.equal(device.rng.clone().next(), host.rng.clone().next(), `${what}: the stream is where verifyDrafts left it`);
+        seen.add(`${k}:${got.numAccepted}`);
+        windows++;
+      }
+    }
+    for (const [k, a] of [[1, 0], [1, 1], [3, 0], [3, 3]]) assert.ok(seen.has(`${k}:${a}`), `k ${k} with ${a} accepted never happened in ${windows} windows (seed ${SEED})`);
   });
 
   it('plans from a copy of the stream: row i excludes draft i with u = v_(i+1), the bonus row takes v_k, the stream unmoved', () => {
@@ -251,8 +350,8 @@ interface Req {
 }
 
 /** Requests through an engine with n-gram speculation: the tokens, every step's forward options, the counters. */
-function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPath = false): { tokens: Map<string, number[]>; logprobs: Map<string, Logprobs[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
-  const engine = new Engine(model, tok, [], { ...ENGINE, speculative: { proposer: new NgramProposer(1, 3), numSpeculativeTokens: K } });
+function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPath = false, proposer: Proposer = new NgramProposer(1, 3)): { tokens: Map<string, number[]>; logprobs: Map<string, Logprobs[]>; calls: ForwardCall[]; accepted: number; drafted: number } {
+  const engine = new Engine(model, tok, [], { ...ENGINE, speculative: { proposer, numSpeculativeTokens: K } });
   // The engine's logits path for every step: no backend draws (its private choice, replaced here).
   if (logitsPath) Object.assign(engine, { sampleRowsOf: () => undefined });
   const rec = recordForwards(model);
@@ -275,7 +374,7 @@ function runEngine(model: LlamaModel, requests: Req[], tok?: Tokenizer, logitsPa
 }
 
 /** The same requests through the logits path: no backend draws, and logprobs so no step takes the argmax alone (the same batches). */
-const viaLogits = (model: LlamaModel, requests: Req[], tok?: Tokenizer) => runEngine(model, requests.map((r) => ({ ...r, logprobs: r.logprobs ?? 0 })), tok, true);
+const viaLogits = (model: LlamaModel, requests: Req[], tok?: Tokenizer, proposer?: Proposer) => runEngine(model, requests.map((r) => ({ ...r, logprobs: r.logprobs ?? 0 })), tok, true, proposer);
 
 /** Sampled requests, a greedy one and a late prefill in one batch: the same tokens as the logits path, every step drawing on the backend. */
 function checkMixedBatch(target: LlamaModel): void {
@@ -364,6 +463,46 @@ describe('sampled n-gram speculation verified by the backend’s draws (CPU)', (
   });
 });
 
+/**
+ * Sampled draft-model speculation (tachyon-tiny-draft for tachyon-tiny): drafts drawn on the backend,
+ * their distributions kept there and the windows verified against them by the backend's draws, against
+ * the draft logits read back and drawn on the host and the windows verified from the target's logits
+ * (verifyDrafts with q): the same tokens and acceptances, no draft pass or target step reading logits.
+ */
+function checkDraftModel(target: LlamaModel): void {
+  const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), target.backend);
+  const requests: Req[] = [
+    ...PROMPTS.slice(0, 3).map((prompt, i) => ({ id: `s${i}`, prompt, params: sampledParams(i, { maxTokens: 16 }) })),
+    { id: 'greedy', prompt: PROMPTS[3], params: resolveSamplingParams({ temperature: 0, maxTokens: 16, ignoreEos: true }) },
+    { id: 'penalised', prompt: PROMPTS[1], params: sampledParams(1, { maxTokens: 8, presencePenalty: 0.5 }), at: 2 },
+    // A hot one whose drafts are rejected about two times in three (tachyon-tiny-draft is close to its
+    // target: some seeds accept every draft), so windows end in residual draws against q.
+    { id: 'hot', prompt: PROMPTS[2], params: sampledParams(2, { maxTokens: 24, temperature: 1.8, topK: 0, topP: 1, minP: 0, seed: 3 }) },
+  ];
+  const draftCalls = recordForwards(draft);
+  const want = viaLogits(target, requests, undefined, new DraftModelProposer(draft, { kvCacheTokens: 2048, drawOnBackend: false }));
+  assert.ok(draftCalls.calls.every((c) => c.sampleRows === undefined), 'the host path drew no draft on the backend');
+  draftCalls.calls.length = 0;
+  const got = runEngine(target, requests, undefined, false, new DraftModelProposer(draft, { kvCacheTokens: 2048 }));
+  draftCalls.stop();
+  for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
+  assert.deepEqual([got.drafted, got.accepted], [want.drafted, want.accepted]);
+  assert.ok(got.drafted > 0 && got.accepted > 0 && got.accepted < got.drafted, `drafted ${got.drafted}, accepted ${got.accepted}`);
+  // Every draft pass drew on the backend, sampled rows keeping their distribution; every target step too.
+  const keeps = (c: ForwardCall) => (c.sampleRows ?? []).some((r) => r.distRow !== undefined && r.exclude === undefined);
+  assert.ok(draftCalls.calls.some(keeps), 'draft passes kept their distributions on the backend');
+  assert.ok(draftCalls.calls.every((c) => c.sampleRows !== undefined || c.argmax), 'no draft pass read its logits');
+  const steps = got.calls.filter((c) => c.logitRows > 0);
+  assert.ok(steps.every((c) => c.sampleRows !== undefined || c.argmax), 'no target step read the logits');
+  assert.ok(steps.some((c) => (c.sampleRows ?? []).some((r) => r.distRow !== undefined && r.exclude !== undefined)), 'windows were verified against their drafts\' distributions');
+}
+
+describe('sampled draft-model speculation with the drafts’ distributions on the backend (CPU)', () => {
+  it('the engine: the tokens and acceptances of drawing the drafts on the host and verifying from the logits', () => {
+    checkDraftModel(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu));
+  });
+});
+
 // ---- CUDA: the draws come from the GPU (sample_rows in residual mode) -------------------------------
 
 const { gpu, skipReason } = await openTestGpu();
@@ -384,5 +523,33 @@ describe('sampled n-gram speculation verified by the GPU’s draws', { skip: ski
     } finally {
       g.driver.syncEveryLaunch = sync;
     }
+  });
+
+  it('sampled draft-model speculation, drafts drawn on the GPU with their distributions kept there: the tokens of drawing them on the host and verifying from the logits', () => {
+    const g = gpu!;
+    const sync = g.driver.syncEveryLaunch;
+    g.driver.syncEveryLaunch = false;
+    try {
+      checkDraftModel(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), g));
+    } finally {
+      g.driver.syncEveryLaunch = sync;
+    }
+  });
+
+  it('steps apart on the event loop (as a server runs them; the GPU recycles activations between): the same tokens as steps run back to back', async () => {
+    const g = gpu!;
+    const target = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), g);
+    const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), g);
+    const run = async (apart: boolean) => {
+      const engine = new Engine(target, undefined, [], { ...ENGINE, speculative: { proposer: new DraftModelProposer(draft, { kvCacheTokens: 2048 }), numSpeculativeTokens: K } });
+      PROMPTS.slice(0, 2).forEach((p, i) => engine.addRequest(`r${i}`, p, sampledParams(i, { maxTokens: 12, seed: 11 + i })));
+      const tokens = new Map<string, number[]>();
+      while (engine.hasWork()) {
+        for (const out of engine.step()) tokens.set(out.requestId, [...(tokens.get(out.requestId) ?? []), ...out.newTokenIds]);
+        if (apart) await new Promise((resolve) => setImmediate(resolve));
+      }
+      return tokens;
+    };
+    assert.deepEqual(await run(true), await run(false));
   });
 });

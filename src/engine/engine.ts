@@ -13,7 +13,7 @@ import { maskPaddedVocab, penaltyRow, Sampler, TokenCounts, type Logprobs, type 
 import type { SamplingParams } from './sampling-params.js';
 import { Scheduler, type ScheduledChunk, type SchedulableSequence } from './scheduler.js';
 import type { Proposer } from './spec/proposer.js';
-import { SpeculativeDecoder, type SpecSequence, type SpecWindow, type WindowDraws } from './spec/speculative-step.js';
+import { planDist, SpeculativeDecoder, type SpecSequence, type SpecWindow, type WindowDraws } from './spec/speculative-step.js';
 import type { SampledVerification } from './spec/verifier.js';
 import { StopStringMatcher } from './stop-strings.js';
 
@@ -316,7 +316,7 @@ export class Engine {
     const { logits, hiddenStates, argmax, sampled, excludedProbs, logprobs: sampledLogprobs, alternateLogprobs } = this.model.forward(batch, this.kv, {
       ...(capture.length > 0 ? { captureHiddenStates: [...capture] } : {}),
       ...(argmaxOnly ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
-      ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows, ...(draws!.penalties.some((p) => p) ? { penalties: draws!.penalties } : {}) } } : {}),
+      ...(sampleRows ? { sampleRows: { vocab: this.samplingVocabSize, rows: sampleRows, ...(draws!.penalties.some((p) => p) ? { penalties: draws!.penalties } : {}), ...planDist(draws!.plans.values()) } } : {}),
       ...(wantLogprobs ? { logprobs: draws!.logprobs, logprobAlternates: draws!.alternates } : {}),
     });
     const vocab = this.model.config.vocabSize;

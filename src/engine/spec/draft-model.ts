@@ -18,6 +18,12 @@ export interface DraftModelProposerOptions {
   /** KV capacity of the draft's own cache, in tokens (default 16384). */
   kvCacheTokens?: number;
   blockSize?: number;
+  /**
+   * Sampled drafts are drawn on the backend where it samples (Backend.sampleRows), their
+   * distributions kept there for the verifier, so neither the draft's logits nor q cross to the host.
+   * Default true; false reads the draft logits back and draws on the host (to compare the two paths).
+   */
+  drawOnBackend?: boolean;
 }
 
 interface DraftSequence {
@@ -85,6 +91,8 @@ export class DraftModelProposer implements Proposer {
   readonly targetHiddenStateLayers: readonly number[] = [];
   readonly pool: KvBlockPool;
   readonly kv: KvCacheStorage;
+  /** Whether sampled passes draw on the backend (see DraftModelProposerOptions.drawOnBackend). */
+  readonly drawOnBackend: boolean;
   private readonly seqs = new Map<SeqId, DraftSequence>();
 
   constructor(
@@ -95,6 +103,7 @@ export class DraftModelProposer implements Proposer {
     const numBlocks = Math.ceil((options.kvCacheTokens ?? 16384) / blockSize);
     this.pool = new KvBlockPool(numBlocks, blockSize);
     this.kv = draft.backend.allocKvCache(draft.kvCacheSpec(numBlocks, blockSize));
+    this.drawOnBackend = (options.drawOnBackend ?? true) && draft.backend.sampleRows !== undefined;
   }
 
   propose(inputs: ProposeInput[]): Proposal[] {
@@ -118,17 +127,44 @@ export class DraftModelProposer implements Proposer {
       rows.push(i);
     });
     const vocab = this.draft.config.vocabSize;
+    const drafterOf = (i: number) => this.seqs.get(inputs[i].id)!.drafter!;
+    // Sampled drafts drawn on the backend: a row of `dist` for each, in pass order. An activation of
+    // this step (the verification reads it in the same step), filled by the draws themselves.
+    const sampledDrafts = this.drawOnBackend ? rows.reduce((a, i) => a + (drafterOf(i).greedy ? 0 : inputs[i].numDrafts), 0) : 0;
+    const be = this.draft.backend;
+    const shape = [sampledDrafts, vocab];
+    const dist = sampledDrafts === 0 ? undefined : be.emptyTensor ? be.emptyTensor(shape) : be.fromHost(new Float32Array(sampledDrafts * vocab), shape);
+    let distRow = 0;
     for (let j = 0; rows.length > 0; j++) {
       // A pass whose every sequence drafts greedily needs only each row's argmax (over the whole draft
       // vocabulary, as DraftTokenSampler takes it): the backend computes it and one id a row comes back.
-      const greedy = rows.every((i) => this.seqs.get(inputs[i].id)!.drafter!.greedy);
-      const { logits, argmax } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, greedy ? { argmaxOnly: { vocab } } : {});
-      rows.forEach((i, r) => {
-        const drafter = this.seqs.get(inputs[i].id)!.drafter!;
-        const { token, q } = greedy ? drafter.chooseArgmax(argmax![r]) : drafter.choose(logits.subarray(r * vocab, (r + 1) * vocab));
-        proposals[i].tokens.push(token);
-        if (q) (proposals[i].probs ??= []).push(q);
-      });
+      // Otherwise, on a backend that samples, each row is drawn there (DraftTokenSampler.row) and a
+      // sampled draft's q stays in its row of dist; else the logits come back and the host draws.
+      const greedy = rows.every((i) => drafterOf(i).greedy);
+      if (!greedy && dist) {
+        const drawRows = rows.map((i) => {
+          const row = drafterOf(i).row(distRow);
+          if (row.distRow !== undefined) distRow++;
+          return row;
+        });
+        const { sampled, excludedProbs } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, { sampleRows: { vocab, rows: drawRows, dist } });
+        rows.forEach((i, r) => {
+          proposals[i].tokens.push(sampled![r]);
+          const at = drawRows[r].distRow;
+          if (at === undefined) return;
+          const d = (proposals[i].deviceProbs ??= { dist, rows: [], tokenProbs: [] });
+          d.rows.push(at);
+          d.tokenProbs.push(excludedProbs![r]);
+        });
+      } else {
+        const { logits, argmax } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, greedy ? { argmaxOnly: { vocab } } : {});
+        rows.forEach((i, r) => {
+          const drafter = drafterOf(i);
+          const { token, q } = greedy ? drafter.chooseArgmax(argmax![r]) : drafter.choose(logits.subarray(r * vocab, (r + 1) * vocab));
+          proposals[i].tokens.push(token);
+          if (q) (proposals[i].probs ??= []).push(q);
+        });
+      }
       rows = rows.filter((i) => inputs[i].numDrafts > j + 1);
       runs = rows.map((i) => {
         const s = this.seqs.get(inputs[i].id)!;

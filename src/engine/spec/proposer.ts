@@ -2,9 +2,10 @@
 // and what they share: drawing draft tokens with the request's sampling transforms, and the target
 // hidden states EAGLE-3 reads.
 
+import type { GpuSamplingRow, Tensor } from '../../backend/backend.js';
 import { InvalidRequestError } from '../../errors.js';
 import { Rng } from '../rng.js';
-import { Sampler, TokenCounts, argmax } from '../sampler.js';
+import { Sampler, TokenCounts, argmax, type DrawParams } from '../sampler.js';
 import type { SpecMethod } from './config.js';
 
 export type SeqId = string | number;
@@ -27,8 +28,22 @@ export interface Proposal {
    * sampled. Absent: the drafts are deterministic (greedy or looked up), q = one-hot.
    */
   probs?: Float32Array[];
+  /**
+   * The same for drafts drawn on the backend (Backend.sampleRows writing each q_i to a row of a
+   * tensor there): the verifier then draws on the backend too, and no distribution crosses to the
+   * host. Not together with `probs`.
+   */
+  deviceProbs?: DeviceDraftProbs;
   /** Synthetic (lossy) proposer only: accept this many drafts whatever the target says. */
   forcedAccept?: number;
+}
+
+/** Sampled drafts' distributions on the backend: q_i is row rows[i] of dist, and q_i(x_i) is tokenProbs[i]. */
+export interface DeviceDraftProbs {
+  /** [rows, ≥ the sampling vocabulary] float32 on the target's backend (GpuSamplingRow.distRow). */
+  dist: Tensor;
+  rows: number[];
+  tokenProbs: number[];
 }
 
 /** Target hidden states of consecutive positions [start, start + count), fused as EAGLE-3 reads them. */
@@ -103,9 +118,11 @@ export class DraftTokenSampler {
   readonly greedy: boolean;
   private readonly sampler?: Sampler;
   private readonly rng?: Rng;
+  private readonly knobs: DrawParams;
 
   constructor(target: Sampler) {
     this.greedy = target.greedy;
+    this.knobs = target.drawParams;
     if (!this.greedy) {
       // A stream independent of the request's (which the verifier draws from), reproducible from its seed.
       const seed = BigInt.asUintN(64, BigInt(target.seed) ^ 0x5deece66dn);
@@ -123,6 +140,17 @@ export class DraftTokenSampler {
     }
     const q = this.sampler!.probabilities(logits, NO_COUNTS);
     return { token: drawFrom(q, this.rng!.next()), q };
+  }
+
+  /**
+   * `choose` on the backend (Backend.sampleRows), the uniform taken from this drafter's stream as
+   * `choose` takes it: greedy, a greedy row (the argmax); sampled, a row that draws drawDistribution's
+   * token and writes q to row `distRow` of the pass's dist tensor (p(token) comes back as the row's
+   * excluded probability).
+   */
+  row(distRow: number): GpuSamplingRow {
+    if (this.greedy) return { ...this.knobs, u: 0 };
+    return { ...this.knobs, u: this.rng!.next(), distRow };
   }
 
   /** `choose` for a greedy drafter given its logits' argmax (computed on the backend) instead of the logits. */
@@ -157,4 +185,10 @@ export function checkProposal(p: Proposal, input: ProposeInput, vocabSize: numbe
     if (!Number.isInteger(t) || t < 0 || t >= vocabSize) throw new InvalidRequestError(`${method} proposer drafted token id ${t}, outside the target vocabulary (0..${vocabSize - 1})`);
   }
   if (p.probs && p.probs.length !== p.tokens.length) throw new Error(`${method} proposer gave ${p.probs.length} draft distributions for ${p.tokens.length} tokens`);
+  const d = p.deviceProbs;
+  if (d && p.probs) throw new Error(`${method} proposer gave draft distributions both on the host and on the backend for sequence ${input.id}`);
+  if (d && (d.rows.length !== p.tokens.length || d.tokenProbs.length !== p.tokens.length)) {
+    throw new Error(`${method} proposer gave ${d.rows.length} device distribution rows and ${d.tokenProbs.length} draft probabilities for ${p.tokens.length} tokens`);
+  }
+  if (d && input.sampler.greedy) throw new Error(`${method} proposer gave draft distributions for a greedy sequence ${input.id} (its drafts are deterministic)`);
 }

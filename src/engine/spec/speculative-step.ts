@@ -5,7 +5,7 @@
 // are all deterministic (no penalties) reads back each row's draw and one probability.
 // Takes a minimal view of the engine (model, KV storage, per-sequence state), not the Engine class.
 
-import type { KvCacheStorage } from '../../backend/backend.js';
+import type { KvCacheStorage, Tensor } from '../../backend/backend.js';
 import type { ForwardResult, LlamaModel } from '../../model/llama.js';
 import type { SequenceBlocks } from '../kv-cache.js';
 import { maskPaddedVocab, type PenaltyRow, type Sampler, type TokenCounts } from '../sampler.js';
@@ -92,6 +92,21 @@ export interface WindowDraws {
   draws: ArrayLike<number>;
   /** tokens.length values: p(exclude) of each row (Backend.sampleRows' excludedProbs). */
   excludedProbs: ArrayLike<number>;
+}
+
+/**
+ * The one tensor the plans' rows take draft distributions from (the forward's sampleRows `dist`);
+ * nothing when every window's drafts are deterministic. One proposer writes them all, so two
+ * different tensors in a step are a bug, named.
+ */
+export function planDist(plans: Iterable<SampledVerification>): { dist?: Tensor } {
+  let dist: Tensor | undefined;
+  for (const p of plans) {
+    if (!p.dist) continue;
+    if (dist && dist !== p.dist) throw new Error('speculative verification: the windows\' draft distributions are in different tensors (one proposer must write them all to one)');
+    dist = p.dist;
+  }
+  return dist ? { dist } : {};
 }
 
 /** The plans' per-row penalties for the forward's sampleRows (nothing when no window is penalised). */
@@ -211,8 +226,9 @@ export class SpeculativeDecoder {
 
   /**
    * Whether this window may be verified from the backend's draws (`verifySampled`): its drafts are
-   * deterministic (q one-hot: n-gram, or a greedy draft pass) and not the synthetic proposer's forced
-   * acceptances; a greedy sequence's (argmax rows) only where argmax verification is on. A penalised
+   * deterministic (q one-hot: n-gram, or a greedy draft pass) or their distributions are on the
+   * backend (`deviceProbs`: a draft model sampling through Backend.sampleRows), and not the synthetic
+   * proposer's forced acceptances; a greedy sequence's (argmax rows) only where argmax verification is on. A penalised
    * sequence's rows carry their penalties (each row's counts with the drafts before it:
    * planSampledVerification). Logprobs need the logits; that is the caller's to check.
    */
@@ -227,8 +243,8 @@ export class SpeculativeDecoder {
    * `verifySampled`. Greedy sequences get plain greedy rows (the argmax).
    */
   planSampled(w: SpecWindow): SampledVerification {
-    if (!this.canVerifySampled(w)) throw new Error(`SpeculativeDecoder.planSampled: sequence ${w.seq.id}'s window must be verified from the logits (penalties, sampled drafts, forced acceptance, or sampledVerification off)`);
-    return planSampledVerification(w.proposal.tokens, w.seq.sampler, w.seq.counts);
+    if (!this.canVerifySampled(w)) throw new Error(`SpeculativeDecoder.planSampled: sequence ${w.seq.id}'s window must be verified from the logits (drafts sampled on the host, forced acceptance, or sampledVerification off)`);
+    return planSampledVerification(w.proposal.tokens, w.seq.sampler, w.seq.counts, w.proposal.deviceProbs);
   }
 
   /**
@@ -301,7 +317,7 @@ export class SpeculativeDecoder {
     const out: ForwardResult = model.forward(buildForwardBatch(runs, 'all'), kv, {
       ...(layers.length > 0 ? { captureHiddenStates: [...layers] } : {}),
       ...(byArgmax ? { argmaxOnly: { vocab: this.samplingVocabSize } } : {}),
-      ...(plans ? { sampleRows: { vocab: this.samplingVocabSize, rows: plans.flatMap((p) => p.rows), ...penaltiesOf(plans) } } : {}),
+      ...(plans ? { sampleRows: { vocab: this.samplingVocabSize, rows: plans.flatMap((p) => p.rows), ...penaltiesOf(plans), ...planDist(plans) } } : {}),
     });
     const windowRows: number[] = [];
     let row = 0;

@@ -3,12 +3,13 @@
 // without penalties `verifyDraftsByArgmax` does it from the backend's per-row argmax, no logits).
 // Sampling: Leviathan/Chen rejection sampling against the target's FINAL distribution p (penalties,
 // temperature, min-p, top-k, top-p exactly as without speculation), so the output is distributed
-// exactly as if the target had sampled every token itself. Deterministic drafts without penalties may
-// be verified from the backend's draws instead of the logits (`verifyDraftsSampled`), with the same result.
+// exactly as if the target had sampled every token itself. Deterministic drafts, and sampled drafts
+// whose distributions the backend holds, may be verified from the backend's draws instead of the
+// logits (`verifyDraftsSampled`), with the same result.
 
-import type { GpuSamplingRow } from '../../backend/backend.js';
+import type { GpuSamplingRow, Tensor } from '../../backend/backend.js';
 import { penaltyRow, type PenaltyRow, type Sampler, type TokenCounts } from '../sampler.js';
-import { drawFrom } from './proposer.js';
+import { drawFrom, type DeviceDraftProbs } from './proposer.js';
 
 export interface VerifyInput {
   /** Drafted target-vocabulary ids x_1..x_k. */
@@ -135,8 +136,14 @@ export interface SampledVerification {
    * k + 1 rows for Backend.sampleRows, in window order. Sampled requests: row i < k excludes draft x_i
    * with u = v_(i+1) (its residual draw, should x_i be rejected) and returns p_i(x_i); row k is the
    * bonus token's plain draw with u = v_k. Greedy requests: k + 1 plain greedy rows (the argmax).
+   * Drafts with distributions on the backend: row i < k also names q_i's row of `dist` (its residual
+   * is max(0, p_i − q_i)).
    */
   rows: GpuSamplingRow[];
+  /** The tensor the rows' distRow index (sampled drafts' distributions on the backend); absent: drafts are deterministic. */
+  dist?: Tensor;
+  /** q_i(x_i) of each draft, with `dist`: the acceptance test compares v_i · q_i(x_i) with p_i(x_i). */
+  draftProbs?: readonly number[];
   /** v_0..v_k, the stream's next k + 1 values (drawn from a copy: the stream itself has not moved); empty when greedy. */
   values: Float64Array;
   /**
@@ -148,7 +155,8 @@ export interface SampledVerification {
 }
 
 /**
- * The rows to draw one window's verification on the backend, for drafts with q one-hot (no `probs`);
+ * The rows to draw one window's verification on the backend, for drafts with q one-hot (no `probs`)
+ * or with their distributions on the backend (`deviceProbs`: each draft's row then names q_i's row);
  * a penalised request's rows also get their penalties (`counts`: the request's, left as they were).
  * verifyDrafts takes from the stream, in order, one value per
  * acceptance test and one for the residual or bonus draw that ends the window, so the values it would
@@ -156,17 +164,20 @@ export interface SampledVerification {
  * bonus draw would follow test k − 1. They are read from a clone; `verifyDraftsSampled` moves the
  * stream on by as many as verifyDrafts would have taken.
  */
-export function planSampledVerification(drafts: readonly number[], sampler: Sampler, counts?: TokenCounts): SampledVerification {
+export function planSampledVerification(drafts: readonly number[], sampler: Sampler, counts?: TokenCounts, deviceProbs?: DeviceDraftProbs): SampledVerification {
   if (sampler.penalised && !counts) throw new RangeError('planSampledVerification: a penalised request needs its token counts (each row\'s penalties see the drafts before it)');
   const k = drafts.length;
+  if (deviceProbs && (sampler.greedy || deviceProbs.rows.length !== k || deviceProbs.tokenProbs.length !== k)) {
+    throw new RangeError(`planSampledVerification: draft distributions need a sampled request and one row and probability a draft (${k} drafts, ${deviceProbs.rows.length} rows, ${deviceProbs.tokenProbs.length} probabilities${sampler.greedy ? ', greedy request' : ''})`);
+  }
   const penalties = sampler.penalised ? windowPenalties(drafts, counts!, sampler) : undefined;
   if (sampler.greedy) return { rows: Array.from({ length: k + 1 }, () => sampler.drawRow()), values: new Float64Array(0), ...(penalties ? { penalties } : {}) };
   const stream = sampler.rng.clone();
   const values = Float64Array.from({ length: k + 1 }, () => stream.next());
   const knobs = sampler.drawParams;
-  const rows: GpuSamplingRow[] = drafts.map((x, i) => ({ ...knobs, u: values[i + 1], exclude: x }));
+  const rows: GpuSamplingRow[] = drafts.map((x, i) => ({ ...knobs, u: values[i + 1], exclude: x, ...(deviceProbs ? { distRow: deviceProbs.rows[i] } : {}) }));
   rows.push({ ...knobs, u: values[k] });
-  return { rows, values, ...(penalties ? { penalties } : {}) };
+  return { rows, values, ...(penalties ? { penalties } : {}), ...(deviceProbs ? { dist: deviceProbs.dist, draftProbs: deviceProbs.tokenProbs } : {}) };
 }
 
 /** Row i's penalties: `counts` with x_1..x_i added as output (and taken out again before returning). */
@@ -184,7 +195,7 @@ function windowPenalties(drafts: readonly number[], counts: TokenCounts, sampler
 }
 
 export interface SampledVerifyInput {
-  /** Drafted target-vocabulary ids x_1..x_k (deterministic: q one-hot). */
+  /** Drafted target-vocabulary ids x_1..x_k (deterministic, q one-hot, or with q on the backend: plan.draftProbs). */
   drafts: readonly number[];
   /** The sequence's sampler; its stream is moved on here. */
   sampler: Sampler;
@@ -197,11 +208,12 @@ export interface SampledVerifyInput {
 }
 
 /**
- * `verifyDrafts` for deterministic drafts, from the backend's draws (Backend.sampleRows over the
- * rows of `planSampledVerification`) instead of the logits: token for token what verifyDrafts gives
- * from the same rows, with the stream left at the same place. With q one-hot, draft i is accepted iff
- * v_i · 1 < p_i(x_i), and a rejection at i emits drawFrom(residual p_i − onehot(x_i), v_(i+1)), which
- * is row i's draw; all accepted emits sampler.sample(row k) with v_k, row k's draw. verifyDrafts took
+ * `verifyDrafts` for deterministic drafts, and for sampled drafts whose distributions the backend
+ * holds, from the backend's draws (Backend.sampleRows over the rows of `planSampledVerification`)
+ * instead of the logits: token for token what verifyDrafts gives from the same rows, with the stream
+ * left at the same place. Draft i is accepted iff q_i(x_i) > 0 and v_i · q_i(x_i) < p_i(x_i) (q one-hot:
+ * v_i < p_i(x_i)), and a rejection at i emits drawFrom(max(0, p_i − q_i), v_(i+1)), which is row i's
+ * draw; all accepted emits sampler.sample(row k) with v_k, row k's draw. verifyDrafts took
  * i + 2 values on a rejection at i, k + 1 when all were accepted. Greedy: the argmax rows, verified as
  * `verifyDraftsByArgmax` does. (A row whose logits are all -inf or NaN fails the backend's draw even
  * where verifyDrafts would have stopped before it: the same error, for a model that is broken anyway.)
@@ -215,8 +227,10 @@ export function verifyDraftsSampled(input: SampledVerifyInput): VerifyResult {
   // Greedy: each row's draw is its argmax (after the row's penalties, when the plan has them).
   if (sampler.greedy) return acceptWhileGreedy(drafts, draws, sampler);
   if (plan.values.length !== k + 1) throw new RangeError('verifyDraftsSampled: the plan is not a sampled one of these drafts (planSampledVerification)');
+  const q = plan.draftProbs;
+  const accepts = (i: number) => (q ? q[i] > 0 && plan.values[i] * q[i] < excludedProbs[i] : plan.values[i] < excludedProbs[i]);
   let i = 0;
-  while (i < k && plan.values[i] < excludedProbs[i]) i++;
+  while (i < k && accepts(i)) i++;
   const token = draws[i];
   sampler.chose(token); // throws, as sampling the row would, when every logit of the row is -inf or NaN
   const taken = i < k ? i + 2 : k + 1;
