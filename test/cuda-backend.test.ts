@@ -185,6 +185,18 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
     assert.deepEqual(g().toHost(g().selectRows(x.g, rows)), cpu.toHost(cpu.selectRows(x.c, rows)));
   });
 
+  it('gatherColumns (exact): a draft vocabulary onto a larger one, -inf elsewhere, and a bad column named', async () => {
+    await fresh();
+    const x = actPair([5, 300]);
+    // 300 columns spread over 1000 (every third id, some left -1), and some taken twice.
+    const columns = Int32Array.from({ length: 1000 }, (_, j) => (j % 3 === 0 && j / 3 < 300 ? j / 3 : j % 7 === 1 ? j % 300 : -1));
+    const got = g().toHost(g().gatherColumns!(x.g, columns, -Infinity));
+    assert.deepEqual(got, cpu.toHost(cpu.gatherColumns(x.c, columns, -Infinity)));
+    assert.equal(got[2], -Infinity);
+    assert.equal(got[1000 + 3], x.host[300 + 1]);
+    assert.throws(() => g().gatherColumns!(x.g, Int32Array.from([0, 300]), 0), /column 1 takes column 300 of 300/);
+  });
+
   // A ragged step over three sequences with scattered blocks: a prefill chunk from 0, a single
   // decode token deep in its sequence, and a chunk continuing a prompt (earlier positions cached).
   for (const [heads, kvHeads, headDim, kvDtype] of [[8, 2, 32, 'float32'], [4, 4, 64, 'float32'], [8, 1, 128, 'float32'], [16, 8, 128, 'float32'], [2, 1, 256, 'float32'], [8, 2, 32, 'bf16'], [16, 8, 128, 'bf16'], [8, 2, 32, 'fp8'], [16, 8, 128, 'fp8']] as const) {

@@ -22,6 +22,7 @@ import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampli
 import { generateWithSpeculation } from '../src/engine/spec/generate-loop.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
 import { DraftModelProposer } from '../src/engine/spec/draft-model.js';
+import { Eagle3Proposer, loadEagle3Head } from '../src/engine/spec/eagle3.js';
 import { drawFrom, type Proposer } from '../src/engine/spec/proposer.js';
 import { SpeculativeDecoder, type SpecWindow } from '../src/engine/spec/speculative-step.js';
 import { planSampledVerification, verifyDrafts, verifyDraftsSampled } from '../src/engine/spec/verifier.js';
@@ -464,13 +465,13 @@ describe('sampled n-gram speculation verified by the backend’s draws (CPU)', (
 });
 
 /**
- * Sampled draft-model speculation (tachyon-tiny-draft for tachyon-tiny): drafts drawn on the backend,
- * their distributions kept there and the windows verified against them by the backend's draws, against
- * the draft logits read back and drawn on the host and the windows verified from the target's logits
- * (verifyDrafts with q): the same tokens and acceptances, no draft pass or target step reading logits.
+ * Sampled speculation whose drafts are drawn on the backend with their distributions kept there
+ * (`make(true)`; a draft model's or an EAGLE-3 head's), the windows verified against them by the
+ * backend's draws, against the drafts drawn on the host (`make(false)`) and the windows verified
+ * from the target's logits (verifyDrafts with q): the same tokens and acceptances, no target step
+ * reading logits, windows verified against their drafts' distributions.
  */
-function checkDraftModel(target: LlamaModel): void {
-  const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), target.backend);
+function checkSampledDrafts(target: LlamaModel, make: (drawOnBackend: boolean) => Proposer): void {
   const requests: Req[] = [
     ...PROMPTS.slice(0, 3).map((prompt, i) => ({ id: `s${i}`, prompt, params: sampledParams(i, { maxTokens: 16 }) })),
     { id: 'greedy', prompt: PROMPTS[3], params: resolveSamplingParams({ temperature: 0, maxTokens: 16, ignoreEos: true }) },
@@ -479,27 +480,65 @@ function checkDraftModel(target: LlamaModel): void {
     // target: some seeds accept every draft), so windows end in residual draws against q.
     { id: 'hot', prompt: PROMPTS[2], params: sampledParams(2, { maxTokens: 24, temperature: 1.8, topK: 0, topP: 1, minP: 0, seed: 3 }) },
   ];
-  const draftCalls = recordForwards(draft);
-  const want = viaLogits(target, requests, undefined, new DraftModelProposer(draft, { kvCacheTokens: 2048, drawOnBackend: false }));
-  assert.ok(draftCalls.calls.every((c) => c.sampleRows === undefined), 'the host path drew no draft on the backend');
-  draftCalls.calls.length = 0;
-  const got = runEngine(target, requests, undefined, false, new DraftModelProposer(draft, { kvCacheTokens: 2048 }));
-  draftCalls.stop();
+  const want = viaLogits(target, requests, undefined, make(false));
+  const got = runEngine(target, requests, undefined, false, make(true));
   for (const r of requests) assert.deepEqual(got.tokens.get(r.id), want.tokens.get(r.id), `${r.id} (seed ${SEED})`);
   assert.deepEqual([got.drafted, got.accepted], [want.drafted, want.accepted]);
   assert.ok(got.drafted > 0 && got.accepted > 0 && got.accepted < got.drafted, `drafted ${got.drafted}, accepted ${got.accepted}`);
-  // Every draft pass drew on the backend, sampled rows keeping their distribution; every target step too.
-  const keeps = (c: ForwardCall) => (c.sampleRows ?? []).some((r) => r.distRow !== undefined && r.exclude === undefined);
-  assert.ok(draftCalls.calls.some(keeps), 'draft passes kept their distributions on the backend');
-  assert.ok(draftCalls.calls.every((c) => c.sampleRows !== undefined || c.argmax), 'no draft pass read its logits');
   const steps = got.calls.filter((c) => c.logitRows > 0);
   assert.ok(steps.every((c) => c.sampleRows !== undefined || c.argmax), 'no target step read the logits');
   assert.ok(steps.some((c) => (c.sampleRows ?? []).some((r) => r.distRow !== undefined && r.exclude !== undefined)), 'windows were verified against their drafts\' distributions');
 }
 
-describe('sampled draft-model speculation with the drafts’ distributions on the backend (CPU)', () => {
-  it('the engine: the tokens and acceptances of drawing the drafts on the host and verifying from the logits', () => {
+/** checkSampledDrafts with tachyon-tiny-draft; its passes draw on the backend, keeping q, and never read logits. */
+function checkDraftModel(target: LlamaModel): void {
+  const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), target.backend);
+  const draftCalls = recordForwards(draft);
+  try {
+    checkSampledDrafts(target, (drawOnBackend) => new DraftModelProposer(draft, { kvCacheTokens: 2048, drawOnBackend }));
+  } finally {
+    draftCalls.stop();
+  }
+  const onBackend = draftCalls.calls.filter((c) => c.sampleRows !== undefined);
+  assert.ok(onBackend.some((c) => c.sampleRows!.some((r) => r.distRow !== undefined && r.exclude === undefined)), 'draft passes kept their distributions on the backend');
+  // The host path's passes read logits; the backend path's read none (argmax or draws).
+  assert.ok(draftCalls.calls.some((c) => c.sampleRows === undefined && !c.argmax), 'the host path read the draft logits');
+}
+
+/** checkSampledDrafts with tachyon-tiny-eagle3 (a draft vocabulary of its own, mapped by d2t). */
+function checkEagle3(target: LlamaModel): void {
+  const head = loadEagle3Head(embeddedModelDir('tachyon-tiny-eagle3'), target);
+  let drew = 0;
+  const proposer = (drawOnBackend: boolean) => {
+    const p = new Eagle3Proposer(head, target.config.numLayers, { kvCacheTokens: 2048, drawOnBackend });
+    assert.equal(p.drawOnBackend, drawOnBackend, 'the default head\'s d2t is increasing and the backend samples');
+    const propose = p.propose.bind(p);
+    p.propose = (inputs) => {
+      const out = propose(inputs);
+      drew += out.filter((o) => o.deviceProbs).length;
+      assert.ok(drawOnBackend || out.every((o) => !o.deviceProbs));
+      return out;
+    };
+    return p;
+  };
+  checkSampledDrafts(target, proposer);
+  assert.ok(drew > 0, 'the head drew sampled drafts on the backend');
+}
+
+describe('sampled drafts with their distributions on the backend (CPU)', () => {
+  it('draft model: the tokens and acceptances of drawing the drafts on the host and verifying from the logits', () => {
     checkDraftModel(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu));
+  });
+
+  it('EAGLE-3: the same, its head\'s logits moved onto the target vocabulary on the backend (gatherColumns)', () => {
+    checkEagle3(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu));
+  });
+
+  it('gatherColumns on the CPU: values moved to their columns, the fill elsewhere, a bad column named', () => {
+    const x = cpu.fromHost(Float32Array.from([1, 2, 3, 4, 5, 6]), [2, 3]);
+    assert.deepEqual([...cpu.toHost(cpu.gatherColumns(x, Int32Array.from([2, -1, 0, 0]), -Infinity))], [3, -Infinity, 1, 1, 6, -Infinity, 4, 4]);
+    assert.throws(() => cpu.gatherColumns(x, Int32Array.from([3]), 0), /column 0 takes column 3 of 3/);
+    assert.throws(() => cpu.gatherColumns(x, Int32Array.from([-2]), 0), /each must be -1 or a column of x/);
   });
 });
 
@@ -525,12 +564,14 @@ describe('sampled n-gram speculation verified by the GPU’s draws', { skip: ski
     }
   });
 
-  it('sampled draft-model speculation, drafts drawn on the GPU with their distributions kept there: the tokens of drawing them on the host and verifying from the logits', () => {
+  it('sampled draft-model and EAGLE-3 speculation, drafts drawn on the GPU with their distributions kept there: the tokens of drawing them on the host and verifying from the logits', () => {
     const g = gpu!;
     const sync = g.driver.syncEveryLaunch;
     g.driver.syncEveryLaunch = false;
     try {
-      checkDraftModel(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), g));
+      const target = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), g);
+      checkDraftModel(target);
+      checkEagle3(target);
     } finally {
       g.driver.syncEveryLaunch = sync;
     }

@@ -221,6 +221,11 @@ export interface Backend {
   addInPlace(a: Tensor, b: Tensor): void;
   /** Rows `rows` of x → [rows.length, ...]. */
   selectRows(x: Tensor, rows: Int32Array): Tensor;
+  /**
+   * Optional: x [rows, cols] → [rows, columns.length], out[r][j] = x[r][columns[j]], or `fill` where
+   * columns[j] is -1 (each other entry a column of x): a row's values moved to other ids.
+   */
+  gatherColumns?(x: Tensor, columns: Int32Array, fill: number): Tensor;
 
   /** The element type allocKvCache gives a cache whose spec names none (set when the backend is made). */
   readonly kvDtype: KvDtype;
@@ -318,6 +323,14 @@ export function checkLogprobRows(xRows: number, cols: number, n: number, rows: r
     if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < n)) throw new RangeError(`logprobRows: row ${i}: token id ${r.token} is outside the vocabulary of ${n}`);
     if (!(Number.isInteger(r.topN) && r.topN >= 0 && r.topN <= maxTop)) throw new RangeError(`logprobRows: row ${i}: topN must be an integer in 0..${maxTop}, got ${r.topN}`);
   });
+}
+
+/** gatherColumns' arguments, checked the same way on every backend: each column -1 or one of x's. */
+export function checkGatherColumns(cols: number, columns: Int32Array): void {
+  for (let j = 0; j < columns.length; j++) {
+    const c = columns[j];
+    if (!(c === -1 || (c >= 0 && c < cols))) throw new RangeError(`gatherColumns: column ${j} takes column ${c} of ${cols} (each must be -1 or a column of x)`);
+  }
 }
 
 /**

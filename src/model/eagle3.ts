@@ -216,8 +216,10 @@ export interface Eagle3Batch extends AttentionBatch {
 export interface Eagle3Output {
   /** The pre-norm output h' of every row [T × H]: fed back as the next step's hidden input. */
   hidden: Tensor;
-  /** [logitRows.length × draftVocabSize] draft logits. */
+  /** [logitRows.length × draftVocabSize] draft logits (empty with logitsOnDevice). */
   logits: Float32Array;
+  /** With logitsOnDevice: the same logits on the backend (an activation of the step). */
+  logitsTensor?: Tensor;
 }
 
 export class Eagle3Model {
@@ -262,8 +264,9 @@ export class Eagle3Model {
   /**
    * One draft step. `g` [T × H] is the hidden input (fc of target features, or the head's previous
    * h'); it is consumed (becomes the residual stream of the output). Writes K/V at batch.slots.
+   * `logitsOnDevice`: leave the logits on the backend (logitsTensor) for draws there.
    */
-  forward(batch: Eagle3Batch, g: Tensor, kv: KvCacheStorage): Eagle3Output {
+  forward(batch: Eagle3Batch, g: Tensor, kv: KvCacheStorage, logitsOnDevice = false): Eagle3Output {
     const { backend: be, config: c, weights: W } = this;
     const e = be.embedding(this.embedTokens, batch.tokens);
     const a = be.rmsNorm(e, W.inputNorm, c.rmsNormEps);
@@ -287,7 +290,8 @@ export class Eagle3Model {
     be.addInPlace(residual, down);
     if (batch.logitRows.length === 0) return { hidden: residual, logits: new Float32Array(0) };
     const last = be.selectRows(residual, batch.logitRows);
-    const logits = be.toHost(be.linear(be.rmsNorm(last, W.norm, c.rmsNormEps), W.lmHead));
-    return { hidden: residual, logits };
+    const logitsTensor = be.linear(be.rmsNorm(last, W.norm, c.rmsNormEps), W.lmHead);
+    if (logitsOnDevice) return { hidden: residual, logits: new Float32Array(0), logitsTensor };
+    return { hidden: residual, logits: be.toHost(logitsTensor) };
   }
 }

@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
 // sum could lose precision). Every faster backend is tested against it.
 
-import { checkSamplingRows, KV_DTYPE_BYTES, kvScalesOf, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
+import { checkGatherColumns, checkSamplingRows, KV_DTYPE_BYTES, kvScalesOf, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { bf16ToF32, f32ToBf16, toFloat32 } from '../../model/load/dtype.js';
 import { E4M3_VALUES, encodeE4m3 } from '../../quant/fp8-e4m3.js';
@@ -288,6 +288,17 @@ export class CpuBackend implements Backend {
     const out = new Float32Array(rows.length * cols);
     for (let i = 0; i < rows.length; i++) out.set(src.data.subarray(rows[i] * cols, (rows[i] + 1) * cols), i * cols);
     return new CpuTensor(out, [rows.length, ...src.shape.slice(1)]);
+  }
+
+  gatherColumns(x: Tensor, columns: Int32Array, fill: number): Tensor {
+    const src = t(x);
+    checkGatherColumns(src.cols, columns);
+    const w = columns.length;
+    const out = new Float32Array(src.rows * w);
+    for (let r = 0; r < src.rows; r++) {
+      for (let j = 0; j < w; j++) out[r * w + j] = columns[j] < 0 ? fill : src.data[r * src.cols + columns[j]];
+    }
+    return new CpuTensor(out, [src.rows, w]);
   }
 
   allocKvCache(spec: KvCacheSpec): KvCacheStorage {

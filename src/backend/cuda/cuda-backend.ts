@@ -3,7 +3,7 @@
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
 import { DECODE_GEMM_MIN_TOKENS, GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
-import { KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
+import { checkGatherColumns, KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
@@ -1034,6 +1034,16 @@ export class CudaBackend implements Backend {
     if (rows.length === 0) return out;
     const r = this.uploads.get('selectRows', rows);
     this.launch('elementwise.cu', 'select_rows', [rows.length, 1, 1], rowThreads(src.cols), 'pppi', [src.ptr, r, out.ptr, src.cols]);
+    return out;
+  }
+
+  gatherColumns(x: Tensor, columns: Int32Array, fill: number): Tensor {
+    const src = x as CudaTensor;
+    checkGatherColumns(src.cols, columns);
+    const out = this.tensor([src.rows, columns.length]);
+    if (src.rows === 0 || columns.length === 0) return out;
+    const c = this.uploads.get('gatherColumns', columns);
+    this.launch('elementwise.cu', 'gather_columns', [src.rows, Math.ceil(columns.length / 256), 1], 256, 'pppiif', [src.ptr, c, out.ptr, src.cols, columns.length, fill]);
     return out;
   }
 

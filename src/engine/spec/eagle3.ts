@@ -19,6 +19,12 @@ export interface Eagle3ProposerOptions {
   /** KV capacity of the head's own cache, in tokens (default 16384). */
   kvCacheTokens?: number;
   blockSize?: number;
+  /**
+   * Passes with sampled drafts draw them on the backend where it can (Backend.sampleRows and
+   * gatherColumns, and a d2t map in increasing order), each q kept there for the verifier, so
+   * neither the head's logits nor q cross to the host. Default true; false draws on the host.
+   */
+  drawOnBackend?: boolean;
 }
 
 interface HeadSequence {
@@ -60,6 +66,10 @@ export class Eagle3Proposer implements Proposer {
   readonly kv: KvCacheStorage;
   private readonly seqs = new Map<SeqId, HeadSequence>();
   private readonly featureWidth: number;
+  /** Whether passes with sampled drafts draw on the backend (see Eagle3ProposerOptions.drawOnBackend). */
+  readonly drawOnBackend: boolean;
+  /** Per target id, its draft id (-1: not in the draft vocabulary): gatherColumns' map of the head's logits. */
+  private readonly targetToDraft: Int32Array;
 
   constructor(
     readonly head: Eagle3Model,
@@ -76,6 +86,14 @@ export class Eagle3Proposer implements Proposer {
     const numBlocks = Math.ceil((options.kvCacheTokens ?? 16384) / blockSize);
     this.pool = new KvBlockPool(numBlocks, blockSize);
     this.kv = head.allocKvCache(numBlocks, blockSize);
+    const d2t = head.weights.draftToTarget;
+    this.targetToDraft = new Int32Array(head.config.vocabSize).fill(-1);
+    d2t.forEach((t, d) => (this.targetToDraft[t] = d));
+    // With d2t increasing, the lowest draft id among tied logits is the lowest target id too, so a
+    // greedy row's argmax over the target vocabulary is the host's d2t[argmax(draft logits)].
+    const increasing = d2t.every((t, d) => d === 0 || t > d2t[d - 1]);
+    const be = head.backend;
+    this.drawOnBackend = (options.drawOnBackend ?? true) && increasing && be.sampleRows !== undefined && be.gatherColumns !== undefined;
   }
 
   observeTarget(id: SeqId, f: TargetFeatures): void {
@@ -122,33 +140,42 @@ export class Eagle3Proposer implements Proposer {
       active.push(i);
     });
     if (active.length === 0) return proposals;
+    // Sampled drafts drawn on the backend: a row of `dist` for each (an activation of this step, which
+    // its verification reads), filled by the draws. Passes of greedy drafters alone read the logits.
+    const be = this.head.backend;
+    const drafterOf = (i: number) => this.seqs.get(inputs[i].id)!.drafter!;
+    const sampledDrafts = this.drawOnBackend ? active.reduce((a, i) => a + (drafterOf(i).greedy ? 0 : inputs[i].numDrafts), 0) : 0;
+    const draws = sampledDrafts === 0 ? undefined : { dist: be.emptyTensor ? be.emptyTensor([sampledDrafts, this.head.config.vocabSize]) : be.fromHost(new Float32Array(sampledDrafts * this.head.config.vocabSize), [sampledDrafts, this.head.config.vocabSize]), next: 0 };
+    const forward = (b: ReturnType<typeof buildForwardBatch>, gIn: Tensor, rows: number[]) => this.head.forward(b, gIn, this.kv, draws !== undefined && rows.some((i) => !drafterOf(i).greedy));
+    const take = (out: ReturnType<Eagle3Model['forward']>, rows: number[]) =>
+      out.logitsTensor ? this.drawDrafts(out.logitsTensor, rows, inputs, proposals, draws!) : this.takeDrafts(out.logits, rows, inputs, proposals);
     const batch = buildForwardBatch(runs, 'last');
     const g = this.head.fuse(concatArrays(features), batch.numTokens);
-    let out = this.head.forward(batch, g, this.kv);
-    let hidden = this.head.backend.selectRows(out.hidden, batch.logitRows);
+    let out = forward(batch, g, active);
+    let hidden = be.selectRows(out.hidden, batch.logitRows);
     for (const i of active) {
       const s = this.seqs.get(inputs[i].id)!;
       s.committed = inputs[i].tokens.length - 1;
       s.pending = [];
     }
     let rowsOf = active; // which input each row of `hidden` / `out.logits` belongs to
-    this.takeDrafts(out.logits, rowsOf, inputs, proposals);
+    take(out, rowsOf);
 
     // Steps 2..k: one chained token per sequence still drafting, hidden input = the head's own h'.
     for (let j = 1; ; j++) {
       const next = rowsOf.filter((i) => inputs[i].numDrafts > j);
       if (next.length === 0) break;
       const keep = Int32Array.from(next, (i) => rowsOf.indexOf(i));
-      const gIn: Tensor = keep.length === rowsOf.length ? hidden : this.head.backend.selectRows(hidden, keep);
+      const gIn: Tensor = keep.length === rowsOf.length ? hidden : be.selectRows(hidden, keep);
       const chainRuns: BatchRun[] = next.map((i) => {
         const x = inputs[i];
         return { blocks: this.seqs.get(x.id)!.blocks, start: x.tokens.length - 1 + (j - 1), tokens: [proposals[i].tokens[j - 1]] };
       });
       const chainBatch = buildForwardBatch(chainRuns, 'last');
-      out = this.head.forward(chainBatch, gIn, this.kv);
+      out = forward(chainBatch, gIn, next);
       hidden = out.hidden;
       rowsOf = next;
-      this.takeDrafts(out.logits, rowsOf, inputs, proposals);
+      take(out, rowsOf);
     }
     return proposals;
   }
@@ -177,6 +204,35 @@ export class Eagle3Proposer implements Proposer {
       this.seqs.set(id, s);
     }
     return s;
+  }
+
+  /**
+   * `takeDrafts` on the backend: the head's logits moved onto the target vocabulary (-inf where the
+   * draft vocabulary has no id), then one sampleRows call — a greedy row (the argmax) per greedy
+   * drafter, a row keeping q in the next row of `draws.dist` per sampled one (DraftTokenSampler.row).
+   * The same tokens and q as the host's scatter and choose.
+   */
+  private drawDrafts(logits: Tensor, rowsOf: number[], inputs: ProposeInput[], proposals: Proposal[], draws: { dist: Tensor; next: number }): void {
+    const be = this.head.backend;
+    const vocab = this.head.config.vocabSize;
+    const full = be.gatherColumns!(logits, this.targetToDraft, -Infinity);
+    const rows = rowsOf.map((i) => {
+      const row = this.seqs.get(inputs[i].id)!.drafter!.row(draws.next);
+      if (row.distRow !== undefined) draws.next++;
+      return row;
+    });
+    const probs = new Float32Array(rows.length);
+    const ids = be.sampleRows!(full, vocab, rows, probs, draws.dist);
+    be.release?.(full);
+    rowsOf.forEach((i, r) => {
+      const p = proposals[i];
+      p.tokens.push(ids[r]);
+      const at = rows[r].distRow;
+      if (at === undefined) return;
+      const d = (p.deviceProbs ??= { dist: draws.dist, rows: [], tokenProbs: [] });
+      d.rows.push(at);
+      d.tokenProbs.push(probs[r]);
+    });
   }
 
   /** Append one draft per row: draft-vocabulary logits → a target id (and q when sampling). */

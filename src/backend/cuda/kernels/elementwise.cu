@@ -31,6 +31,16 @@ extern "C" __global__ void select_rows(const float* __restrict__ x, const int* _
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
 }
 
+// out[r, j] = x[r, columns[j]], or `fill` where columns[j] < 0: a row's values moved to other ids
+// (an EAGLE-3 head's draft-vocabulary logits onto the target's vocabulary). Grid (rows, column blocks).
+extern "C" __global__ void gather_columns(const float* __restrict__ x, const int* __restrict__ columns,
+                                          float* __restrict__ out, int xCols, int outCols, float fill) {
+  const int j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= outCols) return;
+  const int c = columns[j];
+  out[(u64)blockIdx.x * outCols + j] = c >= 0 ? x[(u64)blockIdx.x * xCols + c] : fill;
+}
+
 // The original RoPE kernel (one block per token, its threads looping over the heads), kept only so
 // bench/cuda-small-kernels.ts can show what rope-kv.cu's grid over (token, pair) gains; the backend
 // runs rope-kv.cu. In place on the first 2·half dims of every head of row blockIdx.x; cos/sin [T, half].
