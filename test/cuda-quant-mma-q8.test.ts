@@ -26,7 +26,7 @@ import { createFp8Weight, quantizeFp8 } from '../src/quant/fp8.js';
 import { createInt8Weight, quantizeInt8 } from '../src/quant/int8.js';
 import { createNvfp4Weight, E2M1_VALUES, packE2m1, quantizeNvfp4 } from '../src/quant/nvfp4.js';
 import type { QuantizationMethod } from '../src/quant/online.js';
-import { classicName, comparisons, launchesOf, openTestGpu, runStreamed, testRandom } from './support/cuda.js';
+import { assertStreamedIsClassic, classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -411,18 +411,8 @@ describe('fp8/int8/nvfp4 mma GEMV on CUDA against the CPU', { skip: skipReason }
   });
   it("nvfp4's streamed kernels (sm_90+) give bitwise the classic kernels' outputs: linear (one and two m-tiles an item), linearMany, linearSiluMul, split K", async (t) => {
     if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
-    /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
-    const run = (streamed: boolean, fn: () => Float32Array[]) => withSetting('mma', () => runStreamed(be(), streamed, fn));
-    const compare = async (what: string, fn: () => Float32Array[], streams = true) => {
-      await fresh();
-      const streamed = run(true, fn);
-      await fresh();
-      const classic = run(false, fn);
-      assert.ok(classic.names.every((n) => classicName(n) === n), `${what}: classic launches ${classic.names.join(', ')}`);
-      if (streams) assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${what}: one streamed launch (${streamed.names.join(', ')})`);
-      else assert.deepEqual(streamed.names, classic.names, `${what}: the classic kernels where the streamed ones do not fit`);
-      streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${what} output ${i}`));
-    };
+    const onMma = <R>(fn: () => R) => withSetting('mma', fn);
+    const compare = (what: string, fn: () => Float32Array[], streams = true) => assertStreamedIsClassic(be(), SEED, onMma, what, fn, streams);
     const SMs = be().device.multiprocessors;
     const nv = (N: number, K: number) => load(quantizeNvfp4(uniform(N * K, -0.1, 0.1), N, K));
     const linear = (w: ReturnType<typeof nv>, x: Float32Array, T: number, b?: Weight) => () => [gpuLinear(x, T, w.g, b)];

@@ -17,7 +17,7 @@ import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { LLM } from '../src/llm.js';
 import { bf16ToF32, f32ToBf16 } from '../src/model/load/dtype.js';
 import { quantizeInt4 } from '../src/quant/int4.js';
-import { classicName, comparisons, launchesOf, openTestGpu, runStreamed, testRandom } from './support/cuda.js';
+import { assertStreamedIsClassic, classicName, comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
 
 // The modules load without a GPU (the dispatch rules are checked everywhere); the driver only on use.
@@ -277,8 +277,8 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
 
   it('the streamed kernels (sm_90+) give bitwise the classic kernels\' outputs: linear, linearMany, linearSiluMul', async (t) => {
     if (be().device.computeCapability < 90) return t.skip(`sm_${be().device.computeCapability} has no bulk copies: the streamed kernels are not made`);
-    /** Runs fn on mma with the streamed kernels on or off: its outputs and the gemv launches. */
-    const run = (streamed: boolean, fn: () => Float32Array[]) => withMma(true, () => runStreamed(be(), streamed, fn));
+    const onMma = <R>(fn: () => R) => withMma(true, fn);
+    const compare = (what: string, fn: () => Float32Array[], streams = true) => assertStreamedIsClassic(be(), SEED, onMma, what, fn, streams);
     const SMs = be().device.multiprocessors;
     // [N, K, group, symmetric]: N ≥ 16 · SMs rows leave K unsplit; K 14336 ends on a stage of 8 tiles,
     // 4608 on one of 2; groups of 64 and 128, zero points; up to 8 tokens (K 14336 only fits 1 or 2).
@@ -304,15 +304,7 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
           ['linearMany', () => be().linearMany(be().fromHost(x, [T, K]), qkv.map((q) => q.g), [bq.g, undefined, undefined]).map((y) => be().toHost(y))],
           ['linearSiluMul', () => [be().toHost(be().linearSiluMul(be().fromHost(x, [T, K]), gate.g, up.g))]],
         ];
-        for (const [op, fn] of ops) {
-          await fresh();
-          const streamed = run(true, fn);
-          await fresh();
-          const classic = run(false, fn);
-          assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${what} ${op}: one streamed launch (${streamed.names.join(', ')})`);
-          assert.ok(classic.names.every((n) => classicName(n) === n), `${what} ${op}: classic launches ${classic.names.join(', ')}`);
-          streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${what} ${op} output ${i}`));
-        }
+        for (const [op, fn] of ops) await compare(`${what} ${op}`, fn);
       }
     }
     // Matrices whose plan splits K (k and v of 64 rows in q/k/v, 1024 rows with zero points, 75 rows of
@@ -331,31 +323,19 @@ describe('int4 mma GEMV on CUDA against the CPU', { skip: skipReason }, () => {
         ['[1024, 4096] with zero points', () => [be().toHost(be().linear(be().fromHost(x, [T, K]), kv.g))]],
       ];
       if (T === 1) ops.push(['[75, 6144]', () => [be().toHost(be().linear(be().fromHost(x6144, [1, 6144]), narrow.g))]]);
-      for (const [op, fn] of ops) {
-        await fresh();
-        const streamed = run(true, fn);
-        await fresh();
-        const classic = run(false, fn);
-        assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${op} × ${T}: one streamed launch (${streamed.names.join(', ')})`);
-        assert.ok(classic.names.every((n) => classicName(n) === n), `${op} × ${T}: classic launches ${classic.names.join(', ')}`);
-        streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${op} × ${T} output ${i}`));
-      }
+      for (const [op, fn] of ops) await compare(`${op} × ${T}`, fn);
     }
     // K 14336: 3 and 5 tokens on a ring of 2 stages, bitwise the classic kernel; at 6 x does not fit
     // beside it, and the classic kernel runs.
     const w14 = weights(16 * SMs, 14336, 128, true);
     for (const T of [3, 5]) {
       const x = uniform(T * 14336);
-      const fn = () => [be().toHost(be().linear(be().fromHost(x, [T, 14336]), w14.g))];
-      await fresh();
-      const streamed = run(true, fn);
-      await fresh();
-      const classic = run(false, fn);
-      assert.deepEqual([streamed.names, classic.names], [['gemv_mma_int4s'], ['gemv_mma_int4']], `${T} tokens at K 14336`);
-      assertBitwise(streamed.out[0], classic.out[0], `${T} tokens at K 14336`);
+      const names = await compare(`${T} tokens at K 14336`, () => [be().toHost(be().linear(be().fromHost(x, [T, 14336]), w14.g))]);
+      assert.deepEqual([names.streamed, names.classic], [['gemv_mma_int4s'], ['gemv_mma_int4']], `${T} tokens at K 14336`);
     }
-    const six = run(true, () => [be().toHost(be().linear(be().fromHost(uniform(6 * 14336), [6, 14336]), w14.g))]);
-    assert.deepEqual(six.names, ['gemv_mma_int4'], `6 tokens at K 14336: ${six.names.join(', ')}`);
+    const x6 = uniform(6 * 14336);
+    const six = await compare('6 tokens at K 14336', () => [be().toHost(be().linear(be().fromHost(x6, [6, 14336]), w14.g))], false);
+    assert.deepEqual(six.streamed, ['gemv_mma_int4'], `6 tokens at K 14336: ${six.streamed.join(', ')}`);
   });
 });
 

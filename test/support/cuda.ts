@@ -3,6 +3,7 @@
 // the comparisons every kernel is held to.
 
 import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { CudaBackend } from '../../src/backend/cuda/cuda-backend.js';
 import { Rng } from '../../src/engine/rng.js';
 
@@ -107,4 +108,34 @@ export function runStreamed(be: CudaBackend, streamed: boolean, fn: () => Float3
   } finally {
     Object.assign(q, was);
   }
+}
+
+/**
+ * fn run with the streamed kernels on and then off (runStreamed), each on freshly poisoned memory and
+ * inside `setting` (the suite's switch of its decode GEMVs to the mma kernels): bitwise the same
+ * outputs; the classic run launches classic kernels only; the streamed run one streamed kernel, or
+ * (`streams` false: where the streamed kernels do not fit) the classic run's. Returns both runs'
+ * launches for further checks.
+ */
+export async function assertStreamedIsClassic(
+  be: CudaBackend,
+  seed: number,
+  setting: <R>(fn: () => R) => R,
+  what: string,
+  fn: () => Float32Array[],
+  streams = true,
+): Promise<{ streamed: string[]; classic: string[] }> {
+  const run = async (streamed: boolean) => {
+    await nextTurn(); // the last call's buffers back in the pool, so poisoning reaches them
+    be.poisonFreeMemory();
+    return setting(() => runStreamed(be, streamed, fn));
+  };
+  const streamed = await run(true);
+  const classic = await run(false);
+  assert.ok(classic.names.every((n) => classicName(n) === n), `${what}: classic launches ${classic.names.join(', ')}`);
+  if (streams) assert.ok(streamed.names.length === 1 && classicName(streamed.names[0]) !== streamed.names[0], `${what}: one streamed launch (${streamed.names.join(', ')})`);
+  else assert.deepEqual(streamed.names, classic.names, `${what}: the classic kernels where the streamed ones do not fit`);
+  const { assertBitwise } = comparisons(seed);
+  streamed.out.forEach((y, i) => assertBitwise(y, classic.out[i], `${what} output ${i}`));
+  return { streamed: streamed.names, classic: classic.names };
 }
