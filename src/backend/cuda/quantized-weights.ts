@@ -632,7 +632,7 @@ export class QuantizedWeights {
         if (d.perm) {
           // Act-order: x's columns into the weight's sorted order (a step's activations are small).
           const sorted = this.ctx.pool.alloc(T * K * 4);
-          this.ctx.launch('gather_columns', [Math.ceil(K / 256), T, 1], 256, 'pppi', [x, d.perm, sorted.ptr, K]);
+          this.ctx.launchIn!('elementwise.cu', 'gather_columns', [T, Math.ceil(K / 256), 1], 256, 'pppiif', [x, d.perm, sorted.ptr, K, K, 0]);
           xs = sorted.ptr;
         }
         this.ctx.launch(...fastKernel('int4', 'q4'), 'pippiipppiii', [d.packed, d.wordsPerRow / 4, d.scales, d.zeros, d.numGroups, d.groupShift, xs, bias, y, T, N, K]);

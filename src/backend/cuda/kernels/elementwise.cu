@@ -31,8 +31,9 @@ extern "C" __global__ void select_rows(const float* __restrict__ x, const int* _
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
 }
 
-// out[r, j] = x[r, columns[j]], or `fill` where columns[j] < 0: a row's values moved to other ids
-// (an EAGLE-3 head's draft-vocabulary logits onto the target's vocabulary). Grid (rows, column blocks).
+// out[r, j] = x[r, columns[j]], or `fill` where columns[j] < 0: a row's values moved to other ids (an
+// EAGLE-3 head's draft-vocabulary logits onto the target's vocabulary; an act-order int4 weight's x
+// in its sorted column order). Grid (rows, column blocks).
 extern "C" __global__ void gather_columns(const float* __restrict__ x, const int* __restrict__ columns,
                                           float* __restrict__ out, int xCols, int outCols, float fill) {
   const int j = blockIdx.y * blockDim.x + threadIdx.x;

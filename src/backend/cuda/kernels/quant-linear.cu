@@ -9,7 +9,8 @@
 //     (K not a whole number of 16-byte loads, odd int4 groupings, fp8 weights holding NaN codes).
 //   - dequant_*: the exact float32 values of src/quant's dequantize (weightToHost), or those rounded
 //     to bf16 into a scratch matrix that prefill multiplies.
-//   - repack_4bit, gather_columns, fp8_find_nan: load-time re-layout and checks.
+//   - repack_4bit, fp8_find_nan: load-time re-layout and checks (an act-order weight's x is put in
+//     its sorted column order by elementwise.cu's gather_columns).
 //   - random_*: fills for dummy weights made on the device.
 // The device layouts are described in quantized-weights.ts (and docs/cuda.md).
 #include "common.cuh"
@@ -875,12 +876,6 @@ extern "C" __global__ void repack_4bit(const u32* __restrict__ src, const int* _
     }
     dst[i] = word;
   }
-}
-
-// out[t, j] = x[t, perm[j]]: the activations in the sorted column order of an act-order int4 weight.
-extern "C" __global__ void gather_columns(const float* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out, int K) {
-  const u64 base = (u64)blockIdx.y * K;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x) out[base + j] = x[base + perm[j]];
 }
 
 // *found = 1 if any of the n E4M3 codes is NaN (0x7f or 0xff).
