@@ -16,7 +16,7 @@ import { drawDistribution, drawSamplingRow, drawToken } from '../src/engine/samp
 import { drawFrom } from '../src/engine/spec/proposer.js';
 import { testRandom } from './support/cuda.js';
 import { buildEmulated } from './support/cuda-emulator.js';
-import { differingDraws, distributionRows, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+import { differingDraws, distributionRows, drawCase, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs, type DrawCase } from './support/sampling.js';
 
 const { seed: SEED, rng } = testRandom();
 const inputs = new SamplingInputs(rng);
@@ -51,6 +51,39 @@ function randomRows(rows: number, cols: number): Float32Array {
   return x;
 }
 
+/**
+ * sample_rows over fresh rows for each [rows, cols, n, calls, threads] shape, each call's knobs (and
+ * the distributions its rows read or write) from `caseFor`: every draw the host's bar boundary cases,
+ * at most MAX_EXCEPTIONS_PER_DRAW of them (see differingDraws), p(draft) and the distributions
+ * written compared too. Returns every call's knobs, for the caller to count what they held.
+ */
+function checkDraws(shapes: Array<[number, number, number, number, number]>, caseFor: (x: Float32Array, rows: number, cols: number, n: number) => GpuSamplingRow[] | DrawCase): GpuSamplingRow[] {
+  const all: GpuSamplingRow[] = [];
+  const exceptions: string[] = [];
+  for (const [rows, cols, n, calls, threads] of shapes) {
+    for (let call = 0; call < calls; call++) {
+      const x = randomRows(rows, cols);
+      const { knobs, dist } = drawCase(caseFor(x, rows, cols, n));
+      const got = sampleRowsWithProbs(x, cols, n, knobs, threads, dist && { data: dist, cols });
+      const withProbs = knobs.some((k) => k.exclude !== undefined || k.distRow !== undefined);
+      exceptions.push(...differingDraws(x, cols, n, knobs, got.ids, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`, withProbs ? got.probs : undefined, dist && { before: dist, after: got.dist, cols }));
+      all.push(...knobs);
+    }
+  }
+  assert.ok(exceptions.length <= Math.max(1, all.length * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${all.length} draws differ:\n${exceptions.join('\n')}`);
+  return all;
+}
+
+/** [rows, cols, n, calls, threads] of the calls that mix kinds of rows (residual, distributions). */
+const MIXED_SHAPES: Array<[number, number, number, number, number]> = [
+  [2, 128256, 128000, 1, 64],
+  [8, 4096, 4090, 5, 64],
+  [24, 1000, 1000, 7, 64],
+  [32, 31, 31, 6, 64],
+  [16, 31, 31, 4, SAMPLE_THREADS],
+  [4, 5000, 4999, 2, SAMPLE_THREADS],
+];
+
 describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipReason }, () => {
   it('draws the host sampler’s token: vocabularies of 31 to 128256 ids, padded ones, ties, masks, NaN, +inf, large logits', () => {
     // [rows, cols, n, calls, threads]
@@ -61,18 +94,7 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
       [32, 31, 31, 4, 64],
       [4, 5000, 5000, 2, SAMPLE_THREADS],
     ];
-    let draws = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls, threads] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = randomRows(rows, cols);
-        const knobs = Array.from({ length: rows }, () => inputs.row());
-        const got = sampleRows(x, cols, n, knobs, threads);
-        draws += rows;
-        exceptions.push(...differingDraws(x, cols, n, knobs, got, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`));
-      }
-    }
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+    checkDraws(shapes, (_, rows) => Array.from({ length: rows }, () => inputs.row()));
   });
 
   it('edge draws: u = 0 and just below 1, one token left, a tiny top-p, greedy, tiny weights, +inf', () => {
@@ -100,34 +122,14 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
   });
 
   it('rows that exclude a draft: drawResidual’s token and p(draft), beside plain rows, at 64 and 512 threads', () => {
-    // [rows, cols, n, calls, threads]
-    const shapes: Array<[number, number, number, number, number]> = [
-      [2, 128256, 128000, 1, 64],
-      [8, 4096, 4090, 6, 64],
-      [24, 1000, 1000, 8, 64],
-      [32, 31, 31, 6, 64],
-      [16, 31, 31, 4, SAMPLE_THREADS],
-      [4, 5000, 4999, 2, SAMPLE_THREADS],
-    ];
-    let draws = 0;
-    let excluded = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls, threads] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = randomRows(rows, cols);
-        const knobs = Array.from({ length: rows }, (_, r) => {
-          const k = inputs.row();
-          // Most rows exclude a draft (a window's rows), some are plain (its bonus row).
-          return rng.next() < 0.8 ? { ...k, exclude: inputs.draft(x.subarray(r * cols, (r + 1) * cols), n, cols, k) } : k;
-        });
-        const { ids, probs } = sampleRowsWithProbs(x, cols, n, knobs, threads);
-        draws += rows;
-        excluded += knobs.filter((k) => k.exclude !== undefined).length;
-        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`, probs));
-      }
-    }
-    assert.ok(excluded > draws / 2);
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+    const knobs = checkDraws(MIXED_SHAPES, (x, rows, cols, n) =>
+      Array.from({ length: rows }, (_, r) => {
+        const k = inputs.row();
+        // Most rows exclude a draft (a window's rows), some are plain (its bonus row).
+        return rng.next() < 0.8 ? { ...k, exclude: inputs.draft(x.subarray(r * cols, (r + 1) * cols), n, cols, k) } : k;
+      }),
+    );
+    assert.ok(knobs.filter((k) => k.exclude !== undefined).length > knobs.length / 2);
   });
 
   it('residual edge rows: the draft the only token left, the favourite of a peaked row, filtered out, past n, greedy, u = 0 and just below 1', () => {
@@ -195,32 +197,10 @@ describe('the GPU sampler’s kernel on a CPU emulation of CUDA', { skip: skipRe
   });
 
   it('sampled drafts’ distributions: rows that keep theirs (drawDistribution: token, p(token), q bit for bit) and rows that verify a draft against one (drawResidualOf), beside plain and residual rows, at 64 and 512 threads', () => {
-    // [rows, cols, n, calls, threads]
-    const shapes: Array<[number, number, number, number, number]> = [
-      [2, 128256, 128000, 1, 64],
-      [8, 4096, 4090, 4, 64],
-      [24, 1000, 1000, 6, 64],
-      [32, 31, 31, 6, 64],
-      [16, 31, 31, 4, SAMPLE_THREADS],
-      [4, 5000, 4999, 2, SAMPLE_THREADS],
-    ];
-    let draws = 0;
-    let kept = 0;
-    let verified = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls, threads] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = randomRows(rows, cols);
-        const { knobs, dist } = distributionRows(inputs, rng, x, rows, cols, n);
-        const got = sampleRowsWithProbs(x, cols, n, knobs, threads, { data: dist, cols });
-        draws += rows;
-        kept += knobs.filter((k) => k.distRow !== undefined && k.exclude === undefined).length;
-        verified += knobs.filter((k) => k.distRow !== undefined && k.exclude !== undefined).length;
-        exceptions.push(...differingDraws(x, cols, n, knobs, got.ids, `[${rows}, ${cols}] n ${n}, ${threads} threads, call ${call} (seed ${SEED})`, got.probs, { before: dist, after: got.dist, cols }));
-      }
-    }
-    assert.ok(kept > draws / 5 && verified > draws / 5, `${kept} kept and ${verified} verified of ${draws} rows`);
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')}`);
+    const knobs = checkDraws(MIXED_SHAPES, (x, rows, cols, n) => distributionRows(inputs, rng, x, rows, cols, n));
+    const kept = knobs.filter((k) => k.distRow !== undefined && k.exclude === undefined).length;
+    const verified = knobs.filter((k) => k.distRow !== undefined && k.exclude !== undefined).length;
+    assert.ok(kept > knobs.length / 5 && verified > knobs.length / 5, `${kept} kept and ${verified} verified of ${knobs.length} rows`);
   });
 
   it('a draft verified against its distribution where p ≤ q everywhere draws from p itself; u = 0 and just below 1', () => {

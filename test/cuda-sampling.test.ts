@@ -20,7 +20,7 @@ import { ALL_MASKED, drawSamplingRow, drawToken, GREEDY_TEMPERATURE_EPS, samplin
 import { SAMPLE_MAX_VOCAB } from '../src/backend/cuda/sampling.js';
 import { loadLlama } from './support/run-model.js';
 import { openTestGpu, testRandom } from './support/cuda.js';
-import { differingDraws, distributionRows, forwardAll, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs } from './support/sampling.js';
+import { differingDraws, distributionRows, drawCase, forwardAll, MAX_EXCEPTIONS_PER_DRAW, SamplingInputs, type DrawCase } from './support/sampling.js';
 import { TINY_LLAMA, writeTinyCheckpoint } from './support/tiny-checkpoint.js';
 
 const { gpu, skipReason } = await openTestGpu();
@@ -56,12 +56,13 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
 
   /**
    * Draws over fresh random logits for each [rows, cols, n (the ids sampled over), calls] shape, each
-   * row with the knobs `knobsFor` gives; with `withProbs` rows may exclude a draft and p(draft) is
-   * compared too. At most MAX_EXCEPTIONS_PER_DRAW of the draws may differ (see differingDraws).
+   * row with the knobs `caseFor` gives (and the distributions its rows read or write); with
+   * `withProbs` rows may exclude a draft and p(draft) is compared too, as are the distributions
+   * written. At most MAX_EXCEPTIONS_PER_DRAW of the draws may differ (see differingDraws).
    */
   async function checkDraws(
     shapes: Array<[number, number, number, number]>,
-    knobsFor: (x: Float32Array, rows: number, cols: number, n: number) => GpuSamplingRow[],
+    caseFor: (x: Float32Array, rows: number, cols: number, n: number) => GpuSamplingRow[] | DrawCase,
     withProbs: boolean,
   ): Promise<void> {
     let draws = 0;
@@ -70,10 +71,20 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
       for (let call = 0; call < calls; call++) {
         const x = new Float32Array(rows * cols);
         for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
-        const knobs = knobsFor(x, rows, cols, n);
-        const { ids, probs } = withProbs ? await sampleWithProbs(x, rows, cols, n, knobs) : { ids: await sampleOnGpu(x, rows, cols, n, knobs), probs: undefined };
+        const { knobs, dist, distRows } = drawCase(caseFor(x, rows, cols, n));
+        const what = `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`;
+        if (dist) {
+          await nextTurn();
+          g.poisonFreeMemory();
+          const distT = g.fromHost(dist, [distRows!, cols]);
+          const probs = new Float32Array(rows).fill(Number.NaN);
+          const ids = g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs, probs, distT);
+          exceptions.push(...differingDraws(x, cols, n, knobs, ids, what, probs, { before: dist, after: g.toHost(distT), cols }));
+        } else {
+          const { ids, probs } = withProbs ? await sampleWithProbs(x, rows, cols, n, knobs) : { ids: await sampleOnGpu(x, rows, cols, n, knobs), probs: undefined };
+          exceptions.push(...differingDraws(x, cols, n, knobs, ids, what, probs));
+        }
         draws += rows;
-        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs));
       }
     }
     assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
@@ -233,23 +244,7 @@ describe('sampling on the GPU (CUDA sampleRows)', { skip: skipReason }, () => {
       [512, 31, 31, 3],
       [256, 1000, 999, 3],
     ];
-    let draws = 0;
-    const exceptions: string[] = [];
-    for (const [rows, cols, n, calls] of shapes) {
-      for (let call = 0; call < calls; call++) {
-        const x = new Float32Array(rows * cols);
-        for (let r = 0; r < rows; r++) x.set(inputs.logits(cols, false), r * cols);
-        const { knobs, dist, distRows } = distributionRows(inputs, rng, x, rows, cols, n);
-        await nextTurn();
-        g.poisonFreeMemory();
-        const distT = g.fromHost(dist, [distRows, cols]);
-        const probs = new Float32Array(rows).fill(Number.NaN);
-        const ids = g.sampleRows(g.fromHost(x, [rows, cols]), n, knobs, probs, distT);
-        draws += rows;
-        exceptions.push(...differingDraws(x, cols, n, knobs, ids, `[${rows}, ${cols}] n ${n} call ${call} (seed ${SEED})`, probs, { before: dist, after: g.toHost(distT), cols }));
-      }
-    }
-    assert.ok(exceptions.length <= Math.max(1, draws * MAX_EXCEPTIONS_PER_DRAW), `${exceptions.length} of ${draws} draws differ:\n${exceptions.join('\n')} (seed ${SEED})`);
+    await checkDraws(shapes, (x, rows, cols, n) => distributionRows(inputs, rng, x, rows, cols, n), true);
   });
 
   it("the forward's sampleRows option draws drawToken's tokens, also replayed as a CUDA graph with a new u each step", () => {

@@ -53,6 +53,23 @@ function windowLogits(rows: number, V: number, n: number): Float32Array {
   return x;
 }
 
+/**
+ * verifyDrafts' residual draw spelled out: drawFrom over max(0, p − q) (q(y) by `qOf`: one-hot at a
+ * deterministic draft), or over p where that has no mass (`empty`).
+ */
+function literalResidualDraw(p: Float32Array, qOf: (y: number) => number, u: number): { token: number; empty: boolean } {
+  const r = new Float32Array(p.length);
+  let mass = 0;
+  for (let y = 0; y < p.length; y++) {
+    const v = p[y] - qOf(y);
+    if (v > 0) {
+      r[y] = v;
+      mass += v;
+    }
+  }
+  return { token: drawFrom(mass > 0 ? r : p, u), empty: !(mass > 0) };
+}
+
 describe('drawResidual is verifyDrafts’ residual draw', () => {
   it('the token of drawFrom(p − onehot(x), u) over Sampler.probabilities, and p(x), for random rows, knobs, drafts and u', () => {
     let fallbacks = 0;
@@ -62,19 +79,9 @@ describe('drawResidual is verifyDrafts’ residual draw', () => {
       const row = windowLogits(1, V, V);
       const x = inputs.draft(row, V, V, knobs);
       const u = inputs.pick([0, 1 - 2 ** -53, rng.next(), rng.next()]);
-      // The literal definition, as verifyDrafts computes it.
       const p = new Sampler(resolveSamplingParams({ ...knobs, seed: 1 }), V).probabilities(row, none);
-      const r = new Float32Array(V);
-      let mass = 0;
-      for (let y = 0; y < V; y++) {
-        const v = p[y] - (y === x ? 1 : 0);
-        if (v > 0) {
-          r[y] = v;
-          mass += v;
-        }
-      }
-      if (!(mass > 0)) fallbacks++;
-      const want = drawFrom(mass > 0 ? r : p, u);
+      const { token: want, empty } = literalResidualDraw(p, (y) => (y === x ? 1 : 0), u);
+      if (empty) fallbacks++;
       const got = drawResidual(row, knobs, x, u);
       assert.equal(got.token, want, `case ${c}: V ${V}, ${JSON.stringify(knobs)}, x ${x}, u ${u} (seed ${SEED})`);
       assert.ok(Object.is(got.excludedProb, x < V ? p[x] : 0), `case ${c}: p(x) ${got.excludedProb}, probabilities() says ${p[x]} (seed ${SEED})`);
@@ -119,25 +126,33 @@ describe('drawDistribution and drawResidualOf are the draft sampler’s draw and
       const q = kind < 0.2 ? p : drawDistribution(kind < 0.5 ? row : windowLogits(1, V, V), kind < 0.5 ? { ...knobs, temperature: knobs.temperature * (0.5 + rng.next()) } : inputs.knobs(false), 0).probs;
       const x = rng.next() < 0.8 ? drawFrom(q, rng.next()) : inputs.draft(row, V, V, knobs);
       const u = inputs.pick([0, 1 - 2 ** -53, rng.next(), rng.next()]);
-      // The literal definition, as verifyDrafts computes it.
-      const r = new Float32Array(V);
-      let mass = 0;
-      for (let y = 0; y < V; y++) {
-        const v = p[y] - q[y];
-        if (v > 0) {
-          r[y] = v;
-          mass += v;
-        }
-      }
-      if (!(mass > 0)) fallbacks++;
+      const { token: want, empty } = literalResidualDraw(p, (y) => q[y], u);
+      if (empty) fallbacks++;
       const got = drawResidualOf(row, knobs, x, q, u);
       const what = `case ${c}: V ${V}, ${JSON.stringify(knobs)}, x ${x}, u ${u} (seed ${SEED})`;
-      assert.equal(got.token, drawFrom(mass > 0 ? r : p, u), what);
+      assert.equal(got.token, want, what);
       assert.ok(Object.is(got.excludedProb, x < V ? p[x] : 0), what);
     }
     assert.ok(fallbacks > 0, 'some residuals were empty (p ≤ q everywhere)');
   });
 });
+
+/**
+ * A random request for the window tests: its vocabulary V (of which the first n may be drawn: a
+ * padded vocabulary, the rest masked for verifyDrafts), knobs (sometimes greedy if `greedy`), a third
+ * penalised with a history the penalties see (and the drafts join), and twin samplers: one verifies
+ * from the logits, the other from the backend's draws.
+ */
+function randomRequest(greedy: boolean): { V: number; n: number; knobs: ReturnType<SamplingInputs['knobs']>; host: Sampler; device: Sampler; counts: TokenCounts } {
+  const V = inputs.pick([3, 40, 300, 2000]);
+  const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
+  const knobs = inputs.knobs(greedy);
+  const penalties = rng.next() < 0.33 ? { repetitionPenalty: 0.7 + rng.next(), frequencyPenalty: rng.next() - 0.3, presencePenalty: rng.next() - 0.3 } : {};
+  const params = resolveSamplingParams({ ...knobs, ...penalties, seed: inputs.int(2 ** 31) });
+  const host = new Sampler(params, V);
+  const counts = host.penalised ? new TokenCounts(Array.from({ length: 20 }, () => inputs.int(V)), Array.from({ length: 10 }, () => inputs.int(V))) : none;
+  return { V, n, knobs, host, device: new Sampler(params, V), counts };
+}
 
 describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts from the logits', () => {
   it('token for token, the stream at the same place, over random windows (k 0..6, random knobs and penalties, drafts the favourite, random, filtered out or padded)', () => {
@@ -145,16 +160,7 @@ describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts
     let windows = 0;
     let penalisedWindows = 0;
     for (let c = 0; c < 400; c++) {
-      const V = inputs.pick([3, 40, 300, 2000]);
-      // A padded vocabulary: only the first n ids may be drawn (the engine masks the rest for verifyDrafts).
-      const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
-      const knobs = inputs.knobs();
-      // A third of the requests are penalised, with a history the penalties see (and the drafts join).
-      const penalties = rng.next() < 0.33 ? { repetitionPenalty: 0.7 + rng.next(), frequencyPenalty: rng.next() - 0.3, presencePenalty: rng.next() - 0.3 } : {};
-      const params = resolveSamplingParams({ ...knobs, ...penalties, seed: inputs.int(2 ** 31) });
-      const host = new Sampler(params, V);
-      const device = new Sampler(params, V);
-      const counts = host.penalised ? new TokenCounts(Array.from({ length: 20 }, () => inputs.int(V)), Array.from({ length: 10 }, () => inputs.int(V))) : none;
+      const { V, n, knobs, host, device, counts } = randomRequest(true);
       for (let step = 0; step < 4; step++) {
         const k = inputs.int(7);
         const logits = windowLogits(k + 1, V, n);
@@ -185,14 +191,7 @@ describe('verifyDraftsSampled over the CPU backend’s draws equals verifyDrafts
     const seen = new Set<string>();
     let windows = 0;
     for (let c = 0; c < 300; c++) {
-      const V = inputs.pick([3, 40, 300, 2000]);
-      const n = rng.next() < 0.3 ? Math.max(1, V - 1 - inputs.int(Math.min(V - 1, 12))) : V;
-      const knobs = inputs.knobs(false);
-      const penalties = rng.next() < 0.33 ? { repetitionPenalty: 0.7 + rng.next(), frequencyPenalty: rng.next() - 0.3, presencePenalty: rng.next() - 0.3 } : {};
-      const params = resolveSamplingParams({ ...knobs, ...penalties, seed: inputs.int(2 ** 31) });
-      const host = new Sampler(params, V);
-      const device = new Sampler(params, V);
-      const counts = host.penalised ? new TokenCounts(Array.from({ length: 20 }, () => inputs.int(V)), Array.from({ length: 10 }, () => inputs.int(V))) : none;
+      const { V, n, knobs, host, device, counts } = randomRequest(false);
       for (let step = 0; step < 4; step++) {
         const k = inputs.int(7);
         const logits = windowLogits(k + 1, V, n);

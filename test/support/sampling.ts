@@ -277,6 +277,18 @@ export function differingDraws(x: Float32Array, cols: number, n: number, knobs: 
   return out;
 }
 
+/** One sampleRows call's rows: their knobs, and (rows with distRow) the dist tensor's rows as given. */
+export interface DrawCase {
+  knobs: GpuSamplingRow[];
+  dist?: Float32Array;
+  distRows?: number;
+}
+
+/** A case's knobs and dist from either a plain list of knobs or a DrawCase. */
+export function drawCase(c: GpuSamplingRow[] | DrawCase): DrawCase {
+  return Array.isArray(c) ? { knobs: c } : c;
+}
+
 /**
  * A call's worth of rows with distributions, as a draft model's passes and the verification of its
  * drafts make them, mixed with plain and residual rows: each of `rows` rows of x (cols values, ids
@@ -286,7 +298,7 @@ export function differingDraws(x: Float32Array, cols: number, n: number, knobs: 
  * temperature), excludes a deterministic draft, or is plain. `dist` holds the q rows first (values
  * past n are a sentinel the backend must leave alone), then the rows drafts write.
  */
-export function distributionRows(inputs: SamplingInputs, rng: Rng, x: Float32Array, rows: number, cols: number, n: number): { knobs: GpuSamplingRow[]; dist: Float32Array; distRows: number } {
+export function distributionRows(inputs: SamplingInputs, rng: Rng, x: Float32Array, rows: number, cols: number, n: number): Required<DrawCase> {
   const knobs: GpuSamplingRow[] = [];
   const qs: Float32Array[] = [];
   const keeps: number[] = [];
