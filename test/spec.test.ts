@@ -433,22 +433,27 @@ describe('proposer state across verification outcomes', () => {
     });
   }
 
-  it('EAGLE-3 sampling drafts: q lives on the draft vocabulary, sums to 1, and the draft token has mass', () => {
-    const proposer = loadProposer(parseSpeculativeConfig({ method: 'eagle3', num_speculative_tokens: 3 }), { model: target }) as Eagle3Proposer;
+  it('EAGLE-3 sampling drafts: q lives on the draft vocabulary, sums to 1, and the draft token has mass; drawn on the backend, the same tokens and q', () => {
+    const loaded = loadProposer(parseSpeculativeConfig({ method: 'eagle3', num_speculative_tokens: 3 }), { model: target }) as Eagle3Proposer;
     const tokens = [4091, 4093, 882, 4094, 271, 3923, 374, 279];
     const c = target.config;
-    const pool = new KvBlockPool(64, 16);
-    const kv = target.backend.allocKvCache({ numLayers: c.numLayers, numBlocks: 64, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
-    const blocks = new SequenceBlocks(pool);
-    blocks.reserve(tokens.length - 1);
-    const layers = proposer.targetHiddenStateLayers;
-    const out = target.forward(buildForwardBatch([{ blocks, start: 0, tokens: tokens.slice(0, -1) }], 'none'), kv, { captureHiddenStates: [...layers] });
-    proposer.observeTarget(1, { start: 0, count: tokens.length - 1, rows: fuseHiddenStates(out.hiddenStates!, layers, c.hiddenSize, 0, tokens.length - 1) });
-    const sampler = new Sampler(resolveSamplingParams({ temperature: 1.2, topK: 50, seed: 3 }), c.vocabSize);
-    const [p] = proposer.propose([{ id: 1, tokens, numDrafts: 3, sampler }]);
+    /** One proposal of 3 sampled drafts from a fresh proposer (host or backend draws) and a fresh, seeded sampler. */
+    const propose = (drawOnBackend: boolean) => {
+      const proposer = new Eagle3Proposer(loaded.head, c.numLayers, { kvCacheTokens: 1024, drawOnBackend });
+      const pool = new KvBlockPool(64, 16);
+      const kv = target.backend.allocKvCache({ numLayers: c.numLayers, numBlocks: 64, blockSize: 16, numKvHeads: c.numKvHeads, headDim: c.headDim });
+      const blocks = new SequenceBlocks(pool);
+      blocks.reserve(tokens.length - 1);
+      const layers = proposer.targetHiddenStateLayers;
+      const out = target.forward(buildForwardBatch([{ blocks, start: 0, tokens: tokens.slice(0, -1) }], 'none'), kv, { captureHiddenStates: [...layers] });
+      proposer.observeTarget(1, { start: 0, count: tokens.length - 1, rows: fuseHiddenStates(out.hiddenStates!, layers, c.hiddenSize, 0, tokens.length - 1) });
+      const sampler = new Sampler(resolveSamplingParams({ temperature: 1.2, topK: 50, seed: 3 }), c.vocabSize);
+      return proposer.propose([{ id: 1, tokens, numDrafts: 3, sampler }])[0];
+    };
+    const p = propose(false);
     assert.equal(p.tokens.length, 3);
     assert.equal(p.probs!.length, 3);
-    const inDraftVocab = new Set(proposer.head.weights.draftToTarget);
+    const inDraftVocab = new Set(loaded.head.weights.draftToTarget);
     p.probs!.forEach((q, i) => {
       let sum = 0;
       let support = 0;
@@ -462,6 +467,16 @@ describe('proposer state across verification outcomes', () => {
       assert.ok(Math.abs(sum - 1) < 1e-5);
       assert.ok(support > 1 && support <= 50, `top-k 50 applied to q: ${support}`);
       assert.ok(q[p.tokens[i]] > 0);
+    });
+    // On the backend (the CPU's sampleRows is the host's own pipeline): the same tokens, each q in
+    // its row of the dist tensor bit for bit, q(x) returned with it, and no q on the host.
+    const d = propose(true);
+    assert.deepEqual(d.tokens, p.tokens);
+    assert.equal(d.probs, undefined);
+    const dist = target.backend.toHost(d.deviceProbs!.dist);
+    d.deviceProbs!.rows.forEach((row, i) => {
+      assert.deepEqual(dist.subarray(row * c.vocabSize, (row + 1) * c.vocabSize), p.probs![i], `draft ${i}'s q`);
+      assert.ok(Object.is(d.deviceProbs!.tokenProbs[i], p.probs![i][p.tokens[i]]), `draft ${i}'s q(x)`);
     });
   });
 });
