@@ -533,6 +533,19 @@ describe('sampled drafts with their distributions on the backend (CPU)', () => {
     checkEagle3(loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu));
   });
 
+  it('verified from the logits all the same (sampledVerification off): q read back from the backend, the tokens of drafting on the host', () => {
+    const target = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu);
+    const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), cpu);
+    const requests = PROMPTS.slice(0, 2).map((promptIds, i) => ({ promptIds, params: sampledParams(i, { maxTokens: 16, temperature: 1.5, seed: 3 + i }) }));
+    const run = (drawOnBackend: boolean) =>
+      generateWithSpeculation(target, requests, { proposer: new DraftModelProposer(draft, { kvCacheTokens: 2048, drawOnBackend }), numSpeculativeTokens: K, sampledVerification: false });
+    const host = run(false);
+    const backend = run(true);
+    assert.deepEqual(backend.outputs, host.outputs, `seed ${SEED}`);
+    assert.deepEqual(backend.metrics, host.metrics);
+    assert.ok(host.metrics.numAcceptedTokens < host.metrics.numDraftTokens, 'some drafts were rejected (residual draws against q)');
+  });
+
   it('gatherColumns on the CPU: values moved to their columns, the fill elsewhere, a bad column named', () => {
     const x = cpu.fromHost(Float32Array.from([1, 2, 3, 4, 5, 6]), [2, 3]);
     assert.deepEqual([...cpu.toHost(cpu.gatherColumns(x, Int32Array.from([2, -1, 0, 0]), -Infinity))], [3, -Infinity, 1, 1, 6, -Infinity, 4, 4]);

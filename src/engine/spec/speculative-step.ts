@@ -203,11 +203,30 @@ export class SpeculativeDecoder {
    */
   verify(windows: readonly SpecWindow[], windowLogits: readonly Float32Array[], hiddenStates?: Map<number, Float32Array>, windowRows?: readonly number[]): SpecStepResult[] {
     const vocab = this.target.model.config.vocabSize;
+    const probsOf = this.hostProbs();
     return this.settle(windows, hiddenStates, windowRows, (w, i) => {
       const logits = windowLogits[i];
-      const v = this.verify_({ drafts: w.proposal.tokens, probs: w.proposal.probs, logits, sampler: w.seq.sampler, counts: w.seq.counts, forcedAccept: w.proposal.forcedAccept });
+      const v = this.verify_({ drafts: w.proposal.tokens, probs: probsOf(w.proposal), logits, sampler: w.seq.sampler, counts: w.seq.counts, forcedAccept: w.proposal.forcedAccept });
       return { v, tokenLogits: v.tokens.map((_, j) => logits.subarray(j * vocab, (j + 1) * vocab)) };
     });
+  }
+
+  /**
+   * A proposal's q on the host for verifying from the logits: its `probs`, or the rows of its
+   * distributions on the backend (`deviceProbs`: a proposer that drew on the backend, verified from the
+   * logits all the same — sampledVerification off, a replaced verifier, a window beside one that needs
+   * the logits), each tensor read back once a step.
+   */
+  private hostProbs(): (p: Proposal) => Float32Array[] | undefined {
+    const read = new Map<Tensor, Float32Array>();
+    return (p) => {
+      const d = p.deviceProbs;
+      if (p.probs || !d) return p.probs;
+      let host = read.get(d.dist);
+      if (!host) read.set(d.dist, (host = this.target.model.backend.toHost(d.dist)));
+      const cols = d.dist.shape[1];
+      return d.rows.map((r) => host!.subarray(r * cols, (r + 1) * cols));
+    };
   }
 
   /**
