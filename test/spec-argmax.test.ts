@@ -10,15 +10,16 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import type { Backend } from '../src/backend/backend.js';
+import type { Backend, Tensor } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { Engine, type EngineOptions } from '../src/engine/engine.js';
 import { Rng } from '../src/engine/rng.js';
-import { Sampler, TokenCounts, maskPaddedVocab, type Logprobs } from '../src/engine/sampler.js';
+import { argmax, Sampler, TokenCounts, maskPaddedVocab, type Logprobs } from '../src/engine/sampler.js';
 import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
 import { buildForwardBatch } from '../src/engine/spec/batch.js';
 import { parseSpeculativeConfig } from '../src/engine/spec/config.js';
 import { DraftModelProposer } from '../src/engine/spec/draft-model.js';
+import type { Eagle3Proposer } from '../src/engine/spec/eagle3.js';
 import { generateWithSpeculation, type LoopOptions } from '../src/engine/spec/generate-loop.js';
 import { loadProposer } from '../src/engine/spec/load-proposer.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
@@ -189,6 +190,27 @@ describe('speculative steps of plain greedy sequences verify from the argmax (CP
     drafts.length = 0;
     generateWithSpeculation(target, PROMPTS.slice(0, 2).map((promptIds) => ({ promptIds, params: sampled })), { proposer: host, numSpeculativeTokens: K });
     assert.ok(drafts.length > 0 && drafts.every((f) => f.argmaxVocab === undefined && !f.sampleRows));
+  });
+
+  it('eagle3: greedy head passes take the argmax on a backend with argmaxRows (one id a row back), the same drafts as reading the head\'s logits', () => {
+    /** The CPU backend with an argmaxRows (the host's argmax over each row's first n), counting calls by n. */
+    class ArgmaxCpu extends CpuBackend {
+      readonly calls = new Map<number, number>();
+      argmaxRows(x: Tensor, n: number): Int32Array {
+        this.calls.set(n, (this.calls.get(n) ?? 0) + 1);
+        const host = this.toHost(x);
+        const cols = x.shape[1];
+        return Int32Array.from({ length: x.shape[0] }, (_, r) => argmax(host.subarray(r * cols, r * cols + n)));
+      }
+    }
+    const be = new ArgmaxCpu();
+    const onArgmax = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), be);
+    const withArgmax = generateWithSpeculation(onArgmax, PROMPTS.slice(0, 3).map((promptIds) => ({ promptIds, params })), { proposer: makeProposer('eagle3', onArgmax), numSpeculativeTokens: K });
+    const draftVocab = (makeProposer('eagle3', onArgmax) as Eagle3Proposer).head.config.draftVocabSize;
+    assert.ok((be.calls.get(draftVocab) ?? 0) > 0, `the head's passes took the argmax on the backend (calls by n: ${JSON.stringify([...be.calls])})`);
+    const without = run('eagle3', {}, params, PROMPTS.slice(0, 3));
+    assert.deepEqual(withArgmax.outputs, without.outputs);
+    assert.deepEqual(withArgmax.metrics, without.metrics, 'the same drafts and acceptances');
   });
 
   it('step results carry no tokenLogits on the argmax path, and the logits rows on the logits path', () => {

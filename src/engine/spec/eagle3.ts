@@ -23,6 +23,7 @@ export interface Eagle3ProposerOptions {
    * Passes with sampled drafts draw them on the backend where it can (Backend.sampleRows and
    * gatherColumns, and a d2t map in increasing order), each q kept there for the verifier, so
    * neither the head's logits nor q cross to the host. Default true; false draws on the host.
+   * (Passes of greedy drafters alone take the argmax on the backend either way, with argmaxRows.)
    */
   drawOnBackend?: boolean;
 }
@@ -146,9 +147,16 @@ export class Eagle3Proposer implements Proposer {
     const drafterOf = (i: number) => this.seqs.get(inputs[i].id)!.drafter!;
     const sampledDrafts = this.drawOnBackend ? active.reduce((a, i) => a + (drafterOf(i).greedy ? 0 : inputs[i].numDrafts), 0) : 0;
     const draws = sampledDrafts === 0 ? undefined : { dist: be.emptyTensor ? be.emptyTensor([sampledDrafts, this.head.config.vocabSize]) : be.fromHost(new Float32Array(sampledDrafts * this.head.config.vocabSize), [sampledDrafts, this.head.config.vocabSize]), next: 0 };
-    const forward = (b: ReturnType<typeof buildForwardBatch>, gIn: Tensor, rows: number[]) => this.head.forward(b, gIn, this.kv, draws !== undefined && rows.some((i) => !drafterOf(i).greedy));
-    const take = (out: ReturnType<Eagle3Model['forward']>, rows: number[]) =>
-      out.logitsTensor ? this.drawDrafts(out.logitsTensor, rows, inputs, proposals, draws!) : this.takeDrafts(out.logits, rows, inputs, proposals);
+    // A pass of greedy drafters alone takes each row's argmax on the backend where it can (one id a row
+    // read back, as a draft model's argmaxOnly pass); one with sampled drafters draws there.
+    const greedyPass = (rows: number[]) => rows.every((i) => drafterOf(i).greedy);
+    const onDevice = (rows: number[]) => (greedyPass(rows) ? be.argmaxRows !== undefined : draws !== undefined);
+    const forward = (b: ReturnType<typeof buildForwardBatch>, gIn: Tensor, rows: number[]) => this.head.forward(b, gIn, this.kv, onDevice(rows));
+    const take = (out: ReturnType<Eagle3Model['forward']>, rows: number[]) => {
+      if (!out.logitsTensor) this.takeDrafts(out.logits, rows, inputs, proposals);
+      else if (greedyPass(rows)) this.argmaxDrafts(out.logitsTensor, rows, proposals);
+      else this.drawDrafts(out.logitsTensor, rows, inputs, proposals, draws!);
+    };
     const batch = buildForwardBatch(runs, 'last');
     const g = this.head.fuse(concatArrays(features), batch.numTokens);
     let out = forward(batch, g, active);
@@ -204,6 +212,16 @@ export class Eagle3Proposer implements Proposer {
       this.seqs.set(id, s);
     }
     return s;
+  }
+
+  /** `takeDrafts` for greedy drafters from the backend's argmax of each row (ties to the lowest draft id, as the host's). */
+  private argmaxDrafts(logits: Tensor, rowsOf: number[], proposals: Proposal[]): void {
+    const d2t = this.head.weights.draftToTarget;
+    const ids = this.head.backend.argmaxRows!(logits, this.head.config.draftVocabSize);
+    rowsOf.forEach((i, r) => {
+      if (ids[r] < 0) throw new RangeError('EAGLE-3 draft logits are all -inf or NaN');
+      proposals[i].tokens.push(d2t[ids[r]]);
+    });
   }
 
   /**
