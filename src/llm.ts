@@ -5,7 +5,7 @@ import { KV_DTYPES, type Backend, type KvDtype, type KvScales } from './backend/
 import { CpuBackend } from './backend/cpu/cpu-backend.js';
 import type { CudaBackend } from './backend/cuda/cuda-backend.js';
 import { DEFAULT_BLOCK_SIZE, kvBytesPerToken, kvTokensForMemory } from './engine/kv-cache.js';
-import { checkGpuMemoryUtilization, DEFAULT_GPU_MEMORY_UTILIZATION, fitBatchedTokens, GEMV_MAX_TOKENS, GRAPH_MAX_TOKENS, kvCacheBudget, kvCacheLine, stepActivationBytes, type ActivationShape, type StepWeightFormats } from './engine/kv-budget.js';
+import { checkGpuMemoryUtilization, DEFAULT_GPU_MEMORY_UTILIZATION, draftDistributionBytes, fitBatchedTokens, GEMV_MAX_TOKENS, GRAPH_MAX_TOKENS, kvCacheBudget, kvCacheLine, stepActivationBytes, type ActivationShape, type StepWeightFormats } from './engine/kv-budget.js';
 import { Engine, type FinishReason, type RequestMetrics, type RequestOutput } from './engine/engine.js';
 import type { Logprobs } from './engine/sampler.js';
 import { DEFAULT_SAMPLING, resolveSamplingParams, type SamplingParams } from './engine/sampling-params.js';
@@ -361,6 +361,8 @@ interface PreparedProposer {
   /** A draft model's shapes and formats: its forward passes share the target's steps (and their memory). */
   activationShape?: ActivationShape;
   formats?: StepWeightFormats;
+  /** Its sampled drafts keep their distributions on the backend through the step (draftDistributionBytes). */
+  keepsDistributions?: boolean;
   build(kvCacheTokens: number): Proposer;
 }
 
@@ -370,12 +372,12 @@ function prepareProposer(config: SpeculativeConfig, loaded: LoadedModel): Prepar
   const kvDtype = loaded.model.backend.kvDtype;
   if (config.method === 'draft_model') {
     const draft = loadDraftModel(config.model!, loaded.model, loaded.tokenizerDir);
-    return { kvBytesPerToken: kvBytesPerToken(draft.config, kvDtype), activationShape: draft.config, formats: weightFormats(draft.weights), build: (t) => new DraftModelProposer(draft, opts(t)) };
+    return { kvBytesPerToken: kvBytesPerToken(draft.config, kvDtype), activationShape: draft.config, formats: weightFormats(draft.weights), keepsDistributions: true, build: (t) => new DraftModelProposer(draft, opts(t)) };
   }
   if (config.method === 'eagle3') {
     const head = loadEagle3Head(config.model!, loaded.model);
     const perToken = kvBytesPerToken({ numLayers: 1, numKvHeads: head.config.numKvHeads, headDim: head.config.headDim }, kvDtype);
-    return { kvBytesPerToken: perToken, build: (t) => new Eagle3Proposer(head, loaded.config.numLayers, opts(t)) };
+    return { kvBytesPerToken: perToken, keepsDistributions: true, build: (t) => new Eagle3Proposer(head, loaded.config.numLayers, opts(t)) };
   }
   // n-gram and synthetic proposers hold no model and no cache.
   return { kvBytesPerToken: 0, build: (t) => loadProposer(config, { model: loaded.model, dir: loaded.tokenizerDir }, opts(t)) };
@@ -425,7 +427,8 @@ function sizeKvCache(loaded: LoadedModel, options: LoadOptions, s: { maxModelLen
   const activationFor = (budget: number) =>
     stepActivationBytes(loaded.config, stepTokens(budget), logitRows, weightFormats(loaded.model.weights)) +
     graphBytes(loaded.config, weightFormats(loaded.model.weights)) +
-    (draft ? stepActivationBytes(draft.shape, stepTokens(budget), logitRows, draft.formats) + graphBytes(draft.shape, draft.formats) : 0);
+    (draft ? stepActivationBytes(draft.shape, stepTokens(budget), logitRows, draft.formats) + graphBytes(draft.shape, draft.formats) : 0) +
+    (s.proposer?.keepsDistributions && k > 0 ? draftDistributionBytes(s.maxNumSeqs, k, loaded.config.vocabSize) : 0);
   let maxNumBatchedTokens = options.maxNumBatchedTokens ?? 2048;
   if (options.maxNumBatchedTokens === undefined) {
     maxNumBatchedTokens = fitBatchedTokens({ totalBytes, usedBytes, gpuMemoryUtilization: utilization, activationBytesFor: activationFor, preferred: 2048 });

@@ -21,6 +21,7 @@ import { drawDistribution, drawResidual, drawResidualOf, maskPaddedVocab, Sample
 import { resolveSamplingParams, type SamplingParams } from '../src/engine/sampling-params.js';
 import { generateWithSpeculation } from '../src/engine/spec/generate-loop.js';
 import { NgramProposer } from '../src/engine/spec/ngram.js';
+import { draftDistributionBytes } from '../src/engine/kv-budget.js';
 import { DraftModelProposer } from '../src/engine/spec/draft-model.js';
 import { Eagle3Proposer, loadEagle3Head } from '../src/engine/spec/eagle3.js';
 import { drawFrom, type Proposer } from '../src/engine/spec/proposer.js';
@@ -544,6 +545,18 @@ describe('sampled drafts with their distributions on the backend (CPU)', () => {
     assert.deepEqual(backend.outputs, host.outputs, `seed ${SEED}`);
     assert.deepEqual(backend.metrics, host.metrics);
     assert.ok(host.metrics.numAcceptedTokens < host.metrics.numDraftTokens, 'some drafts were rejected (residual draws against q)');
+  });
+
+  it('a step\'s distributions fit what the KV budget sets aside for them (draftDistributionBytes)', () => {
+    const target = loadLlama(embeddedModelDir(DEFAULT_MODEL_NAME), cpu);
+    const draft = loadLlama(embeddedModelDir('tachyon-tiny-draft'), cpu);
+    const proposer = new DraftModelProposer(draft, { kvCacheTokens: 2048 });
+    const inputs = PROMPTS.slice(0, 3).map((tokens, i) => ({ id: i, tokens, numDrafts: K, sampler: new Sampler(sampledParams(i), target.config.vocabSize) }));
+    const proposals = proposer.propose(inputs);
+    const dist = proposals[0].deviceProbs!.dist;
+    assert.ok(proposals.every((p) => p.deviceProbs?.dist === dist), 'one tensor a step');
+    assert.deepEqual(dist.shape, [3 * K, target.config.vocabSize]);
+    assert.ok(3 * K * target.config.vocabSize * 4 <= draftDistributionBytes(3, K, target.config.vocabSize));
   });
 
   it('gatherColumns on the CPU: values moved to their columns, the fill elsewhere, a bad column named', () => {

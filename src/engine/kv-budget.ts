@@ -86,6 +86,15 @@ export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitR
   return 2 * f32(tokens * h) + perLayer + head + uploads;
 }
 
+/**
+ * What sampled drafts' distributions hold on the CUDA backend through a step (GpuSamplingRow.distRow:
+ * a float32 row of the target vocabulary for every drafted token of a sampled request, read by the
+ * verification in the same step): maxNumSeqs · k rows at most, rounded up as an activation is.
+ */
+export function draftDistributionBytes(maxNumSeqs: number, numSpeculativeTokens: number, vocabSize: number): number {
+  return Math.max(1024, Math.ceil(maxNumSeqs * numSpeculativeTokens * vocabSize * 4 * 1.25));
+}
+
 export interface KvBudgetInput {
   totalBytes: number;
   /** Device memory in use once the weights are loaded (total − free). */
