@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
-import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
+import { launchSampleRows, packSamplingParams, SAMPLE_PRE_BYTES } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
 import { modelLikeLogits } from './model-like-logits.js';
 import { computeLogprobs, drawToken } from '../src/engine/sampler.js';
@@ -68,6 +68,7 @@ for (const rows of [1, 8]) {
   const { host, logits } = logitRows(rows);
   const out = d.memAlloc(rows * 4);
   const params = d.memAlloc(rows * 64);
+  const pre = d.memAlloc(rows * SAMPLE_PRE_BYTES);
   for (const c of CASES) {
     const knobs = Array.from({ length: rows }, () => ({ ...c.knobs, u: rng.next() }));
     d.upload(params, packSamplingParams(knobs));
@@ -76,7 +77,7 @@ for (const rows of [1, 8]) {
       () => {},
       () => {
         if (greedy) d.launch(backend.kernels.fn('sampling.cu', 'argmax_rows'), 'argmax_rows', [rows, 1, 1], 1024, 'ppii', [logits, out, V, V]);
-        else d.launch(backend.kernels.fn('sampling.cu', 'sample_rows'), 'sample_rows', [rows, 1, 1], SAMPLE_THREADS, 'ppppiii', [logits, params, out, 0, V, V, 0]);
+        else launchSampleRows(backend, { x: logits, params, pre, out, dist: 0 }, rows, V, V, 0);
       },
       reps,
     );
@@ -104,6 +105,7 @@ for (const rows of [1, 8]) {
   d.memFree(logits);
   d.memFree(out);
   d.memFree(params);
+  d.memFree(pre);
 }
 
 // ---- token logprobs (Backend.logprobRows) against the logits read back and computeLogprobs ----

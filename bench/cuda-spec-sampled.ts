@@ -16,7 +16,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { GpuSamplingRow, Tensor } from '../src/backend/backend.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { packSamplingParams, SAMPLE_THREADS } from '../src/backend/cuda/sampling.js';
+import { launchSampleRows, packSamplingParams, SAMPLE_PRE_BYTES } from '../src/backend/cuda/sampling.js';
 import { Rng } from '../src/engine/rng.js';
 import { modelLikeLogits } from './model-like-logits.js';
 import { Sampler, TokenCounts } from '../src/engine/sampler.js';
@@ -76,6 +76,7 @@ for (const batch of [1, 8]) {
   d.upload(logits, host);
   const out = d.memAlloc(rows * 8);
   const params = d.memAlloc(rows * 64);
+  const pre = d.memAlloc(rows * SAMPLE_PRE_BYTES);
   for (const c of CASES) {
     const samplers = () => Array.from({ length: batch }, (_, b) => new Sampler(resolveSamplingParams({ ...c.knobs, seed: 100 + b }), V));
     // The kernel alone: the step's rows in residual mode, and the same rows as plain draws.
@@ -84,7 +85,7 @@ for (const batch of [1, 8]) {
     const plainRows = residualRows.map(({ exclude: _, ...r }) => r);
     const kernel = async (knobs: GpuSamplingRow[]) => {
       d.upload(params, packSamplingParams(knobs));
-      return timer.us(() => {}, () => d.launch(backend.kernels.fn('sampling.cu', 'sample_rows'), 'sample_rows', [rows, 1, 1], SAMPLE_THREADS, 'ppppiii', [logits, params, out, 0, V, V, 0]), reps);
+      return timer.us(() => {}, () => launchSampleRows(backend, { x: logits, params, pre, out, dist: 0 }, rows, V, V, 0), reps);
     };
     const residualKernelUs = await kernel(residualRows);
     const plainKernelUs = await kernel(plainRows);
@@ -123,6 +124,7 @@ for (const batch of [1, 8]) {
   d.memFree(logits);
   d.memFree(out);
   d.memFree(params);
+  d.memFree(pre);
 }
 
 console.log(`\n| case | batch (rows) | kernel µs, residual rows | kernel µs, plain rows | GPU path µs (sampleRows + verify) | host path µs (read back + verifyDrafts) | of which read back µs |`);

@@ -16,6 +16,10 @@ const FILE = 'sampling.cu';
 const KERNEL = 'sample_rows';
 /** Threads a row's block (sampling.cu: at most 512, where ptxas fits the kernel without spilling). */
 export const SAMPLE_THREADS = 512;
+/** The row passes' blocks: one per (row, warp segment of sample_rows), this many threads each. */
+export const SAMPLE_PRE_THREADS = 256;
+/** Bytes of sampling.cu's RowPre a row: 32 SegMax (16 B) and 32 SegSum (24 B), 2048 bins of a u32 count and two u64 weight words. */
+export const SAMPLE_PRE_BYTES = 32 * 16 + 32 * 24 + 2048 * (4 + 8 + 8);
 /** float64 values a row's parameters take (sampling.cu SAMPLE_PARAMS). */
 export const SAMPLE_PARAMS = 8;
 /**
@@ -36,6 +40,27 @@ export function packSamplingParams(rows: readonly GpuSamplingRow[]): Float64Arra
     out.set([r.temperature, r.topP, r.minP > 0 ? r.minP : Number.MIN_VALUE, r.u, r.topK, r.temperature < GREEDY_TEMPERATURE_EPS ? 1 : 0, r.exclude ?? -1, r.distRow ?? -1], i * SAMPLE_PARAMS);
   });
   return out;
+}
+
+/** Device buffers of a sample_rows call: the logits, packed parameters, the row passes' scratch (SAMPLE_PRE_BYTES a row), the ids' and probabilities' words, dist (0: none). */
+export interface SampleRowsBuffers {
+  x: DevicePtr;
+  params: DevicePtr;
+  pre: DevicePtr;
+  out: DevicePtr;
+  dist: DevicePtr;
+}
+
+/**
+ * sample_rows' three launches: the row passes a block per (row, warp segment) — the max, then the
+ * weights' sums and first histogram — and the block a row that cuts and draws (sampling.cu).
+ */
+export function launchSampleRows(be: CudaBackend, b: SampleRowsBuffers, rows: number, cols: number, n: number, distCols: number): void {
+  const segs = SAMPLE_THREADS / 32;
+  const fn = (name: string) => be.kernels.fn(FILE, name);
+  be.driver.launch(fn('sample_rows_max'), 'sample_rows_max', [rows * segs, 1, 1], SAMPLE_PRE_THREADS, 'ppiii', [b.x, b.pre, cols, n, segs]);
+  be.driver.launch(fn('sample_rows_weights'), 'sample_rows_weights', [rows * segs, 1, 1], SAMPLE_PRE_THREADS, 'pppiii', [b.x, b.params, b.pre, cols, n, segs]);
+  be.driver.launch(fn(KERNEL), KERNEL, [rows, 1, 1], SAMPLE_THREADS, 'pppppiii', [b.x, b.params, b.pre, b.out, b.dist, cols, n, distCols]);
 }
 
 /** The kernel's ids as tokens: -1 (every logit -inf or NaN) is the host sampler's error; anything else outside 0..n-1 a bug named. */
@@ -64,8 +89,8 @@ export function sampleRowsOnGpu(be: CudaBackend, x: CudaTensor, n: number, rows:
   // The ids, then p(exclude)'s float32 bits for the rows that exclude a draft: room for both always,
   // so a recorded step's buffer has one size; read back only when some row excludes one.
   const out = be.pool.alloc(x.rows * 8);
-  const distPtr = dist ? dist.ptr : 0;
-  be.driver.launch(be.kernels.fn(FILE, KERNEL), KERNEL, [x.rows, 1, 1], SAMPLE_THREADS, 'ppppiii', [x.ptr, params, out.ptr, distPtr, x.cols, n, dist ? dist.cols : 0]);
+  const pre = be.pool.alloc(x.rows * SAMPLE_PRE_BYTES);
+  launchSampleRows(be, { x: x.ptr, params, pre: pre.ptr, out: out.ptr, dist: dist ? dist.ptr : 0 }, x.rows, x.cols, n, dist ? dist.cols : 0);
   const hasProb = (r: GpuSamplingRow) => r.exclude !== undefined || r.distRow !== undefined;
   const second = rows.some(hasProb);
   const words = new Int32Array(second ? 2 * x.rows : x.rows);

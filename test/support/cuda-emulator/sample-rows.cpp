@@ -25,8 +25,14 @@ int main() {
   // ids (-2 until written), then p's float32 bits (rows without an excluded draft leave theirs at 0).
   std::vector<int> out(2 * (size_t)rows, 0);
   std::fill(out.begin(), out.begin() + rows, -2);
+  // The row passes a block per (row, warp segment of sample_rows), then the block a row that draws,
+  // as src/backend/cuda/sampling.ts launches them (the passes' blocks at 64 threads here).
+  const int segs = threads / 32;
+  std::vector<RowPre> pre(rows);
+  emu::launch(rows * segs, 64, [&] { sample_rows_max(x.data(), pre.data(), cols, n, segs); });
+  emu::launch(rows * segs, 64, [&] { sample_rows_weights(x.data(), p.data(), pre.data(), cols, n, segs); });
   gridDim.x = rows;
-  emu::launch(rows, threads, [&] { sample_rows(x.data(), p.data(), out.data(), dist.empty() ? nullptr : dist.data(), cols, n, d[1]); });
+  emu::launch(rows, threads, [&] { sample_rows(x.data(), p.data(), pre.data(), out.data(), dist.empty() ? nullptr : dist.data(), cols, n, d[1]); });
   if (fwrite(out.data(), 4, out.size(), stdout) != out.size()) return 4;
   if (fwrite(dist.data(), 4, dist.size(), stdout) != dist.size()) return 7;
   return 0;

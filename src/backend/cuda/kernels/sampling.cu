@@ -625,17 +625,152 @@ __device__ int float_walk(const Row& r, Shared& s, const Survivors& sv, double u
   return id == NO_ID ? last : id;
 }
 
+// ---- The row passes, spread over the GPU ------------------------------------------------------------
+//
+// The two passes that read a whole row — its max and smallest logit, then every weight with its sums
+// and first histogram — run before `sample_rows`, a block per (row, segment) rather than one block a
+// row: the segments are `sample_rows`' warp segments (segs of them), so each block's sums are exactly
+// those of the warp that would have walked the segment, and fixed-point sums do not depend on the
+// order they are taken in. Their results go through `pre` (RowPre, per row), and `sample_rows` starts
+// from them with the cuts and the draw. On one block a row the f64 exp and division of 128k weights
+// kept a single SM busy for ~100 µs (Nsight Compute: ~2 instructions a cycle, 122k FP64 warp
+// instructions); spread over the row's segments they take a few µs.
+
+// A segment's max and its lowest id, and its smallest logit above −inf.
+struct SegMax {
+  float max;
+  int arg;
+  float min;
+  int pad;
+};
+// A segment's survivors of min-p: their summed weight (Fx words), number and last id.
+struct SegSum {
+  u64 hi, lo;
+  int count, last;
+};
+// What the row passes leave for sample_rows, per row: segs SegMax, segs SegSum, the first level's
+// histogram (counts, then weight words).
+struct RowPre {
+  SegMax mx[32];
+  SegSum sum[32];
+  u32 cnt[SAMPLE_BINS];
+  u64 hi[SAMPLE_BINS], lo[SAMPLE_BINS];
+};
+
+// The row's max (ties to the lowest id, NaN never wins), its id, and its smallest logit above −inf,
+// from its segments (any order gives the same: `better` is a total order on (value, id)).
+__device__ __forceinline__ void row_max(const RowPre& pre, int segs, float& bv, int& bi, float& mn) {
+  bv = NEG_INF, bi = -1, mn = POS_INF;
+  for (int w = 0; w < segs; w++) {
+    better(bv, bi, pre.mx[w].max, pre.mx[w].arg);
+    mn = fminf(mn, pre.mx[w].min);
+  }
+}
+
+// Block (row, segment) of rows × segs: the segment's max, id and smallest logit (the walk of
+// sample_rows' pass 1); and the row's histogram cleared for sample_rows_weights (its share of bins).
+extern "C" __global__ void sample_rows_max(const float* __restrict__ x, RowPre* __restrict__ pre, int cols, int n, int segs) {
+  const int row = blockIdx.x / segs, w = blockIdx.x % segs;
+  const float* xr = x + (u64)row * cols;
+  const int seg = (n + segs - 1) / segs, start = w * seg, end = min(n, start + seg);
+  float bv = NEG_INF, mn = POS_INF;
+  int bi = -1;
+  for (int i = start + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = xr[i];
+    if (v > bv) {
+      bv = v;
+      bi = i;
+    }
+    if (v > NEG_INF && v < mn) mn = v;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o));
+    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+  }
+  __shared__ float pv[32], pm[32];
+  __shared__ int pi[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    pv[warp] = bv;
+    pi[warp] = bi;
+    pm[warp] = mn;
+  }
+  __syncthreads();
+  RowPre& p = pre[row];
+  if (threadIdx.x == 0) {
+    for (int k = 1; k < (int)(blockDim.x >> 5); k++) {
+      better(bv, bi, pv[k], pi[k]);
+      mn = fminf(mn, pm[k]);
+    }
+    p.mx[w] = SegMax{bv, bi, mn, 0};
+  }
+  const int per = (SAMPLE_BINS + segs - 1) / segs;
+  for (int b = w * per + threadIdx.x; b < min(SAMPLE_BINS, (w + 1) * per); b += blockDim.x) {
+    p.cnt[b] = 0;
+    p.hi[b] = 0;
+    p.lo[b] = 0;
+  }
+}
+
+// Block (row, segment): every weight of the segment (sample_rows' pass 2), min-p, the survivors' sum,
+// number and last id, and the first level's histogram by key (counts for top-k, else counts and
+// weights for top-p, leaving out top-p's negligible tail) added into the row's.
+extern "C" __global__ void sample_rows_weights(const float* __restrict__ x, const double* __restrict__ params, RowPre* __restrict__ pre, int cols, int n, int segs) {
+  const int row = blockIdx.x / segs, w = blockIdx.x % segs;
+  RowPre& pr = pre[row];
+  const double* p = params + (u64)row * SAMPLE_PARAMS;
+  Row r;
+  r.x = x + (u64)row * cols;
+  r.n = n;
+  r.t = p[0];
+  r.minW = p[2];
+  const double topP = p[1];
+  const int topK = (int)p[4];
+  float mn;
+  int arg;
+  row_max(pr, segs, r.max, arg, mn);
+  if (p[5] != 0.0 || r.max == NEG_INF) return;  // greedy, or nothing left: sample_rows needs no weights
+  r.inf = r.max == POS_INF;
+  const Level L1 = level_of(order_key(mn), order_key(r.max));
+  const bool countBins = topK > 0, massBins = topK <= 0 && topP < 1.0;
+  const double negligible = massBins && 1.0 - topP > 1e-6 ? (1.0 - topP) / n * (1.0 - 1e-6) : 0.0;
+  const int seg = (n + segs - 1) / segs, start = w * seg, end = min(n, start + seg);
+  Fx sum = fx(0, 0);
+  int count = 0, last = -1;
+  for (int i = start + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = r.x[i];
+    const double wt = row_weight(r, v);
+    if (!(wt >= r.minW)) continue;
+    const Fx f = fx_weight(wt);
+    sum = fx_add(sum, f);
+    count++;
+    last = i;
+    if (countBins) {
+      atomicAdd(&pr.cnt[bin_of(L1, order_key(v))], 1u);
+    } else if (massBins && wt > negligible) {
+      const int b = bin_of(L1, order_key(v));
+      atomicAdd(&pr.cnt[b], 1u);
+      atomicAdd(&pr.hi[b], f.hi);
+      atomicAdd(&pr.lo[b], f.lo);
+    }
+  }
+  sum = block_fx_sum(sum);
+  count = block_int_sum(count);
+  last = block_int_max(last);
+  if (threadIdx.x == 0) pr.sum[w] = SegSum{sum.hi, sum.lo, count, last};
+}
+
 // One block per row of x ([rows, cols]; ids 0..n-1 of each), blockDim.x a multiple of 32 up to 512
 // (the host launches 512; at 1024 threads ptxas would spill).
 // params: SAMPLE_PARAMS doubles a row. out: out[row] the sampled id, or -1 when every logit is −inf or
 // NaN; for a row that excludes a draft, also out[rows + row] = the float32 bits of p(draft), and for a
 // row that writes its distribution to dist, those of p(token) (so out holds 2 × rows words when any
 // row does either; other rows leave that word alone).
-extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, int* __restrict__ out, float* __restrict__ dist, int cols, int n, int distCols) {
+extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __restrict__ x, const double* __restrict__ params, const RowPre* __restrict__ pre, int* __restrict__ out, float* __restrict__ dist, int cols, int n, int distCols) {
   __shared__ Shared s;
-  __shared__ float s_max, s_min;
-  __shared__ int s_arg;
   const double* p = params + (u64)blockIdx.x * SAMPLE_PARAMS;
+  const RowPre& pr = pre[blockIdx.x];
   Row r;
   r.x = x + (u64)blockIdx.x * cols;
   r.n = n;
@@ -650,88 +785,47 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   const int exclude = p[6] >= 0.0 ? (int)p[6] : -1;
   int* const prob = out + gridDim.x + blockIdx.x;
 
-  // Pass 1: the max (ties to the lowest id, NaN never wins: the greedy pick) and the smallest
-  // logit above −inf (the bottom of the keys' range).
-  float bv = NEG_INF, mn = POS_INF;
-  int bi = -1;
-  for_segment(r, [&](int i, float v) {
-    if (v > bv) {
-      bv = v;
-      bi = i;
-    }
-    if (v > NEG_INF && v < mn) mn = v;
-  });
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o));
-    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
-  }
-  {
-    __shared__ float pv[32], pm[32];
-    __shared__ int pi[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) {
-      pv[warp] = bv;
-      pi[warp] = bi;
-      pm[warp] = mn;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int w = 1; w < warps; w++) {
-        better(bv, bi, pv[w], pi[w]);
-        mn = fminf(mn, pm[w]);
-      }
-      s_max = bv;
-      s_arg = bi;
-      s_min = mn;
-    }
-    __syncthreads();
-  }
-  r.max = s_max;
+  // Pass 1 (sample_rows_max): the max (ties to the lowest id, NaN never wins: the greedy pick) and
+  // the smallest logit above −inf (the bottom of the keys' range).
+  float mn;
+  int arg;
+  row_max(pr, warps, r.max, arg, mn);
   if (greedy || r.max == NEG_INF) {
     if (threadIdx.x == 0) {
-      out[blockIdx.x] = r.max == NEG_INF ? -1 : s_arg;
+      out[blockIdx.x] = r.max == NEG_INF ? -1 : arg;
       // Greedy p is one-hot at the argmax.
-      if (exclude >= 0) *prob = (int)__float_as_uint(r.max != NEG_INF && exclude == s_arg ? 1.0f : 0.0f);
+      if (exclude >= 0) *prob = (int)__float_as_uint(r.max != NEG_INF && exclude == arg ? 1.0f : 0.0f);
     }
     return;
   }
   r.inf = r.max == POS_INF;
 
-  // Pass 2: every weight; min-p; the survivors' weight per warp segment, their number and last id;
-  // the first level's histogram by key for top-k (counts) or else top-p (counts and weights).
-  const u32 keyHi = order_key(r.max), keyLo = order_key(s_min);
+  // Pass 2 (sample_rows_weights): the survivors of min-p per warp segment — their weight, number and
+  // last id — and the first level's histogram by key for top-k (counts) or else top-p (counts and
+  // weights), copied in.
+  const u32 keyHi = order_key(r.max), keyLo = order_key(mn);
   const Level L1 = level_of(keyLo, keyHi);
   const bool countBins = topK > 0, massBins = topK <= 0 && topP < 1.0;
-  // Top-p never needs a token of weight ≤ (1 − topP)/n: all of them weigh less than (1 − topP) ×
-  // the mass (≥ 1, the top token's weight), so the cut comes before any (the host's nucleusByHeap
-  // drops such a tail too). Leaving them out of the histogram spares most of a real vocabulary's
-  // atomics; the 1e-6 margin covers the rounding of the target, and a top-p within 1e-6 of 1 keeps all.
-  const double negligible = massBins && 1.0 - topP > 1e-6 ? (1.0 - topP) / n * (1.0 - 1e-6) : 0.0;
-  if (countBins || massBins) clear_bins(s, L1.bins);
-  __syncthreads();
-  Fx sum = fx(0, 0);
-  int count = 0, last = -1;
-  for_segment(r, [&](int i, float v) {
-    const double w = row_weight(r, v);
-    if (!(w >= r.minW)) return;
-    const Fx f = fx_weight(w);
-    sum = fx_add(sum, f);
-    count++;
-    last = i;
-    if (countBins) {
-      atomicAdd(&s.cnt[bin_of(L1, order_key(v))], 1u);
-    } else if (massBins && w > negligible) {
-      const int b = bin_of(L1, order_key(v));
-      atomicAdd(&s.cnt[b], 1u);
-      atomicAdd(&s.hi[b], f.hi);
-      atomicAdd(&s.lo[b], f.lo);
+  if (countBins || massBins) {
+    for (int b = threadIdx.x; b < L1.bins; b += blockDim.x) {
+      s.cnt[b] = pr.cnt[b];
+      s.hi[b] = pr.hi[b];
+      s.lo[b] = pr.lo[b];
     }
-  });
-  store_segment(s, sum, count);
-  count = block_int_sum(count);
-  last = block_int_max(last);
-  const Fx survivors = block_fx_sum(sum);  // min-p's survivors' mass (exact, so any order will do)
+  }
+  if (threadIdx.x < warps) {
+    s.seg_hi[threadIdx.x] = pr.sum[threadIdx.x].hi;
+    s.seg_lo[threadIdx.x] = pr.sum[threadIdx.x].lo;
+    s.seg_n[threadIdx.x] = pr.sum[threadIdx.x].count;
+  }
+  __syncthreads();
+  int count = 0, last = -1;
+  Fx survivors = fx(0, 0);  // min-p's survivors' mass (exact, so any order will do)
+  for (int w = 0; w < warps; w++) {
+    count += pr.sum[w].count;
+    last = max(last, pr.sum[w].last);
+    survivors = fx_add(survivors, fx(pr.sum[w].hi, pr.sum[w].lo));
+  }
 
   // Top-k, then top-p over what it left (the host's order). A survivor passes both cuts.
   Cut cutK = {0, NO_ID}, cutP = {0, NO_ID};
@@ -757,7 +851,7 @@ extern "C" __global__ void __launch_bounds__(512) sample_rows(const float* __res
   };
   if (cutApplied) {
     // The survivors' weight per segment again, now of those the cuts kept.
-    sum = fx(0, 0);
+    Fx sum = fx(0, 0);
     count = 0;
     last = -1;
     for_segment(r, [&](int i, float v) {
