@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkGpuMemoryUtilization, fitBatchedTokens, kvCacheBudget, kvCacheLine, stepActivationBytes, type KvBudgetInput } from '../src/engine/kv-budget.js';
+import { checkGpuMemoryUtilization, fitBatchedTokens, kvCacheBudget, kvCacheLine, SAMPLE_PRE_BYTES, stepActivationBytes, type KvBudgetInput } from '../src/engine/kv-budget.js';
 import { kvBytesPerToken } from '../src/engine/kv-cache.js';
 import { CapacityError, InvalidRequestError } from '../src/errors.js';
 import { parseModelConfig } from '../src/model/config.js';
@@ -114,8 +114,9 @@ describe('one step\'s memory on the CUDA backend', () => {
       const mlpHalf = gemm || decodeGemm ? tokens * 2 * (3 * ff + h) : 0;
       // One bf16 copy alive at a time: the widest input of q/k/v and o, and the lm_head's.
       const copies = gemm || decodeGemm ? tokens * 2 * Math.max(h, q) + rows * h * 2 : 0;
-      const raw = 4 * (tokens * (2 * h + layerFloats) + rows * (2 * h + c.vocabSize) + tokens * (4 + c.headDim)) + mlpHalf + copies;
-      const buffers = 2 + (gemm ? 8 + 4 + 1 : decodeGemm ? 11 + 4 + 1 : 11) + 4 + 6 + (gemm || decodeGemm ? 1 : 0);
+      // Each logit row also has the sampling kernel's scratch (SAMPLE_PRE_BYTES).
+      const raw = 4 * (tokens * (2 * h + layerFloats) + rows * (2 * h + c.vocabSize) + tokens * (4 + c.headDim)) + rows * SAMPLE_PRE_BYTES + mlpHalf + copies;
+      const buffers = 2 + (gemm ? 8 + 4 + 1 : decodeGemm ? 11 + 4 + 1 : 11) + 4 + 7 + (gemm || decodeGemm ? 1 : 0);
       const est = stepActivationBytes(c, tokens, 64);
       assert.ok(est >= raw, `${tokens} tokens: ${est} < ${raw}`);
       assert.ok(est <= raw * 1.25 + buffers * 1024, `${tokens} tokens: ${est} is more than a quarter over ${raw}`);

@@ -61,6 +61,12 @@ export interface StepWeightFormats {
  * bound the GPU test holds the pool's measured growth to (test/dummy-load.test.ts), for the default
  * path (CudaBackend.fusedMlp; turning it off for a comparison takes the float32 middle at any size).
  */
+/**
+ * Scratch a sampled logit row takes on the CUDA backend (sampling.cu's RowPre: the row passes' per
+ * segment maxima and sums and the first histogram): 32 × 16 + 32 × 24 + 2048 × (4 + 8 + 8) bytes.
+ */
+export const SAMPLE_PRE_BYTES = 32 * 16 + 32 * 24 + 2048 * (4 + 8 + 8);
+
 export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitRows: number, formats: StepWeightFormats = { linears: 'bf16', lmHead: 'bf16' }): number {
   const h = cfg.hiddenSize;
   const q = cfg.numHeads * cfg.headDim;
@@ -80,7 +86,7 @@ export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitR
   // The input copy for cuBLASLt: the widest input of q/k/v and o (one alive at a time).
   if (gemms || decodeGemms) perLayer += buffer(tokens * Math.max(h, q) * 2);
   const rows = Math.min(tokens, logitRows);
-  let head = rows > 0 ? f32(rows * h) * 2 + f32(rows * cfg.vocabSize) : 0;
+  let head = rows > 0 ? f32(rows * h) * 2 + f32(rows * cfg.vocabSize) + buffer(rows * SAMPLE_PRE_BYTES) : 0;
   if ((rows > GEMV_MAX_TOKENS && formats.lmHead !== 'f32') || (rows >= DECODE_GEMM_MIN_TOKENS && half(formats.lmHead))) head += buffer(rows * h * 2);
   const uploads = 4 * f32(tokens) + 2 * f32((tokens * cfg.headDim) / 2);
   return 2 * f32(tokens * h) + perLayer + head + uploads;

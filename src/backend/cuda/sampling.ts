@@ -8,6 +8,7 @@
 // `dist` write a sampled draft's distribution there (and return p(token)) or verify against it.
 
 import { checkSamplingRows, type GpuSamplingRow } from '../backend.js';
+import { SAMPLE_PRE_BYTES } from '../../engine/kv-budget.js';
 import { ALL_MASKED, GREEDY_TEMPERATURE_EPS } from '../../engine/sampler.js';
 import type { CudaBackend, CudaTensor } from './cuda-backend.js';
 import { CudaError, type DevicePtr } from './driver.js';
@@ -18,8 +19,8 @@ const KERNEL = 'sample_rows';
 export const SAMPLE_THREADS = 512;
 /** The row passes' blocks: one per (row, warp segment of sample_rows), this many threads each. */
 export const SAMPLE_PRE_THREADS = 256;
-/** Bytes of sampling.cu's RowPre a row: 32 SegMax (16 B) and 32 SegSum (24 B), 2048 bins of a u32 count and two u64 weight words. */
-export const SAMPLE_PRE_BYTES = 32 * 16 + 32 * 24 + 2048 * (4 + 8 + 8);
+/** Bytes of sampling.cu's RowPre a row (32 SegMax, 32 SegSum, 2048 bins), counted in each step's activations by kv-budget.ts. */
+export { SAMPLE_PRE_BYTES };
 /** float64 values a row's parameters take (sampling.cu SAMPLE_PARAMS). */
 export const SAMPLE_PARAMS = 8;
 /**
