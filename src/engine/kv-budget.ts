@@ -43,6 +43,12 @@ export interface StepWeightFormats {
 }
 
 /**
+ * Scratch a sampled logit row takes on the CUDA backend (sampling.cu's RowPre: the row passes' per
+ * segment maxima and sums and the first histogram): 32 × 16 + 32 × 24 + 2048 × (4 + 8 + 8) bytes.
+ */
+export const SAMPLE_PRE_BYTES = 32 * 16 + 32 * 24 + 2048 * (4 + 8 + 8);
+
+/**
  * Device bytes one forward step over `tokens` tokens (`logitRows` of them with logits) holds at its
  * peak on the CUDA backend. The forward gives each intermediate back as soon as it is used
  * (Backend.release), so at any moment a step holds:
@@ -56,17 +62,12 @@ export interface StepWeightFormats {
  * - for a step of more than 8 tokens, one linear's input rounded to bf16/f16 for cuBLASLt (the
  *   widest of q/k/v and o; a copy is released when the next replaces it). Quantized weights are
  *   dequantised into one scratch allocated at load, already counted in the memory in use after loading;
- * - the logits rows and the per-step uploads (ids, positions, slots, RoPE tables).
+ * - the logits rows, each with the sampling kernel's scratch (SAMPLE_PRE_BYTES), and the per-step
+ *   uploads (ids, positions, slots, RoPE tables).
  * Each buffer is rounded up to the pool's size class (at most 25% more, 1 KiB at least). An upper
  * bound the GPU test holds the pool's measured growth to (test/dummy-load.test.ts), for the default
  * path (CudaBackend.fusedMlp; turning it off for a comparison takes the float32 middle at any size).
  */
-/**
- * Scratch a sampled logit row takes on the CUDA backend (sampling.cu's RowPre: the row passes' per
- * segment maxima and sums and the first histogram): 32 × 16 + 32 × 24 + 2048 × (4 + 8 + 8) bytes.
- */
-export const SAMPLE_PRE_BYTES = 32 * 16 + 32 * 24 + 2048 * (4 + 8 + 8);
-
 export function stepActivationBytes(cfg: ActivationShape, tokens: number, logitRows: number, formats: StepWeightFormats = { linears: 'bf16', lmHead: 'bf16' }): number {
   const h = cfg.hiddenSize;
   const q = cfg.numHeads * cfg.headDim;
