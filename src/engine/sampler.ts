@@ -478,30 +478,13 @@ export function drawToken(logits: Float32Array, p: DrawParams, u: number): numbe
  * of Backend.sampleRows' rows with `exclude`.
  */
 export function drawResidual(logits: Float32Array, p: DrawParams, exclude: number, u: number): { token: number; excludedProb: number } {
-  const { ids, weights, count, total } = samplingSupport(logits, p);
-  if (p.temperature < GREEDY_TEMPERATURE_EPS) return { token: ids[0], excludedProb: ids[0] === exclude ? 1 : 0 };
-  // p(y) as probabilities() stores it: the f64 quotient rounded to float32.
-  const prob = (y: number): number => Math.fround(weights[y] / total);
-  let excludedProb = 0;
-  let rest = 0;
-  for (let j = 0; j < count; j++) {
-    const y = ids[j];
-    if (y === exclude) excludedProb = prob(y);
-    else rest += prob(y);
+  if (p.temperature < GREEDY_TEMPERATURE_EPS) {
+    const top = samplingSupport(logits, p).ids[0];
+    return { token: top, excludedProb: top === exclude ? 1 : 0 };
   }
-  if (!(rest > 0)) return { token: exclude, excludedProb };
-  const target = u * rest;
-  let acc = 0;
-  let last = -1;
-  for (let j = 0; j < count; j++) {
-    const y = ids[j];
-    const q = y === exclude ? 0 : prob(y);
-    if (q <= 0) continue; // below float32's range: not in the residual
-    acc += q;
-    last = y;
-    if (target < acc) return { token: y, excludedProb };
-  }
-  return { token: last, excludedProb };
+  // q one-hot at x: the residual is p without x (p(x) − 1 ≤ 0); when nothing else has mass, drawing
+  // from p itself can only give x.
+  return residualDraw(logits, p, exclude, (y) => (y === exclude ? 1 : 0), u);
 }
 
 /**
@@ -534,6 +517,15 @@ export function drawDistribution(logits: Float32Array, p: DrawParams, u: number)
  */
 export function drawResidualOf(logits: Float32Array, p: DrawParams, exclude: number, q: ArrayLike<number>, u: number): { token: number; excludedProb: number } {
   if (p.temperature < GREEDY_TEMPERATURE_EPS) throw new RangeError('drawResidualOf: a greedy row verifies deterministic drafts (drawResidual), not a distribution');
+  return residualDraw(logits, p, exclude, (y) => q[y], u);
+}
+
+/**
+ * What drawResidual and drawResidualOf share: p(y) as probabilities() stores it (the f64 quotient
+ * rounded to float32) for the survivors, p(exclude), and the draw with u from fround(max(0, p − q))
+ * over them (drawFrom's walk), or from p where that has no mass.
+ */
+function residualDraw(logits: Float32Array, p: DrawParams, exclude: number, qOf: (y: number) => number, u: number): { token: number; excludedProb: number } {
   const { ids, weights, count, total } = samplingSupport(logits, p);
   const probs = new Float32Array(count);
   const rest = new Float32Array(count);
@@ -541,7 +533,7 @@ export function drawResidualOf(logits: Float32Array, p: DrawParams, exclude: num
   for (let j = 0; j < count; j++) {
     const y = ids[j];
     probs[j] = weights[y] / total;
-    rest[j] = Math.max(0, probs[j] - q[y]); // rounded to float32 as the verifier's residual stores it
+    rest[j] = Math.max(0, probs[j] - qOf(y)); // rounded to float32 as the verifier's residual stores it
     if (y === exclude) excludedProb = probs[j];
   }
   const weightsOf = rest.some((r) => r > 0) ? rest : probs;
