@@ -325,6 +325,11 @@ export function checkLogprobRows(xRows: number, cols: number, n: number, rows: r
   });
 }
 
+/** An activation for a kernel to fill: Backend.emptyTensor where the backend has it, else zeros. */
+export function emptyTensor(backend: Backend, shape: readonly number[]): Tensor {
+  return backend.emptyTensor ? backend.emptyTensor(shape) : backend.fromHost(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+}
+
 /** gatherColumns' arguments, checked the same way on every backend: each column -1 or one of x's. */
 export function checkGatherColumns(cols: number, columns: Int32Array): void {
   for (let j = 0; j < columns.length; j++) {

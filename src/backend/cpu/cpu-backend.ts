@@ -260,7 +260,8 @@ export class CpuBackend implements Backend {
   sampleRows(x: Tensor, n: number, rows: readonly GpuSamplingRow[], excludedProbs?: Float32Array, dist?: Tensor): Int32Array {
     const src = t(x);
     checkSamplingRows(src.rows, src.cols, n, rows, excludedProbs, dist);
-    const distRow = (r: GpuSamplingRow) => (r.distRow === undefined ? undefined : t(dist!).data.subarray(r.distRow * t(dist!).cols, r.distRow * t(dist!).cols + n));
+    const d = dist && t(dist);
+    const distRow = (r: GpuSamplingRow) => (r.distRow === undefined ? undefined : d!.data.subarray(r.distRow * d!.cols, r.distRow * d!.cols + n));
     return Int32Array.from(rows, (r, i) => {
       const { token, excludedProb } = drawSamplingRow(src.data.subarray(i * src.cols, i * src.cols + n), r, distRow(r));
       if (excludedProbs) excludedProbs[i] = excludedProb;

@@ -12,7 +12,7 @@ import { SafetensorsCheckpoint } from '../../model/load/safetensors.js';
 import { loadModelWeights } from '../../model/weights.js';
 import { DEFAULT_BLOCK_SIZE, KvBlockPool, SequenceBlocks } from '../kv-cache.js';
 import { buildForwardBatch, type BatchRun } from './batch.js';
-import { DraftTokenSampler, commonPrefixLength, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
+import { BackendDraws, DraftTokenSampler, commonPrefixLength, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
 
 export interface DraftModelProposerOptions {
   /** KV capacity of the draft's own cache, in tokens (default 16384). */
@@ -128,34 +128,18 @@ export class DraftModelProposer implements Proposer {
     });
     const vocab = this.draft.config.vocabSize;
     const drafterOf = (i: number) => this.seqs.get(inputs[i].id)!.drafter!;
-    // Sampled drafts drawn on the backend: a row of `dist` for each, in pass order. An activation of
-    // this step (the verification reads it in the same step), filled by the draws themselves.
-    const sampledDrafts = this.drawOnBackend ? rows.reduce((a, i) => a + (drafterOf(i).greedy ? 0 : inputs[i].numDrafts), 0) : 0;
-    const be = this.draft.backend;
-    const shape = [sampledDrafts, vocab];
-    const dist = sampledDrafts === 0 ? undefined : be.emptyTensor ? be.emptyTensor(shape) : be.fromHost(new Float32Array(sampledDrafts * vocab), shape);
-    let distRow = 0;
+    // Sampled drafts drawn on the backend, each q in a row of one dist tensor of the step.
+    const draws = this.drawOnBackend ? BackendDraws.forStep(this.draft.backend, vocab, rows.map((i) => ({ drafter: drafterOf(i), numDrafts: inputs[i].numDrafts }))) : undefined;
     for (let j = 0; rows.length > 0; j++) {
       // A pass whose every sequence drafts greedily needs only each row's argmax (over the whole draft
       // vocabulary, as DraftTokenSampler takes it): the backend computes it and one id a row comes back.
       // Otherwise, on a backend that samples, each row is drawn there (DraftTokenSampler.row) and a
       // sampled draft's q stays in its row of dist; else the logits come back and the host draws.
       const greedy = rows.every((i) => drafterOf(i).greedy);
-      if (!greedy && dist) {
-        const drawRows = rows.map((i) => {
-          const row = drafterOf(i).row(distRow);
-          if (row.distRow !== undefined) distRow++;
-          return row;
-        });
-        const { sampled, excludedProbs } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, { sampleRows: { vocab, rows: drawRows, dist } });
-        rows.forEach((i, r) => {
-          proposals[i].tokens.push(sampled![r]);
-          const at = drawRows[r].distRow;
-          if (at === undefined) return;
-          const d = (proposals[i].deviceProbs ??= { dist, rows: [], tokenProbs: [] });
-          d.rows.push(at);
-          d.tokenProbs.push(excludedProbs![r]);
-        });
+      if (!greedy && draws) {
+        const drawRows = draws.rows(rows.map(drafterOf));
+        const { sampled, excludedProbs } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, { sampleRows: { vocab, rows: drawRows, dist: draws.dist } });
+        draws.take(rows.map((i) => proposals[i]), drawRows, sampled!, excludedProbs!);
       } else {
         const { logits, argmax } = this.draft.forward(buildForwardBatch(runs, 'last'), this.kv, greedy ? { argmaxOnly: { vocab } } : {});
         rows.forEach((i, r) => {

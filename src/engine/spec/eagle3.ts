@@ -13,7 +13,7 @@ import { SafetensorsCheckpoint } from '../../model/load/safetensors.js';
 import { DEFAULT_BLOCK_SIZE, KvBlockPool, SequenceBlocks } from '../kv-cache.js';
 import { argmax } from '../sampler.js';
 import { buildForwardBatch, type BatchRun } from './batch.js';
-import { DraftTokenSampler, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
+import { BackendDraws, DraftTokenSampler, type Proposal, type ProposeInput, type Proposer, type SeqId, type TargetFeatures, type VerifiedOutcome } from './proposer.js';
 
 export interface Eagle3ProposerOptions {
   /** KV capacity of the head's own cache, in tokens (default 16384). */
@@ -141,12 +141,10 @@ export class Eagle3Proposer implements Proposer {
       active.push(i);
     });
     if (active.length === 0) return proposals;
-    // Sampled drafts drawn on the backend: a row of `dist` for each (an activation of this step, which
-    // its verification reads), filled by the draws. Passes of greedy drafters alone read the logits.
+    // Sampled drafts drawn on the backend, each q in a row of one dist tensor of the step.
     const be = this.head.backend;
     const drafterOf = (i: number) => this.seqs.get(inputs[i].id)!.drafter!;
-    const sampledDrafts = this.drawOnBackend ? active.reduce((a, i) => a + (drafterOf(i).greedy ? 0 : inputs[i].numDrafts), 0) : 0;
-    const draws = sampledDrafts === 0 ? undefined : { dist: be.emptyTensor ? be.emptyTensor([sampledDrafts, this.head.config.vocabSize]) : be.fromHost(new Float32Array(sampledDrafts * this.head.config.vocabSize), [sampledDrafts, this.head.config.vocabSize]), next: 0 };
+    const draws = this.drawOnBackend ? BackendDraws.forStep(be, this.head.config.vocabSize, active.map((i) => ({ drafter: drafterOf(i), numDrafts: inputs[i].numDrafts }))) : undefined;
     // A pass of greedy drafters alone takes each row's argmax on the backend where it can (one id a row
     // read back, as a draft model's argmaxOnly pass); one with sampled drafters draws there.
     const greedyPass = (rows: number[]) => rows.every((i) => drafterOf(i).greedy);
@@ -155,7 +153,7 @@ export class Eagle3Proposer implements Proposer {
     const take = (out: ReturnType<Eagle3Model['forward']>, rows: number[]) => {
       if (!out.logitsTensor) this.takeDrafts(out.logits, rows, inputs, proposals);
       else if (greedyPass(rows)) this.argmaxDrafts(out.logitsTensor, rows, proposals);
-      else this.drawDrafts(out.logitsTensor, rows, inputs, proposals, draws!);
+      else this.drawDrafts(out.logitsTensor, rows.map(drafterOf), rows.map((i) => proposals[i]), draws!);
     };
     const batch = buildForwardBatch(runs, 'last');
     const g = this.head.fuse(concatArrays(features), batch.numTokens);
@@ -227,30 +225,17 @@ export class Eagle3Proposer implements Proposer {
   /**
    * `takeDrafts` on the backend: the head's logits moved onto the target vocabulary (-inf where the
    * draft vocabulary has no id), then one sampleRows call — a greedy row (the argmax) per greedy
-   * drafter, a row keeping q in the next row of `draws.dist` per sampled one (DraftTokenSampler.row).
-   * The same tokens and q as the host's scatter and choose.
+   * drafter, a row keeping q in the next row of the step's dist per sampled one. The same tokens and q
+   * as the host's scatter and choose.
    */
-  private drawDrafts(logits: Tensor, rowsOf: number[], inputs: ProposeInput[], proposals: Proposal[], draws: { dist: Tensor; next: number }): void {
+  private drawDrafts(logits: Tensor, drafters: readonly DraftTokenSampler[], proposals: readonly Proposal[], draws: BackendDraws): void {
     const be = this.head.backend;
-    const vocab = this.head.config.vocabSize;
     const full = be.gatherColumns!(logits, this.targetToDraft, -Infinity);
-    const rows = rowsOf.map((i) => {
-      const row = this.seqs.get(inputs[i].id)!.drafter!.row(draws.next);
-      if (row.distRow !== undefined) draws.next++;
-      return row;
-    });
+    const rows = draws.rows(drafters);
     const probs = new Float32Array(rows.length);
-    const ids = be.sampleRows!(full, vocab, rows, probs, draws.dist);
+    const ids = be.sampleRows!(full, this.head.config.vocabSize, rows, probs, draws.dist);
     be.release?.(full);
-    rowsOf.forEach((i, r) => {
-      const p = proposals[i];
-      p.tokens.push(ids[r]);
-      const at = rows[r].distRow;
-      if (at === undefined) return;
-      const d = (p.deviceProbs ??= { dist: draws.dist, rows: [], tokenProbs: [] });
-      d.rows.push(at);
-      d.tokenProbs.push(probs[r]);
-    });
+    draws.take(proposals, rows, ids, probs);
   }
 
   /** Append one draft per row: draft-vocabulary logits → a target id (and q when sampling). */

@@ -2,7 +2,7 @@
 // and what they share: drawing draft tokens with the request's sampling transforms, and the target
 // hidden states EAGLE-3 reads.
 
-import type { GpuSamplingRow, Tensor } from '../../backend/backend.js';
+import { emptyTensor, type Backend, type GpuSamplingRow, type Tensor } from '../../backend/backend.js';
 import { InvalidRequestError } from '../../errors.js';
 import { Rng } from '../rng.js';
 import { Sampler, TokenCounts, argmax, type DrawParams } from '../sampler.js';
@@ -158,6 +158,44 @@ export class DraftTokenSampler {
     if (!this.greedy) throw new Error('DraftTokenSampler.chooseArgmax: this request samples its drafts, which needs the draft logits');
     if (id < 0) throw new RangeError('draft logits are all -inf or NaN');
     return { token: id };
+  }
+}
+
+/**
+ * A step's sampled drafts drawn on the backend (Backend.sampleRows): one dist tensor, an activation
+ * of the step that its verification reads, with a row for each sampled draft handed out in pass
+ * order, and what each pass's draws give the proposals. Shared by the draft model and EAGLE-3.
+ */
+export class BackendDraws {
+  private next = 0;
+
+  private constructor(readonly dist: Tensor) {}
+
+  /** For the sampled drafters among `drafts` (each with how many it drafts), none when there are none. */
+  static forStep(backend: Backend, vocab: number, drafts: readonly { drafter: DraftTokenSampler; numDrafts: number }[]): BackendDraws | undefined {
+    const rows = drafts.reduce((a, d) => a + (d.drafter.greedy ? 0 : d.numDrafts), 0);
+    return rows === 0 ? undefined : new BackendDraws(emptyTensor(backend, [rows, vocab]));
+  }
+
+  /** A pass's sampleRows rows (DraftTokenSampler.row), each sampled drafter's writing the next row of dist. */
+  rows(drafters: readonly DraftTokenSampler[]): GpuSamplingRow[] {
+    return drafters.map((d) => {
+      const row = d.row(this.next);
+      if (row.distRow !== undefined) this.next++;
+      return row;
+    });
+  }
+
+  /** The pass's draws into the proposals (one a row): each row's token, and a sampled one's q row and q(token). */
+  take(proposals: readonly Proposal[], rows: readonly GpuSamplingRow[], tokens: ArrayLike<number>, tokenProbs: ArrayLike<number>): void {
+    proposals.forEach((p, r) => {
+      p.tokens.push(tokens[r]);
+      const at = rows[r].distRow;
+      if (at === undefined) return;
+      const d = (p.deviceProbs ??= { dist: this.dist, rows: [], tokenProbs: [] });
+      d.rows.push(at);
+      d.tokenProbs.push(tokenProbs[r]);
+    });
   }
 }
 
