@@ -87,6 +87,7 @@ class StandInDriver {
     }
   }
   destroyGraph(): void {}
+  otherStreamWork(): void {}
   launchRecorded(l: KernelLaunch): void {
     this.ran.push(describeLaunch(l));
   }

@@ -287,6 +287,7 @@ export class CublasLt {
       const signature = Buffer.from(`${what} ${a} ${b} ${d} ${bias} ${scales ? `${scales.a} ${scales.b}` : '-'}`);
       this.driver.recorder.captured({ name: what, signature, issue });
     } else {
+      this.driver.otherStreamWork();
       issue(this.driver.stream);
     }
     this.counters.matmuls++;

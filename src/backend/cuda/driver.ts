@@ -4,6 +4,7 @@
 
 import koffi from 'koffi';
 import { TachyonError } from '../../errors.js';
+import { letsDependentsStart, waitsForPredecessor } from './programmatic-launch.js';
 
 type Fn = (...args: unknown[]) => unknown;
 /** An opaque driver handle (context, stream, module, function, event) as koffi returns it. */
@@ -95,6 +96,9 @@ class DriverApi {
   readonly cuGraphAddChildGraphNode: Fn;
   readonly cuStreamBeginCapture: Fn;
   readonly cuStreamEndCapture: Fn;
+  /** Programmatic dependent launch (CUDA 12.3+ drivers); undefined where the driver lacks them. */
+  readonly cuLaunchKernelEx: Fn | undefined;
+  readonly cuGraphAddDependencies: Fn | undefined;
 
   constructor(lib: ReturnType<typeof koffi.load>) {
     const f = (sig: string) => lib.func(sig) as Fn;
@@ -143,6 +147,15 @@ class DriverApi {
     this.cuGraphAddChildGraphNode = f('int cuGraphAddChildGraphNode(_Out_ void **node, void *graph, void *deps, size_t numDeps, void *child)');
     this.cuStreamBeginCapture = f('int cuStreamBeginCapture_v2(void *stream, int mode)');
     this.cuStreamEndCapture = f('int cuStreamEndCapture(void *stream, _Out_ void **graph)');
+    const optional = (sig: string) => {
+      try {
+        return f(sig);
+      } catch {
+        return undefined;
+      }
+    };
+    this.cuLaunchKernelEx = optional('int cuLaunchKernelEx(const void *config, void *f, void *params, void *extra)');
+    this.cuGraphAddDependencies = optional('int cuGraphAddDependencies_v2(void *graph, const void *from, const void *to, const void *edgeData, size_t count)');
   }
 }
 
@@ -165,6 +178,22 @@ function driverApi(): DriverApi {
 export type ArgKind = 'p' | 'i' | 'u' | 'l' | 'f';
 
 const MAX_KERNEL_ARGS = 32;
+
+/** CUlaunchAttributeID of programmatic stream serialization, and the graph edge that matches it. */
+const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+const CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC = 1;
+const CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC = 1;
+
+/**
+ * Whether kernels may overlap the one before them in the stream (programmatic-launch.ts): on by
+ * default where the GPU has it (sm_90+); $TACHYON_CUDA_PDL=0 turns it off.
+ */
+export function programmaticLaunchFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.TACHYON_CUDA_PDL;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new CudaError(`TACHYON_CUDA_PDL must be 0 or 1, got '${v}'`);
+}
 
 /** A kernel launch as queued: the function, its shape and its arguments' bytes (8 per argument). */
 export interface KernelLaunch {
@@ -234,8 +263,22 @@ export class CudaDriver {
   private readonly nodeParams = Buffer.alloc(72);
   /** A stream only ever capturing (captureGraph), made when first needed. */
   private captureStream: Handle | undefined;
+  /** Whether this GPU and driver can launch programmatically at all (sm_90+, CUDA 12.3+ driver). */
+  readonly programmaticLaunchSupported: boolean;
+  private pdl: boolean;
+  /** Per function: whether it waits for its predecessor / lets its dependent start (programmatic-launch.ts). */
+  private readonly roles = new Map<Handle, { waits: boolean; triggers: boolean }>();
+  /** The last work queued on the stream was a kernel that lets its dependent start early. */
+  private afterTrigger = false;
+  /** Launches made programmatically, and graph edges made programmatic (tests check both happen). */
+  readonly programmaticCounts = { launches: 0, edges: 0 };
+  /** CUlaunchConfig for cuLaunchKernelEx (grid, block, shared bytes, stream, one attribute). */
+  private readonly launchConfig = Buffer.alloc(56);
+  private readonly launchAttribute = Buffer.alloc(72);
+  /** CUgraphEdgeData of a programmatic edge: from port, to port, type. */
+  private readonly programmaticEdge = Buffer.from([CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC, 0, CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC, 0, 0, 0, 0, 0]);
 
-  constructor(ordinal = 0) {
+  constructor(ordinal = 0, programmaticLaunch = programmaticLaunchFromEnv()) {
     const api = (this.api = driverApi());
     this.check(api.cuInit(0), 'cuInit');
     const count = [0];
@@ -271,6 +314,50 @@ export class CudaDriver {
     this.stream = stream[0];
     const base = koffi.address(this.argStorage);
     for (let i = 0; i < MAX_KERNEL_ARGS; i++) this.argPointers.writeBigUInt64LE(base + BigInt(8 * i), 8 * i);
+    this.programmaticLaunchSupported = this.device.computeCapability >= 90 && !!api.cuLaunchKernelEx && !!api.cuGraphAddDependencies;
+    this.pdl = programmaticLaunch && this.programmaticLaunchSupported;
+    // CUlaunchConfig: 7 × u32 (grid, block, shared bytes), pad, stream @32, attrs @40, numAttrs @48.
+    this.launchConfig.writeBigUInt64LE(koffi.address(this.stream), 32);
+    this.launchConfig.writeBigUInt64LE(koffi.address(this.launchAttribute), 40);
+    this.launchConfig.writeUInt32LE(1, 48);
+    // CUlaunchAttribute: id, pad, then the value union (programmaticStreamSerializationAllowed = 1).
+    this.launchAttribute.writeUInt32LE(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, 0);
+    this.launchAttribute.writeInt32LE(1, 8);
+  }
+
+  /**
+   * Programmatic dependent launch: the kernels programmatic-launch.ts names (they wait for their
+   * predecessor with griddepcontrol.wait before reading what it wrote) are launched, and chained in
+   * graphs, so that their blocks may start while the kernel before them runs and load their weights
+   * meanwhile. On for sm_90+ unless $TACHYON_CUDA_PDL=0. Graphs keep the edges they were built with.
+   */
+  get programmaticLaunch(): boolean {
+    return this.pdl;
+  }
+
+  /** Turn programmatic dependent launch on (where supported) or off for the launches that follow. */
+  setProgrammaticLaunch(on: boolean): void {
+    this.pdl = on && this.programmaticLaunchSupported;
+  }
+
+  private role(fn: Handle, name: string): { waits: boolean; triggers: boolean } {
+    let r = this.roles.get(fn);
+    if (!r) this.roles.set(fn, (r = { waits: waitsForPredecessor(name), triggers: letsDependentsStart(name) }));
+    return r;
+  }
+
+  /**
+   * Whether `next` may start while `prev` (the work before it on the stream or in a graph, a kernel)
+   * runs: only a kernel that waits, after one that triggers — never after a copy, library work or a
+   * kernel that might write what `next` reads before its wait (a weight).
+   */
+  chainsProgrammatically(prev: { fn: Handle; name: string } | undefined, next: { fn: Handle; name: string }): boolean {
+    return this.pdl && !!prev && this.role(prev.fn, prev.name).triggers && this.role(next.fn, next.name).waits;
+  }
+
+  /** Work other than our kernels was queued on the stream (a copy, library work, a graph). */
+  otherStreamWork(): void {
+    this.afterTrigger = false;
   }
 
   private attribute(attr: number): number {
@@ -323,24 +410,28 @@ export class CudaDriver {
    * kernel deferred in this step reads, which its upload slots guarantee.
    */
   uploadNow(dst: DevicePtr, src: ArrayBufferView, bytes = src.byteLength): void {
+    this.afterTrigger = false;
     this.check(this.api.cuMemcpyHtoDAsync(dst, src, bytes, this.stream), `cuMemcpyHtoDAsync(${bytes} bytes)`);
   }
 
   /** Device → host after all work queued on the stream; returns when `dst` holds the data. */
   download(dst: ArrayBufferView, src: DevicePtr, bytes = dst.byteLength): void {
     this.recorder?.flush();
+    this.afterTrigger = false;
     this.check(this.api.cuMemcpyDtoHAsync(dst, src, bytes, this.stream), `cuMemcpyDtoHAsync(${bytes} bytes)`);
     this.synchronize();
   }
 
   copyDeviceToDevice(dst: DevicePtr, src: DevicePtr, bytes: number): void {
     this.recorder?.interrupt();
+    this.afterTrigger = false;
     this.check(this.api.cuMemcpyDtoDAsync(dst, src, bytes, this.stream), `cuMemcpyDtoDAsync(${bytes} bytes)`);
   }
 
   /** Fill `count` 32-bit words with `value` (e.g. a NaN pattern to poison outputs in tests). */
   fill32(dst: DevicePtr, value: number, count: number): void {
     this.recorder?.interrupt();
+    this.afterTrigger = false;
     this.check(this.api.cuMemsetD32Async(dst, value >>> 0, count, this.stream), 'cuMemsetD32Async');
   }
 
@@ -409,9 +500,26 @@ export class CudaDriver {
     this.launchNow(l.fn, l.name, l.grid, l.block, l.shared);
   }
 
-  /** cuLaunchKernel with the arguments now in argStorage. */
+  /** cuLaunchKernel (cuLaunchKernelEx where programmatic) with the arguments now in argStorage. */
   private launchNow(fn: Handle, name: string, grid: [number, number, number], block: number, sharedBytes: number): void {
-    const rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
+    let rc: unknown;
+    const role = this.role(fn, name);
+    const programmatic = this.pdl && this.afterTrigger && role.waits;
+    this.afterTrigger = role.triggers;
+    if (programmatic) {
+      this.programmaticCounts.launches++;
+      const c = this.launchConfig;
+      c.writeUInt32LE(grid[0], 0);
+      c.writeUInt32LE(grid[1], 4);
+      c.writeUInt32LE(grid[2], 8);
+      c.writeUInt32LE(block, 12);
+      c.writeUInt32LE(1, 16);
+      c.writeUInt32LE(1, 20);
+      c.writeUInt32LE(sharedBytes, 24);
+      rc = this.api.cuLaunchKernelEx!(c, fn, this.argPointers, null);
+    } else {
+      rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
+    }
     this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
     if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
   }
@@ -425,15 +533,28 @@ export class CudaDriver {
     return g[0];
   }
 
-  /** Append `l` to `graph` after node `after` (none: a root). Returns the new node. */
-  addKernelNode(graph: Handle, after: Handle | undefined, l: KernelLaunch): Handle {
+  /**
+   * Append `l` to `graph` after node `after` (none: a root). Returns the new node. Where `after` is
+   * the kernel `afterLaunch` and the stream would launch `l` programmatically after it, so is the edge.
+   */
+  addKernelNode(graph: Handle, after: Handle | undefined, l: KernelLaunch, afterLaunch?: KernelLaunch): Handle {
     const node: Handle[] = [null];
     let deps: Buffer | null = null;
     if (after !== undefined) {
       deps = Buffer.alloc(8);
       deps.writeBigUInt64LE(koffi.address(after));
     }
-    this.check(this.api.cuGraphAddKernelNode(node, graph, deps, deps ? 1 : 0, this.kernelNodeParams(l)), `cuGraphAddKernelNode(${l.name})`);
+    const programmatic = deps !== null && this.chainsProgrammatically(afterLaunch, l);
+    this.check(
+      this.api.cuGraphAddKernelNode(node, graph, programmatic ? null : deps, programmatic || !deps ? 0 : 1, this.kernelNodeParams(l)),
+      `cuGraphAddKernelNode(${l.name})`,
+    );
+    if (programmatic) {
+      this.programmaticCounts.edges++;
+      const to = Buffer.alloc(8);
+      to.writeBigUInt64LE(koffi.address(node[0]));
+      this.check(this.api.cuGraphAddDependencies!(graph, deps, to, this.programmaticEdge, 1), `cuGraphAddDependencies(programmatic, ${l.name})`);
+    }
     return node[0];
   }
 
@@ -490,6 +611,7 @@ export class CudaDriver {
   }
 
   launchGraph(exec: Handle): void {
+    this.afterTrigger = false;
     this.check(this.api.cuGraphLaunch(exec, this.stream), 'cuGraphLaunch');
   }
 
@@ -527,6 +649,7 @@ export class CudaDriver {
 
   recordEvent(e: Handle): void {
     this.recorder?.interrupt();
+    this.afterTrigger = false;
     this.check(this.api.cuEventRecord(e, this.stream), 'cuEventRecord');
   }
 

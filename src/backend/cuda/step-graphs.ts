@@ -92,8 +92,14 @@ class Piece {
     if (launches.length === 0) return;
     const graph = this.driver.createGraph();
     let prev: Handle | undefined;
+    let prevLaunch: KernelLaunch | undefined;
     try {
-      for (const l of launches) this.nodes.push((prev = isCapturable(l) ? this.addCaptured(graph, prev, l) : this.driver.addKernelNode(graph, prev, l)));
+      for (const l of launches) {
+        // A kernel right after certain kernels may be chained programmatically (driver.ts); after library work not.
+        const captured = isCapturable(l);
+        this.nodes.push((prev = captured ? this.addCaptured(graph, prev, l) : this.driver.addKernelNode(graph, prev, l, prevLaunch)));
+        prevLaunch = captured ? undefined : l;
+      }
       this.graph = graph;
       this.exec = this.driver.instantiateGraph(graph);
     } catch (err) {
@@ -224,12 +230,13 @@ class Recording implements LaunchRecorder {
       this.fresh.push(copy());
     } else {
       const at = this.g.piece(this.piece).launches[this.index];
-      if (!at || isCapturable(at)) {
+      // Another function at a node rebuilds the piece: its edges may be programmatic (driver.ts) by function.
+      if (!at || isCapturable(at) || at.fn !== fn) {
         this.fresh = this.sofar();
         this.fresh.push(copy());
       } else {
         const same =
-          at.fn === fn && at.block === block && at.shared === shared && at.grid[0] === grid[0] && at.grid[1] === grid[1] && at.grid[2] === grid[2] &&
+          at.block === block && at.shared === shared && at.grid[0] === grid[0] && at.grid[1] === grid[1] && at.grid[2] === grid[2] &&
           at.args.length === argBytes && argStorage.compare(at.args, 0, argBytes, 0, argBytes) === 0;
         if (!same) this.patches.push([this.index, copy()]);
         this.index++;
@@ -292,8 +299,12 @@ class Recording implements LaunchRecorder {
     if (this.done) return;
     this.finish();
     for (const l of this.sofar()) {
-      if (isCapturable(l)) l.issue(this.driver.stream);
-      else this.driver.launchRecorded(l);
+      if (isCapturable(l)) {
+        this.driver.otherStreamWork();
+        l.issue(this.driver.stream);
+      } else {
+        this.driver.launchRecorded(l);
+      }
     }
     this.stats.interrupted++;
   }

@@ -672,6 +672,8 @@ __device__ __forceinline__ void decode_attention_mma(const float* __restrict__ q
       float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
       const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
       int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk, float vScale) {                       \
+    pdl_trigger(); /* the o GEMV after it may start loading its weights */                                                     \
+    pdl_wait();    /* q and the cache: written by the kernels before */                                                        \
     decode_attention_mma<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex,              \
                                 maxBlocksPerSeq, blockSize, numHeads, numKvHeads, scale, window, forcedChunk, vScale);             \
   }
@@ -691,6 +693,8 @@ DECODE_MMA_KERNEL(128, 8)
       float* __restrict__ partOut, float* __restrict__ partMl, int* __restrict__ counters, const int* __restrict__ tokens,         \
       const int* __restrict__ positions, const int* __restrict__ blockTables, const int* __restrict__ seqIndex, int maxBlocksPerSeq, \
       int blockSize, int numHeads, int numKvHeads, float scale, int window, int forcedChunk, float vScale) {                       \
+    pdl_trigger();                                                                                                                 \
+    pdl_wait();                                                                                                                    \
     decode_attention<D, GB>(q, kc, vc, out, partOut, partMl, counters, tokens, positions, blockTables, seqIndex, maxBlocksPerSeq,  \
                             blockSize, numHeads, numKvHeads, scale, window, forcedChunk, vScale);                                          \
   }

@@ -141,3 +141,31 @@ __device__ __forceinline__ float block_sum(float v) {
   float s = lane < warps ? partial[lane] : 0.f;
   return warp_sum(s);
 }
+
+// ---- programmatic dependent launch (sm_90+; programmatic-launch.ts) ------------------------------
+// pdl_trigger(): the kernel after this one may start its blocks once every block of this one has
+// called it (or exited). The small latency-bound kernels of a decode step (norms, attention) call it
+// first thing, so the GEMV after them loads its weights while they run.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// pdl_wait(): wait until the kernels before this one have finished and their writes are visible. A
+// kernel programmatic-launch.ts names calls it before reading activations or writing anything (it
+// may load weights before); elsewhere it returns at once.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// pdl_wait() once `loaded`, a value this thread loaded, has arrived. ptxas hoists a plain wait above
+// loads that do not depend on it (seen in the SASS: the weight loads of a GEMV then only start once
+// the wait returns, and nothing streams meanwhile); a branch on a loaded value keeps the loads before
+// it. (The two sides differ so that neither the compiler nor ptxas merges them into one plain wait.)
+__device__ __forceinline__ void pdl_wait_after(u32 loaded) {
+#if __CUDA_ARCH__ >= 900
+  if (loaded != 0x7fc00001u) asm volatile("griddepcontrol.wait;" ::: "memory");
+  else asm volatile("nanosleep.u32 1;\n\tgriddepcontrol.wait;" ::: "memory");
+#endif
+}

@@ -464,6 +464,7 @@ __device__ __forceinline__ void i4s_body(int items, const ItemOf& item, const Em
   int s = 0, phase = 0;
   float acc[R][4];
   for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    if (i + gridDim.x >= items) pdl_trigger();  // this block's last item: the kernel after may start
     const I4Item<R> it = item(i);
     const int per = (KT + it.S - 1) / it.S;  // tiles a split (split_range's)
     for (int sp = 0; sp < it.S; sp++)

@@ -624,6 +624,7 @@ __device__ __forceinline__ void nvfp4s_body(int items, const ItemOf& item, const
   const uint4* xl = xs + min(g, T - 1) * ((K >> 3) + 1) + 2 * q;
   int s = 0, phase = 0;
   for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    if (i + gridDim.x >= items) pdl_trigger();  // this block's last item: the kernel after may start
     const F4Item<R> it = item(i);
     const int per = (chunks + it.S - 1) / it.S;  // chunks a split (split_range's)
     const int groupsPerSplit = (per + G - 1) / G;

@@ -269,10 +269,13 @@ __device__ __forceinline__ void stream_units_emit(const float4* units, const Ite
 // so that the rows of two tokens a quarter-warp reads start 16 bytes apart in the banks. Each uint4 is
 // the 4 pairs of the kernel's k-slot order: PAIRS4 (int4) (c + i, c + i + 4), else (nvfp4) (c + 2i,
 // c + 2i + 1), i = 0..3. A thread issues the loads of 4 blocks before converting any, so it waits on L2
-// once per 4, not per block.
+// once per 4, not per block. x is the first thing the consumers read that an earlier kernel wrote, so
+// they wait for it here (pdl_wait; launched programmatically, the producer warp has been filling the
+// ring with weights meanwhile, programmatic-launch.ts).
 template <bool PAIRS4>
 __device__ __forceinline__ void stream_stage_x(uint4* xs, const float* __restrict__ x, int T, int K, int blocks) {
   constexpr int U = 4;
+  pdl_wait();
   for (int i0 = threadIdx.x; i0 < T * blocks; i0 += U * MMA_THREADS) {
     float4 lo[U], hi[U];
 #pragma unroll

@@ -7,7 +7,9 @@
 // the threads and V from the row length alone, so a row's summation order never depends on how many
 // rows share the launch. Rows that fit a warp (head norms) take a warp each, 8 rows a block.
 // Rows whose length is not a multiple of 4, or longer than 1024 threads × 4 float4s, take the
-// scalar kernels at the end.
+// scalar kernels at the end. The row kernels may start while the kernel before them finishes and let
+// the kernel after them start early (pdl_wait, pdl_trigger; programmatic-launch.ts): that is the GEMV
+// reading their output, which loads its weights meanwhile.
 #include "common.cuh"
 
 // 1 / sqrt(mean + eps), the expression every kernel here shares.
@@ -118,11 +120,15 @@ __device__ __forceinline__ void rms_norm_warp(const float* x, const float* __res
 #define NORM_KERNELS(V)                                                                                              \
   extern "C" __global__ void __launch_bounds__(1024) rms_norm_b##V(const float* x, const float* __restrict__ w,      \
                                                                    float* out, int cols, float eps) {               \
+    pdl_trigger(); /* the GEMV after it may start loading its weights */                                             \
+    pdl_wait();    /* x: written by the kernel before */                                                             \
     rms_norm_block<V>(x, w, out, cols, eps);                                                                         \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_b##V(                                              \
       const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
       int cols, float eps) {                                                                                         \
+    pdl_trigger();                                                                                                   \
+    pdl_wait();                                                                                                      \
     add_rms_norm_block<V>(x, residual, w, out, cols, eps);                                                           \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(NORM_WARP_ROWS * 32) rms_norm_w##V(                                   \

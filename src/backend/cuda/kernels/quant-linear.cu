@@ -454,10 +454,11 @@ __device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float
   for (int r = 0; r < ROWS; r++)
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
-  for (int c = threadIdx.x; c < loads; c += QV2_THREADS) {
-    uint4 raw[ROWS];
+  const auto load = [&](int c, uint4 (&raw)[ROWS]) {
 #pragma unroll
     for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(reinterpret_cast<const uint4*>(w + (u64)min(row0 + r, N - 1) * K) + c);  // rows past N re-read the last
+  };
+  const auto round = [&](int c, const uint4 (&raw)[ROWS]) {
     const float* xc = x + c * 16;
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -475,7 +476,25 @@ __device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float
           if (t < T) acc[r][t] = dot4(d, xv[t], acc[r][t]);
       }
     }
+  };
+  // The first round's weights are loaded before waiting for the kernel before this one (programmatic
+  // launch, programmatic-launch.ts): they stream in while it finishes. x only after the wait.
+  int c = threadIdx.x;
+  if (c < loads) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    pdl_wait_after(raw[ROWS - 1].w);  // (a plain wait would be hoisted above the loads)
+    round(c, raw);
+    c += QV2_THREADS;
+  } else {
+    pdl_wait();
   }
+  for (; c < loads; c += QV2_THREADS) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    round(c, raw);
+  }
+  pdl_trigger();  // the weights are read: the kernel after this one may start
   finish_v2<ROWS, TMAX>(acc, rowScale, bias, T, N, row0, out);
 }
 
@@ -489,10 +508,11 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
   for (int r = 0; r < ROWS; r++)
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
-  for (int c = threadIdx.x; c < loads; c += QV2_THREADS) {
-    uint4 raw[ROWS];
+  const auto load = [&](int c, uint4 (&raw)[ROWS]) {
 #pragma unroll
     for (int r = 0; r < ROWS; r++) raw[r] = ld_stream(w + (u64)min(row0 + r, N - 1) * loads + c);
+  };
+  const auto round = [&](int c, const uint4 (&raw)[ROWS]) {
     const int col0 = (c >> 3) * TILE_COLS + (c & 7) * 16;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -530,7 +550,24 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
         for (int t = 0; t < TMAX; t++)
           if (t < T) acc[r][t] = fmaf(part[r][t], mul[r], acc[r][t]);
     }
+  };
+  // The first round's weights before the wait, as gemv_q8_v2.
+  int c = threadIdx.x;
+  if (c < loads) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    pdl_wait_after(raw[ROWS - 1].w);  // (a plain wait would be hoisted above the loads)
+    round(c, raw);
+    c += QV2_THREADS;
+  } else {
+    pdl_wait();
   }
+  for (; c < loads; c += QV2_THREADS) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    round(c, raw);
+  }
+  pdl_trigger();  // the weights are read: the kernel after this one may start
   finish_v2<ROWS, TMAX>(acc, nullptr, bias, T, N, row0, out);
 }
 

@@ -33,6 +33,8 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(
     float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ cosv,
     const float* __restrict__ sinv, kv_t* __restrict__ kc, kv_t* __restrict__ vc, const int* __restrict__ slots,
     int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale) {
+  pdl_trigger();  // decode attention after it may start (programmatic-launch.ts)
+  pdl_wait();     // q, k, v: written by the q/k/v GEMV before
   const int t = blockIdx.x;
   int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   const float* cs = cosv + t * half;
