@@ -4,8 +4,12 @@
 // bandwidth, over the measured step time) and saves JSON with the GPU. Measures; never passes or fails.
 //
 //   node dist/bench/cuda-decode.js [--model DIR] [--prompt-len 128] [--decode-len 64] [--batch 1,8] [--no-dummy-8b]
-//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--graphs on,off] [--output FILE]
-// --graphs: forward steps with CUDA graphs (step-graphs.ts) on, off, or both to compare.
+//                                  [--formats bf16,fp8,w8a16,w4a16,nvfp4] [--graphs on,off] [--pdl on,off] [--repeat 1]
+//                                  [--no-default-model] [--output FILE]
+// --graphs: forward steps with CUDA graphs (step-graphs.ts) on, off, or both to compare. --pdl: with
+// programmatic dependent launch (programmatic-launch.ts) on, off or both (default: as the driver is);
+// --repeat runs every forward measurement that many times, the modes interleaved, to compare them
+// on one machine in one process (lent GPUs differ by a few percent from run to run).
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,6 +38,9 @@ const { values } = parseArgs({
     'no-dummy-8b': { type: 'boolean', default: false },
     formats: { type: 'string', default: 'bf16,fp8,w8a16,w4a16,nvfp4' },
     graphs: { type: 'string', default: 'on,off' },
+    pdl: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
+    'no-default-model': { type: 'boolean', default: false },
     output: { type: 'string' },
   },
 });
@@ -44,8 +51,14 @@ const graphModes = values.graphs!.split(',').map((g) => {
   if (g !== 'on' && g !== 'off') throw new Error(`--graphs takes on, off or both, got '${g}'`);
   return g === 'on';
 });
+const repeats = Number(values.repeat);
 
 const { backend, gpu, copyGBs, kernelsMs: warmUpMs } = openBenchGpu();
+const pdlModes = (values.pdl ?? (backend.driver.programmaticLaunch ? 'on' : 'off')).split(',').map((g) => {
+  if (g !== 'on' && g !== 'off') throw new Error(`--pdl takes on, off or both, got '${g}'`);
+  return g === 'on';
+});
+const pdlDefault = backend.driver.programmaticLaunch;
 
 // ---- kernel microbenchmarks: launch cost, the linear kernels at Llama-3.1-8B shapes ----
 function medianOf(xs: number[]): number {
@@ -131,6 +144,8 @@ interface Row {
   path: 'forward' | 'engine';
   /** CUDA graphs over decode steps. */
   graphs: boolean;
+  /** Programmatic dependent launch (programmatic-launch.ts). */
+  programmaticLaunch: boolean;
   /** The int4 and the fp8/int8/nvfp4 decode GEMVs (QuantizedWeights.decodeGemv / q8DecodeGemv). */
   quantGemv: string;
   batch: number;
@@ -156,39 +171,48 @@ async function timeForward(name: string, model: LlamaModel, batch: number): Prom
   // Quantized decode GEMVs as an engine of at most `batch` tokens a step picks them (FMA at one token,
   // tensor cores above; QuantizedWeights.chooseDecodeGemvs).
   backend.quantized.chooseDecodeGemvs(batch);
-  for (const graphs of graphModes) {
-    backend.graphs.enabled = graphs;
-    const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
-    const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
-    const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
-    out.push(row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights), graphs));
+  for (let r = 0; r < repeats; r++) {
+    for (const graphs of graphModes) {
+      for (const pdl of pdlModes) {
+        backend.graphs.enabled = graphs;
+        backend.driver.setProgrammaticLaunch(pdl);
+        backend.graphs.clear();  // a graph keeps the edges it was built with
+        const prompts = Array.from({ length: batch }, () => randomIds(promptLen, model.config.vocabSize));
+        const runner = new DecodeRunner(model, batch, promptLen + decodeLen + 1);
+        const { prefillMs, stepMs } = await timeDecodeSteps(runner, prompts, decodeLen);
+        out.push(row(name, 'forward', batch, prefillMs, stepMs, weightBytesPerStep(model.weights), graphs));
+      }
+    }
   }
   backend.graphs.enabled = true;
+  backend.driver.setProgrammaticLaunch(pdlDefault);
   return out;
 }
 
 function row(model: string, path: Row['path'], batch: number, prefillMs: number, stepMs: number, wBytes: number, graphs: boolean): Row {
   const rooflineStepMs = (wBytes / (copyGBs * 1e9)) * 1000;
   return {
-    model, path, graphs, quantGemv: `${backend.quantized.decodeGemv}/${backend.quantized.q8DecodeGemv}`, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
+    model, path, graphs, programmaticLaunch: backend.driver.programmaticLaunch, quantGemv: `${backend.quantized.decodeGemv}/${backend.quantized.q8DecodeGemv}`, batch, promptTokens: promptLen, decodeSteps: decodeLen, prefillMs, decodeStepMs: stepMs,
     decodeTokensPerSecond: (batch * 1000) / stepMs, weightBytesPerStep: wBytes, rooflineStepMs, rooflineRatio: rooflineStepMs / stepMs,
   };
 }
 
 // ---- the default (or given) model: forward alone, then through the engine (scheduler, sampler) ----
-const dir = resolveModelDir(values.model);
-const loaded = loadModel(dir, backend);
-const modelName = dir.split('/').pop()!;
-for (const b of batches) rows.push(...(await timeForward(modelName, loaded.model, b)));
+if (!values['no-default-model']) {
+  const dir = resolveModelDir(values.model);
+  const loaded = loadModel(dir, backend);
+  const modelName = dir.split('/').pop()!;
+  for (const b of batches) rows.push(...(await timeForward(modelName, loaded.model, b)));
 
-const llm = await LLM.load({ model: dir, device: 'cuda', maxModelLen: promptLen + decodeLen + 1 });
-for (const batch of batches) {
-  const prompts = Array.from({ length: batch }, () => randomIds(promptLen, llm.config.vocabSize));
-  const { prefillMs, decodeMs } = await timeBatchedGenerate(llm, prompts, decodeLen);
-  const stepMs = decodeMs / (decodeLen - 1);
-  rows.push(row(modelName, 'engine', batch, prefillMs, stepMs, weightBytesPerStep(llm.loaded.model.weights), (llm.loaded.model.backend as CudaBackend).graphs.enabled));
+  const llm = await LLM.load({ model: dir, device: 'cuda', maxModelLen: promptLen + decodeLen + 1 });
+  for (const batch of batches) {
+    const prompts = Array.from({ length: batch }, () => randomIds(promptLen, llm.config.vocabSize));
+    const { prefillMs, decodeMs } = await timeBatchedGenerate(llm, prompts, decodeLen);
+    const stepMs = decodeMs / (decodeLen - 1);
+    rows.push(row(modelName, 'engine', batch, prefillMs, stepMs, weightBytesPerStep(llm.loaded.model.weights), (llm.loaded.model.backend as CudaBackend).graphs.enabled));
+  }
+  await llm.close();
 }
-await llm.close();
 
 // ---- a Llama-3.1-8B-shaped model with random weights made on the GPU, in each weight format ----
 let dummy: { config: Record<string, unknown>; formats: string[] } | undefined;
@@ -217,11 +241,11 @@ if (!values['no-dummy-8b']) {
 
 // ---- report ----
 console.log('');
-console.log('| model | path | graphs | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
-console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| model | path | graphs | pdl | batch | prefill ms | decode step ms | decode tok/s | weight MB/step | roofline step ms | roofline ratio |');
+console.log('|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   console.log(
-    `| ${r.model} | ${r.path} | ${r.graphs ? 'on' : 'off'} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
+    `| ${r.model} | ${r.path} | ${r.graphs ? 'on' : 'off'} | ${r.programmaticLaunch ? 'on' : 'off'} | ${r.batch} | ${r.prefillMs.toFixed(1)} | ${r.decodeStepMs.toFixed(3)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${(r.weightBytesPerStep / 1e6).toFixed(1)} | ${r.rooflineStepMs.toFixed(3)} | ${(r.rooflineRatio * 100).toFixed(1)}% |`,
   );
 }
 const machine = machineInfo();
