@@ -36,19 +36,22 @@ const quant = source('quant-linear.cu');
 const mma = source('gemv-mma.cuh');
 
 test('the v2 GEMVs load their first weights, then wait, then read x', () => {
+  // Both walk their loads through v2_rounds: the first round's loads, a wait on them, the round.
+  const walk = body(quant, 'void v2_rounds(');
+  assert.match(walk, /load\(c, raw\);\s*pdl_wait_after\(raw\[ROWS - 1\]\.w\);[^]*?round\(c, raw\);/, 'v2_rounds: load, wait on the loads, then the round');
+  // A plain wait there would be hoisted above the loads by ptxas (common.cuh, pdl_wait_after).
+  const firstRound = walk.indexOf('round(c, raw)');
+  assert.ok(walk.search(/pdl_wait(_after)?\(/) < firstRound, 'v2_rounds: a round before the wait');
+  assert.ok(walk.indexOf('pdl_trigger()') > walk.lastIndexOf('round(c, raw)'), 'v2_rounds: the trigger after the last round');
   for (const fn of ['void gemv_q8_v2(', 'void gemv_q4_v2(']) {
     const b = body(quant, fn);
-    const wait = b.search(/pdl_wait(_after)?\(/);
-    assert.ok(wait >= 0, `${fn} never waits`);
-    // A plain wait there would be hoisted above the loads by ptxas (common.cuh, pdl_wait_after).
-    assert.match(b, /load\(c, raw\);\s*pdl_wait_after\(raw\[ROWS - 1\]\.w\);/, `${fn}: the first round's wait depends on its loads`);
-    // x is read only inside the round lambda, which runs after the wait in both branches.
+    assert.match(b, /v2_rounds<ROWS>\(loads, load, round\);/, `${fn} walks through v2_rounds`);
+    // x is read only inside the round lambda, which v2_rounds runs after the wait.
     const roundDef = b.indexOf('const auto round');
-    const firstRoundCall = b.indexOf('round(c, raw)');
-    assert.ok(roundDef >= 0 && firstRoundCall > wait, `${fn}: a round runs before the wait`);
+    assert.ok(roundDef >= 0, `${fn}: no round`);
     const outsideRound = b.slice(0, roundDef) + b.slice(b.indexOf('};', roundDef));
     assert.doesNotMatch(outsideRound, /\bx\s*[+[]/, `${fn}: x read outside the round`);
-    assert.doesNotMatch(b.slice(0, wait), /finish_v2|out\(/, `${fn}: an output written before the wait`);
+    assert.doesNotMatch(b.slice(0, b.indexOf('v2_rounds<')), /finish_v2|out\(/, `${fn}: an output written before the walk`);
   }
 });
 
@@ -79,7 +82,7 @@ test('the decode chain waits and triggers; nothing else does', () => {
   }
   const rope = body(source('rope-kv.cu'), 'void __launch_bounds__(ROPE_THREADS) rope_write_kv(');
   assert.match(rope, /^\s*pdl_trigger\(\);\s*pdl_wait\(\);/, 'rope_write_kv waits first thing');
-  // The GEMVs trigger once their weights are read: after the v2 loops, at a streamed block's last item.
-  assert.equal(count('quant-linear.cu', 'pdl_trigger'), 2);
+  // The GEMVs trigger once their weights are read: after the v2 walk, at a streamed block's last item.
+  assert.equal(count('quant-linear.cu', 'pdl_trigger'), 1);
   for (const f of ['gemv-mma-int4.cu', 'gemv-mma-q8.cu']) assert.match(source(f), /if \(i \+ gridDim\.x >= items\) pdl_trigger\(\);/, f);
 });

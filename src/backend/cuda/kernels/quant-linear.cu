@@ -454,6 +454,31 @@ __device__ __forceinline__ void finish_v2(float (&acc)[ROWS][TMAX], const float*
   }
 }
 
+// A v2 thread's walk over its loads c = threadIdx.x, + QV2_THREADS, …: `load` issues its ROWS 16-byte
+// weight loads, `round` multiplies them with x. The first round's weights are loaded before waiting
+// for the kernel before this one (programmatic launch, programmatic-launch.ts), so they stream in
+// while it finishes; x is read only after the wait; once every weight is read, the kernel after this
+// one may start.
+template <int ROWS, class Load, class Round>
+__device__ __forceinline__ void v2_rounds(int loads, const Load& load, const Round& round) {
+  int c = threadIdx.x;
+  if (c < loads) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    pdl_wait_after(raw[ROWS - 1].w);  // (a plain wait would be hoisted above the loads)
+    round(c, raw);
+    c += QV2_THREADS;
+  } else {
+    pdl_wait();
+  }
+  for (; c < loads; c += QV2_THREADS) {
+    uint4 raw[ROWS];
+    load(c, raw);
+    round(c, raw);
+  }
+  pdl_trigger();
+}
+
 // fp8 / int8 (K a multiple of 16): thread i takes 16-byte loads i, i + 128, … of each of the ROWS
 // rows row0.., all ROWS issued before the first is used. Per word of 4 codes, x's float4 of each
 // token is loaded once and serves every row.
@@ -489,24 +514,7 @@ __device__ __forceinline__ void gemv_q8_v2(const u8* __restrict__ w, const float
       }
     }
   };
-  // The first round's weights are loaded before waiting for the kernel before this one (programmatic
-  // launch, programmatic-launch.ts): they stream in while it finishes. x only after the wait.
-  int c = threadIdx.x;
-  if (c < loads) {
-    uint4 raw[ROWS];
-    load(c, raw);
-    pdl_wait_after(raw[ROWS - 1].w);  // (a plain wait would be hoisted above the loads)
-    round(c, raw);
-    c += QV2_THREADS;
-  } else {
-    pdl_wait();
-  }
-  for (; c < loads; c += QV2_THREADS) {
-    uint4 raw[ROWS];
-    load(c, raw);
-    round(c, raw);
-  }
-  pdl_trigger();  // the weights are read: the kernel after this one may start
+  v2_rounds<ROWS>(loads, load, round);
   finish_v2<ROWS, TMAX>(acc, rowScale, bias, T, N, row0, out);
 }
 
@@ -563,23 +571,7 @@ __device__ __forceinline__ void gemv_q4_v2(const uint4* __restrict__ w, int load
           if (t < T) acc[r][t] = fmaf(part[r][t], mul[r], acc[r][t]);
     }
   };
-  // The first round's weights before the wait, as gemv_q8_v2.
-  int c = threadIdx.x;
-  if (c < loads) {
-    uint4 raw[ROWS];
-    load(c, raw);
-    pdl_wait_after(raw[ROWS - 1].w);  // (a plain wait would be hoisted above the loads)
-    round(c, raw);
-    c += QV2_THREADS;
-  } else {
-    pdl_wait();
-  }
-  for (; c < loads; c += QV2_THREADS) {
-    uint4 raw[ROWS];
-    load(c, raw);
-    round(c, raw);
-  }
-  pdl_trigger();  // the weights are read: the kernel after this one may start
+  v2_rounds<ROWS>(loads, load, round);
   finish_v2<ROWS, TMAX>(acc, nullptr, bias, T, N, row0, out);
 }
 
