@@ -268,8 +268,8 @@ export class CudaDriver {
   private pdl: boolean;
   /** Per function: whether it waits for its predecessor / lets its dependent start (programmatic-launch.ts). */
   private readonly roles = new Map<Handle, { waits: boolean; triggers: boolean }>();
-  /** The last work queued on the stream was a kernel that lets its dependent start early. */
-  private afterTrigger = false;
+  /** The last work queued on the stream, where it was one of our kernels (chainsProgrammatically's `prev`). */
+  private lastKernel: { fn: Handle; name: string } | undefined;
   /** Launches made programmatically, and graph edges made programmatic (tests check both happen). */
   readonly programmaticCounts = { launches: 0, edges: 0 };
   /** CUlaunchConfig for cuLaunchKernelEx (grid, block, shared bytes, stream, one attribute). */
@@ -357,7 +357,7 @@ export class CudaDriver {
 
   /** Work other than our kernels was queued on the stream (a copy, library work, a graph). */
   otherStreamWork(): void {
-    this.afterTrigger = false;
+    this.lastKernel = undefined;
   }
 
   private attribute(attr: number): number {
@@ -410,28 +410,28 @@ export class CudaDriver {
    * kernel deferred in this step reads, which its upload slots guarantee.
    */
   uploadNow(dst: DevicePtr, src: ArrayBufferView, bytes = src.byteLength): void {
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuMemcpyHtoDAsync(dst, src, bytes, this.stream), `cuMemcpyHtoDAsync(${bytes} bytes)`);
   }
 
   /** Device → host after all work queued on the stream; returns when `dst` holds the data. */
   download(dst: ArrayBufferView, src: DevicePtr, bytes = dst.byteLength): void {
     this.recorder?.flush();
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuMemcpyDtoHAsync(dst, src, bytes, this.stream), `cuMemcpyDtoHAsync(${bytes} bytes)`);
     this.synchronize();
   }
 
   copyDeviceToDevice(dst: DevicePtr, src: DevicePtr, bytes: number): void {
     this.recorder?.interrupt();
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuMemcpyDtoDAsync(dst, src, bytes, this.stream), `cuMemcpyDtoDAsync(${bytes} bytes)`);
   }
 
   /** Fill `count` 32-bit words with `value` (e.g. a NaN pattern to poison outputs in tests). */
   fill32(dst: DevicePtr, value: number, count: number): void {
     this.recorder?.interrupt();
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuMemsetD32Async(dst, value >>> 0, count, this.stream), 'cuMemsetD32Async');
   }
 
@@ -503,9 +503,8 @@ export class CudaDriver {
   /** cuLaunchKernel (cuLaunchKernelEx where programmatic) with the arguments now in argStorage. */
   private launchNow(fn: Handle, name: string, grid: [number, number, number], block: number, sharedBytes: number): void {
     let rc: unknown;
-    const role = this.role(fn, name);
-    const programmatic = this.pdl && this.afterTrigger && role.waits;
-    this.afterTrigger = role.triggers;
+    const programmatic = this.chainsProgrammatically(this.lastKernel, { fn, name });
+    this.lastKernel = { fn, name };
     if (programmatic) {
       this.programmaticCounts.launches++;
       const c = this.launchConfig;
@@ -611,7 +610,7 @@ export class CudaDriver {
   }
 
   launchGraph(exec: Handle): void {
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuGraphLaunch(exec, this.stream), 'cuGraphLaunch');
   }
 
@@ -649,7 +648,7 @@ export class CudaDriver {
 
   recordEvent(e: Handle): void {
     this.recorder?.interrupt();
-    this.afterTrigger = false;
+    this.otherStreamWork();
     this.check(this.api.cuEventRecord(e, this.stream), 'cuEventRecord');
   }
 
