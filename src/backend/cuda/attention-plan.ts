@@ -3,13 +3,25 @@
 // and checks that every position the kernels will read has a block. Built once per step and reused
 // by every layer (a forward passes the same batch arrays to each).
 
-import type { AttentionBatch } from '../backend.js';
+import { KV_DTYPE_BYTES, type AttentionBatch, type KvDtype } from '../backend.js';
 
 /** Query rows of the prefill kernel's tiles (kernels/attention-prefill.cu: 4 or 8 warps × 16 rows). */
 export const PREFILL_TILE_ROWS = [64, 128] as const;
 export type PrefillTileRows = (typeof PREFILL_TILE_ROWS)[number];
 /** Runs this long (prefill chunks) go to the tensor-core kernel; a step's other tokens to split-K. */
 export const PREFILL_MIN_RUN = 16;
+/** KV positions per shared-memory tile of the prefill kernel (kernels/attention-prefill.cu PF_KV). */
+export const PREFILL_KV_TILE = 64;
+
+/**
+ * Dynamic shared memory of a prefill_attention block: from a bf16 cache, two bf16 K/V tile pairs
+ * (one computed on, one being filled); from a float32 or FP8 cache, one bf16 pair and a staging
+ * pair in the cache's own type. 64 KiB (bf16), 48 KiB (FP8), 96 KiB (float32) at head_dim 128.
+ */
+export function prefillSharedBytes(kvDtype: KvDtype, headDim: number): number {
+  const tile = PREFILL_KV_TILE * headDim;
+  return kvDtype === 'bf16' ? 4 * tile * 2 : 2 * tile * 2 + 2 * tile * KV_DTYPE_BYTES[kvDtype];
+}
 
 /** The prefill kernel's query tiles at one tile size. */
 export interface QueryTiles {

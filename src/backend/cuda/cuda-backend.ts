@@ -20,7 +20,7 @@ import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
-import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillTileRows } from './attention-plan.js';
+import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillSharedBytes, prefillTileRows } from './attention-plan.js';
 
 /** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
 function mlpShape(x: CudaTensor, gate: Weight, up: Weight, down: Weight): { N: number; K: number; H: number } {
@@ -1151,7 +1151,7 @@ export class CudaBackend implements Backend {
     const warps = rows / 16;
     this.launch(a.cache.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale,
-    ]);
+    ], prefillSharedBytes(a.cache.dtype, a.headDim));
   }
 
   /**

@@ -4,21 +4,24 @@
 // A block takes one query tile (up to 16·WARPS consecutive tokens of one sequence at consecutive
 // positions, built on the host: attention-plan.ts) for one head; WARPS is 8 (128-row tiles: each
 // K/V tile read serves twice the rows) or 4 (64-row tiles, twice the blocks, for short prompts). Its
-// warps own 16 query rows each. The block walks the sequence's visible positions in tiles of 32
+// warps own 16 query rows each. The block walks the sequence's visible positions in tiles of 64
 // through the block table, pipelined: each thread copies its share of the next tile's K and V rows
 // with cp.async (no registers held, all of a tile's loads in flight at once) while the warps compute
 // on the current tile. From a float32 (FP8) cache the copies land in a float32 (FP8) staging buffer,
 // and each thread then rounds (widens: exact) its own staged values to bf16 into the compute tiles;
 // from a bf16 cache they land in the compute tiles themselves, which are double-buffered instead. S = Q·Kᵀ and O += P·V run
 // on `mma.sync.m16n8k16` (bf16 inputs, float32 accumulators); the softmax is online and in float32
-// (scores scaled in float32, max-subtracted, exp2). Numbers: q, k, v and the probabilities are
+// (the running max taken over raw scores, then exp2(s · scale · log2 e − max) as one FMA; a warp
+// whose rows' maxima all stayed put skips rescaling its output, which would multiply by exactly 1). Numbers: q, k, v and the probabilities are
 // rounded to bf16 (8 significant bits) before the products, so results differ from the float32
 // reference by about 1e-3 relative (the tests bound it; see docs/cuda.md), and a bf16 cache gives
 // the same bits as a float32 one (its values are rounded once, when written, the same way).
 //
-// Shared memory at head_dim 128, within the 48 KiB static limit (so no opt-in attribute is needed):
-// float32 cache, float32 staging 2 × 16 KiB + bf16 tiles 2 × 8 KiB; bf16 cache, two bf16 tile pairs,
-// 32 KiB. The bf16 tiles are unpadded; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7),
+// Shared memory (dynamic: the host passes prefill_shared_bytes, cuda-backend.ts prefillSharedBytes)
+// at head_dim 128: bf16 cache, two bf16 tile pairs, 64 KiB; FP8, FP8 staging 2 × 8 KiB + bf16 tiles
+// 2 × 16 KiB, 48 KiB; float32, float32 staging 2 × 32 KiB + bf16 tiles 2 × 16 KiB, 96 KiB. 64-position
+// tiles rather than 32 halve the per-tile work that is not a product (the softmax's shuffles and
+// rescale, the barrier) and give S = Q·Kᵀ 8 independent accumulator chains instead of 4. The bf16 tiles are unpadded; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7),
 // so the 8 rows an `ldmatrix` reads hit distinct banks.
 //
 // mma fragment layouts (PTX ISA, m16n8k16, .bf16): with g = lane / 4 and t = lane % 4,
@@ -32,7 +35,11 @@
 #include "common.cuh"
 #include "tensor-core.cuh"
 
-#define PF_KV 32  // KV positions per shared-memory tile
+// KV positions per shared-memory tile (attention-plan.ts PREFILL_KV_TILE sizes the shared memory;
+// TACHYON_NVRTC_DEFINES=PF_KV=32 compares the earlier tile in the same shared memory).
+#ifndef PF_KV
+#define PF_KV 64
+#endif
 #define LOG2E 1.4426950408889634f
 // Blocks per SM the register budget is cut for. At head_dim 128 ptxas wants ~220 registers (it
 // issues a tile's ldmatrix loads early) and spills ~200 bytes when cut to 128, so: 8 warps, 1 block
@@ -56,25 +63,28 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   constexpr int RSTEP = THREADS / C8;        // rows between a thread's successive chunks
   static_assert(NL * THREADS == PF_KV * C8, "threads must divide the tile");
   constexpr u32 TILE_BYTES = PF_KV * D * 2;
-  __shared__ __align__(128) u16 kb[2 * PF_KV * D];  // two bf16 tiles each: computed on, being filled
-  __shared__ __align__(128) u16 vb[2 * PF_KV * D];
+  extern __shared__ __align__(128) unsigned char pf_smem[];
+  u16* kb = reinterpret_cast<u16*>(pf_smem);  // two bf16 tiles each: computed on, being filled
+  u16* vb = kb + 2 * PF_KV * D;
 #elif defined(KV_FP8)
   constexpr int C16 = D / 16;                // 16-byte chunks (16 e4m3 codes) per K/V row
   constexpr int CHUNKS = PF_KV * C16;        // per tile, per K and per V
   constexpr int NL = (CHUNKS + THREADS - 1) / THREADS;  // chunks a thread stages (the last round may be partial)
-  __shared__ __align__(128) unsigned char kq[PF_KV * D];  // FP8 staging of the next tile (cp.async)
-  __shared__ __align__(128) unsigned char vq[PF_KV * D];
-  __shared__ __align__(128) u16 kb[PF_KV * D];            // bf16 tile being computed on, swizzled chunks
-  __shared__ __align__(128) u16 vb[PF_KV * D];
+  extern __shared__ __align__(128) unsigned char pf_smem[];
+  u16* kb = reinterpret_cast<u16*>(pf_smem);  // bf16 tile being computed on, swizzled chunks
+  u16* vb = kb + PF_KV * D;
+  unsigned char* kq = reinterpret_cast<unsigned char*>(vb + PF_KV * D);  // FP8 staging of the next tile (cp.async)
+  unsigned char* vq = kq + PF_KV * D;
 #else
   constexpr int C4 = D / 4;                  // float4s per K/V row
   constexpr int NL = PF_KV * C4 / THREADS;   // float4s a thread stages per tile, per K and per V
   constexpr int RSTEP = THREADS / C4;        // rows between a thread's successive float4s
   static_assert(NL * THREADS == PF_KV * C4, "threads must divide the tile");
-  __shared__ __align__(128) float kf[PF_KV * D];  // float32 staging of the next tile (cp.async)
-  __shared__ __align__(128) float vf[PF_KV * D];
-  __shared__ __align__(128) u16 kb[PF_KV * D];    // bf16 tile being computed on, swizzled chunks
-  __shared__ __align__(128) u16 vb[PF_KV * D];
+  extern __shared__ __align__(128) unsigned char pf_smem[];
+  float* kf = reinterpret_cast<float*>(pf_smem);  // float32 staging of the next tile (cp.async)
+  float* vf = kf + PF_KV * D;
+  u16* kb = reinterpret_cast<u16*>(vf + PF_KV * D);  // bf16 tile being computed on, swizzled chunks
+  u16* vb = kb + PF_KV * D;
 #endif
 
   const int h = blockIdx.x;
@@ -213,7 +223,8 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   float o[NT][4];
 #pragma unroll
   for (int j = 0; j < NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  // Running max (in log2 units) and this thread's share of the running sum, for rows row0 / row1.
+  // Running max (of scores × scale, in log2 units) and this thread's share of the running sum, for
+  // rows row0 / row1. The max is taken over raw scores, which is the same since scale > 0.
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
   const float scaleLog2 = scale * LOG2E;
   // The row this lane addresses for ldmatrix (lanes 8i..8i+7: matrix i) and the chunk it reads
@@ -240,14 +251,15 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     // the window of the earliest of them.
     if (warpRows <= 0 || t0 > warpLastPos || (window > 0 && t0 + PF_KV - 1 <= warpFirstPos - window)) continue;
 
-    // S = Q · Kᵀ: 16 rows × 32 positions per warp, 4 column tiles.
-    float s[4][4];
+    // S = Q · Kᵀ: 16 rows × PF_KV positions per warp, SN column tiles of 8.
+    constexpr int SN = PF_KV / 8;
+    float s[SN][4];
 #pragma unroll
-    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int j = 0; j < SN; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
     for (int k = 0; k < KS; k++) {
 #pragma unroll
-      for (int np = 0; np < 2; np++) {
+      for (int np = 0; np < SN / 2; np++) {
         // matrices: (positions +0..7, dims +0..7), (+0..7, +8..15), (+8..15, +0..7), (+8..15, +8..15)
         u32 b0, b1, b2, b3;
         ldmatrix_x4(kbLane + tileOff + np * 16 * D * 2 + (((2 * k + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
@@ -257,18 +269,18 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     }
 
     // Mask (causal, window, past the tile's end; not needed when the whole tile is visible to
-    // every row of the warp), scale, and the new running max per row.
+    // every row of the warp) and the tile's max per row, over raw scores.
     const bool whole = t0 + PF_KV - 1 <= min(warpFirstPos, last) && (window <= 0 || t0 > warpLastPos - window);
-    float mx0 = m0, mx1 = m1;
+    float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < SN; j++) {
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int p = t0 + j * 8 + 2 * t + e;
         const bool ok0 = whole || (p <= qpos0 && p <= last && (window <= 0 || p > qpos0 - window));
         const bool ok1 = whole || (p <= qpos1 && p <= last && (window <= 0 || p > qpos1 - window));
-        s[j][e] = ok0 ? s[j][e] * scaleLog2 : NEG_INF;
-        s[j][2 + e] = ok1 ? s[j][2 + e] * scaleLog2 : NEG_INF;
+        if (!ok0) s[j][e] = NEG_INF;
+        if (!ok1) s[j][2 + e] = NEG_INF;
         mx0 = fmaxf(mx0, s[j][e]);
         mx1 = fmaxf(mx1, s[j][2 + e]);
       }
@@ -278,27 +290,32 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float nm0 = fmaxf(m0, mx0 * scaleLog2), nm1 = fmaxf(m1, mx1 * scaleLog2);
     // A row that has seen nothing yet (padding rows, a window not reached) keeps max -inf: subtract
     // 0 instead so exp2 gives 0, never NaN.
-    const float base0 = mx0 == NEG_INF ? 0.f : mx0, base1 = mx1 == NEG_INF ? 0.f : mx1;
-    const float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);  // 0 while m = -inf
-    m0 = mx0;
-    m1 = mx1;
-    l0 *= corr0;
-    l1 *= corr1;
+    const float base0 = nm0 == NEG_INF ? 0.f : nm0, base1 = nm1 == NEG_INF ? 0.f : nm1;
+    // Rescale only when some row's max rose: otherwise every factor is exp2(0) = 1 (or 0 · 0 for a
+    // row still at -inf), so skipping it changes no bit. Past the first tiles maxima rarely move.
+    if (!__all_sync(0xffffffffu, nm0 == m0 && nm1 == m1)) {
+      const float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);  // 0 while m = -inf
+      l0 *= corr0;
+      l1 *= corr1;
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-      o[j][0] *= corr0;
-      o[j][1] *= corr0;
-      o[j][2] *= corr1;
-      o[j][3] *= corr1;
+      for (int j = 0; j < NT; j++) {
+        o[j][0] *= corr0;
+        o[j][1] *= corr0;
+        o[j][2] *= corr1;
+        o[j][3] *= corr1;
+      }
     }
-    // P = exp2(S - max) as bf16 A fragments: column tiles 2k and 2k+1 make k-step k.
-    u32 pa[2][4];
+    m0 = nm0;
+    m1 = nm1;
+    // P = exp2(S · scale · log2 e - max) as bf16 A fragments: column tiles 2k and 2k+1 make k-step k.
+    u32 pa[SN / 2][4];
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      const float p00 = exp2_approx(s[j][0] - base0), p01 = exp2_approx(s[j][1] - base0);
-      const float p10 = exp2_approx(s[j][2] - base1), p11 = exp2_approx(s[j][3] - base1);
+    for (int j = 0; j < SN; j++) {
+      const float p00 = exp2_approx(fmaf(s[j][0], scaleLog2, -base0)), p01 = exp2_approx(fmaf(s[j][1], scaleLog2, -base0));
+      const float p10 = exp2_approx(fmaf(s[j][2], scaleLog2, -base1)), p11 = exp2_approx(fmaf(s[j][3], scaleLog2, -base1));
       l0 += p00 + p01;
       l1 += p10 + p11;
       pa[j >> 1][(j & 1) * 2] = pack_bf16x2(p00, p01);
@@ -307,7 +324,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 
     // O += P · V: k = 16 positions per step, 16 output dims per ldmatrix.x4.trans.
 #pragma unroll
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < SN / 2; k++) {
 #pragma unroll
       for (int dp = 0; dp < D / 16; dp++) {
         // matrices: (positions +0..7, dims +0..7), (+8..15, +0..7), (+0..7, +8..15), (+8..15, +8..15)
