@@ -53,6 +53,12 @@ const MAX_ALIGNMENT = 256;
 const HEURISTIC_RESULT_BYTES = 96;
 const ALGO_BYTES = 64;
 const HEURISTIC_CANDIDATES = 8;
+/** Groups of 4 values a thread of the row quantisers holds in registers (kernels/convert.cu QUANT_HELD). */
+const QUANT_HELD = 8;
+/** Threads of a row quantiser's block for rows of `n` values: enough to hold the whole row (whole warps, at most 1024). */
+export function quantRowThreads(n: number): number {
+  return Math.min(1024, Math.max(32, Math.ceil(n / 4 / QUANT_HELD / 32) * 32));
+}
 /** NVIDIA's recommended workspace for Hopper; allocated once per process. */
 export const CUBLASLT_WORKSPACE_BYTES = 32 * 2 ** 20;
 
@@ -488,7 +494,7 @@ export class CublasLtPrefill {
 
   /** x [T, K] float32 quantised per token: codes (e4m3, [T, K]) and scales (absmax / 448, [T]). */
   quantizeRows(x: DevicePtr, T: number, K: number, codes: DevicePtr, scales: DevicePtr): void {
-    this.launch('quantize_rows_e4m3', [T, 1, 1], 256, 'pppi', [x, codes, scales, K]);
+    this.launch('quantize_rows_e4m3', [T, 1, 1], quantRowThreads(K), 'pppi', [x, codes, scales, K]);
   }
 
   /**
@@ -524,7 +530,7 @@ export class CublasLtPrefill {
    * down GEMM's input quantised per token (convert.cu silu_mul_quantize_e4m3).
    */
   siluMulQuantizeFp8(dg: DevicePtr, du: DevicePtr, xScales: DevicePtr, wsGate: DevicePtr, wsUp: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
-    this.launch('silu_mul_quantize_e4m3', [T, 1, 1], 256, 'pppppppii', [dg, du, xScales, wsGate, wsUp, codes, scales, N, CublasLtPrefill.fp8Ldd(N)]);
+    this.launch('silu_mul_quantize_e4m3', [T, 1, 1], quantRowThreads(N), 'pppppppii', [dg, du, xScales, wsGate, wsUp, codes, scales, N, CublasLtPrefill.fp8Ldd(N)]);
   }
 
   /** The FP8 GEMM scaled inside cuBLASLt into bf16 d [T, N] (fp8GemmScaledHalf): whether it can run (N a multiple of 8: 16-byte rows). */
@@ -541,7 +547,7 @@ export class CublasLtPrefill {
 
   /** The FP8 MLP's middle from gate and up already scaled, in bf16 [T, N]: down's input quantised per token. */
   siluMulQuantizeBf16(g: DevicePtr, u: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
-    this.launch('silu_mul_quantize_bf16_e4m3', [T, 1, 1], 256, 'ppppi', [g, u, codes, scales, N]);
+    this.launch('silu_mul_quantize_bf16_e4m3', [T, 1, 1], quantRowThreads(N), 'ppppi', [g, u, codes, scales, N]);
   }
 }
 

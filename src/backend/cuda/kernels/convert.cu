@@ -92,30 +92,44 @@ extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __r
 #define E4M3_MAX 448.f
 // compressed-tensors' guard for an all-zero row (float32 epsilon), as quant/fp8.ts uses for weights.
 #define FLOAT32_EPS 1.1920928955078125e-7f
-#define QUANT_THREADS 256
 
+// Max over the block (any multiple of 32 threads up to 1024).
 __device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[QUANT_THREADS / 32];
+  __shared__ float partial[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   float m = partial[0];
-#pragma unroll
-  for (int w = 1; w < QUANT_THREADS / 32; w++) m = fmaxf(m, partial[w]);
+  for (int w = 1; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, partial[w]);
   return m;
 }
 
 // One row quantised per token as quantize_rows_e4m3 defines it (block = row): absmax over the row's
 // values, scale = absmax / 448 (float32 epsilon for an all-zero row), codes = e4m3(value / scale),
-// round to nearest even, saturating. `values(i, v)` gives the row's values 4i..4i+3; it is called
-// twice per group (absmax first, then the codes: the block does not hold the row in registers).
+// round to nearest even, saturating. `values(i, v)` gives the row's values 4i..4i+3. A thread holds
+// its first QUANT_HELD groups (i = thread + j · blockDim) in registers between the absmax and the
+// codes, so the row is read once: the host launches enough threads for the whole row
+// (quantRowThreads in cublaslt.ts). Groups past QUANT_HELD · blockDim, if any, are read twice.
+// (Reading twice cost the FP8 MLP's middle a second pass over gate and up from DRAM: rows of 57 KiB
+// with ~1,000 in flight do not stay in L2.)
+#define QUANT_HELD 8
 template <typename Values>
 __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int groups, u32* __restrict__ codes, float* __restrict__ scales) {
 #if __CUDA_ARCH__ >= 890
+  const int stride = blockDim.x;
+  float held[QUANT_HELD][4];
   float m = 0.f;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
+#pragma unroll
+  for (int j = 0; j < QUANT_HELD; j++) {
+    const int i = threadIdx.x + j * stride;
+    if (i < groups) {
+      values(i, held[j]);
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(held[j][0]), fabsf(held[j][1])), fmaxf(fabsf(held[j][2]), fabsf(held[j][3]))));
+    }
+  }
+  for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
     float v[4];
     values(i, v);
     m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
@@ -124,13 +138,21 @@ __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int grou
   const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
   if (threadIdx.x == 0) scales[blockIdx.x] = s;
   u32* out = codes + (u64)blockIdx.x * groups;
-  for (int i = threadIdx.x; i < groups; i += QUANT_THREADS) {
-    float v[4];
-    values(i, v);
+  auto put = [&](int i, const float* v) {
     unsigned short lo, hi;
     asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
     asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
     out[i] = (u32)lo | ((u32)hi << 16);
+  };
+#pragma unroll
+  for (int j = 0; j < QUANT_HELD; j++) {
+    const int i = threadIdx.x + j * stride;
+    if (i < groups) put(i, held[j]);
+  }
+  for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
+    float v[4];
+    values(i, v);
+    put(i, v);
   }
 #else
   __trap();
@@ -141,7 +163,7 @@ __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int grou
 // codes = e4m3(x / scale), round to nearest even, saturating at ±448 (what the CPU's encodeE4m3
 // does; both divisions are IEEE float32). The e4m3 conversion instruction exists from sm_89 on, as
 // do the FP8 tensor cores: the host launches this kernel only there.
-extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
+extern "C" __global__ void __launch_bounds__(1024) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
                                                                                 float* __restrict__ scales, int K) {
   const float4* row = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * K);
   quantize_row_e4m3([&](int i, float* v) {
@@ -154,14 +176,13 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_rows_e4m3(c
 // GEMMs' float32 outputs dg and du [T, ldd] it forms gate = dg · (xScale[t] · wsGate[n]) and up
 // likewise (scale_fp8_product's values), a = silu(gate) · up (silu_mul's expression), and quantises
 // the row of a for the down GEMM as quantize_rows_e4m3 does (absmax / 448, codes e4m3(a / scale)):
-// bitwise what those three kernels give, without writing gate, up or a. The row is formed twice
-// (absmax first), its second read from L2. N a multiple of 4.
+// bitwise what those three kernels give, without writing gate, up or a. N a multiple of 4.
 __device__ __forceinline__ float fp8_silu_at(const float* dg, const float* du, float xs, const float* wsg, const float* wsu, int n) {
   const float g = dg[n] * (xs * wsg[n]);
   const float u = du[n] * (xs * wsu[n]);
   return silu_times(g, u);
 }
-extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4m3(
+extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_e4m3(
     const float* __restrict__ dg, const float* __restrict__ du, const float* __restrict__ xScale, const float* __restrict__ wsGate,
     const float* __restrict__ wsUp, u32* __restrict__ codes, float* __restrict__ scales, int N, int ldd) {
   const float* g = dg + (u64)blockIdx.x * ldd;
@@ -176,7 +197,7 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_e4
 // The same middle from gate and up already scaled by their GEMMs and written as bf16 [T, N] (cuBLASLt's
 // outer-vector scaling): a = silu(gate) · up (silu_mul_bf16's expression) quantised per row as
 // quantize_rows_e4m3 does. N a multiple of 4; each thread reads 4 values of gate and of up (8 bytes).
-extern "C" __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quantize_bf16_e4m3(
+extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_bf16_e4m3(
     const u16* __restrict__ gate, const u16* __restrict__ up, u32* __restrict__ codes, float* __restrict__ scales, int N) {
   const uint2* g = reinterpret_cast<const uint2*>(gate + (u64)blockIdx.x * N);
   const uint2* u = reinterpret_cast<const uint2*>(up + (u64)blockIdx.x * N);
