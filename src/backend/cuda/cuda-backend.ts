@@ -356,6 +356,7 @@ export class CudaBackend implements Backend {
       own: (owner, ptrs, bytes) => {
         for (const p of ptrs) this.owned.register(owner, p);
         this.weightBytesOnDevice += bytes;
+        if (owner instanceof CudaFp8Weight) this.fp8WeightsLoaded = true;
       },
       launch: (kernel, grid, block, kinds, args, shared) => this.launch('quant-linear.cu', kernel, grid, block, kinds, args, shared),
       launchIn: (file, kernel, grid, block, kinds, args, shared) => this.launch(file, kernel, grid, block, kinds, args, shared),
@@ -566,8 +567,32 @@ export class CudaBackend implements Backend {
   rmsNorm(x: Tensor, weight: Weight, eps: number): Tensor {
     const src = x as CudaTensor;
     const out = this.tensor(src.shape);
-    this.norm(src.ptr, out.ptr, this.vector(weight, src.cols, 'rmsNorm'), src.rows, src.cols, eps);
+    const w = this.vector(weight, src.cols, 'rmsNorm');
+    // The kernel norm() would pick, so quantising does not change the output's bits.
+    const k = normKernel(src.cols, true, [src.ptr, out.ptr, w]);
+    const q = this.fp8NormOutput(out, k);
+    if (q && k.kind === 'block') this.launch('norm.cu', `rms_norm_q_b${k.vec}`, [src.rows, 1, 1], k.threads, 'pppifpp', [src.ptr, w, out.ptr, src.cols, eps, q[0].ptr, q[1].ptr]);
+    else this.norm(src.ptr, out.ptr, w, src.rows, src.cols, eps);
     return out;
+  }
+
+  /** Whether a model with FP8 weights was loaded (their prefill linears read per-token FP8 inputs). */
+  private fp8WeightsLoaded = false;
+  /** Norms of prefill steps also write their output quantised for FP8 linears (fp8NormOutput); false: quantize_rows_e4m3 does it. */
+  fusedNormQuantize = true;
+
+  /**
+   * When FP8 linears will read a norm's output (a prefill step of a model with FP8 weights, on FP8
+   * tensor cores, the row kernel), buffers for its per-token E4M3 codes and scales, which the norm
+   * writes beside its float32 output (norm.cu rms_norm_q_b*, add_rms_norm_q_b*) and matmulFp8 and
+   * mlp find in the FP8 input cache: the quantiser's read of the row (and a launch) saved. Else
+   * undefined.
+   */
+  private fp8NormOutput(out: CudaTensor, k: NormKernel): [PooledBuffer, PooledBuffer] | undefined {
+    if (!this.fusedNormQuantize || !this.fp8WeightsLoaded || k.kind !== 'block' || out.rows <= GEMV_MAX_TOKENS || !this.canMatmulFp8(out.cols)) return undefined;
+    const q: [PooledBuffer, PooledBuffer] = [this.pool.alloc(out.rows * out.cols), this.pool.alloc(out.rows * 4)];
+    (this.fp8Cache ??= new DerivedInputCache(this.pool)).set(out, 'e4m3', this.inPlaceEpoch, q);
+    return q;
   }
 
   addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor {
@@ -579,7 +604,9 @@ export class CudaBackend implements Backend {
     const w = this.vector(weight, r.cols, 'addRmsNorm');
     const args = [a.ptr, r.ptr, w, out.ptr, r.cols, eps];
     const k = normKernel(r.cols, false, [a.ptr, r.ptr, w, out.ptr]);
-    if (k.kind === 'block') this.launch('norm.cu', `add_rms_norm_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppif', args);
+    const q = this.fp8NormOutput(out, k);
+    if (q && k.kind === 'block') this.launch('norm.cu', `add_rms_norm_q_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppifpp', [...args, q[0].ptr, q[1].ptr]);
+    else if (k.kind === 'block') this.launch('norm.cu', `add_rms_norm_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppif', args);
     else this.launch('norm.cu', 'add_rms_norm', [r.rows, 1, 1], rowThreads(r.cols), 'ppppif', args);
     return out;
   }
@@ -729,8 +756,9 @@ export class CudaBackend implements Backend {
     const blas = this.cublasLt()!;
     const T = x.rows;
     const ldd = CublasLtPrefill.fp8Ldd(N);
-    const xq = this.pool.alloc(T * K);
-    const xs = this.pool.alloc(T * 4);
+    // x quantised already (by the norm that wrote it: fp8NormOutput), or here.
+    const kept = this.fp8Cache?.get(x, 'e4m3', this.inPlaceEpoch);
+    const [xq, xs] = kept ?? [this.pool.alloc(T * K), this.pool.alloc(T * 4)];
     // Gate and up scaled inside their GEMMs into bf16 where cuBLASLt can (outer-vector scaling), else
     // unscaled float32 that the middle kernel scales.
     const halfBytes = T * N * 2;
@@ -746,7 +774,7 @@ export class CudaBackend implements Backend {
       (half || (blas.canFp8(T, N, K, gate.codes, xq.ptr, dg.ptr) && blas.canFp8(T, N, K, up.codes, xq.ptr, du.ptr))) &&
       blas.canFp8(T, H, N, down.codes, aq.ptr, CublasLtPrefill.fp8Ldd(H) === H ? out.ptr : 0);
     if (runs) {
-      blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
+      if (!kept) blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
       if (half) {
         blas.fp8GemmScaledHalf(xq.ptr, xs.ptr, T, gate.codes, gate.rowScales, N, K, dg.ptr);
         blas.fp8GemmScaledHalf(xq.ptr, xs.ptr, T, up.codes, up.rowScales, N, K, du.ptr);
@@ -758,7 +786,7 @@ export class CudaBackend implements Backend {
       }
       blas.fp8GemmScaled(aq.ptr, as.ptr, T, down.codes, down.rowScales, H, N, 0, out.ptr);
     }
-    for (const b of [xq, xs, dg, du, aq, as]) this.pool.release(b);
+    for (const b of kept ? [dg, du, aq, as] : [xq, xs, dg, du, aq, as]) this.pool.release(b);
     if (runs) return out;
     this.release(out);
     return undefined;

@@ -142,6 +142,41 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(s);
 }
 
+// Max over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float m = partial[lane < warps ? lane : 0];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return m;
+}
+
+// ---- per-token FP8 (E4M3) activations: quantize_rows_e4m3 (convert.cu) and the quantising norms
+// (norm.cu) share these. scale = absmax / 448 (float32 epsilon for an all-zero row), code =
+// e4m3(value / scale), round to nearest even, saturating (the CPU's encodeE4m3; IEEE division).
+#define E4M3_MAX 448.f
+// compressed-tensors' guard for an all-zero row (float32 epsilon), as quant/fp8.ts uses for weights.
+#define FLOAT32_EPS 1.1920928955078125e-7f
+__device__ __forceinline__ float e4m3_row_scale(float absmax) { return absmax > 0.f ? absmax / E4M3_MAX : FLOAT32_EPS; }
+// Four values → four codes, the first in the low byte. The conversion exists from sm_89 on.
+__device__ __forceinline__ u32 e4m3x4(float v0, float v1, float v2, float v3, float s) {
+#if __CUDA_ARCH__ >= 890
+  unsigned short lo, hi;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v1 / s), "f"(v0 / s));
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v3 / s), "f"(v2 / s));
+  return (u32)lo | ((u32)hi << 16);
+#else
+  __trap();
+  return 0;
+#endif
+}
+
 // ---- programmatic dependent launch (sm_90+; programmatic-launch.ts) ------------------------------
 // pdl_trigger(): the kernel after this one may start its blocks once every block of this one has
 // called it (or exited). The small latency-bound kernels of a decode step (norms, attention) call it

@@ -89,23 +89,6 @@ extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __r
   for (int t = blockIdx.y; t < T; t += gridDim.y) y[(u64)t * N + n] += bias[n];
 }
 
-#define E4M3_MAX 448.f
-// compressed-tensors' guard for an all-zero row (float32 epsilon), as quant/fp8.ts uses for weights.
-#define FLOAT32_EPS 1.1920928955078125e-7f
-
-// Max over the block (any multiple of 32 threads up to 1024).
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  float m = partial[0];
-  for (int w = 1; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, partial[w]);
-  return m;
-}
-
 // One row quantised per token as quantize_rows_e4m3 defines it (block = row): absmax over the row's
 // values, scale = absmax / 448 (float32 epsilon for an all-zero row), codes = e4m3(value / scale),
 // round to nearest even, saturating. `values(i, v)` gives the row's values 4i..4i+3. A thread holds
@@ -134,16 +117,10 @@ __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int grou
     values(i, v);
     m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
   }
-  m = block_max(m);
-  const float s = m > 0.f ? m / E4M3_MAX : FLOAT32_EPS;
+  const float s = e4m3_row_scale(block_max(m));
   if (threadIdx.x == 0) scales[blockIdx.x] = s;
   u32* out = codes + (u64)blockIdx.x * groups;
-  auto put = [&](int i, const float* v) {
-    unsigned short lo, hi;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
-    out[i] = (u32)lo | ((u32)hi << 16);
-  };
+  auto put = [&](int i, const float* v) { out[i] = e4m3x4(v[0], v[1], v[2], v[3], s); };
 #pragma unroll
   for (int j = 0; j < QUANT_HELD; j++) {
     const int i = threadIdx.x + j * stride;

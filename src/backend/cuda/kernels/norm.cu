@@ -26,10 +26,37 @@ __device__ __forceinline__ float sq4(float4 v, float ss) {
   return fmaf(v.w, v.w, ss);
 }
 
+// Writes a block's row of normalised values y (thread t's float4s t, t + blockDim.x, …) and, when
+// `codes` is set, its per-token FP8 quantisation for the FP8 GEMMs that read it (prefill of FP8
+// models: the values quantize_rows_e4m3 would give from the row, without reading it back): scale
+// absmax / 448 to scales[row], codes[row, i] four e4m3 codes per float4.
+template <int V>
+__device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, u32* __restrict__ codes, float* __restrict__ scales) {
+  float m = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) {
+      dst[i] = y[j];
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(y[j].x), fabsf(y[j].y)), fmaxf(fabsf(y[j].z), fabsf(y[j].w))));
+    }
+  }
+  if (!codes) return;
+  const float s = e4m3_row_scale(block_max(m));
+  if (threadIdx.x == 0) scales[blockIdx.x] = s;
+  u32* row = codes + (u64)blockIdx.x * n4;
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) row[i] = e4m3x4(y[j].x, y[j].y, y[j].z, y[j].w, s);
+  }
+}
+
 // A block per row; thread t holds float4s t, t + blockDim.x, … (V of them, those below n4 = cols/4).
 // src and dst may alias (head norm in place): every value is read before the reduction's barrier.
 template <int V>
-__device__ __forceinline__ void rms_norm_block(const float* x, const float* __restrict__ w, float* out, int cols, float eps) {
+__device__ __forceinline__ void rms_norm_block(const float* x, const float* __restrict__ w, float* out, int cols, float eps,
+                                               u32* __restrict__ codes = nullptr, float* __restrict__ scales = nullptr) {
   const int n4 = cols >> 2;
   const float4* src = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * cols);
   float4* dst = reinterpret_cast<float4*>(out + (u64)blockIdx.x * cols);
@@ -46,16 +73,15 @@ __device__ __forceinline__ void rms_norm_block(const float* x, const float* __re
   for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
   const float inv = rms_inv(block_sum(ss), cols, eps);
 #pragma unroll
-  for (int j = 0; j < V; j++) {
-    const int i = threadIdx.x + j * blockDim.x;
-    if (i < n4) dst[i] = norm4(v[j], inv, g[j]);
-  }
+  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+  write_normed_row<V>(v, dst, n4, codes, scales);
 }
 
 // residual += x, then out = rmsNorm(residual): one read of x and residual, one write of each output.
 template <int V>
 __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w,
-                                                   float* __restrict__ out, int cols, float eps) {
+                                                   float* __restrict__ out, int cols, float eps, u32* __restrict__ codes = nullptr,
+                                                   float* __restrict__ scales = nullptr) {
   const int n4 = cols >> 2;
   const u64 row = (u64)blockIdx.x * cols;
   const float4* a4 = reinterpret_cast<const float4*>(x + row);
@@ -83,10 +109,8 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
   }
   const float inv = rms_inv(block_sum(ss), cols, eps);
 #pragma unroll
-  for (int j = 0; j < V; j++) {
-    const int i = threadIdx.x + j * blockDim.x;
-    if (i < n4) dst[i] = norm4(v[j], inv, g[j]);
-  }
+  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+  write_normed_row<V>(v, dst, n4, codes, scales);
 }
 
 // A warp per row (rows of at most 32·V float4s), NORM_WARP_ROWS rows a block.
@@ -134,6 +158,17 @@ __device__ __forceinline__ void rms_norm_warp(const float* x, const float* __res
   extern "C" __global__ void __launch_bounds__(NORM_WARP_ROWS * 32) rms_norm_w##V(                                   \
       const float* x, const float* __restrict__ w, float* out, int rows, int cols, float eps) {                      \
     rms_norm_warp<V>(x, w, out, rows, cols, eps);                                                                    \
+  }                                                                                                                  \
+  /* The same two, also quantising each output row for FP8 GEMMs (write_normed_row; sm_89+). */                      \
+  extern "C" __global__ void __launch_bounds__(1024) rms_norm_q_b##V(const float* x, const float* __restrict__ w,    \
+                                                                     float* out, int cols, float eps, u32* codes,   \
+                                                                     float* scales) {                               \
+    rms_norm_block<V>(x, w, out, cols, eps, codes, scales);                                                          \
+  }                                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_q_b##V(                                            \
+      const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
+      int cols, float eps, u32* codes, float* scales) {                                                              \
+    add_rms_norm_block<V>(x, residual, w, out, cols, eps, codes, scales);                                            \
   }
 NORM_KERNELS(1)
 NORM_KERNELS(2)
