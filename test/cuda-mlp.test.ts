@@ -203,37 +203,50 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     assert.equal(again.filter((n) => n === 'quantize_rows_e4m3').length, 1, 'x changed in place: quantised again');
   });
 
-  it('a prefill step\'s norms of an FP8 model write their output quantised for the FP8 linears and MLP: quantize_rows_e4m3\'s bits, without it', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
-    // Rows wider than a warp's norm (> 512 values), so decode and prefill norms are the same kernel.
-    const H = 1024, N = 1536, T = 40;
-    const qkv = [weight('fp8', H, H), weight('fp8', 128, H)];
-    const w = mlpWeights('fp8', H, N);
-    const normW = be.loadDense('norm', { dtype: 'F32', shape: [H], bytes: new Uint8Array(uniform(H, 0.5, 1.5).buffer) });
-    const x = uniform(T * H, -2, 2);
-    const res = uniform(T * H, -2, 2);
-    const forward = (fused: boolean) => {
-      be.fusedNormQuantize = fused;
-      let outs: Float32Array[] = [];
-      const names = launchesOf(be, () => {
-        const residual = be.fromHost(res, [T, H]);
-        const h = be.rmsNorm(be.fromHost(x, [T, H]), normW, 1e-5);
-        const [q, k] = qkv.map((l) => be.linear(h, l.g));
-        const h2 = be.addRmsNorm(q, residual, normW, 1e-5);
-        const y = mlp(be, h2, w.gate.g, w.up.g, w.down.g);
-        outs = [h, q, k, residual, h2, y].map((t) => be.toHost(t));
-      });
-      return { outs, names };
-    };
-    try {
-      const fused = forward(true);
-      const plain = forward(false);
-      assert.equal(plain.names.filter((n) => n === 'quantize_rows_e4m3').length, 2, `without: the linears and the MLP quantise (${plain.names.join(', ')})`);
-      assert.deepEqual(fused.names.filter((n) => /quantize_rows|norm/.test(n)), ['rms_norm_q_b1', 'add_rms_norm_q_b1'], 'the norms quantise; nothing else does');
-      ['norm', 'q', 'k', 'residual', 'add-norm', 'mlp'].forEach((name, i) => assertBitwise(fused.outs[i], plain.outs[i], `${name}: quantised by the norm against by quantize_rows_e4m3`));
-    } finally {
-      be.fusedNormQuantize = true;
-    }
-  });
+  // A prefill step's norms write their output in the form the GEMMs after them read (normSideOutput):
+  // E4M3 codes for FP8 weights, bf16 / f16 for dense and dequantised ones; the linears and the MLP
+  // then skip their conversion. The same bits as converting separately, and no conversion launched.
+  const sideCases: { kind: Kind; side: string; conversion: string }[] = [
+    { kind: 'fp8', side: 'e4m3', conversion: 'quantize_rows_e4m3' },
+    { kind: 'BF16', side: 'bf16', conversion: 'f32_to_bf16' },
+    { kind: 'F16', side: 'f16', conversion: 'f32_to_f16' },
+    { kind: 'w4a16', side: 'bf16', conversion: 'f32_to_bf16' },
+  ];
+  for (const { kind, side, conversion } of sideCases) {
+    it(`a prefill step's norms write their output for ${kind} GEMMs (${side}): the conversion's bits, without it`, { skip: kind === 'fp8' && !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
+      // Rows wider than a warp's norm (> 512 values), so decode and prefill norms are the same kernel;
+      // more tokens than quantized weights take in slices on the decode GEMVs.
+      const H = 1024, N = 1536, T = DEFAULT_SLICED_MAX_TOKENS.int4 + 9;
+      const qkv = [weight(kind, H, H), weight(kind, 128, H)];
+      const w = mlpWeights(kind, H, N);
+      const normW = be.loadDense('norm', { dtype: 'F32', shape: [H], bytes: new Uint8Array(uniform(H, 0.5, 1.5).buffer) });
+      const x = uniform(T * H, -2, 2);
+      const res = uniform(T * H, -2, 2);
+      const forward = (fused: boolean) => {
+        be.fusedNormOutput = fused;
+        let outs: Float32Array[] = [];
+        const names = launchesOf(be, () => {
+          const residual = be.fromHost(res, [T, H]);
+          const h = be.rmsNorm(be.fromHost(x, [T, H]), normW, 1e-5);
+          const [q, k] = qkv.map((l) => be.linear(h, l.g));
+          const h2 = be.addRmsNorm(q, residual, normW, 1e-5);
+          const y = mlp(be, h2, w.gate.g, w.up.g, w.down.g);
+          outs = [h, q, k, residual, h2, y].map((t) => be.toHost(t));
+        });
+        return { outs, names };
+      };
+      try {
+        forward(true); // the GEMMs' input type is learned from the GEMMs themselves
+        const fused = forward(true);
+        const plain = forward(false);
+        assert.equal(plain.names.filter((n) => n === conversion).length, 2, `without: the linears and the MLP convert (${plain.names.join(', ')})`);
+        assert.deepEqual(fused.names.filter((n) => n === conversion || /norm/.test(n)), [`rms_norm_${side}_b1`, `add_rms_norm_${side}_b1`], 'the norms convert; nothing else does');
+        ['norm', 'q', 'k', 'residual', 'add-norm', 'mlp'].forEach((name, i) => assertBitwise(fused.outs[i], plain.outs[i], `${name}: converted by the norm against by ${conversion}`));
+      } finally {
+        be.fusedNormOutput = true;
+      }
+    });
+  }
 
   it('refuses weights that do not chain, naming their shapes', () => {
     const w = mlpWeights('BF16', 256, 640);

@@ -356,7 +356,6 @@ export class CudaBackend implements Backend {
       own: (owner, ptrs, bytes) => {
         for (const p of ptrs) this.owned.register(owner, p);
         this.weightBytesOnDevice += bytes;
-        if (owner instanceof CudaFp8Weight) this.fp8WeightsLoaded = true;
       },
       launch: (kernel, grid, block, kinds, args, shared) => this.launch('quant-linear.cu', kernel, grid, block, kinds, args, shared),
       launchIn: (file, kernel, grid, block, kinds, args, shared) => this.launch(file, kernel, grid, block, kinds, args, shared),
@@ -570,29 +569,38 @@ export class CudaBackend implements Backend {
     const w = this.vector(weight, src.cols, 'rmsNorm');
     // The kernel norm() would pick, so quantising does not change the output's bits.
     const k = normKernel(src.cols, true, [src.ptr, out.ptr, w]);
-    const q = this.fp8NormOutput(out, k);
-    if (q && k.kind === 'block') this.launch('norm.cu', `rms_norm_q_b${k.vec}`, [src.rows, 1, 1], k.threads, 'pppifpp', [src.ptr, w, out.ptr, src.cols, eps, q[0].ptr, q[1].ptr]);
+    const side = this.normSideOutput(out, k);
+    if (side && k.kind === 'block') this.launch('norm.cu', `rms_norm_${side.kind}_b${k.vec}`, [src.rows, 1, 1], k.threads, 'pppifpp', [src.ptr, w, out.ptr, src.cols, eps, side.ptr, side.scales]);
     else this.norm(src.ptr, out.ptr, w, src.rows, src.cols, eps);
     return out;
   }
 
-  /** Whether a model with FP8 weights was loaded (their prefill linears read per-token FP8 inputs). */
-  private fp8WeightsLoaded = false;
-  /** Norms of prefill steps also write their output quantised for FP8 linears (fp8NormOutput); false: quantize_rows_e4m3 does it. */
-  fusedNormQuantize = true;
+  /** Norms of prefill steps also write their output in the prefill GEMMs' input type (normSideOutput); false: the GEMMs convert it. */
+  fusedNormOutput = true;
+  /** The input type of the last prefill GEMM (matmul, matmulFp8, mlp): what a norm's output is likely read in next. */
+  private prefillGemmInput?: 'e4m3' | 'bf16' | 'f16';
 
   /**
-   * When FP8 linears will read a norm's output (a prefill step of a model with FP8 weights, on FP8
-   * tensor cores, the row kernel), buffers for its per-token E4M3 codes and scales, which the norm
-   * writes beside its float32 output (norm.cu rms_norm_q_b*, add_rms_norm_q_b*) and matmulFp8 and
-   * mlp find in the FP8 input cache: the quantiser's read of the row (and a launch) saved. Else
-   * undefined.
+   * A prefill step's norm output is read next by GEMMs that first convert it: to E4M3 per token (FP8
+   * weights) or to bf16 / f16 (dense and dequantised weights). When the row kernel runs, the norm
+   * writes that form beside its float32 output (norm.cu rms_norm_{e4m3,bf16,f16}_b*, add_rms_norm_…)
+   * and it is left in the input cache the GEMMs look in (fp8Cache, castCache), saving the
+   * conversion's read of the row and a launch. The form is the one the last prefill GEMM read; a
+   * GEMM that wants another converts as before. Undefined (the plain norm) where none applies.
    */
-  private fp8NormOutput(out: CudaTensor, k: NormKernel): [PooledBuffer, PooledBuffer] | undefined {
-    if (!this.fusedNormQuantize || !this.fp8WeightsLoaded || k.kind !== 'block' || out.rows <= GEMV_MAX_TOKENS || !this.canMatmulFp8(out.cols)) return undefined;
-    const q: [PooledBuffer, PooledBuffer] = [this.pool.alloc(out.rows * out.cols), this.pool.alloc(out.rows * 4)];
-    (this.fp8Cache ??= new DerivedInputCache(this.pool)).set(out, 'e4m3', this.inPlaceEpoch, q);
-    return q;
+  private normSideOutput(out: CudaTensor, k: NormKernel): { kind: 'e4m3' | 'bf16' | 'f16'; ptr: DevicePtr; scales: DevicePtr } | undefined {
+    const kind = this.prefillGemmInput;
+    if (!this.fusedNormOutput || !kind || k.kind !== 'block' || out.rows <= GEMV_MAX_TOKENS || !this.cublasLt()) return undefined;
+    const n = out.rows * out.cols;
+    if (kind === 'e4m3') {
+      if (!this.canMatmulFp8(out.cols)) return undefined;
+      const q = [this.pool.alloc(n), this.pool.alloc(out.rows * 4)];
+      (this.fp8Cache ??= new DerivedInputCache(this.pool)).set(out, 'e4m3', this.inPlaceEpoch, q);
+      return { kind, ptr: q[0].ptr, scales: q[1].ptr };
+    }
+    const h = this.pool.alloc(n * 2);
+    (this.castCache ??= new DerivedInputCache(this.pool)).set(out, kind, this.inPlaceEpoch, [h]);
+    return { kind, ptr: h.ptr, scales: 0 };
   }
 
   addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor {
@@ -604,8 +612,8 @@ export class CudaBackend implements Backend {
     const w = this.vector(weight, r.cols, 'addRmsNorm');
     const args = [a.ptr, r.ptr, w, out.ptr, r.cols, eps];
     const k = normKernel(r.cols, false, [a.ptr, r.ptr, w, out.ptr]);
-    const q = this.fp8NormOutput(out, k);
-    if (q && k.kind === 'block') this.launch('norm.cu', `add_rms_norm_q_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppifpp', [...args, q[0].ptr, q[1].ptr]);
+    const side = this.normSideOutput(out, k);
+    if (side && k.kind === 'block') this.launch('norm.cu', `add_rms_norm_${side.kind}_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppifpp', [...args, side.ptr, side.scales]);
     else if (k.kind === 'block') this.launch('norm.cu', `add_rms_norm_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppif', args);
     else this.launch('norm.cu', 'add_rms_norm', [r.rows, 1, 1], rowThreads(r.cols), 'ppppif', args);
     return out;
@@ -774,6 +782,7 @@ export class CudaBackend implements Backend {
       (half || (blas.canFp8(T, N, K, gate.codes, xq.ptr, dg.ptr) && blas.canFp8(T, N, K, up.codes, xq.ptr, du.ptr))) &&
       blas.canFp8(T, H, N, down.codes, aq.ptr, CublasLtPrefill.fp8Ldd(H) === H ? out.ptr : 0);
     if (runs) {
+      this.prefillGemmInput = 'e4m3';
       if (!kept) blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
       if (half) {
         blas.fp8GemmScaledHalf(xq.ptr, xs.ptr, T, gate.codes, gate.rowScales, N, K, dg.ptr);
@@ -800,7 +809,9 @@ export class CudaBackend implements Backend {
     if (!blas || !dtype || ops.some((o) => o?.dtype !== dtype)) return undefined;
     const { N, K, H } = mlpShape(x, gate, up, down);
     const T = x.rows;
-    const xh = this.pool.alloc(T * K * 2);
+    // x rounded already (by the norm that wrote it: normSideOutput), or here.
+    const kept = this.castCache?.get(x, dtype, this.inPlaceEpoch)?.[0];
+    const xh = kept ?? this.pool.alloc(T * K * 2);
     const g = this.pool.alloc(T * N * 2);
     const u = this.pool.alloc(T * N * 2);
     const a = this.pool.alloc(T * N * 2);
@@ -811,7 +822,8 @@ export class CudaBackend implements Backend {
       lt.canRun({ type: dtype, m: N, n: T, k: K, ldd: N, out: 'half' }, ops[1]!.alignedAs, xh.ptr, u.ptr) &&
       lt.canRun({ type: dtype, m: H, n: T, k: N, ldd: H }, ops[2]!.alignedAs, a.ptr, out.ptr);
     if (runs) {
-      blas.cast(x.ptr, xh.ptr, T * K, dtype);
+      this.prefillGemmInput = dtype;
+      if (!kept) blas.cast(x.ptr, xh.ptr, T * K, dtype);
       // In this order: a quantized weight's bf16 copy lives in one scratch matrix until the next.
       blas.halfGemm(xh.ptr, T, ops[0]!.ptr(), dtype, N, K, g.ptr, 'half');
       blas.halfGemm(xh.ptr, T, ops[1]!.ptr(), dtype, N, K, u.ptr, 'half');
@@ -819,7 +831,7 @@ export class CudaBackend implements Backend {
       blas.halfGemm(a.ptr, T, ops[2]!.ptr(), dtype, H, N, out.ptr, 'f32');
     }
     // Stream order: the GEMMs queued read these before any later use of the memory.
-    for (const b of [xh, g, u, a]) this.pool.release(b);
+    for (const b of kept ? [g, u, a] : [xh, g, u, a]) this.pool.release(b);
     if (runs) return out;
     this.release(out);
     return undefined;
@@ -885,6 +897,7 @@ export class CudaBackend implements Backend {
       const cache = (this.castCache ??= new DerivedInputCache(this.pool));
       const buf = blas.half(x.ptr, T, w, dtype as 'bf16' | 'f16', N, K, bias, out.ptr, cache.get(x, dtype, this.inPlaceEpoch)?.[0]);
       if (buf) {
+        this.prefillGemmInput = dtype as 'bf16' | 'f16';
         cache.set(x, dtype, this.inPlaceEpoch, [buf]);
         return out;
       }
@@ -935,6 +948,7 @@ export class CudaBackend implements Backend {
       blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
       cache.set(x, 'e4m3', this.inPlaceEpoch, [xq, xs]);
     }
+    this.prefillGemmInput = 'e4m3';
     blas.fp8GemmScaled(xq.ptr, xs.ptr, T, codes, rowScales, N, K, bias, out.ptr);
     return out;
   }

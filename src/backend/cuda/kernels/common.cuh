@@ -142,6 +142,19 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(s);
 }
 
+// Two floats to a packed bf16 or f16 pair, `lo` at the lower address (the element of lower index),
+// round to nearest even. (PTX puts its first source in the upper half.)
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 // Max over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float partial[32];

@@ -4,19 +4,6 @@
 // GEMM then runs with unit scales and its float32 result is rescaled here.
 #include "common.cuh"
 
-// Two floats to a packed pair, `lo` at the lower address, round to nearest even. (PTX puts its first
-// source in the upper half.)
-__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
 // y[i] = x[i] rounded to bf16 or f16, n values. Each step of the grid-stride loop takes 8 values:
 // two 16-byte loads, one 16-byte store (both buffers are whole allocations, 256-byte aligned).
 template <bool BF16>

@@ -26,25 +26,32 @@ __device__ __forceinline__ float sq4(float4 v, float ss) {
   return fmaf(v.w, v.w, ss);
 }
 
-// Writes a block's row of normalised values y (thread t's float4s t, t + blockDim.x, …) and, when
-// `codes` is set, its per-token FP8 quantisation for the FP8 GEMMs that read it (prefill of FP8
-// models: the values quantize_rows_e4m3 would give from the row, without reading it back): scale
-// absmax / 448 to scales[row], codes[row, i] four e4m3 codes per float4.
-template <int V>
-__device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, u32* __restrict__ codes, float* __restrict__ scales) {
+// What a row kernel writes beside its float32 output, for the prefill GEMMs that read it (the
+// norm's output is their input): nothing (NORM_F32), the row quantised per token to FP8 (E4M3 codes
+// four a float4, scale absmax / 448 to scales[row]: what quantize_rows_e4m3 gives from the row), or
+// the row rounded to bf16 / f16 (what f32_to_bf16 / f32_to_f16 give). Saves those kernels' read of
+// the row and their launch.
+#define NORM_F32 0
+#define NORM_E4M3 1
+#define NORM_BF16 2
+#define NORM_F16 3
+template <int V, int SIDE>
+__device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, void* __restrict__ side, float* __restrict__ scales) {
   float m = 0.f;
 #pragma unroll
   for (int j = 0; j < V; j++) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
       dst[i] = y[j];
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(y[j].x), fabsf(y[j].y)), fmaxf(fabsf(y[j].z), fabsf(y[j].w))));
+      if (SIDE == NORM_E4M3) m = fmaxf(m, fmaxf(fmaxf(fabsf(y[j].x), fabsf(y[j].y)), fmaxf(fabsf(y[j].z), fabsf(y[j].w))));
+      if (SIDE == NORM_BF16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_bf16x2(y[j].x, y[j].y), pack_bf16x2(y[j].z, y[j].w)};
+      if (SIDE == NORM_F16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_f16x2(y[j].x, y[j].y), pack_f16x2(y[j].z, y[j].w)};
     }
   }
-  if (!codes) return;
+  if (SIDE != NORM_E4M3) return;
   const float s = e4m3_row_scale(block_max(m));
   if (threadIdx.x == 0) scales[blockIdx.x] = s;
-  u32* row = codes + (u64)blockIdx.x * n4;
+  u32* row = reinterpret_cast<u32*>(side) + (u64)blockIdx.x * n4;
 #pragma unroll
   for (int j = 0; j < V; j++) {
     const int i = threadIdx.x + j * blockDim.x;
@@ -54,9 +61,9 @@ __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* d
 
 // A block per row; thread t holds float4s t, t + blockDim.x, … (V of them, those below n4 = cols/4).
 // src and dst may alias (head norm in place): every value is read before the reduction's barrier.
-template <int V>
+template <int V, int SIDE = NORM_F32>
 __device__ __forceinline__ void rms_norm_block(const float* x, const float* __restrict__ w, float* out, int cols, float eps,
-                                               u32* __restrict__ codes = nullptr, float* __restrict__ scales = nullptr) {
+                                               void* __restrict__ side = nullptr, float* __restrict__ scales = nullptr) {
   const int n4 = cols >> 2;
   const float4* src = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * cols);
   float4* dst = reinterpret_cast<float4*>(out + (u64)blockIdx.x * cols);
@@ -74,13 +81,13 @@ __device__ __forceinline__ void rms_norm_block(const float* x, const float* __re
   const float inv = rms_inv(block_sum(ss), cols, eps);
 #pragma unroll
   for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-  write_normed_row<V>(v, dst, n4, codes, scales);
+  write_normed_row<V, SIDE>(v, dst, n4, side, scales);
 }
 
 // residual += x, then out = rmsNorm(residual): one read of x and residual, one write of each output.
-template <int V>
+template <int V, int SIDE = NORM_F32>
 __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w,
-                                                   float* __restrict__ out, int cols, float eps, u32* __restrict__ codes = nullptr,
+                                                   float* __restrict__ out, int cols, float eps, void* __restrict__ side = nullptr,
                                                    float* __restrict__ scales = nullptr) {
   const int n4 = cols >> 2;
   const u64 row = (u64)blockIdx.x * cols;
@@ -110,7 +117,7 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
   const float inv = rms_inv(block_sum(ss), cols, eps);
 #pragma unroll
   for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-  write_normed_row<V>(v, dst, n4, codes, scales);
+  write_normed_row<V, SIDE>(v, dst, n4, side, scales);
 }
 
 // A warp per row (rows of at most 32·V float4s), NORM_WARP_ROWS rows a block.
@@ -159,16 +166,21 @@ __device__ __forceinline__ void rms_norm_warp(const float* x, const float* __res
       const float* x, const float* __restrict__ w, float* out, int rows, int cols, float eps) {                      \
     rms_norm_warp<V>(x, w, out, rows, cols, eps);                                                                    \
   }                                                                                                                  \
-  /* The same two, also quantising each output row for FP8 GEMMs (write_normed_row; sm_89+). */                      \
-  extern "C" __global__ void __launch_bounds__(1024) rms_norm_q_b##V(const float* x, const float* __restrict__ w,    \
-                                                                     float* out, int cols, float eps, u32* codes,   \
-                                                                     float* scales) {                               \
-    rms_norm_block<V>(x, w, out, cols, eps, codes, scales);                                                          \
+  NORM_SIDE_KERNELS(V, e4m3, NORM_E4M3)                                                                               \
+  NORM_SIDE_KERNELS(V, bf16, NORM_BF16)                                                                               \
+  NORM_SIDE_KERNELS(V, f16, NORM_F16)
+// The two row kernels also writing their output for the GEMMs after them (write_normed_row): side is
+// E4M3 codes (scales: a float each row; sm_89+) or bf16 / f16 values (scales unused).
+#define NORM_SIDE_KERNELS(V, NAME, SIDE)                                                                               \
+  extern "C" __global__ void __launch_bounds__(1024) rms_norm_##NAME##_b##V(const float* x, const float* __restrict__ w, \
+                                                                            float* out, int cols, float eps, void* side, \
+                                                                            float* scales) {                       \
+    rms_norm_block<V, SIDE>(x, w, out, cols, eps, side, scales);                                                    \
   }                                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_q_b##V(                                            \
+  extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_##NAME##_b##V(                                     \
       const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
-      int cols, float eps, u32* codes, float* scales) {                                                              \
-    add_rms_norm_block<V>(x, residual, w, out, cols, eps, codes, scales);                                            \
+      int cols, float eps, void* side, float* scales) {                                                              \
+    add_rms_norm_block<V, SIDE>(x, residual, w, out, cols, eps, side, scales);                                       \
   }
 NORM_KERNELS(1)
 NORM_KERNELS(2)

@@ -1,15 +1,8 @@
 // Tensor-core and async-copy building blocks the attention kernels share (attention-prefill.cu,
-// attention-decode.cu): bf16 packing, shared-memory addresses, ldmatrix, movmatrix, the m16n8k16 bf16
+// attention-decode.cu): shared-memory addresses, ldmatrix, movmatrix, the m16n8k16 bf16
 // mma, and cp.async. Fragment layouts: attention-prefill.cu's header.
 #pragma once
 #include "common.cuh"
-
-// Two floats → bf16x2 (round to nearest even), `lo` in the low half: the element of lower index.
-__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
 
 __device__ __forceinline__ float exp2_approx(float x) {
   float y;
