@@ -91,6 +91,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   const int* tile = tiles + 4 * blockIdx.y;
   const int tok0 = tile[0], count = tile[1], pos0 = tile[3];
   const int* table = blockTables + (u64)tile[2] * maxBlocksPerSeq;
+  const int bsShift = kv_block_shift(blockSize);
   const int kvh = h / (numHeads / numKvHeads);
   const int kvWidth = numKvHeads * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -115,7 +116,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     for (int i = 0; i < NL; i++) {
       const int r = sr + i * RSTEP, p = t0 + r;
       const bool ok = p <= last;
-      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
       const u32 at = buf * TILE_BYTES + (r * D + ((c8 ^ (r & 7)) << 3)) * 2;
       cp_async16(shared_addr(kb) + at, kcol + off, ok);
       cp_async16(shared_addr(vb) + at, vcol + off, ok);
@@ -133,7 +134,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       if (NL * THREADS != CHUNKS && id >= CHUNKS) break;
       const int r = id / C16, c16 = id % C16, p = t0 + r;
       const bool ok = p <= last;
-      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
       cp_async16(shared_addr(kq) + r * D + c16 * 16, kc + kvh * D + c16 * 16 + off, ok);
       cp_async16(shared_addr(vq) + r * D + c16 * 16, vc + kvh * D + c16 * 16 + off, ok);
     }
@@ -180,7 +181,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     for (int i = 0; i < NL; i++) {
       const int p = t0 + sr + i * RSTEP;
       const bool ok = p <= last;
-      const u64 off = ok ? (u64)(table[p / blockSize] * blockSize + p % blockSize) * kvWidth : 0;
+      const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
       cp_async16(kfThread + i * RSTEP * D * 4, kcol + off, ok);
       cp_async16(vfThread + i * RSTEP * D * 4, vcol + off, ok);
     }

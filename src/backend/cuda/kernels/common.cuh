@@ -155,6 +155,21 @@ __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
   return r;
 }
 
+// The paged cache's slot of position p through a sequence's block table. A division by the block size
+// costs ~20 integer instructions: where the size is a power of two (the usual 16) it is a shift
+// (kv_block_shift gives -1 otherwise).
+// (TACHYON_NVRTC_DEFINES=KV_SLOT_DIVIDE takes the division everywhere, to compare.)
+__device__ __forceinline__ int kv_block_shift(int blockSize) {
+#ifdef KV_SLOT_DIVIDE
+  return -1;
+#else
+  return (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+#endif
+}
+__device__ __forceinline__ int kv_slot(const int* table, int p, int blockSize, int shift) {
+  return shift >= 0 ? (table[p >> shift] << shift) + (p & (blockSize - 1)) : table[p / blockSize] * blockSize + p % blockSize;
+}
+
 // Max over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float partial[32];
