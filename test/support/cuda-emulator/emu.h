@@ -13,6 +13,7 @@
 #include <cfenv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -123,6 +124,9 @@ inline int atomicMax(int* p, int v) {
   return o;
 }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+inline int __ffs(int x) { return x == 0 ? 0 : __builtin_ctz((unsigned)x) + 1; }
+// A device-side abort: here the process's.
+inline void __trap() { std::abort(); }
 inline float __int_as_float(int b) { return emu::from<float>((uint32_t)b); }
 inline float __uint_as_float(unsigned b) { return emu::from<float>(b); }
 inline unsigned __float_as_uint(float f) { return emu::bits(f); }

@@ -263,7 +263,7 @@ __device__ __forceinline__ DecodeBlock decode_block(const int* __restrict__ toke
   b.hi = min(b.lo + chunkLen, pos + 1);
   b.table = blockTables + (u64)seqIndex[b.tok] * maxBlocksPerSeq;
   b.blockSize = blockSize;
-  b.blockShift = (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
+  b.blockShift = kv_block_shift(blockSize);
   b.blk0 = b.blockShift >= 0 ? b.lo >> b.blockShift : b.lo / blockSize;
   b.nblk = (b.blockShift >= 0 ? (b.hi - 1) >> b.blockShift : (b.hi - 1) / blockSize) - b.blk0 + 1;
   return b;
