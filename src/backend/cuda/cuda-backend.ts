@@ -764,7 +764,7 @@ export class CudaBackend implements Backend {
     const blas = this.cublasLt()!;
     const T = x.rows;
     const ldd = CublasLtPrefill.fp8Ldd(N);
-    // x quantised already (by the norm that wrote it: fp8NormOutput), or here.
+    // x quantised already (by the norm that wrote it: normSideOutput), or here.
     const kept = this.fp8Cache?.get(x, 'e4m3', this.inPlaceEpoch);
     const [xq, xs] = kept ?? [this.pool.alloc(T * K), this.pool.alloc(T * 4)];
     // Gate and up scaled inside their GEMMs into bf16 where cuBLASLt can (outer-vector scaling), else

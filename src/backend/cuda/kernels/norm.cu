@@ -1,5 +1,6 @@
 // RMSNorm over rows, the fused residual-add + RMSNorm of pre-norm blocks, and (by calling rms_norm
-// with rows of headDim, in place) the per-head q/k norm.
+// with rows of headDim, in place) the per-head q/k norm. In prefill the row kernels may also write
+// their output in the form the GEMMs after them read (write_normed_row).
 //
 // Decode normalises 1–8 rows of 4096–8192 floats: such a launch is all latency, so a row is read
 // once with 16-byte loads into registers (V float4s per thread, every load issued before any use),
