@@ -199,9 +199,11 @@ describe('CUDA attention planning (host side, no GPU needed)', () => {
     assert.equal(mma(4096), 256);
     assert.equal(decodeSplits(512, 0, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK), 4);
     for (let n = 1; n <= 4096; n += 17) assert.ok(mma(n) % 32 === 0 && (n > 256 || mma(n) >= n), `n ${n}: chunk ${mma(n)}`);
-    // 128-row prefill tiles once they give two blocks per SM: 2048 tokens × 32 heads yes, 512 no.
+    // 128-row prefill tiles once their blocks cover 7/8 of the SMs: 2048 and 512 tokens × 32 heads yes, 384 no.
     assert.equal(prefillTileRows(16, 32, 132), 128);
-    assert.equal(prefillTileRows(4, 32, 132), 64);
+    assert.equal(prefillTileRows(4, 32, 132), 128); // 512 tokens × 32 heads: 128 blocks on 132 SMs
+    assert.equal(prefillTileRows(3, 32, 132), 64); // 384 tokens: 96 blocks
+    assert.equal(prefillTileRows(2, 32, 132), 64);
   });
 });
 

@@ -121,12 +121,15 @@ export function planAttention(batch: AttentionBatch, blockSize: number): Attenti
 }
 
 /**
- * Tile size of a prefill launch: 128-row tiles (8 warps: each K/V tile read serves twice the rows)
- * once they give at least two blocks per SM, else 64-row tiles (4 warps), so a short prompt still
- * spreads over the GPU (512 tokens × 32 heads: 256 blocks instead of 128 on 132 SMs).
+ * Tile size of a prefill launch: 128-row tiles (8 warps, one block an SM: each K/V tile read serves
+ * twice the rows) once their blocks nearly fill the GPU (at least 7/8 of the SMs), else 64-row tiles
+ * (4 warps, two blocks an SM), whose twice as many blocks spread a short step wider. Measured at 8B
+ * shapes on the H100 (bench/cuda-attention.ts): 128 rows faster for a 512-token chunk after 1536
+ * cached (128 blocks) and at 2048 tokens, the same at 384–1024 from 0, 64 rows faster at 256 tokens
+ * and for a 256-token chunk (64 blocks).
  */
 export function prefillTileRows(tiles128: number, numHeads: number, multiprocessors: number): PrefillTileRows {
-  return tiles128 * numHeads >= 2 * multiprocessors ? 128 : 64;
+  return 8 * tiles128 * numHeads >= 7 * multiprocessors ? 128 : 64;
 }
 
 /**
