@@ -185,6 +185,29 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     assertClose(got, run(cpu, x, T, H, w, 'c'), 1e-1, 'fused FP8 MLP against the CPU (exact activations, two FP8 roundings of them on the GPU)');
   });
 
+  it('the FP8 MLP\'s middle with its rows pipelined through a few blocks gives the bits of a block per row', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, (t) => {
+    const blas = be.cublasLt()!;
+    const [major, minor] = blas.lt.version.split('.').map(Number);
+    if (!(be.device.computeCapability >= 90 && major * 100 + minor >= 1209)) return t.skip('the bf16 middle runs where cuBLASLt scales FP8 GEMMs by vectors (cuBLAS 12.9+, sm_90+)');
+    // More rows than SMs (blocks loop over rows), and a row longer than the kernel holds (its rest read twice).
+    for (const [H, N, T] of [[256, 640, 300], [256, 20608, 150]]) {
+      const w = mlpWeights('fp8', H, N);
+      const x = uniform(T * H, -2, 2);
+      const withBlocks = (blocks?: number) => {
+        blas.pipelinedRowBlocks = blocks;
+        try {
+          return run(be, x, T, H, w, 'g');
+        } finally {
+          blas.pipelinedRowBlocks = undefined;
+        }
+      };
+      assert.ok(launchesOf(be, () => void withBlocks()).includes('silu_mul_quantize_bf16_e4m3'), 'the bf16 middle ran');
+      const perRow = withBlocks(T);
+      assertBitwise(withBlocks(), perRow, `N ${N}, T ${T}: a block an SM against a block per row`);
+      assertBitwise(withBlocks(3), perRow, `N ${N}, T ${T}: 3 blocks against a block per row`);
+    }
+  });
+
   it('FP8 linears of one input (q, k, v) quantise it once, and again after it changes in place', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
     const H = 256, T = 40;
     const ws = [weight('fp8', 256, H), weight('fp8', 64, H), weight('fp8', 64, H)];

@@ -55,6 +55,8 @@ const ALGO_BYTES = 64;
 const HEURISTIC_CANDIDATES = 8;
 /** Groups of 4 values a thread of the row quantisers holds in registers (kernels/convert.cu QUANT_HELD). */
 const QUANT_HELD = 8;
+/** The pipelined row quantiser's most threads a block (kernels/convert.cu QUANT_PIPELINED_THREADS: it holds two rows). */
+const QUANT_PIPELINED_THREADS = 640;
 /** Threads of a row quantiser's block for rows of `n` values: enough to hold the whole row (whole warps, at most 1024). */
 export function quantRowThreads(n: number): number {
   return Math.min(1024, Math.max(32, Math.ceil(n / 4 / QUANT_HELD / 32) * 32));
@@ -547,8 +549,12 @@ export class CublasLtPrefill {
 
   /** The FP8 MLP's middle from gate and up already scaled, in bf16 [T, N]: down's input quantised per token. */
   siluMulQuantizeBf16(g: DevicePtr, u: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
-    this.launch('silu_mul_quantize_bf16_e4m3', [T, 1, 1], quantRowThreads(N), 'ppppi', [g, u, codes, scales, N]);
+    // About one block an SM, each looping over rows with the next one's loads in flight (convert.cu).
+    const blocks = Math.min(T, this.pipelinedRowBlocks ?? this.driver.device.multiprocessors);
+    this.launch('silu_mul_quantize_bf16_e4m3', [blocks, 1, 1], Math.min(QUANT_PIPELINED_THREADS, quantRowThreads(N)), 'ppppii', [g, u, codes, scales, N, T]);
   }
+  /** Blocks of the pipelined row kernel (default: one an SM); tests set T to give every row its own block. */
+  pipelinedRowBlocks?: number;
 }
 
 /** An FP8 GEMM of T tokens into bf16 [T, N], scaled by per-row and per-token vectors inside cuBLASLt. */

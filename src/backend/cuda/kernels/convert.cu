@@ -85,6 +85,11 @@ extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __r
 // (Reading twice cost the FP8 MLP's middle a second pass over gate and up from DRAM: rows of 57 KiB
 // with ~1,000 in flight do not stay in L2.)
 #define QUANT_HELD 8
+// The pipelined row kernel holds two rows' worth (raw and formed): ~90 registers, so at most this
+// many threads a block (cublaslt.ts QUANT_PIPELINED_THREADS).
+#ifndef QUANT_PIPELINED_THREADS
+#define QUANT_PIPELINED_THREADS 640
+#endif
 template <typename Values>
 __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int groups, u32* __restrict__ codes, float* __restrict__ scales) {
 #if __CUDA_ARCH__ >= 890
@@ -160,18 +165,72 @@ extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_e4m3(
 
 // The same middle from gate and up already scaled by their GEMMs and written as bf16 [T, N] (cuBLASLt's
 // outer-vector scaling): a = silu(gate) · up (silu_mul_bf16's expression) quantised per row as
-// quantize_rows_e4m3 does. N a multiple of 4; each thread reads 4 values of gate and of up (8 bytes).
-extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_bf16_e4m3(
-    const u16* __restrict__ gate, const u16* __restrict__ up, u32* __restrict__ codes, float* __restrict__ scales, int N) {
-  const uint2* g = reinterpret_cast<const uint2*>(gate + (u64)blockIdx.x * N);
-  const uint2* u = reinterpret_cast<const uint2*>(up + (u64)blockIdx.x * N);
-  quantize_row_e4m3([&](int i, float* v) {
-    const uint2 a = g[i], b = u[i];
-    v[0] = silu_times(__uint_as_float(a.x << 16), __uint_as_float(b.x << 16));
-    v[1] = silu_times(__uint_as_float(a.x & 0xffff0000u), __uint_as_float(b.x & 0xffff0000u));
-    v[2] = silu_times(__uint_as_float(a.y << 16), __uint_as_float(b.y << 16));
-    v[3] = silu_times(__uint_as_float(a.y & 0xffff0000u), __uint_as_float(b.y & 0xffff0000u));
-  }, N / 4, codes, scales);
+// quantize_rows_e4m3 does. N a multiple of 4; a thread reads 4 values of gate and of up (8 bytes
+// each) a group.
+//
+// This one runs on Hopper for every FP8 prefill MLP, and its arithmetic (SiLU's expf and IEEE
+// division, the codes) costs about as long as its reads: a block takes rows blockIdx.x,
+// + gridDim.x, … (the host launches about one block an SM) and loads the next row's gate and up into
+// registers while it forms, reduces and quantises this one, so the reads overlap the arithmetic
+// instead of alternating with it. Rows longer than QUANT_HELD · blockDim read the rest twice.
+__device__ __forceinline__ void silu_times4(const uint4& r, float* v) {
+  v[0] = silu_times(__uint_as_float(r.x << 16), __uint_as_float(r.z << 16));
+  v[1] = silu_times(__uint_as_float(r.x & 0xffff0000u), __uint_as_float(r.z & 0xffff0000u));
+  v[2] = silu_times(__uint_as_float(r.y << 16), __uint_as_float(r.w << 16));
+  v[3] = silu_times(__uint_as_float(r.y & 0xffff0000u), __uint_as_float(r.w & 0xffff0000u));
+}
+extern "C" __global__ void __launch_bounds__(QUANT_PIPELINED_THREADS) silu_mul_quantize_bf16_e4m3(
+    const u16* __restrict__ gate, const u16* __restrict__ up, u32* __restrict__ codes, float* __restrict__ scales, int N, int T) {
+#if __CUDA_ARCH__ >= 890
+  const int groups = N / 4, stride = blockDim.x;
+  // Group i of row t: gate's 4 bf16 values in (x, y), up's in (z, w).
+  auto load = [&](int t, int i) {
+    const uint2 a = reinterpret_cast<const uint2*>(gate + (u64)t * N)[i];
+    const uint2 b = reinterpret_cast<const uint2*>(up + (u64)t * N)[i];
+    return make_uint4(a.x, a.y, b.x, b.y);
+  };
+  uint4 raw[QUANT_HELD];
+  auto fetch = [&](int t) {
+#pragma unroll
+    for (int j = 0; j < QUANT_HELD; j++) {
+      const int i = threadIdx.x + j * stride;
+      if (i < groups) raw[j] = load(t, i);
+    }
+  };
+  if (blockIdx.x < T) fetch(blockIdx.x);
+  for (int t = blockIdx.x; t < T; t += gridDim.x) {
+    float held[QUANT_HELD][4];
+    float m = 0.f;
+#pragma unroll
+    for (int j = 0; j < QUANT_HELD; j++) {
+      if (threadIdx.x + j * stride < groups) {
+        silu_times4(raw[j], held[j]);
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(held[j][0]), fabsf(held[j][1])), fmaxf(fabsf(held[j][2]), fabsf(held[j][3]))));
+      }
+    }
+    for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
+      float v[4];
+      silu_times4(load(t, i), v);
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+    }
+    if (t + gridDim.x < T) fetch(t + gridDim.x);  // raw is free: the next row is on its way
+    const float sc = e4m3_row_scale(block_max(m));
+    if (threadIdx.x == 0) scales[t] = sc;
+    u32* out = codes + (u64)t * groups;
+#pragma unroll
+    for (int j = 0; j < QUANT_HELD; j++) {
+      const int i = threadIdx.x + j * stride;
+      if (i < groups) out[i] = e4m3x4(held[j][0], held[j][1], held[j][2], held[j][3], sc);
+    }
+    for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
+      float v[4];
+      silu_times4(load(t, i), v);
+      out[i] = e4m3x4(v[0], v[1], v[2], v[3], sc);
+    }
+  }
+#else
+  __trap();
+#endif
 }
 
 // The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
