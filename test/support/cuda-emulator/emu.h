@@ -125,6 +125,8 @@ inline int atomicMax(int* p, int v) {
 }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 inline int __ffs(int x) { return x == 0 ? 0 : __builtin_ctz((unsigned)x) + 1; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __frcp_rn(float x) { return 1.f / x; }
 // A device-side abort: here the process's.
 inline void __trap() { std::abort(); }
 inline float __int_as_float(int b) { return emu::from<float>((uint32_t)b); }
