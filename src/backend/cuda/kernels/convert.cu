@@ -129,9 +129,9 @@ __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int grou
 }
 
 // Per-token dynamic FP8: one block per row of x [T, K] (K a multiple of 4). scale = absmax / 448,
-// codes = e4m3(x / scale), round to nearest even, saturating at ±448 (what the CPU's encodeE4m3
-// does; both divisions are IEEE float32). The e4m3 conversion instruction exists from sm_89 on, as
-// do the FP8 tensor cores: the host launches this kernel only there.
+// codes = e4m3(x · (1 / scale)), round to nearest even, saturating at ±448 (common.cuh e4m3x4). The
+// e4m3 conversion instruction exists from sm_89 on, as do the FP8 tensor cores: the host launches
+// this kernel only there.
 extern "C" __global__ void __launch_bounds__(1024) quantize_rows_e4m3(const float* __restrict__ x, u32* __restrict__ codes,
                                                                                 float* __restrict__ scales, int K) {
   const float4* row = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * K);
