@@ -194,6 +194,10 @@ __device__ __forceinline__ float block_max(float v) {
 #define E4M3_MAX 448.f
 // compressed-tensors' guard for an all-zero row (float32 epsilon), as quant/fp8.ts uses for weights.
 #define FLOAT32_EPS 1.1920928955078125e-7f
+// m raised to the largest magnitude of four values (a row's running absmax).
+__device__ __forceinline__ float absmax4(float m, float a, float b, float c, float d) {
+  return fmaxf(m, fmaxf(fmaxf(fabsf(a), fabsf(b)), fmaxf(fabsf(c), fabsf(d))));
+}
 __device__ __forceinline__ float e4m3_row_scale(float absmax) { return absmax > 0.f ? absmax / E4M3_MAX : FLOAT32_EPS; }
 // Four values → four codes, the first in the low byte. The conversion exists from sm_89 on.
 __device__ __forceinline__ u32 e4m3x4(float v0, float v1, float v2, float v3, float s) {

@@ -77,11 +77,11 @@ extern "C" __global__ void add_bias_rows(float* __restrict__ y, const float* __r
 }
 
 // One row quantised per token as quantize_rows_e4m3 defines it (block = row): absmax over the row's
-// values, scale = absmax / 448 (float32 epsilon for an all-zero row), codes = e4m3(value / scale),
-// round to nearest even, saturating. `values(i, v)` gives the row's values 4i..4i+3. A thread holds
-// its first QUANT_HELD groups (i = thread + j · blockDim) in registers between the absmax and the
-// codes, so the row is read once: the host launches enough threads for the whole row
-// (quantRowThreads in cublaslt.ts). Groups past QUANT_HELD · blockDim, if any, are read twice.
+// values, scale = absmax / 448 (float32 epsilon for an all-zero row), codes = e4m3(value · (1 /
+// scale)) (common.cuh e4m3x4), round to nearest even, saturating. `values(i, v)` gives the row's
+// values 4i..4i+3. A thread holds its first QUANT_HELD groups (i = thread + j · blockDim) in
+// registers between the absmax and the codes, so the row is read once: the host launches enough
+// threads for the whole row (quantRowThreads in cublaslt.ts). Groups past QUANT_HELD · blockDim, if any, are read twice.
 // (Reading twice cost the FP8 MLP's middle a second pass over gate and up from DRAM: rows of 57 KiB
 // with ~1,000 in flight do not stay in L2.)
 #define QUANT_HELD 8
@@ -101,13 +101,13 @@ __device__ __forceinline__ void quantize_row_e4m3(const Values& values, int grou
     const int i = threadIdx.x + j * stride;
     if (i < groups) {
       values(i, held[j]);
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(held[j][0]), fabsf(held[j][1])), fmaxf(fabsf(held[j][2]), fabsf(held[j][3]))));
+      m = absmax4(m, held[j][0], held[j][1], held[j][2], held[j][3]);
     }
   }
   for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
     float v[4];
     values(i, v);
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+    m = absmax4(m, v[0], v[1], v[2], v[3]);
   }
   const float s = e4m3_row_scale(block_max(m));
   if (threadIdx.x == 0) scales[blockIdx.x] = s;
@@ -144,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(1024) quantize_rows_e4m3(const floa
 // The FP8 prefill MLP's middle (CudaBackend.mlp on W8A8): one block per token row t. From the FP8
 // GEMMs' float32 outputs dg and du [T, ldd] it forms gate = dg · (xScale[t] · wsGate[n]) and up
 // likewise (scale_fp8_product's values), a = silu(gate) · up (silu_mul's expression), and quantises
-// the row of a for the down GEMM as quantize_rows_e4m3 does (absmax / 448, codes e4m3(a / scale)):
+// the row of a for the down GEMM as quantize_rows_e4m3 does (absmax / 448, codes e4m3(a · (1 / scale))):
 // bitwise what those three kernels give, without writing gate, up or a. N a multiple of 4.
 __device__ __forceinline__ float fp8_silu_at(const float* dg, const float* du, float xs, const float* wsg, const float* wsu, int n) {
   const float g = dg[n] * (xs * wsg[n]);
@@ -205,13 +205,13 @@ extern "C" __global__ void __launch_bounds__(QUANT_PIPELINED_THREADS) silu_mul_q
     for (int j = 0; j < QUANT_HELD; j++) {
       if (threadIdx.x + j * stride < groups) {
         silu_times4(raw[j], held[j]);
-        m = fmaxf(m, fmaxf(fmaxf(fabsf(held[j][0]), fabsf(held[j][1])), fmaxf(fabsf(held[j][2]), fabsf(held[j][3]))));
+        m = absmax4(m, held[j][0], held[j][1], held[j][2], held[j][3]);
       }
     }
     for (int i = threadIdx.x + QUANT_HELD * stride; i < groups; i += stride) {
       float v[4];
       silu_times4(load(t, i), v);
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+      m = absmax4(m, v[0], v[1], v[2], v[3]);
     }
     if (t + gridDim.x < T) fetch(t + gridDim.x);  // raw is free: the next row is on its way
     const float sc = e4m3_row_scale(block_max(m));

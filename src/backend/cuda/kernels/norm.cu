@@ -44,7 +44,7 @@ __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* d
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
       dst[i] = y[j];
-      if (SIDE == NORM_E4M3) m = fmaxf(m, fmaxf(fmaxf(fabsf(y[j].x), fabsf(y[j].y)), fmaxf(fabsf(y[j].z), fabsf(y[j].w))));
+      if (SIDE == NORM_E4M3) m = absmax4(m, y[j].x, y[j].y, y[j].z, y[j].w);
       if (SIDE == NORM_BF16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_bf16x2(y[j].x, y[j].y), pack_bf16x2(y[j].z, y[j].w)};
       if (SIDE == NORM_F16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_f16x2(y[j].x, y[j].y), pack_f16x2(y[j].z, y[j].w)};
     }
