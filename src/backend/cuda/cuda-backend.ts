@@ -571,7 +571,7 @@ export class CudaBackend implements Backend {
     const k = normKernel(src.cols, true, [src.ptr, out.ptr, w]);
     const side = this.normSideOutput(out, k);
     if (side && k.kind === 'block') this.launch('norm.cu', `rms_norm_${side.kind}_b${k.vec}`, [src.rows, 1, 1], k.threads, 'pppifpp', [src.ptr, w, out.ptr, src.cols, eps, side.ptr, side.scales]);
-    else this.norm(src.ptr, out.ptr, w, src.rows, src.cols, eps);
+    else this.norm(src.ptr, out.ptr, w, src.rows, src.cols, eps, k);
     return out;
   }
 
@@ -626,9 +626,8 @@ export class CudaBackend implements Backend {
     this.norm(t.ptr, t.ptr, this.vector(weight, headDim, 'headRmsNorm'), t.numel / headDim, headDim, eps);
   }
 
-  /** RMSNorm of `rows` rows of `cols` floats: the vector kernel normKernel picks, else the scalar one. */
-  private norm(src: DevicePtr, dst: DevicePtr, w: DevicePtr, rows: number, cols: number, eps: number): void {
-    const k = normKernel(cols, true, [src, dst, w]);
+  /** RMSNorm of `rows` rows of `cols` floats: the vector kernel normKernel picks (`k`, where the caller has asked already), else the scalar one. */
+  private norm(src: DevicePtr, dst: DevicePtr, w: DevicePtr, rows: number, cols: number, eps: number, k = normKernel(cols, true, [src, dst, w])): void {
     if (k.kind === 'warp') this.launch('norm.cu', `rms_norm_w${k.vec}`, [Math.ceil(rows / NORM_WARP_ROWS), 1, 1], NORM_WARP_ROWS * 32, 'pppiif', [src, w, dst, rows, cols, eps]);
     else if (k.kind === 'block') this.launch('norm.cu', `rms_norm_b${k.vec}`, [rows, 1, 1], k.threads, 'pppif', [src, w, dst, cols, eps]);
     else this.launch('norm.cu', 'rms_norm', [rows, 1, 1], rowThreads(cols), 'pppif', [src, w, dst, cols, eps]);
