@@ -337,6 +337,8 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
     [32, 8, 128, 16, 'float32'], [32, 8, 64, 32, 'float32'], [8, 1, 64, 16, 'float32'], [8, 1, 128, 32, 'float32'], [4, 4, 128, 16, 'float32'], [4, 4, 64, 32, 'float32'], [64, 8, 64, 16, 'float32'], [64, 8, 128, 32, 'float32'],
     [32, 8, 128, 16, 'bf16'], [8, 1, 64, 32, 'bf16'], [4, 4, 128, 16, 'bf16'],
     [32, 8, 128, 16, 'fp8'], [8, 1, 64, 32, 'fp8'],
+    // A block size that is not a power of two: slots by division rather than shifts (kv_slot).
+    [8, 1, 128, 12, 'bf16'], [4, 4, 64, 12, 'float32'],
   ] as const) {
     it(`prefill chunks of 1..300 tokens from position 0: ${heads}:${kvHeads} heads, head_dim ${headDim}, blocks of ${blockSize}, ${kvDtype} KV, windows 0/7/100`, async () => {
       await check({ heads, kvHeads, headDim, blockSize, seqs: ragged, windows: [0, 7, 100], kvDtype });
