@@ -136,15 +136,20 @@ const prefillRows: PrefillRow[] = [];
     for (let i = 0; i < n; i++) visible += start + i + 1;
     const flops = 4 * headDim * heads * visible;
     const qHost = noise.subarray(0, n * heads * headDim);
-    const variants: Array<[AttentionKernel, 0 | 64 | 128, string]> = [
-      ['paged', 0, 'paged (original, float32)'],
-      ['prefill', 0, 'prefill (tensor cores, bf16), tiles by the rule'],
-      ['prefill', 64, 'prefill, 64-row tiles'],
-      ['prefill', 128, 'prefill, 128-row tiles'],
+    const variants: Array<[AttentionKernel, 0 | 64 | 128, string, boolean]> = [
+      ['paged', 0, 'paged (original, float32)', false],
+      ['prefill', 0, 'prefill (tensor cores, bf16), tiles by the rule', true],
+      ['prefill', 64, 'prefill, 64-row tiles', true],
+      ['prefill', 128, 'prefill, 128-row tiles', true],
     ];
-    for (const [kernel, rows, label] of variants) {
+    // On sm_90 the rows above run on wgmma; these on the mma.sync build, to compare.
+    if (backend.prefillWgmmaAvailable) {
+      variants.push(['prefill', 0, 'prefill on mma.sync, tiles by the rule', false], ['prefill', 64, 'prefill on mma.sync, 64-row tiles', false], ['prefill', 128, 'prefill on mma.sync, 128-row tiles', false]);
+    }
+    for (const [kernel, rows, label, wgmma] of variants) {
       backend.attentionKernel = kernel;
       backend.attentionPrefillRows = rows;
+      backend.prefillWgmma = wgmma;
       const ms = await timeCold(
         () => backend.fromHost(qHost, [n, heads * headDim]),
         (q) => backend.attention(q, cache, 0, batch, 1 / Math.sqrt(headDim), 0),
@@ -155,6 +160,7 @@ const prefillRows: PrefillRow[] = [];
   }
   backend.attentionKernel = 'auto';
   backend.attentionPrefillRows = 0;
+  backend.prefillWgmma = true;
 }
 console.log('\nPrefill attention per layer, Llama-3.1-8B shapes (32 heads, 8 KV heads, head_dim 128), blocks of 16:\n');
 console.log('| case | kernel | ms | TFLOP/s |');

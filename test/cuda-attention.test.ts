@@ -6,7 +6,8 @@
 // relative error of 1e-2 (a row-level emulation of the prefill kernel in float64 gives 2e-3 to 4e-3
 // on these inputs); the float32 paths (split-K decode from a float32 cache, the original kernel) to
 // 1e-5. Each scenario runs with a float32 KV cache, and the main ones again with bf16 and fp8 caches
-// on both backends (the CPU's reads the same rounded values).
+// on both backends (the CPU's reads the same rounded values). On sm_90 the prefill kernel runs on
+// wgmma, and its mma.sync build is checked too.
 // The host-side planning (runs, tiles, checks, split sizes) is tested without a GPU; the GPU suites
 // skip with the reason when no device, libcuda or NVRTC is present.
 
@@ -15,7 +16,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import type { AttentionBatch, KvDtype } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
+import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillSharedBytes, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
 import { openTestGpu, testRandom, relErr } from './support/cuda.js';
 
@@ -28,6 +29,9 @@ const uniform = (n: number, lo = -2, hi = 2) => uniformIn(n, lo, hi);
 
 const BF16_BOUND = 1e-2;
 const F32_BOUND = 1e-5;
+// The prefill kernel on wgmma against its mma.sync build: the same bf16 roundings, so only a
+// probability that the tensor cores' different summation order tips to the neighbouring bf16 differs.
+const WGMMA_BOUND = 1e-3;
 
 /** A batch over sequences given as [first position this step, tokens this step], in that order. */
 function batchOf(seqs: Array<[number, number]>, blockSize: number, blockIds: (s: number, b: number) => number): AttentionBatch {
@@ -205,6 +209,14 @@ describe('CUDA attention planning (host side, no GPU needed)', () => {
     assert.equal(prefillTileRows(3, 32, 132), 64); // 384 tokens: 96 blocks
     assert.equal(prefillTileRows(2, 32, 132), 64);
   });
+
+  it('prefill shared memory: K/V tiles by cache type, plus the bf16 query tile in the wgmma build', () => {
+    assert.equal(prefillSharedBytes('bf16', 128), 64 * 1024);
+    assert.equal(prefillSharedBytes('fp8', 128), 48 * 1024);
+    assert.equal(prefillSharedBytes('float32', 128), 96 * 1024);
+    assert.equal(prefillSharedBytes('bf16', 128, 128), 96 * 1024);
+    assert.equal(prefillSharedBytes('float32', 64, 64), 48 * 1024 + 8 * 1024);
+  });
 });
 
 interface Scenario {
@@ -266,18 +278,23 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
     return { batch, cc, gc, gm, layer, q: uniform(batch.numTokens * heads * headDim), scale: 1 / Math.sqrt(headDim) };
   }
 
-  /** One GPU attention call with the given kernel settings (restored after), on poisoned free memory. */
-  async function run(kernel: AttentionKernel, chunk: number, rows: 0 | 64 | 128, q: Float32Array, cache: ReturnType<typeof fill>['gc'], layer: number, batch: AttentionBatch, scale: number, window: number): Promise<Float32Array> {
+  /**
+   * One GPU attention call with the given kernel settings (restored after), on poisoned free memory;
+   * wgmma false keeps the prefill kernel on mma.sync where wgmma would run (sm_90).
+   */
+  async function run(kernel: AttentionKernel, chunk: number, rows: 0 | 64 | 128, q: Float32Array, cache: ReturnType<typeof fill>['gc'], layer: number, batch: AttentionBatch, scale: number, window: number, wgmma = true): Promise<Float32Array> {
     await fresh();
     g().attentionKernel = kernel;
     g().attentionChunk = chunk;
     g().attentionPrefillRows = rows;
+    g().prefillWgmma = wgmma;
     try {
       return g().toHost(g().attention(g().fromHost(q, [batch.numTokens, q.length / batch.numTokens]), cache, layer, batch, scale, window));
     } finally {
       g().attentionKernel = 'auto';
       g().attentionChunk = 0;
       g().attentionPrefillRows = 0;
+      g().prefillWgmma = true;
     }
   }
 
@@ -315,6 +332,17 @@ describe('CUDA attention against the CPU reference', { skip: skipReason }, () =>
         const e = relErr(got, want);
         assert.ok(e <= bound, `${what(kernel, window, chunk, rows)}: relative error ${e.toExponential(2)} over ${bound.toExponential(0)}`);
         results.set(`${kernel}/${chunk}/${rows}`, got);
+      }
+      // On sm_90 the prefill kernel's products run on wgmma; its mma.sync build must agree with it
+      // (and with the CPU): the same roundings, only the tensor cores' summation order may differ.
+      if (tiled(headDim) && g().prefillWgmmaAvailable) {
+        for (const rows of [64, 128] as const) {
+          const mma = await run('prefill', 0, rows, qHost, gc, layer, batch, scale, window, false);
+          const e = relErr(mma, want);
+          assert.ok(e <= BF16_BOUND, `${what('prefill on mma.sync', window, 0, rows)}: relative error ${e.toExponential(2)} over ${BF16_BOUND.toExponential(0)}`);
+          const d = relErr(results.get(`prefill/0/${rows}`)!, mma);
+          assert.ok(d <= WGMMA_BOUND, `${what('prefill', window, 0, rows)}: wgmma and mma.sync differ by ${d.toExponential(2)} (over ${WGMMA_BOUND.toExponential(0)})`);
+        }
       }
       // 'auto' ran what the rule names, bit for bit: the original kernel at other head sizes;
       // split-K without a run of ≥ 16 tokens; with one, the tensor-core kernel (at the tile size

@@ -16,11 +16,12 @@ export const PREFILL_KV_TILE = 64;
 /**
  * Dynamic shared memory of a prefill_attention block: from a bf16 cache, two bf16 K/V tile pairs
  * (one computed on, one being filled); from a float32 or FP8 cache, one bf16 pair and a staging
- * pair in the cache's own type. 64 KiB (bf16), 48 KiB (FP8), 96 KiB (float32) at head_dim 128.
+ * pair in the cache's own type. 64 KiB (bf16), 48 KiB (FP8), 96 KiB (float32) at head_dim 128. The
+ * wgmma build (qRows: the tile's query rows) also holds the query tile in bf16: 32 KiB more at 128 rows.
  */
-export function prefillSharedBytes(kvDtype: KvDtype, headDim: number): number {
+export function prefillSharedBytes(kvDtype: KvDtype, headDim: number, qRows = 0): number {
   const tile = PREFILL_KV_TILE * headDim;
-  return kvDtype === 'bf16' ? 4 * tile * 2 : 2 * tile * 2 + 2 * tile * KV_DTYPE_BYTES[kvDtype];
+  return (kvDtype === 'bf16' ? 4 * tile * 2 : 2 * tile * 2 + 2 * tile * KV_DTYPE_BYTES[kvDtype]) + qRows * headDim * 2;
 }
 
 /** The prefill kernel's query tiles at one tile size. */

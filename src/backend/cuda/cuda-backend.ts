@@ -10,7 +10,7 @@ import { ModelLoadError } from '../../errors.js';
 import type { QuantizedWeight } from '../../quant/format.js';
 import { CublasLtPrefill, fp8GemmUnsupportedReason, openCublasLtPrefill, prefillGemmFromEnv } from './cublaslt.js';
 import { CudaDriver, CudaError, type DeviceInfo, type DevicePtr } from './driver.js';
-import { KernelModules, kernelCacheDir, moduleVariant } from './kernel-modules.js';
+import { KernelModules, archSpecificModule, kernelCacheDir, moduleVariant } from './kernel-modules.js';
 import { DerivedInputCache, DevicePool, fmtBytes, type PooledBuffer } from './memory-pool.js';
 import { fusedLinearMany, fusedLinearSiluMul, type FusedGemvVariant } from './fused-linear.js';
 import { mmaGemv, mmaGemvApplies, mmaLinearMany } from './gemv-mma.js';
@@ -316,6 +316,12 @@ export class CudaBackend implements Backend {
   decodeAttentionMma = true;
   /** Query rows per tile of the prefill kernel; 0: by the rule (attention-plan.ts prefillTileRows). */
   attentionPrefillRows: 0 | PrefillTileRows = 0;
+  /**
+   * Prefill attention's products on Hopper's wgmma (the kernel compiled with PF_WGMMA for sm_90a)
+   * instead of mma.sync; only compute capability 9.0 has it (prefillWgmmaAvailable). Same tiles,
+   * softmax and rounding; $TACHYON_PREFILL_WGMMA=0 turns it off.
+   */
+  prefillWgmma = process.env.TACHYON_PREFILL_WGMMA !== '0';
   private readonly attentionPlanner = new AttentionPlanner();
   /** Chunk counters of split-K decode attention (decodeCounters). */
   private counters = { ptr: 0 as DevicePtr, ints: 0 };
@@ -389,6 +395,7 @@ export class CudaBackend implements Backend {
   warmUp(): void {
     for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'quant-linear.cu', 'sampling.cu']) this.kernels.module(f);
     for (const f of ['attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu']) this.kernels.module(kvModule(f, this.kvDtype));
+    if (this.prefillWgmma && this.prefillWgmmaAvailable) this.kernels.module(archSpecificModule(moduleVariant(kvModule('attention-prefill.cu', this.kvDtype), 'PF_WGMMA')));
   }
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
@@ -1187,12 +1194,19 @@ export class CudaBackend implements Backend {
     return this.attentionPrefillRows || prefillTileRows(tiles128, numHeads, this.device.multiprocessors);
   }
 
+  /** Whether prefill attention can run on wgmma here: a compute capability 9.0 GPU (H100, H200, GH200). */
+  get prefillWgmmaAvailable(): boolean {
+    return this.device.computeCapability === 90;
+  }
+
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
-    this.launch(a.cache.module('attention-prefill.cu'), `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
+    const base = a.cache.module('attention-prefill.cu');
+    const wgmma = this.prefillWgmma && this.prefillWgmmaAvailable;
+    this.launch(wgmma ? archSpecificModule(moduleVariant(base, 'PF_WGMMA')) : base, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale,
-    ], prefillSharedBytes(a.cache.dtype, a.headDim));
+    ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));
   }
 
   /**

@@ -71,7 +71,8 @@ export class KernelModules {
   /**
    * A kernel by module and extern "C" name, compiled and loaded on first use. A module is a file
    * (e.g. 'linear.cu'), or a file compiled with macros defined: 'attention-decode.cu+KV_BF16' (see
-   * moduleVariant), a separate module with its own cache entry.
+   * moduleVariant), a separate module with its own cache entry; either with '@a' appended is
+   * compiled for the arch-specific target (archSpecificModule).
    */
   fn(file: string, name: string): Handle {
     const key = `${file}:${name}`;
@@ -83,27 +84,28 @@ export class KernelModules {
     return f;
   }
 
-  private compileParallel(source: string, file: string, cc: number, options: string[]): Uint8Array {
+  private compileParallel(source: string, file: string, cc: number, options: string[], archSpecific: boolean): Uint8Array {
     if (!this.noParallelCompile) {
       try {
-        return this.nvrtc.compile(source, file, cc, [...options, PARALLEL_OPTION]).image;
+        return this.nvrtc.compile(source, file, cc, [...options, PARALLEL_OPTION], archSpecific).image;
       } catch (err) {
         if (!/INVALID_OPTION/.test((err as Error).message)) throw err;
         this.noParallelCompile = true;
       }
     }
-    return this.nvrtc.compile(source, file, cc, options).image;
+    return this.nvrtc.compile(source, file, cc, options, archSpecific).image;
   }
 
   module(name: string): Handle {
     let m = this.modules.get(name);
     if (m !== undefined) return m;
-    const [file, ...variant] = name.split('+');
+    const archSpecific = name.endsWith(ARCH_SPECIFIC);
+    const [file, ...variant] = (archSpecific ? name.slice(0, -ARCH_SPECIFIC.length) : name).split('+');
     const source = this.sources.get(file);
     if (source === undefined) throw new Error(`kernel source ${file} is missing from ${this.sourceDir}`);
     const t0 = performance.now();
     const cc = this.driver.device.computeCapability;
-    const target = this.nvrtc.targetFor(cc);
+    const target = this.nvrtc.targetFor(cc, archSpecific);
     const defines = [...variant.map((d) => `-D${d}`), ...kernelDefinesFromEnv()];
     const options = [...COMPILE_OPTIONS, ...defines, `--include-path=${this.sourceDir}`];
     const key = createHash('sha256')
@@ -122,7 +124,7 @@ export class KernelModules {
       }
     }
     if (!image) {
-      image = this.compileParallel(source, file, cc, options);
+      image = this.compileParallel(source, file, cc, options, archSpecific);
       if (cached) writeAtomically(cached, image);
     }
     m = this.driver.loadModule(image, `${name} for ${target.arch}`);
@@ -135,6 +137,16 @@ export class KernelModules {
 /** `file` compiled with each of `defines` (NAME or NAME=VALUE) defined: a module name for KernelModules.fn. */
 export function moduleVariant(file: string, ...defines: string[]): string {
   return [file, ...defines].join('+');
+}
+
+const ARCH_SPECIFIC = '@a';
+
+/**
+ * A module compiled for the GPU's arch-specific target (sm_90a: wgmma, which no later GPU runs), as
+ * machine code: only for kernels the host launches after checking the compute capability.
+ */
+export function archSpecificModule(name: string): string {
+  return name + ARCH_SPECIFIC;
 }
 
 /**

@@ -107,7 +107,12 @@ export class Nvrtc {
    * The target for a GPU of compute capability `cc`: its own sm_XY when this NVRTC knows it, else
    * PTX for the newest architecture it knows below (the driver compiles that PTX for the GPU).
    */
-  targetFor(cc: number): { kind: 'cubin' | 'ptx'; arch: string } {
+  targetFor(cc: number, archSpecific = false): { kind: 'cubin' | 'ptx'; arch: string } {
+    if (archSpecific) {
+      // sm_90a and the like: the GPU's own instructions that later GPUs lack (wgmma), machine code only.
+      if (!this.supportedArchs.includes(cc)) throw new CudaError(`NVRTC ${this.version} (${this.path}) cannot compile arch-specific code for compute capability ${cc / 10}`);
+      return { kind: 'cubin', arch: `sm_${cc}a` };
+    }
     if (this.supportedArchs.includes(cc)) return { kind: 'cubin', arch: `sm_${cc}` };
     const below = this.supportedArchs.filter((a) => a <= cc);
     if (below.length === 0) throw new CudaError(`NVRTC ${this.version} (${this.path}) cannot compile for compute capability ${cc / 10}: it supports ${this.supportedArchs.join(', ')}`);
@@ -115,8 +120,8 @@ export class Nvrtc {
   }
 
   /** Compile `source` for compute capability `cc`; throws with the compiler log on failure. */
-  compile(source: string, name: string, cc: number, options: string[]): CompileResult {
-    const target = this.targetFor(cc);
+  compile(source: string, name: string, cc: number, options: string[], archSpecific = false): CompileResult {
+    const target = this.targetFor(cc, archSpecific);
     const prog: unknown[] = [null];
     this.check(this.api.nvrtcCreateProgram(prog, source, name, 0, null, null), `nvrtcCreateProgram(${name})`);
     try {

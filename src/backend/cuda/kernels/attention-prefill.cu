@@ -19,10 +19,19 @@
 //
 // Shared memory (dynamic: the host passes prefill_shared_bytes, cuda-backend.ts prefillSharedBytes)
 // at head_dim 128: bf16 cache, two bf16 tile pairs, 64 KiB; FP8, FP8 staging 2 × 8 KiB + bf16 tiles
-// 2 × 16 KiB, 48 KiB; float32, float32 staging 2 × 32 KiB + bf16 tiles 2 × 16 KiB, 96 KiB. 64-position
+// 2 × 16 KiB, 48 KiB; float32, float32 staging 2 × 32 KiB + bf16 tiles 2 × 16 KiB, 96 KiB (the wgmma
+// build adds the query tile in bf16: 32 KiB at 128 rows). 64-position
 // tiles rather than 32 halve the per-tile work that is not a product (the softmax's shuffles and
-// rescale, the barrier) and give S = Q·Kᵀ 8 independent accumulator chains instead of 4. The bf16 tiles are unpadded; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7),
-// so the 8 rows an `ldmatrix` reads hit distinct banks.
+// rescale, the barrier) and give S = Q·Kᵀ 8 independent accumulator chains instead of 4. The bf16
+// tiles are unpadded, in panels of 64 dims with rows of 128 bytes, swizzled (tile_chunk): the 8 rows
+// an `ldmatrix` reads hit distinct banks, and it is the layout wgmma reads.
+//
+// On compute capability 9.0 the module is also built with PF_WGMMA for sm_90a (cuda-backend.ts
+// prefillWgmma): the same staging, tiles, masks and online softmax, with the two products on Hopper's
+// warpgroup MMA (wgmma.cuh) instead of mma.sync — each warpgroup's 64 rows at once, q and the K/V tiles
+// read by the tensor cores straight from shared memory (no ldmatrix), P from registers. Tiles are
+// skipped per warpgroup rather than per warp. The results are the mma.sync build's, bit for bit in
+// every case tested (the roundings are the same; the tests allow the summation order to differ).
 //
 // mma fragment layouts (PTX ISA, m16n8k16, .bf16): with g = lane / 4 and t = lane % 4,
 //   A (16×16, row-major): regs {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}
@@ -34,6 +43,9 @@
 // fragment of P for one 16-position k-step, so P never leaves registers.
 #include "common.cuh"
 #include "tensor-core.cuh"
+#ifdef PF_WGMMA
+#include "wgmma.cuh"
+#endif
 
 // KV positions per shared-memory tile (attention-plan.ts PREFILL_KV_TILE sizes the shared memory;
 // TACHYON_NVRTC_DEFINES=PF_KV=32 compares the earlier tile in the same shared memory).
@@ -46,6 +58,12 @@
 // (each K/V tile serving 128 rows); 4 warps, 2 blocks (at 3 blocks, 168 registers, it spills on
 // sm_90). Either way 8 warps per SM; no spills on sm_90 or sm_87 (ptxas).
 #define PF_MIN_BLOCKS(WARPS) (8 / (WARPS))
+
+// Byte offset of 16-byte chunk c (8 bf16) of row r in a bf16 K/V tile: panels of 64 columns one
+// after another ([panel][row][128 bytes]), chunk c & 7 of a row stored at (c & 7) ^ (r & 7). That is
+// the 128-byte swizzle wgmma reads (wgmma.cuh), and the 8 rows an ldmatrix reads hit distinct banks.
+// (The wgmma build's q tile is laid out the same way, with panels of `rows` rows.)
+__device__ __forceinline__ u32 tile_chunk(int r, int c, int rows = PF_KV) { return (c >> 3) * (rows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
 
 // tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};
 // the tile's rows are tokens first.. at positions pos0.. (consecutive). Grid: (heads, tiles).
@@ -63,14 +81,14 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   constexpr int RSTEP = THREADS / C8;        // rows between a thread's successive chunks
   static_assert(NL * THREADS == PF_KV * C8, "threads must divide the tile");
   constexpr u32 TILE_BYTES = PF_KV * D * 2;
-  extern __shared__ __align__(128) unsigned char pf_smem[];
+  extern __shared__ __align__(1024) unsigned char pf_smem[];
   u16* kb = reinterpret_cast<u16*>(pf_smem);  // two bf16 tiles each: computed on, being filled
   u16* vb = kb + 2 * PF_KV * D;
 #elif defined(KV_FP8)
   constexpr int C16 = D / 16;                // 16-byte chunks (16 e4m3 codes) per K/V row
   constexpr int CHUNKS = PF_KV * C16;        // per tile, per K and per V
   constexpr int NL = (CHUNKS + THREADS - 1) / THREADS;  // chunks a thread stages (the last round may be partial)
-  extern __shared__ __align__(128) unsigned char pf_smem[];
+  extern __shared__ __align__(1024) unsigned char pf_smem[];
   u16* kb = reinterpret_cast<u16*>(pf_smem);  // bf16 tile being computed on, swizzled chunks
   u16* vb = kb + PF_KV * D;
   unsigned char* kq = reinterpret_cast<unsigned char*>(vb + PF_KV * D);  // FP8 staging of the next tile (cp.async)
@@ -80,7 +98,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   constexpr int NL = PF_KV * C4 / THREADS;   // float4s a thread stages per tile, per K and per V
   constexpr int RSTEP = THREADS / C4;        // rows between a thread's successive float4s
   static_assert(NL * THREADS == PF_KV * C4, "threads must divide the tile");
-  extern __shared__ __align__(128) unsigned char pf_smem[];
+  extern __shared__ __align__(1024) unsigned char pf_smem[];
   float* kf = reinterpret_cast<float*>(pf_smem);  // float32 staging of the next tile (cp.async)
   float* vf = kf + PF_KV * D;
   u16* kb = reinterpret_cast<u16*>(vf + PF_KV * D);  // bf16 tile being computed on, swizzled chunks
@@ -102,10 +120,16 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   const int last = pos0 + count - 1;                              // last position any row sees
   const int warpRows = min(16, count - warp * 16);                // ≤ 0: a warp of padding rows
   const int warpFirstPos = pos0 + warp * 16, warpLastPos = warpFirstPos + warpRows - 1;
+#ifdef PF_WGMMA
+  static_assert(PF_KV == 64, "S = Q·Kᵀ is one m64n64 wgmma a k-step");
+  // wgmma computes a warpgroup's 64 rows together: tiles are skipped only when none of them sees it.
+  const int wg = warp >> 2;
+  const int wgRows = min(64, count - wg * 64);
+  const int wgFirstPos = pos0 + wg * 64, wgLastPos = wgFirstPos + wgRows - 1;
+#endif
 
 #ifdef KV_BF16
-  // The chunks this thread copies: rows sr + i·RSTEP, chunk c8, stored at chunk c8 ^ (row & 7) of
-  // tile buffer `buf`.
+  // The chunks this thread copies: rows sr + i·RSTEP, chunk c8, stored at tile_chunk of tile buffer `buf`.
   const int sr = threadIdx.x / C8, c8 = threadIdx.x % C8;
   const kv_t* kcol = kc + kvh * D + c8 * 8;
   const kv_t* vcol = vc + kvh * D + c8 * 8;
@@ -117,7 +141,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       const int r = sr + i * RSTEP, p = t0 + r;
       const bool ok = p <= last;
       const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
-      const u32 at = buf * TILE_BYTES + (r * D + ((c8 ^ (r & 7)) << 3)) * 2;
+      const u32 at = buf * TILE_BYTES + tile_chunk(r, c8);
       cp_async16(shared_addr(kb) + at, kcol + off, ok);
       cp_async16(shared_addr(vb) + at, vcol + off, ok);
     }
@@ -141,7 +165,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     cp_async_commit();
   };
   // 16 staged codes → 16 bf16 (exact: e4m3 has 3 mantissa bits) in the two 16-byte chunks 2·c16
-  // and 2·c16 + 1 of row r, each stored at chunk c ^ (r & 7).
+  // and 2·c16 + 1 of row r, each stored at tile_chunk.
   auto widen = [](const unsigned char* src, u16* dst, int r, int c16) {
     const uint4 q = *reinterpret_cast<const uint4*>(src + r * D + c16 * 16);
     const u32 w[4] = {q.x, q.y, q.z, q.w};
@@ -155,7 +179,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
         const u32 hi = __float_as_uint(e4m3_to_f32((word >> (sh + 8)) & 0xffu)) >> 16;
         o[j] = lo | (hi << 16);
       }
-      *reinterpret_cast<uint4*>(dst + r * D + (((2 * c16 + h) ^ (r & 7)) << 3)) = make_uint4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<uint4*>(reinterpret_cast<unsigned char*>(dst) + tile_chunk(r, 2 * c16 + h)) = make_uint4(o[0], o[1], o[2], o[3]);
     }
   };
   auto convert = [&]() {
@@ -187,21 +211,44 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     }
     cp_async_commit();
   };
-  // This thread's staged floats → bf16, 16-byte chunk c of row r stored at chunk c ^ (r & 7).
+  // This thread's staged floats → bf16, 16-byte chunk c of row r stored at tile_chunk.
   auto convert = [&]() {
 #pragma unroll
     for (int i = 0; i < NL; i++) {
       const int r = sr + i * RSTEP;
-      const int at = r * D + (((c4 >> 1) ^ (r & 7)) << 3) + (c4 & 1) * 4;
+      const u32 at = tile_chunk(r, c4 >> 1) + (c4 & 1) * 8;  // bytes
       const float4 a = *reinterpret_cast<const float4*>(kf + r * D + c4 * 4);
       const float4 b = *reinterpret_cast<const float4*>(vf + r * D + c4 * 4);
-      *reinterpret_cast<uint2*>(kb + at) = uint2{pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w)};
-      *reinterpret_cast<uint2*>(vb + at) = uint2{pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w)};
+      *reinterpret_cast<uint2*>(reinterpret_cast<unsigned char*>(kb) + at) = uint2{pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w)};
+      *reinterpret_cast<uint2*>(reinterpret_cast<unsigned char*>(vb) + at) = uint2{pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w)};
     }
   };
   stage(first);  // in flight while q is read
 #endif
 
+#ifdef PF_WGMMA
+  // The block's query rows as bf16 in shared memory, after the K/V tiles (tile_chunk layout, panels
+  // of THREADS / 2 rows): S = Q·Kᵀ reads them through a descriptor (wgmma.cuh says why not registers).
+  // Written once here; the first tile's fence and barrier make them visible to the tensor cores.
+  constexpr int QROWS = WARPS * 16;
+#ifdef KV_BF16
+  unsigned char* qs = reinterpret_cast<unsigned char*>(vb + 2 * PF_KV * D);
+#elif defined(KV_FP8)
+  unsigned char* qs = vq + PF_KV * D;
+#else
+  unsigned char* qs = reinterpret_cast<unsigned char*>(vb + PF_KV * D);
+#endif
+  for (int i = threadIdx.x; i < QROWS * (D / 8); i += THREADS) {
+    const int r = i / (D / 8), c = i % (D / 8);
+    float4 a = float4{0.f, 0.f, 0.f, 0.f}, b = a;
+    if (r < count) {
+      const float* src = q + ((u64)(tok0 + r) * numHeads + h) * D + 8 * c;
+      a = *reinterpret_cast<const float4*>(src);
+      b = *reinterpret_cast<const float4*>(src + 4);
+    }
+    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
+  }
+#else
   // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
   u32 qa[KS][4];
   {
@@ -220,6 +267,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       qa[k][3] = pack_bf16x2(d.x, d.y);
     }
   }
+#endif
 
   float o[NT][4];
 #pragma unroll
@@ -228,14 +276,24 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   // rows row0 / row1. The max is taken over raw scores, which is the same since scale > 0.
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
   const float scaleLog2 = scale * LOG2E;
+  constexpr u32 PANEL = PF_KV * 128;  // bytes of a tile's 64-column panel (tile_chunk)
+#ifdef PF_WGMMA
+  const u32 kbBase = shared_addr(kb), vbBase = shared_addr(vb);
+  const u32 qsWarpgroup = shared_addr(qs) + wg * 64 * 128;  // this warpgroup's 64 rows in each panel
+  constexpr u32 V_LBO = PANEL, V_SBO = 1024;  // wgmma.cuh: MN-major B
+#else
   // The row this lane addresses for ldmatrix (lanes 8i..8i+7: matrix i) and the chunk it reads
   // before the swizzle; rows of a fragment are 8-aligned, so the swizzle is ^ mrow.
   const int mat = lane >> 3, mrow = lane & 7;
-  const u32 kbLane = shared_addr(kb) + ((mat >> 1) * 8 + mrow) * D * 2, kChunk = mat & 1;
-  const u32 vbLane = shared_addr(vb) + ((mat & 1) * 8 + mrow) * D * 2, vChunk = mat >> 1;
+  const u32 kbLane = shared_addr(kb) + ((mat >> 1) * 8 + mrow) * 128, kChunk = mat & 1;
+  const u32 vbLane = shared_addr(vb) + ((mat & 1) * 8 + mrow) * 128, vChunk = mat >> 1;
+#endif
 
   for (int t0 = first; t0 <= last; t0 += PF_KV) {
     cp_async_wait_all();  // this thread's copies of tile t0 have landed
+#ifdef PF_WGMMA
+    fence_proxy_async_shared();  // they are read next by the tensor cores (wgmma), not by loads
+#endif
     __syncthreads();      // every warp is done with the previous bf16 tile
 #ifdef KV_BF16
     // Tile t0 is complete in buffer `buf`; the other buffer, computed on last iteration, takes the next.
@@ -245,29 +303,50 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #else
     convert();
     if (t0 + PF_KV <= last) stage(t0 + PF_KV);  // the staging slots are this thread's, just read
+#ifdef PF_WGMMA
+    fence_proxy_async_shared();  // the bf16 tile's stores, read next by the tensor cores
+#endif
     __syncthreads();      // the bf16 tile is complete
     const u32 tileOff = 0;
 #endif
-    // Nothing in this tile is visible to any of this warp's rows: causally after them, or before
-    // the window of the earliest of them.
+    // Nothing in this tile is visible to any of this warp's (warpgroup's) rows: causally after them,
+    // or before the window of the earliest of them.
+#ifdef PF_WGMMA
+    if (wgRows <= 0 || t0 > wgLastPos || (window > 0 && t0 + PF_KV - 1 <= wgFirstPos - window)) continue;
+#else
     if (warpRows <= 0 || t0 > warpLastPos || (window > 0 && t0 + PF_KV - 1 <= warpFirstPos - window)) continue;
+#endif
 
     // S = Q · Kᵀ: 16 rows × PF_KV positions per warp, SN column tiles of 8.
     constexpr int SN = PF_KV / 8;
     float s[SN][4];
 #pragma unroll
     for (int j = 0; j < SN; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#ifdef PF_WGMMA
+    // Q (the warpgroup's rows) as A and the K tile as B, both K-major (a row's dims along it): k-step k
+    // is 32 bytes into panel k / 4 of each.
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      const u32 at = (k & 3) * 32;
+      wgmma_m64n64k16_ss(s, wgmma_desc_sw128(qsWarpgroup + (k >> 2) * QROWS * 128 + at, 16, 1024),
+                         wgmma_desc_sw128(kbBase + tileOff + (k >> 2) * PANEL + at, 16, 1024));
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#else
 #pragma unroll
     for (int k = 0; k < KS; k++) {
 #pragma unroll
       for (int np = 0; np < SN / 2; np++) {
         // matrices: (positions +0..7, dims +0..7), (+0..7, +8..15), (+8..15, +0..7), (+8..15, +8..15)
         u32 b0, b1, b2, b3;
-        ldmatrix_x4(kbLane + tileOff + np * 16 * D * 2 + (((2 * k + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        ldmatrix_x4(kbLane + tileOff + (k >> 2) * PANEL + np * 16 * 128 + (((2 * (k & 3) + kChunk) ^ mrow) << 4), b0, b1, b2, b3);
         mma_bf16(s[2 * np], qa[k], b0, b1);
         mma_bf16(s[2 * np + 1], qa[k], b2, b3);
       }
     }
+#endif
 
     // Mask (causal, window, past the tile's end; not needed when the whole tile is visible to
     // every row of the warp) and the tile's max per row, over raw scores.
@@ -323,6 +402,16 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       pa[j >> 1][(j & 1) * 2 + 1] = pack_bf16x2(p10, p11);
     }
 
+#ifdef PF_WGMMA
+    // O += P · V with V as B, MN-major (a position's dims along its row, panels of 64 dims LBO apart):
+    // k-step k (16 positions) starts 16 rows in. Waited for before the next tile's barrier, which
+    // lets the copies refill this buffer.
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < SN / 2; k++) wgmma_bf16<D, 1>(o, pa[k], wgmma_desc_sw128(vbBase + tileOff + k * 16 * 128, V_LBO, V_SBO));
+    wgmma_commit();
+    wgmma_wait<0>();
+#else
     // O += P · V: k = 16 positions per step, 16 output dims per ldmatrix.x4.trans.
 #pragma unroll
     for (int k = 0; k < SN / 2; k++) {
@@ -330,11 +419,12 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       for (int dp = 0; dp < D / 16; dp++) {
         // matrices: (positions +0..7, dims +0..7), (+8..15, +0..7), (+0..7, +8..15), (+8..15, +8..15)
         u32 b0, b1, b2, b3;
-        ldmatrix_x4_trans(vbLane + tileOff + k * 16 * D * 2 + (((2 * dp + vChunk) ^ mrow) << 4), b0, b1, b2, b3);
+        ldmatrix_x4_trans(vbLane + tileOff + (dp >> 2) * PANEL + k * 16 * 128 + (((2 * (dp & 3) + vChunk) ^ mrow) << 4), b0, b1, b2, b3);
         mma_bf16(o[2 * dp], pa[k], b0, b1);
         mma_bf16(o[2 * dp + 1], pa[k], b2, b3);
       }
     }
+#endif
   }
 
   // Each lane summed its own columns: the row's sum is the quad's total.
