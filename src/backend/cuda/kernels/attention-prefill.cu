@@ -77,9 +77,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
 #ifdef KV_BF16
   constexpr int C8 = D / 8;                  // 16-byte chunks (8 bf16) per K/V row
-  constexpr int NL = PF_KV * C8 / THREADS;   // chunks a thread copies per tile, per K and per V
-  constexpr int RSTEP = THREADS / C8;        // rows between a thread's successive chunks
-  static_assert(NL * THREADS == PF_KV * C8, "threads must divide the tile");
+  constexpr int TPR = THREADS / PF_KV;       // threads sharing a K/V row: one cache slot to find each
+  constexpr int NL = C8 / TPR;               // chunks a thread copies per tile, per K and per V
+  static_assert(TPR * PF_KV == THREADS && NL * TPR == C8, "threads must divide the tile by rows");
   constexpr u32 TILE_BYTES = PF_KV * D * 2;
   extern __shared__ __align__(1024) unsigned char pf_smem[];
   u16* kb = reinterpret_cast<u16*>(pf_smem);  // two bf16 tiles each: computed on, being filled
@@ -129,21 +129,23 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #endif
 
 #ifdef KV_BF16
-  // The chunks this thread copies: rows sr + i·RSTEP, chunk c8, stored at tile_chunk of tile buffer `buf`.
-  const int sr = threadIdx.x / C8, c8 = threadIdx.x % C8;
+  // The chunks this thread copies: chunks c8 + i·TPR of row sr, stored at tile_chunk of tile buffer
+  // `buf` (a row's cache slot is looked up once a tile, by the TPR threads that copy it; each copy
+  // instruction of theirs reads TPR · 16 consecutive bytes of the row, whole 32-byte sectors).
+  const int sr = threadIdx.x / TPR, c8 = threadIdx.x % TPR;
   const kv_t* kcol = kc + kvh * D + c8 * 8;
   const kv_t* vcol = vc + kvh * D + c8 * 8;
   // Queue the copies of positions t0.. into buffer buf (rows past `last` are zero, so no NaN from
   // unwritten slots reaches a product).
   auto stage = [&](int t0, int buf) {
+    const int p = t0 + sr;
+    const bool ok = p <= last;
+    const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
 #pragma unroll
     for (int i = 0; i < NL; i++) {
-      const int r = sr + i * RSTEP, p = t0 + r;
-      const bool ok = p <= last;
-      const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
-      const u32 at = buf * TILE_BYTES + tile_chunk(r, c8);
-      cp_async16(shared_addr(kb) + at, kcol + off, ok);
-      cp_async16(shared_addr(vb) + at, vcol + off, ok);
+      const u32 at = buf * TILE_BYTES + tile_chunk(sr, c8 + i * TPR);
+      cp_async16(shared_addr(kb) + at, kcol + off + i * TPR * 8, ok);
+      cp_async16(shared_addr(vb) + at, vcol + off + i * TPR * 8, ok);
     }
     cp_async_commit();
   };
@@ -280,7 +282,11 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #ifdef PF_WGMMA
   const u32 kbBase = shared_addr(kb), vbBase = shared_addr(vb);
   const u32 qsWarpgroup = shared_addr(qs) + wg * 64 * 128;  // this warpgroup's 64 rows in each panel
+  // Descriptors of the operands' first k-step; each step adds its byte offset / 16 to the address
+  // field (shared addresses stay under 2¹⁸ bytes, so the 14-bit field never carries).
+  const u64 qDesc = wgmma_desc_sw128(qsWarpgroup, 16, 1024), kDesc = wgmma_desc_sw128(kbBase, 16, 1024);
   constexpr u32 V_LBO = PANEL, V_SBO = 1024;  // wgmma.cuh: MN-major B
+  const u64 vDesc = wgmma_desc_sw128(vbBase, V_LBO, V_SBO);
 #else
   // The row this lane addresses for ldmatrix (lanes 8i..8i+7: matrix i) and the chunk it reads
   // before the swizzle; rows of a fragment are 8-aligned, so the swizzle is ^ mrow.
@@ -329,8 +335,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #pragma unroll
     for (int k = 0; k < KS; k++) {
       const u32 at = (k & 3) * 32;
-      wgmma_m64n64k16_ss(s, wgmma_desc_sw128(qsWarpgroup + (k >> 2) * QROWS * 128 + at, 16, 1024),
-                         wgmma_desc_sw128(kbBase + tileOff + (k >> 2) * PANEL + at, 16, 1024));
+      wgmma_m64n64k16_ss(s, qDesc + (((k >> 2) * QROWS * 128 + at) >> 4), kDesc + ((tileOff + (k >> 2) * PANEL + at) >> 4));
     }
     wgmma_commit();
     wgmma_wait<0>();
@@ -350,20 +355,24 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 
     // Mask (causal, window, past the tile's end; not needed when the whole tile is visible to
     // every row of the warp) and the tile's max per row, over raw scores.
+    // One branch for the tile (most tiles are whole), not one per score pair.
     const bool whole = t0 + PF_KV - 1 <= min(warpFirstPos, last) && (window <= 0 || t0 > warpLastPos - window);
+    if (!whole) {
+#pragma unroll
+      for (int j = 0; j < SN; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int p = t0 + j * 8 + 2 * t + e;
+          if (!(p <= qpos0 && p <= last && (window <= 0 || p > qpos0 - window))) s[j][e] = NEG_INF;
+          if (!(p <= qpos1 && p <= last && (window <= 0 || p > qpos1 - window))) s[j][2 + e] = NEG_INF;
+        }
+      }
+    }
     float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
     for (int j = 0; j < SN; j++) {
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int p = t0 + j * 8 + 2 * t + e;
-        const bool ok0 = whole || (p <= qpos0 && p <= last && (window <= 0 || p > qpos0 - window));
-        const bool ok1 = whole || (p <= qpos1 && p <= last && (window <= 0 || p > qpos1 - window));
-        if (!ok0) s[j][e] = NEG_INF;
-        if (!ok1) s[j][2 + e] = NEG_INF;
-        mx0 = fmaxf(mx0, s[j][e]);
-        mx1 = fmaxf(mx1, s[j][2 + e]);
-      }
+      mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
     }
     // A row's 32 scores are spread over the 4 lanes of its quad.
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
@@ -408,7 +417,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     // lets the copies refill this buffer.
     wgmma_fence();
 #pragma unroll
-    for (int k = 0; k < SN / 2; k++) wgmma_bf16<D, 1>(o, pa[k], wgmma_desc_sw128(vbBase + tileOff + k * 16 * 128, V_LBO, V_SBO));
+    for (int k = 0; k < SN / 2; k++) wgmma_bf16<D, 1>(o, pa[k], vDesc + ((tileOff + k * 16 * 128) >> 4));
     wgmma_commit();
     wgmma_wait<0>();
 #else
