@@ -114,6 +114,8 @@ interface LinearTiming {
   tokens: number;
   /** cuBLASLt's GEMM alone (operands already in the GEMM's type). */
   gemmMs: number | null;
+  /** FP8 only: the same GEMM on constant activation codes, as the bound was measured before. */
+  gemmConstCodesMs?: number | null;
   gemmTflops: number | null;
   /** backend.linear as the forward calls it (activation conversion and FP8 scaling included). */
   linearMs: number;
@@ -138,6 +140,8 @@ interface FormatResult {
   /** The forward with a KV cache of the other element type (otherKvDtype), median of the repeats. */
   otherKvForwardMs?: number;
   cublasBoundMs?: number | null;
+  /** FP8: the bound on constant activation codes, as measured before the thirteenth phase. */
+  cublasBoundConstCodesMs?: number | null;
   linearsInForwardMs?: number;
   attentionMs?: number;
   restMs?: number;
@@ -216,21 +220,33 @@ async function timeLinears(layer: LayerWeights, lmHead: Weight): Promise<LinearT
     let x = activation(T, K);
     const linearMs = await deviceMs(() => (x = activation(T, K)), () => backend.linear(x, w), T > 8 ? 5 : 20);
     let gemmMs: number | null = null;
+    let gemmConstCodesMs: number | undefined;
     const op = gemmOperand(w);
     if (blas && op) {
-      // B in the GEMM's type: random bf16/f16 values, or fixed finite e4m3 codes (1.25…1.625).
+      // B in the GEMM's type: random bf16/f16 values, or random activations quantised per token to
+      // e4m3 as the forward does. (Until the thirteenth phase the FP8 bound took constant codes,
+      // 1.25…1.625: tensor cores draw less power on them, and those GEMMs ran faster than on real
+      // activations. Both are timed; the bound is the random one.)
       const bytes = T * K * (op.type === 'e4m3' ? 1 : 2);
       const b = backend.driver.memAlloc(bytes);
       const d = backend.driver.memAlloc(T * Math.ceil(N / 4) * 4 * 4);
-      if (op.type === 'e4m3') backend.driver.fill32(b, 0x3a3b3c3d, bytes / 4);
-      else backend.driver.copyDeviceToDevice(b, (backend.randomBf16([T, K], 99, 1) as CudaDenseWeight).ptr, bytes);
       const shape = { type: op.type, m: N, n: T, k: K, ldd: op.type === 'e4m3' ? Math.ceil(N / 4) * 4 : N };
+      let constMs: number | null = null;
+      if (op.type === 'e4m3') {
+        backend.driver.fill32(b, 0x3a3b3c3d, bytes / 4);
+        constMs = await deviceMs(() => undefined, () => blas.lt.matmul(shape, op.ptr, b, d), T > 8 ? 10 : 50);
+        const scales = backend.driver.memAlloc(T * 4);
+        blas.quantizeRows(activation(T, K).ptr, T, K, b, scales);
+        backend.driver.synchronize();
+        backend.driver.memFree(scales);
+      } else backend.driver.copyDeviceToDevice(b, (backend.randomBf16([T, K], 99, 1) as CudaDenseWeight).ptr, bytes);
       gemmMs = await deviceMs(() => undefined, () => blas.lt.matmul(shape, op.ptr, b, d), T > 8 ? 10 : 50);
+      gemmConstCodesMs = constMs ?? undefined;
       backend.driver.synchronize();
       backend.driver.memFree(b);
       backend.driver.memFree(d);
     }
-    out.push({ name, N, K, tokens: T, gemmMs, gemmTflops: gemmMs ? (2 * N * K * T) / (gemmMs / 1000) / 1e12 : null, linearMs });
+    out.push({ name, N, K, tokens: T, gemmMs, gemmTflops: gemmMs ? (2 * N * K * T) / (gemmMs / 1000) / 1e12 : null, linearMs, ...(gemmConstCodesMs !== undefined ? { gemmConstCodesMs } : {}) });
     await nextTurn();
   }
   return out;
@@ -326,10 +342,15 @@ for (const format of values.formats!.split(',')) {
 
   r.linears = await timeLinears(weights.layers[0], weights.lmHead);
   const layers = config.numLayers;
-  const perLayer = (key: 'gemmMs' | 'linearMs') => r.linears!.filter((t) => t.name !== 'lm_head').reduce((s, t) => s + (t[key] ?? NaN), 0);
+  const perLayer = (key: 'gemmMs' | 'linearMs' | 'gemmConstCodesMs') => r.linears!.filter((t) => t.name !== 'lm_head').reduce((s, t) => s + (t[key] ?? NaN), 0);
   const head = r.linears.find((t) => t.name === 'lm_head')!;
   const bound = layers * perLayer('gemmMs') + (head.gemmMs ?? NaN);
   r.cublasBoundMs = Number.isFinite(bound) ? bound : null;
+  if (r.linears.some((t) => t.gemmConstCodesMs !== undefined)) {
+    const constBound = layers * perLayer('gemmConstCodesMs') + (head.gemmConstCodesMs ?? head.gemmMs ?? NaN);
+    r.cublasBoundConstCodesMs = Number.isFinite(constBound) ? constBound : null;
+    console.log(`  cuBLAS-bound ${r.cublasBoundMs?.toFixed(1)} ms on quantised random activations; ${constBound.toFixed(1)} ms on constant codes (the bound before the thirteenth phase)`);
+  }
   r.linearsInForwardMs = layers * perLayer('linearMs') + head.linearMs;
   r.attentionMs = layers * (await timeAttention(config));
   r.mlpLayerMs = await timeMlp(weights.layers[0], config.hiddenSize);
@@ -397,7 +418,7 @@ writeFileSync(
       notes:
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
-        "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (bf16, or e4m3 for fp8); " +
+        "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (random bf16, or random activations quantised per token to e4m3 for fp8; cublasBoundConstCodesMs: fp8 on constant codes, the bound before the thirteenth phase); " +
         'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false; otherKvForwardMs: the forward with a KV cache of otherKvDtype (runs of the three kinds interleaved)',
       otherKvDtype,
       machine,
