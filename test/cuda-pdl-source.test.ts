@@ -69,19 +69,21 @@ test('the streamed GEMVs wait in stream_stage_x, before x is read, and read x no
 
 test('the decode chain waits and triggers; nothing else does', () => {
   const chain = ['qgemv2_fp8_r16_t1', 'qgemv2silu_int8_r8_t1', 'qgemv2many_int4_r8_t1', 'qgemv2_nvfp4_r4_t8', 'gemv_mma_int4ssilu_zp', 'gemv_mma_int4smany',
-    'gemv_mma_nvfp4s_r1', 'gemv_mma_nvfp4ssilu', 'add_rms_norm_b1', 'rms_norm_b2', 'rope_write_kv', 'decode_attention_mma_d128_g4', 'decode_attention_d64_g8'];
+    'gemv_mma_nvfp4s_r1', 'gemv_mma_nvfp4ssilu', 'add_rms_norm_b1', 'rms_norm_b2', 'rope_write_kv', 'rope_write_kv4', 'decode_attention_mma_d128_g4', 'decode_attention_d64_g8'];
   for (const name of chain) assert.ok(waitsForPredecessor(name) && letsDependentsStart(name), name);
   // Kernels that write weights (load time), or that neither wait nor trigger.
   for (const name of ['gemv_mma_int4_r1', 'gemv_splitk_bf16', 'rms_norm', 'rms_norm_w1', 'repack_4bit', 'random_int4', 'dequant_int4', 'sample_rows', 'prefill_attention_d128_w8'])
     assert.ok(!waitsForPredecessor(name) && !letsDependentsStart(name), name);
   const count = (file: string, call: string) => (source(file).match(new RegExp(`${call}\\(\\)`, 'g')) ?? []).length;
-  // The small kernels trigger, then wait, first thing: rms_norm_b and add_rms_norm_b, both decode kernels, rope_write_kv.
-  for (const [file, n] of [['norm.cu', 2], ['attention-decode.cu', 2], ['rope-kv.cu', 1]] as const) {
+  // The small kernels trigger, then wait, first thing: rms_norm_b and add_rms_norm_b, both decode kernels, rope_write_kv(4).
+  for (const [file, n] of [['norm.cu', 2], ['attention-decode.cu', 2], ['rope-kv.cu', 2]] as const) {
     assert.equal(count(file, 'pdl_trigger'), n, `${file}: pdl_trigger`);
     assert.equal(count(file, 'pdl_wait'), n, `${file}: pdl_wait`);
   }
-  const rope = body(source('rope-kv.cu'), 'void __launch_bounds__(ROPE_THREADS) rope_write_kv(');
-  assert.match(rope, /^\s*pdl_trigger\(\);\s*pdl_wait\(\);/, 'rope_write_kv waits first thing');
+  for (const fn of ['rope_write_kv', 'rope_write_kv4']) {
+    const rope = body(source('rope-kv.cu'), `void __launch_bounds__(ROPE_THREADS) ${fn}(`);
+    assert.match(rope, /^\s*pdl_trigger\(\);\s*pdl_wait\(\);/, `${fn} waits first thing`);
+  }
   // The GEMVs trigger once their weights are read: after the v2 walk, at a streamed block's last item.
   assert.equal(count('quant-linear.cu', 'pdl_trigger'), 1);
   for (const f of ['gemv-mma-int4.cu', 'gemv-mma-q8.cu']) assert.match(source(f), /if \(i \+ gridDim\.x >= items\) pdl_trigger\(\);/, f);

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { ropeWriteKv, type Backend, type KvCacheStorage, type Tensor } from '../src/backend/backend.js';
+import { KV_DTYPE_BYTES, ropeWriteKv, type Backend, type KvCacheStorage, type KvDtype, type Tensor } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
@@ -29,19 +29,25 @@ function vectorPair(n: number): { c: ReturnType<CpuBackend['loadDense']>; g: Ret
 }
 
 /** One layer's K and V store of a cache, read back (CUDA: device copy; CPU: its arrays). */
+/**
+ * One layer of a KV cache as stored: float32 values, or a bf16/fp8 cache's bytes held in a
+ * Float32Array four at a time (compared bit for bit only).
+ */
 function cacheLayer(be: Backend, cache: KvCacheStorage, layer: number): { k: Float32Array; v: Float32Array } {
   const s = cache.spec;
-  const floats = s.numBlocks * s.blockSize * s.numKvHeads * s.headDim;
+  const elems = s.numBlocks * s.blockSize * s.numKvHeads * s.headDim;
+  const bytes = elems * KV_DTYPE_BYTES[s.dtype ?? 'float32'];
   if (be instanceof CpuBackend) {
-    const c = cache as unknown as { k: Float32Array[]; v: Float32Array[] };
-    return { k: c.k[layer].slice(), v: c.v[layer].slice() };
+    const c = cache as unknown as { k: ArrayLike<number>[]; v: ArrayLike<number>[] };
+    const raw = (x: ArrayLike<number>) => (x instanceof Float32Array ? x.slice() : new Float32Array((x as Uint8Array).slice().buffer));
+    return { k: raw(c.k[layer]), v: raw(c.v[layer]) };
   }
   // The CUDA cache keeps all layers in one allocation each: [layer][slot][kvHeadsÂ·headDim].
   const c = cache as unknown as { k: number; v: number };
-  const k = new Float32Array(floats);
-  const v = new Float32Array(floats);
-  gpu!.driver.download(k, c.k + layer * floats * 4);
-  gpu!.driver.download(v, c.v + layer * floats * 4);
+  const k = new Float32Array(bytes / 4);
+  const v = new Float32Array(bytes / 4);
+  gpu!.driver.download(k, c.k + layer * bytes);
+  gpu!.driver.download(v, c.v + layer * bytes);
   return { k, v };
 }
 
@@ -152,11 +158,14 @@ describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (â‰
     g().poisonFreeMemory();
   };
 
-  // [heads, kvHeads, headDim, rotaryDim]: Llama-8B, GQA 8:2 with partial rotary, tachyon-tiny-like, MHA odd.
-  const SHAPES: Array<[number, number, number, number]> = [[32, 8, 128, 128], [8, 2, 64, 32], [4, 2, 32, 32], [3, 3, 96, 64]];
-  for (const [heads, kvHeads, headDim, rotaryDim] of SHAPES) {
-    it(`${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, rotary ${rotaryDim}: 1, 3, 8, 17 tokens`, async () => {
-      const spec = { numLayers: 2, numBlocks: 8, blockSize: 4, numKvHeads: kvHeads, headDim };
+  // [heads, kvHeads, headDim, rotaryDim, KV cache]: Llama-8B (also bf16 and fp8 caches), GQA 8:2 with
+  // partial rotary, tachyon-tiny-like, MHA odd. Full rotary with half a multiple of 4 takes the 16-byte
+  // kernel (rope_write_kv4), the others the scalar one.
+  const SHAPES: Array<[number, number, number, number, KvDtype]> = [[32, 8, 128, 128, 'float32'], [32, 8, 128, 128, 'bf16'], [32, 8, 128, 128, 'fp8'], [8, 2, 64, 32, 'float32'], [8, 2, 64, 32, 'bf16'], [4, 2, 32, 32, 'float32'], [3, 3, 96, 64, 'float32']];
+  for (const [heads, kvHeads, headDim, rotaryDim, dtype] of SHAPES) {
+    const kernel = rotaryDim === headDim && (rotaryDim / 2) % 4 === 0 ? 'rope_write_kv4' : 'rope_write_kv';
+    it(`${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, rotary ${rotaryDim}, ${dtype} KV (${kernel}): 1, 3, 8, 17 tokens`, async () => {
+      const spec = { numLayers: 2, numBlocks: 8, blockSize: 4, numKvHeads: kvHeads, headDim, dtype };
       for (const T of [1, 3, 8, 17]) {
         await fresh();
         const make = qkvPair(T, heads, kvHeads, headDim);
@@ -186,13 +195,14 @@ describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (â‰
         };
         const fused = run(g(), true);
         const separate = run(g(), false);
-        assert.deepEqual(fused.names, ['rope_write_kv']);
+        assert.deepEqual(fused.names, [kernel]);
         assert.deepEqual(separate.names, ['rope', 'rope', 'write_kv']);
         for (const key of ['q', 'k', 'kc', 'vc'] as const) assertBitwise(fused[key], separate[key], `${what}: ${key}`);
         // The other layer untouched (zero, as allocated).
         assert.ok(fused.other.k.every((x) => x === 0) && fused.other.v.every((x) => x === 0), `${what}: layer 0 was written`);
         const want = run(cpu, true);
-        for (const key of ['q', 'k', 'kc', 'vc'] as const) assertClose(fused[key], want[key], 1e-6, `${what}: ${key} vs CPU`);
+        // (A bf16 or fp8 cache holds codes: compared with the CPU's through q and k only.)
+        for (const key of dtype === 'float32' ? (['q', 'k', 'kc', 'vc'] as const) : (['q', 'k'] as const)) assertClose(fused[key], want[key], 1e-6, `${what}: ${key} vs CPU`);
       }
     });
   }
@@ -225,7 +235,7 @@ describe('the model forward with and without the fused RoPE + KV write on CUDA',
     const launches = launchesOf(be, () => {
       new ModelRunner(model, 16, 4).step([{ seq: 0, start: 0, tokens: [1] }]);
     });
-    assert.equal(launches.filter((n) => n === 'rope_write_kv').length, model.config.numLayers);
+    assert.equal(launches.filter((n) => /^rope_write_kv4?$/.test(n)).length, model.config.numLayers);
     assert.ok(!launches.includes('rope') && !launches.includes('write_kv'), launches.join(', '));
     const run = async (fused: boolean) => {
       await nextTurn();

@@ -276,6 +276,8 @@ export class CudaBackend implements Backend {
   fusedGemv: FusedGemvVariant | 'auto' = 'auto';
   /** ropeWriteKv as one launch (rope-kv.cu); false runs rope, rope, writeKv (tests and benchmarks compare). Same results. */
   fusedRopeKv = true;
+  /** The fused RoPE + KV write on 16-byte accesses where shapes allow (rope_write_kv4); false keeps the scalar kernel (to compare). */
+  vectorRopeKv = true;
   /**
    * The decode GEMV for dense bf16 weights (1–8 tokens, K % 16 = 0): 'fma' (float32 FMA, the kernels
    * above), 'mma' (tensor cores, x rounded to bf16 in the kernel; gemv-mma.ts), or 'auto' (the
@@ -1000,9 +1002,11 @@ export class CudaBackend implements Backend {
     const { half, cos: cs, sin: sn } = this.ropeTables('ropeWriteKv', qt, headDim, rotaryDim, cos, sin);
     if (slots.length === 0) return;
     const qHeads = qt.cols / headDim;
-    const items = qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
+    // Four pairs (values) a thread with 16-byte accesses where rows and tables allow (rope_write_kv4).
+    const vec = this.vectorRopeKv && 2 * half === headDim && half % 4 === 0 && [qt.ptr, kt.ptr, vt.ptr, cs, sn].every((p) => p % 16 === 0);
+    const items = vec ? (qHeads * half + numKvHeads * half + numKvHeads * headDim) / 4 : qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
     const scales = kvScalesOf(c.spec, c.dtype, layer);
-    this.launch(c.module('rope-kv.cu'), 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiiiff', [
+    this.launch(c.module('rope-kv.cu'), vec ? 'rope_write_kv4' : 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiiiff', [
       qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
     ]);
   }

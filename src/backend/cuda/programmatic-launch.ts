@@ -24,7 +24,7 @@ export const PROGRAMMATIC_KERNELS: readonly RegExp[] = [
   // The small kernels between them wait first thing: resident before their predecessor ends, they
   // start without a launch's delay (and let the next GEMV start, below).
   /^(add_)?rms_norm_b\d$/,
-  /^rope_write_kv$/,
+  /^rope_write_kv4?$/,
   /^decode_attention(_mma)?_d\d+_g\d+$/,
 ];
 
