@@ -1,7 +1,8 @@
 // Time to first token of one long prompt on the CUDA backend, at Llama-3.1-8B shapes with random
 // weights made on the GPU (bf16, and fp8 where the backend can make fp8 weights), against the
 // cuBLAS-bound time: the sum, over every linear of the forward, of cuBLASLt's own GEMM time at the
-// same shape and precision. Also times each part alone (the linears as the forward runs them, and
+// same shape and precision, on random operands (FP8 activations: random rows quantised per token, as
+// the forward's are; the constant-code figure used before is saved too). Also times each part alone (the linears as the forward runs them, and
 // attention) to say where the rest goes. Prints a table, saves JSON with the GPU. Measures; never
 // passes or fails.
 //
