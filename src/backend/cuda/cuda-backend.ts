@@ -1198,9 +1198,12 @@ export class CudaBackend implements Backend {
     return this.attentionPrefillRows || prefillTileRows(tiles128, numHeads, this.device.multiprocessors);
   }
 
-  /** Whether prefill attention can run on wgmma here: a compute capability 9.0 GPU (H100, H200, GH200). */
+  /**
+   * Whether prefill attention can run on wgmma here: a compute capability 9.0 GPU (H100, H200, GH200)
+   * and an NVRTC that compiles for sm_90a (CUDA 12.0 and later).
+   */
   get prefillWgmmaAvailable(): boolean {
-    return this.device.computeCapability === 90;
+    return this.device.computeCapability === 90 && Number.parseInt(this.nvrtc.version, 10) >= 12;
   }
 
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
