@@ -120,13 +120,16 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   const int last = pos0 + count - 1;                              // last position any row sees
   const int warpRows = min(16, count - warp * 16);                // ≤ 0: a warp of padding rows
   const int warpFirstPos = pos0 + warp * 16, warpLastPos = warpFirstPos + warpRows - 1;
+  // The rows a tile is skipped for together: the warp's, or in the wgmma build, which computes a
+  // warpgroup's 64 rows at once, the warpgroup's.
 #ifdef PF_WGMMA
   static_assert(PF_KV == 64, "S = Q·Kᵀ is one m64n64 wgmma a k-step");
-  // wgmma computes a warpgroup's 64 rows together: tiles are skipped only when none of them sees it.
   const int wg = warp >> 2;
-  const int wgRows = min(64, count - wg * 64);
-  const int wgFirstPos = pos0 + wg * 64, wgLastPos = wgFirstPos + wgRows - 1;
+  const int skipRows = min(64, count - wg * 64), skipFirstPos = pos0 + wg * 64;
+#else
+  const int skipRows = warpRows, skipFirstPos = warpFirstPos;
 #endif
+  const int skipLastPos = skipFirstPos + skipRows - 1;
 
 #ifdef KV_BF16
   // The chunks this thread copies: chunks c8 + i·TPR of row sr, stored at tile_chunk of tile buffer
@@ -230,7 +233,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 
 #ifdef PF_WGMMA
   // The block's query rows as bf16 in shared memory, after the K/V tiles (tile_chunk layout, panels
-  // of THREADS / 2 rows): S = Q·Kᵀ reads them through a descriptor (wgmma.cuh says why not registers).
+  // of QROWS rows): S = Q·Kᵀ reads them through a descriptor (wgmma.cuh says why not registers).
   // Written once here; the first tile's fence and barrier make them visible to the tensor cores.
   constexpr int QROWS = WARPS * 16;
 #ifdef KV_BF16
@@ -315,13 +318,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     __syncthreads();      // the bf16 tile is complete
     const u32 tileOff = 0;
 #endif
-    // Nothing in this tile is visible to any of this warp's (warpgroup's) rows: causally after them,
-    // or before the window of the earliest of them.
-#ifdef PF_WGMMA
-    if (wgRows <= 0 || t0 > wgLastPos || (window > 0 && t0 + PF_KV - 1 <= wgFirstPos - window)) continue;
-#else
-    if (warpRows <= 0 || t0 > warpLastPos || (window > 0 && t0 + PF_KV - 1 <= warpFirstPos - window)) continue;
-#endif
+    // Nothing in this tile is visible to any of those rows: causally after them, or before the window
+    // of the earliest of them.
+    if (skipRows <= 0 || t0 > skipLastPos || (window > 0 && t0 + PF_KV - 1 <= skipFirstPos - window)) continue;
 
     // S = Q · Kᵀ: 16 rows × PF_KV positions per warp, SN column tiles of 8.
     constexpr int SN = PF_KV / 8;
@@ -417,7 +416,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     // lets the copies refill this buffer.
     wgmma_fence();
 #pragma unroll
-    for (int k = 0; k < SN / 2; k++) wgmma_bf16<D, 1>(o, pa[k], vDesc + ((tileOff + k * 16 * 128) >> 4));
+    for (int k = 0; k < SN / 2; k++) wgmma_bf16_tb<D>(o, pa[k], vDesc + ((tileOff + k * 16 * 128) >> 4));
     wgmma_commit();
     wgmma_wait<0>();
 #else

@@ -1,5 +1,5 @@
 // Hopper's warpgroup matrix multiply (wgmma, sm_90a only: the module must be compiled for the
-// arch-specific target, KernelModules' '@sm_90a' modules) for the prefill attention kernel.
+// arch-specific target: KernelModules' '@a' modules, archSpecificModule) for the prefill attention kernel.
 //
 // A warpgroup (4 consecutive warps, the first a multiple of 4) issues wgmma.mma_async together: D
 // (64 × N float32, in registers) += A (64 × 16 bf16) · B (16 × N bf16, in shared memory, read by
@@ -34,23 +34,22 @@ __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence
 
 #define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
 
-// scale-d is a predicate (true: accumulate into d).
-// d (64 × 64) += a (registers) · B (descriptor); TB = 1: B is MN-major.
-template <int TB>
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const u32 (&a)[4], u64 b) {
+// The register-A forms below take B MN-major (imm-trans-b = 1: O += P·V with V's rows along k); scale-d
+// is a predicate (true: accumulate into d).
+// d (64 × 64) += a (registers) · B (descriptor, MN-major).
+__device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[8][4], const u32 (&a)[4], u64 b) {
   asm volatile(
       "{ .reg .pred p; setp.ne.b32 p, 1, 0; "
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, %37; }"
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1; }"
       : WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
-// d (64 × 128) += a (registers) · B (descriptor); TB = 1: B is MN-major.
-template <int TB>
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const u32 (&a)[4], u64 b) {
+// d (64 × 128) += a (registers) · B (descriptor, MN-major).
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[16][4], const u32 (&a)[4], u64 b) {
   asm volatile(
       "{ .reg .pred p; setp.ne.b32 p, 1, 0; "
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
@@ -58,10 +57,10 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const u32 (&
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "{%64, %65, %66, %67}, %68, p, 1, 1, %69; }"
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 1; }"
       : WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7),
         WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
 // d (64 × 64) += A (descriptor, K-major) · B (descriptor, K-major). S = Q·Kᵀ takes q from shared
@@ -81,9 +80,9 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], u64 a, u64 
 
 #undef WG_D8
 
-// d (64 × N) += a · B for N = 64 or 128 columns.
-template <int N, int TB>
-__device__ __forceinline__ void wgmma_bf16(float (&d)[N / 8][4], const u32 (&a)[4], u64 b) {
-  if constexpr (N == 64) wgmma_m64n64k16<TB>(d, a, b);
-  else wgmma_m64n128k16<TB>(d, a, b);
+// d (64 × N) += a · B (B MN-major) for N = 64 or 128 columns.
+template <int N>
+__device__ __forceinline__ void wgmma_bf16_tb(float (&d)[N / 8][4], const u32 (&a)[4], u64 b) {
+  if constexpr (N == 64) wgmma_m64n64k16_rs_tb(d, a, b);
+  else wgmma_m64n128k16_rs_tb(d, a, b);
 }
