@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { kernelDefinesFromEnv } from '../src/backend/cuda/kernel-modules.js';
+import { archSpecificModule, kernelDefinesFromEnv, moduleVariant, parseModuleName } from '../src/backend/cuda/kernel-modules.js';
 
 test('TACHYON_NVRTC_DEFINES becomes -D options, one per word', () => {
   assert.deepEqual(kernelDefinesFromEnv({}), []);
@@ -16,3 +16,12 @@ test('TACHYON_NVRTC_DEFINES refuses what is not NAME or NAME=VALUE', () => {
     assert.throws(() => kernelDefinesFromEnv({ TACHYON_NVRTC_DEFINES: bad }), new RegExp(`TACHYON_NVRTC_DEFINES: '${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}' is not NAME or NAME=VALUE`));
   }
 });
+
+test('module names: a file, its macros, and the arch-specific target (sm_90a) marked by archSpecificModule', () => {
+  assert.deepEqual(parseModuleName('linear.cu'), { file: 'linear.cu', variant: [], archSpecific: false });
+  const prefill = moduleVariant('attention-prefill.cu', 'KV_BF16', 'PF_WGMMA');
+  assert.deepEqual(parseModuleName(prefill), { file: 'attention-prefill.cu', variant: ['KV_BF16', 'PF_WGMMA'], archSpecific: false });
+  assert.deepEqual(parseModuleName(archSpecificModule(prefill)), { file: 'attention-prefill.cu', variant: ['KV_BF16', 'PF_WGMMA'], archSpecific: true });
+  assert.notEqual(archSpecificModule(prefill), prefill, 'a separate module (and cache entry) from the portable build');
+});
+

@@ -397,7 +397,7 @@ export class CudaBackend implements Backend {
   warmUp(): void {
     for (const f of ['elementwise.cu', 'norm.cu', 'linear.cu', 'linear-fused.cu', 'linear-fused-variants.cu', 'quant-linear.cu', 'sampling.cu']) this.kernels.module(f);
     for (const f of ['attention.cu', 'attention-prefill.cu', 'attention-decode.cu', 'kv-cache.cu', 'rope-kv.cu']) this.kernels.module(kvModule(f, this.kvDtype));
-    if (this.prefillWgmma && this.prefillWgmmaAvailable) this.kernels.module(archSpecificModule(moduleVariant(kvModule('attention-prefill.cu', this.kvDtype), 'PF_WGMMA')));
+    this.kernels.module(this.prefillAttentionModule(this.kvDtype).module);
   }
 
   /** A long-lived allocation (weights, KV caches); the caller registers its owner with `owned`. */
@@ -1206,12 +1206,18 @@ export class CudaBackend implements Backend {
     return this.device.computeCapability === 90 && Number.parseInt(this.nvrtc.version, 10) >= 12;
   }
 
+  /** The prefill attention module for a cache of `dtype`: the wgmma build where it runs (prefillWgmma). */
+  private prefillAttentionModule(dtype: KvDtype): { module: string; wgmma: boolean } {
+    const base = kvModule('attention-prefill.cu', dtype);
+    const wgmma = this.prefillWgmma && this.prefillWgmmaAvailable;
+    return { module: wgmma ? archSpecificModule(moduleVariant(base, 'PF_WGMMA')) : base, wgmma };
+  }
+
   /** prefill_attention over `numTiles` query tiles of `rows` rows (attention-plan.ts) × heads. */
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
-    const base = a.cache.module('attention-prefill.cu');
-    const wgmma = this.prefillWgmma && this.prefillWgmmaAvailable;
-    this.launch(wgmma ? archSpecificModule(moduleVariant(base, 'PF_WGMMA')) : base, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
+    const { module, wgmma } = this.prefillAttentionModule(a.cache.dtype);
+    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale,
     ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));
   }

@@ -99,8 +99,7 @@ export class KernelModules {
   module(name: string): Handle {
     let m = this.modules.get(name);
     if (m !== undefined) return m;
-    const archSpecific = name.endsWith(ARCH_SPECIFIC);
-    const [file, ...variant] = (archSpecific ? name.slice(0, -ARCH_SPECIFIC.length) : name).split('+');
+    const { file, variant, archSpecific } = parseModuleName(name);
     const source = this.sources.get(file);
     if (source === undefined) throw new Error(`kernel source ${file} is missing from ${this.sourceDir}`);
     const t0 = performance.now();
@@ -147,6 +146,13 @@ const ARCH_SPECIFIC = '@a';
  */
 export function archSpecificModule(name: string): string {
   return name + ARCH_SPECIFIC;
+}
+
+/** A module name's parts: its source file, the macros it defines, whether it is arch-specific. */
+export function parseModuleName(name: string): { file: string; variant: string[]; archSpecific: boolean } {
+  const archSpecific = name.endsWith(ARCH_SPECIFIC);
+  const [file, ...variant] = (archSpecific ? name.slice(0, -ARCH_SPECIFIC.length) : name).split('+');
+  return { file, variant, archSpecific };
 }
 
 /**
