@@ -140,6 +140,11 @@ interface FormatResult {
   float32MlpForwardMs?: number;
   /** The forward with a KV cache of the other element type (otherKvDtype), median of the repeats. */
   otherKvForwardMs?: number;
+  /**
+   * The forward with the residual added by the norms and every norm writing its float32 rows
+   * (backend.residualInGemm and deferNormOutput false: the fourteenth phase's start), median of the repeats.
+   */
+  separateResidualForwardMs?: number;
   cublasBoundMs?: number | null;
   /** FP8: the bound on constant activation codes, as measured before the thirteenth phase. */
   cublasBoundConstCodesMs?: number | null;
@@ -324,21 +329,26 @@ for (const format of values.formats!.split(',')) {
   r.forwardTtftRunsMs = [];
   const f32Runs: number[] = [];
   const otherKvRuns: number[] = [];
+  const separateRuns: number[] = [];
   for (let i = 0; i < repeats; i++) {
     r.forwardTtftRunsMs.push(...(await timeTtft(model, 1)));
     backend.fusedMlp = false;
     f32Runs.push(...(await timeTtft(model, 1)));
     backend.fusedMlp = true;
     otherKvRuns.push(...(await timeTtft(model, 1, otherKvDtype)));
+    backend.residualInGemm = backend.deferNormOutput = false;
+    separateRuns.push(...(await timeTtft(model, 1)));
+    backend.residualInGemm = backend.deferNormOutput = true;
   }
   r.forwardTtftMs = median(r.forwardTtftRunsMs);
   r.float32MlpForwardMs = median(f32Runs);
   r.otherKvForwardMs = median(otherKvRuns);
+  r.separateResidualForwardMs = median(separateRuns);
   r.prefillPath = blas ? { half: blas.counters.half - path0.half, fp8: blas.counters.fp8 - path0.fp8 } : undefined;
   const eng = await timeEngine(model, 1 + repeats);
   r.engineTtftMs = median(eng.ms.slice(1));
   r.engineMaxNumBatchedTokens = eng.maxNumBatchedTokens;
-  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms, with a ${otherKvDtype} KV cache ${r.otherKvForwardMs.toFixed(1)} ms`);
+  console.log(`  TTFT: forward ${r.forwardTtftMs.toFixed(1)} ms, engine ${r.engineTtftMs.toFixed(1)} ms (max_num_batched_tokens ${eng.maxNumBatchedTokens}); forward with a float32 MLP intermediate ${r.float32MlpForwardMs.toFixed(1)} ms, with a ${otherKvDtype} KV cache ${r.otherKvForwardMs.toFixed(1)} ms, with the residual added by the norms ${r.separateResidualForwardMs.toFixed(1)} ms`);
   if (r.prefillPath) console.log(`  prefill linears on cuBLASLt in those forwards: ${r.prefillPath.half} bf16/f16, ${r.prefillPath.fp8} FP8 (the rest on other kernels)`);
 
   r.linears = await timeLinears(weights.layers[0], weights.lmHead);
@@ -420,7 +430,7 @@ writeFileSync(
         'forwardTtftMs: median wall time of one forward of the whole prompt in one step (logits of the last token copied to the host), after a warm-up run; ' +
         'engineTtftMs: prompt added to first token out through Engine.step (scheduler, sampler; prefix caching off); ' +
         "cublasBoundMs: layers × Σ cuBLASLt GEMM time of q,k,v,o,gate,up,down at T = promptLen + lm_head at T = 1, each the median of event-timed trials, operands already in the GEMM's type (random bf16, or random activations quantised per token to e4m3 for fp8; cublasBoundConstCodesMs: fp8 on constant codes, the bound before the thirteenth phase); " +
-        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false; otherKvForwardMs: the forward with a KV cache of otherKvDtype (runs of the three kinds interleaved)',
+        'linearsInForwardMs: the same sum over backend.linear (activation conversion, FP8 quantisation and scaling included); attentionMs: layers × one layer\'s causal attention over the prompt; restMs: forward − linears − attention (the linears timed as backend.linear runs them, with float32 outputs, while the forward\'s MLP keeps its intermediate in bf16: read rest as approximate); float32MlpForwardMs: the forward with backend.fusedMlp = false; otherKvForwardMs: the forward with a KV cache of otherKvDtype; separateResidualForwardMs: the forward with backend.residualInGemm and deferNormOutput off (runs of the four kinds interleaved)',
       otherKvDtype,
       machine,
       results,

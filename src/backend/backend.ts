@@ -154,14 +154,25 @@ export interface Backend {
 
   /** Rows of `table` [vocab, hidden] for each id → [T, hidden]. */
   embedding(table: Weight, ids: Int32Array): Tensor;
-  /** x · rsqrt(mean(x²) + eps) · weight, per row. */
-  rmsNorm(x: Tensor, weight: Weight, eps: number): Tensor;
+  /** x · rsqrt(mean(x²) + eps) · weight, per row. `readers`: see NormReaders (default 'any'). */
+  rmsNorm(x: Tensor, weight: Weight, eps: number, readers?: NormReaders): Tensor;
   /** residual += x (in place), then returns rmsNorm(residual). The pre-norm block's fused step. */
-  addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number): Tensor;
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Weight, eps: number, readers?: NormReaders): Tensor;
   /** RMSNorm over each head's `headDim` slice, in place (Qwen3 q/k norm). */
   headRmsNorm(x: Tensor, weight: Weight, headDim: number, eps: number): void;
   /** y = x · Wᵀ (+ bias): [T, in] → [T, out]. */
   linear(x: Tensor, w: Weight, bias?: Weight): Tensor;
+  /**
+   * Optional: residual += x · Wᵀ in place (no bias), where the backend adds inside the GEMM (the CUDA
+   * backend's prefill GEMMs read the residual as cuBLASLt's C), returning true; false, having done
+   * nothing, where it does not. Call it through `linearAddRmsNorm` below.
+   */
+  linearAdd?(x: Tensor, w: Weight, residual: Tensor): boolean;
+  /**
+   * Optional: residual += mlp(x, gate, up, down) in place (no biases), the add inside the down GEMM,
+   * returning true; false, having done nothing, where the backend does not. Call it through `mlpAdd`.
+   */
+  mlpAdd?(x: Tensor, gate: Weight, up: Weight, down: Weight, residual: Tensor): boolean;
   /**
    * Several linears of the same input (q, k, v): `linear(x, weights[i], biases?.[i])` for each i, in
    * one launch where the backend can. Optional; must equal the separate linears bitwise (call it
@@ -273,6 +284,37 @@ export function linearSiluMul(backend: Backend, x: Tensor, gate: Weight, up: Wei
   const out = backend.siluMul(g, u);
   backend.release?.(g, u);
   return out;
+}
+
+/**
+ * What reads a norm's result. 'any' (the default): anything. 'linears': only linear, linearMany,
+ * linearSiluMul, mlp and mlpAdd (and toHost), before the next in-place op on any tensor — so a
+ * backend may keep the result only in the form those read (the CUDA backend's prefill norms write
+ * the GEMMs' bf16 or E4M3 input and make the float32 rows only if something asks for them).
+ */
+export type NormReaders = 'any' | 'linears';
+
+/**
+ * residual += x · Wᵀ + bias, then rmsNorm(residual): the pre-norm block's step after the attention's
+ * o projection. The add inside the GEMM where the backend can (linearAdd), else linear + addRmsNorm.
+ */
+export function linearAddRmsNorm(
+  backend: Backend, x: Tensor, w: Weight, bias: Weight | undefined, residual: Tensor, norm: Weight, eps: number, readers?: NormReaders,
+): Tensor {
+  if (!bias && backend.linearAdd?.(x, w, residual)) return backend.rmsNorm(residual, norm, eps, readers);
+  const y = backend.linear(x, w, bias);
+  const out = backend.addRmsNorm(y, residual, norm, eps, readers);
+  backend.release?.(y);
+  return out;
+}
+
+/**
+ * residual += mlp(x, …) where the backend adds inside the down GEMM (mlpAdd): returns undefined.
+ * Otherwise the MLP's output, for the caller to add to the residual (usually by the next addRmsNorm).
+ */
+export function mlpAdd(backend: Backend, x: Tensor, gate: Weight, up: Weight, down: Weight, biases: MlpBiases, residual: Tensor): Tensor | undefined {
+  if (!biases.gate && !biases.up && !biases.down && backend.mlpAdd?.(x, gate, up, down, residual)) return undefined;
+  return mlp(backend, x, gate, up, down, biases);
 }
 
 /** The optional biases of an MLP's three linears. */

@@ -2,7 +2,7 @@
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
 import { applyPenaltyRows, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
-import { checkSamplingRows, linearMany, linearSiluMul, mlp, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
+import { checkSamplingRows, linearAddRmsNorm, linearMany, linearSiluMul, mlpAdd, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies, RopeTable } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -142,19 +142,23 @@ export class LlamaModel {
       return { ...out, hiddenStates: capture };
     };
 
+    const observe = opts.observeLinearInput;
+    // The norms' outputs are read only by linears (the CUDA backend may keep them in the GEMMs' input
+    // form alone), except where calibration reads them back.
+    const readers = observe ? 'any' : 'linears';
     let residual = be.embedding(W.embedTokens, batch.tokens);
-    let x: Tensor = be.rmsNorm(residual, W.layers[0].inputNorm, c.rmsNormEps);
+    let x: Tensor = be.rmsNorm(residual, W.layers[0].inputNorm, c.rmsNormEps, readers);
+    // The last MLP's output when the backend did not add it to the residual in its down GEMM (mlpAdd).
+    let down: Tensor | undefined;
     for (let l = 0; l < c.numLayers; l++) {
       const L = W.layers[l];
       if (l > 0) {
-        const down = x;
-        x = be.addRmsNorm(down, residual, L.inputNorm, c.rmsNormEps);
-        be.release?.(down);
+        x = down ? be.addRmsNorm(down, residual, L.inputNorm, c.rmsNormEps, readers) : be.rmsNorm(residual, L.inputNorm, c.rmsNormEps, readers);
+        if (down) be.release?.(down);
       }
       // HF's hidden_states[l]: the residual stream entering layer l.
       keepHidden(l);
 
-      const observe = opts.observeLinearInput;
       observe?.(l, 'qkv', be.toHost(x));
       // One launch for q, k and v where the backend fuses them (the same results as three linears).
       const [q, k, v] = linearMany(be, x, [L.q, L.k, L.v], [L.qBias, L.kBias, L.vBias]);
@@ -169,25 +173,26 @@ export class LlamaModel {
       // what a step holds at once (backends without release keep them until the step ends).
       be.release?.(q, k, v, x);
       observe?.(l, 'o', be.toHost(attn));
-      const o = be.linear(attn, L.o, L.oBias);
+      // residual += o(attn), in the GEMM where the backend can, then the post-attention norm.
+      const n = linearAddRmsNorm(be, attn, L.o, L.oBias, residual, L.postAttentionNorm, c.rmsNormEps, readers);
       be.release?.(attn);
-
-      const n = be.addRmsNorm(o, residual, L.postAttentionNorm, c.rmsNormEps);
-      be.release?.(o);
       observe?.(l, 'gate_up', be.toHost(n));
       const biases = { gate: L.gateBias, up: L.upBias, down: L.downBias };
       if (observe) {
         // Calibration reads the down linear's input, which `mlp` need not make.
         const act = linearSiluMul(be, n, L.gate, L.up, L.gateBias, L.upBias);
         observe(l, 'down', be.toHost(act));
-        x = be.linear(act, L.down, L.downBias);
+        down = be.linear(act, L.down, L.downBias);
         be.release?.(act);
       } else {
-        x = mlp(be, n, L.gate, L.up, L.down, biases);
+        down = mlpAdd(be, n, L.gate, L.up, L.down, biases, residual);
       }
       be.release?.(n);
     }
-    be.addInPlace(residual, x);
+    if (down) {
+      be.addInPlace(residual, down);
+      be.release?.(down);
+    }
     keepHidden(c.numLayers);
     // A step of prefill chunks that all stop short of their prompt's end needs no logits.
     if (batch.logitRows.length === 0) return finish({ logits: new Float32Array(0) });

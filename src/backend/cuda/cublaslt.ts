@@ -175,6 +175,11 @@ export interface GemmShape {
    * values given to matmul; cuBLASLt's outer-vector scaling), instead of unit scales.
    */
   outerScales?: boolean;
+  /**
+   * D += the product (beta 1, C = D: cuBLASLt reads D's old values in its epilogue) instead of
+   * D = the product: a linear added to the residual stream in the GEMM (CudaBackend.linearAdd).
+   */
+  accumulate?: boolean;
 }
 
 /** The CUDA type of a GEMM's D. */
@@ -264,7 +269,8 @@ export class CublasLt {
   }
 
   /**
-   * D = Aᵀ·B (+ bias[m]) in float32 (see GemmShape; compute and scale type float32, alpha 1, beta 0).
+   * D = Aᵀ·B (+ bias[m]) in float32 (see GemmShape; compute and scale type float32, alpha 1, beta 0,
+   * or beta 1 with C = D where the shape accumulates).
    * Returns whether the bias was added (false: cuBLASLt's bias epilogue is off or refused this
    * GEMM, and the caller must add it). Throws if cuBLASLt has no algorithm for it (see canRun).
    */
@@ -287,7 +293,8 @@ export class CublasLt {
         this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_A_SCALE_POINTER, u64(scales.a), 8), 'cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)');
         this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_B_SCALE_POINTER, u64(scales.b), 8), 'cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)');
       }
-      this.check(api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, this.zero, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, stream), what);
+      const beta = shape.accumulate ? this.one : this.zero;
+      this.check(api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, beta, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, stream), what);
     };
     if (this.driver.recorder) {
       // A recorded step (step-graphs.ts) holds the GEMM as a captured child graph: the same shape and
@@ -306,7 +313,7 @@ export class CublasLt {
   private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr, scales?: { a: DevicePtr; b: DevicePtr }): Plan | null {
     const wantBias = bias !== 0 && this.biasEpilogue;
     const aligns = [a, b, d, wantBias ? bias : 0].map(alignmentOf);
-    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${shape.out ?? 'f32'} ${shape.outerScales ? 'outer' : 'unit'} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
+    const key = `${shape.type} ${shape.m} ${shape.n} ${shape.k} ${shape.ldd} ${shape.out ?? 'f32'} ${shape.outerScales ? 'outer' : 'unit'} ${shape.accumulate ? 'acc' : 'set'} ${wantBias ? 1 : 0} ${aligns.join(' ')}`;
     let plan = this.plans.get(key);
     if (plan === undefined) {
       // With a bias, the epilogue first; where it is refused, the plain GEMM (the caller adds the bias).
@@ -399,7 +406,7 @@ function check(lib: CublasLtLibrary, rc: unknown, what: string): void {
 }
 
 function describe(s: GemmShape): string {
-  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] → ${s.out === 'half' ? s.type : 'float32'} D, ld ${s.ldd}${s.outerScales ? ', outer-vector scales' : ''}`;
+  return `${s.type} A [${s.m}, ${s.k}]ᵀ · B [${s.k}, ${s.n}] ${s.accumulate ? '+' : '→'} ${s.out === 'half' ? s.type : 'float32'} D, ld ${s.ldd}${s.outerScales ? ', outer-vector scales' : ''}`;
 }
 
 const MAX_GRID_Y = 65535;
@@ -437,14 +444,19 @@ export class CublasLtPrefill {
 
   /**
    * y [T, N] = x [T, K] · Wᵀ (+ bias), W a bf16 or f16 [N, K] matrix; x is rounded to W's type first.
-   * False (nothing launched) where cuBLASLt has no algorithm for the shape: the caller's kernel runs.
+   * `accumulate`: y += x · Wᵀ instead (no bias). Undefined (nothing launched) where cuBLASLt has no
+   * algorithm for the shape: the caller's kernel runs. x is read only when xCast is not given.
    */
-  half(x: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, bias: DevicePtr, y: DevicePtr, xCast?: PooledBuffer): PooledBuffer | undefined {
+  half(x: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, bias: DevicePtr, y: DevicePtr, xCast?: PooledBuffer, accumulate = false): PooledBuffer | undefined {
     const n = T * K;
     // xCast: x already rounded to dtype by an earlier call (q, k and v share their input).
     const xh = xCast ?? this.pool.alloc(n * 2);
-    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N };
-    if (!this.lt.canRun(shape, w, xh.ptr, y, bias)) return undefined;
+    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N, accumulate };
+    if (accumulate && bias) throw new CudaError('cuBLASLt GEMM: an accumulating GEMM takes no bias');
+    if (!this.lt.canRun(shape, w, xh.ptr, y, bias)) {
+      if (!xCast) this.pool.release(xh);
+      return undefined;
+    }
     if (!xCast) this.cast(x, xh.ptr, n, dtype);
     const biasDone = this.lt.matmul(shape, w, xh.ptr, y, bias);
     if (!biasDone) this.launch('add_bias_rows', [Math.ceil(N / 256), Math.min(T, MAX_GRID_Y), 1], 256, 'ppii', [y, bias, T, N]);
@@ -463,11 +475,11 @@ export class CublasLtPrefill {
 
   /**
    * y [T, N] = xh [T, K] · Wᵀ with xh and W in dtype and y in dtype too (no bias): the prefill MLP's
-   * gate and up, and its down from the half intermediate when `out` is 'f32'. False (nothing
-   * launched) where cuBLASLt has no algorithm for it.
+   * gate and up, and its down from the half intermediate when `out` is 'f32' (y float32), or added
+   * to float32 y when 'f32+'. False (nothing launched) where cuBLASLt has no algorithm for it.
    */
-  halfGemm(xh: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, y: DevicePtr, out: 'f32' | 'half'): boolean {
-    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N, out };
+  halfGemm(xh: DevicePtr, T: number, w: DevicePtr, dtype: 'bf16' | 'f16', N: number, K: number, y: DevicePtr, out: 'f32' | 'half' | 'f32+'): boolean {
+    const shape = halfGemmShape(T, dtype, N, K, out);
     if (!this.lt.canRun(shape, w, xh, y)) return false;
     this.lt.matmul(shape, w, xh, y);
     this.counters.half++;
@@ -521,6 +533,23 @@ export class CublasLtPrefill {
     if (scratch) this.pool.release(scratch);
   }
 
+  /**
+   * Whether fp8GemmScaledAdd can run: cuBLASLt scales by vectors here (cuBLAS 12.9+, Hopper or newer)
+   * and has an algorithm for the shape; N a multiple of 4 (16-byte rows of y).
+   */
+  canFp8ScaledAdd(T: number, N: number, K: number, codes: DevicePtr, wScales: DevicePtr, xq: DevicePtr, xScales: DevicePtr, y: DevicePtr): boolean {
+    const reason = fp8GemmUnsupportedReason(this.driver.device.computeCapability, K);
+    if (reason) throw new CudaError(`matmulFp8: ${reason}`);
+    return CublasLtPrefill.fp8Ldd(N) === N && this.lt.canRun(scaledAdd(T, N, K), codes, xq, y, 0, { a: wScales, b: xScales });
+  }
+
+  /** y [T, N] float32 += (xq · codesᵀ) · xScales[t] · wScales[n], in one GEMM (the residual stream's add). Check canFp8ScaledAdd first. */
+  fp8GemmScaledAdd(xq: DevicePtr, xScales: DevicePtr, T: number, codes: DevicePtr, wScales: DevicePtr, N: number, K: number, y: DevicePtr): void {
+    this.lt.matmul(scaledAdd(T, N, K), codes, xq, y, 0, { a: wScales, b: xScales });
+    this.counters.fp8++;
+    this.counters.fp8OuterScaled++;
+  }
+
   /** d [T, fp8Ldd(N)] float32 = xq · codesᵀ with unit scales (the FP8 GEMM alone). Check canFp8 first. */
   fp8Gemm(xq: DevicePtr, T: number, codes: DevicePtr, N: number, K: number, d: DevicePtr): void {
     this.lt.matmul({ type: 'e4m3', m: N, n: T, k: K, ldd: CublasLtPrefill.fp8Ldd(N) }, codes, xq, d);
@@ -555,6 +584,16 @@ export class CublasLtPrefill {
   }
   /** Blocks of the pipelined row kernel (default: one an SM); tests set T to give every row its own block. */
   pipelinedRowBlocks?: number;
+}
+
+/** The shape of halfGemm's GEMM ('f32+': float32 D accumulated). */
+export function halfGemmShape(T: number, dtype: 'bf16' | 'f16', N: number, K: number, out: 'f32' | 'half' | 'f32+'): GemmShape {
+  return { type: dtype, m: N, n: T, k: K, ldd: N, out: out === 'half' ? 'half' : 'f32', accumulate: out === 'f32+' };
+}
+
+/** An FP8 GEMM of T tokens into float32 [T, N], scaled inside cuBLASLt and added to D's old values (fp8GemmScaledAdd). */
+function scaledAdd(T: number, N: number, K: number): GemmShape {
+  return { type: 'e4m3', m: N, n: T, k: K, ldd: N, outerScales: true, accumulate: true };
 }
 
 /** An FP8 GEMM of T tokens into bf16 [T, N], scaled by per-row and per-token vectors inside cuBLASLt. */

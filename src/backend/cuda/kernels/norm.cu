@@ -31,7 +31,8 @@ __device__ __forceinline__ float sq4(float4 v, float ss) {
 // norm's output is their input): nothing (NORM_F32), the row quantised per token to FP8 (E4M3 codes
 // four a float4, scale absmax / 448 to scales[row]: what quantize_rows_e4m3 gives from the row), or
 // the row rounded to bf16 / f16 (what f32_to_bf16 / f32_to_f16 give). Saves those kernels' read of
-// the row and their launch.
+// the row and their launch. With a side output, `out` may be null: only the GEMMs read the norm's
+// result, and its float32 rows are written later if anything asks (CudaBackend.deferNormRows).
 #define NORM_F32 0
 #define NORM_E4M3 1
 #define NORM_BF16 2
@@ -43,7 +44,7 @@ __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* d
   for (int j = 0; j < V; j++) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
-      dst[i] = y[j];
+      if (dst) dst[i] = y[j];
       if (SIDE == NORM_E4M3) m = absmax4(m, y[j].x, y[j].y, y[j].z, y[j].w);
       if (SIDE == NORM_BF16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_bf16x2(y[j].x, y[j].y), pack_bf16x2(y[j].z, y[j].w)};
       if (SIDE == NORM_F16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_f16x2(y[j].x, y[j].y), pack_f16x2(y[j].z, y[j].w)};
@@ -67,7 +68,7 @@ __device__ __forceinline__ void rms_norm_block(const float* x, const float* __re
                                                void* __restrict__ side = nullptr, float* __restrict__ scales = nullptr) {
   const int n4 = cols >> 2;
   const float4* src = reinterpret_cast<const float4*>(x + (u64)blockIdx.x * cols);
-  float4* dst = reinterpret_cast<float4*>(out + (u64)blockIdx.x * cols);
+  float4* dst = out ? reinterpret_cast<float4*>(out + (u64)blockIdx.x * cols) : nullptr;
   const float4* w4 = reinterpret_cast<const float4*>(w);
   float4 v[V], g[V];
 #pragma unroll
@@ -94,7 +95,7 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
   const u64 row = (u64)blockIdx.x * cols;
   const float4* a4 = reinterpret_cast<const float4*>(x + row);
   float4* r4 = reinterpret_cast<float4*>(residual + row);
-  float4* dst = reinterpret_cast<float4*>(out + row);
+  float4* dst = out ? reinterpret_cast<float4*>(out + row) : nullptr;
   const float4* w4 = reinterpret_cast<const float4*>(w);
   float4 v[V], g[V];
 #pragma unroll
