@@ -174,6 +174,36 @@ describe("CUDA prefill: norms read only by linears (NormReaders 'linears')", { s
     });
   }
 
+  // The side-output norms walk rows, a block per resident slot, with the next row's loads in flight
+  // (norm.cu rms_norm_rows): more rows than blocks, and rows wide enough for 2 and 3 float4s a thread
+  // (3: loaded as reached, no prefetch), against the one-row-a-block kernels, bit for bit.
+  for (const kind of ['BF16', 'fp8'] as const) {
+    it(`${kind}: norms walking more rows than resident blocks give the row kernel's bits (4096, 8192, 12288 columns)`, { skip: kind === 'fp8' && !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
+      const rows = 3 * be.device.multiprocessors + 7;
+      for (const cols of [4096, 8192, 12288]) {
+        const w = weight(kind, 64, cols);
+        const nw = normWeight(cols);
+        const x = uniform(rows * cols, -2, 2), res = uniform(rows * cols, -2, 2);
+        be.linear(be.fromHost(x, [rows, cols]), w.g);
+        const run = (side: boolean) => {
+          be.fusedNormOutput = side;
+          try {
+            const r = be.fromHost(res, [rows, cols]);
+            const a = be.rmsNorm(be.fromHost(x, [rows, cols]), nw.g, 1e-5);
+            const ya = be.linear(a, w.g);
+            const b = be.addRmsNorm(be.fromHost(x, [rows, cols]), r, nw.g, 1e-5);
+            const yb = be.linear(b, w.g);
+            return [a, ya, b, yb, r].map((t) => be.toHost(t));
+          } finally {
+            be.fusedNormOutput = true;
+          }
+        };
+        const walked = run(true), plain = run(false);
+        ['rmsNorm', 'its linear', 'addRmsNorm', 'its linear', 'the residual'].forEach((what, i) => assertBitwise(walked[i], plain[i], `${cols} columns: ${what}`));
+      }
+    });
+  }
+
   it('refuses to make deferred rows after an in-place op, naming the contract', () => {
     const w = weight('BF16', 256, H);
     const nw = normWeight(H);

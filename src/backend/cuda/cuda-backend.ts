@@ -600,9 +600,17 @@ export class CudaBackend implements Backend {
     const side = this.normSideOutput(out, k);
     if (side && k.kind === 'block') {
       const rows = this.deferNormRows(out, readers, src, w, eps, k) ? 0 : out.ptr;
-      this.launch('norm.cu', `rms_norm_${side.kind}_b${k.vec}`, [src.rows, 1, 1], k.threads, 'pppifpp', [src.ptr, w, rows, src.cols, eps, side.ptr, side.scales]);
+      this.launch('norm.cu', `rms_norm_${side.kind}_b${k.vec}`, this.normRowGrid(src.rows, k.threads), k.threads, 'pppifppi', [src.ptr, w, rows, src.cols, eps, side.ptr, side.scales, src.rows]);
     } else this.norm(src.ptr, out.ptr, w, src.rows, src.cols, eps, k);
     return out;
+  }
+
+  /**
+   * The side-output norms' blocks (norm.cu rms_norm_rows): as many as are resident at once (2048
+   * threads an SM), each walking rows with the next one's loads in flight; never more than rows.
+   */
+  private normRowGrid(rows: number, threads: number): [number, number, number] {
+    return [Math.min(rows, this.device.multiprocessors * Math.max(1, Math.floor(2048 / threads))), 1, 1];
   }
 
   /** Norms whose readers are only linears leave their float32 rows unwritten where a side output serves those (deferNormRows); false writes them always. */
@@ -671,7 +679,7 @@ export class CudaBackend implements Backend {
     if (side && k.kind === 'block') {
       // Deferred rows come from the residual after the add (the row kernel's sum, the same bits).
       if (this.deferNormRows(out, readers, r, w, eps, k)) args[3] = 0;
-      this.launch('norm.cu', `add_rms_norm_${side.kind}_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppifpp', [...args, side.ptr, side.scales]);
+      this.launch('norm.cu', `add_rms_norm_${side.kind}_b${k.vec}`, this.normRowGrid(r.rows, k.threads), k.threads, 'ppppifppi', [...args, side.ptr, side.scales, r.rows]);
     } else if (k.kind === 'block') this.launch('norm.cu', `add_rms_norm_b${k.vec}`, [r.rows, 1, 1], k.threads, 'ppppif', args);
     else this.launch('norm.cu', 'add_rms_norm', [r.rows, 1, 1], rowThreads(r.cols), 'ppppif', args);
     return out;

@@ -38,7 +38,8 @@ __device__ __forceinline__ float sq4(float4 v, float ss) {
 #define NORM_BF16 2
 #define NORM_F16 3
 template <int V, int SIDE>
-__device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, void* __restrict__ side, float* __restrict__ scales) {
+__device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, void* __restrict__ side, float* __restrict__ scales,
+                                                 u64 row = blockIdx.x) {
   float m = 0.f;
 #pragma unroll
   for (int j = 0; j < V; j++) {
@@ -46,18 +47,18 @@ __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* d
     if (i < n4) {
       if (dst) dst[i] = y[j];
       if (SIDE == NORM_E4M3) m = absmax4(m, y[j].x, y[j].y, y[j].z, y[j].w);
-      if (SIDE == NORM_BF16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_bf16x2(y[j].x, y[j].y), pack_bf16x2(y[j].z, y[j].w)};
-      if (SIDE == NORM_F16) reinterpret_cast<uint2*>(side)[(u64)blockIdx.x * n4 + i] = uint2{pack_f16x2(y[j].x, y[j].y), pack_f16x2(y[j].z, y[j].w)};
+      if (SIDE == NORM_BF16) reinterpret_cast<uint2*>(side)[row * n4 + i] = uint2{pack_bf16x2(y[j].x, y[j].y), pack_bf16x2(y[j].z, y[j].w)};
+      if (SIDE == NORM_F16) reinterpret_cast<uint2*>(side)[row * n4 + i] = uint2{pack_f16x2(y[j].x, y[j].y), pack_f16x2(y[j].z, y[j].w)};
     }
   }
   if (SIDE != NORM_E4M3) return;
   const float s = e4m3_row_scale(block_max(m));
-  if (threadIdx.x == 0) scales[blockIdx.x] = s;
-  u32* row = reinterpret_cast<u32*>(side) + (u64)blockIdx.x * n4;
+  if (threadIdx.x == 0) scales[row] = s;
+  u32* codes = reinterpret_cast<u32*>(side) + row * n4;
 #pragma unroll
   for (int j = 0; j < V; j++) {
     const int i = threadIdx.x + j * blockDim.x;
-    if (i < n4) row[i] = e4m3x4(y[j].x, y[j].y, y[j].z, y[j].w, s);
+    if (i < n4) codes[i] = e4m3x4(y[j].x, y[j].y, y[j].z, y[j].w, s);
   }
 }
 
@@ -122,6 +123,91 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
   write_normed_row<V, SIDE>(v, dst, n4, side, scales);
 }
 
+// The prefill norms with a side output: the row kernels' arithmetic, row for row (the same bits as
+// rms_norm_block / add_rms_norm_block, which make a deferred output's float32 rows), but each block
+// walks rows blockIdx.x, + gridDim.x, … (about as many blocks as fit the GPU at once) with the next
+// row's loads in flight while it reduces and writes this one, and the weights loaded once. A block a
+// row spent most of its short life waiting: one load's latency, then four barriers (the sum, the
+// absmax), with only two rows an SM in flight (27 µs for 2048 rows of 4096 on an H100, ~1.6 TB/s).
+// Rows of more than 2048 float4s (V > 2) would spill the prefetch at 1024 threads' 64 registers:
+// those load each row as they reach it.
+template <int V>
+__host__ __device__ constexpr bool norm_prefetch() { return V <= 2; }
+template <int V>
+__device__ __forceinline__ void load_row(const float4* __restrict__ src, int n4, float4 (&v)[V]) {
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    v[j] = i < n4 ? src[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+template <int V, int SIDE>
+__device__ __forceinline__ void rms_norm_rows(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, int rows,
+                                              int cols, float eps, void* __restrict__ side, float* __restrict__ scales) {
+  const int n4 = cols >> 2;
+  constexpr bool PREFETCH = norm_prefetch<V>();
+  float4 g[V], v[V], next[V];  // next: unused (and dropped by the compiler) without PREFETCH
+  load_row<V>(reinterpret_cast<const float4*>(w), n4, g);
+  int row = blockIdx.x;
+  if (PREFETCH && row < rows) load_row<V>(reinterpret_cast<const float4*>(x + (u64)row * cols), n4, next);
+  for (; row < rows; row += gridDim.x) {
+    if (PREFETCH) {
+#pragma unroll
+      for (int j = 0; j < V; j++) v[j] = next[j];
+      if (row + gridDim.x < rows) load_row<V>(reinterpret_cast<const float4*>(x + (u64)(row + gridDim.x) * cols), n4, next);
+    } else {
+      load_row<V>(reinterpret_cast<const float4*>(x + (u64)row * cols), n4, v);
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
+    const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+    for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+    write_normed_row<V, SIDE>(v, out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
+  }
+}
+
+template <int V, int SIDE>
+__device__ __forceinline__ void add_rms_norm_rows(const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w,
+                                                  float* __restrict__ out, int rows, int cols, float eps, void* __restrict__ side,
+                                                  float* __restrict__ scales) {
+  const int n4 = cols >> 2;
+  constexpr bool PREFETCH = norm_prefetch<V>();
+  float4 g[V], v[V], a[V], r[V];
+  load_row<V>(reinterpret_cast<const float4*>(w), n4, g);
+  int row = blockIdx.x;
+  if (PREFETCH && row < rows) {
+    load_row<V>(reinterpret_cast<const float4*>(x + (u64)row * cols), n4, a);
+    load_row<V>(reinterpret_cast<const float4*>(residual + (u64)row * cols), n4, r);
+  }
+  for (; row < rows; row += gridDim.x) {
+    if (!PREFETCH) {
+      load_row<V>(reinterpret_cast<const float4*>(x + (u64)row * cols), n4, a);
+      load_row<V>(reinterpret_cast<const float4*>(residual + (u64)row * cols), n4, r);
+    }
+#pragma unroll
+    for (int j = 0; j < V; j++) v[j] = make_float4(r[j].x + a[j].x, r[j].y + a[j].y, r[j].z + a[j].z, r[j].w + a[j].w);
+    if (PREFETCH && row + gridDim.x < rows) {
+      load_row<V>(reinterpret_cast<const float4*>(x + (u64)(row + gridDim.x) * cols), n4, a);
+      load_row<V>(reinterpret_cast<const float4*>(residual + (u64)(row + gridDim.x) * cols), n4, r);
+    }
+    float4* r4 = reinterpret_cast<float4*>(residual + (u64)row * cols);
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < n4) r4[i] = v[j];
+      ss = sq4(v[j], ss);
+    }
+    const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+    for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+    write_normed_row<V, SIDE>(v, out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
+  }
+}
+
 // A warp per row (rows of at most 32·V float4s), NORM_WARP_ROWS rows a block.
 #define NORM_WARP_ROWS 8
 template <int V>
@@ -171,18 +257,19 @@ __device__ __forceinline__ void rms_norm_warp(const float* x, const float* __res
   NORM_SIDE_KERNELS(V, e4m3, NORM_E4M3)                                                                               \
   NORM_SIDE_KERNELS(V, bf16, NORM_BF16)                                                                               \
   NORM_SIDE_KERNELS(V, f16, NORM_F16)
-// The two row kernels also writing their output for the GEMMs after them (write_normed_row): side is
-// E4M3 codes (scales: a float each row; sm_89+) or bf16 / f16 values (scales unused).
+// The two row kernels also writing their output for the GEMMs after them (write_normed_row), over
+// `rows` rows (rms_norm_rows): side is E4M3 codes (scales: a float each row; sm_89+) or bf16 / f16
+// values (scales unused); out may be null (a deferred float32 output).
 #define NORM_SIDE_KERNELS(V, NAME, SIDE)                                                                               \
   extern "C" __global__ void __launch_bounds__(1024) rms_norm_##NAME##_b##V(const float* x, const float* __restrict__ w, \
                                                                             float* out, int cols, float eps, void* side, \
-                                                                            float* scales) {                       \
-    rms_norm_block<V, SIDE>(x, w, out, cols, eps, side, scales);                                                    \
+                                                                            float* scales, int rows) {             \
+    rms_norm_rows<V, SIDE>(x, w, out, rows, cols, eps, side, scales);                                               \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_##NAME##_b##V(                                     \
       const float* __restrict__ x, float* __restrict__ residual, const float* __restrict__ w, float* __restrict__ out, \
-      int cols, float eps, void* side, float* scales) {                                                              \
-    add_rms_norm_block<V, SIDE>(x, residual, w, out, cols, eps, side, scales);                                       \
+      int cols, float eps, void* side, float* scales, int rows) {                                                    \
+    add_rms_norm_rows<V, SIDE>(x, residual, w, out, rows, cols, eps, side, scales);                                  \
   }
 NORM_KERNELS(1)
 NORM_KERNELS(2)
