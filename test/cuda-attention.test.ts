@@ -18,6 +18,7 @@ import type { AttentionBatch, KvDtype } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { AttentionPlanner, checkBlockTables, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, decodeChunk, decodeHeadsPerBlock, decodeSplits, planAttention, PREFILL_TILE_ROWS, prefillSharedBytes, prefillTileRows } from '../src/backend/cuda/attention-plan.js';
 import type { AttentionKernel } from '../src/backend/cuda/cuda-backend.js';
+import { batchOf } from './support/attention-batch.js';
 import { openTestGpu, testRandom, relErr } from './support/cuda.js';
 
 const { gpu, skipReason } = await openTestGpu();
@@ -32,33 +33,6 @@ const F32_BOUND = 1e-5;
 // The prefill kernel on wgmma against its mma.sync build: the same bf16 roundings, so only a
 // probability that the tensor cores' different summation order tips to the neighbouring bf16 differs.
 const WGMMA_BOUND = 1e-3;
-
-/** A batch over sequences given as [first position this step, tokens this step], in that order. */
-function batchOf(seqs: Array<[number, number]>, blockSize: number, blockIds: (s: number, b: number) => number): AttentionBatch {
-  const maxBlocksPerSeq = Math.max(...seqs.map(([start, n]) => Math.ceil((start + n) / blockSize)));
-  const blockTables = new Int32Array(seqs.length * maxBlocksPerSeq).fill(-1);
-  seqs.forEach(([start, n], s) => {
-    for (let b = 0; b < Math.ceil((start + n) / blockSize); b++) blockTables[s * maxBlocksPerSeq + b] = blockIds(s, b);
-  });
-  const positions: number[] = [];
-  const seqIndex: number[] = [];
-  seqs.forEach(([start, n], s) => {
-    for (let p = start; p < start + n; p++) {
-      positions.push(p);
-      seqIndex.push(s);
-    }
-  });
-  const slot = (s: number, p: number) => blockTables[s * maxBlocksPerSeq + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
-  return {
-    numTokens: positions.length,
-    numSeqs: seqs.length,
-    positions: Int32Array.from(positions),
-    seqIndex: Int32Array.from(seqIndex),
-    slots: Int32Array.from(positions, (p, i) => slot(seqIndex[i], p)),
-    blockTables,
-    maxBlocksPerSeq,
-  };
-}
 
 describe('CUDA attention planning (host side, no GPU needed)', () => {
   const sequential = (s: number, b: number) => s * 100 + b;

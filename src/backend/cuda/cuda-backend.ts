@@ -55,6 +55,8 @@ export class CudaTensor implements Tensor {
   }
   /** Writes this tensor's values on first use of ptr (a norm that left them for later: CudaBackend.deferNormRows). */
   private pendingFill?: () => void;
+  /** A q whose RoPE was left to the prefill attention that reads it (CudaBackend.ropeWriteKv); pendingFill applies it in memory otherwise. */
+  private deferredRope?: QRope;
   get ptr(): DevicePtr {
     if (this.buffer.generation !== this.generation) {
       throw new CudaError(
@@ -64,7 +66,7 @@ export class CudaTensor implements Tensor {
     }
     const fill = this.pendingFill;
     if (fill) {
-      this.pendingFill = undefined;
+      this.pendingFill = this.deferredRope = undefined;
       fill();
     }
     return this.buffer.ptr;
@@ -72,6 +74,15 @@ export class CudaTensor implements Tensor {
   /** Leave the values unwritten until ptr is first asked for; `fill` writes them to unfilledPtr then. */
   deferFill(fill: () => void): void {
     this.pendingFill = fill;
+  }
+  /** Leave q's rotation for the attention kernel (pendingRope); `rotate` rotates it in memory if anything else reads it first. */
+  deferRope(rope: QRope, rotate: () => void): void {
+    this.deferredRope = rope;
+    this.pendingFill = rotate;
+  }
+  /** The rotation still to apply to these (unrotated) values at unfilledPtr, if one was deferred. */
+  get pendingRope(): QRope | undefined {
+    return this.deferredRope;
   }
   /** Whether the values are still to be written (deferFill). */
   get deferred(): boolean {
@@ -91,6 +102,13 @@ export class CudaTensor implements Tensor {
   get cols(): number {
     return this.numel / this.shape[0];
   }
+}
+
+/** Rotate-half RoPE still to apply to a q tensor: its tokens' cos and sin rows [T, half] (host arrays: uploaded where applied). */
+export interface QRope {
+  cos: Float32Array;
+  sin: Float32Array;
+  half: number;
 }
 
 /** A float weight on the device. `format` and `bytes` describe the checkpoint; vectors are held as f32. */
@@ -234,6 +252,8 @@ interface AttentionLaunch {
   /** The cache's V scale: multiplies the output (1 but for FP8 with calibrated scales). */
   vScale: number;
   window: number;
+  /** q's RoPE for the prefill kernel to apply as it loads q (q's memory not yet rotated): ropeWriteKv deferred it. */
+  rope?: QRope;
 }
 
 const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -1129,15 +1149,26 @@ export class CudaBackend implements Backend {
     const { off, slotsPtr } = this.kvTarget('ropeWriteKv', c, layer, kt, vt, slots);
     const { half, cos: cs, sin: sn } = this.ropeTables('ropeWriteKv', qt, headDim, rotaryDim, cos, sin);
     if (slots.length === 0) return;
-    const qHeads = qt.cols / headDim;
     // Four pairs (values) a thread with 16-byte accesses where rows and tables allow (rope_write_kv4).
     const vec = this.vectorRopeKv && 2 * half === headDim && half % 4 === 0 && [qt.ptr, kt.ptr, vt.ptr, cs, sn].every((p) => p % 16 === 0);
+    // q's rotation left to the prefill attention that reads q next (rope_q in attention-prefill.cu):
+    // the kernel rotates q as it loads it, so q is not read and written here (at 2048 tokens of an 8B
+    // model, 67 of this launch's ~92 MB). If anything else reads q first, it is rotated in memory
+    // then (`rope`, the same bits).
+    const deferQ = vec && this.prefillQRope && qt.rows > GEMV_MAX_TOKENS && (headDim === 64 || headDim === 128) && half % 8 === 0 && (this.attentionKernel === 'auto' || this.attentionKernel === 'prefill');
+    const qHeads = deferQ ? 0 : qt.cols / headDim;
+    if (deferQ) {
+      qt.deferRope({ cos, sin, half }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
+    }
     const items = vec ? (qHeads * half + numKvHeads * half + numKvHeads * headDim) / 4 : qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
     const scales = kvScalesOf(c.spec, c.dtype, layer);
     this.launch(c.module('rope-kv.cu'), vec ? 'rope_write_kv4' : 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiiiff', [
-      qt.ptr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
+      qt.unfilledPtr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
     ]);
   }
+
+  /** Prefill steps leave q's RoPE to the attention kernel (ropeWriteKv); false rotates q in ropeWriteKv's launch. */
+  prefillQRope = true;
 
   siluMul(gate: Tensor, up: Tensor): Tensor {
     const g = gate as CudaTensor;
@@ -1296,7 +1327,11 @@ export class CudaBackend implements Backend {
     if (kernel !== 'paged' && !tiled) throw new CudaError(`attention: the ${kernel} kernel needs head_dim 64 or 128, not ${headDim}`);
     // An FP8 cache's calibrated scales: K's folds into the softmax scale, V's multiplies the output.
     const kvScales = kvScalesOf(c.spec, c.dtype, layer);
-    const a: AttentionLaunch = { cache: c, q: qt.ptr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale: scale * kvScales.k, vScale: kvScales.v, window };
+    // q's RoPE, where ropeWriteKv left it to this kernel: applied as the prefill kernel loads q when
+    // every token goes through it; otherwise (decode tokens in the step) q.ptr rotates q in memory first.
+    const rope = kernel === 'prefill' && (this.attentionKernel === 'prefill' || plan.otherTokens.length === 0) ? qt.pendingRope : undefined;
+    const qPtr = rope ? qt.unfilledPtr : qt.ptr;
+    const a: AttentionLaunch = { cache: c, q: qPtr, kc, vc, out: out.ptr, tables, batch, numHeads, numKvHeads, headDim, blockSize, scale: scale * kvScales.k, vScale: kvScales.v, window, rope };
     if (kernel === 'paged') {
       const positions = this.uploads.get('positions', batch.positions);
       const seqIndex = this.uploads.get('seqIndex', batch.seqIndex);
@@ -1345,8 +1380,9 @@ export class CudaBackend implements Backend {
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
     const { module, wgmma } = this.prefillAttentionModule(a.cache.dtype);
-    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiifif', [
-      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale,
+    const rope = a.rope ? { cos: this.uploads.get('rope.cos', a.rope.cos), sin: this.uploads.get('rope.sin', a.rope.sin), half: a.rope.half } : { cos: 0, sin: 0, half: 0 };
+    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififppi', [
+      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, rope.cos, rope.sin, rope.half,
     ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));
   }
 

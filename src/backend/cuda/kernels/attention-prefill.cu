@@ -65,13 +65,35 @@
 // (The wgmma build's q tile is laid out the same way, with panels of `rows` rows.)
 __device__ __forceinline__ u32 tile_chunk(int r, int c, int rows = PF_KV) { return (c >> 3) * (rows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
 
+// q's values at dims d..d+N-1 of a row (N = 2 or 4; d a multiple of N), rotated in registers as
+// rope-kv.cu's rope_pair rotates them in memory (the same roundings, so the same bits) when the host
+// left q's rotate-half RoPE to this kernel (half > 0: CudaBackend.ropeWriteKv). cs / sn: the token's
+// cos and sin rows [half]. The host takes this path for full rotary (2·half = D) with half a multiple
+// of 8, so an N-run never straddles the halves and every access below is N-aligned.
+template <int N, typename F>
+__device__ __forceinline__ F rope_q(F x, const float* __restrict__ row, int d, const float* __restrict__ cs, const float* __restrict__ sn, int half) {
+  if (half == 0 || d >= 2 * half) return x;
+  const bool first = d < half;  // x holds the pairs' first halves, the partner their second, or the other way round
+  const int i = first ? d : d - half;
+  const F p = *reinterpret_cast<const F*>(row + (first ? d + half : d - half));
+  const F c = *reinterpret_cast<const F*>(cs + i), s = *reinterpret_cast<const F*>(sn + i);
+  const float* pv = reinterpret_cast<const float*>(&p);
+  const float* cv = reinterpret_cast<const float*>(&c);
+  const float* sv = reinterpret_cast<const float*>(&s);
+  float* xv = reinterpret_cast<float*>(&x);
+#pragma unroll
+  for (int n = 0; n < N; n++) xv[n] = first ? __fmaf_rn(xv[n], cv[n], -__fmul_rn(pv[n], sv[n])) : __fmaf_rn(xv[n], cv[n], __fmul_rn(pv[n], sv[n]));
+  return x;
+}
+
 // tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};
 // the tile's rows are tokens first.. at positions pos0.. (consecutive). Grid: (heads, tiles).
 template <int D, int WARPS>
 __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
                                                   int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window,
-                                                  float vScale) {
+                                                  float vScale, const float* __restrict__ ropeCos, const float* __restrict__ ropeSin,
+                                                  int ropeHalf) {
   constexpr int THREADS = WARPS * 32;
   constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
@@ -247,9 +269,10 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     const int r = i / (D / 8), c = i % (D / 8);
     float4 a = float4{0.f, 0.f, 0.f, 0.f}, b = a;
     if (r < count) {
-      const float* src = q + ((u64)(tok0 + r) * numHeads + h) * D + 8 * c;
-      a = *reinterpret_cast<const float4*>(src);
-      b = *reinterpret_cast<const float4*>(src + 4);
+      const float* qrow = q + ((u64)(tok0 + r) * numHeads + h) * D;
+      const float *cs = ropeCos + (u64)(tok0 + r) * ropeHalf, *sn = ropeSin + (u64)(tok0 + r) * ropeHalf;
+      a = rope_q<4>(*reinterpret_cast<const float4*>(qrow + 8 * c), qrow, 8 * c, cs, sn, ropeHalf);
+      b = rope_q<4>(*reinterpret_cast<const float4*>(qrow + 8 * c + 4), qrow, 8 * c + 4, cs, sn, ropeHalf);
     }
     *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
   }
@@ -257,15 +280,21 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
   u32 qa[KS][4];
   {
-    const float* q0 = q + ((u64)(tok0 + row0) * numHeads + h) * D + 2 * t;
-    const float* q1 = q + ((u64)(tok0 + row1) * numHeads + h) * D + 2 * t;
+    const float* q0 = q + ((u64)(tok0 + row0) * numHeads + h) * D;
+    const float* q1 = q + ((u64)(tok0 + row1) * numHeads + h) * D;
+    const float *cs0 = ropeCos + (u64)(tok0 + row0) * ropeHalf, *sn0 = ropeSin + (u64)(tok0 + row0) * ropeHalf;
+    const float *cs1 = ropeCos + (u64)(tok0 + row1) * ropeHalf, *sn1 = ropeSin + (u64)(tok0 + row1) * ropeHalf;
     const float2 zero = float2{0.f, 0.f};
+    // Dims 16k + 2t (+1) and 16k + 8 + 2t (+1) of rows row0 and row1 (the A fragment's layout).
+    auto load = [&](bool real, const float* row, int d, const float* cs, const float* sn) {
+      return real ? rope_q<2>(*reinterpret_cast<const float2*>(row + d), row, d, cs, sn, ropeHalf) : zero;
+    };
 #pragma unroll
     for (int k = 0; k < KS; k++) {
-      const float2 a = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k) : zero;
-      const float2 b = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k) : zero;
-      const float2 c = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k + 8) : zero;
-      const float2 d = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k + 8) : zero;
+      const float2 a = load(row0 < count, q0, 16 * k + 2 * t, cs0, sn0);
+      const float2 b = load(row1 < count, q1, 16 * k + 2 * t, cs1, sn1);
+      const float2 c = load(row0 < count, q0, 16 * k + 8 + 2 * t, cs0, sn0);
+      const float2 d = load(row1 < count, q1, 16 * k + 8 + 2 * t, cs1, sn1);
       qa[k][0] = pack_bf16x2(a.x, a.y);
       qa[k][1] = pack_bf16x2(b.x, b.y);
       qa[k][2] = pack_bf16x2(c.x, c.y);
@@ -459,9 +488,10 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   extern "C" __global__ void __launch_bounds__(WARPS * 32, PF_MIN_BLOCKS(WARPS)) prefill_attention_d##D##_w##WARPS(     \
       const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,   \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
-      int numHeads, int numKvHeads, float scale, int window, float vScale) {                                            \
+      int numHeads, int numKvHeads, float scale, int window, float vScale, const float* __restrict__ ropeCos,           \
+      const float* __restrict__ ropeSin, int ropeHalf) {                                                                \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
-                                scale, window, vScale);                                                                         \
+                                scale, window, vScale, ropeCos, ropeSin, ropeHalf);                                     \
   }
 
 PREFILL_KERNEL(64, 4)
