@@ -104,11 +104,10 @@ export class CudaTensor implements Tensor {
   }
 }
 
-/** Rotate-half RoPE still to apply to a q tensor: its tokens' cos and sin rows [T, half] (host arrays: uploaded where applied). */
+/** Rotate-half RoPE over the whole head still to apply to a q tensor: its tokens' cos and sin rows [T, headDim / 2] (host arrays: uploaded where applied). */
 export interface QRope {
   cos: Float32Array;
   sin: Float32Array;
-  half: number;
 }
 
 /** A float weight on the device. `format` and `bytes` describe the checkpoint; vectors are held as f32. */
@@ -1155,10 +1154,11 @@ export class CudaBackend implements Backend {
     // the kernel rotates q as it loads it, so q is not read and written here (at 2048 tokens of an 8B
     // model, 67 of this launch's ~92 MB). If anything else reads q first, it is rotated in memory
     // then (`rope`, the same bits).
-    const deferQ = vec && this.prefillQRope && qt.rows > GEMV_MAX_TOKENS && (headDim === 64 || headDim === 128) && half % 8 === 0 && (this.attentionKernel === 'auto' || this.attentionKernel === 'prefill');
+    // (vec: full rotary, 2·half = headDim, which the kernel assumes.)
+    const deferQ = vec && this.prefillQRope && qt.rows > GEMV_MAX_TOKENS && (headDim === 64 || headDim === 128) && (this.attentionKernel === 'auto' || this.attentionKernel === 'prefill');
     const qHeads = deferQ ? 0 : qt.cols / headDim;
     if (deferQ) {
-      qt.deferRope({ cos, sin, half }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
+      qt.deferRope({ cos, sin }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
     }
     const items = vec ? (qHeads * half + numKvHeads * half + numKvHeads * headDim) / 4 : qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
     const scales = kvScalesOf(c.spec, c.dtype, layer);
@@ -1380,9 +1380,11 @@ export class CudaBackend implements Backend {
   private prefillAttention(a: AttentionLaunch, rows: PrefillTileRows, tiles: DevicePtr, numTiles: number): void {
     const warps = rows / 16;
     const { module, wgmma } = this.prefillAttentionModule(a.cache.dtype);
-    const rope = a.rope ? { cos: this.uploads.get('rope.cos', a.rope.cos), sin: this.uploads.get('rope.sin', a.rope.sin), half: a.rope.half } : { cos: 0, sin: 0, half: 0 };
-    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififppi', [
-      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, rope.cos, rope.sin, rope.half,
+    // q's RoPE left to the kernel (full rotary: cos/sin rows of headDim / 2), or null pointers.
+    const cos = a.rope ? this.uploads.get('rope.cos', a.rope.cos) : 0;
+    const sin = a.rope ? this.uploads.get('rope.sin', a.rope.sin) : 0;
+    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififpp', [
+      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, cos, sin,
     ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));
   }
 

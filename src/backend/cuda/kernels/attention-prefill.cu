@@ -26,6 +26,9 @@
 // tiles are unpadded, in panels of 64 dims with rows of 128 bytes, swizzled (tile_chunk): the 8 rows
 // an `ldmatrix` reads hit distinct banks, and it is the layout wgmma reads.
 //
+// q is read once, into bf16: where the host left q's RoPE to this kernel (prefill steps: the RoPE +
+// KV write then rotates only k), it is applied there, on the float32 values (rope_q).
+//
 // On compute capability 9.0 the module is also built with PF_WGMMA for sm_90a (cuda-backend.ts
 // prefillWgmma): the same staging, tiles, masks and online softmax, with the two products on Hopper's
 // warpgroup MMA (wgmma.cuh) instead of mma.sync — each warpgroup's 64 rows at once, q and the K/V tiles
@@ -65,25 +68,19 @@
 // (The wgmma build's q tile is laid out the same way, with panels of `rows` rows.)
 __device__ __forceinline__ u32 tile_chunk(int r, int c, int rows = PF_KV) { return (c >> 3) * (rows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
 
-// q's values at dims d..d+N-1 of a row (N = 2 or 4; d a multiple of N), rotated in registers as
-// rope-kv.cu's rope_pair rotates them in memory (the same roundings, so the same bits) when the host
-// left q's rotate-half RoPE to this kernel (half > 0: CudaBackend.ropeWriteKv). cs / sn: the token's
-// cos and sin rows [half]. The host takes this path for full rotary (2·half = D) with half a multiple
-// of 8, so an N-run never straddles the halves and every access below is N-aligned.
-template <int N, typename F>
-__device__ __forceinline__ F rope_q(F x, const float* __restrict__ row, int d, const float* __restrict__ cs, const float* __restrict__ sn, int half) {
-  if (half == 0 || d >= 2 * half) return x;
-  const bool first = d < half;  // x holds the pairs' first halves, the partner their second, or the other way round
-  const int i = first ? d : d - half;
-  const F p = *reinterpret_cast<const F*>(row + (first ? d + half : d - half));
-  const F c = *reinterpret_cast<const F*>(cs + i), s = *reinterpret_cast<const F*>(sn + i);
-  const float* pv = reinterpret_cast<const float*>(&p);
-  const float* cv = reinterpret_cast<const float*>(&c);
-  const float* sv = reinterpret_cast<const float*>(&s);
-  float* xv = reinterpret_cast<float*>(&x);
+// Rotate-half RoPE on pairs of q values (x1 at dim i < D/2, x2 at dim i + D/2) in registers, as
+// rope-kv.cu's rope_pair rotates them in memory (the same roundings, so the same bits), where the host
+// left q's rotation to this kernel (ropeCos non-null: CudaBackend.ropeWriteKv, full rotary only).
+__device__ __forceinline__ void rope_q(float& x1, float& x2, float c, float s) {
+  const float a = x1, b = x2;
+  x1 = __fmaf_rn(a, c, -__fmul_rn(b, s));
+  x2 = __fmaf_rn(b, c, __fmul_rn(a, s));
+}
+template <typename F>
+__device__ __forceinline__ void rope_q(F& x1, F& x2, F c, F s) {
+  constexpr int N = sizeof(F) / sizeof(float);
 #pragma unroll
-  for (int n = 0; n < N; n++) xv[n] = first ? __fmaf_rn(xv[n], cv[n], -__fmul_rn(pv[n], sv[n])) : __fmaf_rn(xv[n], cv[n], __fmul_rn(pv[n], sv[n]));
-  return x;
+  for (int n = 0; n < N; n++) rope_q(reinterpret_cast<float*>(&x1)[n], reinterpret_cast<float*>(&x2)[n], reinterpret_cast<float*>(&c)[n], reinterpret_cast<float*>(&s)[n]);
 }
 
 // tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};
@@ -92,8 +89,7 @@ template <int D, int WARPS>
 __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
                                                   int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window,
-                                                  float vScale, const float* __restrict__ ropeCos, const float* __restrict__ ropeSin,
-                                                  int ropeHalf) {
+                                                  float vScale, const float* __restrict__ ropeCos, const float* __restrict__ ropeSin) {
   constexpr int THREADS = WARPS * 32;
   constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
@@ -265,36 +261,66 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #else
   unsigned char* qs = reinterpret_cast<unsigned char*>(vb + PF_KV * D);
 #endif
-  for (int i = threadIdx.x; i < QROWS * (D / 8); i += THREADS) {
-    const int r = i / (D / 8), c = i % (D / 8);
-    float4 a = float4{0.f, 0.f, 0.f, 0.f}, b = a;
+  // A thread takes chunk c < D/16 of a row with chunk c + D/16: the dims RoPE pairs (ropeCos: q's
+  // rotation left to this kernel, cos/sin rows [T, D/2]). Every load of a round is issued before any
+  // of its stores.
+  constexpr int QPAIRS = QROWS * (D / 16);
+  static_assert(QPAIRS % THREADS == 0, "threads must divide the q tile");
+#pragma unroll
+  for (int j = 0; j < QPAIRS / THREADS; j++) {
+    const int i = threadIdx.x + j * THREADS;
+    const int r = i / (D / 16), c = i % (D / 16);
+    const float4 zero = float4{0.f, 0.f, 0.f, 0.f};
+    float4 a0 = zero, a1 = zero, b0 = zero, b1 = zero;  // chunk c, chunk c + D/16
     if (r < count) {
-      const float* qrow = q + ((u64)(tok0 + r) * numHeads + h) * D;
-      const float *cs = ropeCos + (u64)(tok0 + r) * ropeHalf, *sn = ropeSin + (u64)(tok0 + r) * ropeHalf;
-      a = rope_q<4>(*reinterpret_cast<const float4*>(qrow + 8 * c), qrow, 8 * c, cs, sn, ropeHalf);
-      b = rope_q<4>(*reinterpret_cast<const float4*>(qrow + 8 * c + 4), qrow, 8 * c + 4, cs, sn, ropeHalf);
+      const float* src = q + ((u64)(tok0 + r) * numHeads + h) * D + 8 * c;
+      a0 = *reinterpret_cast<const float4*>(src);
+      a1 = *reinterpret_cast<const float4*>(src + 4);
+      b0 = *reinterpret_cast<const float4*>(src + D / 2);
+      b1 = *reinterpret_cast<const float4*>(src + D / 2 + 4);
+      if (ropeCos) {
+        const u64 at = (u64)(tok0 + r) * (D / 2) + 8 * c;
+        rope_q(a0, b0, *reinterpret_cast<const float4*>(ropeCos + at), *reinterpret_cast<const float4*>(ropeSin + at));
+        rope_q(a1, b1, *reinterpret_cast<const float4*>(ropeCos + at + 4), *reinterpret_cast<const float4*>(ropeSin + at + 4));
+      }
     }
-    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
+    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a0.x, a0.y), pack_bf16x2(a0.z, a0.w), pack_bf16x2(a1.x, a1.y), pack_bf16x2(a1.z, a1.w));
+    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c + D / 16, QROWS)) = make_uint4(pack_bf16x2(b0.x, b0.y), pack_bf16x2(b0.z, b0.w), pack_bf16x2(b1.x, b1.y), pack_bf16x2(b1.z, b1.w));
   }
 #else
   // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
   u32 qa[KS][4];
   {
-    const float* q0 = q + ((u64)(tok0 + row0) * numHeads + h) * D;
-    const float* q1 = q + ((u64)(tok0 + row1) * numHeads + h) * D;
-    const float *cs0 = ropeCos + (u64)(tok0 + row0) * ropeHalf, *sn0 = ropeSin + (u64)(tok0 + row0) * ropeHalf;
-    const float *cs1 = ropeCos + (u64)(tok0 + row1) * ropeHalf, *sn1 = ropeSin + (u64)(tok0 + row1) * ropeHalf;
+    const float* q0 = q + ((u64)(tok0 + row0) * numHeads + h) * D + 2 * t;
+    const float* q1 = q + ((u64)(tok0 + row1) * numHeads + h) * D + 2 * t;
     const float2 zero = float2{0.f, 0.f};
-    // Dims 16k + 2t (+1) and 16k + 8 + 2t (+1) of rows row0 and row1 (the A fragment's layout).
-    auto load = [&](bool real, const float* row, int d, const float* cs, const float* sn) {
-      return real ? rope_q<2>(*reinterpret_cast<const float2*>(row + d), row, d, cs, sn, ropeHalf) : zero;
-    };
+    // Dims 16k + 2t (+1) and 16k + 8 + 2t (+1) of rows row0 and row1 (the A fragment's layout): a
+    // thread holds both dims of each RoPE pair (k and k + KS/2), so q's rotation, where it was left
+    // to this kernel (ropeCos), needs only the cos/sin values.
+    float2 va[KS], vb[KS], vc[KS], vd[KS];
 #pragma unroll
     for (int k = 0; k < KS; k++) {
-      const float2 a = load(row0 < count, q0, 16 * k + 2 * t, cs0, sn0);
-      const float2 b = load(row1 < count, q1, 16 * k + 2 * t, cs1, sn1);
-      const float2 c = load(row0 < count, q0, 16 * k + 8 + 2 * t, cs0, sn0);
-      const float2 d = load(row1 < count, q1, 16 * k + 8 + 2 * t, cs1, sn1);
+      va[k] = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k) : zero;
+      vb[k] = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k) : zero;
+      vc[k] = row0 < count ? *reinterpret_cast<const float2*>(q0 + 16 * k + 8) : zero;
+      vd[k] = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k + 8) : zero;
+    }
+    if (ropeCos) {
+      const float* cs0 = ropeCos + (u64)(tok0 + min(row0, count - 1)) * (D / 2) + 2 * t;
+      const float* sn0 = ropeSin + (u64)(tok0 + min(row0, count - 1)) * (D / 2) + 2 * t;
+      const float* cs1 = ropeCos + (u64)(tok0 + min(row1, count - 1)) * (D / 2) + 2 * t;
+      const float* sn1 = ropeSin + (u64)(tok0 + min(row1, count - 1)) * (D / 2) + 2 * t;
+#pragma unroll
+      for (int k = 0; k < KS / 2; k++) {
+        rope_q(va[k], va[k + KS / 2], *reinterpret_cast<const float2*>(cs0 + 16 * k), *reinterpret_cast<const float2*>(sn0 + 16 * k));
+        rope_q(vb[k], vb[k + KS / 2], *reinterpret_cast<const float2*>(cs1 + 16 * k), *reinterpret_cast<const float2*>(sn1 + 16 * k));
+        rope_q(vc[k], vc[k + KS / 2], *reinterpret_cast<const float2*>(cs0 + 16 * k + 8), *reinterpret_cast<const float2*>(sn0 + 16 * k + 8));
+        rope_q(vd[k], vd[k + KS / 2], *reinterpret_cast<const float2*>(cs1 + 16 * k + 8), *reinterpret_cast<const float2*>(sn1 + 16 * k + 8));
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      const float2 a = va[k], b = vb[k], c = vc[k], d = vd[k];
       qa[k][0] = pack_bf16x2(a.x, a.y);
       qa[k][1] = pack_bf16x2(b.x, b.y);
       qa[k][2] = pack_bf16x2(c.x, c.y);
@@ -489,9 +515,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,   \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
       int numHeads, int numKvHeads, float scale, int window, float vScale, const float* __restrict__ ropeCos,           \
-      const float* __restrict__ ropeSin, int ropeHalf) {                                                                \
+      const float* __restrict__ ropeSin) {                                                                              \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
-                                scale, window, vScale, ropeCos, ropeSin, ropeHalf);                                     \
+                                scale, window, vScale, ropeCos, ropeSin);                                               \
   }
 
 PREFILL_KERNEL(64, 4)
