@@ -13,8 +13,10 @@ describe('RopeTable', () => {
       const { invFreq, attentionFactor } = ropeFrequencies(config.rope, 0);
       const table = new RopeTable(invFreq, attentionFactor);
       const direct = (positions: number[]) => ropeCosSin(positions, positions.map(() => invFreq), positions.map(() => attentionFactor));
-      // A prefill from 0, a step past the table (growth), a step back inside it, scattered positions.
-      for (const positions of [Array.from({ length: 300 }, (_, i) => i), [5000, 3, 4999], [17], [131071, 0, 65536, 257]]) {
+      // A prefill from 0, a step past the table (growth), a step back inside it, scattered positions,
+      // and a mixed step (runs of consecutive positions, copied a run at a time, with breaks between).
+      const mixed = [...Array.from({ length: 40 }, (_, i) => 10 + i), 7, ...Array.from({ length: 20 }, (_, i) => i), 20, 20];
+      for (const positions of [Array.from({ length: 300 }, (_, i) => i), [5000, 3, 4999], [17], [131071, 0, 65536, 257], mixed]) {
         assert.deepEqual(table.lookup(positions), direct(positions), `positions ${positions.slice(0, 4).join(', ')}…`);
       }
     });

@@ -135,10 +135,16 @@ export class RopeTable {
     if (top >= this.rows) this.grow(Math.max(top + 1, 2 * this.rows, 256));
     const cos = new Float32Array(positions.length * half);
     const sin = new Float32Array(positions.length * half);
-    for (let t = 0; t < positions.length; t++) {
+    // Runs of consecutive positions (a prompt's chunk) are consecutive rows: one copy a run. A prefill
+    // waits on this host work before its first kernel (2048 row copies took ~0.8 ms).
+    for (let t = 0; t < positions.length; ) {
+      let end = t + 1;
+      while (end < positions.length && positions[end] === positions[end - 1] + 1) end++;
       const p = positions[t] * half;
-      cos.set(this.cos.subarray(p, p + half), t * half);
-      sin.set(this.sin.subarray(p, p + half), t * half);
+      const n = (end - t) * half;
+      cos.set(this.cos.subarray(p, p + n), t * half);
+      sin.set(this.sin.subarray(p, p + n), t * half);
+      t = end;
     }
     return { cos, sin };
   }

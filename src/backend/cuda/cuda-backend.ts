@@ -104,10 +104,17 @@ export class CudaTensor implements Tensor {
   }
 }
 
-/** Rotate-half RoPE over the whole head still to apply to a q tensor: its tokens' cos and sin rows [T, headDim / 2] (host arrays: uploaded where applied). */
+/**
+ * Rotate-half RoPE over the whole head still to apply to a q tensor: its tokens' cos and sin rows
+ * [T, headDim / 2] as ropeWriteKv got them — the host arrays and their uploads (used while the step's
+ * uploads still hold them: comparing 2 × 512 KiB again before every layer's attention cost ~80 µs of
+ * host time a layer, on a forward the host already paces).
+ */
 export interface QRope {
   cos: Float32Array;
   sin: Float32Array;
+  cosPtr: DevicePtr;
+  sinPtr: DevicePtr;
 }
 
 /** A float weight on the device. `format` and `bytes` describe the checkpoint; vectors are held as f32. */
@@ -175,7 +182,7 @@ export interface CudaBackendOptions {
 
 /** Host arrays of the current step (ids, slots, positions, block tables, RoPE tables) kept on the device. */
 class StepUploads implements Uploads {
-  private readonly entries = new Map<string, { src: Int32Array | Float32Array; copy: Int32Array | Float32Array; buffer: PooledBuffer }>();
+  private readonly entries = new Map<string, { src: Int32Array | Float32Array; copy: Int32Array | Float32Array; buffer: PooledBuffer; generation: number }>();
   constructor(
     private readonly driver: CudaDriver,
     private readonly pool: DevicePool,
@@ -194,8 +201,13 @@ class StepUploads implements Uploads {
     if (e) this.pool.release(e.buffer);
     const buffer = this.pool.alloc(Math.max(arr.byteLength, 4), true);
     this.driver.upload(buffer.ptr, arr);
-    this.entries.set(key, { src: arr, copy: arr.slice(), buffer });
+    this.entries.set(key, { src: arr, copy: arr.slice(), buffer, generation: buffer.generation });
     return buffer.ptr;
+  }
+
+  holds(key: string, ptr: DevicePtr): boolean {
+    const e = this.entries.get(key);
+    return e !== undefined && e.buffer.ptr === ptr && e.buffer.generation === e.generation;
   }
 }
 
@@ -1158,7 +1170,7 @@ export class CudaBackend implements Backend {
     const deferQ = vec && this.prefillQRope && qt.rows > GEMV_MAX_TOKENS && (headDim === 64 || headDim === 128) && (this.attentionKernel === 'auto' || this.attentionKernel === 'prefill');
     const qHeads = deferQ ? 0 : qt.cols / headDim;
     if (deferQ) {
-      qt.deferRope({ cos, sin }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
+      qt.deferRope({ cos, sin, cosPtr: cs, sinPtr: sn }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
     }
     const items = vec ? (qHeads * half + numKvHeads * half + numKvHeads * headDim) / 4 : qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
     const scales = kvScalesOf(c.spec, c.dtype, layer);
@@ -1381,8 +1393,9 @@ export class CudaBackend implements Backend {
     const warps = rows / 16;
     const { module, wgmma } = this.prefillAttentionModule(a.cache.dtype);
     // q's RoPE left to the kernel (full rotary: cos/sin rows of headDim / 2), or null pointers.
-    const cos = a.rope ? this.uploads.get('rope.cos', a.rope.cos) : 0;
-    const sin = a.rope ? this.uploads.get('rope.sin', a.rope.sin) : 0;
+    const r = a.rope;
+    const cos = !r ? 0 : this.uploads.holds('rope.cos', r.cosPtr) ? r.cosPtr : this.uploads.get('rope.cos', r.cos);
+    const sin = !r ? 0 : this.uploads.holds('rope.sin', r.sinPtr) ? r.sinPtr : this.uploads.get('rope.sin', r.sin);
     this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififpp', [
       a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, cos, sin,
     ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));

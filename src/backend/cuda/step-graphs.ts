@@ -35,6 +35,8 @@ import { GEMV_MAX_TOKENS, GRAPH_MAX_TOKENS } from '../../engine/kv-budget.js';
 /** Host arrays of a step as the kernels see them on the device (the backend's StepUploads, or a graph's slots). */
 export interface Uploads {
   get(key: string, arr: Int32Array | Float32Array): DevicePtr;
+  /** Whether `ptr`, which get(key, …) returned, still holds that upload (nothing sent under key since, in this step). */
+  holds(key: string, ptr: DevicePtr): boolean;
 }
 
 /** What the graphs did, for tests and benchmarks. */
@@ -188,6 +190,10 @@ class SlotUploads implements Uploads {
     }
     this.thisStep.set(key, { src: arr, held: slot.held, ptr: slot.buffer.ptr });
     return slot.buffer.ptr;
+  }
+
+  holds(key: string, ptr: DevicePtr): boolean {
+    return this.thisStep.get(key)?.ptr === ptr;
   }
 
   /** Give every slot's buffer back to the pool. */
