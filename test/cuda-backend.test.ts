@@ -8,12 +8,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
-import type { AttentionBatch, Tensor, Weight } from '../src/backend/backend.js';
+import type { Tensor, Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { LLM } from '../src/llm.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { f32ToBf16 } from '../src/model/load/dtype.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
+import { batchOf } from './support/attention-batch.js';
 import { fixturesDir } from './support/paths.js';
 import { openTestGpu, testRandom, comparisons } from './support/cuda.js';
 import { ModelRunner } from './support/run-model.js';
@@ -215,12 +216,9 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
       const kvWidth = kvHeads * headDim;
       // Sequences: [first position of this step, tokens this step]
       const seqs: Array<[number, number]> = [[0, 17], [70, 1], [5, 6]];
-      const maxBlocksPerSeq = 5;
       const perm = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rng.next() - 0.5);
-      const blockTables = new Int32Array(seqs.length * maxBlocksPerSeq).fill(-1);
-      seqs.forEach(([start, n], s) => {
-        for (let b = 0; b < Math.ceil((start + n) / blockSize); b++) blockTables[s * maxBlocksPerSeq + b] = perm[s * maxBlocksPerSeq + b];
-      });
+      const batch = batchOf(seqs, blockSize, (s, b) => perm[s * 5 + b]);
+      const { blockTables, maxBlocksPerSeq, slots } = batch;
       const slotOf = (s: number, p: number) => blockTables[s * maxBlocksPerSeq + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
       const layer = 1;
       // Earlier positions of each sequence, as an earlier step would have written them.
@@ -231,17 +229,7 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
         cpu.writeKv(cc, layer, k.c, v.c, Int32Array.from(past));
         g().writeKv(gc, layer, k.g, v.g, Int32Array.from(past));
       }
-      const positions: number[] = [];
-      const seqIndex: number[] = [];
-      seqs.forEach(([start, n], s) => {
-        for (let p = start; p < start + n; p++) {
-          positions.push(p);
-          seqIndex.push(s);
-        }
-      });
-      const T = positions.length;
-      const slots = Int32Array.from(positions, (p, i) => slotOf(seqIndex[i], p));
-      const batch: AttentionBatch = { numTokens: T, numSeqs: seqs.length, positions: Int32Array.from(positions), seqIndex: Int32Array.from(seqIndex), slots, blockTables, maxBlocksPerSeq };
+      const T = batch.numTokens;
       const k = actPair([T, kvWidth], -2, 2);
       const v = actPair([T, kvWidth], -2, 2);
       cpu.writeKv(cc, layer, k.c, v.c, slots);

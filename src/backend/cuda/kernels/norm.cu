@@ -62,6 +62,37 @@ __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* d
   }
 }
 
+// A row's values v loaded (and g, the weights): reduce, normalise, write (write_normed_row). Shared by
+// the row kernels and the row-walking ones, so a row gets the same bits from either.
+template <int V, int SIDE>
+__device__ __forceinline__ void norm_row(float4 (&v)[V], const float4 (&g)[V], int cols, float eps, float4* dst, int n4, void* __restrict__ side,
+                                         float* __restrict__ scales, u64 row) {
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
+  const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+  write_normed_row<V, SIDE>(v, dst, n4, side, scales, row);
+}
+
+// The add kernels' row: v = residual + x; the residual written back (r4) as it is summed, then as norm_row.
+template <int V, int SIDE>
+__device__ __forceinline__ void add_norm_row(float4 (&v)[V], const float4 (&g)[V], float4* __restrict__ r4, int cols, float eps, float4* dst, int n4,
+                                             void* __restrict__ side, float* __restrict__ scales, u64 row) {
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < V; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) r4[i] = v[j];
+    ss = sq4(v[j], ss);
+  }
+  const float inv = rms_inv(block_sum(ss), cols, eps);
+#pragma unroll
+  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
+  write_normed_row<V, SIDE>(v, dst, n4, side, scales, row);
+}
+
 // A block per row; thread t holds float4s t, t + blockDim.x, … (V of them, those below n4 = cols/4).
 // src and dst may alias (head norm in place): every value is read before the reduction's barrier.
 template <int V, int SIDE = NORM_F32>
@@ -78,13 +109,7 @@ __device__ __forceinline__ void rms_norm_block(const float* x, const float* __re
     v[j] = i < n4 ? src[i] : make_float4(0.f, 0.f, 0.f, 0.f);
     g[j] = i < n4 ? w4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  float ss = 0.f;
-#pragma unroll
-  for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
-  const float inv = rms_inv(block_sum(ss), cols, eps);
-#pragma unroll
-  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-  write_normed_row<V, SIDE>(v, dst, n4, side, scales);
+  norm_row<V, SIDE>(v, g, cols, eps, dst, n4, side, scales, blockIdx.x);
 }
 
 // residual += x, then out = rmsNorm(residual): one read of x and residual, one write of each output.
@@ -110,17 +135,7 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
       v[j] = g[j] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
-  float ss = 0.f;
-#pragma unroll
-  for (int j = 0; j < V; j++) {
-    const int i = threadIdx.x + j * blockDim.x;
-    if (i < n4) r4[i] = v[j];
-    ss = sq4(v[j], ss);
-  }
-  const float inv = rms_inv(block_sum(ss), cols, eps);
-#pragma unroll
-  for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-  write_normed_row<V, SIDE>(v, dst, n4, side, scales);
+  add_norm_row<V, SIDE>(v, g, r4, cols, eps, dst, n4, side, scales, blockIdx.x);
 }
 
 // The prefill norms with a side output: the row kernels' arithmetic, row for row (the same bits as
@@ -159,13 +174,7 @@ __device__ __forceinline__ void rms_norm_rows(const float* __restrict__ x, const
     } else {
       load_row<V>(reinterpret_cast<const float4*>(x + (u64)row * cols), n4, v);
     }
-    float ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < V; j++) ss = sq4(v[j], ss);
-    const float inv = rms_inv(block_sum(ss), cols, eps);
-#pragma unroll
-    for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-    write_normed_row<V, SIDE>(v, out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
+    norm_row<V, SIDE>(v, g, cols, eps, out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
   }
 }
 
@@ -193,18 +202,8 @@ __device__ __forceinline__ void add_rms_norm_rows(const float* __restrict__ x, f
       load_row<V>(reinterpret_cast<const float4*>(x + (u64)(row + gridDim.x) * cols), n4, a);
       load_row<V>(reinterpret_cast<const float4*>(residual + (u64)(row + gridDim.x) * cols), n4, r);
     }
-    float4* r4 = reinterpret_cast<float4*>(residual + (u64)row * cols);
-    float ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < V; j++) {
-      const int i = threadIdx.x + j * blockDim.x;
-      if (i < n4) r4[i] = v[j];
-      ss = sq4(v[j], ss);
-    }
-    const float inv = rms_inv(block_sum(ss), cols, eps);
-#pragma unroll
-    for (int j = 0; j < V; j++) v[j] = norm4(v[j], inv, g[j]);
-    write_normed_row<V, SIDE>(v, out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
+    add_norm_row<V, SIDE>(v, g, reinterpret_cast<float4*>(residual + (u64)row * cols), cols, eps,
+                          out ? reinterpret_cast<float4*>(out + (u64)row * cols) : nullptr, n4, side, scales, row);
   }
 }
 
