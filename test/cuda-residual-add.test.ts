@@ -9,30 +9,21 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { linearAddRmsNorm, mlp, mlpAdd, type Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import { f32ToBf16 } from '../src/model/load/dtype.js';
-import { f32ToF16 } from '../src/model/load/dummy.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
-import { quantizeWeight, type QuantizationMethod } from '../src/quant/online.js';
 import { DEFAULT_SLICED_MAX_TOKENS } from '../src/backend/cuda/quantized-weights.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
+import { randomWeightPair, type WeightKind } from './support/weight-pair.js';
 
 const { gpu, skipReason } = await openTestGpu();
 const cpu = new CpuBackend();
 const { seed: SEED, uniform } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
 
-type Kind = 'BF16' | 'F16' | QuantizationMethod;
+type Kind = WeightKind;
 
 /** One [rows, cols] weight of random values on both backends, dense in a 16-bit type or quantized. */
 function weight(kind: Kind, rows: number, cols: number): { c: Weight; g: Weight } {
-  const vals = uniform(rows * cols, -1 / Math.sqrt(cols), 1 / Math.sqrt(cols));
-  if (kind === 'BF16' || kind === 'F16') {
-    const bits = Uint16Array.from(vals, (v) => (kind === 'BF16' ? f32ToBf16(v) : f32ToF16(v)));
-    const t: HostTensor = { dtype: kind, shape: [rows, cols], bytes: new Uint8Array(bits.buffer) };
-    return { c: cpu.loadDense('w', t), g: gpu!.loadDense('w', t) };
-  }
-  const q = quantizeWeight(kind, vals, rows, cols, 'w');
-  return { c: cpu.loadQuantized('w', q), g: gpu!.loadQuantized('w', q) };
+  return randomWeightPair(kind, rows, cols, cpu, gpu!, uniform);
 }
 
 function normWeight(n: number): { c: Weight; g: Weight } {
