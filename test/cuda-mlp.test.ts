@@ -12,7 +12,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { DEFAULT_SLICED_MAX_TOKENS } from '../src/backend/cuda/quantized-weights.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
-import { randomWeightPair, type WeightKind } from './support/weight-pair.js';
+import { weightPairs, type WeightKind } from './support/weight-pair.js';
 
 const { gpu, skipReason } = await openTestGpu();
 const cpu = new CpuBackend();
@@ -20,11 +20,8 @@ const { seed: SEED, uniform } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
 
 type Kind = WeightKind;
-
 /** One [rows, cols] weight of random values on both backends, dense in a 16-bit type or quantized. */
-function weight(kind: Kind, rows: number, cols: number): { c: Weight; g: Weight } {
-  return randomWeightPair(kind, rows, cols, cpu, gpu!, uniform);
-}
+const weight = weightPairs(cpu, gpu, uniform);
 
 function bias(n: number): { c: Weight; g: Weight } {
   const t: HostTensor = { dtype: 'F32', shape: [n], bytes: new Uint8Array(uniform(n, -0.1, 0.1).buffer) };

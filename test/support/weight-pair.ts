@@ -9,6 +9,11 @@ import { quantizeWeight, type QuantizationMethod } from '../../src/quant/online.
 
 export type WeightKind = 'BF16' | 'F16' | QuantizationMethod;
 
+/** A maker of weight pairs for two backends and a test's random source (randomWeightPair bound to them). */
+export function weightPairs(cpu: Backend, gpu: Backend | undefined, uniform: (n: number, lo?: number, hi?: number) => Float32Array) {
+  return (kind: WeightKind, rows: number, cols: number): { c: Weight; g: Weight } => randomWeightPair(kind, rows, cols, cpu, gpu!, uniform);
+}
+
 /** One [rows, cols] weight of values uniform in ±1/√cols on both backends. */
 export function randomWeightPair(
   kind: WeightKind, rows: number, cols: number, cpu: Backend, gpu: Backend, uniform: (n: number, lo?: number, hi?: number) => Float32Array,
