@@ -84,10 +84,6 @@ export class CudaTensor implements Tensor {
   get pendingRope(): QRope | undefined {
     return this.deferredRope;
   }
-  /** Whether the values are still to be written (deferFill). */
-  get deferred(): boolean {
-    return this.pendingFill !== undefined;
-  }
   /** The address, without writing deferred values (for the op that writes them). */
   get unfilledPtr(): DevicePtr {
     return this.buffer.ptr;

@@ -39,7 +39,7 @@ __device__ __forceinline__ float sq4(float4 v, float ss) {
 #define NORM_F16 3
 template <int V, int SIDE>
 __device__ __forceinline__ void write_normed_row(const float4 (&y)[V], float4* dst, int n4, void* __restrict__ side, float* __restrict__ scales,
-                                                 u64 row = blockIdx.x) {
+                                                 u64 row) {
   float m = 0.f;
 #pragma unroll
   for (int j = 0; j < V; j++) {
