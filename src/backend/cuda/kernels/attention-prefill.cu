@@ -68,19 +68,14 @@
 // (The wgmma build's q tile is laid out the same way, with panels of `rows` rows.)
 __device__ __forceinline__ u32 tile_chunk(int r, int c, int rows = PF_KV) { return (c >> 3) * (rows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
 
-// Rotate-half RoPE on pairs of q values (x1 at dim i < D/2, x2 at dim i + D/2) in registers, as
-// rope-kv.cu's rope_pair rotates them in memory (the same roundings, so the same bits), where the host
-// left q's rotation to this kernel (ropeCos non-null: CudaBackend.ropeWriteKv, full rotary only).
-__device__ __forceinline__ void rope_q(float& x1, float& x2, float c, float s) {
-  const float a = x1, b = x2;
-  x1 = __fmaf_rn(a, c, -__fmul_rn(b, s));
-  x2 = __fmaf_rn(b, c, __fmul_rn(a, s));
-}
+// Rotate-half RoPE on float2/float4 runs of q pairs (x1 at dims i.. < D/2, x2 at i + D/2..) in
+// registers, with rope_rotate (the roundings rope-kv.cu rotates with in memory), where the host left q's
+// rotation to this kernel (ropeCos non-null: CudaBackend.ropeWriteKv, full rotary only).
 template <typename F>
 __device__ __forceinline__ void rope_q(F& x1, F& x2, F c, F s) {
   constexpr int N = sizeof(F) / sizeof(float);
 #pragma unroll
-  for (int n = 0; n < N; n++) rope_q(reinterpret_cast<float*>(&x1)[n], reinterpret_cast<float*>(&x2)[n], reinterpret_cast<float*>(&c)[n], reinterpret_cast<float*>(&s)[n]);
+  for (int n = 0; n < N; n++) rope_rotate(reinterpret_cast<float*>(&x1)[n], reinterpret_cast<float*>(&x2)[n], reinterpret_cast<float*>(&c)[n], reinterpret_cast<float*>(&s)[n]);
 }
 
 // tiles: 4 ints per tile {first token, rows (≤ 16·WARPS), sequence, position of the first token};

@@ -142,6 +142,15 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(s);
 }
 
+// Rotate-half RoPE on one pair (x1 at dim i, x2 at dim i + half): (x1·c − x2·s, x2·c + x1·s), each a
+// fused multiply-add of a rounded product, spelled out (no contraction left to the compiler) so every
+// kernel that rotates — rope-kv.cu in memory, the prefill attention as it loads q — gives the same bits.
+__device__ __forceinline__ void rope_rotate(float& x1, float& x2, float c, float s) {
+  const float a = x1, b = x2;
+  x1 = __fmaf_rn(a, c, -__fmul_rn(b, s));
+  x2 = __fmaf_rn(b, c, __fmul_rn(a, s));
+}
+
 // Two floats to a packed bf16 or f16 pair, `lo` at the lower address (the element of lower index),
 // round to nearest even. (PTX puts its first source in the upper half.)
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {

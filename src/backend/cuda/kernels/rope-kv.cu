@@ -1,7 +1,7 @@
 // Rotate-half RoPE, alone (`rope`, in place on q or k) and fused with the KV cache write
 // (`rope_write_kv`: q and k rotated in place, the rotated k and v stored at each token's slot, in one
-// launch). Both rotate a pair with rope_pair, whose roundings are spelled out (no contraction left to
-// the compiler), so the fused kernel gives the same bits as rope, rope, write_kv.
+// launch). Both rotate a pair with common.cuh's rope_rotate, whose roundings are spelled out (no
+// contraction left to the compiler), so the fused kernel gives the same bits as rope, rope, write_kv.
 // A thread per (token, rotated pair): grid.x is the token, grid.y covers the row's pairs, so a decode
 // step of one token still spreads over several SMs. cos/sin are [T, half].
 #include "common.cuh"
@@ -24,51 +24,6 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(float* __restric
   const int h = j / half, i = j - h * half;
   float* p = x + (u64)t * cols + h * headDim;
   rope_pair(p + i, p + i + half, cosv[t * half + i], sinv[t * half + i]);
-}
-
-// One token (blockIdx.x) of q [T, qHeads·headDim], k and v [T, kvHeads·headDim]. A row's work items,
-// in order: q's rotated pairs, k's rotated pairs (also stored in the cache), v's values, and k's
-// dims past the rotary part (partial rotary; stored unchanged).
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(
-    float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ cosv,
-    const float* __restrict__ sinv, kv_t* __restrict__ kc, kv_t* __restrict__ vc, const int* __restrict__ slots,
-    int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale) {
-  pdl_trigger();  // decode attention after it may start (programmatic-launch.ts)
-  pdl_wait();     // q, k, v: written by the q/k/v GEMV before
-  const int t = blockIdx.x;
-  int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
-  const float* cs = cosv + t * half;
-  const float* sn = sinv + t * half;
-  const int qPairs = qHeads * half;
-  if (j < qPairs) {
-    const int h = j / half, i = j - h * half;
-    float* p = q + (u64)t * qHeads * headDim + h * headDim;
-    rope_pair(p + i, p + i + half, cs[i], sn[i]);
-    return;
-  }
-  j -= qPairs;
-  const int width = kvHeads * headDim;
-  const u64 src = (u64)t * width, dst = (u64)slots[t] * width;
-  const int kPairs = kvHeads * half;
-  if (j < kPairs) {
-    const int h = j / half, i = j - h * half;
-    float* p = k + src + h * headDim;
-    rope_pair(p + i, p + i + half, cs[i], sn[i]);
-    kc[dst + h * headDim + i] = f32_to_kv_scaled(p[i], kScale);
-    kc[dst + h * headDim + i + half] = f32_to_kv_scaled(p[i + half], kScale);
-    return;
-  }
-  j -= kPairs;
-  if (j < width) {
-    vc[dst + j] = f32_to_kv_scaled(v[src + j], vScale);
-    return;
-  }
-  j -= width;
-  const int tail = headDim - 2 * half;
-  if (j < kvHeads * tail) {
-    const int h = j / tail, d = h * headDim + 2 * half + (j - h * tail);
-    kc[dst + d] = f32_to_kv_scaled(k[src + d], kScale);
-  }
 }
 
 // Four consecutive pairs (i..i+3 with i+half..i+half+3): rope_pair's arithmetic on 16-byte accesses.
@@ -95,41 +50,85 @@ __device__ __forceinline__ void store_kv4(kv_t* dst, const float* x, float scale
 #endif
 }
 
-// rope_write_kv with 16-byte accesses, a thread per four pairs (q, k) or four values (v): for full
-// rotary (2·half = headDim) with half a multiple of 4 and 16-byte aligned rows and tables (the host
-// checks). Same arithmetic, so the same bits; a prefill's RoPE + KV write moves ~94 MB at 2048 tokens
-// of an 8B model, and scalar 4-byte accesses held it at ~70% of the bandwidth.
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv4(
-    float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ cosv,
-    const float* __restrict__ sinv, kv_t* __restrict__ kc, kv_t* __restrict__ vc, const int* __restrict__ slots,
-    int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale) {
-  pdl_trigger();  // decode attention after it may start (programmatic-launch.ts)
-  pdl_wait();     // q, k, v: written by the q/k/v GEMV before
+// W consecutive pairs (W = 1: rope_pair; 4: rope_pairs4 on 16-byte accesses) and W values into the
+// cache (f32_to_kv_scaled each; store_kv4).
+template <int W>
+__device__ __forceinline__ void rope_items(float* p1, float* p2, const float* c, const float* s) {
+  if (W == 1) rope_pair(p1, p2, *c, *s);
+  else rope_pairs4(p1, p2, c, s);
+}
+template <int W>
+__device__ __forceinline__ void store_items(kv_t* dst, const float* x, float scale) {
+  if (W == 1) *dst = f32_to_kv_scaled(*x, scale);
+  else store_kv4(dst, x, scale);
+}
+
+// One token (blockIdx.x) of q [T, qHeads·headDim], k and v [T, kvHeads·headDim], W pairs or values a
+// thread. A row's work items, in order: q's rotated pairs, k's rotated pairs (also stored in the
+// cache), v's values, and (W = 1) k's dims past the rotary part (partial rotary; stored unchanged).
+// qHeads 0: q left alone (the prefill attention rotates it: CudaBackend.ropeWriteKv).
+template <int W>
+__device__ __forceinline__ void rope_write_kv_body(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v,
+                                                   const float* __restrict__ cosv, const float* __restrict__ sinv, kv_t* __restrict__ kc,
+                                                   kv_t* __restrict__ vc, const int* __restrict__ slots, int qHeads, int kvHeads,
+                                                   int headDim, int half, float kScale, float vScale) {
   const int t = blockIdx.x;
   int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   const float* cs = cosv + t * half;
   const float* sn = sinv + t * half;
-  const int quads = half / 4;  // items per head
-  const int qItems = qHeads * quads;
+  const int perHead = half / W;  // items per head
+  const int qItems = qHeads * perHead;
   if (j < qItems) {
-    const int h = j / quads, i = (j - h * quads) * 4;
+    const int h = j / perHead, i = (j - h * perHead) * W;
     float* p = q + (u64)t * qHeads * headDim + h * headDim;
-    rope_pairs4(p + i, p + i + half, cs + i, sn + i);
+    rope_items<W>(p + i, p + i + half, cs + i, sn + i);
     return;
   }
   j -= qItems;
   const int width = kvHeads * headDim;
   const u64 src = (u64)t * width, dst = (u64)slots[t] * width;
-  const int kItems = kvHeads * quads;
+  const int kItems = kvHeads * perHead;
   if (j < kItems) {
-    const int h = j / quads, i = (j - h * quads) * 4;
+    const int h = j / perHead, i = (j - h * perHead) * W;
     float* p = k + src + h * headDim;
-    rope_pairs4(p + i, p + i + half, cs + i, sn + i);
-    store_kv4(kc + dst + h * headDim + i, p + i, kScale);
-    store_kv4(kc + dst + h * headDim + i + half, p + i + half, kScale);
+    rope_items<W>(p + i, p + i + half, cs + i, sn + i);
+    store_items<W>(kc + dst + h * headDim + i, p + i, kScale);
+    store_items<W>(kc + dst + h * headDim + i + half, p + i + half, kScale);
     return;
   }
   j -= kItems;
-  if (j < width / 4) store_kv4(vc + dst + 4 * j, v + src + 4 * j, vScale);
+  if (j < width / W) {
+    store_items<W>(vc + dst + W * j, v + src + W * j, vScale);
+    return;
+  }
+  if (W != 1) return;  // the 16-byte kernel runs full rotary only: no tail
+  j -= width;
+  const int tail = headDim - 2 * half;
+  if (j < kvHeads * tail) {
+    const int h = j / tail, d = h * headDim + 2 * half + (j - h * tail);
+    kc[dst + d] = f32_to_kv_scaled(k[src + d], kScale);
+  }
 }
 
+#define ROPE_WRITE_KV_PARAMS                                                                                          \
+  float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ cosv,          \
+      const float *__restrict__ sinv, kv_t *__restrict__ kc, kv_t *__restrict__ vc, const int *__restrict__ slots,   \
+      int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale
+#define ROPE_WRITE_KV_ARGS q, k, v, cosv, sinv, kc, vc, slots, qHeads, kvHeads, headDim, half, kScale, vScale
+
+// A thread per pair or value (any rotary part).
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(ROPE_WRITE_KV_PARAMS) {
+  pdl_trigger();  // decode attention after it may start (programmatic-launch.ts)
+  pdl_wait();     // q, k, v: written by the q/k/v GEMV before
+  rope_write_kv_body<1>(ROPE_WRITE_KV_ARGS);
+}
+
+// rope_write_kv with 16-byte accesses, a thread per four pairs (q, k) or four values (v): for full
+// rotary (2·half = headDim) with half a multiple of 4 and 16-byte aligned rows and tables (the host
+// checks). Same arithmetic, so the same bits; a prefill's RoPE + KV write moves ~94 MB at 2048 tokens
+// of an 8B model, and scalar 4-byte accesses held it at ~70% of the bandwidth.
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv4(ROPE_WRITE_KV_PARAMS) {
+  pdl_trigger();
+  pdl_wait();
+  rope_write_kv_body<4>(ROPE_WRITE_KV_ARGS);
+}
