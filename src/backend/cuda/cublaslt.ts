@@ -451,7 +451,7 @@ export class CublasLtPrefill {
     const n = T * K;
     // xCast: x already rounded to dtype by an earlier call (q, k and v share their input).
     const xh = xCast ?? this.pool.alloc(n * 2);
-    const shape: GemmShape = { type: dtype, m: N, n: T, k: K, ldd: N, accumulate };
+    const shape = halfGemmShape(T, dtype, N, K, accumulate ? 'f32+' : 'f32');
     if (accumulate && bias) throw new CudaError('cuBLASLt GEMM: an accumulating GEMM takes no bias');
     if (!this.lt.canRun(shape, w, xh.ptr, y, bias)) {
       if (!xCast) this.pool.release(xh);

@@ -815,21 +815,16 @@ export class CudaBackend implements Backend {
     const blas = this.cublasLt();
     if (!blas) return false;
     if (weight instanceof CudaFp8Weight && this.canMatmulFp8(K)) {
-      const cache = (this.fp8Cache ??= new DerivedInputCache(this.pool));
-      const kept = cache.get(src, 'e4m3', this.inPlaceEpoch);
       // Real operand addresses for the question (the heuristic looks at the scale vectors too).
-      const [xq, xs] = kept ?? [this.pool.alloc(T * K), this.pool.alloc(T * 4)];
-      if (!blas.canFp8ScaledAdd(T, N, K, weight.codes, weight.rowScales, xq.ptr, xs.ptr, r.ptr)) {
-        if (!kept) this.pool.release(xq), this.pool.release(xs);
+      const x8 = this.fp8Input(src);
+      if (!blas.canFp8ScaledAdd(T, N, K, weight.codes, weight.rowScales, x8.q.ptr, x8.s.ptr, r.ptr)) {
+        x8.drop();
         return false;
       }
+      x8.ready();
       this.inPlaceEpoch++;
-      if (!kept) {
-        blas.quantizeRows(src.ptr, T, K, xq.ptr, xs.ptr);
-        cache.set(src, 'e4m3', this.inPlaceEpoch, [xq, xs]);
-      }
       this.prefillGemmInput = 'e4m3';
-      blas.fp8GemmScaledAdd(xq.ptr, xs.ptr, T, weight.codes, weight.rowScales, N, K, r.ptr);
+      blas.fp8GemmScaledAdd(x8.q.ptr, x8.s.ptr, T, weight.codes, weight.rowScales, N, K, r.ptr);
       return true;
     }
     if (isCudaQuantized(weight) && this.quantSlices([weight], T)) return false;
@@ -1095,25 +1090,44 @@ export class CudaBackend implements Backend {
     if (!blas) throw new CudaError(`matmulFp8: cuBLASLt is not in use (prefillGemm '${this.prefillGemm}'${this.prefill && 'reason' in this.prefill ? `; ${this.prefill.reason}` : ''})`);
     const T = x.rows;
     const out = this.tensor([T, N]);
-    // q, k and v (three FP8 linears of one input) quantise it once, as bf16 ones cast it once.
-    const cache = (this.fp8Cache ??= new DerivedInputCache(this.pool));
-    const kept = cache.get(x, 'e4m3', this.inPlaceEpoch);
+    const x8 = this.fp8Input(x);
     const d = CublasLtPrefill.fp8Ldd(N) === N ? out.ptr : 0;
     // Some odd shapes have no FP8 algorithm (seen: N = 37 on the H100); the caller then dequantises.
-    if (!blas.canFp8(T, N, K, codes, kept?.[0].ptr ?? 0, d)) {
+    if (!blas.canFp8(T, N, K, codes, x8.q.ptr, d)) {
+      x8.drop();
       this.release(out);
       return undefined;
     }
-    let [xq, xs] = kept ?? [];
-    if (!xq || !xs) {
-      xq = this.pool.alloc(T * K);
-      xs = this.pool.alloc(T * 4);
-      blas.quantizeRows(x.ptr, T, K, xq.ptr, xs.ptr);
-      cache.set(x, 'e4m3', this.inPlaceEpoch, [xq, xs]);
-    }
+    x8.ready();
     this.prefillGemmInput = 'e4m3';
-    blas.fp8GemmScaled(xq.ptr, xs.ptr, T, codes, rowScales, N, K, bias, out.ptr);
+    blas.fp8GemmScaled(x8.q.ptr, x8.s.ptr, T, codes, rowScales, N, K, bias, out.ptr);
     return out;
+  }
+
+  /**
+   * x quantised per token for FP8 GEMMs, once for all the linears that read it (q, k and v; as bf16
+   * ones cast it once): the codes and scales kept from an earlier use (or written by the norm that made
+   * x: normSideOutput), else fresh buffers. ready() quantises into fresh ones and keeps them for the
+   * next reader; drop() gives fresh ones back unused (the GEMM could not run).
+   */
+  private fp8Input(x: CudaTensor): { q: PooledBuffer; s: PooledBuffer; ready(): void; drop(): void } {
+    const cache = (this.fp8Cache ??= new DerivedInputCache(this.pool));
+    const kept = cache.get(x, 'e4m3', this.inPlaceEpoch);
+    if (kept) return { q: kept[0], s: kept[1], ready: () => {}, drop: () => {} };
+    const q = this.pool.alloc(x.rows * x.cols);
+    const s = this.pool.alloc(x.rows * 4);
+    return {
+      q,
+      s,
+      ready: () => {
+        this.cublasLt()!.quantizeRows(x.ptr, x.rows, x.cols, q.ptr, s.ptr);
+        cache.set(x, 'e4m3', this.inPlaceEpoch, [q, s]);
+      },
+      drop: () => {
+        this.pool.release(q);
+        this.pool.release(s);
+      },
+    };
   }
 
   /** A thread per (token, rotated pair): rope-kv.cu. */
