@@ -310,6 +310,20 @@ describe('step graphs: recording and replay', () => {
     assert.equal(driver.calls.uploads, 3, 'positions and ids once, then positions again when they changed');
     assert.equal(graphs.uploads, undefined, 'slots only while a step is recorded');
   });
+
+  it("says whether a pointer still holds a key's upload (holds): not once another array went under the key", () => {
+    const { graphs } = setup();
+    graphs.run('h', 2, () => {
+      const up = graphs.uploads!;
+      const cos = Float32Array.from([0.5, 0.25]);
+      const first = up.get('rope.cos', cos);
+      assert.ok(up.holds('rope.cos', first), 'just uploaded');
+      assert.ok(!up.holds('rope.sin', first), 'another key');
+      const second = up.get('rope.cos', Float32Array.from([1, 2]));
+      assert.notEqual(second, first);
+      assert.ok(!up.holds('rope.cos', first) && up.holds('rope.cos', second), 'the key now names the second upload');
+    });
+  });
 });
 
 describe('pool arenas', () => {
