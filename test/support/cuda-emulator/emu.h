@@ -126,6 +126,8 @@ inline int atomicMax(int* p, int v) {
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 inline int __ffs(int x) { return x == 0 ? 0 : __builtin_ctz((unsigned)x) + 1; }
 inline float __fmul_rn(float a, float b) { return a * b; }
+// One rounding of a·b + c, as the device's fma.rn.f32 (common.cuh rope_rotate).
+inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 inline float __frcp_rn(float x) { return 1.f / x; }
 // A device-side abort: here the process's.
 inline void __trap() { std::abort(); }
