@@ -150,7 +150,7 @@ describe('cpu backend', () => {
     const orig = x.slice();
     const cos = Float32Array.from([Math.cos(0.5), Math.cos(0.25)]);
     const sin = Float32Array.from([Math.sin(0.5), Math.sin(0.25)]);
-    be.rope(be.fromHost(x, [1, 2 * headDim]), headDim, rotaryDim, cos, sin);
+    be.rope(be.fromHost(x, [1, 2 * headDim]), headDim, rotaryDim, { cos, sin });
     for (const h of [0, 1]) {
       const b = h * headDim;
       for (let i = 0; i < 2; i++) {

@@ -164,9 +164,20 @@ describe('CUDA backend ops against the CPU reference', { skip: skipReason }, () 
       const ang = uniform((T * rotaryDim) / 2, -50, 50);
       const cos = ang.map(Math.cos);
       const sin = ang.map(Math.sin);
-      g().rope(x.g, headDim, rotaryDim, cos, sin);
-      cpu.rope(x.c, headDim, rotaryDim, cos, sin);
+      g().rope(x.g, headDim, rotaryDim, { cos, sin });
+      cpu.rope(x.c, headDim, rotaryDim, { cos, sin });
       assertClose(g().toHost(x.g), cpu.toHost(x.c), 1e-6, `rope headDim ${headDim} rotary ${rotaryDim}`);
+      // The same rows as a table by index (RopeTable's form): the tokens' rows in reverse order, a spare
+      // row at the end. The same input then gives the same bits.
+      const half = rotaryDim / 2;
+      const reversed = (a: Float32Array) => {
+        const out = new Float32Array(a.length + half);
+        for (let t = 0; t < T; t++) out.set(a.subarray(t * half, (t + 1) * half), (T - 1 - t) * half);
+        return out;
+      };
+      const byIndex = g().fromHost(x.host, [T, heads * headDim]);
+      g().rope(byIndex, headDim, rotaryDim, { cos: reversed(cos), sin: reversed(sin), index: Int32Array.from({ length: T }, (_, t) => T - 1 - t) });
+      assert.deepEqual(g().toHost(byIndex), g().toHost(x.g), `rope by index, headDim ${headDim} rotary ${rotaryDim}`);
     }
   });
 

@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Backend, KvCacheStorage, KvDtype } from '../src/backend/backend.js';
+import type { Backend, KvCacheStorage, KvDtype, RopeRows } from '../src/backend/backend.js';
 import type { CudaTensor } from '../src/backend/cuda/cuda-backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { batchOf } from './support/attention-batch.js';
@@ -19,27 +19,32 @@ const cpu = new CpuBackend();
 const { seed: SEED, uniform } = testRandom();
 const { assertClose, assertBitwise } = comparisons(SEED);
 
-/** Rotate-half RoPE tables [T, half] for the batch's positions (Llama's base 500000). */
-function ropeTables(positions: Int32Array, half: number): { cos: Float32Array; sin: Float32Array } {
-  const cos = new Float32Array(positions.length * half), sin = new Float32Array(positions.length * half);
-  positions.forEach((p, t) => {
+/**
+ * Rotate-half RoPE (Llama's base 500000) for the batch's positions: a table of rows by position indexed
+ * by them (the model's form, RopeTable), or rows [T, half] of the step's own.
+ */
+function ropeRows(positions: Int32Array, half: number, indexed: boolean): RopeRows {
+  const rowPositions = indexed ? Int32Array.from({ length: Math.max(...positions) + 1 }, (_, p) => p) : positions;
+  const cos = new Float32Array(rowPositions.length * half), sin = new Float32Array(rowPositions.length * half);
+  rowPositions.forEach((p, t) => {
     for (let i = 0; i < half; i++) {
       const angle = p * 500000 ** (-i / half);
       cos[t * half + i] = Math.cos(angle);
       sin[t * half + i] = Math.sin(angle);
     }
   });
-  return { cos, sin };
+  return { cos, sin, index: indexed ? positions : undefined };
 }
 
 describe("CUDA prefill: q's RoPE applied by the attention kernel", { skip: skipReason }, () => {
   const be = gpu!;
   const builds = be?.prefillWgmmaAvailable ? [true, false] : [false];
 
-  const cases: Array<{ what: string; seqs: Array<[number, number]>; heads: number; kvHeads: number; headDim: number; mixed?: boolean }> = [
-    { what: 'a 150-token prompt, 32 heads over 8, head_dim 128', seqs: [[0, 150]], heads: 32, kvHeads: 8, headDim: 128 },
-    { what: 'two chunks, one continuing a cached prompt, 8 heads over 2, head_dim 64', seqs: [[0, 40], [30, 70]], heads: 8, kvHeads: 2, headDim: 64 },
-    { what: 'a prompt and a decode token in one step (q rotated in memory)', seqs: [[0, 70], [90, 1]], heads: 8, kvHeads: 2, headDim: 128, mixed: true },
+  // (indexed: RoPE rows from a table by position, as the model passes them; else the step's own rows.)
+  const cases: Array<{ what: string; seqs: Array<[number, number]>; heads: number; kvHeads: number; headDim: number; indexed: boolean; mixed?: boolean }> = [
+    { what: 'a 150-token prompt, 32 heads over 8, head_dim 128, rows by position', seqs: [[0, 150]], heads: 32, kvHeads: 8, headDim: 128, indexed: true },
+    { what: "two chunks, one continuing a cached prompt, 8 heads over 2, head_dim 64, the step's own rows", seqs: [[0, 40], [30, 70]], heads: 8, kvHeads: 2, headDim: 64, indexed: false },
+    { what: 'a prompt and a decode token in one step (q rotated in memory), rows by position', seqs: [[0, 70], [90, 1]], heads: 8, kvHeads: 2, headDim: 128, indexed: true, mixed: true },
   ];
   for (const c of cases) {
     for (const dtype of ['float32', 'bf16', 'fp8'] as KvDtype[]) {
@@ -47,7 +52,7 @@ describe("CUDA prefill: q's RoPE applied by the attention kernel", { skip: skipR
         const blockSize = 16;
         const batch = batchOf(c.seqs, blockSize, (s, b) => s * 20 + ((b * 7) % 20));
         const T = batch.numTokens, half = c.headDim / 2;
-        const { cos, sin } = ropeTables(batch.positions, half);
+        const rope = ropeRows(batch.positions, half, c.indexed);
         const spec = { numLayers: 1, numBlocks: 20 * c.seqs.length, blockSize, numKvHeads: c.kvHeads, headDim: c.headDim, dtype };
         const qv = uniform(T * c.heads * c.headDim, -2, 2), kv = uniform(T * c.kvHeads * c.headDim, -2, 2), vv = uniform(T * c.kvHeads * c.headDim, -2, 2);
         // Positions before a sequence's first of this step: already in the cache (random k and v).
@@ -69,7 +74,7 @@ describe("CUDA prefill: q's RoPE applied by the attention kernel", { skip: skipR
             const q = be.fromHost(qv, [T, c.heads * c.headDim]);
             let out: Float32Array | undefined;
             const names = launchesOf(be, () => {
-              be.ropeWriteKv(q, be.fromHost(kv, [T, c.kvHeads * c.headDim]), be.fromHost(vv, [T, c.kvHeads * c.headDim]), c.headDim, c.headDim, cos, sin, cache, 0, batch.slots);
+              be.ropeWriteKv(q, be.fromHost(kv, [T, c.kvHeads * c.headDim]), be.fromHost(vv, [T, c.kvHeads * c.headDim]), c.headDim, c.headDim, rope, cache, 0, batch.slots);
               out = be.toHost(be.attention(q, cache, 0, batch, scale, 0));
             });
             return { out: out!, q: be.toHost(q), names };
@@ -83,8 +88,8 @@ describe("CUDA prefill: q's RoPE applied by the attention kernel", { skip: skipR
         writeBefore(cpu, cc);
         const qc = cpu.fromHost(qv.slice(), [T, c.heads * c.headDim]);
         const kc = cpu.fromHost(kv.slice(), [T, c.kvHeads * c.headDim]);
-        cpu.rope(qc, c.headDim, c.headDim, cos, sin);
-        cpu.rope(kc, c.headDim, c.headDim, cos, sin);
+        cpu.rope(qc, c.headDim, c.headDim, rope);
+        cpu.rope(kc, c.headDim, c.headDim, rope);
         cpu.writeKv(cc, 0, kc, cpu.fromHost(vv.slice(), [T, c.kvHeads * c.headDim]), batch.slots);
         const want = cpu.toHost(cpu.attention(qc, cc, 0, batch, scale, 0));
         for (const wgmma of builds) {
@@ -105,12 +110,12 @@ describe("CUDA prefill: q's RoPE applied by the attention kernel", { skip: skipR
     const headDim = 128, heads = 4, kvHeads = 2;
     for (const [T, on] of [[8, true], [40, false]] as const) {
       const batch = batchOf([[0, T]], 16, (_, b) => b);
-      const { cos, sin } = ropeTables(batch.positions, headDim / 2);
+      const rope = ropeRows(batch.positions, headDim / 2, true);
       const cache = be.allocKvCache({ numLayers: 1, numBlocks: 8, blockSize: 16, numKvHeads: kvHeads, headDim });
       const q = be.fromHost(uniform(T * heads * headDim), [T, heads * headDim]);
       be.prefillQRope = on;
       try {
-        be.ropeWriteKv(q, be.fromHost(uniform(T * kvHeads * headDim), [T, kvHeads * headDim]), be.fromHost(uniform(T * kvHeads * headDim), [T, kvHeads * headDim]), headDim, headDim, cos, sin, cache, 0, batch.slots);
+        be.ropeWriteKv(q, be.fromHost(uniform(T * kvHeads * headDim), [T, kvHeads * headDim]), be.fromHost(uniform(T * kvHeads * headDim), [T, kvHeads * headDim]), headDim, headDim, rope, cache, 0, batch.slots);
       } finally {
         be.prefillQRope = true;
       }

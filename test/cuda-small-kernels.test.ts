@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { KV_DTYPE_BYTES, ropeWriteKv, type Backend, type KvCacheStorage, type KvDtype, type Tensor } from '../src/backend/backend.js';
+import { KV_DTYPE_BYTES, ropeWriteKv, type Backend, type KvCacheStorage, type KvDtype, type RopeRows, type Tensor } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
@@ -166,21 +166,23 @@ describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (â‰
     const kernel = rotaryDim === headDim && (rotaryDim / 2) % 4 === 0 ? 'rope_write_kv4' : 'rope_write_kv';
     it(`${heads} heads over ${kvHeads} KV heads, head_dim ${headDim}, rotary ${rotaryDim}, ${dtype} KV (${kernel}): 1, 3, 8, 17 tokens`, async () => {
       const spec = { numLayers: 2, numBlocks: 8, blockSize: 4, numKvHeads: kvHeads, headDim, dtype };
-      for (const T of [1, 3, 8, 17]) {
+      // Each token count with the step's own rows, and with a table's rows by index (RopeTable's form:
+      // more rows than tokens, taken in any order).
+      for (const [T, indexed] of [1, 3, 8, 17].flatMap((T) => [[T, false], [T, true]] as const)) {
         await fresh();
         const make = qkvPair(T, heads, kvHeads, headDim);
-        const ang = uniform((T * rotaryDim) / 2, -50, 50);
-        const cos = ang.map(Math.cos);
-        const sin = ang.map(Math.sin);
+        const tableRows = indexed ? T + 7 : T;
+        const ang = uniform((tableRows * rotaryDim) / 2, -50, 50);
+        const rows: RopeRows = { cos: ang.map(Math.cos), sin: ang.map(Math.sin), index: indexed ? Int32Array.from({ length: T }, () => randInt(tableRows)) : undefined };
         const slots = randomSlots(T, spec.numBlocks * spec.blockSize);
         const layer = 1;
-        const what = `${T} tokens`;
+        const what = `${T} tokens${indexed ? ', rows by index' : ''}`;
 
         /** ropeWriteKv on `be` (CUDA: fused or as the separate ops); q, k, the written layer and the other one. */
         const run = (be: Backend, fused: boolean) => {
           const cache = be.allocKvCache(spec);
           const t = make(be);
-          const call = () => ropeWriteKv(be, t.q, t.k, t.v, headDim, rotaryDim, cos, sin, cache, layer, slots);
+          const call = () => ropeWriteKv(be, t.q, t.k, t.v, headDim, rotaryDim, rows, cache, layer, slots);
           let names: string[] = [];
           if (be === gpu) {
             g().fusedRopeKv = fused;
@@ -214,14 +216,16 @@ describe('CUDA ropeWriteKv against rope, rope, writeKv (bitwise) and the CPU (â‰
     const t = qkvPair(2, 4, 2, 32)(g());
     const cs = uniform(32);
     const call = (over: { headDim?: number; rotary?: number; layer?: number; slots?: Int32Array; v?: Tensor }) =>
-      g().ropeWriteKv(t.q, t.k, over.v ?? t.v, over.headDim ?? 32, over.rotary ?? 32, cs, cs, cache, over.layer ?? 0, over.slots ?? Int32Array.from([0, 5]));
+      g().ropeWriteKv(t.q, t.k, over.v ?? t.v, over.headDim ?? 32, over.rotary ?? 32, { cos: cs, sin: cs }, cache, over.layer ?? 0, over.slots ?? Int32Array.from([0, 5]));
     assert.throws(() => call({ slots: Int32Array.from([0, 16]) }), /ropeWriteKv: slot 16 \(token 1\) is outside the KV cache's 16 slots/);
     assert.throws(() => call({ slots: Int32Array.from([-1, 2]) }), /slot -1 \(token 0\)/);
     assert.throws(() => call({ layer: 2 }), /ropeWriteKv: layer 2 of a 2-layer KV cache/);
     assert.throws(() => call({ headDim: 64 }), /ropeWriteKv: head dim 64, the KV cache's is 32/);
     assert.throws(() => call({ rotary: 31 }), /rotary dim 31 must be even/);
     assert.throws(() => call({ v: g().fromHost(uniform(64), [1, 64]) }), /ropeWriteKv: k\/v must be \[2, 64\]/);
-    assert.throws(() => g().ropeWriteKv(t.q, t.k, t.v, 32, 32, cs.subarray(0, 10), cs, cache, 0, Int32Array.from([0, 1])), /cos\/sin hold 10\/32 values, need 32/);
+    assert.throws(() => g().ropeWriteKv(t.q, t.k, t.v, 32, 32, { cos: cs.subarray(0, 10), sin: cs }, cache, 0, Int32Array.from([0, 1])), /cos\/sin hold 10\/32 values, need 32/);
+    assert.throws(() => g().ropeWriteKv(t.q, t.k, t.v, 32, 32, { cos: cs, sin: cs, index: Int32Array.from([0, 2]) }, cache, 0, Int32Array.from([0, 1])), /ropeWriteKv: token 1 takes RoPE row 2, the tables hold 2/);
+    assert.throws(() => g().ropeWriteKv(t.q, t.k, t.v, 32, 32, { cos: cs, sin: cs, index: Int32Array.from([0]) }, cache, 0, Int32Array.from([0, 1])), /ropeWriteKv: the RoPE index has 1 rows for 2 tokens/);
     assert.throws(() => g().writeKv(cache, 0, t.k, t.v, Int32Array.from([0, 99])), /writeKv: slot 99/);
   });
 });
@@ -257,10 +261,10 @@ describe('ropeWriteKv falls back to rope, rope, writeKv, and the forward uses it
   /** The CPU reference plus ropeWriteKv, done as the separate ops and counted. */
   class CountingCpu extends CpuBackend {
     calls = 0;
-    ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
+    ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, rope: RopeRows, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
       this.calls++;
-      this.rope(q, headDim, rotaryDim, cos, sin);
-      this.rope(k, headDim, rotaryDim, cos, sin);
+      this.rope(q, headDim, rotaryDim, rope);
+      this.rope(k, headDim, rotaryDim, rope);
       this.writeKv(cache, layer, k, v, slots);
     }
   }
@@ -271,16 +275,15 @@ describe('ropeWriteKv falls back to rope, rope, writeKv, and the forward uses it
     const spec = { numLayers: 1, numBlocks: 4, blockSize: 4, numKvHeads: 2, headDim: 16 };
     const make = qkvPair(3, 4, 2, 16);
     const ang = uniform(3 * 6, -20, 20);
-    const cos = ang.map(Math.cos);
-    const sin = ang.map(Math.sin);
+    const rope = { cos: ang.map(Math.cos), sin: ang.map(Math.sin) };
     const slots = Int32Array.from([5, 0, 11]);
     const a = make(be);
     const ca = be.allocKvCache(spec);
-    ropeWriteKv(be, a.q, a.k, a.v, 16, 12, cos, sin, ca, 0, slots);
+    ropeWriteKv(be, a.q, a.k, a.v, 16, 12, rope, ca, 0, slots);
     const b = make(be);
     const cb = be.allocKvCache(spec);
-    be.rope(b.q, 16, 12, cos, sin);
-    be.rope(b.k, 16, 12, cos, sin);
+    be.rope(b.q, 16, 12, rope);
+    be.rope(b.k, 16, 12, rope);
     be.writeKv(cb, 0, b.k, b.v, slots);
     assert.deepEqual(be.toHost(a.q), be.toHost(b.q));
     assert.deepEqual(be.toHost(a.k), be.toHost(b.k));

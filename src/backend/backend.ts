@@ -191,8 +191,8 @@ export interface Backend {
    * holds it in bf16, which the down GEMM reads anyway). Optional; call it through `mlp(backend, …)`.
    */
   mlp?(x: Tensor, gate: Weight, up: Weight, down: Weight, biases?: MlpBiases): Tensor;
-  /** Rotate-half RoPE in place on the first rotaryDim dims of every head; cos/sin are [T, rotaryDim/2]. */
-  rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void;
+  /** Rotate-half RoPE in place on the first rotaryDim dims of every head, token t by its row of `rope` (rows of rotaryDim/2). */
+  rope(x: Tensor, headDim: number, rotaryDim: number, rope: RopeRows): void;
   /** silu(gate) · up, elementwise. */
   siluMul(gate: Tensor, up: Tensor): Tensor;
   /**
@@ -248,7 +248,7 @@ export interface Backend {
    * Optional; must equal the separate ops bitwise, q and k included (call it through
    * `ropeWriteKv(backend, …)` below, which falls back to them).
    */
-  ropeWriteKv?(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void;
+  ropeWriteKv?(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, rope: RopeRows, cache: KvCacheStorage, layer: number, slots: Int32Array): void;
   /** Causal attention of q ([T, heads·headDim]) over each token's own sequence in the cache. */
   attention(q: Tensor, cache: KvCacheStorage, layer: number, batch: AttentionBatch, scale: number, window: number): Tensor;
   /**
@@ -338,14 +338,45 @@ export function mlpByLinears(backend: Backend, x: Tensor, gate: Weight, up: Weig
   return y;
 }
 
+/**
+ * RoPE's cos and sin for a step's tokens, rows of rotaryDim/2 values: token t rotates by row
+ * `index[t]` of `cos` and `sin`, or by row t where there is no index. With an index the arrays are a
+ * RopeTable's rows by position (model/rope.ts), which are never changed once made: a backend may keep
+ * its device copy of them by the arrays' identity, so a step sends only its positions.
+ */
+export interface RopeRows {
+  readonly cos: Float32Array;
+  readonly sin: Float32Array;
+  readonly index?: Int32Array;
+}
+
+/**
+ * Checks `rope` against `tokens` tokens of `half` pairs (rotaryDim/2): a row for every token, every
+ * index within the tables. Returns the number of rows the tables hold.
+ */
+export function checkRopeRows(op: string, rope: RopeRows, tokens: number, half: number): number {
+  const rows = Math.floor(Math.min(rope.cos.length, rope.sin.length) / half);
+  if (!rope.index) {
+    if (rows < tokens) throw new RangeError(`${op}: cos/sin hold ${rope.cos.length}/${rope.sin.length} values, need ${tokens * half}`);
+    return rows;
+  }
+  const index = rope.index;
+  if (index.length < tokens) throw new RangeError(`${op}: the RoPE index has ${index.length} rows for ${tokens} tokens`);
+  for (let t = 0; t < tokens; t++) {
+    const r = index[t];
+    if (!(r >= 0 && r < rows)) throw new RangeError(`${op}: token ${t} takes RoPE row ${r}, the tables hold ${rows}`);
+  }
+  return rows;
+}
+
 /** Rotate q and k in place and store k and v at `slots`: the backend's fused op where it has one, else rope, rope, writeKv. */
 export function ropeWriteKv(
   backend: Backend, q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number,
-  cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array,
+  rope: RopeRows, cache: KvCacheStorage, layer: number, slots: Int32Array,
 ): void {
-  if (backend.ropeWriteKv) return backend.ropeWriteKv(q, k, v, headDim, rotaryDim, cos, sin, cache, layer, slots);
-  backend.rope(q, headDim, rotaryDim, cos, sin);
-  backend.rope(k, headDim, rotaryDim, cos, sin);
+  if (backend.ropeWriteKv) return backend.ropeWriteKv(q, k, v, headDim, rotaryDim, rope, cache, layer, slots);
+  backend.rope(q, headDim, rotaryDim, rope);
+  backend.rope(k, headDim, rotaryDim, rope);
   backend.writeKv(cache, layer, k, v, slots);
 }
 

@@ -10,7 +10,7 @@ import { linearMany, mlp, ropeWriteKv, type AttentionBatch, type Backend, type K
 import { ModelLoadError } from '../errors.js';
 import { parseModelConfig, type RopeConfig } from './config.js';
 import type { SafetensorsCheckpoint, HostTensor } from './load/safetensors.js';
-import { ropeCosSin, ropeFrequencies } from './rope.js';
+import { ropeFrequencies, RopeTable } from './rope.js';
 
 export const EAGLE3_ARCHITECTURES = ['LlamaForCausalLMEagle3', 'LlamaForCausalLM', 'Eagle3LlamaForCausalLM'] as const;
 
@@ -225,8 +225,7 @@ export interface Eagle3Output {
 export class Eagle3Model {
   readonly embedTokens: Weight;
   readonly attentionScale: number;
-  private readonly invFreq: Float64Array;
-  private readonly attentionFactor: number;
+  private readonly rope: RopeTable;
 
   /** `targetEmbedding` is used when the checkpoint has no embed_tokens (it must be [vocab, H]). */
   constructor(
@@ -243,8 +242,7 @@ export class Eagle3Model {
     this.embedTokens = embed;
     if (config.rope.type === 'dynamic') throw new ModelLoadError('EAGLE-3 head: rope_scaling type "dynamic" is not supported for the head');
     const f = ropeFrequencies(config.rope, 0);
-    this.invFreq = f.invFreq;
-    this.attentionFactor = f.attentionFactor;
+    this.rope = new RopeTable(f.invFreq, f.attentionFactor);
     this.attentionScale = 1 / Math.sqrt(config.headDim);
   }
 
@@ -278,10 +276,8 @@ export class Eagle3Model {
     be.addInPlace(q, qg);
     be.addInPlace(k, kg);
     be.addInPlace(v, vg);
-    const n = batch.numTokens;
-    const { cos, sin } = ropeCosSin(batch.positions, new Array(n).fill(this.invFreq), new Array(n).fill(this.attentionFactor));
     // RoPE on q and k, then k and v into the cache: one launch where the backend fuses them.
-    ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, cos, sin, kv, 0, batch.slots);
+    ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, this.rope.at(batch.positions), kv, 0, batch.slots);
     const attn = be.attention(q, kv, 0, batch, this.attentionScale, 0);
     const o = be.linear(attn, W.o);
     const residual = c.normBeforeResidual ? b : g;

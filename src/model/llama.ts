@@ -2,7 +2,7 @@
 // interface over a flattened batch: prefill chunks, decode tokens and verification windows alike.
 
 import { applyPenaltyRows, argmax, computeLogprobs, drawSamplingRow, type Logprobs, type PenaltyRow } from '../engine/sampler.js';
-import { checkSamplingRows, linearAddRmsNorm, linearMany, linearSiluMul, mlpAdd, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type LogprobRow, type Tensor } from '../backend/backend.js';
+import { checkSamplingRows, linearAddRmsNorm, linearMany, linearSiluMul, mlpAdd, ropeWriteKv, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type LogprobRow, type RopeRows, type Tensor } from '../backend/backend.js';
 import type { ModelConfig } from './config.js';
 import { ropeCosSin, ropeFrequencies, RopeTable } from './rope.js';
 import type { ModelWeights } from './weights.js';
@@ -125,7 +125,7 @@ export class LlamaModel {
 
   private run(batch: ForwardBatch, kv: KvCacheStorage, opts: ForwardOptions): ForwardResult {
     const { backend: be, config: c, weights: W } = this;
-    const { cos, sin } = this.ropeTables(batch);
+    const rope = this.ropeRows(batch);
     const capture = opts.captureHiddenStates ? new Map<number, Float32Array>() : undefined;
     // Hidden states asked for (EAGLE-3): on a backend that replays steps, copied on the device as the
     // residual passes (selectRows of every row) and read back at the end, so a replayed step is not cut
@@ -167,7 +167,7 @@ export class LlamaModel {
         be.headRmsNorm(k, L.kNorm, c.headDim, c.rmsNormEps);
       }
       // RoPE on q and k, then k and v into the cache: one launch where the backend fuses them.
-      ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, cos, sin, kv, l, batch.slots);
+      ropeWriteKv(be, q, k, v, c.headDim, c.rope.rotaryDim, rope, kv, l, batch.slots);
       const attn = be.attention(q, kv, l, batch, this.attentionScale, c.slidingWindows[l]);
       // Each intermediate goes back as soon as it is used: a layer's activations, not the model's, are
       // what a step holds at once (backends without release keep them until the step ends).
@@ -269,9 +269,9 @@ export class LlamaModel {
   }
 
   /** Per-token cos/sin; dynamic NTK rescales per sequence from its longest position in this step. */
-  private ropeTables(batch: ForwardBatch): { cos: Float32Array; sin: Float32Array } {
+  private ropeRows(batch: ForwardBatch): RopeRows {
+    if (this.staticRope) return this.staticRope.at(batch.positions);
     const n = batch.numTokens;
-    if (this.staticRope) return this.staticRope.lookup(batch.positions);
     const seqLen = new Int32Array(batch.numSeqs);
     for (let i = 0; i < n; i++) seqLen[batch.seqIndex[i]] = Math.max(seqLen[batch.seqIndex[i]], batch.positions[i] + 1);
     const perSeq = Array.from(seqLen, (len) => ropeFrequencies(this.config.rope, len));
@@ -279,6 +279,7 @@ export class LlamaModel {
     const factors = Array.from(batch.seqIndex, (s) => perSeq[s].attentionFactor);
     return ropeCosSin(batch.positions, inv, factors);
   }
+
 }
 
 /** Backend.argmaxRows on the host: rows of `cols` values, the first `n` of each considered. */

@@ -1,6 +1,7 @@
 // Rotary position embedding frequencies for every RoPE variant Llama-family checkpoints use,
 // computed the way transformers does (float32 inverse frequencies) so logits match its reference.
 
+import type { RopeRows } from '../backend/backend.js';
 import type { RopeConfig } from './config.js';
 
 const f = Math.fround;
@@ -109,10 +110,11 @@ export function ropeCosSin(positions: ArrayLike<number>, invFreqs: ArrayLike<Flo
 }
 
 /**
- * ropeCosSin for one fixed frequency set (every RoPE type but dynamic NTK), from a table of rows by
- * position computed once (grown by doubling to the largest position asked): a 2048-token prefill
- * gathers 2048 rows instead of computing 262,144 cosines and sines on the host each step. The rows
- * are the same values ropeCosSin computes.
+ * The cos/sin rows of one fixed frequency set (every RoPE type but dynamic NTK) by position, computed
+ * once and grown by doubling to the largest position asked: a step's RoPE is then this table and its
+ * positions (RopeRows with an index), nothing computed or gathered on the host per step. The rows are
+ * the values ropeCosSin computes. Growing makes new arrays; the ones handed out before never change
+ * (backends keep device copies by identity).
  */
 export class RopeTable {
   private cos = new Float32Array(0);
@@ -124,29 +126,16 @@ export class RopeTable {
     private readonly attentionFactor: number,
   ) {}
 
-  lookup(positions: ArrayLike<number>): { cos: Float32Array; sin: Float32Array } {
-    const half = this.invFreq.length;
+  /** RoPE for tokens at `positions`: the table's rows, indexed by position (grown first where one is past its end). */
+  at(positions: Int32Array): RopeRows {
     let top = 0;
     for (let t = 0; t < positions.length; t++) {
       const p = positions[t];
-      if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`RoPE: position ${p} (token ${t}) is not a non-negative integer`);
+      if (p < 0) throw new RangeError(`RoPE: position ${p} (token ${t}) is negative`);
       top = Math.max(top, p);
     }
     if (top >= this.rows) this.grow(Math.max(top + 1, 2 * this.rows, 256));
-    const cos = new Float32Array(positions.length * half);
-    const sin = new Float32Array(positions.length * half);
-    // Runs of consecutive positions (a prompt's chunk) are consecutive rows: one copy a run. A prefill
-    // waits on this host work before its first kernel (2048 row copies took ~0.8 ms).
-    for (let t = 0; t < positions.length; ) {
-      let end = t + 1;
-      while (end < positions.length && positions[end] === positions[end - 1] + 1) end++;
-      const p = positions[t] * half;
-      const n = (end - t) * half;
-      cos.set(this.cos.subarray(p, p + n), t * half);
-      sin.set(this.sin.subarray(p, p + n), t * half);
-      t = end;
-    }
-    return { cos, sin };
+    return { cos: this.cos, sin: this.sin, index: positions };
   }
 
   private grow(rows: number): void {

@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript over Float32Arrays, computing in float32 (f64 where a
 // sum could lose precision). Every faster backend is tested against it.
 
-import { checkGatherColumns, checkSamplingRows, KV_DTYPE_BYTES, kvScalesOf, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type Tensor, type Weight } from '../backend.js';
+import { checkGatherColumns, checkRopeRows, checkSamplingRows, KV_DTYPE_BYTES, kvScalesOf, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvCacheStorage, type KvDtype, type RopeRows, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { bf16ToF32, f32ToBf16, toFloat32 } from '../../model/load/dtype.js';
 import { E4M3_VALUES, encodeE4m3 } from '../../quant/fp8-e4m3.js';
@@ -228,17 +228,20 @@ export class CpuBackend implements Backend {
     return new CpuTensor(out, [src.rows, outDim]);
   }
 
-  rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void {
+  rope(x: Tensor, headDim: number, rotaryDim: number, rope: RopeRows): void {
     const src = t(x);
     const d = src.data;
     const half = rotaryDim / 2;
     const heads = src.cols / headDim;
+    checkRopeRows('rope', rope, src.rows, half);
+    const { cos, sin, index } = rope;
     for (let r = 0; r < src.rows; r++) {
+      const row = (index ? index[r] : r) * half;
       for (let h = 0; h < heads; h++) {
         const base = r * src.cols + h * headDim;
         for (let i = 0; i < half; i++) {
-          const c = cos[r * half + i];
-          const s = sin[r * half + i];
+          const c = cos[row + i];
+          const s = sin[row + i];
           const x1 = d[base + i];
           const x2 = d[base + i + half];
           d[base + i] = x1 * c - x2 * s;

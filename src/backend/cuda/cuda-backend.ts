@@ -3,7 +3,7 @@
 // kernels/*.cu. Tested op by op against the CPU backend (test/cuda-backend.test.ts).
 
 import { DECODE_GEMM_MIN_TOKENS, GEMV_MAX_TOKENS } from '../../engine/kv-budget.js';
-import { checkGatherColumns, KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type KvCacheStorage, type MlpBiases, type NormReaders, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
+import { checkGatherColumns, checkRopeRows, KV_DTYPE_BYTES, kvScalesOf, mlpByLinears, type AttentionBatch, type Backend, type GpuSamplingRow, type KvCacheSpec, type KvDtype, type LogprobRow, type RopeRows, type KvCacheStorage, type MlpBiases, type NormReaders, type RandomWeightSpec, type Tensor, type Weight } from '../backend.js';
 import type { HostTensor } from '../../model/load/safetensors.js';
 import { toFloat32 } from '../../model/load/dtype.js';
 import { ModelLoadError } from '../../errors.js';
@@ -100,17 +100,20 @@ export class CudaTensor implements Tensor {
   }
 }
 
+/** RoPE rows on the device (CudaBackend.ropeOnDevice): the cos and sin tables, and the row index (0: row t for token t). */
+interface RopeOnDevice {
+  cos: DevicePtr;
+  sin: DevicePtr;
+  index: DevicePtr;
+}
+
 /**
- * Rotate-half RoPE over the whole head still to apply to a q tensor: its tokens' cos and sin rows
- * [T, headDim / 2] as ropeWriteKv got them — the host arrays and their uploads (used while the step's
- * uploads still hold them: comparing 2 × 512 KiB again before every layer's attention cost ~80 µs of
- * host time a layer, on a forward the host already paces).
+ * Rotate-half RoPE over the whole head still to apply to a q tensor: its tokens' rows as ropeWriteKv
+ * got them, and where it put them on the device (reused while the step's uploads still hold them).
  */
 export interface QRope {
-  cos: Float32Array;
-  sin: Float32Array;
-  cosPtr: DevicePtr;
-  sinPtr: DevicePtr;
+  rows: RopeRows;
+  at: RopeOnDevice;
 }
 
 /** A float weight on the device. `format` and `bytes` describe the checkpoint; vectors are held as f32. */
@@ -269,6 +272,8 @@ const rowThreads = (cols: number) => Math.min(512, Math.max(32, roundUp(cols, 32
 
 /** Threads per block of the RoPE kernels (rope-kv.cu ROPE_THREADS). */
 const ROPE_THREADS = 256;
+/** RopeTable arrays kept on the device at once (cuda-backend ropeTableOnDevice): cos and sin of a model, its draft and an EAGLE head, with room to spare. */
+const MAX_ROPE_TABLES = 8;
 /** Rows per block of the warp-per-row norm kernel (norm.cu NORM_WARP_ROWS). */
 const NORM_WARP_ROWS = 8;
 /** Float4s per thread the vector norm kernels are built for (norm.cu NORM_KERNELS). */
@@ -1131,31 +1136,67 @@ export class CudaBackend implements Backend {
   }
 
   /** A thread per (token, rotated pair): rope-kv.cu. */
-  rope(x: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): void {
+  rope(x: Tensor, headDim: number, rotaryDim: number, rows: RopeRows): void {
     this.inPlaceEpoch++;
     const t = x as CudaTensor;
-    const { half, cos: c, sin: s } = this.ropeTables('rope', t, headDim, rotaryDim, cos, sin);
+    const half = this.checkRope('rope', t, headDim, rotaryDim, rows);
+    const at = this.ropeOnDevice(rows);
     const pairs = (t.cols / headDim) * half;
-    this.launch('rope-kv.cu', 'rope', [t.rows, Math.ceil(pairs / ROPE_THREADS), 1], ROPE_THREADS, 'pppiii', [t.ptr, c, s, t.cols, headDim, half]);
+    this.launch('rope-kv.cu', 'rope', [t.rows, Math.ceil(pairs / ROPE_THREADS), 1], ROPE_THREADS, 'ppppiii', [t.ptr, at.cos, at.sin, at.index, t.cols, headDim, half]);
   }
 
-  /** Checks x [T, heads·headDim] and rotaryDim against cos/sin ([T, rotaryDim/2]) and puts those on the device. */
-  private ropeTables(op: string, x: CudaTensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array): { half: number; cos: DevicePtr; sin: DevicePtr } {
+  /** Checks x [T, heads·headDim], rotaryDim and the rows against each other; returns rotaryDim / 2. */
+  private checkRope(op: string, x: CudaTensor, headDim: number, rotaryDim: number, rows: RopeRows): number {
     if (x.cols % headDim !== 0) throw new RangeError(`${op}: ${x.cols} columns is not a whole number of heads of ${headDim}`);
     if (rotaryDim % 2 !== 0 || rotaryDim <= 0 || rotaryDim > headDim) throw new RangeError(`${op}: rotary dim ${rotaryDim} must be even and within the head dim ${headDim}`);
-    const half = rotaryDim / 2;
-    if (cos.length < x.rows * half || sin.length < x.rows * half) throw new RangeError(`${op}: cos/sin hold ${cos.length}/${sin.length} values, need ${x.rows * half}`);
-    return { half, cos: this.uploads.get('rope.cos', cos), sin: this.uploads.get('rope.sin', sin) };
+    checkRopeRows(op, rows, x.rows, rotaryDim / 2);
+    return rotaryDim / 2;
+  }
+
+  /**
+   * `rows` on the device. A RopeTable's (an index given) are kept by the arrays' identity and sent once;
+   * only the index goes with the step. A step's own rows are among its uploads. `was`: where an earlier
+   * op of this step put the same rows, reused while the uploads still hold it.
+   */
+  private ropeOnDevice(rows: RopeRows, was?: RopeOnDevice): RopeOnDevice {
+    const upload = (key: string, arr: Int32Array | Float32Array, ptr: DevicePtr | undefined) => (ptr !== undefined && this.uploads.holds(key, ptr) ? ptr : this.uploads.get(key, arr));
+    if (rows.index) return { cos: this.ropeTableOnDevice(rows.cos), sin: this.ropeTableOnDevice(rows.sin), index: upload('rope.index', rows.index, was?.index) };
+    return { cos: upload('rope.cos', rows.cos, was?.cos), sin: upload('rope.sin', rows.sin, was?.sin), index: 0 };
+  }
+
+  /** RopeTable arrays on the device, by identity, the latest used last (see ropeTableOnDevice). */
+  private readonly ropeTables = new Map<Float32Array, PooledBuffer>();
+
+  /**
+   * The device copy of a RopeTable's cos or sin array (never changed once made: RopeRows). A table
+   * that grows makes new arrays and leaves the old ones unused: the latest MAX_ROPE_TABLES are kept.
+   */
+  private ropeTableOnDevice(arr: Float32Array): DevicePtr {
+    let buf = this.ropeTables.get(arr);
+    if (buf) {
+      this.ropeTables.delete(arr);
+    } else {
+      buf = this.pool.allocOutsideArena(arr.byteLength);
+      this.driver.upload(buf.ptr, arr);
+      for (const [old, b] of this.ropeTables) {
+        if (this.ropeTables.size < MAX_ROPE_TABLES) break;
+        // Stream order: kernels queued before still read it before anything new lands there.
+        this.ropeTables.delete(old);
+        this.pool.release(b);
+      }
+    }
+    this.ropeTables.set(arr, buf);
+    return buf.ptr;
   }
 
   /**
    * rope(q), rope(k), writeKv(k, v) in one launch (rope-kv.cu rope_write_kv), the same bits as the
    * three ops; fusedRopeKv = false runs those instead.
    */
-  ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, cos: Float32Array, sin: Float32Array, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
+  ropeWriteKv(q: Tensor, k: Tensor, v: Tensor, headDim: number, rotaryDim: number, rows: RopeRows, cache: KvCacheStorage, layer: number, slots: Int32Array): void {
     if (!this.fusedRopeKv) {
-      this.rope(q, headDim, rotaryDim, cos, sin);
-      this.rope(k, headDim, rotaryDim, cos, sin);
+      this.rope(q, headDim, rotaryDim, rows);
+      this.rope(k, headDim, rotaryDim, rows);
       this.writeKv(cache, layer, k, v, slots);
       return;
     }
@@ -1168,10 +1209,11 @@ export class CudaBackend implements Backend {
     if (headDim !== cacheHeadDim) throw new RangeError(`ropeWriteKv: head dim ${headDim}, the KV cache's is ${cacheHeadDim}`);
     if (qt.rows !== slots.length) throw new RangeError(`ropeWriteKv: q has ${qt.rows} rows for ${slots.length} slots`);
     const { off, slotsPtr } = this.kvTarget('ropeWriteKv', c, layer, kt, vt, slots);
-    const { half, cos: cs, sin: sn } = this.ropeTables('ropeWriteKv', qt, headDim, rotaryDim, cos, sin);
+    const half = this.checkRope('ropeWriteKv', qt, headDim, rotaryDim, rows);
     if (slots.length === 0) return;
+    const at = this.ropeOnDevice(rows);
     // Four pairs (values) a thread with 16-byte accesses where rows and tables allow (rope_write_kv4).
-    const vec = this.vectorRopeKv && 2 * half === headDim && half % 4 === 0 && [qt.ptr, kt.ptr, vt.ptr, cs, sn].every((p) => p % 16 === 0);
+    const vec = this.vectorRopeKv && 2 * half === headDim && half % 4 === 0 && [qt.ptr, kt.ptr, vt.ptr, at.cos, at.sin].every((p) => p % 16 === 0);
     // q's rotation left to the prefill attention that reads q next (rope_q in attention-prefill.cu):
     // the kernel rotates q as it loads it, so q is not read and written here (at 2048 tokens of an 8B
     // model, 67 of this launch's ~92 MB). If anything else reads q first, it is rotated in memory
@@ -1179,13 +1221,11 @@ export class CudaBackend implements Backend {
     // (vec: full rotary, 2·half = headDim, which the kernel assumes.)
     const deferQ = vec && this.prefillQRope && qt.rows > GEMV_MAX_TOKENS && (headDim === 64 || headDim === 128) && (this.attentionKernel === 'auto' || this.attentionKernel === 'prefill');
     const qHeads = deferQ ? 0 : qt.cols / headDim;
-    if (deferQ) {
-      qt.deferRope({ cos, sin, cosPtr: cs, sinPtr: sn }, () => this.rope(qt, headDim, rotaryDim, cos, sin));
-    }
+    if (deferQ) qt.deferRope({ rows, at }, () => this.rope(qt, headDim, rotaryDim, rows));
     const items = vec ? (qHeads * half + numKvHeads * half + numKvHeads * headDim) / 4 : qHeads * half + numKvHeads * half + numKvHeads * headDim + numKvHeads * (headDim - 2 * half);
     const scales = kvScalesOf(c.spec, c.dtype, layer);
-    this.launch(c.module('rope-kv.cu'), vec ? 'rope_write_kv4' : 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'ppppppppiiiiff', [
-      qt.unfilledPtr, kt.ptr, vt.ptr, cs, sn, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
+    this.launch(c.module('rope-kv.cu'), vec ? 'rope_write_kv4' : 'rope_write_kv', [slots.length, Math.ceil(items / ROPE_THREADS), 1], ROPE_THREADS, 'pppppppppiiiiff', [
+      qt.unfilledPtr, kt.ptr, vt.ptr, at.cos, at.sin, at.index, c.k + off, c.v + off, slotsPtr, qHeads, numKvHeads, headDim, half, scales.k, scales.v,
     ]);
   }
 
@@ -1403,11 +1443,9 @@ export class CudaBackend implements Backend {
     const warps = rows / 16;
     const { module, wgmma } = this.prefillAttentionModule(a.cache.dtype);
     // q's RoPE left to the kernel (full rotary: cos/sin rows of headDim / 2), or null pointers.
-    const r = a.rope;
-    const cos = !r ? 0 : this.uploads.holds('rope.cos', r.cosPtr) ? r.cosPtr : this.uploads.get('rope.cos', r.cos);
-    const sin = !r ? 0 : this.uploads.holds('rope.sin', r.sinPtr) ? r.sinPtr : this.uploads.get('rope.sin', r.sin);
-    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififpp', [
-      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, cos, sin,
+    const rope = a.rope ? this.ropeOnDevice(a.rope.rows, a.rope.at) : { cos: 0, sin: 0, index: 0 };
+    this.launch(module, `prefill_attention_d${a.headDim}_w${warps}`, [a.numHeads, numTiles, 1], warps * 32, 'ppppppiiiififppp', [
+      a.q, a.kc, a.vc, a.out, tiles, a.tables, a.batch.maxBlocksPerSeq, a.blockSize, a.numHeads, a.numKvHeads, a.scale, a.window, a.vScale, rope.cos, rope.sin, rope.index,
     ], prefillSharedBytes(a.cache.dtype, a.headDim, wgmma ? rows : 0));
   }
 

@@ -70,7 +70,8 @@ __device__ __forceinline__ u32 tile_chunk(int r, int c, int rows = PF_KV) { retu
 
 // Rotate-half RoPE on float2/float4 runs of q pairs (x1 at dims i.. < D/2, x2 at i + D/2..) in
 // registers, with rope_rotate (the roundings rope-kv.cu rotates with in memory), where the host left q's
-// rotation to this kernel (ropeCos non-null: CudaBackend.ropeWriteKv, full rotary only).
+// rotation to this kernel (ropeCos non-null: CudaBackend.ropeWriteKv, full rotary only; token t's cos/sin
+// row at rope_row(ropeIndex, t)).
 template <typename F>
 __device__ __forceinline__ void rope_q(F& x1, F& x2, F c, F s) {
   constexpr int N = sizeof(F) / sizeof(float);
@@ -84,7 +85,8 @@ template <int D, int WARPS>
 __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc,
                                                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ blockTables,
                                                   int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, float scale, int window,
-                                                  float vScale, const float* __restrict__ ropeCos, const float* __restrict__ ropeSin) {
+                                                  float vScale, const float* __restrict__ ropeCos, const float* __restrict__ ropeSin,
+                                                  const int* __restrict__ ropeIndex) {
   constexpr int THREADS = WARPS * 32;
   constexpr int KS = D / 16;                 // k-steps of S = Q·Kᵀ (over dims)
   constexpr int NT = D / 8;                  // 8-wide column tiles of O
@@ -274,7 +276,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       b0 = *reinterpret_cast<const float4*>(src + D / 2);
       b1 = *reinterpret_cast<const float4*>(src + D / 2 + 4);
       if (ropeCos) {
-        const u64 at = (u64)(tok0 + r) * (D / 2) + 8 * c;
+        const u64 at = (u64)rope_row(ropeIndex, tok0 + r) * (D / 2) + 8 * c;
         rope_q(a0, b0, *reinterpret_cast<const float4*>(ropeCos + at), *reinterpret_cast<const float4*>(ropeSin + at));
         rope_q(a1, b1, *reinterpret_cast<const float4*>(ropeCos + at + 4), *reinterpret_cast<const float4*>(ropeSin + at + 4));
       }
@@ -301,10 +303,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       vd[k] = row1 < count ? *reinterpret_cast<const float2*>(q1 + 16 * k + 8) : zero;
     }
     if (ropeCos) {
-      const float* cs0 = ropeCos + (u64)(tok0 + min(row0, count - 1)) * (D / 2) + 2 * t;
-      const float* sn0 = ropeSin + (u64)(tok0 + min(row0, count - 1)) * (D / 2) + 2 * t;
-      const float* cs1 = ropeCos + (u64)(tok0 + min(row1, count - 1)) * (D / 2) + 2 * t;
-      const float* sn1 = ropeSin + (u64)(tok0 + min(row1, count - 1)) * (D / 2) + 2 * t;
+      const u64 at0 = (u64)rope_row(ropeIndex, tok0 + min(row0, count - 1)) * (D / 2) + 2 * t;
+      const u64 at1 = (u64)rope_row(ropeIndex, tok0 + min(row1, count - 1)) * (D / 2) + 2 * t;
+      const float *cs0 = ropeCos + at0, *sn0 = ropeSin + at0, *cs1 = ropeCos + at1, *sn1 = ropeSin + at1;
 #pragma unroll
       for (int k = 0; k < KS / 2; k++) {
         rope_q(va[k], va[k + KS / 2], *reinterpret_cast<const float2*>(cs0 + 16 * k), *reinterpret_cast<const float2*>(sn0 + 16 * k));
@@ -510,9 +511,9 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
       const float* __restrict__ q, const kv_t* __restrict__ kc, const kv_t* __restrict__ vc, float* __restrict__ out,   \
       const int* __restrict__ tiles, const int* __restrict__ blockTables, int maxBlocksPerSeq, int blockSize,           \
       int numHeads, int numKvHeads, float scale, int window, float vScale, const float* __restrict__ ropeCos,           \
-      const float* __restrict__ ropeSin) {                                                                              \
+      const float* __restrict__ ropeSin, const int* __restrict__ ropeIndex) {                                           \
     prefill_attention<D, WARPS>(q, kc, vc, out, tiles, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads,   \
-                                scale, window, vScale, ropeCos, ropeSin);                                               \
+                                scale, window, vScale, ropeCos, ropeSin, ropeIndex);                                    \
   }
 
 PREFILL_KERNEL(64, 4)

@@ -151,6 +151,10 @@ __device__ __forceinline__ void rope_rotate(float& x1, float& x2, float c, float
   x2 = __fmaf_rn(b, c, __fmul_rn(a, s));
 }
 
+// The cos/sin row of token t: RoPE tables indexed by position (a RopeTable kept on the device, `index`
+// the step's positions), or a step's own rows [T, half] (index null).
+__device__ __forceinline__ int rope_row(const int* __restrict__ index, int t) { return index ? index[t] : t; }
+
 // Two floats to a packed bf16 or f16 pair, `lo` at the lower address (the element of lower index),
 // round to nearest even. (PTX puts its first source in the upper half.)
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {

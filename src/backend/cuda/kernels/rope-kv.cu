@@ -3,7 +3,8 @@
 // launch). Both rotate a pair with common.cuh's rope_rotate, whose roundings are spelled out (no
 // contraction left to the compiler), so the fused kernel gives the same bits as rope, rope, write_kv.
 // A thread per (token, rotated pair): grid.x is the token, grid.y covers the row's pairs, so a decode
-// step of one token still spreads over several SMs. cos/sin are [T, half].
+// step of one token still spreads over several SMs. cos/sin are rows of `half` values, token t's at
+// rope_row(ropeIndex, t).
 #include "common.cuh"
 
 #define ROPE_THREADS 256
@@ -17,13 +18,15 @@ __device__ __forceinline__ void rope_pair(float* p1, float* p2, float c, float s
 
 // In place on the first 2·half dims of every head of x [T, cols].
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(float* __restrict__ x, const float* __restrict__ cosv,
-                                                                 const float* __restrict__ sinv, int cols, int headDim, int half) {
+                                                                 const float* __restrict__ sinv, const int* __restrict__ ropeIndex,
+                                                                 int cols, int headDim, int half) {
   const int t = blockIdx.x;
   const int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
   if (j >= (cols / headDim) * half) return;
   const int h = j / half, i = j - h * half;
   float* p = x + (u64)t * cols + h * headDim;
-  rope_pair(p + i, p + i + half, cosv[t * half + i], sinv[t * half + i]);
+  const u64 row = (u64)rope_row(ropeIndex, t) * half;
+  rope_pair(p + i, p + i + half, cosv[row + i], sinv[row + i]);
 }
 
 // Four consecutive pairs (i..i+3 with i+half..i+half+3): rope_pair's arithmetic on 16-byte accesses.
@@ -69,13 +72,15 @@ __device__ __forceinline__ void store_items(kv_t* dst, const float* x, float sca
 // qHeads 0: q left alone (the prefill attention rotates it: CudaBackend.ropeWriteKv).
 template <int W>
 __device__ __forceinline__ void rope_write_kv_body(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v,
-                                                   const float* __restrict__ cosv, const float* __restrict__ sinv, kv_t* __restrict__ kc,
-                                                   kv_t* __restrict__ vc, const int* __restrict__ slots, int qHeads, int kvHeads,
-                                                   int headDim, int half, float kScale, float vScale) {
+                                                   const float* __restrict__ cosv, const float* __restrict__ sinv,
+                                                   const int* __restrict__ ropeIndex, kv_t* __restrict__ kc, kv_t* __restrict__ vc,
+                                                   const int* __restrict__ slots, int qHeads, int kvHeads, int headDim, int half,
+                                                   float kScale, float vScale) {
   const int t = blockIdx.x;
   int j = blockIdx.y * ROPE_THREADS + threadIdx.x;
-  const float* cs = cosv + t * half;
-  const float* sn = sinv + t * half;
+  const u64 row = (u64)rope_row(ropeIndex, t) * half;
+  const float* cs = cosv + row;
+  const float* sn = sinv + row;
   const int perHead = half / W;  // items per head
   const int qItems = qHeads * perHead;
   if (j < qItems) {
@@ -112,9 +117,9 @@ __device__ __forceinline__ void rope_write_kv_body(float* __restrict__ q, float*
 
 #define ROPE_WRITE_KV_PARAMS                                                                                          \
   float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ cosv,          \
-      const float *__restrict__ sinv, kv_t *__restrict__ kc, kv_t *__restrict__ vc, const int *__restrict__ slots,   \
-      int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale
-#define ROPE_WRITE_KV_ARGS q, k, v, cosv, sinv, kc, vc, slots, qHeads, kvHeads, headDim, half, kScale, vScale
+      const float *__restrict__ sinv, const int *__restrict__ ropeIndex, kv_t *__restrict__ kc, kv_t *__restrict__ vc, \
+      const int *__restrict__ slots, int qHeads, int kvHeads, int headDim, int half, float kScale, float vScale
+#define ROPE_WRITE_KV_ARGS q, k, v, cosv, sinv, ropeIndex, kc, vc, slots, qHeads, kvHeads, headDim, half, kScale, vScale
 
 // A thread per pair or value (any rotary part).
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_write_kv(ROPE_WRITE_KV_PARAMS) {
