@@ -310,6 +310,32 @@ describe('cuBLASLt prefill GEMMs against the CPU reference', { skip: skipReason 
     }
   });
 
+  it("GEMMs sharing a plan each use their own weight scales: pointers are set on the descriptor only when they change", { skip: fp8Skip }, async () => {
+    g().prefillGemm = 'cublaslt';
+    await fresh();
+    const [N, K, T] = [256, 512, 33];
+    const weights = [0, 1].map(() => quantizeFp8(uniform(N * K, -0.5, 0.5), N, K));
+    const x = uniform(T * K);
+    withDevice(weights.flatMap((w) => [w.codes, w.scales]), ([c0, s0, c1, s1]) => {
+      const xt = g().fromHost(x, [T, K]) as CudaTensor;
+      const run = (i: number) => {
+        const y = g().matmulFp8(xt, i === 0 ? c0 : c1, i === 0 ? s0 : s1, N, K, 0)!;
+        return g().toHost(y);
+      };
+      const first = run(0);
+      const sets = lt!.counters.pointerSets;
+      assert.deepEqual(run(0), first, 'the same GEMM again');
+      assert.equal(lt!.counters.pointerSets, sets, 'the same pointers: nothing set again');
+      // The other weight under the same plan, then the first again: each its own result.
+      const other = run(1);
+      assert.ok(lt!.counters.pointerSets > sets, 'a new weight scale pointer was set');
+      assert.deepEqual(run(0), first, 'the first weight after the second');
+      for (const [i, got] of [[0, first], [1, other]] as const) {
+        assertClose(got, fp8Reference(x, T, K, weights[i].codes, weights[i].scales, N), 1e-3, `weight ${i} vs emulated quantisation`);
+      }
+    });
+  });
+
   it('FP8 GEMMs are refused with the reason where they cannot run', { skip: fp8Skip }, () => {
     assert.equal(g().canMatmulFp8(4096), true);
     assert.equal(g().canMatmulFp8(100), false);

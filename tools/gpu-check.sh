@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 LOGS=gpu-check-out
 mkdir -p "$LOGS"
 MODE=all
-TESTS="cuda-pdl cuda-penalties cuda-logprobs cuda-logprobs-emulated cuda-mlp cuda-graphs step-graphs cuda-backend cuda-quant cuda-quant-mma cuda-quant-mma-q8 cuda-quant-sliced spec-argmax spec-sampled-verify cuda-sampling sample-rows cuda-cublaslt cuda-attention cuda-fused cuda-small-kernels cuda-gemv-mma greedy-argmax dummy-load kv-budget default-models llm engine eval hf-reference model-loading quant-online spec spec-engine spec-greedy spec-sampling cli"
+TESTS="cuda-pdl cuda-rope-attention cuda-residual-add cuda-penalties cuda-logprobs cuda-logprobs-emulated cuda-mlp cuda-graphs step-graphs cuda-backend cuda-quant cuda-quant-mma cuda-quant-mma-q8 cuda-quant-sliced spec-argmax spec-sampled-verify cuda-sampling sample-rows cuda-cublaslt cuda-attention cuda-fused cuda-small-kernels cuda-gemv-mma greedy-argmax dummy-load kv-budget default-models llm engine eval hf-reference model-loading quant-online spec spec-engine spec-greedy spec-sampling cli"
 BENCHES="cuda-sampling cuda-spec-sampled cuda-gemv cuda-gemv-mma cuda-quant-gemv cuda-quant-mma cuda-quant-mma-q8 cuda-attention cuda-small-kernels cuda-prefill cuda-decode cuda-decode-batches cuda-spec"
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -198,13 +198,17 @@ interface Plan {
   workspaceBytes: number;
   /** Bias added by cuBLASLt's epilogue (else the caller adds it). */
   biasInEpilogue: boolean;
+  /** The pointers last set on `desc` (set again only when they change: each set is a native call). */
+  set: { bias: DevicePtr; aScale: DevicePtr; bScale: DevicePtr };
 }
+
+/** The descriptor attributes a GEMM's pointers go in (Plan.set). */
+const POINTER_ATTRIBUTES = { bias: [DESC_BIAS_POINTER, 'BIAS_POINTER'], aScale: [DESC_A_SCALE_POINTER, 'A_SCALE_POINTER'], bScale: [DESC_B_SCALE_POINTER, 'B_SCALE_POINTER'] } as const;
 
 /** The largest power of two (up to 256) dividing a device address: what cuBLASLt may assume about it. */
 function alignmentOf(ptr: DevicePtr): number {
-  let a = 1;
-  while (a < MAX_ALIGNMENT && ptr % (a * 2) === 0) a *= 2;
-  return a;
+  const low = ptr % MAX_ALIGNMENT;
+  return low === 0 ? MAX_ALIGNMENT : low & -low;
 }
 
 const i32 = (v: number) => {
@@ -235,8 +239,8 @@ export class CublasLt {
   private readonly zero = Buffer.from(new Float32Array([0]).buffer);
   /** Use cuBLASLt's bias epilogue (true), or leave the bias to the caller's kernel (tests compare both). */
   biasEpilogue = true;
-  /** GEMMs run and heuristic queries made (tests, benchmarks). */
-  readonly counters = { matmuls: 0, plans: 0 };
+  /** GEMMs run, heuristic queries made and pointers set on descriptors (tests, benchmarks). */
+  readonly counters = { matmuls: 0, plans: 0, pointerSets: 0 };
 
   private constructor(
     private readonly lib: CublasLtLibrary,
@@ -284,30 +288,40 @@ export class CublasLt {
       );
     }
     const api = this.lib.api;
-    const what = `cublasLtMatmul(${describe(shape)})`;
+    const what = () => `cublasLtMatmul(${describe(shape)})`;
     // The plan's descriptor is shared by every GEMM of its shape: each call sets the pointers it
     // carries right before it is queued (a recorded step may queue or capture it later than now).
     const issue = (stream: Handle) => {
-      if (plan.biasInEpilogue) this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, u64(bias), 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)');
+      if (plan.biasInEpilogue) this.setPointer(plan, 'bias', bias);
       if (scales) {
-        this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_A_SCALE_POINTER, u64(scales.a), 8), 'cublasLtMatmulDescSetAttribute(A_SCALE_POINTER)');
-        this.check(api.cublasLtMatmulDescSetAttribute(plan.desc, DESC_B_SCALE_POINTER, u64(scales.b), 8), 'cublasLtMatmulDescSetAttribute(B_SCALE_POINTER)');
+        this.setPointer(plan, 'aScale', scales.a);
+        this.setPointer(plan, 'bScale', scales.b);
       }
       const beta = shape.accumulate ? this.one : this.zero;
-      this.check(api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, beta, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, stream), what);
+      const rc = api.cublasLtMatmul(this.handle, plan.desc, this.one, a, plan.a, b, plan.b, beta, d, plan.d, d, plan.d, plan.algo, this.workspace, plan.workspaceBytes, stream);
+      if (rc !== 0) this.check(rc, what());
     };
     if (this.driver.recorder) {
       // A recorded step (step-graphs.ts) holds the GEMM as a captured child graph: the same shape and
       // pointers are the same GEMM (the plan follows from them).
-      const signature = Buffer.from(`${what} ${a} ${b} ${d} ${bias} ${scales ? `${scales.a} ${scales.b}` : '-'}`);
-      this.driver.recorder.captured({ name: what, signature, issue });
+      const signature = Buffer.from(`${what()} ${a} ${b} ${d} ${bias} ${scales ? `${scales.a} ${scales.b}` : '-'}`);
+      this.driver.recorder.captured({ name: what(), signature, issue });
     } else {
       this.driver.otherStreamWork();
       issue(this.driver.stream);
     }
     this.counters.matmuls++;
-    if (this.driver.syncEveryLaunch) this.driver.check(this.driver.api.cuStreamSynchronize(this.driver.stream), what);
+    if (this.driver.syncEveryLaunch) this.driver.check(this.driver.api.cuStreamSynchronize(this.driver.stream), what());
     return bias === 0 || plan.biasInEpilogue;
+  }
+
+  /** Point the plan's descriptor attribute at `ptr`, unless it already does. */
+  private setPointer(plan: Plan, which: keyof Plan['set'], ptr: DevicePtr): void {
+    if (plan.set[which] === ptr) return;
+    const [attr, name] = POINTER_ATTRIBUTES[which];
+    this.check(this.lib.api.cublasLtMatmulDescSetAttribute(plan.desc, attr, u64(ptr), 8), `cublasLtMatmulDescSetAttribute(${name})`);
+    plan.set[which] = ptr;
+    this.counters.pointerSets++;
   }
 
   private plan(shape: GemmShape, a: DevicePtr, b: DevicePtr, d: DevicePtr, bias: DevicePtr, scales?: { a: DevicePtr; b: DevicePtr }): Plan | null {
@@ -383,7 +397,7 @@ export class CublasLt {
         const state = r.readInt32LE(ALGO_BYTES + 8);
         const workspaceBytes = Number(r.readBigUInt64LE(ALGO_BYTES));
         if (state !== 0 || workspaceBytes > CUBLASLT_WORKSPACE_BYTES) continue;
-        plan = { desc, a, b, d, algo: Buffer.from(r.subarray(0, ALGO_BYTES)), workspaceBytes, biasInEpilogue: bias !== 0 };
+        plan = { desc, a, b, d, algo: Buffer.from(r.subarray(0, ALGO_BYTES)), workspaceBytes, biasInEpilogue: bias !== 0, set: { bias, aScale: scales?.a ?? 0, bScale: scales?.b ?? 0 } };
       }
       return plan;
     } finally {

@@ -519,7 +519,8 @@ export class CudaDriver {
     } else {
       rc = this.api.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, sharedBytes, this.stream, this.argPointers, null);
     }
-    this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
+    // (The message is built only on failure: this runs for every kernel, ~10,000 times a second.)
+    if (rc !== 0) this.check(rc, `cuLaunchKernel(${name}, grid ${grid.join('×')}, block ${block})`);
     if (this.syncEveryLaunch) this.check(this.api.cuStreamSynchronize(this.stream), `kernel ${name} (grid ${grid.join('×')}, block ${block})`);
   }
 
