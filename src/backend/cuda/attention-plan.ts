@@ -138,19 +138,22 @@ export function prefillTileRows(tiles128: number, numHeads: number, multiprocess
  * block of the cache; the CPU would read garbage there, a kernel an illegal address.
  */
 export function checkBlockTables(batch: AttentionBatch, blockSize: number, numBlocks: number, window: number): void {
-  const { numTokens: T, positions, seqIndex, blockTables, maxBlocksPerSeq } = batch;
-  // Per sequence, the range of block indices its tokens read.
-  const lo = new Map<number, number>();
-  const hi = new Map<number, number>();
+  const { numTokens: T, numSeqs, positions, seqIndex, blockTables, maxBlocksPerSeq } = batch;
+  // Per sequence, the range of block indices its tokens read (typed arrays: a prefill's first layer
+  // waits on this host work, and a Map per token took ~0.2 ms at 2048 tokens).
+  const lo = new Int32Array(numSeqs).fill(maxBlocksPerSeq);
+  const hi = new Int32Array(numSeqs).fill(-1);
   for (let i = 0; i < T; i++) {
     const p = positions[i];
     const s = seqIndex[i];
-    const first = window > 0 ? Math.max(0, p - window + 1) : 0;
-    lo.set(s, Math.min(lo.get(s) ?? Infinity, Math.floor(first / blockSize)));
-    hi.set(s, Math.max(hi.get(s) ?? -1, Math.floor(p / blockSize)));
+    if (!(s >= 0 && s < numSeqs)) throw new RangeError(`attention: token ${i} has sequence index ${s}, the step has ${numSeqs} sequences`);
+    const from = Math.floor((window > 0 ? Math.max(0, p - window + 1) : 0) / blockSize);
+    const to = Math.floor(p / blockSize);
+    if (from < lo[s]) lo[s] = from;
+    if (to > hi[s]) hi[s] = to;
   }
-  for (const [s, from] of lo) {
-    for (let b = from; b <= hi.get(s)!; b++) {
+  for (let s = 0; s < numSeqs; s++) {
+    for (let b = lo[s]; b <= hi[s]; b++) {
       const block = blockTables[s * maxBlocksPerSeq + b];
       if (!(block >= 0 && block < numBlocks)) {
         throw new RangeError(`attention: sequence ${s} reads block ${b} of its table, which holds ${block} (the cache has blocks 0..${numBlocks - 1})`);
