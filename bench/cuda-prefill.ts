@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { mlp, type Backend, type KvCacheStorage, type RandomWeightSpec, type Weight } from '../src/backend/backend.js';
 import { KV_DTYPE_BYTES, type KvDtype } from '../src/backend/backend.js';
 import { CudaBackend, CudaDenseWeight, type CudaTensor } from '../src/backend/cuda/cuda-backend.js';
-import type { GemmOperand } from '../src/backend/cuda/cublaslt.js';
+import { siluStaging, type GemmOperand } from '../src/backend/cuda/cublaslt.js';
 import type { DevicePtr } from '../src/backend/cuda/driver.js';
 import { DEFAULT_ENGINE_OPTIONS, Engine } from '../src/engine/engine.js';
 import { resolveSamplingParams } from '../src/engine/sampling-params.js';
@@ -136,6 +136,8 @@ interface FormatResult {
   tiledForwardMs?: number;
   /** One layer's backend.mlp, device ms, with the intermediate in 16 bits and in float32. */
   mlpLayerMs?: { half: number; f32: number; siluF32: number; siluHalf: number };
+  /** The FP8 MLP's middle alone (bf16 gate and up → e4m3 codes and scales): µs staged through shared memory and in registers, and bytes over the device copy bandwidth. */
+  fp8Middle?: { stagedUs: number | null; registersUs: number; bytes: number; copyGBs: number; stagedOfCopy: number | null; registersOfCopy: number };
   /** The forward with the MLP's intermediate in float32 (backend.fusedMlp = false), median of the repeats. */
   float32MlpForwardMs?: number;
   /** The forward with a KV cache of the other element type (otherKvDtype), median of the repeats. */
@@ -282,6 +284,35 @@ async function timeMlp(layer: LayerWeights, hidden: number): Promise<{ half: num
   return { half, f32, siluF32, siluHalf };
 }
 
+/**
+ * The FP8 MLP's middle (CublasLtPrefill.siluMulQuantizeBf16) over [L, intermediate]: the staged kernel
+ * and the register-pipelined one, against the bytes it must move (gate and up read, codes and scales
+ * written) at the device copy bandwidth.
+ */
+async function timeFp8Middle(N: number): Promise<FormatResult['fp8Middle']> {
+  if (!blas) return undefined;
+  const d = backend.driver;
+  const gate = d.memAlloc(L * N * 2), up = d.memAlloc(L * N * 2), codes = d.memAlloc(L * N), scales = d.memAlloc(L * 4);
+  backend.driver.copyDeviceToDevice(gate, (backend.randomBf16([L, N], 7, 1) as CudaDenseWeight).ptr, L * N * 2);
+  backend.driver.copyDeviceToDevice(up, (backend.randomBf16([L, N], 8, 1) as CudaDenseWeight).ptr, L * N * 2);
+  const run = async (staged: boolean) => {
+    blas.stagedSiluRows = staged;
+    try {
+      return await deviceMs(() => undefined, () => blas.siluMulQuantizeBf16(gate, up, L, N, codes, scales), 20);
+    } finally {
+      blas.stagedSiluRows = true;
+    }
+  };
+  const stagedMs = siluStaging(N, gpu.sharedPerBlockOptin, [gate, up, codes]) ? await run(true) : null;
+  const registersMs = await run(false);
+  d.synchronize();
+  for (const p of [gate, up, codes, scales]) d.memFree(p);
+  const bytes = L * N * 5 + L * 4;
+  const copyGBs = backend.measureCopyBandwidth();
+  const ofCopy = (ms: number) => bytes / (copyGBs * 1e9) / (ms / 1000);
+  return { stagedUs: stagedMs && stagedMs * 1000, registersUs: registersMs * 1000, bytes, copyGBs, stagedOfCopy: stagedMs && ofCopy(stagedMs), registersOfCopy: ofCopy(registersMs) };
+}
+
 /** One layer's attention over the whole causal prompt (the KV written first), device time. */
 async function timeAttention(c: ModelConfig): Promise<number> {
   const blocks = Math.ceil(L / 16);
@@ -366,6 +397,11 @@ for (const format of values.formats!.split(',')) {
   r.attentionMs = layers * (await timeAttention(config));
   r.mlpLayerMs = await timeMlp(weights.layers[0], config.hiddenSize);
   console.log(`  one layer's MLP (backend.mlp): ${(r.mlpLayerMs.half * 1000).toFixed(0)} µs with a 16-bit intermediate, ${(r.mlpLayerMs.f32 * 1000).toFixed(0)} µs in float32; silu·mul alone ${(r.mlpLayerMs.siluF32 * 1000).toFixed(0)} µs float32, ${(r.mlpLayerMs.siluHalf * 1000).toFixed(0)} µs bf16`);
+  if (format === 'fp8') {
+    r.fp8Middle = await timeFp8Middle(config.intermediateSize);
+    const m = r.fp8Middle;
+    if (m) console.log(`  the FP8 MLP's middle alone: ${m.stagedUs?.toFixed(1) ?? '—'} µs staged (${m.stagedOfCopy ? (100 * m.stagedOfCopy).toFixed(0) : '—'}% of copy bandwidth), ${m.registersUs.toFixed(1)} µs in registers (${(100 * m.registersOfCopy).toFixed(0)}%); ${(m.bytes / 1e6).toFixed(0)} MB, copy ${m.copyGBs.toFixed(0)} GB/s`);
+  }
   r.restMs = r.forwardTtftMs - r.linearsInForwardMs - r.attentionMs;
   // The same forward op by op: the profiled run of median wall time, and every run's wall, span and gaps.
   const profiler = new OpProfiler(backend);

@@ -12,7 +12,7 @@ import { after, describe, it } from 'node:test';
 import type { Weight } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { CudaBackend, CudaTensor } from '../src/backend/cuda/cuda-backend.js';
-import { cublasLtCandidates, cublasStatusText, loadCublasLt, openCublasLtPrefill, prefillGemmFromEnv } from '../src/backend/cuda/cublaslt.js';
+import { cublasLtCandidates, cublasStatusText, loadCublasLt, openCublasLtPrefill, prefillGemmFromEnv, siluStaging } from '../src/backend/cuda/cublaslt.js';
 import type { CublasLt } from '../src/backend/cuda/cublaslt.js';
 import { LLM } from '../src/llm.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
@@ -125,6 +125,18 @@ describe('cuBLASLt library search (no GPU needed)', () => {
     assert.match(lib.version, /^\d+\.\d+\.\d+$/);
     assert.match(cublasStatusText(lib, 15), /^CUBLAS_STATUS_NOT_SUPPORTED \(.+\)$/);
     assert.match(cublasStatusText(lib, 7), /^CUBLAS_STATUS_INVALID_VALUE/);
+  });
+
+  it("the FP8 MLP's middle is staged through shared memory where rows fit: 3 stages, else 2, else not at all", () => {
+    const H100 = 232448; // cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) there
+    const aligned = [0x7f0000000000, 0x7f0000100000, 0x7f0000200000];
+    assert.deepEqual(siluStaging(14336, H100, aligned), { stages: 3, threads: 896, sharedBytes: 3 * 4 * 14336 });
+    assert.deepEqual(siluStaging(20608, H100, aligned), { stages: 2, threads: 1024, sharedBytes: 2 * 4 * 20608 });
+    assert.deepEqual(siluStaging(28672, H100, aligned), { stages: 2, threads: 1024, sharedBytes: 2 * 4 * 28672 }, "Llama-70B's rows: two fit");
+    assert.equal(siluStaging(14336, 101376, aligned), undefined, 'sm_86-sized shared memory: not even two rows of 14336');
+    assert.equal(siluStaging(14340, H100, aligned), undefined, 'N not a multiple of 8');
+    assert.equal(siluStaging(14336, H100, [...aligned, 0x7f0000000008]), undefined, 'a pointer not 16-byte aligned');
+    assert.equal(siluStaging(8 * 4 * 1024 + 8, 10 ** 7, aligned), undefined, 'more chunks than 1024 threads hold');
   });
 
   it('TACHYON_PREFILL_GEMM picks the default prefill GEMM and a wrong value is named', () => {

@@ -11,6 +11,7 @@ import { mlp, mlpByLinears, type Backend, type Weight } from '../src/backend/bac
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import type { HostTensor } from '../src/model/load/safetensors.js';
 import { DEFAULT_SLICED_MAX_TOKENS } from '../src/backend/cuda/quantized-weights.js';
+import { siluStaging } from '../src/backend/cuda/cublaslt.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
 import { weightPairs, type WeightKind } from './support/weight-pair.js';
 
@@ -161,26 +162,36 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     assertClose(got, run(cpu, x, T, H, w, 'c'), 1e-1, 'fused FP8 MLP against the CPU (exact activations, two FP8 roundings of them on the GPU)');
   });
 
-  it('the FP8 MLP\'s middle with its rows pipelined through a few blocks gives the bits of a block per row', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, (t) => {
+  it('the FP8 MLP\'s middle with its rows pipelined through a few blocks, in registers or through shared memory, gives the bits of a block per row', { skip: !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, (t) => {
     const blas = be.cublasLt()!;
     const [major, minor] = blas.lt.version.split('.').map(Number);
     if (!(be.device.computeCapability >= 90 && major * 100 + minor >= 1209)) return t.skip('the bf16 middle runs where cuBLASLt scales FP8 GEMMs by vectors (cuBLAS 12.9+, sm_90+)');
-    // More rows than SMs (blocks loop over rows), and a row longer than the kernel holds (its rest read twice).
-    for (const [H, N, T] of [[256, 640, 300], [256, 20608, 150]]) {
+    // More rows than SMs (blocks loop over rows), and a row longer than the register kernel holds (its
+    // rest read twice) which the staged kernel takes in 2 stages (3 at N 640 and 14336).
+    for (const [H, N, T] of [[256, 640, 300], [256, 14336, 40], [256, 20608, 150]]) {
       const w = mlpWeights('fp8', H, N);
       const x = uniform(T * H, -2, 2);
-      const withBlocks = (blocks?: number) => {
+      const withBlocks = (blocks: number | undefined, staged: boolean) => {
         blas.pipelinedRowBlocks = blocks;
+        blas.stagedSiluRows = staged;
         try {
-          return run(be, x, T, H, w, 'g');
+          let out: ReturnType<typeof run> | undefined;
+          const names = launchesOf(be, () => void (out = run(be, x, T, H, w, 'g')));
+          return { out: out!, names };
         } finally {
           blas.pipelinedRowBlocks = undefined;
+          blas.stagedSiluRows = true;
         }
       };
-      assert.ok(launchesOf(be, () => void withBlocks()).includes('silu_mul_quantize_bf16_e4m3'), 'the bf16 middle ran');
-      const perRow = withBlocks(T);
-      assertBitwise(withBlocks(), perRow, `N ${N}, T ${T}: a block an SM against a block per row`);
-      assertBitwise(withBlocks(3), perRow, `N ${N}, T ${T}: 3 blocks against a block per row`);
+      const stages = siluStaging(N, be.device.sharedPerBlockOptin, [256])?.stages;
+      assert.ok(withBlocks(undefined, false).names.includes('silu_mul_quantize_bf16_e4m3'), 'the register kernel ran');
+      assert.ok(stages === undefined || withBlocks(undefined, true).names.includes(`silu_mul_quantize_bf16_e4m3_staged${stages}`), `the ${stages}-stage kernel ran`);
+      const perRow = withBlocks(T, false).out;
+      for (const staged of [false, true]) {
+        const kind = staged ? `staged (${stages ?? 'refused'})` : 'in registers';
+        assertBitwise(withBlocks(undefined, staged).out, perRow, `N ${N}, T ${T}, ${kind}: a block an SM against a block per row`);
+        assertBitwise(withBlocks(3, staged).out, perRow, `N ${N}, T ${T}, ${kind}: 3 blocks against a block per row`);
+      }
     }
   });
 

@@ -57,6 +57,24 @@ const HEURISTIC_CANDIDATES = 8;
 const QUANT_HELD = 8;
 /** The pipelined row quantiser's most threads a block (kernels/convert.cu QUANT_PIPELINED_THREADS: it holds two rows). */
 const QUANT_PIPELINED_THREADS = 640;
+/** Chunks of 8 values a thread of the staged SiLU kernel holds at most (convert.cu SILU_STAGED_HELD). */
+const SILU_STAGED_HELD = 4;
+/**
+ * How convert.cu's staged FP8 MLP middle runs rows of N values: 3 rows of gate and up in shared memory
+ * where they fit, else 2 (the kernel is for N a multiple of 8 and 16-byte aligned rows), with threads
+ * for two chunks of 8 each; undefined where it cannot (the register-pipelined kernel runs). At 14336
+ * (Llama-3.1-8B): 3 stages of 56 KiB, 896 threads.
+ */
+export function siluStaging(N: number, sharedOptin: number, ptrs: readonly DevicePtr[]): { stages: 2 | 3; threads: number; sharedBytes: number } | undefined {
+  if (N % 8 !== 0 || ptrs.some((p) => p % 16 !== 0)) return undefined;
+  const chunks = N / 8;
+  const threads = Math.min(1024, Math.ceil(chunks / 2 / 32) * 32);
+  if (chunks > SILU_STAGED_HELD * threads) return undefined;
+  // (block_max's 128 bytes of static shared memory count against the same limit.)
+  const stage = 4 * N;
+  const stages = 3 * stage + 128 <= sharedOptin ? 3 : 2 * stage + 128 <= sharedOptin ? 2 : undefined;
+  return stages && { stages, threads, sharedBytes: stages * stage };
+}
 /** Threads of a row quantiser's block for rows of `n` values: enough to hold the whole row (whole warps, at most 1024). */
 export function quantRowThreads(n: number): number {
   return Math.min(1024, Math.max(32, Math.ceil(n / 4 / QUANT_HELD / 32) * 32));
@@ -451,9 +469,9 @@ export class CublasLtPrefill {
     this.gridStrideBlocks = driver.device.multiprocessors * 8;
   }
 
-  private launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[]): void {
+  private launch(kernel: string, grid: [number, number, number], block: number, kinds: string, args: number[], sharedBytes = 0): void {
     if (grid[0] === 0 || grid[1] === 0) return;
-    this.driver.launch(this.kernels.fn('convert.cu', kernel), kernel, grid, block, kinds, args);
+    this.driver.launch(this.kernels.fn('convert.cu', kernel), kernel, grid, block, kinds, args, sharedBytes);
   }
 
   /**
@@ -592,12 +610,20 @@ export class CublasLtPrefill {
 
   /** The FP8 MLP's middle from gate and up already scaled, in bf16 [T, N]: down's input quantised per token. */
   siluMulQuantizeBf16(g: DevicePtr, u: DevicePtr, T: number, N: number, codes: DevicePtr, scales: DevicePtr): void {
-    // About one block an SM, each looping over rows with the next one's loads in flight (convert.cu).
+    // About one block an SM, each looping over rows (convert.cu): rows streamed through shared memory
+    // where STAGES of them fit, else the next row's loads in flight in registers.
     const blocks = Math.min(T, this.pipelinedRowBlocks ?? this.driver.device.multiprocessors);
+    const staged = this.stagedSiluRows ? siluStaging(N, this.driver.device.sharedPerBlockOptin, [g, u, codes]) : undefined;
+    if (staged) {
+      this.launch(`silu_mul_quantize_bf16_e4m3_staged${staged.stages}`, [blocks, 1, 1], staged.threads, 'ppppii', [g, u, codes, scales, N, T], staged.sharedBytes);
+      return;
+    }
     this.launch('silu_mul_quantize_bf16_e4m3', [blocks, 1, 1], Math.min(QUANT_PIPELINED_THREADS, quantRowThreads(N)), 'ppppii', [g, u, codes, scales, N, T]);
   }
-  /** Blocks of the pipelined row kernel (default: one an SM); tests set T to give every row its own block. */
+  /** Blocks of the pipelined row kernels (default: one an SM); tests set T to give every row its own block. */
   pipelinedRowBlocks?: number;
+  /** The FP8 MLP's middle through shared memory where it fits (siluStaging); false keeps rows in registers (tests compare). */
+  stagedSiluRows = true;
 }
 
 /** The shape of halfGemm's GEMM ('f32+': float32 D accumulated). */

@@ -3,6 +3,7 @@
 // weight's 16-bit type, or quantised per token to FP8 (e4m3) with a float32 scale per row; the FP8
 // GEMM then runs with unit scales and its float32 result is rescaled here.
 #include "common.cuh"
+#include "tensor-core.cuh"  // cp.async
 
 // y[i] = x[i] rounded to bf16 or f16, n values. Each step of the grid-stride loop takes 8 values:
 // two 16-byte loads, one 16-byte store (both buffers are whole allocations, 256-byte aligned).
@@ -231,6 +232,87 @@ extern "C" __global__ void __launch_bounds__(QUANT_PIPELINED_THREADS) silu_mul_q
 #else
   __trap();
 #endif
+}
+
+// silu_mul_quantize_bf16_e4m3 with the rows streamed through shared memory: the same values, the
+// same bits. In the kernel above a block's loads of its next row wait until this row's SiLU is done,
+// and that arithmetic (expf and an IEEE division a value) costs about as long as the reads: the two
+// alternate (~72 µs at 2048 × 14336 on the H100 against ~45 µs for its bytes). Here a block (one an
+// SM; rows blockIdx.x, + gridDim.x, …) keeps STAGES rows in shared memory, gate's then up's, copied
+// by cp.async: while it works on one row, the next STAGES - 1 are on their way. A thread takes
+// 16-byte chunks c = threadIdx.x + j · blockDim (8 values of gate and of up), holds their SiLU
+// products in registers across the row's absmax, and writes 8 codes a chunk. The host launches it
+// where STAGES rows fit in shared memory, N is a multiple of 8, the pointers 16-byte aligned and
+// N / 8 ≤ SILU_STAGED_HELD · blockDim (cublaslt.ts siluMulQuantizeBf16).
+#define SILU_STAGED_HELD 4
+template <int STAGES>
+__device__ __forceinline__ void silu_mul_quantize_staged(const u16* __restrict__ gate, const u16* __restrict__ up,
+                                                          u32* __restrict__ codes, float* __restrict__ scales, int N, int T) {
+#if __CUDA_ARCH__ >= 890
+  extern __shared__ __align__(16) unsigned char silu_smem[];
+  const int chunks = N / 8, stride = blockDim.x;
+  const u32 base = shared_addr(silu_smem);
+  const u32 stageBytes = 2u * N * 2u;  // a row of gate, then a row of up
+  // Row t into stage s (nothing past the last row), always one commit group, so a thread's groups
+  // count rows whether or not they had anything to copy.
+  auto issue = [&](int t, int s) {
+    if (t < T) {
+      const u16* g = gate + (u64)t * N;
+      const u16* u = up + (u64)t * N;
+      const u32 at = base + s * stageBytes;
+      for (int c = threadIdx.x; c < chunks; c += stride) {
+        cp_async16(at + 16u * c, g + 8 * c, true);
+        cp_async16(at + N * 2u + 16u * c, u + 8 * c, true);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) issue(blockIdx.x + s * gridDim.x, s);
+  int it = 0;
+  for (int t = blockIdx.x; t < T; t += gridDim.x, it++) {
+    // The stage read in the previous round takes the row STAGES - 1 ahead: every thread finished
+    // reading it before that round's block_max barrier.
+    issue(t + (STAGES - 1) * gridDim.x, (it + STAGES - 1) % STAGES);
+    asm volatile("cp.async.wait_group %0;" ::"n"(STAGES - 1) : "memory");  // this thread's copies of row t are in
+    __syncthreads();                                                        // and everyone's
+    const unsigned char* row = silu_smem + (it % STAGES) * stageBytes;
+    float held[SILU_STAGED_HELD][8];
+    float m = 0.f;
+#pragma unroll
+    for (int j = 0; j < SILU_STAGED_HELD; j++) {
+      const int c = threadIdx.x + j * stride;
+      if (c < chunks) {
+        const uint4 g = *reinterpret_cast<const uint4*>(row + 16 * c);
+        const uint4 u = *reinterpret_cast<const uint4*>(row + N * 2 + 16 * c);
+        silu_times4(make_uint4(g.x, g.y, u.x, u.y), held[j]);
+        silu_times4(make_uint4(g.z, g.w, u.z, u.w), held[j] + 4);
+        m = absmax4(m, held[j][0], held[j][1], held[j][2], held[j][3]);
+        m = absmax4(m, held[j][4], held[j][5], held[j][6], held[j][7]);
+      }
+    }
+    const float sc = e4m3_row_scale(block_max(m));
+    if (threadIdx.x == 0) scales[t] = sc;
+    uint2* out = reinterpret_cast<uint2*>(codes + (u64)t * (N / 4));
+#pragma unroll
+    for (int j = 0; j < SILU_STAGED_HELD; j++) {
+      const int c = threadIdx.x + j * stride;
+      const float* v = held[j];
+      if (c < chunks) out[c] = make_uint2(e4m3x4(v[0], v[1], v[2], v[3], sc), e4m3x4(v[4], v[5], v[6], v[7], sc));
+    }
+  }
+  cp_async_wait_all();  // no copy outlives the block (the last rounds' groups are empty)
+#else
+  __trap();
+#endif
+}
+extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_bf16_e4m3_staged2(const u16* __restrict__ gate, const u16* __restrict__ up,
+                                                                                      u32* __restrict__ codes, float* __restrict__ scales, int N, int T) {
+  silu_mul_quantize_staged<2>(gate, up, codes, scales, N, T);
+}
+extern "C" __global__ void __launch_bounds__(1024) silu_mul_quantize_bf16_e4m3_staged3(const u16* __restrict__ gate, const u16* __restrict__ up,
+                                                                                      u32* __restrict__ codes, float* __restrict__ scales, int N, int T) {
+  silu_mul_quantize_staged<3>(gate, up, codes, scales, N, T);
 }
 
 // The FP8 GEMM's epilogue: y[t, n] = d[t, n] · xScale[t] · wScale[n] (+ bias[n]), d [T, ldd] float32
