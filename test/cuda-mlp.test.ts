@@ -144,6 +144,7 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     const [major, minor] = be.cublasLt()!.lt.version.split('.').map(Number);
     const outerScaled = be.device.computeCapability >= 90 && major * 100 + minor >= 1209;
     // (The bf16 middle streams rows through shared memory where they fit: siluStaging.)
+    // (The pool's buffers are 256-byte aligned: 256 stands for their pointers.)
     const stages = siluStaging(N, be.device.sharedPerBlockOptin, [256])?.stages;
     const middle = stages ? `silu_mul_quantize_bf16_e4m3_staged${stages}` : 'silu_mul_quantize_bf16_e4m3';
     assert.deepEqual(
@@ -186,7 +187,7 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
           blas.stagedSiluRows = true;
         }
       };
-      const stages = siluStaging(N, be.device.sharedPerBlockOptin, [256])?.stages;
+      const stages = siluStaging(N, be.device.sharedPerBlockOptin, [256])?.stages; // (256: an aligned pool pointer)
       assert.ok(withBlocks(undefined, false).names.includes('silu_mul_quantize_bf16_e4m3'), 'the register kernel ran');
       assert.ok(stages === undefined || withBlocks(undefined, true).names.includes(`silu_mul_quantize_bf16_e4m3_staged${stages}`), `the ${stages}-stage kernel ran`);
       const perRow = withBlocks(T, false).out;
