@@ -153,12 +153,16 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   const int sr = threadIdx.x / TPR, c8 = threadIdx.x % TPR;
   const kv_t* kcol = kc + kvh * D + c8 * 8;
   const kv_t* vcol = vc + kvh * D + c8 * 8;
-  // Queue the copies of positions t0.. into buffer buf (rows past `last` are zero, so no NaN from
-  // unwritten slots reaches a product).
-  auto stage = [&](int t0, int buf) {
+  // The block-table entry of this thread's row in the tile of positions t0.. (0 past `last`: not
+  // read). Loaded a tile before its copies are queued: waited for right there, its latency stood
+  // between each tile's barrier and its copies.
+  auto entryOf = [&](int t0) { return t0 + sr <= last ? kv_table_entry(table, t0 + sr, blockSize, bsShift) : 0; };
+  // Queue the copies of positions t0.. (this thread's row in block table entry `entry`) into buffer
+  // buf (rows past `last` are zero, so no NaN from unwritten slots reaches a product).
+  auto stage = [&](int t0, int buf, int entry) {
     const int p = t0 + sr;
     const bool ok = p <= last;
-    const u64 off = ok ? (u64)kv_slot(table, p, blockSize, bsShift) * kvWidth : 0;
+    const u64 off = ok ? (u64)kv_slot_in(entry, p, blockSize, bsShift) * kvWidth : 0;
 #pragma unroll
     for (int i = 0; i < NL; i++) {
       const u32 at = buf * TILE_BYTES + tile_chunk(sr, c8 + i * TPR);
@@ -167,7 +171,8 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     }
     cp_async_commit();
   };
-  stage(first, 0);  // in flight while q is read
+  stage(first, 0, entryOf(first));  // in flight while q is read
+  int nextEntry = entryOf(first + PF_KV);
 #elif defined(KV_FP8)
   // The chunks this thread stages and widens: chunk id threadIdx.x + i·THREADS (row id / C16, chunk
   // id % C16), the same ones every tile, so a thread only reads back what its own cp.async wrote.
@@ -259,30 +264,51 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
   unsigned char* qs = reinterpret_cast<unsigned char*>(vb + PF_KV * D);
 #endif
   // A thread takes chunk c < D/16 of a row with chunk c + D/16: the dims RoPE pairs (ropeCos: q's
-  // rotation left to this kernel, cos/sin rows [T, D/2]). Every load of a round is issued before any
-  // of its stores.
+  // rotation left to this kernel, cos/sin rows [T, D/2]). Every load of every round is issued
+  // before the first is used: one global round trip at the block's start, not one per round (with
+  // one block an SM nothing else hid them: ~10% of the kernel at 2048 tokens, Nsight Compute).
   constexpr int QPAIRS = QROWS * (D / 16);
-  static_assert(QPAIRS % THREADS == 0, "threads must divide the q tile");
+  constexpr int QR = QPAIRS / THREADS;  // rounds
+  static_assert(QR * THREADS == QPAIRS, "threads must divide the q tile");
+  const float4 zero = float4{0.f, 0.f, 0.f, 0.f};
+  float4 a0[QR], a1[QR], b0[QR], b1[QR];  // chunk c, chunk c + D/16 of round j's row
 #pragma unroll
-  for (int j = 0; j < QPAIRS / THREADS; j++) {
+  for (int j = 0; j < QR; j++) {
     const int i = threadIdx.x + j * THREADS;
     const int r = i / (D / 16), c = i % (D / 16);
-    const float4 zero = float4{0.f, 0.f, 0.f, 0.f};
-    float4 a0 = zero, a1 = zero, b0 = zero, b1 = zero;  // chunk c, chunk c + D/16
+    a0[j] = a1[j] = b0[j] = b1[j] = zero;
     if (r < count) {
       const float* src = q + ((u64)(tok0 + r) * numHeads + h) * D + 8 * c;
-      a0 = *reinterpret_cast<const float4*>(src);
-      a1 = *reinterpret_cast<const float4*>(src + 4);
-      b0 = *reinterpret_cast<const float4*>(src + D / 2);
-      b1 = *reinterpret_cast<const float4*>(src + D / 2 + 4);
-      if (ropeCos) {
-        const u64 at = (u64)rope_row(ropeIndex, tok0 + r) * (D / 2) + 8 * c;
-        rope_q(a0, b0, *reinterpret_cast<const float4*>(ropeCos + at), *reinterpret_cast<const float4*>(ropeSin + at));
-        rope_q(a1, b1, *reinterpret_cast<const float4*>(ropeCos + at + 4), *reinterpret_cast<const float4*>(ropeSin + at + 4));
-      }
+      a0[j] = *reinterpret_cast<const float4*>(src);
+      a1[j] = *reinterpret_cast<const float4*>(src + 4);
+      b0[j] = *reinterpret_cast<const float4*>(src + D / 2);
+      b1[j] = *reinterpret_cast<const float4*>(src + D / 2 + 4);
     }
-    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a0.x, a0.y), pack_bf16x2(a0.z, a0.w), pack_bf16x2(a1.x, a1.y), pack_bf16x2(a1.z, a1.w));
-    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c + D / 16, QROWS)) = make_uint4(pack_bf16x2(b0.x, b0.y), pack_bf16x2(b0.z, b0.w), pack_bf16x2(b1.x, b1.y), pack_bf16x2(b1.z, b1.w));
+  }
+  if (ropeCos) {
+    float4 cs0[QR], cs1[QR], sn0[QR], sn1[QR];
+#pragma unroll
+    for (int j = 0; j < QR; j++) {
+      const int i = threadIdx.x + j * THREADS;
+      const int r = i / (D / 16), c = i % (D / 16);
+      const u64 at = (u64)rope_row(ropeIndex, tok0 + min(r, count - 1)) * (D / 2) + 8 * c;
+      cs0[j] = *reinterpret_cast<const float4*>(ropeCos + at);
+      cs1[j] = *reinterpret_cast<const float4*>(ropeCos + at + 4);
+      sn0[j] = *reinterpret_cast<const float4*>(ropeSin + at);
+      sn1[j] = *reinterpret_cast<const float4*>(ropeSin + at + 4);
+    }
+#pragma unroll
+    for (int j = 0; j < QR; j++) {
+      rope_q(a0[j], b0[j], cs0[j], sn0[j]);
+      rope_q(a1[j], b1[j], cs1[j], sn1[j]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < QR; j++) {
+    const int i = threadIdx.x + j * THREADS;
+    const int r = i / (D / 16), c = i % (D / 16);
+    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c, QROWS)) = make_uint4(pack_bf16x2(a0[j].x, a0[j].y), pack_bf16x2(a0[j].z, a0[j].w), pack_bf16x2(a1[j].x, a1[j].y), pack_bf16x2(a1[j].z, a1[j].w));
+    *reinterpret_cast<uint4*>(qs + tile_chunk(r, c + D / 16, QROWS)) = make_uint4(pack_bf16x2(b0[j].x, b0[j].y), pack_bf16x2(b0[j].z, b0[j].w), pack_bf16x2(b1[j].x, b1[j].y), pack_bf16x2(b1[j].z, b1[j].w));
   }
 #else
   // This warp's 16 query rows as bf16 A fragments, kept in registers for the whole walk.
@@ -336,8 +362,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #ifdef PF_WGMMA
   const u32 kbBase = shared_addr(kb), vbBase = shared_addr(vb);
   const u32 qsWarpgroup = shared_addr(qs) + wg * 64 * 128;  // this warpgroup's 64 rows in each panel
-  // Descriptors of the operands' first k-step; each step adds its byte offset / 16 to the address
-  // field (shared addresses stay under 2¹⁸ bytes, so the 14-bit field never carries).
+  // Descriptors of the operands' first k-step; each step adds its byte offset (wgmma_desc_add).
   const u64 qDesc = wgmma_desc_sw128(qsWarpgroup, 16, 1024), kDesc = wgmma_desc_sw128(kbBase, 16, 1024);
   constexpr u32 V_LBO = PANEL, V_SBO = 1024;  // wgmma.cuh: MN-major B
   const u64 vDesc = wgmma_desc_sw128(vbBase, V_LBO, V_SBO);
@@ -358,7 +383,10 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #ifdef KV_BF16
     // Tile t0 is complete in buffer `buf`; the other buffer, computed on last iteration, takes the next.
     const int buf = ((t0 - first) / PF_KV) & 1;
-    if (t0 + PF_KV <= last) stage(t0 + PF_KV, buf ^ 1);
+    if (t0 + PF_KV <= last) {
+      stage(t0 + PF_KV, buf ^ 1, nextEntry);
+      nextEntry = entryOf(t0 + 2 * PF_KV);
+    }
     const u32 tileOff = buf * TILE_BYTES;
 #else
     convert();
@@ -385,7 +413,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
 #pragma unroll
     for (int k = 0; k < KS; k++) {
       const u32 at = (k & 3) * 32;
-      wgmma_m64n64k16_ss(s, qDesc + (((k >> 2) * QROWS * 128 + at) >> 4), kDesc + ((tileOff + (k >> 2) * PANEL + at) >> 4));
+      wgmma_m64n64k16_ss(s, wgmma_desc_add(qDesc, (k >> 2) * QROWS * 128 + at), wgmma_desc_add(kDesc, tileOff + (k >> 2) * PANEL + at));
     }
     wgmma_commit();
     wgmma_wait<0>();
@@ -467,7 +495,7 @@ __device__ __forceinline__ void prefill_attention(const float* __restrict__ q, c
     // lets the copies refill this buffer.
     wgmma_fence();
 #pragma unroll
-    for (int k = 0; k < SN / 2; k++) wgmma_bf16_tb<D>(o, pa[k], vDesc + ((tileOff + k * 16 * 128) >> 4));
+    for (int k = 0; k < SN / 2; k++) wgmma_bf16_tb<D>(o, pa[k], wgmma_desc_add(vDesc, tileOff + k * 16 * 128));
     wgmma_commit();
     wgmma_wait<0>();
 #else

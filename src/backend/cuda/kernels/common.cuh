@@ -182,6 +182,13 @@ __device__ __forceinline__ int kv_block_shift(int blockSize) {
 __device__ __forceinline__ int kv_slot(const int* table, int p, int blockSize, int shift) {
   return shift >= 0 ? (table[p >> shift] << shift) + (p & (blockSize - 1)) : table[p / blockSize] * blockSize + p % blockSize;
 }
+// kv_slot in two steps, for kernels that load a position's table entry ahead of using it.
+__device__ __forceinline__ int kv_table_entry(const int* table, int p, int blockSize, int shift) {
+  return table[shift >= 0 ? p >> shift : p / blockSize];
+}
+__device__ __forceinline__ int kv_slot_in(int block, int p, int blockSize, int shift) {
+  return shift >= 0 ? (block << shift) + (p & (blockSize - 1)) : block * blockSize + p % blockSize;
+}
 
 // Max over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ __forceinline__ float block_max(float v) {

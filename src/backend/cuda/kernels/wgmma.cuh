@@ -23,6 +23,14 @@ __device__ __forceinline__ u64 wgmma_desc_sw128(u32 addr, u32 lbo, u32 sbo) {
   return (u64)((addr & 0x3ffffu) >> 4) | ((u64)((lbo >> 4) & 0x3fffu) << 16) | ((u64)((sbo >> 4) & 0x3fffu) << 32) | (1ull << 62);
 }
 
+// A descriptor `bytes` further on (a multiple of 16) in the same operand: the 14-bit address field
+// holds shared addresses under 2¹⁸ bytes, so the sum never carries out of it, and the add stays a
+// 32-bit one on the low word (a 64-bit add cost an add with carry and two more uniform-register
+// moves for every wgmma of a tile).
+__device__ __forceinline__ u64 wgmma_desc_add(u64 desc, u32 bytes) {
+  return (desc & 0xffffffff00000000ull) | (u32)((u32)desc + (bytes >> 4));
+}
+
 // Orders this thread's register writes (A fragments, accumulators) before wgmma reads them.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
