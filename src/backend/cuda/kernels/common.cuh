@@ -179,15 +179,16 @@ __device__ __forceinline__ int kv_block_shift(int blockSize) {
   return (blockSize & (blockSize - 1)) == 0 ? __ffs(blockSize) - 1 : -1;
 #endif
 }
-__device__ __forceinline__ int kv_slot(const int* table, int p, int blockSize, int shift) {
-  return shift >= 0 ? (table[p >> shift] << shift) + (p & (blockSize - 1)) : table[p / blockSize] * blockSize + p % blockSize;
-}
-// kv_slot in two steps, for kernels that load a position's table entry ahead of using it.
+// In two steps for kernels that load a position's table entry ahead of using it: the entry, then
+// the slot in that block.
 __device__ __forceinline__ int kv_table_entry(const int* table, int p, int blockSize, int shift) {
   return table[shift >= 0 ? p >> shift : p / blockSize];
 }
 __device__ __forceinline__ int kv_slot_in(int block, int p, int blockSize, int shift) {
   return shift >= 0 ? (block << shift) + (p & (blockSize - 1)) : block * blockSize + p % blockSize;
+}
+__device__ __forceinline__ int kv_slot(const int* table, int p, int blockSize, int shift) {
+  return kv_slot_in(kv_table_entry(table, p, blockSize, shift), p, blockSize, shift);
 }
 
 // Max over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
