@@ -112,6 +112,73 @@ describe('CUDA attention planning (host side, no GPU needed)', () => {
         assert.ok(split.every((n) => n === 1), `seed ${SEED}`);
       }
       assert.equal(plan.otherMaxPos, plan.otherTokens.length ? Math.max(...Array.from(plan.otherTokens, (t) => positions[t])) : -1);
+      // The runs: every token once, in order, each run one sequence at consecutive positions, and
+      // maximal (the next token does not continue it).
+      let at = 0;
+      for (let r = 0; r < plan.runs.length; r += 2) {
+        const [first, len] = [plan.runs[r], plan.runs[r + 1]];
+        assert.equal(first, at, `seed ${SEED}`);
+        for (let k = 1; k < len; k++) assert.ok(seqIndex[first + k] === seqIndex[first] && positions[first + k] === positions[first] + k, `seed ${SEED}`);
+        const end = first + len;
+        if (end < T) assert.ok(seqIndex[end] !== seqIndex[end - 1] || positions[end] !== positions[end - 1] + 1, `run ending at ${end} could go on (seed ${SEED})`);
+        at = end;
+      }
+      assert.equal(at, T, `seed ${SEED}`);
+      assert.equal(plan.maxPos, Math.max(...positions), `seed ${SEED}`);
+      assert.equal(plan.longestRun, Math.max(...Array.from({ length: plan.runs.length / 2 }, (_, r) => plan.runs[2 * r + 1])), `seed ${SEED}`);
+    }
+  });
+
+  it('checks block tables by run as a token-by-token check would (random steps, holes, windows)', () => {
+    // The reference, token by token: per sequence, the blocks from the first any of its tokens
+    // reads to the last (the range is checked whole, gaps between runs included).
+    const reads = (batch: AttentionBatch, blockSize: number, window: number) => {
+      const out = new Set<number>();
+      for (let s = 0; s < batch.numSeqs; s++) {
+        let lo = Infinity, hi = -1;
+        for (let i = 0; i < batch.numTokens; i++) {
+          if (batch.seqIndex[i] !== s) continue;
+          const p = batch.positions[i];
+          lo = Math.min(lo, Math.floor((window > 0 ? Math.max(0, p - window + 1) : 0) / blockSize));
+          hi = Math.max(hi, Math.floor(p / blockSize));
+        }
+        for (let b = lo; b <= hi; b++) out.add(s * batch.maxBlocksPerSeq + b);
+      }
+      return out;
+    };
+    for (let trial = 0; trial < 200; trial++) {
+      const T = 1 + Math.floor(rng.next() * 80);
+      const positions = new Int32Array(T);
+      const seqIndex = new Int32Array(T);
+      const next = [Math.floor(rng.next() * 40), Math.floor(rng.next() * 40)];
+      for (let i = 0; i < T; i++) {
+        const s = Math.floor(rng.next() * 2);
+        if (rng.next() < 0.1) next[s] += Math.floor(rng.next() * 30);
+        seqIndex[i] = s;
+        positions[i] = next[s]++;
+      }
+      const blockSize = 8;
+      const maxBlocksPerSeq = Math.ceil(Math.max(...next) / blockSize);
+      const blockTables = Int32Array.from({ length: 2 * maxBlocksPerSeq }, (_, i) => i);
+      const hole = Math.floor(rng.next() * blockTables.length);
+      blockTables[hole] = -1;
+      const batch: AttentionBatch = { numTokens: T, numSeqs: 2, positions, seqIndex, slots: new Int32Array(T), blockTables, maxBlocksPerSeq };
+      for (const window of [0, 5, 17]) {
+        const read = reads(batch, blockSize, window).has(hole);
+        assert.equal(
+          (() => {
+            try {
+              checkBlockTables(batch, blockSize, blockTables.length, window);
+              return false;
+            } catch (e) {
+              assert.match(String(e), new RegExp(`sequence ${Math.floor(hole / maxBlocksPerSeq)} reads block ${hole % maxBlocksPerSeq} of its table, which holds -1`));
+              return true;
+            }
+          })(),
+          read,
+          `window ${window}, hole at ${hole} (seed ${SEED})`,
+        );
+      }
     }
   });
 

@@ -1,6 +1,7 @@
 // Rotary position embedding frequencies for every RoPE variant Llama-family checkpoints use,
 // computed the way transformers does (float32 inverse frequencies) so logits match its reference.
 
+import { firstOutside, int32Bounds } from '../int32-bounds.js';
 import type { RopeRows } from '../backend/backend.js';
 import type { RopeConfig } from './config.js';
 
@@ -128,12 +129,12 @@ export class RopeTable {
 
   /** RoPE for tokens at `positions`: the table's rows, indexed by position (grown first where one is past its end). */
   at(positions: Int32Array): RopeRows {
-    let top = 0;
-    for (let t = 0; t < positions.length; t++) {
-      const p = positions[t];
-      if (p < 0) throw new RangeError(`RoPE: position ${p} (token ${t}) is negative`);
-      top = Math.max(top, p);
+    const { min, max } = int32Bounds(positions);
+    if (min < 0) {
+      const t = firstOutside(positions, 0, Infinity);
+      throw new RangeError(`RoPE: position ${positions[t]} (token ${t}) is negative`);
     }
+    const top = Math.max(0, max);
     if (top >= this.rows) this.grow(Math.max(top + 1, 2 * this.rows, 256));
     return { cos: this.cos, sin: this.sin, index: positions };
   }

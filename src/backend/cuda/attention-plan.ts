@@ -3,6 +3,7 @@
 // and checks that every position the kernels will read has a block. Built once per step and reused
 // by every layer (a forward passes the same batch arrays to each).
 
+import { firstOutside, int32Bounds } from '../../int32-bounds.js';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvDtype } from '../backend.js';
 
 /** Query rows of the prefill kernel's tiles (kernels/attention-prefill.cu: 4 or 8 warps × 16 rows). */
@@ -40,7 +41,9 @@ export interface QueryTiles {
 
 export interface AttentionPlan {
   numTokens: number;
-  /** Tokens in the longest run: consecutive tokens of one sequence at consecutive positions. */
+  /** Runs of consecutive tokens of one sequence at consecutive positions: [first token, length] pairs, in token order. */
+  runs: Int32Array;
+  /** Tokens in the longest run. */
   longestRun: number;
   /** Largest position of any token. */
   maxPos: number;
@@ -57,7 +60,8 @@ export interface AttentionPlan {
  * would make a kernel read outside the cache). Runs are found from the data: the kernels rely on
  * nothing about the order of tokens in the step. (The engine, engine/spec/batch.ts and the model
  * tests all lay a sequence's tokens of a step out contiguously at consecutive positions, so a
- * prefill chunk is one run.)
+ * prefill chunk is one run.) A prefill's first layer waits on this host work, so the token loops are
+ * few: the range checks (int32Bounds, shared and soon compiled) and one pass that finds the runs.
  */
 export function planAttention(batch: AttentionBatch, blockSize: number): AttentionPlan {
   const { numTokens: T, positions, seqIndex, numSeqs, maxBlocksPerSeq } = batch;
@@ -66,55 +70,64 @@ export function planAttention(batch: AttentionBatch, blockSize: number): Attenti
     throw new RangeError(`attention: block tables hold ${batch.blockTables.length} entries, ${numSeqs} sequences × ${maxBlocksPerSeq} blocks need ${numSeqs * maxBlocksPerSeq}`);
   }
   const capacity = maxBlocksPerSeq * blockSize;
-  const runs: Array<[first: number, len: number]> = [];
+  const seqs = int32Bounds(seqIndex, T);
+  if (T > 0 && (seqs.min < 0 || seqs.max >= numSeqs)) {
+    const j = firstOutside(seqIndex, 0, numSeqs, T);
+    throw new RangeError(`attention: token ${j} has sequence index ${seqIndex[j]}, the step has ${numSeqs} sequences`);
+  }
+  const pos = int32Bounds(positions, T);
+  if (T > 0 && (pos.min < 0 || pos.max >= capacity)) {
+    const j = firstOutside(positions, 0, capacity, T);
+    throw new RangeError(`attention: token ${j} is at position ${positions[j]}, outside its block table (${maxBlocksPerSeq} blocks of ${blockSize})`);
+  }
+  // A run ends where the sequence changes or the next position is not one more.
+  const runStarts: number[] = [0];
+  for (let j = 1; j < T; j++) if (seqIndex[j] !== seqIndex[j - 1] || positions[j] !== positions[j - 1] + 1) runStarts.push(j);
+  const numRuns = T > 0 ? runStarts.length : 0;
+  const runs = new Int32Array(2 * numRuns);
   const otherTokens: number[] = [];
   let longestRun = 0;
-  let maxPos = -1;
   let otherMaxPos = -1;
-  for (let i = 0; i < T; ) {
-    let j = i;
-    for (; j < T; j++) {
-      const p = positions[j];
-      const s = seqIndex[j];
-      if (!(s >= 0 && s < numSeqs)) throw new RangeError(`attention: token ${j} has sequence index ${s}, the step has ${numSeqs} sequences`);
-      if (!(p >= 0 && p < capacity)) throw new RangeError(`attention: token ${j} is at position ${p}, outside its block table (${maxBlocksPerSeq} blocks of ${blockSize})`);
-      if (p > maxPos) maxPos = p;
-      if (j > i && (s !== seqIndex[j - 1] || p !== positions[j - 1] + 1)) break;
-    }
-    const len = j - i;
-    longestRun = Math.max(longestRun, len);
-    runs.push([i, len]);
+  for (let r = 0; r < numRuns; r++) {
+    const i = runStarts[r];
+    const len = (r + 1 < numRuns ? runStarts[r + 1] : T) - i;
+    runs[2 * r] = i;
+    runs[2 * r + 1] = len;
+    if (len > longestRun) longestRun = len;
     if (len < PREFILL_MIN_RUN) {
-      for (let k = i; k < j; k++) otherTokens.push(k);
-      otherMaxPos = Math.max(otherMaxPos, positions[j - 1]);
+      for (let k = i; k < i + len; k++) otherTokens.push(k);
+      otherMaxPos = Math.max(otherMaxPos, positions[i + len - 1]);
     }
-    i = j;
   }
   const tilesOf = (rows: number): QueryTiles => {
-    const tiles: number[] = [];
-    const long: boolean[] = []; // per tile: from a run of ≥ PREFILL_MIN_RUN tokens
-    for (const [i, len] of runs) {
-      for (let off = 0; off < len; off += rows) {
-        tiles.push(i + off, Math.min(rows, len - off), seqIndex[i], positions[i] + off);
-        long.push(len >= PREFILL_MIN_RUN);
-      }
+    // Tiles of every run, then of the long runs only, ordered by decreasing last position (ties by
+    // first token): a run's tiles come out last tile first, and runs are merged by a sort only when
+    // there is more than one.
+    const list: number[] = [];
+    for (let r = 0; r < numRuns; r++) {
+      const i = runs[2 * r];
+      const len = runs[2 * r + 1];
+      for (let off = Math.floor((len - 1) / rows) * rows; off >= 0; off -= rows) list.push(i + off, Math.min(rows, len - off), seqIndex[i], positions[i] + off, len >= PREFILL_MIN_RUN ? 1 : 0);
     }
-    const numTiles = tiles.length / 4;
+    const numTiles = list.length / 5;
     const order = Array.from({ length: numTiles }, (_, t) => t);
-    const lastPos = (t: number) => tiles[4 * t + 3] + tiles[4 * t + 1] - 1;
-    order.sort((a, b) => lastPos(b) - lastPos(a) || a - b);
+    if (numRuns > 1) {
+      const lastPos = (t: number) => list[5 * t + 3] + list[5 * t + 1] - 1;
+      order.sort((a, b) => lastPos(b) - lastPos(a) || list[5 * a] - list[5 * b]);
+    }
     const pick = (ts: number[]) => {
       const out = new Int32Array(4 * ts.length);
-      ts.forEach((t, k) => out.set(tiles.slice(4 * t, 4 * t + 4), 4 * k));
+      for (let k = 0; k < ts.length; k++) for (let f = 0; f < 4; f++) out[4 * k + f] = list[5 * ts[k] + f];
       return out;
     };
-    const longOrder = order.filter((t) => long[t]);
+    const longOrder = order.filter((t) => list[5 * t + 4] === 1);
     return { tiles: pick(order), numTiles, prefillTiles: pick(longOrder), numPrefillTiles: longOrder.length };
   };
   return {
     numTokens: T,
+    runs,
     longestRun,
-    maxPos,
+    maxPos: T > 0 ? pos.max : -1,
     tiles: { 64: tilesOf(64), 128: tilesOf(128) },
     otherTokens: Int32Array.from(otherTokens),
     otherMaxPos,
@@ -135,20 +148,21 @@ export function prefillTileRows(tiles128: number, numHeads: number, multiprocess
 
 /**
  * Every block a token reads (positions from the first its window shows to its own) must be a real
- * block of the cache; the CPU would read garbage there, a kernel an illegal address.
+ * block of the cache; the CPU would read garbage there, a kernel an illegal address. Per run (the
+ * plan's, or found here): a run's positions are consecutive, so its first and last token bound
+ * the blocks it reads.
  */
-export function checkBlockTables(batch: AttentionBatch, blockSize: number, numBlocks: number, window: number): void {
-  const { numTokens: T, numSeqs, positions, seqIndex, blockTables, maxBlocksPerSeq } = batch;
-  // Per sequence, the range of block indices its tokens read (typed arrays: a prefill's first layer
-  // waits on this host work, and a Map per token took ~0.2 ms at 2048 tokens).
+export function checkBlockTables(batch: AttentionBatch, blockSize: number, numBlocks: number, window: number, runs = planAttention(batch, blockSize).runs): void {
+  const { numSeqs, positions, seqIndex, blockTables, maxBlocksPerSeq } = batch;
   const lo = new Int32Array(numSeqs).fill(maxBlocksPerSeq);
   const hi = new Int32Array(numSeqs).fill(-1);
-  for (let i = 0; i < T; i++) {
-    const p = positions[i];
-    const s = seqIndex[i];
-    if (!(s >= 0 && s < numSeqs)) throw new RangeError(`attention: token ${i} has sequence index ${s}, the step has ${numSeqs} sequences`);
-    const from = Math.floor((window > 0 ? Math.max(0, p - window + 1) : 0) / blockSize);
-    const to = Math.floor(p / blockSize);
+  for (let r = 0; r < runs.length; r += 2) {
+    const first = runs[r];
+    const s = seqIndex[first];
+    const p0 = positions[first];
+    const p1 = positions[first + runs[r + 1] - 1];
+    const from = Math.floor((window > 0 ? Math.max(0, p0 - window + 1) : 0) / blockSize);
+    const to = Math.floor(p1 / blockSize);
     if (from < lo[s]) lo[s] = from;
     if (to > hi[s]) hi[s] = to;
   }
@@ -208,17 +222,16 @@ export class AttentionPlanner {
     }
     const last = this.last!;
     if (!last.checkedWindows.has(window)) {
-      checkBlockTables(batch, blockSize, numBlocks, window);
+      checkBlockTables(batch, blockSize, numBlocks, window, last.plan.runs);
       last.checkedWindows.add(window);
     }
     return last.plan;
   }
 }
 
+/** The same contents (a native memcmp: compiled from the first call, unlike a loop). */
 function equal(a: Int32Array, b: Int32Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
 /** Query heads one decode block serves: the whole GQA group, padded to a power of two, at most 8. */

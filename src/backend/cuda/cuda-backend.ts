@@ -20,6 +20,7 @@ import { StepGraphs, type Uploads } from './step-graphs.js';
 import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
+import { firstOutside, int32Bounds } from '../../int32-bounds.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillSharedBytes, prefillTileRows } from './attention-plan.js';
 
 /** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
@@ -612,10 +613,8 @@ export class CudaBackend implements Backend {
   embedding(table: Weight, ids: Int32Array): Tensor {
     const tab = this.dense(table);
     const [vocab, hidden] = tab.shape;
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (id < 0 || id >= vocab) throw new RangeError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
-    }
+    const { min, max } = int32Bounds(ids);
+    if (min < 0 || max >= vocab) throw new RangeError(`token id ${ids[firstOutside(ids, 0, vocab)]} is outside the vocabulary (0..${vocab - 1})`);
     const out = this.tensor([ids.length, hidden]);
     if (ids.length === 0) return out;
     const idsPtr = this.uploads.get('ids', ids);
@@ -1362,8 +1361,10 @@ export class CudaBackend implements Backend {
     if (k.numel !== slots.length * width || v.numel !== slots.length * width) throw new RangeError(`${op}: k/v must be [${slots.length}, ${width}]`);
     if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new RangeError(`${op}: layer ${layer} of a ${numLayers}-layer KV cache`);
     const numSlots = numBlocks * blockSize;
-    for (let i = 0; i < slots.length; i++) {
-      if (slots[i] < 0 || slots[i] >= numSlots) throw new RangeError(`${op}: slot ${slots[i]} (token ${i}) is outside the KV cache's ${numSlots} slots`);
+    const { min, max } = int32Bounds(slots);
+    if (min < 0 || max >= numSlots) {
+      const i = firstOutside(slots, 0, numSlots);
+      throw new RangeError(`${op}: slot ${slots[i]} (token ${i}) is outside the KV cache's ${numSlots} slots`);
     }
     return { off: layer * c.layerBytes, slotsPtr: slots.length > 0 ? this.uploads.get('slots', slots) : 0 };
   }
