@@ -262,6 +262,29 @@ describe('CUDA MLP with a 16-bit intermediate', { skip: skipReason }, () => {
     });
   }
 
+  // At 4096 columns the prefill norms walk rows in 256-thread blocks (prefillNormKernel), not the
+  // 1024 of a decode step's row kernel: their side output must be the conversion of their own
+  // float32 rows (made later, deferred, with the same blocks).
+  for (const { kind, side, conversion } of sideCases.slice(0, 2)) {
+    it(`at 4096 columns a prefill norm's ${side} output is the ${conversion} of its own (deferred) float32 rows`, { skip: kind === 'fp8' && !be?.canMatmulFp8(256) && 'no FP8 GEMMs on this GPU' }, () => {
+      const H = 4096, T = 40;
+      const lin = weight(kind, 256, H);
+      const normW = be.loadDense('norm', { dtype: 'F32', shape: [H], bytes: new Uint8Array(uniform(H, 0.5, 1.5).buffer) });
+      const x = uniform(T * H, -2, 2);
+      be.linear(be.rmsNorm(be.fromHost(x, [T, H]), normW, 1e-5, 'linears'), lin.g); // the GEMMs' input type, learned
+      let yFused: Float32Array | undefined;
+      let hRows: Float32Array | undefined;
+      const names = launchesOf(be, () => {
+        const h = be.rmsNorm(be.fromHost(x, [T, H]), normW, 1e-5, 'linears');
+        yFused = be.toHost(be.linear(h, lin.g));
+        hRows = be.toHost(h); // the deferred float32 rows, made now
+      });
+      assert.ok(names.includes(`rms_norm_${side}_b4`) && !names.includes(conversion), `the norm converts, in 256-thread blocks (${names.join(', ')})`);
+      const yConverted = be.toHost(be.linear(be.fromHost(hRows!, [T, H]), lin.g));
+      assertBitwise(yFused!, yConverted, `${kind}: the norm's ${side} output against ${conversion} of its float32 rows`);
+    });
+  }
+
   it('refuses weights that do not chain, naming their shapes', () => {
     const w = mlpWeights('BF16', 256, 640);
     const bad = weight('BF16', 256, 512);

@@ -10,7 +10,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { KV_DTYPE_BYTES, ropeWriteKv, type Backend, type KvCacheStorage, type KvDtype, type RopeRows, type Tensor } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
-import { normKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { normKernel, prefillNormKernel, type CudaBackend } from '../src/backend/cuda/cuda-backend.js';
+import { GEMV_MAX_TOKENS } from '../src/engine/kv-budget.js';
 import { DEFAULT_MODEL_NAME, embeddedModelDir } from '../src/model/default-model.js';
 import { loadLlama, ModelRunner, runSteps } from './support/run-model.js';
 import { comparisons, launchesOf, openTestGpu, testRandom } from './support/cuda.js';
@@ -64,10 +65,18 @@ describe('the vector norm kernels are chosen from the row length alone (runs eve
     assert.deepEqual(normKernel(16388, false, [0]), { kind: 'scalar' });
     assert.deepEqual(normKernel(4098, true, [0]), { kind: 'scalar' });
     assert.deepEqual(normKernel(4096, true, [0, 8]), { kind: 'scalar' });
+    // Prefill-sized steps: 256-thread blocks where a row fits 4 float4s a thread.
+    const k4096 = normKernel(4096, true, [0]);
+    assert.deepEqual(prefillNormKernel(k4096, GEMV_MAX_TOKENS, 4096), k4096);
+    assert.deepEqual(prefillNormKernel(k4096, GEMV_MAX_TOKENS + 1, 4096), { kind: 'block', vec: 4, threads: 256 });
+    assert.deepEqual(prefillNormKernel(normKernel(3072, true, [0]), 2048, 3072), { kind: 'block', vec: 3, threads: 256 });
+    assert.deepEqual(prefillNormKernel(normKernel(1024, false, [0]), 2048, 1024), { kind: 'block', vec: 1, threads: 256 });
+    assert.deepEqual(prefillNormKernel(normKernel(8192, true, [0]), 2048, 8192), { kind: 'block', vec: 2, threads: 1024 });
+    assert.deepEqual(prefillNormKernel(normKernel(256, true, [0]), 2048, 256), { kind: 'warp', vec: 2 });
   });
 });
 
-describe('CUDA norms: vector kernels against the CPU (≤ 1e-6) and independent of the row count', { skip: skipReason }, () => {
+describe('CUDA norms: vector kernels against the CPU (≤ 1e-6) and independent of the row count within a step kind', { skip: skipReason }, () => {
   const g = () => gpu!;
   const fresh = async () => {
     await nextTurn();
@@ -92,12 +101,20 @@ describe('CUDA norms: vector kernels against the CPU (≤ 1e-6) and independent 
         const ag = g().toHost(g().addRmsNorm(g().fromHost(x, [T, cols]), rg, w.g, 1e-5));
         assertClose(ag, cpu.toHost(cpu.addRmsNorm(cpu.fromHost(x.slice(), [T, cols]), rc, w.c, 1e-5)), 1e-6, `addRmsNorm ${what}`);
         assertBitwise(g().toHost(rg), cpu.toHost(rc), `addRmsNorm residual ${what}`);
-        // The last row alone gives the same bits as inside the batch.
+        // The last row gives the same bits in any step of the same kind: alone (decode-sized steps)
+        // or after other rows in a step of GEMV_MAX_TOKENS + 1 (prefill-sized: prefillNormKernel).
         const last = (a: Float32Array) => a.slice((T - 1) * cols);
-        const one = g().toHost(g().rmsNorm(g().fromHost(last(x), [1, cols]), w.g, 1e-5));
-        assertBitwise(one, last(ng), `rmsNorm ${what}: the last row alone`);
-        const oneAdd = g().toHost(g().addRmsNorm(g().fromHost(last(x), [1, cols]), g().fromHost(last(res), [1, cols]), w.g, 1e-5));
-        assertBitwise(oneAdd, last(ag), `addRmsNorm ${what}: the last row alone`);
+        const n = T > GEMV_MAX_TOKENS ? GEMV_MAX_TOKENS + 1 : 1;
+        const withOthers = (row: Float32Array) => {
+          const a = new Float32Array(n * cols);
+          a.set(uniform((n - 1) * cols, -2, 2));
+          a.set(row, (n - 1) * cols);
+          return a;
+        };
+        const one = last(g().toHost(g().rmsNorm(g().fromHost(withOthers(last(x)), [n, cols]), w.g, 1e-5)));
+        assertBitwise(one, last(ng), `rmsNorm ${what}: the last row in a step of ${n}`);
+        const oneAdd = last(g().toHost(g().addRmsNorm(g().fromHost(withOthers(last(x)), [n, cols]), g().fromHost(withOthers(last(res)), [n, cols]), w.g, 1e-5)));
+        assertBitwise(oneAdd, last(ag), `addRmsNorm ${what}: the last row in a step of ${n}`);
       }
     }
   });

@@ -5,8 +5,9 @@
 // Decode normalises 1–8 rows of 4096–8192 floats: such a launch is all latency, so a row is read
 // once with 16-byte loads into registers (V float4s per thread, every load issued before any use),
 // reduced once (warp shuffles, one shared-memory step) and written from registers. The host picks
-// the threads and V from the row length alone, so a row's summation order never depends on how many
-// rows share the launch. Rows that fit a warp (head norms) take a warp each, 8 rows a block.
+// the threads and V from the row length and the step's kind alone (prefill steps: smaller blocks,
+// cuda-backend.ts prefillNormKernel), so a row's summation order never depends on how many rows
+// share the launch. Rows that fit a warp (head norms) take a warp each, 8 rows a block.
 // Rows whose length is not a multiple of 4, or longer than 1024 threads × 4 float4s, take the
 // scalar kernels at the end. The row kernels may start while the kernel before them finishes and let
 // the kernel after them start early (pdl_wait, pdl_trigger; programmatic-launch.ts): that is the GEMV
@@ -139,13 +140,15 @@ __device__ __forceinline__ void add_rms_norm_block(const float* __restrict__ x, 
 }
 
 // The prefill norms with a side output: the row kernels' arithmetic, row for row (the same bits as
-// rms_norm_block / add_rms_norm_block, which make a deferred output's float32 rows), but each block
-// walks rows blockIdx.x, + gridDim.x, … (about as many blocks as fit the GPU at once) with the next
-// row's loads in flight while it reduces and writes this one, and the weights loaded once. A block a
-// row spent most of its short life waiting: one load's latency, then four barriers (the sum, the
-// absmax), with only two rows an SM in flight (27 µs for 2048 rows of 4096 on an H100, ~1.6 TB/s).
-// Rows of more than 2048 float4s (V > 2) would spill the prefetch at 1024 threads' 64 registers:
-// those load each row as they reach it.
+// rms_norm_block / add_rms_norm_block at the same block size, which make a deferred output's float32
+// rows), but each block walks rows blockIdx.x, + gridDim.x, … (about as many blocks as fit the GPU at
+// once) with the next row's loads in flight while it reduces and writes this one, and the weights
+// loaded once. A block a row spent most of its short life waiting: one load's latency, then four
+// barriers (the sum, the absmax), with only two rows an SM in flight (27 µs for 2048 rows of 4096 on
+// an H100, ~1.6 TB/s). The host runs them with 256-thread blocks where a row fits (V = 4 at 4096
+// columns; cuda-backend.ts prefillNormKernel): eight rows an SM, reductions over 8 warps. Rows of more
+// than 2 float4s a thread (V > 2) would spill the prefetch at 1024 threads' 64 registers: those load
+// each row as they reach it (at 256 threads the prefetch measured no faster).
 template <int V>
 __host__ __device__ constexpr bool norm_prefetch() { return V <= 2; }
 template <int V>
