@@ -4,6 +4,7 @@
 // by every layer (a forward passes the same batch arrays to each).
 
 import { firstOutside, int32Bounds } from '../../int32-bounds.js';
+import { sameContents } from './same-contents.js';
 import { KV_DTYPE_BYTES, type AttentionBatch, type KvDtype } from '../backend.js';
 
 /** Query rows of the prefill kernel's tiles (kernels/attention-prefill.cu: 4 or 8 warps × 16 rows). */
@@ -204,9 +205,9 @@ export class AttentionPlanner {
       c.numTokens === batch.numTokens &&
       c.blockSize === blockSize &&
       c.numBlocks === numBlocks &&
-      equal(c.copies[0], batch.positions) &&
-      equal(c.copies[1], batch.seqIndex) &&
-      equal(c.copies[2], batch.blockTables);
+      sameContents(c.copies[0], batch.positions) &&
+      sameContents(c.copies[1], batch.seqIndex) &&
+      sameContents(c.copies[2], batch.blockTables);
     if (!same) {
       this.last = {
         positions: batch.positions,
@@ -227,11 +228,6 @@ export class AttentionPlanner {
     }
     return last.plan;
   }
-}
-
-/** The same contents (a native memcmp: compiled from the first call, unlike a loop). */
-function equal(a: Int32Array, b: Int32Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
 /** Query heads one decode block serves: the whole GQA group, padded to a power of two, at most 8. */

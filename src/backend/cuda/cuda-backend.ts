@@ -21,6 +21,7 @@ import { sampleRowsOnGpu } from './sampling.js';
 import { GPU_MAX_TOP_LOGPROBS, logprobRowsOnGpu } from './logprobs.js';
 import type { Logprobs, PenaltyRow } from '../../engine/sampler.js';
 import { firstOutside, int32Bounds } from '../../int32-bounds.js';
+import { sameContents } from './same-contents.js';
 import { AttentionPlanner, DECODE_MAX_SPLITS, DECODE_MMA_MIN_CHUNK, DECODE_MMA_ONE_CHUNK, PREFILL_MIN_RUN, type PrefillTileRows, decodeHeadsPerBlock, decodeSplits, prefillSharedBytes, prefillTileRows } from './attention-plan.js';
 
 /** An MLP's widths (intermediate N, input K, output H), checked to chain and to take x. */
@@ -209,14 +210,6 @@ class StepUploads implements Uploads {
     const e = this.entries.get(key);
     return e !== undefined && e.buffer.ptr === ptr && e.buffer.generation === e.generation;
   }
-}
-
-/**
- * The same bytes (a native memcmp: a prefill's RoPE tables, 2 × 512 KiB, are checked before every
- * layer's use, and an element-by-element loop there took 35–45 ms of host time per forward).
- */
-function sameContents(a: Int32Array | Float32Array, b: Int32Array | Float32Array): boolean {
-  return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
 /** decodeGemv 'auto': matrices of at most this many rows take the tensor-core GEMV (see decodeGemv). */
