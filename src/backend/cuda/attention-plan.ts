@@ -72,12 +72,12 @@ export function planAttention(batch: AttentionBatch, blockSize: number): Attenti
   }
   const capacity = maxBlocksPerSeq * blockSize;
   const seqs = int32Bounds(seqIndex, T);
-  if (T > 0 && (seqs.min < 0 || seqs.max >= numSeqs)) {
+  if (seqs.min < 0 || seqs.max >= numSeqs) {
     const j = firstOutside(seqIndex, 0, numSeqs, T);
     throw new RangeError(`attention: token ${j} has sequence index ${seqIndex[j]}, the step has ${numSeqs} sequences`);
   }
   const pos = int32Bounds(positions, T);
-  if (T > 0 && (pos.min < 0 || pos.max >= capacity)) {
+  if (pos.min < 0 || pos.max >= capacity) {
     const j = firstOutside(positions, 0, capacity, T);
     throw new RangeError(`attention: token ${j} is at position ${positions[j]}, outside its block table (${maxBlocksPerSeq} blocks of ${blockSize})`);
   }
@@ -128,7 +128,7 @@ export function planAttention(batch: AttentionBatch, blockSize: number): Attenti
     numTokens: T,
     runs,
     longestRun,
-    maxPos: T > 0 ? pos.max : -1,
+    maxPos: Math.max(-1, pos.max),
     tiles: { 64: tilesOf(64), 128: tilesOf(128) },
     otherTokens: Int32Array.from(otherTokens),
     otherMaxPos,
